@@ -1,0 +1,268 @@
+//! Configuration from environment variables, read once at start-up into typed structs.
+//!
+//! `.env` is loaded with dotenvy first (real environment variables win). A bad value stops the
+//! program with a message that names the variable; URLs are never echoed (they may hold passwords).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A variable with a value the program cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+/// Where variables come from: the process environment, or a map in tests.
+pub trait Source {
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment (after `.env` has been loaded).
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Source for F {
+    fn get(&self, var: &str) -> Option<String> {
+        self(var)
+    }
+}
+
+/// Loads `.env` (if present) and starts logging; the first thing every `main` does.
+pub fn init() {
+    let dotenv = dotenvy::dotenv();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match dotenv {
+        Ok(path) => log::info!("loaded {}", path.display()),
+        Err(e) if e.not_found() => {}
+        Err(e) => log::warn!("ignoring .env: {e}"),
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    src: &dyn Source,
+    var: &'static str,
+    default: T,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    match src.get(var) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
+            var,
+            reason: format!("{raw:?} is not {expected}"),
+        }),
+    }
+}
+
+fn positive(src: &dyn Source, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    let v = parse(src, var, default, "a positive integer")?;
+    if v == 0 {
+        return Err(ConfigError {
+            var,
+            reason: "must be greater than 0".into(),
+        });
+    }
+    Ok(v)
+}
+
+fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError {
+                var,
+                reason: format!("{v:?} is not a boolean (true/false)"),
+            }),
+        },
+    }
+}
+
+fn redis_url(src: &dyn Source, var: &'static str, default: &str) -> Result<String, ConfigError> {
+    let url = src.get(var).unwrap_or_else(|| default.to_owned());
+    redis::Client::open(url.as_str()).map_err(|e| ConfigError {
+        var,
+        // The error text of redis-rs never contains the password; the URL itself is not echoed.
+        reason: format!("not a usable Redis URL ({})", e.category()),
+    })?;
+    Ok(url)
+}
+
+fn queue_name(src: &dyn Source) -> Result<String, ConfigError> {
+    let queue = src.get("CELERY_QUEUE").unwrap_or_else(|| "celery".into());
+    if !crate::validation::is_id(&queue) {
+        return Err(ConfigError {
+            var: "CELERY_QUEUE",
+            reason: "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'".into(),
+        });
+    }
+    Ok(queue)
+}
+
+/// What every process needs to reach the broker and the result backend.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Broker: `REDIS_URL` (default `redis://127.0.0.1:6379/0`).
+    pub url: String,
+    /// Result backend: `RESULT_BACKEND_URL` (default: the broker URL, as one Redis db).
+    pub result_url: String,
+    /// `CELERY_QUEUE` (default `celery`).
+    pub queue: String,
+    /// `RESULT_EXPIRES_SECS`: TTL of stored results; 0 keeps them forever (default 86400, Celery's).
+    pub result_expires: Duration,
+    /// `REDIS_TIMEOUT_MS`: bound on one Redis call made while answering a request (default 2000).
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let url = redis_url(src, "REDIS_URL", "redis://127.0.0.1:6379/0")?;
+        let result_url = redis_url(src, "RESULT_BACKEND_URL", &url)?;
+        Ok(RedisConfig {
+            url,
+            result_url,
+            queue: queue_name(src)?,
+            result_expires: Duration::from_secs(parse(
+                src,
+                "RESULT_EXPIRES_SECS",
+                86_400,
+                "a number of seconds",
+            )?),
+            timeout: Duration::from_millis(positive(src, "REDIS_TIMEOUT_MS", 2000)?),
+        })
+    }
+}
+
+/// An HTTP service: where it listens, and Redis.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub bind: SocketAddr,
+    pub redis: RedisConfig,
+}
+
+impl ServiceConfig {
+    /// `bind_var` names the service's own address variable (`ORDER_BIND`, `NOTIFICATION_BIND`).
+    pub fn from_source(
+        src: &dyn Source,
+        bind_var: &'static str,
+        default_bind: SocketAddr,
+    ) -> Result<Self, ConfigError> {
+        Ok(ServiceConfig {
+            bind: parse(
+                src,
+                bind_var,
+                default_bind,
+                "a socket address like 127.0.0.1:8080",
+            )?,
+            redis: RedisConfig::from_source(src)?,
+        })
+    }
+}
+
+/// The worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub redis: RedisConfig,
+    /// `WORKER_CONCURRENCY`: tasks run at once (default: number of cores).
+    pub concurrency: usize,
+    /// `VISIBILITY_TIMEOUT_SECS`: a task whose worker stops renewing its lease comes back after this (default 30).
+    pub visibility_timeout: Duration,
+    /// `WORKER_SHUTDOWN_TIMEOUT_SECS`: grace period for in-flight tasks on SIGTERM (default 30).
+    pub shutdown_timeout: Duration,
+    /// `WORKER_ACKS_LATE`: acknowledge after the result is stored (default true).
+    pub acks_late: bool,
+    /// `WORKER_TRACK_STARTED`: store STARTED when a task begins (default true).
+    pub track_started: bool,
+    /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
+    pub webhook_timeout: Duration,
+    /// `WEBHOOK_MAX_ATTEMPTS`: attempts for timeouts and 5xx answers (default 5).
+    pub webhook_max_attempts: u32,
+}
+
+impl WorkerConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from) as u64;
+        Ok(WorkerConfig {
+            redis: RedisConfig::from_source(src)?,
+            concurrency: positive(src, "WORKER_CONCURRENCY", cores)? as usize,
+            visibility_timeout: Duration::from_secs(positive(src, "VISIBILITY_TIMEOUT_SECS", 30)?),
+            shutdown_timeout: Duration::from_secs(parse(
+                src,
+                "WORKER_SHUTDOWN_TIMEOUT_SECS",
+                30,
+                "a number of seconds",
+            )?),
+            acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
+            track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
+            webhook_timeout: Duration::from_millis(positive(src, "WEBHOOK_TIMEOUT_MS", 5000)?),
+            webhook_max_attempts: positive(src, "WEBHOOK_MAX_ATTEMPTS", 5)? as u32,
+        })
+    }
+}
+
+/// This process's node name, `rust<pid>@<host>`, used where Celery writes its `origin`.
+pub fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("rust{}@{}", std::process::id(), host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn src(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_are_celerys() {
+        let c = WorkerConfig::from_source(&src(&[])).unwrap();
+        assert_eq!(c.redis.queue, "celery");
+        assert_eq!(c.redis.result_expires, Duration::from_secs(86_400));
+        assert_eq!(c.redis.result_url, c.redis.url);
+        assert!(c.acks_late);
+        assert!(c.concurrency >= 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = WorkerConfig::from_source(&src(&[("WORKER_CONCURRENCY", "lots")])).unwrap_err();
+        assert_eq!(err.var, "WORKER_CONCURRENCY");
+        let err = WorkerConfig::from_source(&src(&[("WORKER_CONCURRENCY", "0")])).unwrap_err();
+        assert_eq!(err.var, "WORKER_CONCURRENCY");
+        let err = WorkerConfig::from_source(&src(&[("WORKER_ACKS_LATE", "maybe")])).unwrap_err();
+        assert_eq!(err.var, "WORKER_ACKS_LATE");
+        let err = ServiceConfig::from_source(
+            &src(&[("ORDER_BIND", "nowhere")]),
+            "ORDER_BIND",
+            ([127, 0, 0, 1], 1).into(),
+        )
+        .unwrap_err();
+        assert_eq!(err.var, "ORDER_BIND");
+    }
+
+    #[test]
+    fn redis_url_errors_do_not_echo_the_password() {
+        let err = RedisConfig::from_source(&src(&[("REDIS_URL", "postgres://u:s3cret@h/0")]))
+            .unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+}

@@ -1,0 +1,245 @@
+//! Test support: a private `redis-server` (from PATH) on a free port, and child processes whose
+//! output can be awaited line by line. Enabled by the `test-support` feature.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// How long a child may take to print the line a test waits for.
+pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// A `redis-server` of this test alone, stopped when dropped.
+pub struct TestRedis {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl TestRedis {
+    /// Starts `redis-server` on a free port and returns once it accepts connections (it says so
+    /// on stdout; nothing here sleeps).
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = TempDir::new("redis");
+            let mut child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .args(["--dir", &dir.path().to_string_lossy(), "--logfile", ""])
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be on PATH for the tests");
+            let stdout = child.stdout.take().expect("piped stdout");
+            match wait_for_line(stdout, "Ready to accept connections", STARTUP) {
+                Ok(()) => {
+                    return TestRedis {
+                        child,
+                        port,
+                        _dir: dir,
+                    }
+                }
+                Err(e) => {
+                    last_error = e;
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A URL for another database of the same server.
+    pub fn url_db(&self, db: u8) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("valid url")
+    }
+
+    pub async fn manager(&self) -> ConnectionManager {
+        ConnectionManager::new(self.client())
+            .await
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Reads lines (on a helper thread) until one contains `needle`; the rest of the output is
+/// drained so the child never blocks on a full pipe.
+pub fn wait_for_line(
+    out: impl std::io::Read + Send + 'static,
+    needle: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    match lines_until(out, needle, limit) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Like [`wait_for_line`], returning the matching line.
+pub fn lines_until(
+    out: impl std::io::Read + Send + 'static,
+    needle: &str,
+    limit: Duration,
+) -> Result<String, String> {
+    let (tx, rx) = mpsc::channel();
+    let needle = needle.to_owned();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("TEST_ECHO_CHILDREN").is_some() {
+                eprintln!("child> {line}");
+            }
+            if line.contains(&needle) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .map_err(|_| "the expected line did not appear (process exited or timed out)".to_owned())
+}
+
+/// A child process (one of the project's binaries) killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `binary` with `env` (and nothing from `.env`) and waits until its log has a line
+    /// containing `ready_line`; returns that line too.
+    pub fn spawn(
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        ready_line: &str,
+    ) -> (Self, String) {
+        let mut cmd = Command::new(binary);
+        cmd.args(args)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let name = binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match lines_until(stderr, ready_line, STARTUP) {
+            Ok(line) => (Proc { child, name }, line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("{name} did not log {ready_line:?}: {e}");
+            }
+        }
+    }
+
+    /// Sends SIGTERM (via `kill`, no extra crates) and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for child")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The path of a sibling binary of this workspace, next to `anchor` (a `CARGO_BIN_EXE_*`).
+pub fn sibling_binary(anchor: &str, name: &str) -> std::path::PathBuf {
+    let path = Path::new(anchor).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run the tests for the whole workspace (cargo test --workspace)",
+        path.display()
+    );
+    path
+}
+
+/// The socket address in a "listening on 127.0.0.1:PORT" log line.
+pub fn listening_addr(line: &str) -> std::net::SocketAddr {
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// A temporary directory removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,50 @@
+//! Every route of the notification service, composed from small filters (warp's todos layout).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use common::web::{self, with_state};
+use warp::{Filter, Reply};
+
+use crate::{handlers, State};
+
+/// All routes, with errors turned into the JSON error shape.
+pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    web::health_routes(state.redis.clone(), state.timeout)
+        .or(create(state.clone()))
+        .or(get_one(state.clone()))
+        .or(list(state))
+        .recover(web::recover)
+}
+
+/// `POST /notifications` `{notification_id?, recipient, channel: log|webhook, subject, body, url?}`
+pub fn create(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("notifications")
+        .and(warp::post())
+        .and(web::json_object())
+        .and(with_state(state))
+        .and_then(handlers::create)
+}
+
+/// `GET /notifications/{notification_id}`
+pub fn get_one(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("notifications" / String)
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(handlers::get_one)
+}
+
+/// `GET /notifications?recipient=...`
+pub fn list(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("notifications")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state))
+        .and_then(handlers::list)
+}

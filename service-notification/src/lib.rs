@@ -1,0 +1,20 @@
+//! The notification service: accepts notifications over HTTP and hands them to the worker as
+//! `send_notification` tasks; shows a notification's state and what a recipient was sent.
+//!
+//! [`api`] holds every route, [`handlers`] what each does; the shared state and start-up live
+//! in `common::service`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use common::service::ServiceSpec;
+
+pub mod api;
+pub mod handlers;
+
+pub const SPEC: ServiceSpec = ServiceSpec {
+    name: "service-notification",
+    bind_var: "NOTIFICATION_BIND",
+    default_bind: SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8081),
+};
+
+pub use common::service::AppState as State;

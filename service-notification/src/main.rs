@@ -1,0 +1,11 @@
+//! The notification service binary.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::service::main(
+        service_notification::SPEC,
+        service_notification::api::routes,
+    )
+    .await?;
+    Ok(())
+}

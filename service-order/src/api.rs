@@ -1,0 +1,60 @@
+//! Every route of the order service, composed from small filters (warp's todos layout).
+
+use std::convert::Infallible;
+
+use common::web::{self, with_state};
+use warp::{Filter, Reply};
+
+use crate::{handlers, State};
+
+/// All routes, with errors turned into the JSON error shape.
+pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
+    web::health_routes(state.redis.clone(), state.timeout)
+        .or(create_order(state.clone()))
+        .or(get_order(state.clone()))
+        .or(put_stock(state.clone()))
+        .or(get_stock(state))
+        .recover(web::recover)
+}
+
+/// `POST /orders` `{order_id?, customer: {id, email}, items: [{sku, quantity, unit_price_cents}]}`
+pub fn create_order(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("orders")
+        .and(warp::post())
+        .and(web::json_object())
+        .and(with_state(state))
+        .and_then(handlers::create_order)
+}
+
+/// `GET /orders/{order_id}`
+pub fn get_order(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("orders" / String)
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(handlers::get_order)
+}
+
+/// `PUT /inventory/{sku}` `{available}`
+pub fn put_stock(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("inventory" / String)
+        .and(warp::put())
+        .and(web::json_object())
+        .and(with_state(state))
+        .and_then(handlers::put_stock)
+}
+
+/// `GET /inventory/{sku}`
+pub fn get_stock(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("inventory" / String)
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(handlers::get_stock)
+}

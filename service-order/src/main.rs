@@ -1,0 +1,7 @@
+//! The order service binary.
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::service::main(service_order::SPEC, service_order::api::routes).await?;
+    Ok(())
+}

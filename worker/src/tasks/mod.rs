@@ -1,0 +1,65 @@
+//! The task registry: which names this worker runs, and what a task returns.
+
+use common::protocol::{Body, TaskMessage};
+use common::result::ExceptionInfo;
+use common::tasks::{PROCESS_ORDER, SEND_NOTIFICATION};
+use common::validation::ValidationErrors;
+use serde_json::Value;
+
+use crate::execute::Context;
+
+pub mod process_order;
+pub mod send_notification;
+
+/// The running task's identity, from its headers.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub id: String,
+    pub root_id: String,
+}
+
+/// A task's return value and the tasks it sends on (published before its result is stored).
+#[derive(Debug)]
+pub struct Output {
+    pub value: Value,
+    pub children: Vec<TaskMessage>,
+}
+
+/// Why a task did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The task failed for good: stored as FAILURE with this exception.
+    #[error("{}: {}", .0.exc_type, .0.message())]
+    Failed(ExceptionInfo),
+    /// A dependency (Redis) failed: nothing is stored, the message is not acknowledged and comes
+    /// back after the visibility timeout.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl From<ValidationErrors> for TaskError {
+    /// Invalid arguments are a `ValueError`, so Python callers can `except ValueError`.
+    fn from(e: ValidationErrors) -> Self {
+        TaskError::Failed(ExceptionInfo::new("builtins", "ValueError", e.to_string()))
+    }
+}
+
+impl From<redis::RedisError> for TaskError {
+    fn from(e: redis::RedisError) -> Self {
+        TaskError::Transient(e.to_string())
+    }
+}
+
+/// Runs the named task, or `None` when this worker does not know the name.
+pub async fn dispatch(
+    ctx: &Context,
+    name: &str,
+    req: &Request,
+    body: &Body,
+) -> Option<Result<Output, TaskError>> {
+    match name {
+        PROCESS_ORDER => Some(process_order::run(ctx, req, body).await),
+        SEND_NOTIFICATION => Some(send_notification::run(ctx, req, body).await),
+        _ => None,
+    }
+}

@@ -1,0 +1,61 @@
+//! `process_order`: total the order, reserve its stock once, and notify the customer when confirmed.
+
+use common::inventory;
+use common::protocol::{Body, TaskMessage};
+use common::tasks::Channel;
+use common::tasks::{Contract, OrderOutcome, OrderStatus, ProcessOrder, SendNotification};
+use uuid::Uuid;
+
+use super::{Output, Request, TaskError};
+use crate::execute::Context;
+
+pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, TaskError> {
+    let order = ProcessOrder::from_call(&body.args, &body.kwargs)?;
+    // Validation has already refused orders whose total overflows.
+    let total_cents = order.total_cents().unwrap_or(i64::MAX);
+    let reservation = inventory::reserve(&ctx.redis, &order.order_id, &order.items).await?;
+    let outcome = OrderOutcome {
+        order_id: order.order_id.clone(),
+        status: reservation.status,
+        total_cents,
+        reason: reservation.reason,
+    };
+    let mut children = Vec::new();
+    if outcome.status == OrderStatus::Confirmed {
+        children.push(confirmation(ctx, req, &order, total_cents));
+    }
+    let value = serde_json::to_value(&outcome).map_err(|e| TaskError::Transient(e.to_string()))?;
+    Ok(Output { value, children })
+}
+
+/// The customer's confirmation, sent as a chained task (parent and root set as Celery does).
+/// Its ids derive from the order task's id, so a redelivered order sends the same notification.
+fn confirmation(
+    ctx: &Context,
+    req: &Request,
+    order: &ProcessOrder,
+    total_cents: i64,
+) -> TaskMessage {
+    let note = SendNotification {
+        notification_id: format!("order-{}-confirmed", order.order_id),
+        recipient: order.customer.email.clone(),
+        channel: Channel::Log,
+        subject: format!("Order {} confirmed", order.order_id),
+        body: format!(
+            "Your order {} of {} item(s) is confirmed. Total: {}.{:02}",
+            order.order_id,
+            order.items.len(),
+            total_cents / 100,
+            total_cents % 100
+        ),
+        url: None,
+    };
+    let mut msg = TaskMessage::new(SendNotification::NAME, &ctx.queue, note.to_kwargs())
+        .child_of(&req.id, &req.root_id);
+    msg.id = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("{}/confirmation", req.id).as_bytes(),
+    )
+    .to_string();
+    msg
+}

@@ -1,0 +1,66 @@
+//! `send_notification`: deliver once per notification id, through the log or a webhook.
+
+use common::clock;
+use common::notifications::{self, Delivery};
+use common::protocol::Body;
+use common::result::ExceptionInfo;
+use common::tasks::{Channel, Contract, SendNotification};
+use serde_json::json;
+
+use super::{Output, Request, TaskError};
+use crate::execute::Context;
+use crate::webhook::{self, WebhookError};
+
+pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, TaskError> {
+    let n = SendNotification::from_call(&body.args, &body.kwargs)?;
+    if let Some(done) = notifications::delivery(&ctx.redis, &n.notification_id).await? {
+        log::info!(
+            "notification {} was delivered before; not sending again",
+            n.notification_id
+        );
+        return Ok(output(&done, false));
+    }
+    if n.channel == Channel::Webhook {
+        let url = n.url.as_deref().unwrap_or_default();
+        let payload = json!({
+            "notification_id": n.notification_id, "recipient": n.recipient,
+            "subject": n.subject, "body": n.body,
+        });
+        webhook::post(&ctx.http, &ctx.webhook, url, &n.notification_id, &payload)
+            .await
+            .map_err(|e| match e {
+                WebhookError::Rejected(status) => TaskError::Failed(ExceptionInfo::new(
+                    "builtins",
+                    "RuntimeError",
+                    format!("webhook refused the notification with HTTP {status}"),
+                )),
+                WebhookError::GaveUp(why) => TaskError::Failed(ExceptionInfo::new(
+                    "builtins",
+                    "RuntimeError",
+                    format!("webhook not reachable: {why}"),
+                )),
+            })?;
+    }
+    let delivery = Delivery {
+        notification_id: n.notification_id,
+        recipient: n.recipient,
+        channel: n.channel,
+        subject: n.subject,
+        body: n.body,
+        url: n.url,
+        task_id: req.id.clone(),
+        delivered_at: clock::now_iso(),
+    };
+    let first = notifications::record(&ctx.redis, &delivery).await?;
+    Ok(output(&delivery, first))
+}
+
+fn output(d: &Delivery, first: bool) -> Output {
+    Output {
+        value: json!({
+            "notification_id": d.notification_id, "status": "delivered", "channel": d.channel,
+            "delivered_at": d.delivered_at, "duplicate": !first,
+        }),
+        children: Vec::new(),
+    }
+}
