@@ -75,10 +75,10 @@ pub struct Headers {
     #[serde(default)]
     pub group_index: Option<i64>,
     /// Python accepts `null` on receipt; we read it as 0 and always send an integer.
-    #[serde(default, deserialize_with = "null_as_zero")]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub retries: i64,
     /// `[hard, soft]` seconds (the code's order, not the protocol document's).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub timelimit: [Option<f64>; 2],
     #[serde(default)]
     pub root_id: Option<String>,
@@ -90,9 +90,10 @@ pub struct Headers {
     pub kwargsrepr: Option<String>,
     #[serde(default)]
     pub origin: Option<String>,
-    #[serde(default)]
+    /// `send_task` sends `null` here (captured); read as false.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub ignore_result: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub replaced_task_nesting: i64,
     #[serde(default)]
     pub stamped_headers: Option<Value>,
@@ -182,8 +183,12 @@ pub struct Message {
     pub body: Body,
 }
 
-fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    Ok(Option::<i64>::deserialize(d)?.unwrap_or(0))
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn empty_object() -> Value {
@@ -400,8 +405,8 @@ impl TaskMessage {
             content_encoding: Some("utf-8".into()),
             content_type: Some(CONTENT_TYPE_JSON.into()),
             headers: Headers {
-                // Informational only; "py" is the one value Celery tooling knows.
-                lang: Some("py".into()),
+                // Informational; Python workers run messages with any value (captured test A01).
+                lang: Some("rust".into()),
                 task: self.task.clone(),
                 id: self.id.clone(),
                 shadow: None,

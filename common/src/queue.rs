@@ -125,16 +125,14 @@ impl Broker {
         }
         inv.arg(&self.queue);
         let reply: Option<Vec<String>> = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(reply.map(|mut parts| {
-            let reason = (parts.len() > 3).then(|| parts.swap_remove(3));
-            let taken_at = parts.get(2).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-            match reason {
+        Ok(reply.map(|parts| {
+            let mut parts = parts.into_iter();
+            let raw = parts.next().unwrap_or_default();
+            let tag = parts.next().unwrap_or_default();
+            let taken_at = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+            match parts.next() {
                 Some(reason) => Claim::DeadLettered { reason },
-                None => Claim::Message(Delivery {
-                    raw: parts.swap_remove(0),
-                    tag: parts.swap_remove(0),
-                    taken_at,
-                }),
+                None => Claim::Message(Delivery { raw, tag, taken_at }),
             }
         }))
     }
