@@ -156,6 +156,26 @@ impl Broker {
         Ok(moved.is_some())
     }
 
+    /// Moves whatever waits in the processing list back to the consuming end of the queue
+    /// (on shutdown, so Python workers see it too). Returns how many moved.
+    pub async fn return_processing(&self) -> RedisResult<usize> {
+        let mut conn = self.conn.clone();
+        let mut moved = 0;
+        loop {
+            let m: Option<String> = redis::cmd("LMOVE")
+                .arg(keys::processing(&self.queue))
+                .arg(&self.queue)
+                .arg("RIGHT")
+                .arg("RIGHT")
+                .query_async(&mut conn)
+                .await?;
+            if m.is_none() {
+                return Ok(moved);
+            }
+            moved += 1;
+        }
+    }
+
     async fn settle(
         &self,
         tag: &str,

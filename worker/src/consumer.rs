@@ -133,13 +133,10 @@ pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerErro
             }
             Ok(None) => {
                 drop(permit);
-                tokio::select! {
-                    _ = stop.wait() => break,
-                    waited = broker.wait_for_message(&mut blocking, BLOCK) => {
-                        if let Err(e) = waited {
-                            backoff = pause(&mut stop, backoff, &e).await;
-                        }
-                    }
+                // Not cancelled on shutdown: a cancelled BLMOVE stays blocked in Redis and would
+                // swallow the messages this worker hands back. It lasts at most BLOCK.
+                if let Err(e) = broker.wait_for_message(&mut blocking, BLOCK).await {
+                    backoff = pause(&mut stop, backoff, &e).await;
                 }
             }
             Err(e) => {
@@ -171,6 +168,11 @@ pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerErro
                 delivery.tag
             ),
         }
+    }
+    match broker.return_processing().await {
+        Ok(0) => {}
+        Ok(n) => log::info!("returned {n} fetched-but-unclaimed message(s) to the queue"),
+        Err(e) => log::warn!("could not return the processing list ({e}); the next claim takes it"),
     }
     background.abort_all();
     log::info!("worker stopped");

@@ -1,0 +1,320 @@
+//! Every route of the order service and every bad-input case, through `warp::test` (no socket),
+//! against a real redis-server. Bad input must enqueue nothing.
+
+use std::time::Duration;
+
+use common::protocol::Message;
+use common::result::{ExceptionInfo, ResultMeta};
+use common::service::AppState;
+use common::testing::{service_config, unreachable_redis_url, TestRedis};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use service_order::api;
+
+struct Fixture {
+    redis: TestRedis,
+    state: AppState,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let redis = TestRedis::start();
+        let state = AppState::connect(&service_config(&redis.url())).unwrap();
+        Fixture { redis, state }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        call(&self.state, method, path, body).await
+    }
+
+    async fn queued(&self) -> Vec<Message> {
+        let raw: Vec<String> = self
+            .redis
+            .manager()
+            .await
+            .lrange("celery", 0, -1)
+            .await
+            .unwrap();
+        raw.iter()
+            .map(|r| Message::decode(r.as_bytes()).unwrap())
+            .collect()
+    }
+}
+
+async fn call(state: &AppState, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut req = warp::test::request().method(method).path(path);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.reply(&api::routes(state.clone())).await;
+    let json = serde_json::from_slice(resp.body()).unwrap_or(Value::Null);
+    (resp.status().as_u16(), json)
+}
+
+fn order(order_id: Option<&str>) -> Value {
+    let mut o = json!({
+        "customer": {"id": "c-1", "email": "ada@example.com"},
+        "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 250},
+                  {"sku": "B", "quantity": 1, "unit_price_cents": 1000}]
+    });
+    if let Some(id) = order_id {
+        o["order_id"] = json!(id);
+    }
+    o
+}
+
+#[tokio::test]
+async fn post_orders_enqueues_process_order_as_celery_kwargs() {
+    let f = Fixture::new();
+    let (status, body) = f
+        .call("POST", "/orders", Some(&order(Some("o-1")).to_string()))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(body["order_id"], "o-1");
+    assert_eq!(body["status_url"], "/orders/o-1");
+    let queued = f.queued().await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].task(), "process_order");
+    assert_eq!(queued[0].id(), body["task_id"].as_str().unwrap());
+    assert_eq!(queued[0].body.kwargs["customer"], order(None)["customer"]);
+    assert_eq!(queued[0].body.kwargs["items"], order(None)["items"]);
+}
+
+#[tokio::test]
+async fn the_same_order_id_twice_enqueues_once_and_returns_the_same_task() {
+    let f = Fixture::new();
+    let (s1, b1) = f
+        .call("POST", "/orders", Some(&order(Some("o-2")).to_string()))
+        .await;
+    let (s2, b2) = f
+        .call("POST", "/orders", Some(&order(Some("o-2")).to_string()))
+        .await;
+    assert_eq!((s1, s2), (202, 200));
+    assert_eq!(b1["task_id"], b2["task_id"]);
+    assert_eq!(f.queued().await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_order_without_id_gets_one() {
+    let f = Fixture::new();
+    let (status, body) = f
+        .call("POST", "/orders", Some(&order(None).to_string()))
+        .await;
+    assert_eq!(status, 202);
+    let id = body["order_id"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+    assert_eq!(f.queued().await[0].body.kwargs["order_id"], id);
+}
+
+#[tokio::test]
+async fn bad_orders_get_4xx_naming_the_field_and_enqueue_nothing() {
+    let f = Fixture::new();
+    let mut cases: Vec<(String, u16, &str, Vec<&str>)> = vec![
+        ("{not json".into(), 400, "malformed_json", vec![]),
+        ("[1, 2]".into(), 400, "invalid_body", vec![]),
+        (
+            "{}".into(),
+            422,
+            "validation_failed",
+            vec!["customer", "items"],
+        ),
+    ];
+    let mut with = |patch: Value, fields: Vec<&'static str>| {
+        let mut o = order(Some("o-bad"));
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                o.as_object_mut().unwrap().remove(k);
+            } else {
+                o[k] = v.clone();
+            }
+        }
+        cases.push((o.to_string(), 422, "validation_failed", fields));
+    };
+    with(json!({"customer": "ada"}), vec!["customer"]);
+    with(
+        json!({"customer": {"id": 7, "email": "nope"}}),
+        vec!["customer.id", "customer.email"],
+    );
+    with(json!({"customer": null}), vec!["customer"]);
+    with(json!({"items": []}), vec!["items"]);
+    with(json!({"items": "A"}), vec!["items"]);
+    with(
+        json!({"items": [{"sku": "A", "quantity": 0, "unit_price_cents": 1}]}),
+        vec!["items[0].quantity"],
+    );
+    with(
+        json!({"items": [{"sku": "A", "quantity": -3, "unit_price_cents": 1}]}),
+        vec!["items[0].quantity"],
+    );
+    with(
+        json!({"items": [{"sku": "A", "quantity": 1, "unit_price_cents": -1}]}),
+        vec!["items[0].unit_price_cents"],
+    );
+    with(
+        json!({"items": [{"sku": "A", "quantity": "2", "unit_price_cents": 1}]}),
+        vec!["items[0].quantity"],
+    );
+    with(
+        json!({"items": [{"quantity": 1, "unit_price_cents": 1}]}),
+        vec!["items[0].sku"],
+    );
+    with(
+        json!({"items": [{"sku": "A", "quantity": 1000000, "unit_price_cents": 9223372036854775807i64}]}),
+        vec!["items"],
+    );
+    with(json!({"order_id": "has space"}), vec!["order_id"]);
+    with(json!({"order_id": 12}), vec!["order_id"]);
+    for (body, status, code, fields) in cases {
+        let (got, reply) = f.call("POST", "/orders", Some(&body)).await;
+        assert_eq!(got, status, "{body} -> {reply}");
+        assert_eq!(reply["error"]["code"], code, "{body}");
+        assert!(reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        let named: Vec<&str> = reply["error"]["fields"]
+            .as_array()
+            .map(|a| a.iter().map(|f| f["field"].as_str().unwrap()).collect())
+            .unwrap_or_default();
+        assert_eq!(named, fields, "{body}");
+    }
+    assert!(f.queued().await.is_empty(), "nothing enqueued by bad input");
+}
+
+#[tokio::test]
+async fn oversized_bodies_wrong_methods_and_unknown_paths() {
+    let f = Fixture::new();
+    let mut big = order(Some("o-big"));
+    big["padding"] = json!("x".repeat(70 * 1024));
+    let (status, reply) = f.call("POST", "/orders", Some(&big.to_string())).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let (status, reply) = f.call("DELETE", "/orders", None).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let (status, reply) = f.call("PATCH", "/inventory/A", Some("{}")).await;
+    assert_eq!(status, 405, "{reply}");
+    let (status, reply) = f.call("GET", "/nowhere", None).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    assert!(f.queued().await.is_empty());
+}
+
+#[tokio::test]
+async fn get_order_reports_pending_then_the_stored_outcome() {
+    let f = Fixture::new();
+    let (status, reply) = f.call("GET", "/orders/nope", None).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+
+    let (_, created) = f
+        .call("POST", "/orders", Some(&order(Some("o-3")).to_string()))
+        .await;
+    let task_id = created["task_id"].as_str().unwrap();
+    let (status, view) = f.call("GET", "/orders/o-3", None).await;
+    assert_eq!((status, view["state"].as_str()), (200, Some("PENDING")));
+
+    let outcome = json!({"order_id": "o-3", "status": "confirmed", "total_cents": 1500});
+    f.state
+        .results
+        .store(&ResultMeta::success(task_id, outcome.clone()))
+        .await
+        .unwrap();
+    let (_, view) = f.call("GET", "/orders/o-3", None).await;
+    assert_eq!(view["state"], "SUCCESS");
+    assert_eq!(view["result"], outcome);
+    assert_eq!(view["task_id"], task_id);
+
+    let (_, other) = f
+        .call("POST", "/orders", Some(&order(Some("o-4")).to_string()))
+        .await;
+    let exc = ExceptionInfo::new("builtins", "ValueError", "items: bad");
+    let other_id = other["task_id"].as_str().unwrap();
+    f.state
+        .results
+        .store(&ResultMeta::failure(other_id, &exc, None))
+        .await
+        .unwrap();
+    let (_, view) = f.call("GET", "/orders/o-4", None).await;
+    assert_eq!(view["state"], "FAILURE");
+    assert_eq!(
+        view["error"],
+        json!({"type": "ValueError", "message": "items: bad"})
+    );
+}
+
+#[tokio::test]
+async fn inventory_is_set_and_read_and_bad_values_are_refused() {
+    let f = Fixture::new();
+    let (status, body) = f.call("GET", "/inventory/A", None).await;
+    assert_eq!((status, body["available"].as_i64()), (200, Some(0)));
+    let (status, body) = f
+        .call("PUT", "/inventory/A", Some(r#"{"available": 12}"#))
+        .await;
+    assert_eq!((status, body), (200, json!({"sku": "A", "available": 12})));
+    let (_, body) = f.call("GET", "/inventory/A", None).await;
+    assert_eq!(body["available"], 12);
+    for bad in [
+        r#"{"available": -1}"#,
+        r#"{"available": "5"}"#,
+        r#"{}"#,
+        r#"{"available": 1.5}"#,
+    ] {
+        let (status, reply) = f.call("PUT", "/inventory/A", Some(bad)).await;
+        assert_eq!(status, 422, "{bad}");
+        assert_eq!(reply["error"]["fields"][0]["field"], "available", "{bad}");
+    }
+    let (status, reply) = f
+        .call("PUT", "/inventory/bad%20sku", Some(r#"{"available": 1}"#))
+        .await;
+    assert_eq!(
+        (status, reply["error"]["fields"][0]["field"].as_str()),
+        (422, Some("sku"))
+    );
+    let (_, body) = f.call("GET", "/inventory/A", None).await;
+    assert_eq!(body["available"], 12, "refused writes changed nothing");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let f = Fixture::new();
+    assert_eq!(
+        f.call("GET", "/healthz", None).await,
+        (200, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        f.call("GET", "/readyz", None).await,
+        (200, json!({"status": "ready"}))
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_gives_503_in_bounded_time_not_a_hang() {
+    let state = AppState::connect(&service_config(&unreachable_redis_url())).unwrap();
+    let limit = Duration::from_secs(10);
+    for (method, path, body) in [
+        ("GET", "/readyz", None),
+        ("POST", "/orders", Some(order(Some("o-5")).to_string())),
+        ("GET", "/orders/o-5", None),
+        ("GET", "/inventory/A", None),
+    ] {
+        let (status, reply) =
+            tokio::time::timeout(limit, call(&state, method, path, body.as_deref()))
+                .await
+                .expect("answered, not hung");
+        assert_eq!(status, 503, "{method} {path}: {reply}");
+        assert_eq!(reply["error"]["code"], "redis_unavailable");
+    }
+    assert_eq!(
+        call(&state, "GET", "/healthz", None).await.0,
+        200,
+        "alive without Redis"
+    );
+}

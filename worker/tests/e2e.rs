@@ -1,0 +1,230 @@
+//! End to end: the three real binaries as processes against a private redis-server, driven
+//! over HTTP exactly as a user would (services on port 0, addresses read from their logs).
+
+use std::time::Duration;
+
+use common::result::{ResultBackend, TaskState};
+use common::testing::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Stack {
+    redis: TestRedis,
+    worker: Proc,
+    order: (Proc, String),
+    notification: (Proc, String),
+    http: reqwest::Client,
+}
+
+fn start() -> Stack {
+    let redis = TestRedis::start();
+    let env = |extra: (&'static str, &str)| {
+        vec![("REDIS_URL", redis.url()), (extra.0, extra.1.to_owned())]
+    };
+    let worker_bin = env!("CARGO_BIN_EXE_worker");
+    let (worker, _) = Proc::spawn(
+        worker_bin.as_ref(),
+        &[],
+        &env(("WORKER_CONCURRENCY", "4")),
+        "consuming queue",
+    );
+    let service = |name: &str, var: &'static str| {
+        let (proc, line) = Proc::spawn(
+            &sibling_binary(worker_bin, name),
+            &[],
+            &env((var, "127.0.0.1:0")),
+            "listening on",
+        );
+        (proc, format!("http://{}", listening_addr(&line)))
+    };
+    let order = service("service-order", "ORDER_BIND");
+    let notification = service("service-notification", "NOTIFICATION_BIND");
+    Stack {
+        redis,
+        worker,
+        order,
+        notification,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Stack {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        (
+            resp.status().as_u16(),
+            resp.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn order_api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call(method, format!("{}{path}", self.order.1), body)
+            .await
+    }
+
+    async fn notification_api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call(method, format!("{}{path}", self.notification.1), body)
+            .await
+    }
+
+    /// Waits for a task's ready state through the result backend's pub/sub (no polling).
+    async fn finished(&self, task_id: &str) -> common::result::ResultMeta {
+        let results = ResultBackend::new(
+            self.redis.manager().await,
+            self.redis.client(),
+            Duration::from_secs(60),
+        );
+        let meta = results.wait(task_id, WAIT).await.unwrap();
+        assert!(meta.status.is_ready());
+        meta
+    }
+
+    fn stop(self) {
+        for p in [self.worker, self.order.0, self.notification.0] {
+            let name = p.name.clone();
+            assert!(p.terminate().success(), "{name} exits cleanly on SIGTERM");
+        }
+    }
+}
+
+use reqwest::Method;
+
+#[tokio::test]
+async fn orders_are_confirmed_or_rejected_and_customers_notified() {
+    let s = start();
+    for (sku, n) in [("A", 5), ("B", 2)] {
+        let (status, _) = s
+            .order_api(
+                Method::PUT,
+                &format!("/inventory/{sku}"),
+                Some(json!({"available": n})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let order = json!({"customer": {"id": "c-9", "email": "grace@example.com"},
+                       "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 1250},
+                                 {"sku": "B", "quantity": 1, "unit_price_cents": 99}]});
+    let (status, accepted) = s.order_api(Method::POST, "/orders", Some(order)).await;
+    assert_eq!(status, 202, "{accepted}");
+    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
+    let meta = s.finished(accepted["task_id"].as_str().unwrap()).await;
+    assert_eq!(meta.status, TaskState::Success);
+
+    let (_, view) = s
+        .order_api(Method::GET, accepted["status_url"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(view["state"], "SUCCESS");
+    assert_eq!(
+        view["result"],
+        json!({"order_id": order_id, "status": "confirmed", "total_cents": 2599})
+    );
+    assert_eq!(
+        s.order_api(Method::GET, "/inventory/A", None).await.1["available"],
+        3
+    );
+    assert_eq!(
+        s.order_api(Method::GET, "/inventory/B", None).await.1["available"],
+        1
+    );
+
+    // The confirmation is a chained task; wait for it, then read it through the other service.
+    let child = meta.children.unwrap()[0][0][0].as_str().unwrap().to_owned();
+    assert_eq!(s.finished(&child).await.status, TaskState::Success);
+    let (_, listed) = s
+        .notification_api(
+            Method::GET,
+            "/notifications?recipient=grace@example.com",
+            None,
+        )
+        .await;
+    let notes = listed["notifications"].as_array().unwrap();
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0]["subject"], format!("Order {order_id} confirmed"));
+    let (status, note) = s
+        .notification_api(
+            Method::GET,
+            &format!(
+                "/notifications/{}",
+                notes[0]["notification_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!((status, note["delivered"].as_bool()), (200, Some(true)));
+
+    // Beyond stock: rejected with a reason, stock unchanged, nobody notified.
+    let big = json!({"order_id": "too-big", "customer": {"id": "c-9", "email": "grace@example.com"},
+                     "items": [{"sku": "A", "quantity": 4, "unit_price_cents": 1}]});
+    let (_, accepted) = s.order_api(Method::POST, "/orders", Some(big)).await;
+    s.finished(accepted["task_id"].as_str().unwrap()).await;
+    let (_, view) = s.order_api(Method::GET, "/orders/too-big", None).await;
+    assert_eq!(view["result"]["status"], "rejected");
+    assert_eq!(
+        view["result"]["reason"],
+        "insufficient stock for A: requested 4, available 3"
+    );
+    assert_eq!(
+        s.order_api(Method::GET, "/inventory/A", None).await.1["available"],
+        3
+    );
+    let (_, listed) = s
+        .notification_api(
+            Method::GET,
+            "/notifications?recipient=grace@example.com",
+            None,
+        )
+        .await;
+    assert_eq!(listed["notifications"].as_array().unwrap().len(), 1);
+    s.stop();
+}
+
+#[tokio::test]
+async fn a_webhook_notification_reaches_the_receiver_with_its_idempotency_key() {
+    let mut hook = WebhookReceiver::start(vec![]).await;
+    let s = start();
+    let body = json!({"notification_id": "n-e2e", "recipient": "ops@example.com", "channel": "webhook",
+                      "subject": "deploy", "body": "done", "url": hook.url});
+    let (status, accepted) = s
+        .notification_api(Method::POST, "/notifications", Some(body))
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let hit = hook.next().await;
+    assert_eq!(hit.idempotency_key.as_deref(), Some("n-e2e"));
+    assert_eq!(hit.body["body"], "done");
+    assert_eq!(
+        s.finished(accepted["task_id"].as_str().unwrap())
+            .await
+            .status,
+        TaskState::Success
+    );
+    let (_, view) = s
+        .notification_api(Method::GET, "/notifications/n-e2e", None)
+        .await;
+    assert_eq!(
+        (view["state"].as_str(), view["delivered"].as_bool()),
+        (Some("SUCCESS"), Some(true))
+    );
+    assert!(hook.hits.try_recv().is_err(), "delivered once");
+    s.stop();
+}

@@ -1,0 +1,420 @@
+//! The worker running in-process against a real redis-server: the two tasks, Celery's outcomes
+//! for unknown names, expiry and eta, poison messages, canvas callbacks, webhook retries and the
+//! hand-back of unfinished work on shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::config::WorkerConfig;
+use common::keys;
+use common::notifications;
+use common::protocol::{Signature, TaskMessage};
+use common::queue::Broker;
+use common::result::{ResultBackend, ResultMeta, TaskState};
+use common::shutdown::{self, Trigger};
+use common::testing::{TestRedis, WebhookReceiver};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Running {
+    _redis: TestRedis,
+    conn: ConnectionManager,
+    broker: Broker,
+    results: ResultBackend,
+    trigger: Trigger,
+    handle: tokio::task::JoinHandle<Result<(), worker::consumer::WorkerError>>,
+}
+
+async fn start(extra: &[(&str, &str)]) -> Running {
+    let redis = TestRedis::start();
+    let mut vars: HashMap<String, String> = HashMap::from([
+        ("REDIS_URL".into(), redis.url()),
+        ("WORKER_CONCURRENCY".into(), "4".into()),
+    ]);
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let (trigger, stop) = shutdown::channel();
+    let handle = tokio::spawn(worker::run(cfg, stop));
+    let conn = redis.manager().await;
+    Running {
+        broker: Broker::new(conn.clone(), "celery"),
+        results: ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(3600)),
+        conn,
+        _redis: redis,
+        trigger,
+        handle,
+    }
+}
+
+impl Running {
+    async fn send(&self, task: &str, kwargs: Value) -> TaskMessage {
+        let msg = TaskMessage::new(
+            task,
+            "celery",
+            kwargs.as_object().cloned().unwrap_or_default(),
+        );
+        self.broker.publish(&msg).await.unwrap();
+        msg
+    }
+
+    async fn result(&self, id: &str) -> ResultMeta {
+        self.results.wait(id, WAIT).await.unwrap()
+    }
+
+    /// Stops the worker (running tasks finish first, so every ack has happened) and returns
+    /// what is left: held messages and queued ones.
+    async fn stop(self) -> Stopped {
+        self.trigger.fire();
+        self.handle.await.unwrap().unwrap();
+        let mut conn = self.conn;
+        let unacked: i64 = conn.hlen(keys::UNACKED).await.unwrap();
+        let queued: Vec<String> = conn.lrange("celery", 0, -1).await.unwrap();
+        Stopped {
+            _redis: self._redis,
+            conn,
+            unacked,
+            queued,
+        }
+    }
+}
+
+struct Stopped {
+    _redis: TestRedis,
+    conn: ConnectionManager,
+    unacked: i64,
+    queued: Vec<String>,
+}
+
+impl Stopped {
+    fn all_acknowledged(&self) {
+        assert_eq!(
+            (self.unacked, self.queued.len()),
+            (0, 0),
+            "nothing held or left"
+        );
+    }
+}
+
+fn order(order_id: &str, quantity: i64) -> Value {
+    json!({"order_id": order_id, "customer": {"id": "c-1", "email": "ada@example.com"},
+           "items": [{"sku": "A", "quantity": quantity, "unit_price_cents": 250},
+                     {"sku": "B", "quantity": 1, "unit_price_cents": 1099}]})
+}
+
+async fn stock(conn: &mut ConnectionManager, sku: &str) -> i64 {
+    common::inventory::get_stock(conn, sku).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_confirmed_order_reserves_stock_and_notifies_the_customer_as_a_chained_task() {
+    let w = start(&[]).await;
+    common::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
+    common::inventory::set_stock(&w.conn, "B", 1).await.unwrap();
+    let msg = w.send("process_order", order("o-1", 2)).await;
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(
+        meta.result,
+        json!({"order_id": "o-1", "status": "confirmed", "total_cents": 1599})
+    );
+    let mut conn = w.conn.clone();
+    assert_eq!(
+        (stock(&mut conn, "A").await, stock(&mut conn, "B").await),
+        (3, 0)
+    );
+
+    let child_id = meta.children.as_ref().unwrap()[0][0][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let child = w.result(&child_id).await;
+    assert_eq!(child.status, TaskState::Success, "{child:?}");
+    assert_eq!(
+        child.parent_id.as_deref(),
+        Some(msg.id.as_str()),
+        "chained like Celery"
+    );
+    let delivered = notifications::delivered_to(&w.conn, "ada@example.com")
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].notification_id, "order-o-1-confirmed");
+    assert!(delivered[0].body.contains("15.99"), "{}", delivered[0].body);
+    w.stop().await.all_acknowledged();
+}
+
+#[tokio::test]
+async fn an_order_beyond_stock_is_rejected_not_failed_and_changes_nothing() {
+    let w = start(&[]).await;
+    common::inventory::set_stock(&w.conn, "A", 1).await.unwrap();
+    common::inventory::set_stock(&w.conn, "B", 9).await.unwrap();
+    let msg = w.send("process_order", order("o-2", 2)).await;
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Success);
+    assert_eq!(meta.result["status"], "rejected");
+    assert_eq!(
+        meta.result["reason"],
+        "insufficient stock for A: requested 2, available 1"
+    );
+    assert_eq!(
+        meta.children,
+        Some(json!([])),
+        "no notification for a rejected order"
+    );
+    let mut conn = w.conn.clone();
+    assert_eq!(
+        (stock(&mut conn, "A").await, stock(&mut conn, "B").await),
+        (1, 9)
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_order_processed_twice_reserves_once() {
+    let w = start(&[]).await;
+    common::inventory::set_stock(&w.conn, "A", 10)
+        .await
+        .unwrap();
+    common::inventory::set_stock(&w.conn, "B", 10)
+        .await
+        .unwrap();
+    let (a, b) = (
+        w.send("process_order", order("o-3", 4)).await,
+        w.send("process_order", order("o-3", 4)).await,
+    );
+    assert_eq!(w.result(&a.id).await.result, w.result(&b.id).await.result);
+    let mut conn = w.conn.clone();
+    assert_eq!(
+        (stock(&mut conn, "A").await, stock(&mut conn, "B").await),
+        (6, 9)
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn positional_args_work_and_invalid_arguments_fail_as_value_error() {
+    let w = start(&[]).await;
+    let o = order("o-4", 1);
+    let mut msg = TaskMessage::new("process_order", "celery", Map::new());
+    msg.body.args = vec![
+        o["order_id"].clone(),
+        o["customer"].clone(),
+        o["items"].clone(),
+    ];
+    w.broker.publish(&msg).await.unwrap();
+    assert_eq!(w.result(&msg.id).await.status, TaskState::Success);
+
+    let bad = w
+        .send("process_order", json!({"order_id": "o-5", "items": []}))
+        .await;
+    let meta = w.result(&bad.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    let exc = meta.exception().unwrap();
+    assert_eq!(
+        (exc.exc_type.as_str(), exc.exc_module.as_str()),
+        ("ValueError", "builtins")
+    );
+    assert!(
+        exc.message().contains("customer: is required"),
+        "{}",
+        exc.message()
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_task_is_stored_as_not_registered_and_acknowledged() {
+    let w = start(&[]).await;
+    let msg = w.send("no_such_task", json!({})).await;
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    let exc = meta.exception().unwrap();
+    assert_eq!(
+        (exc.exc_type.as_str(), exc.exc_module.as_str()),
+        ("NotRegistered", "celery.exceptions")
+    );
+    assert_eq!(exc.exc_message, json!(["no_such_task"]));
+    w.stop().await.all_acknowledged();
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
+    let w = start(&[]).await;
+    let mut env = TaskMessage::new("process_order", "celery", Map::new()).to_envelope();
+    let poison_id = env.headers.id.clone();
+    env.body = "W1tdLCB7fV0=".into(); // base64 of "[[], {}]": two elements
+    let mut conn = w.conn.clone();
+    conn.lpush::<_, _, ()>("celery", env.to_json())
+        .await
+        .unwrap();
+    conn.lpush::<_, _, ()>("celery", "\u{1}garbage")
+        .await
+        .unwrap();
+    let meta = w.result(&poison_id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert_eq!(meta.exception().unwrap().exc_type, "DecodeError");
+
+    // The worker is alive and serves the next message.
+    let good = w.send("no_such_task", json!({})).await;
+    assert_eq!(w.result(&good.id).await.status, TaskState::Failure);
+    let dead = w.broker.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let envelope_dead = dead.iter().find(|d| d.task_id.is_some()).unwrap();
+    assert_eq!(envelope_dead.task_id.as_deref(), Some(poison_id.as_str()));
+    assert!(
+        envelope_dead.reason.contains("3-element"),
+        "{}",
+        envelope_dead.reason
+    );
+    w.stop().await.all_acknowledged();
+}
+
+#[tokio::test]
+async fn eta_tasks_wait_in_the_schedule_and_expired_tasks_are_revoked() {
+    let w = start(&[]).await;
+    let now = OffsetDateTime::now_utc();
+    let mut later = TaskMessage::new("no_such_task", "celery", Map::new());
+    later.eta = Some(now + time::Duration::hours(1));
+    let mut past = TaskMessage::new("no_such_task", "celery", Map::new());
+    past.eta = Some(now - time::Duration::minutes(1));
+    let mut expired = TaskMessage::new("no_such_task", "celery", Map::new());
+    expired.expires = Some(now - time::Duration::seconds(1));
+    for m in [&later, &past, &expired] {
+        w.broker.publish(m).await.unwrap();
+    }
+    assert_eq!(
+        w.result(&past.id).await.status,
+        TaskState::Failure,
+        "a past eta runs at once"
+    );
+    let revoked = w.result(&expired.id).await;
+    assert_eq!(revoked.status, TaskState::Revoked);
+    assert_eq!(revoked.exception().unwrap().exc_message, json!(["expired"]));
+    assert_eq!(revoked.children, None);
+    // The future one was taken and parked (it is in the schedule, not held by the worker).
+    let stopped = w.stop().await;
+    stopped.all_acknowledged();
+    let mut conn = stopped.conn.clone();
+    let scheduled: Vec<String> = conn.zrange(keys::scheduled("celery"), 0, -1).await.unwrap();
+    assert_eq!(scheduled.len(), 1);
+    assert!(scheduled[0].contains(&later.id));
+    assert!(!conn
+        .exists::<_, bool>(keys::task_meta(&later.id))
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn link_callbacks_are_sent_with_parent_and_root_ids() {
+    let w = start(&[]).await;
+    common::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
+    common::inventory::set_stock(&w.conn, "B", 5).await.unwrap();
+    let mut msg = TaskMessage::new(
+        "process_order",
+        "celery",
+        order("o-6", 1).as_object().cloned().unwrap(),
+    );
+    let callback: Signature = serde_json::from_value(json!({
+        "task": "send_notification", "args": [],
+        "kwargs": {"notification_id": "n-cb", "recipient": "ops@example.com", "channel": "log",
+                   "subject": "order done", "body": "o-6"},
+        "options": {"task_id": "cb-task-1"}, "subtask_type": null, "immutable": true}))
+    .unwrap();
+    msg.body.embed.callbacks = Some(vec![callback]);
+    w.broker.publish(&msg).await.unwrap();
+    let parent = w.result(&msg.id).await;
+    assert_eq!(parent.status, TaskState::Success);
+    let children = parent.children.unwrap();
+    assert_eq!(
+        children.as_array().unwrap().len(),
+        2,
+        "confirmation + callback: {children}"
+    );
+    let cb = w.result("cb-task-1").await;
+    assert_eq!(cb.status, TaskState::Success, "{cb:?}");
+    assert_eq!(cb.parent_id.as_deref(), Some(msg.id.as_str()));
+    assert!(notifications::delivery(&w.conn, "n-cb")
+        .await
+        .unwrap()
+        .is_some());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn webhooks_retry_5xx_with_the_same_idempotency_key_and_fail_on_4xx() {
+    let mut hook = WebhookReceiver::start(vec![503, 200, 422]).await;
+    let w = start(&[("WEBHOOK_MAX_ATTEMPTS", "3")]).await;
+    let url = hook.url.clone();
+    let note = |id: &str| {
+        json!({"notification_id": id, "recipient": "ada@example.com",
+        "channel": "webhook", "subject": "s", "body": "b", "url": url})
+    };
+    let ok = w.send("send_notification", note("n-hook")).await;
+    let (first, second) = (hook.next().await, hook.next().await);
+    assert_eq!(first.idempotency_key.as_deref(), Some("n-hook"));
+    assert_eq!(second.idempotency_key.as_deref(), Some("n-hook"));
+    assert_eq!(first.body["subject"], "s");
+    assert_eq!(w.result(&ok.id).await.status, TaskState::Success);
+    assert!(notifications::delivery(&w.conn, "n-hook")
+        .await
+        .unwrap()
+        .is_some());
+
+    let refused = w.send("send_notification", note("n-refused")).await;
+    let meta = w.result(&refused.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert!(meta.exception().unwrap().message().contains("422"));
+    assert!(
+        hook.hits.try_recv().is_ok(),
+        "exactly one attempt for the 4xx"
+    );
+    assert!(hook.hits.try_recv().is_err());
+    assert!(notifications::delivery(&w.conn, "n-refused")
+        .await
+        .unwrap()
+        .is_none());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_hands_unfinished_tasks_back_to_the_queue_at_once() {
+    // A webhook that accepts the connection and never answers keeps the task running.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let _ = accepted_tx.send(());
+        let _hold = socket;
+        std::future::pending::<()>().await;
+    });
+    let w = start(&[
+        ("WORKER_SHUTDOWN_TIMEOUT_SECS", "0"),
+        ("WEBHOOK_TIMEOUT_MS", "600000"),
+    ])
+    .await;
+    let msg = w
+        .send(
+            "send_notification",
+            json!({"notification_id": "n-slow", "recipient": "a@example.com",
+            "channel": "webhook", "subject": "s", "body": "b", "url": url}),
+        )
+        .await;
+    tokio::time::timeout(WAIT, accepted).await.unwrap().unwrap();
+    let mut stopped = w.stop().await;
+    assert_eq!(stopped.queued.len(), 1, "handed back");
+    assert!(stopped.queued[0].contains(&msg.id));
+    assert_eq!(stopped.unacked, 0);
+    assert_eq!(
+        stopped
+            .conn
+            .zcard::<_, i64>(keys::UNACKED_INDEX)
+            .await
+            .unwrap(),
+        0
+    );
+}
