@@ -6,6 +6,26 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// Variables every process reads (through [`RedisConfig`]), plus logging.
+pub const REDIS_VARIABLES: &[&str] = &[
+    "REDIS_URL",
+    "RESULT_BACKEND_URL",
+    "CELERY_QUEUE",
+    "RESULT_EXPIRES_SECS",
+    "REDIS_TIMEOUT_MS",
+    "RUST_LOG",
+];
+/// Variables only the worker reads.
+pub const WORKER_VARIABLES: &[&str] = &[
+    "WORKER_CONCURRENCY",
+    "VISIBILITY_TIMEOUT_SECS",
+    "WORKER_SHUTDOWN_TIMEOUT_SECS",
+    "WORKER_ACKS_LATE",
+    "WORKER_TRACK_STARTED",
+    "WEBHOOK_TIMEOUT_MS",
+    "WEBHOOK_MAX_ATTEMPTS",
+];
+
 /// A variable with a value the program cannot use.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}: {reason}")]
@@ -229,6 +249,55 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k: &str| map.get(k).cloned()
+    }
+
+    /// Every variable read anywhere must be documented in the `.env.example` files and the README.
+    #[test]
+    fn env_examples_and_readme_document_every_variable() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_default();
+        let has = |text: &str, var: &str| text.lines().any(|l| l.starts_with(&format!("{var}=")));
+        let all: Vec<&str> = REDIS_VARIABLES
+            .iter()
+            .chain(WORKER_VARIABLES)
+            .chain(&["ORDER_BIND", "NOTIFICATION_BIND"])
+            .copied()
+            .collect();
+        let readme = read("README.md");
+        for var in &all {
+            assert!(has(&read(".env.example"), var), ".env.example lacks {var}");
+            assert!(
+                readme.contains(&format!("| `{var}` |")),
+                "README's table lacks {var}"
+            );
+        }
+        for (file, own) in [
+            ("worker/.env.example", WORKER_VARIABLES),
+            ("service-order/.env.example", &["ORDER_BIND"][..]),
+            (
+                "service-notification/.env.example",
+                &["NOTIFICATION_BIND"][..],
+            ),
+        ] {
+            for var in REDIS_VARIABLES.iter().chain(own) {
+                assert!(has(&read(file), var), "{file} lacks {var}");
+            }
+        }
+        // And nothing in the sources reads a variable missing from the lists above.
+        for src in ["common/src/config.rs", "common/src/service.rs"] {
+            let text = read(src);
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for var in code
+                .split('"')
+                .filter(|s| s.len() > 3 && s.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                .filter(|s| s.contains('_') && !s.starts_with("UNUSED"))
+            {
+                assert!(
+                    all.contains(&var) || var == "HOSTNAME",
+                    "{src} reads undocumented {var}"
+                );
+            }
+        }
     }
 
     #[test]

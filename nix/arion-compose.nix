@@ -1,0 +1,52 @@
+# `arion up` (see README): Redis and the flake's own three images, each service waiting for a
+# healthy Redis. `pkgs.project` is the flake's package set (nix/arion-pkgs.nix adds it).
+{ pkgs, lib, ... }:
+let
+  flakeImage = name: {
+    # arion would build its own image; run the flake's instead (arion issue #169).
+    build.image = lib.mkForce pkgs.project."image-${name}";
+    service.depends_on.redis.condition = "service_healthy";
+    service.restart = "unless-stopped";
+  };
+  selfCheck = name: {
+    test = [ "CMD" (lib.getExe pkgs.project.${name}) "healthcheck" ];
+    interval = "5s";
+    timeout = "3s";
+    retries = 5;
+  };
+in
+{
+  project.name = "celery-fleet";
+  docker-compose.volumes.redis-data = { };
+
+  services = {
+    redis.service = {
+      command = [ "${pkgs.redis}/bin/redis-server" "--bind" "0.0.0.0" "--protected-mode" "no" "--appendonly" "yes" "--dir" "/data" ];
+      volumes = [ "redis-data:/data" ];
+      healthcheck = {
+        test = [ "CMD" "${pkgs.redis}/bin/redis-cli" "ping" ];
+        interval = "2s";
+        timeout = "2s";
+        retries = 15;
+      };
+    };
+
+    worker = flakeImage "worker";
+
+    service-order = lib.mkMerge [
+      (flakeImage "service-order")
+      {
+        service.ports = [ "8080:8080" ];
+        service.healthcheck = selfCheck "service-order";
+      }
+    ];
+
+    service-notification = lib.mkMerge [
+      (flakeImage "service-notification")
+      {
+        service.ports = [ "8081:8081" ];
+        service.healthcheck = selfCheck "service-notification";
+      }
+    ];
+  };
+}
