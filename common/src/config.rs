@@ -23,7 +23,8 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
     "WEBHOOK_TIMEOUT_MS",
-    "WEBHOOK_MAX_ATTEMPTS",
+    "TASK_MAX_RETRIES",
+    "TASK_RETRY_BACKOFF_MS",
 ];
 
 /// A variable with a value the program cannot use.
@@ -202,8 +203,10 @@ pub struct WorkerConfig {
     pub track_started: bool,
     /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
     pub webhook_timeout: Duration,
-    /// `WEBHOOK_MAX_ATTEMPTS`: attempts for timeouts and 5xx answers (default 5).
-    pub webhook_max_attempts: u32,
+    /// `TASK_MAX_RETRIES`: retries of a transient failure before the task fails (default 4).
+    pub max_retries: u32,
+    /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
+    pub retry_backoff: Duration,
 }
 
 impl WorkerConfig {
@@ -222,7 +225,8 @@ impl WorkerConfig {
             acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
             track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
             webhook_timeout: Duration::from_millis(positive(src, "WEBHOOK_TIMEOUT_MS", 5000)?),
-            webhook_max_attempts: positive(src, "WEBHOOK_MAX_ATTEMPTS", 5)? as u32,
+            max_retries: parse(src, "TASK_MAX_RETRIES", 4, "a number of retries")?,
+            retry_backoff: Duration::from_millis(positive(src, "TASK_RETRY_BACKOFF_MS", 1000)?),
         })
     }
 }

@@ -355,6 +355,8 @@ pub struct TaskMessage {
     pub group_index: Option<i64>,
     pub retries: i64,
     pub ignore_result: bool,
+    /// Hard time limit in seconds (`time_limit`).
+    pub time_limit: Option<f64>,
 }
 
 impl TaskMessage {
@@ -378,6 +380,7 @@ impl TaskMessage {
             group_index: None,
             retries: 0,
             ignore_result: false,
+            time_limit: None,
         }
     }
 
@@ -415,7 +418,7 @@ impl TaskMessage {
                 group: self.group.clone(),
                 group_index: self.group_index,
                 retries: self.retries,
-                timelimit: [None, None],
+                timelimit: [self.time_limit, None],
                 root_id: Some(self.root_id.clone().unwrap_or_else(|| self.id.clone())),
                 parent_id: self.parent_id.clone(),
                 argsrepr: Some(truncate(args_repr)),

@@ -64,6 +64,9 @@ pub struct DeadLetter {
     pub raw: String,
     /// Unix seconds.
     pub at: f64,
+    /// How many times the task ran before it was given up (retried tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
 }
 
 /// A queue on Redis, as producers and consumers see it.
@@ -214,6 +217,25 @@ impl Broker {
         let dest = keys::scheduled(&self.queue);
         self.settle(&delivery.tag, "zadd", &dest, &delivery.raw, due)
             .await
+    }
+
+    /// Acknowledges a held message and, in the same step, schedules `replacement` (a retry of
+    /// it) to run `delay` from now by the server's clock.
+    pub async fn retry(
+        &self,
+        delivery: &Delivery,
+        replacement: &str,
+        delay: Duration,
+    ) -> RedisResult<bool> {
+        let dest = keys::scheduled(&self.queue);
+        self.settle(
+            &delivery.tag,
+            "zadd_in",
+            &dest,
+            replacement,
+            delay.as_secs_f64(),
+        )
+        .await
     }
 
     /// Moves a held message to the dead-letter list with the reason, and acknowledges it.

@@ -11,11 +11,10 @@ use common::config::WorkerConfig;
 use common::connection;
 use common::queue::{Broker, Claim, Delivery};
 use common::shutdown::Shutdown;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::execute::{self, Context};
-use crate::webhook;
 
 /// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
 const BLOCK: Duration = Duration::from_secs(1);
@@ -60,17 +59,16 @@ pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerErro
     let broker_client = redis::Client::open(cfg.redis.url.as_str())?;
     let mut blocking = connection::manager(&broker_client, Some(BLOCK + Duration::from_secs(5)))?;
     let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone());
+    let scheduled = Arc::new(Notify::new());
     let ctx = Arc::new(Context {
         broker: broker.clone(),
         results: stores.results,
         redis: stores.redis,
         http: reqwest::Client::builder().build()?,
-        webhook: webhook::Policy {
-            timeout: cfg.webhook_timeout,
-            max_attempts: cfg.webhook_max_attempts,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-        },
+        webhook_timeout: cfg.webhook_timeout,
+        max_retries: cfg.max_retries,
+        retry_backoff: cfg.retry_backoff,
+        scheduled: scheduled.clone(),
         queue: cfg.redis.queue.clone(),
         node: common::config::node_name(),
         acks_late: cfg.acks_late,
@@ -89,7 +87,11 @@ pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerErro
         cfg.visibility_timeout,
         shutdown.clone(),
     ));
-    background.spawn(promote_scheduled(broker.clone(), shutdown.clone()));
+    background.spawn(promote_scheduled(
+        broker.clone(),
+        scheduled,
+        shutdown.clone(),
+    ));
 
     log::info!(
         "worker {} consuming queue {} with concurrency {} (acks_late={}, visibility_timeout={}s)",
@@ -231,9 +233,9 @@ async fn restore_orphans(broker: Broker, visibility: Duration, mut stop: Shutdow
     }
 }
 
-/// Moves eta tasks whose time has come back to the queue; sleeps until the next one is due,
-/// but at most a second, so tasks scheduled by other workers are seen promptly.
-async fn promote_scheduled(broker: Broker, mut stop: Shutdown) {
+/// Moves eta tasks whose time has come back to the queue; sleeps until the next one is due, or
+/// until this worker schedules one, but at most a second (other workers schedule too).
+async fn promote_scheduled(broker: Broker, scheduled: Arc<Notify>, mut stop: Shutdown) {
     loop {
         let wait = match broker.promote_due().await {
             Ok((_, next)) => next.unwrap_or(BLOCK).min(BLOCK),
@@ -244,6 +246,7 @@ async fn promote_scheduled(broker: Broker, mut stop: Shutdown) {
         };
         tokio::select! {
             _ = stop.wait() => return,
+            _ = scheduled.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

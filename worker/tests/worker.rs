@@ -344,45 +344,101 @@ async fn link_callbacks_are_sent_with_parent_and_root_ids() {
     w.stop().await;
 }
 
+fn webhook_note(id: &str, url: &str) -> Value {
+    json!({"notification_id": id, "recipient": "ada@example.com", "channel": "webhook",
+           "subject": "s", "body": "b", "url": url})
+}
+
 #[tokio::test]
-async fn webhooks_retry_5xx_with_the_same_idempotency_key_and_fail_on_4xx() {
-    let mut hook = WebhookReceiver::start(vec![503, 200, 422]).await;
-    let w = start(&[("WEBHOOK_MAX_ATTEMPTS", "3")]).await;
-    let url = hook.url.clone();
-    let note = |id: &str| {
-        json!({"notification_id": id, "recipient": "ada@example.com",
-        "channel": "webhook", "subject": "s", "body": "b", "url": url})
-    };
-    let ok = w.send("send_notification", note("n-hook")).await;
+async fn webhook_5xx_is_retried_the_celery_way_with_the_same_idempotency_key() {
+    let mut hook = WebhookReceiver::start(vec![503, 200]).await;
+    let w = start(&[("TASK_RETRY_BACKOFF_MS", "50")]).await;
+    let msg = w
+        .send("send_notification", webhook_note("n-hook", &hook.url))
+        .await;
     let (first, second) = (hook.next().await, hook.next().await);
     assert_eq!(first.idempotency_key.as_deref(), Some("n-hook"));
     assert_eq!(second.idempotency_key.as_deref(), Some("n-hook"));
     assert_eq!(first.body["subject"], "s");
-    assert_eq!(w.result(&ok.id).await.status, TaskState::Success);
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Success);
+    // The retry was the same task re-sent by itself: Celery's parent_id for a retry.
+    assert_eq!(meta.parent_id.as_deref(), Some(msg.id.as_str()));
     assert!(notifications::delivery(&w.conn, "n-hook")
         .await
         .unwrap()
         .is_some());
-
-    let refused = w.send("send_notification", note("n-refused")).await;
-    let meta = w.result(&refused.id).await;
-    assert_eq!(meta.status, TaskState::Failure);
-    assert!(meta.exception().unwrap().message().contains("422"));
-    assert!(
-        hook.hits.try_recv().is_ok(),
-        "exactly one attempt for the 4xx"
-    );
-    assert!(hook.hits.try_recv().is_err());
-    assert!(notifications::delivery(&w.conn, "n-refused")
-        .await
-        .unwrap()
-        .is_none());
-    w.stop().await;
+    w.stop().await.all_acknowledged();
 }
 
 #[tokio::test]
-async fn shutdown_hands_unfinished_tasks_back_to_the_queue_at_once() {
-    // A webhook that accepts the connection and never answers keeps the task running.
+async fn a_4xx_fails_at_once_and_exhausted_retries_end_in_the_dead_letter_list() {
+    let mut hook = WebhookReceiver::start(vec![422, 500, 502, 503]).await;
+    let w = start(&[("TASK_RETRY_BACKOFF_MS", "20"), ("TASK_MAX_RETRIES", "2")]).await;
+    let refused = w
+        .send("send_notification", webhook_note("n-refused", &hook.url))
+        .await;
+    let meta = w.result(&refused.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert!(meta.exception().unwrap().message().contains("422"));
+    assert!(hook.next().await.idempotency_key.is_some());
+
+    let flaky = w
+        .send("send_notification", webhook_note("n-down", &hook.url))
+        .await;
+    let meta = w.result(&flaky.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert!(
+        meta.exception().unwrap().message().contains("HTTP 503"),
+        "{meta:?}"
+    );
+    for _ in 0..3 {
+        assert_eq!(hook.next().await.idempotency_key.as_deref(), Some("n-down"));
+    }
+    assert!(
+        hook.hits.try_recv().is_err(),
+        "one attempt plus two retries"
+    );
+    let dead = w.broker.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].task_id.as_deref(), Some(flaky.id.as_str()));
+    assert_eq!(dead[0].attempts, Some(3));
+    assert!(
+        dead[0].reason.starts_with("gave up after 3 attempts"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(notifications::delivery(&w.conn, "n-down")
+        .await
+        .unwrap()
+        .is_none());
+    w.stop().await.all_acknowledged();
+}
+
+#[tokio::test]
+async fn a_time_limit_stops_the_task_with_time_limit_exceeded() {
+    let (url, accepted) = silent_webhook().await;
+    let w = start(&[("WEBHOOK_TIMEOUT_MS", "600000")]).await;
+    let mut msg = TaskMessage::new(
+        "send_notification",
+        "celery",
+        webhook_note("n-limit", &url).as_object().cloned().unwrap(),
+    );
+    msg.time_limit = Some(0.5);
+    w.broker.publish(&msg).await.unwrap();
+    tokio::time::timeout(WAIT, accepted).await.unwrap().unwrap();
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    let exc = meta.exception().unwrap();
+    assert_eq!(
+        (exc.exc_type.as_str(), exc.exc_module.as_str()),
+        ("TimeLimitExceeded", "billiard.exceptions")
+    );
+    w.stop().await.all_acknowledged();
+}
+
+/// A webhook that accepts the connection and never answers; resolves the receiver on accept.
+async fn silent_webhook() -> (String, tokio::sync::oneshot::Receiver<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
@@ -392,6 +448,13 @@ async fn shutdown_hands_unfinished_tasks_back_to_the_queue_at_once() {
         let _hold = socket;
         std::future::pending::<()>().await;
     });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn shutdown_hands_unfinished_tasks_back_to_the_queue_at_once() {
+    // A webhook that never answers keeps the task running.
+    let (url, accepted) = silent_webhook().await;
     let w = start(&[
         ("WORKER_SHUTDOWN_TIMEOUT_SECS", "0"),
         ("WEBHOOK_TIMEOUT_MS", "600000"),

@@ -2,7 +2,8 @@
 -- puts the message somewhere else in the same step. Nothing happens when the lease was lost
 -- (a restore already gave the message back), so a message is never in two places.
 -- KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] destination (list or zset; unused for 'ack')
--- ARGV[1] tag, ARGV[2] action: 'ack' | 'rpush' | 'lpush' | 'zadd', ARGV[3] value, ARGV[4] zadd score
+-- ARGV[1] tag, ARGV[2] action: 'ack' | 'rpush' | 'lpush' | 'zadd' | 'zadd_in', ARGV[3] value,
+-- ARGV[4] the zadd score ('zadd'), or seconds from now by the server's clock ('zadd_in')
 -- Returns 1 when the delivery was settled, 0 when it was no longer held.
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -16,5 +17,9 @@ elseif action == 'lpush' then
   redis.call('LPUSH', KEYS[3], ARGV[3])
 elseif action == 'zadd' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+elseif action == 'zadd_in' then
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[4])
+  redis.call('ZADD', KEYS[3], due, ARGV[3])
 end
 return 1

@@ -31,6 +31,10 @@ pub enum TaskError {
     /// The task failed for good: stored as FAILURE with this exception.
     #[error("{}: {}", .0.exc_type, .0.message())]
     Failed(ExceptionInfo),
+    /// The task failed in a way that may pass (a webhook timeout, a 5xx): it is re-sent the
+    /// Celery way (same id, `retries + 1`, an eta) until the retry budget is spent.
+    #[error("retry after {}: {}", .0.exc_type, .0.message())]
+    Retry(ExceptionInfo),
     /// A dependency (Redis) failed: nothing is stored, the message is not acknowledged and comes
     /// back after the visibility timeout.
     #[error("transient: {0}")]

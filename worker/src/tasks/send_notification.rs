@@ -26,20 +26,21 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
             "notification_id": n.notification_id, "recipient": n.recipient,
             "subject": n.subject, "body": n.body,
         });
-        webhook::post(&ctx.http, &ctx.webhook, url, &n.notification_id, &payload)
-            .await
-            .map_err(|e| match e {
-                WebhookError::Rejected(status) => TaskError::Failed(ExceptionInfo::new(
-                    "builtins",
-                    "RuntimeError",
-                    format!("webhook refused the notification with HTTP {status}"),
-                )),
-                WebhookError::GaveUp(why) => TaskError::Failed(ExceptionInfo::new(
-                    "builtins",
-                    "RuntimeError",
-                    format!("webhook not reachable: {why}"),
-                )),
-            })?;
+        webhook::post(
+            &ctx.http,
+            ctx.webhook_timeout,
+            url,
+            &n.notification_id,
+            &payload,
+        )
+        .await
+        .map_err(|e| {
+            let exc = ExceptionInfo::new("builtins", "RuntimeError", e.to_string());
+            match e {
+                WebhookError::Rejected(_) => TaskError::Failed(exc),
+                WebhookError::Transient(_) => TaskError::Retry(exc),
+            }
+        })?;
     }
     let delivery = Delivery {
         notification_id: n.notification_id,
