@@ -93,6 +93,9 @@
               pkgs.nixpkgs-fmt
               pkgs.deadnix
               pkgs.taplo
+              # The interop suite pins exact Celery versions (5.4 and 5.7) in venvs made with pip;
+              # see worker/tests/interop/requirements-*.txt.
+              pkgs.python3
             ];
           };
 

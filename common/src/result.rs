@@ -259,12 +259,22 @@ impl ResultBackend {
     /// Waits for a ready state the way `AsyncResult.get()` does: SUBSCRIBE first, then one GET
     /// (the result may already be there), then only pub/sub messages. No polling.
     pub async fn wait(&self, task_id: &str, timeout: Duration) -> Result<ResultMeta, ResultError> {
+        self.wait_for(task_id, timeout, TaskState::is_ready).await
+    }
+
+    /// Like [`ResultBackend::wait`], for the first state that satisfies `done` (e.g. STARTED).
+    pub async fn wait_for(
+        &self,
+        task_id: &str,
+        timeout: Duration,
+        done: impl Fn(&TaskState) -> bool,
+    ) -> Result<ResultMeta, ResultError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let channel = keys::task_meta(task_id);
         let mut pubsub = self.client.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;
         let current = self.get(task_id).await?;
-        if current.status.is_ready() {
+        if done(&current.status) {
             return Ok(current);
         }
         let mut messages = pubsub.on_message();
@@ -279,7 +289,7 @@ impl ResultBackend {
                 }
                 Ok(Some(msg)) => {
                     let meta = decode(msg.get_payload_bytes())?;
-                    if meta.status.is_ready() {
+                    if done(&meta.status) {
                         return Ok(meta);
                     }
                 }

@@ -167,14 +167,23 @@ impl Proc {
             .env_clear()
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(std::env::temp_dir())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .current_dir(std::env::temp_dir());
+        Self::spawn_command(cmd, ready_line)
+    }
+
+    /// Starts a prepared command in its own process group (so [`Proc::kill_group`] reaches its
+    /// children too) and waits for `ready_line` on its stderr.
+    pub fn spawn_command(mut cmd: Command, ready_line: &str) -> (Self, String) {
+        use std::os::unix::process::CommandExt;
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let program = Path::new(cmd.get_program()).to_path_buf();
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         let stderr = child.stderr.take().expect("piped stderr");
-        let name = binary
+        let name = program
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -187,6 +196,14 @@ impl Proc {
         }
     }
 
+    /// SIGKILLs the whole process group (a Celery prefork worker and its children) at once.
+    pub fn kill_group(mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM (via `kill`, no extra crates) and waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -197,7 +214,12 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Kills the process and anything it started (its process group).
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -116,6 +116,14 @@ async fn run_within_limit(
     req: &Request,
 ) -> Result<Output, TaskError> {
     let run = async {
+        if msg.body.embed.chord.as_ref().is_some_and(|c| !c.is_null()) {
+            // The chord's body would need Celery's chord counter; refusing beats never running it.
+            return Err(TaskError::Failed(ExceptionInfo::new(
+                "builtins",
+                "NotImplementedError",
+                "chords are not supported by the Rust worker; use a chain or a group",
+            )));
+        }
         match tasks::dispatch(ctx, msg.task(), req, &msg.body).await {
             Some(outcome) => outcome,
             None => Err(TaskError::Failed(ExceptionInfo::new(

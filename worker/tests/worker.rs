@@ -350,6 +350,23 @@ fn webhook_note(id: &str, url: &str) -> Value {
 }
 
 #[tokio::test]
+async fn chord_members_are_refused_rather_than_silently_left_without_their_body() {
+    let w = start(&[]).await;
+    let mut msg = TaskMessage::new(
+        "process_order",
+        "celery",
+        order("o-chord", 1).as_object().cloned().unwrap(),
+    );
+    msg.body.embed.chord =
+        Some(json!({"task": "send_notification", "args": [], "kwargs": {}, "options": {}}));
+    w.broker.publish(&msg).await.unwrap();
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert_eq!(meta.exception().unwrap().exc_type, "NotImplementedError");
+    w.stop().await.all_acknowledged();
+}
+
+#[tokio::test]
 async fn webhook_5xx_is_retried_the_celery_way_with_the_same_idempotency_key() {
     let mut hook = WebhookReceiver::start(vec![503, 200]).await;
     let w = start(&[("TASK_RETRY_BACKOFF_MS", "50")]).await;

@@ -1,0 +1,199 @@
+"""Python Celery client scenarios run against the Rust worker (interop.rs runs them).
+
+Usage: python client.py SCENARIO [ARG]. Each prints one JSON report as its last stdout line;
+the Rust test asserts on it. Everything here is plain Celery API, as a Python team writes it.
+"""
+import datetime
+import http.server
+import json
+import sys
+import threading
+import time
+import uuid
+
+from celery import chain, group
+from celery.result import AsyncResult
+
+from fleet import app, process_order, send_notification
+
+TIMEOUT = 30
+
+
+def order(order_id, sku="A", quantity=1):
+    return {
+        "order_id": order_id,
+        "customer": {"id": "c-py", "email": "py@example.com"},
+        "items": [{"sku": sku, "quantity": quantity, "unit_price_cents": 250}],
+    }
+
+
+def note(notification_id, channel="log", url=None):
+    kw = {"notification_id": notification_id, "recipient": "py@example.com", "channel": channel,
+          "subject": "from python", "body": "hello"}
+    if url:
+        kw["url"] = url
+    return kw
+
+
+def outcome(result, timeout=TIMEOUT):
+    """The value, or the exception's class name and whether it is a ValueError."""
+    try:
+        return {"ok": result.get(timeout=timeout)}
+    except Exception as e:  # the point is to see which exception Celery rebuilt
+        return {"error": type(e).__name__, "value_error": isinstance(e, ValueError), "message": str(e)}
+
+
+class Hook:
+    """A local webhook: answers the scripted statuses, then 200; `hold` keeps requests waiting."""
+
+    def __init__(self, statuses=(), hold=False):
+        self.statuses = list(statuses)
+        self.hits = []
+        self.gate = threading.Event()
+        self.arrived = threading.Event()
+        if not hold:
+            self.gate.set()
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                hook.hits.append(self.headers.get("Idempotency-Key"))
+                hook.arrived.set()
+                hook.gate.wait(TIMEOUT)
+                status = hook.statuses.pop(0) if hook.statuses else 200
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def states_until_ready(result, deadline):
+    seen = []
+    while time.time() < deadline:
+        state = result.state
+        if not seen or seen[-1] != state:
+            seen.append(state)
+        if state in ("SUCCESS", "FAILURE", "REVOKED"):
+            break
+        time.sleep(0.02)
+    return seen
+
+
+def basic():
+    report = {}
+    report["delay"] = outcome(process_order.delay(**order("py-delay")))
+    report["apply_async"] = outcome(process_order.apply_async(kwargs=order("py-apply")))
+    report["send_task"] = outcome(app.send_task("process_order", kwargs=order("py-send-task")))
+    o = order("py-positional")
+    report["positional"] = outcome(process_order.delay(o["order_id"], o["customer"], o["items"]))
+    report["invalid"] = outcome(process_order.delay(order_id="py-bad", customer={"id": "c"}, items=[]))
+    report["unknown_id_state"] = AsyncResult(str(uuid.uuid4()), app=app).state
+    # STARTED is visible while the task runs (the webhook holds it), then SUCCESS.
+    hook = Hook(hold=True)
+    held = send_notification.delay(**note("py-held", "webhook", hook.url))
+    hook.arrived.wait(TIMEOUT)
+    report["state_while_running"] = held.state
+    hook.gate.set()
+    report["held"] = outcome(held)
+    report["state_after"] = held.state
+    report["idempotency_keys"] = hook.hits
+    return report
+
+
+def canvas():
+    report = {}
+    cb_id, eb_id = str(uuid.uuid4()), str(uuid.uuid4())
+    parent = process_order.apply_async(kwargs=order("py-link"), link=send_notification.si(**note("py-cb")).set(task_id=cb_id))
+    report["link_parent"] = outcome(parent)
+    report["link_callback"] = outcome(AsyncResult(cb_id, app=app))
+    failing = process_order.apply_async(
+        kwargs={"order_id": "py-fails", "customer": {"id": "c"}, "items": []},
+        link_error=send_notification.si(**note("py-eb")).set(task_id=eb_id))
+    report["link_error_parent"] = outcome(failing)
+    report["link_error_errback"] = outcome(AsyncResult(eb_id, app=app))
+    two = chain(process_order.si(**order("py-chain2")), send_notification.si(**note("py-chain2-n"))).apply_async()
+    report["chain2_last"] = outcome(two)
+    report["chain2_first"] = outcome(two.parent)
+    three = chain(process_order.si(**order("py-chain3")), send_notification.si(**note("py-c3-a")),
+                  send_notification.si(**note("py-c3-b"))).apply_async()
+    report["chain3"] = [outcome(three.parent.parent), outcome(three.parent), outcome(three)]
+    report["chain3_parent_ids"] = [AsyncResult(three.id, app=app)._get_task_meta().get("parent_id"), three.parent.id]
+    # Not immutable: the first step's result is prepended to the second's arguments, so it lands
+    # in send_notification's first parameter (notification_id) and is refused as not a string.
+    prepended = chain(process_order.si(**order("py-prepend")),
+                      send_notification.s(recipient="py@example.com", channel="log", subject="s", body="b")).apply_async()
+    report["prepended"] = outcome(prepended)
+    members = group(process_order.s(**order("py-g1")), process_order.s(**order("py-g2"))).apply_async()
+    try:
+        report["group"] = {"ok": members.get(timeout=TIMEOUT)}
+    except Exception as e:
+        report["group"] = {"error": type(e).__name__, "message": str(e)}
+    return report
+
+
+def options():
+    report = {}
+    t0 = time.time()
+    delayed = process_order.apply_async(kwargs=order("py-countdown"), countdown=2)
+    report["countdown"] = outcome(delayed)
+    report["countdown_waited"] = time.time() - t0
+    t0 = time.time()
+    eta = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+    report["eta"] = outcome(process_order.apply_async(kwargs=order("py-eta"), eta=eta))
+    report["eta_waited"] = time.time() - t0
+    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=5)
+    report["expired"] = outcome(process_order.apply_async(kwargs=order("py-expired"), expires=past))
+    ignored = send_notification.apply_async(kwargs=note("py-ignored"), ignore_result=True)
+    report["ignored_id"] = ignored.id
+    report["after_ignored"] = outcome(send_notification.apply_async(kwargs=note("py-after-ignored")))
+    hook = Hook(hold=True)
+    limited = send_notification.apply_async(kwargs=note("py-limited", "webhook", hook.url), time_limit=1)
+    report["time_limit"] = outcome(limited)
+    hook.gate.set()
+    flaky = Hook(statuses=[503, 503])
+    retried = send_notification.apply_async(kwargs=note("py-retried", "webhook", flaky.url))
+    report["retry_states"] = states_until_ready(retried, time.time() + TIMEOUT)
+    report["retried"] = outcome(retried)
+    report["retry_hits"] = flaky.hits
+    # A message that already used its retries (`retries` header) is not retried again.
+    down = Hook(statuses=[503] * 10)
+    spent = send_notification.apply_async(kwargs=note("py-spent", "webhook", down.url), retries=2)
+    report["spent"] = outcome(spent)
+    report["spent_hits"] = len(down.hits)
+    return report
+
+
+def publish_priorities():
+    ids = {}
+    for p in (9, 5, 0):
+        ids[p] = process_order.apply_async(kwargs=order(f"py-prio-{p}"), priority=p).id
+    return ids
+
+
+def send_many(count):
+    return [process_order.apply_async(kwargs=order(f"py-many-{i}")).id for i in range(int(count))]
+
+
+def send_one(kind):
+    if kind == "order":
+        return process_order.apply_async(kwargs=order("py-slow")).id
+    return send_notification.apply_async(kwargs=note("py-slow-note", "webhook", kind)).id
+
+
+def wait_all(ids_json):
+    return [outcome(AsyncResult(i, app=app)) for i in json.loads(ids_json)]
+
+
+SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
+             "publish-priorities": publish_priorities, "send-many": send_many,
+             "send-one": send_one, "wait-all": wait_all}
+
+if __name__ == "__main__":
+    name, *args = sys.argv[1:]
+    print(json.dumps(SCENARIOS[name](*args)), flush=True)

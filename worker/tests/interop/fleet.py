@@ -1,0 +1,47 @@
+"""The Python side of the interoperability tests: a Celery app configured like a Python fleet
+that shares Redis with the Rust services and worker, and Python implementations of the two
+tasks (same names and arguments as the Rust contracts) for when a Python worker serves them.
+
+Configured from the environment: REDIS_URL, RESULT_BACKEND_URL, VISIBILITY_TIMEOUT_SECS,
+PY_TASK_SLEEP (seconds a Python task sleeps, to be killed mid-task).
+"""
+import os
+import time
+
+from celery import Celery
+
+broker = os.environ["REDIS_URL"]
+app = Celery("fleet", broker=broker, backend=os.environ.get("RESULT_BACKEND_URL", broker))
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    enable_utc=True,
+    timezone="UTC",
+    task_acks_late=True,
+    task_track_started=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": int(os.environ.get("VISIBILITY_TIMEOUT_SECS", "30"))},
+)
+
+
+def _pause():
+    seconds = float(os.environ.get("PY_TASK_SLEEP", "0"))
+    if seconds:
+        time.sleep(seconds)
+
+
+@app.task(name="process_order")
+def process_order(order_id, customer, items):
+    """Python twin of the Rust task (no stock): the same result shape, marked runner=python."""
+    _pause()
+    total = sum(int(i["quantity"]) * int(i["unit_price_cents"]) for i in items)
+    return {"order_id": order_id, "status": "confirmed", "total_cents": total, "runner": "python"}
+
+
+@app.task(name="send_notification")
+def send_notification(notification_id, recipient, channel, subject, body, url=None):
+    """Python twin of the Rust task (records nothing): marked runner=python."""
+    _pause()
+    return {"notification_id": notification_id, "status": "delivered", "channel": channel, "runner": "python"}
