@@ -15,6 +15,8 @@ pub const REDIS_VARIABLES: &[&str] = &[
     "REDIS_TIMEOUT_MS",
     "RUST_LOG",
 ];
+/// Variables only the HTTP services read (besides their bind address).
+pub const SERVICE_VARIABLES: &[&str] = &["MAX_QUEUE_DEPTH"];
 /// Variables only the worker reads.
 pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_CONCURRENCY",
@@ -166,6 +168,8 @@ impl RedisConfig {
 pub struct ServiceConfig {
     pub bind: SocketAddr,
     pub redis: RedisConfig,
+    /// `MAX_QUEUE_DEPTH`: submissions get 429 while this many messages wait (0: no limit; default 100000).
+    pub max_queue_depth: u64,
 }
 
 impl ServiceConfig {
@@ -183,6 +187,7 @@ impl ServiceConfig {
                 "a socket address like 127.0.0.1:8080",
             )?,
             redis: RedisConfig::from_source(src)?,
+            max_queue_depth: parse(src, "MAX_QUEUE_DEPTH", 100_000, "a number of messages")?,
         })
     }
 }
@@ -264,6 +269,7 @@ mod tests {
         let all: Vec<&str> = REDIS_VARIABLES
             .iter()
             .chain(WORKER_VARIABLES)
+            .chain(SERVICE_VARIABLES)
             .chain(&["ORDER_BIND", "NOTIFICATION_BIND"])
             .copied()
             .collect();
@@ -277,10 +283,13 @@ mod tests {
         }
         for (file, own) in [
             ("worker/.env.example", WORKER_VARIABLES),
-            ("service-order/.env.example", &["ORDER_BIND"][..]),
+            (
+                "service-order/.env.example",
+                &["ORDER_BIND", "MAX_QUEUE_DEPTH"][..],
+            ),
             (
                 "service-notification/.env.example",
-                &["NOTIFICATION_BIND"][..],
+                &["NOTIFICATION_BIND", "MAX_QUEUE_DEPTH"][..],
             ),
         ] {
             for var in REDIS_VARIABLES.iter().chain(own) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keys;
 use crate::protocol::TaskMessage;
-use crate::queue::Broker;
+use crate::queue::{Broker, Submitted};
 use crate::tasks::{Channel, Contract, SendNotification};
 
 static RECORD: LazyLock<Script> =
@@ -31,15 +31,13 @@ pub struct Delivery {
     pub delivered_at: String,
 }
 
-/// Enqueues `send_notification` unless this notification id was accepted before. Returns the
-/// owning task id and whether this call enqueued it.
-pub async fn submit(broker: &Broker, n: &SendNotification) -> RedisResult<(String, bool)> {
+/// Enqueues `send_notification` unless this notification id was accepted before or the
+/// queue is full.
+pub async fn submit(broker: &Broker, n: &SendNotification) -> RedisResult<Submitted> {
     let msg = TaskMessage::new(SendNotification::NAME, broker.queue(), n.to_kwargs());
-    let owner = broker
+    broker
         .publish_once(&keys::notification_task(&n.notification_id), &msg)
-        .await?;
-    let created = owner == msg.id;
-    Ok((owner, created))
+        .await
 }
 
 /// The task that sends a notification accepted through the service, if any.

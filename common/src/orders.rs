@@ -5,18 +5,16 @@ use redis::{AsyncCommands, RedisResult};
 
 use crate::keys;
 use crate::protocol::TaskMessage;
-use crate::queue::Broker;
+use crate::queue::{Broker, Submitted};
 use crate::tasks::{Contract, ProcessOrder};
 
-/// Enqueues `process_order` for this order unless the order id was accepted before. Returns
-/// the task id that processes the order, and whether this call enqueued it.
-pub async fn submit(broker: &Broker, order: &ProcessOrder) -> RedisResult<(String, bool)> {
+/// Enqueues `process_order` for this order unless the order id was accepted before or the
+/// queue is full.
+pub async fn submit(broker: &Broker, order: &ProcessOrder) -> RedisResult<Submitted> {
     let msg = TaskMessage::new(ProcessOrder::NAME, broker.queue(), order.to_kwargs());
-    let owner = broker
+    broker
         .publish_once(&keys::order_task(&order.order_id), &msg)
-        .await?;
-    let created = owner == msg.id;
-    Ok((owner, created))
+        .await
 }
 
 /// The task that processes an order, if the order was ever accepted.

@@ -69,11 +69,24 @@ pub struct DeadLetter {
     pub attempts: Option<i64>,
 }
 
+/// What [`Broker::publish_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Enqueued now, as this task.
+    Created(String),
+    /// The key was taken before: this is the task that owns it; nothing was enqueued.
+    Existing(String),
+    /// The queue holds this many messages, at or over the limit; nothing was written.
+    QueueFull(u64),
+}
+
 /// A queue on Redis, as producers and consumers see it.
 #[derive(Clone)]
 pub struct Broker {
     conn: ConnectionManager,
     queue: String,
+    /// Backpressure for [`Broker::publish_once`]: most messages waiting (0: no limit).
+    max_depth: u64,
 }
 
 impl Broker {
@@ -81,7 +94,14 @@ impl Broker {
         Broker {
             conn,
             queue: queue.into(),
+            max_depth: 0,
         }
+    }
+
+    /// Refuses [`Broker::publish_once`] while `max_depth` or more messages wait (0: no limit).
+    pub fn with_max_depth(mut self, max_depth: u64) -> Self {
+        self.max_depth = max_depth;
+        self
     }
 
     pub fn queue(&self) -> &str {
@@ -99,20 +119,29 @@ impl Broker {
         self.conn.clone().lpush::<_, _, ()>(list, envelope).await
     }
 
-    /// Publishes `msg` unless a task was already published under `idempotency_key`; returns the
-    /// id of the task that owns the key. Key and message are written in one step.
+    /// Publishes `msg` unless a task was already published under `idempotency_key`, or the
+    /// queue is full. Key and message are written in one step, or neither.
     pub async fn publish_once(
         &self,
         idempotency_key: &str,
         msg: &TaskMessage,
-    ) -> RedisResult<String> {
-        PUBLISH_ONCE
-            .key(idempotency_key)
-            .key(keys::queue_list(&msg.queue, msg.priority))
+    ) -> RedisResult<Submitted> {
+        let mut inv = PUBLISH_ONCE.key(idempotency_key);
+        inv.key(keys::queue_list(&msg.queue, msg.priority));
+        for list in keys::queue_lists(&msg.queue) {
+            inv.key(list);
+        }
+        let (what, value): (String, String) = inv
             .arg(&msg.id)
             .arg(msg.to_envelope().to_json())
+            .arg(self.max_depth)
             .invoke_async(&mut self.conn.clone())
-            .await
+            .await?;
+        Ok(match what.as_str() {
+            "created" => Submitted::Created(value),
+            "full" => Submitted::QueueFull(value.parse().unwrap_or(self.max_depth)),
+            _ => Submitted::Existing(value),
+        })
     }
 
     /// Takes the next message (processing list first, then priorities 0, 3, 6, 9) and records it

@@ -29,7 +29,8 @@ impl AppState {
     pub fn connect(cfg: &ServiceConfig) -> redis::RedisResult<Self> {
         let stores = Stores::connect(&cfg.redis, Some(cfg.redis.timeout))?;
         Ok(AppState {
-            broker: Broker::new(stores.redis.clone(), cfg.redis.queue.clone()),
+            broker: Broker::new(stores.redis.clone(), cfg.redis.queue.clone())
+                .with_max_depth(cfg.max_queue_depth),
             redis: stores.redis,
             results: stores.results,
             timeout: cfg.redis.timeout,

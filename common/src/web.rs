@@ -24,6 +24,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub fields: Option<Vec<FieldError>>,
+    /// Seconds for a `Retry-After` header (backpressure).
+    pub retry_after: Option<u32>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -35,6 +37,7 @@ impl ApiError {
             code,
             message: message.into(),
             fields: None,
+            retry_after: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl ApiError {
             code: "validation_failed",
             message: errors.to_string(),
             fields: Some(errors.0),
+            retry_after: None,
         }
     }
 
@@ -68,9 +72,45 @@ impl Reply for ApiError {
         if let Some(fields) = self.fields {
             error["fields"] = serde_json::to_value(fields).unwrap_or(Value::Null);
         }
-        warp::reply::with_status(warp::reply::json(&json!({ "error": error })), self.status)
-            .into_response()
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&json!({ "error": error })), self.status)
+                .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from(secs),
+            );
+        }
+        resp
     }
+}
+
+/// The answer to a submission (`POST /orders`, `POST /notifications`): 202 when enqueued now,
+/// 200 with the same task for an id seen before, 429 with `Retry-After` when the queue is full.
+pub fn submission_reply(
+    outcome: crate::queue::Submitted,
+    id_field: &str,
+    id: &str,
+    status_url: String,
+) -> Result<warp::reply::Response, ApiError> {
+    use crate::queue::Submitted;
+    let (status, task_id) = match outcome {
+        Submitted::Created(task) => (StatusCode::ACCEPTED, task),
+        Submitted::Existing(task) => (StatusCode::OK, task),
+        Submitted::QueueFull(depth) => {
+            return Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "queue_full",
+                    format!("{depth} tasks are waiting; try again later"),
+                )
+            })
+        }
+    };
+    let mut body = json!({"task_id": task_id, "status_url": status_url});
+    body[id_field] = Value::String(id.to_owned());
+    Ok(json_reply(status, &body))
 }
 
 impl From<redis::RedisError> for ApiError {

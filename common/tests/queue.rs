@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use common::keys;
 use common::protocol::{Envelope, TaskMessage};
-use common::queue::{Broker, Claim, Delivery};
+use common::queue::{Broker, Claim, Delivery, Submitted};
 use common::testing::TestRedis;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
@@ -325,8 +325,37 @@ async fn publish_once_enqueues_a_key_only_once() {
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery");
     let (a, b) = (task(0), task(0));
-    assert_eq!(broker.publish_once("k", &a).await.unwrap(), a.id);
-    assert_eq!(broker.publish_once("k", &b).await.unwrap(), a.id);
+    assert_eq!(
+        broker.publish_once("k", &a).await.unwrap(),
+        Submitted::Created(a.id.clone())
+    );
+    assert_eq!(
+        broker.publish_once("k", &b).await.unwrap(),
+        Submitted::Existing(a.id)
+    );
     assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 1);
     assert_eq!(broker.depth().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_new_submissions_and_writes_nothing() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery").with_max_depth(2);
+    broker.publish_once("k1", &task(0)).await.unwrap();
+    broker.publish_once("k2", &task(6)).await.unwrap();
+    assert_eq!(
+        broker.publish_once("k3", &task(0)).await.unwrap(),
+        Submitted::QueueFull(2)
+    );
+    assert!(
+        !conn.exists::<_, bool>("k3").await.unwrap(),
+        "no idempotency key left behind"
+    );
+    assert_eq!(broker.depth().await.unwrap(), 2);
+    // An id accepted before is still answered with its task when the queue is full.
+    assert!(matches!(
+        broker.publish_once("k1", &task(0)).await.unwrap(),
+        Submitted::Existing(_)
+    ));
 }

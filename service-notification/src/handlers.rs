@@ -6,7 +6,7 @@ use common::connection::bounded;
 use common::notifications;
 use common::tasks::{Contract, SendNotification};
 use common::validation::{is_id, ValidationErrors};
-use common::web::{json_reply, task_view, ApiError};
+use common::web::{json_reply, submission_reply, task_view, ApiError};
 use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
@@ -19,7 +19,8 @@ fn reject(e: impl Into<ApiError>) -> Rejection {
     warp::reject::custom(e.into())
 }
 
-/// Validates and enqueues a notification once per id: 202 when new, 200 for an id seen before.
+/// Validates and enqueues a notification once per id: 202 when new, 200 for an id seen before,
+/// 429 when the queue is full.
 pub async fn create(mut body: Map<String, Value>, state: State) -> Reply {
     if body.get("notification_id").is_none_or(Value::is_null) {
         body.insert(
@@ -28,22 +29,11 @@ pub async fn create(mut body: Map<String, Value>, state: State) -> Reply {
         );
     }
     let n = SendNotification::from_kwargs(&body).map_err(|e| reject(ApiError::validation(e)))?;
-    let (task_id, created) = bounded(state.timeout, notifications::submit(&state.broker, &n))
+    let outcome = bounded(state.timeout, notifications::submit(&state.broker, &n))
         .await
         .map_err(reject)?;
-    let status = if created {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok(json_reply(
-        status,
-        &json!({
-            "notification_id": n.notification_id,
-            "task_id": task_id,
-            "status_url": format!("/notifications/{}", n.notification_id),
-        }),
-    ))
+    let status_url = format!("/notifications/{}", n.notification_id);
+    submission_reply(outcome, "notification_id", &n.notification_id, status_url).map_err(reject)
 }
 
 /// A notification's task state (when it came through this service) and its delivery record.

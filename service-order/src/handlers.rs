@@ -4,9 +4,10 @@
 use common::connection::bounded;
 use common::inventory::{self, MAX_STOCK};
 use common::orders;
+use common::queue::Submitted;
 use common::tasks::{Contract, ProcessOrder};
 use common::validation::{is_id, Fields, ValidationErrors};
-use common::web::{json_reply, task_view, ApiError};
+use common::web::{json_reply, submission_reply, task_view, ApiError};
 use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
@@ -20,7 +21,8 @@ fn reject(e: impl Into<ApiError>) -> Rejection {
 }
 
 /// Validates the order (generating an id when none is given) and enqueues it once per id:
-/// 202 for a new order, 200 with the same task for an order id seen before.
+/// 202 for a new order, 200 with the same task for an order id seen before, 429 when the
+/// queue is full.
 pub async fn create_order(mut body: Map<String, Value>, state: State) -> Reply {
     if body.get("order_id").is_none_or(Value::is_null) {
         body.insert(
@@ -29,25 +31,14 @@ pub async fn create_order(mut body: Map<String, Value>, state: State) -> Reply {
         );
     }
     let order = ProcessOrder::from_kwargs(&body).map_err(|e| reject(ApiError::validation(e)))?;
-    let (task_id, created) = bounded(state.timeout, orders::submit(&state.broker, &order))
+    let outcome = bounded(state.timeout, orders::submit(&state.broker, &order))
         .await
         .map_err(reject)?;
-    if created {
+    if let Submitted::Created(task_id) = &outcome {
         log::info!("order {} accepted as task {task_id}", order.order_id);
     }
-    let status = if created {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::OK
-    };
-    Ok(json_reply(
-        status,
-        &json!({
-            "order_id": order.order_id,
-            "task_id": task_id,
-            "status_url": format!("/orders/{}", order.order_id),
-        }),
-    ))
+    let status_url = format!("/orders/{}", order.order_id);
+    submission_reply(outcome, "order_id", &order.order_id, status_url).map_err(reject)
 }
 
 /// The order's task state and, once processed, its outcome.

@@ -318,3 +318,41 @@ async fn an_unreachable_redis_gives_503_in_bounded_time_not_a_hang() {
         "alive without Redis"
     );
 }
+
+#[tokio::test]
+async fn a_full_queue_answers_429_with_retry_after_and_enqueues_nothing() {
+    let redis = TestRedis::start();
+    let mut cfg = service_config(&redis.url());
+    cfg.max_queue_depth = 2;
+    let state = AppState::connect(&cfg).unwrap();
+    for id in ["q-1", "q-2"] {
+        assert_eq!(
+            call(
+                &state,
+                "POST",
+                "/orders",
+                Some(&order(Some(id)).to_string())
+            )
+            .await
+            .0,
+            202
+        );
+    }
+    let resp = warp::test::request()
+        .method("POST")
+        .path("/orders")
+        .body(order(Some("q-3")).to_string())
+        .reply(&api::routes(state.clone()))
+        .await;
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(body["error"]["code"], "queue_full");
+    let queued: i64 = redis.manager().await.llen("celery").await.unwrap();
+    assert_eq!(queued, 2);
+    assert_eq!(
+        call(&state, "GET", "/orders/q-3", None).await.0,
+        404,
+        "not accepted"
+    );
+}
