@@ -4,9 +4,11 @@
 let
   redisEnv = [ "REDIS_URL=redis://redis:6379/0" "RUST_LOG=info" ];
 
-  image = { name, env, port ? null, healthcheck ? false, contents ? [ ] }:
+  # CA certificates: rediss:// (TLS) for every service, https webhooks for the worker.
+  image = { name, env, port ? null, healthcheck ? false }:
     pkgs.dockerTools.buildLayeredImage {
-      inherit name contents;
+      inherit name;
+      contents = [ pkgs.dockerTools.caCertificates ];
       tag = "latest";
       config = {
         Entrypoint = [ (lib.getExe binaries.${name}) ];
@@ -29,8 +31,6 @@ rec {
   image-worker = image {
     name = "worker";
     env = [ "WORKER_CONCURRENCY=8" ];
-    # Webhooks may be https: the worker needs CA certificates.
-    contents = [ pkgs.dockerTools.caCertificates ];
   };
   image-service-order = image {
     name = "service-order";

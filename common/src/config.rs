@@ -110,7 +110,7 @@ fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, C
 
 fn redis_url(src: &dyn Source, var: &'static str, default: &str) -> Result<String, ConfigError> {
     let url = src.get(var).unwrap_or_else(|| default.to_owned());
-    redis::Client::open(url.as_str()).map_err(|e| ConfigError {
+    crate::connection::client(&url).map_err(|e| ConfigError {
         var,
         // The error text of redis-rs never contains the password; the URL itself is not echoed.
         reason: format!("not a usable Redis URL ({})", e.category()),
@@ -236,15 +236,23 @@ impl WorkerConfig {
     }
 }
 
-/// This process's node name, `rust<pid>@<host>`, used where Celery writes its `origin`.
+/// This run's identity, `rust<pid>-<boot id>@<host>`: unique per process start (a random boot
+/// id), so a restart or a replica with the same host and pid is never mistaken for another.
+/// Used where Celery writes `origin` and a worker's `hostname`.
 pub fn node_name() -> String {
+    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NODE.get_or_init(make_node_name).clone()
+}
+
+fn make_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("rust{}@{}", std::process::id(), host)
+    let boot = uuid::Uuid::new_v4().simple().to_string();
+    format!("rust{}-{}@{}", std::process::id(), &boot[..8], host)
 }
 
 #[cfg(test)]

@@ -5,6 +5,23 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisResult};
 
+/// Selects rustls' crypto provider once per process, so `rediss://` URLs work whichever other
+/// crates also link rustls.
+pub fn init_tls() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        // Err means another provider was installed first, which is as good.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// Opens a client for a `redis://` or `rediss://` (TLS) URL, which may carry a username and
+/// password (ACL); the URL is never logged.
+pub fn client(url: &str) -> RedisResult<Client> {
+    init_tls();
+    Client::open(url)
+}
+
 /// A multiplexed connection that reconnects by itself with backoff. It is created lazily, so a
 /// process starts (and reports "not ready") while Redis is still down.
 pub fn manager(
@@ -59,9 +76,9 @@ impl Stores {
         cfg: &crate::config::RedisConfig,
         response_timeout: Option<Duration>,
     ) -> RedisResult<Self> {
-        let broker = Client::open(cfg.url.as_str())?;
+        let broker = client(&cfg.url)?;
         let redis = manager(&broker, response_timeout)?;
-        let results_client = Client::open(cfg.result_url.as_str())?;
+        let results_client = client(&cfg.result_url)?;
         let results_conn = if cfg.result_url == cfg.url {
             redis.clone()
         } else {

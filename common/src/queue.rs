@@ -25,6 +25,8 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/
 static EXPIRED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/expired.lua")));
 static RESTORE_ONE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/restore_one.lua")));
+static REQUEUE_DEAD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/requeue_dead.lua")));
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/unlock.lua")));
 
 /// How long a restorer may hold `unacked_mutex` (kombu's value).
@@ -67,6 +69,19 @@ pub struct DeadLetter {
     /// How many times the task ran before it was given up (retried tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i64>,
+}
+
+/// Queue counts, as `worker stats` prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Waiting messages per priority step 0, 3, 6, 9.
+    pub waiting: [u64; 4],
+    /// Waiting for their eta (or a retry).
+    pub scheduled: u64,
+    /// Taken by a worker and not yet acknowledged (all queues: kombu's `unacked` is shared).
+    pub in_flight: u64,
+    pub dead: u64,
 }
 
 /// What [`Broker::publish_once`] did.
@@ -382,6 +397,47 @@ impl Broker {
         }
         let lens: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(lens.iter().sum())
+    }
+
+    /// Counts for operators: waiting per priority step, scheduled, held, dead.
+    pub async fn stats(&self) -> RedisResult<QueueStats> {
+        let mut pipe = redis::pipe();
+        for list in keys::queue_lists(&self.queue) {
+            pipe.llen(list);
+        }
+        pipe.zcard(keys::scheduled(&self.queue))
+            .hlen(keys::UNACKED)
+            .llen(keys::processing(&self.queue))
+            .llen(keys::DEAD_LETTER);
+        let n: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(QueueStats {
+            queue: self.queue.clone(),
+            waiting: [n[0], n[1], n[2], n[3]],
+            scheduled: n[4],
+            in_flight: n[5] + n[6],
+            dead: n[7],
+        })
+    }
+
+    /// Puts up to `limit` dead letters (0: all), oldest first, back at the end of their queue.
+    pub async fn requeue_dead(&self, limit: usize) -> RedisResult<usize> {
+        REQUEUE_DEAD
+            .key(keys::DEAD_LETTER)
+            .arg(limit)
+            .arg(&self.queue)
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// Deletes every dead letter; returns how many there were.
+    pub async fn purge_dead(&self) -> RedisResult<u64> {
+        let (n, _): (u64, i64) = redis::pipe()
+            .atomic()
+            .llen(keys::DEAD_LETTER)
+            .del(keys::DEAD_LETTER)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n)
     }
 
     /// The newest dead letters first.

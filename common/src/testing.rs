@@ -83,7 +83,7 @@ impl TestRedis {
     }
 
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("valid url")
+        crate::connection::client(&self.url()).expect("valid url")
     }
 
     pub async fn manager(&self) -> ConnectionManager {

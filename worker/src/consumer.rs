@@ -56,7 +56,7 @@ impl InFlight {
 /// Runs the worker until `shutdown` fires and everything is handed back or finished.
 pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerError> {
     let stores = connection::Stores::connect(&cfg.redis, Some(Duration::from_secs(10)))?;
-    let broker_client = redis::Client::open(cfg.redis.url.as_str())?;
+    let broker_client = connection::client(&cfg.redis.url)?;
     let mut blocking = connection::manager(&broker_client, Some(BLOCK + Duration::from_secs(5)))?;
     let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone());
     let scheduled = Arc::new(Notify::new());

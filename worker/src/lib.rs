@@ -4,6 +4,7 @@
 //! (one delivery from decode to acknowledgement), [`tasks`] (what each task does), [`canvas`]
 //! (callbacks and chain steps a task sends on).
 
+pub mod admin;
 pub mod canvas;
 pub mod consumer;
 pub mod execute;

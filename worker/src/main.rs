@@ -1,10 +1,12 @@
-//! The worker binary: reads its configuration and runs the consumer until SIGTERM/SIGINT.
+//! The worker binary: `worker` (or `worker run`) consumes until SIGTERM/SIGINT; the other
+//! subcommands are for operators (see `worker::admin`).
 
 use common::config::{self, ProcessEnv, WorkerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     config::init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match WorkerConfig::from_source(&ProcessEnv) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -12,6 +14,20 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    worker::run(cfg, common::shutdown::on_signals()).await?;
+    if args.is_empty() || args[0] == "run" {
+        worker::run(cfg, common::shutdown::on_signals()).await?;
+        return Ok(());
+    }
+    match worker::admin::run(&cfg.redis, &args).await {
+        Ok(out) => println!("{out}"),
+        Err(worker::admin::AdminError::Usage(msg)) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    }
     Ok(())
 }

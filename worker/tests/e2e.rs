@@ -228,3 +228,67 @@ async fn a_webhook_notification_reaches_the_receiver_with_its_idempotency_key() 
     assert!(hook.hits.try_recv().is_err(), "delivered once");
     s.stop();
 }
+
+/// Runs `worker <args>` against the stack's Redis and returns its stdout.
+fn admin(redis: &TestRedis, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .args(args)
+        .env_clear()
+        .env("REDIS_URL", redis.url())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "worker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    use redis::AsyncCommands;
+    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    assert_eq!(
+        stats,
+        json!({"queue": "celery", "waiting": [0, 0, 0, 0], "scheduled": 0, "in_flight": 0, "dead": 0})
+    );
+    // Two poison entries: the worker dead-letters them.
+    conn.lpush::<_, _, ()>("celery", "not json").await.unwrap();
+    conn.lpush::<_, _, ()>("celery", "{}").await.unwrap();
+    let worker = Proc::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[],
+        &[("REDIS_URL", redis.url())],
+        "consuming queue",
+    )
+    .0;
+    // A known message behind them; once it is done, both poison entries were handled.
+    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60));
+    let probe = common::protocol::TaskMessage::new("no_such_task", "celery", Default::default());
+    common::queue::Broker::new(conn.clone(), "celery")
+        .publish(&probe)
+        .await
+        .unwrap();
+    results.wait(&probe.id, WAIT).await.unwrap();
+    assert!(worker.terminate().success());
+
+    let listed = admin(&redis, &["dead-letters"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed
+        .lines()
+        .all(|l| serde_json::from_str::<Value>(l).unwrap()["reason"].is_string()));
+    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    assert_eq!(stats["dead"], 2);
+    assert_eq!(admin(&redis, &["requeue-dead", "1"]).trim(), "requeued 1");
+    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    assert_eq!(
+        (stats["dead"].as_i64(), stats["waiting"][0].as_i64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(admin(&redis, &["purge-dead"]).trim(), "purged 1");
+    assert_eq!(admin(&redis, &["dead-letters"]).trim(), "");
+}
