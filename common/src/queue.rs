@@ -29,8 +29,11 @@ static REQUEUE_DEAD: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/requeue_dead.lua")));
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/unlock.lua")));
 
-/// How long a restorer may hold `unacked_mutex` (kombu's value).
-const MUTEX_TTL_MS: u64 = 300_000;
+/// How long a restorer may hold `unacked_mutex`. kombu takes it for 300 s, so a restorer that
+/// dies holding it stops every restore for five minutes; ours lasts 10 s. A pass takes
+/// milliseconds, and two passes at once are harmless anyway (each restore is one atomic step
+/// that checks the entry is unchanged): the lock only spares the work twice.
+const MUTEX_TTL_MS: u64 = 10_000;
 /// Most entries one restore or promotion pass moves.
 const BATCH: usize = 100;
 

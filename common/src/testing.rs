@@ -17,7 +17,8 @@ pub const STARTUP: Duration = Duration::from_secs(30);
 pub struct TestRedis {
     child: Child,
     port: u16,
-    _dir: TempDir,
+    extra: Vec<String>,
+    dir: TempDir,
 }
 
 impl TestRedis {
@@ -27,46 +28,38 @@ impl TestRedis {
         Self::start_with(&[])
     }
 
-    /// Same, with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`).
+    /// Same, with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`; later
+    /// arguments override the defaults).
     pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
             let dir = TempDir::new("redis");
-            let mut child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .args(["--dir", &dir.path().to_string_lossy(), "--logfile", ""])
-                .args(extra)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be on PATH for the tests");
-            let stdout = child.stdout.take().expect("piped stdout");
-            match wait_for_line(stdout, "Ready to accept connections", STARTUP) {
-                Ok(()) => {
+            match spawn_redis(port, dir.path(), &extra) {
+                Ok(child) => {
                     return TestRedis {
                         child,
                         port,
-                        _dir: dir,
+                        extra,
+                        dir,
                     }
                 }
-                Err(e) => {
-                    last_error = e;
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+                Err(e) => last_error = e,
             }
         }
         panic!("redis-server did not start: {last_error}");
+    }
+
+    /// Stops the server gracefully (SIGTERM: it writes its AOF) and starts it again on the same
+    /// port with the same data directory; returns once it accepts connections again.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.child = spawn_redis(self.port, self.dir.path(), &self.extra)
+            .unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
     }
 
     pub fn port(&self) -> u16 {
@@ -90,6 +83,35 @@ impl TestRedis {
         ConnectionManager::new(self.client())
             .await
             .expect("connect to test redis")
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--dir", &dir.to_string_lossy(), "--logfile", ""])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be on PATH for the tests");
+    let stdout = child.stdout.take().expect("piped stdout");
+    match wait_for_line(stdout, "Ready to accept connections", STARTUP) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
     }
 }
 

@@ -1,0 +1,658 @@
+//! The fault-injection suite: the real binaries (three workers, both services) against a
+//! redis-server with AOF, thousands of submissions over HTTP, and faults injected while they
+//! run: SIGKILLed workers, a Redis restart, killed client connections, SIGTERMed workers,
+//! poison messages. Each scenario asserts that every acknowledged submission reaches a final
+//! state (lost = 0) and that no effect happened twice (stock reserved once per confirmed order,
+//! one delivery per notification), and prints one line of figures.
+//!
+//! Run: `cargo test --release -p worker --test faults -- --ignored --nocapture --test-threads 1`
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::keys;
+use common::result::{ResultMeta, TaskState};
+use common::testing::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+const SKUS: usize = 10;
+const INITIAL_STOCK: i64 = 400;
+const DEADLINE: Duration = Duration::from_secs(180);
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    KillWorkers,
+    RestartRedis,
+    KillConnections,
+    TermWorkers,
+    Poison,
+}
+
+struct Scenario {
+    name: &'static str,
+    orders: usize,
+    notifications: usize,
+    fault: Fault,
+}
+
+fn worker_env(url: &str) -> Vec<(&'static str, String)> {
+    [
+        ("REDIS_URL", url),
+        ("WORKER_CONCURRENCY", "8"),
+        ("VISIBILITY_TIMEOUT_SECS", "2"),
+        ("WORKER_SHUTDOWN_TIMEOUT_SECS", "5"),
+        ("TASK_RETRY_BACKOFF_MS", "100"),
+        ("TASK_MAX_RETRIES", "20"),
+        ("RUST_LOG", "warn,worker=info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect()
+}
+
+fn spawn_worker(url: &str) -> Proc {
+    Proc::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[],
+        &worker_env(url),
+        "consuming queue",
+    )
+    .0
+}
+
+fn spawn_service(url: &str, name: &str, var: &'static str) -> (Proc, String) {
+    let env = vec![
+        ("REDIS_URL", url.to_owned()),
+        (var, "127.0.0.1:0".to_owned()),
+        ("REDIS_TIMEOUT_MS", "1000".into()),
+    ];
+    let (p, line) = Proc::spawn(
+        &sibling_binary(env!("CARGO_BIN_EXE_worker"), name),
+        &[],
+        &env,
+        "listening on",
+    );
+    (p, format!("http://{}", listening_addr(&line)))
+}
+
+/// Ready states seen on `celery-task-meta-*`, how often each task STARTED, and when.
+#[derive(Default)]
+struct Seen {
+    ready: HashMap<String, ResultMeta>,
+    started: HashMap<String, u32>,
+    completions: Vec<Instant>,
+    expected: HashSet<String>,
+}
+
+struct Tracker {
+    seen: Mutex<Seen>,
+    changed: Notify,
+}
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap()
+    }
+
+    fn record(&self, meta: ResultMeta) {
+        let mut seen = self.lock();
+        if meta.status == TaskState::Started {
+            *seen.started.entry(meta.task_id.clone()).or_default() += 1;
+        } else if meta.status.is_ready() && !seen.ready.contains_key(&meta.task_id) {
+            seen.completions.push(Instant::now());
+            seen.ready.insert(meta.task_id.clone(), meta);
+        }
+        drop(seen);
+        self.changed.notify_waiters();
+    }
+
+    /// Registers ids to wait for, and reads the ones already finished (their events may have
+    /// gone by before they were expected, or while the listener was reconnecting).
+    async fn expect(&self, client: &redis::Client, ids: impl IntoIterator<Item = String>) {
+        self.lock().expected.extend(ids);
+        self.catch_up(client).await;
+        self.changed.notify_waiters();
+    }
+
+    async fn catch_up(&self, client: &redis::Client) {
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        for chunk in self.outstanding().chunks(500) {
+            let keys: Vec<String> = chunk.iter().map(|id| keys::task_meta(id)).collect();
+            let values: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            for v in values.into_iter().flatten() {
+                if let Ok(meta) = serde_json::from_str::<ResultMeta>(&v) {
+                    self.record(meta);
+                }
+            }
+        }
+    }
+
+    fn outstanding(&self) -> Vec<String> {
+        let seen = self.lock();
+        seen.expected
+            .iter()
+            .filter(|id| !seen.ready.contains_key(*id))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until every expected task is ready (woken by each event), or the deadline.
+    async fn all_ready(&self, deadline: Instant) {
+        loop {
+            let changed = self.changed.notified();
+            if self.outstanding().is_empty() || Instant::now() >= deadline {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), changed).await;
+        }
+    }
+}
+
+/// Listens for results; after every (re)subscription it reads the outstanding results once, to
+/// catch up on what was published while the connection was down.
+async fn listen(
+    client: redis::Client,
+    tracker: Arc<Tracker>,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut subscribed = Some(subscribed);
+    loop {
+        let Ok(mut pubsub) = client.get_async_pubsub().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if pubsub.psubscribe("celery-task-meta-*").await.is_err() {
+            continue;
+        }
+        if let Some(tx) = subscribed.take() {
+            let _ = tx.send(());
+        }
+        tracker.catch_up(&client).await;
+        let mut stream = pubsub.on_message();
+        while let Some(msg) = stream.next().await {
+            if let Ok(meta) = serde_json::from_slice::<ResultMeta>(msg.get_payload_bytes()) {
+                tracker.record(meta);
+            }
+        }
+    }
+}
+
+struct Accepted {
+    order_items: HashMap<String, Vec<(usize, i64)>>,
+    notifications: Vec<String>,
+    webhook_notifications: Vec<String>,
+    task_ids: Vec<String>,
+}
+
+/// POSTs every submission with `concurrency` clients. A submission that is not acknowledged
+/// (503, 429, connection refused) is retried with the same id, as a real client would; it counts
+/// only once acknowledged (202, or 200 for an id accepted before).
+async fn submit_all(
+    orders_url: &str,
+    notes_url: &str,
+    hook: &str,
+    s: &Scenario,
+    acked: Arc<AtomicUsize>,
+) -> Accepted {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut jobs: Vec<(String, String, Value, Vec<(usize, i64)>, bool)> = Vec::new();
+    for i in 0..s.orders {
+        let items: Vec<(usize, i64)> = (0..1 + i % 2)
+            .map(|k| ((i * 7 + k * 3) % SKUS, 1 + ((i + k) % 3) as i64))
+            .collect();
+        let body = json!({"order_id": format!("{}-o{i}", s.name), "customer": {"id": format!("c{}", i % 50), "email": format!("c{}@example.com", i % 50)},
+            "items": items.iter().map(|(sku, q)| json!({"sku": format!("S{sku}"), "quantity": q, "unit_price_cents": 199})).collect::<Vec<_>>()});
+        jobs.push((
+            format!("{orders_url}/orders"),
+            format!("{}-o{i}", s.name),
+            body,
+            items,
+            false,
+        ));
+    }
+    for i in 0..s.notifications {
+        let id = format!("{}-n{i}", s.name);
+        let webhook = i % 10 == 0;
+        let mut body = json!({"notification_id": id, "recipient": format!("r{}@example.com", i % 20), "channel": if webhook { "webhook" } else { "log" },
+            "subject": "s", "body": "b"});
+        if webhook {
+            body["url"] = json!(hook);
+        }
+        jobs.push((
+            format!("{notes_url}/notifications"),
+            id,
+            body,
+            Vec::new(),
+            webhook,
+        ));
+    }
+    // Interleave orders and notifications.
+    jobs.sort_by_key(|j| {
+        j.1.rsplit(['o', 'n'])
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    });
+    let results = futures_util::stream::iter(jobs)
+        .map(|(url, id, body, items, webhook)| {
+            let (http, acked) = (http.clone(), acked.clone());
+            async move {
+                for _ in 0..600 {
+                    match http.post(&url).json(&body).send().await {
+                        Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 200 => {
+                            let v: Value = r.json().await.unwrap();
+                            acked.fetch_add(1, Ordering::Relaxed);
+                            return Some((
+                                id,
+                                v["task_id"].as_str().unwrap().to_owned(),
+                                items,
+                                webhook,
+                                url.ends_with("/orders"),
+                            ));
+                        }
+                        Ok(r) if [429, 503].contains(&r.status().as_u16()) => {}
+                        Ok(r) => panic!("{url} {id}: unexpected {}", r.status()),
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                None
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    let mut acc = Accepted {
+        order_items: HashMap::new(),
+        notifications: Vec::new(),
+        webhook_notifications: Vec::new(),
+        task_ids: Vec::new(),
+    };
+    for (id, task, items, webhook, is_order) in results.into_iter().flatten() {
+        acc.task_ids.push(task);
+        if is_order {
+            acc.order_items.insert(id, items);
+        } else if webhook {
+            acc.webhook_notifications.push(id);
+        } else {
+            acc.notifications.push(id);
+        }
+    }
+    acc
+}
+
+fn poison_entries(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match i % 4 {
+            0 => "not json at all".to_owned(),
+            1 => json!({"body": "W1tdLCB7fV0=", "content-type": "application/json", "headers": {"task": "process_order", "id": format!("poison-{i}")},
+                        "properties": {"delivery_tag": format!("pt-{i}"), "body_encoding": "base64", "delivery_info": {"exchange": "", "routing_key": "celery"}}}).to_string(),
+            2 => json!({"body": "W1tdLCB7fSwge31d", "headers": {"task": "process_order", "id": format!("poison-{i}")},
+                        "properties": {"delivery_tag": format!("pt-{i}"), "body_encoding": "base64"}}).to_string(),
+            _ => json!({"body": "eJzLSM3JyQcABiwCFQ==", "content-type": "application/json", "headers": {"task": "process_order", "id": format!("poison-{i}"), "compression": "application/x-brotli"},
+                        "properties": {"delivery_tag": format!("pt-{i}"), "body_encoding": "base64"}}).to_string(),
+        })
+        .collect()
+}
+
+/// Injects the scenario's fault until the load is done and at least `min` faults happened.
+fn inject(
+    fault: Fault,
+    redis: Arc<Mutex<TestRedis>>,
+    workers: Arc<Mutex<Vec<Proc>>>,
+    url: String,
+    acked: Arc<AtomicUsize>,
+    total: usize,
+    done: Arc<AtomicBool>,
+) -> Vec<Instant> {
+    let mut at = Vec::new();
+    let min = match fault {
+        Fault::KillWorkers => 20,
+        Fault::TermWorkers => 6,
+        Fault::KillConnections => 5,
+        Fault::RestartRedis | Fault::Poison => 1,
+    };
+    let pause = |ms: u64| std::thread::sleep(Duration::from_millis(ms + fastrand::u64(0..ms)));
+    while !(done.load(Ordering::Relaxed) && at.len() >= min) {
+        match fault {
+            Fault::KillWorkers | Fault::TermWorkers => {
+                pause(if fault == Fault::KillWorkers {
+                    100
+                } else {
+                    250
+                });
+                let i = fastrand::usize(0..3);
+                let old = std::mem::replace(&mut workers.lock().unwrap()[i], spawn_worker(&url));
+                at.push(Instant::now());
+                if fault == Fault::KillWorkers {
+                    old.kill_group();
+                } else {
+                    assert!(old.terminate().success(), "a SIGTERMed worker exits 0");
+                }
+            }
+            Fault::KillConnections => {
+                pause(300);
+                let mut conn = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                for kind in ["normal", "pubsub"] {
+                    let _: redis::RedisResult<i64> = redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("TYPE")
+                        .arg(kind)
+                        .query(&mut conn);
+                }
+                at.push(Instant::now());
+            }
+            Fault::RestartRedis if at.is_empty() => {
+                while acked.load(Ordering::Relaxed) < total * 2 / 5 && !done.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                redis.lock().unwrap().restart();
+                at.push(Instant::now());
+            }
+            Fault::Poison if at.is_empty() => {
+                let mut conn = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                for (i, entry) in poison_entries(60).into_iter().enumerate() {
+                    while acked.load(Ordering::Relaxed) < i * total / 80
+                        && !done.load(Ordering::Relaxed)
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    let _: () = redis::cmd("LPUSH")
+                        .arg("celery")
+                        .arg(entry)
+                        .query(&mut conn)
+                        .unwrap();
+                }
+                at.push(Instant::now());
+            }
+            Fault::RestartRedis | Fault::Poison => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    at
+}
+
+async fn run(s: Scenario) {
+    let redis = TestRedis::start_with(&["--appendonly", "yes"]);
+    let url = redis.url();
+    let client = redis.client();
+    let mut conn = redis.manager().await;
+    for sku in 0..SKUS {
+        conn.set::<_, _, ()>(keys::stock(&format!("S{sku}")), INITIAL_STOCK)
+            .await
+            .unwrap();
+    }
+    let mut hook = WebhookReceiver::start(Vec::new()).await;
+    let tracker = Arc::new(Tracker {
+        seen: Mutex::new(Seen::default()),
+        changed: Notify::new(),
+    });
+    let (tx, subscribed) = tokio::sync::oneshot::channel();
+    let listener = tokio::spawn(listen(client.clone(), tracker.clone(), tx));
+    subscribed.await.unwrap();
+    let workers = Arc::new(Mutex::new(
+        (0..3).map(|_| spawn_worker(&url)).collect::<Vec<_>>(),
+    ));
+    let (_orders, orders_url) = spawn_service(&url, "service-order", "ORDER_BIND");
+    let (_notes, notes_url) = spawn_service(&url, "service-notification", "NOTIFICATION_BIND");
+    let redis = Arc::new(Mutex::new(redis));
+
+    let (acked, done) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let injector = {
+        let (redis, workers, url, acked, done) = (
+            redis.clone(),
+            workers.clone(),
+            url.clone(),
+            acked.clone(),
+            done.clone(),
+        );
+        let total = s.orders + s.notifications;
+        std::thread::spawn(move || inject(s.fault, redis, workers, url, acked, total, done))
+    };
+    let started = Instant::now();
+    let accepted = submit_all(&orders_url, &notes_url, &hook.url, &s, acked.clone()).await;
+    // The load is in; faults stop once the scenario's minimum has been injected.
+    done.store(true, Ordering::Relaxed);
+    tracker
+        .expect(&client, accepted.task_ids.iter().cloned())
+        .await;
+    let deadline = Instant::now() + DEADLINE;
+    tracker.all_ready(deadline).await;
+    // Confirmed orders sent a confirmation each: those must complete too.
+    let confirmations: Vec<String> = {
+        let seen = tracker.lock();
+        seen.ready
+            .values()
+            .filter_map(|m| {
+                m.children
+                    .as_ref()?
+                    .get(0)?
+                    .get(0)?
+                    .get(0)?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    tracker.expect(&client, confirmations.iter().cloned()).await;
+    tracker.all_ready(deadline).await;
+    let faults = injector.join().unwrap();
+    tracker.all_ready(deadline).await;
+    let elapsed = started.elapsed();
+    let mut conn = common::connection::manager(&client, None).unwrap();
+
+    // Figures.
+    let seen = tracker.lock();
+    let submitted = s.orders + s.notifications;
+    let lost: Vec<String> = seen
+        .expected
+        .iter()
+        .filter(|id| !seen.ready.contains_key(*id))
+        .cloned()
+        .collect();
+    let completed = seen.expected.len() - lost.len();
+    let redelivered: u32 = seen.started.values().map(|n| n.saturating_sub(1)).sum();
+    let recovery = faults
+        .iter()
+        .filter_map(|f| {
+            seen.completions
+                .iter()
+                .filter(|c| *c > f)
+                .min()
+                .map(|c| *c - *f)
+        })
+        .max()
+        .unwrap_or_default();
+    let mut confirmed_qty = vec![0i64; SKUS];
+    let mut failures = Vec::new();
+    for (order_id, items) in &accepted.order_items {
+        let Some(meta) = seen
+            .ready
+            .values()
+            .find(|m| m.result["order_id"] == json!(order_id))
+        else {
+            continue;
+        };
+        if meta.status != TaskState::Success {
+            failures.push(format!("{order_id}: {meta:?}"));
+        } else if meta.result["status"] == "confirmed" {
+            for (sku, q) in items {
+                confirmed_qty[*sku] += q;
+            }
+        }
+    }
+    drop(seen);
+    let mut stock_duplicates = 0;
+    for (sku, qty) in confirmed_qty.iter().enumerate() {
+        let left: i64 = conn.get(keys::stock(&format!("S{sku}"))).await.unwrap();
+        assert!(left >= 0, "stock went negative");
+        stock_duplicates += (INITIAL_STOCK - qty - left).abs();
+    }
+    let mut delivered = 0usize;
+    let mut list_entries = 0usize;
+    let mut recipients: Vec<String> = (0..20).map(|i| format!("r{i}@example.com")).collect();
+    recipients.extend((0..50).map(|i| format!("c{i}@example.com")));
+    let mut listed = HashSet::new();
+    for r in &recipients {
+        let ids: Vec<String> = conn
+            .lrange(keys::recipient_deliveries(r), 0, -1)
+            .await
+            .unwrap();
+        list_entries += ids.len();
+        listed.extend(ids);
+    }
+    for id in accepted
+        .notifications
+        .iter()
+        .chain(&accepted.webhook_notifications)
+    {
+        delivered += usize::from(
+            common::notifications::delivery(&conn, id)
+                .await
+                .unwrap()
+                .is_some(),
+        );
+    }
+    let delivery_duplicates = list_entries - listed.len();
+    let mut hook_hits: HashMap<String, usize> = HashMap::new();
+    while let Ok(hit) = hook.hits.try_recv() {
+        *hook_hits
+            .entry(hit.idempotency_key.unwrap_or_default())
+            .or_default() += 1;
+    }
+    let webhook_repeats: usize = hook_hits.values().map(|n| n - 1).sum();
+    let dead: i64 = conn.llen(keys::DEAD_LETTER).await.unwrap();
+    let duplicates = stock_duplicates as usize + delivery_duplicates;
+
+    println!(
+        "scenario={} submitted={} acknowledged={} completed={} lost={} duplicates={} redelivered={} faults={} longest_recovery_ms={} webhook_repeats_same_key={} dead_lettered={} seconds={:.1}",
+        s.name, submitted, accepted.task_ids.len(), completed, lost.len(), duplicates, redelivered, faults.len(),
+        recovery.as_millis(), webhook_repeats, dead, elapsed.as_secs_f64()
+    );
+    assert!(lost.is_empty(), "lost: {:?}", &lost[..lost.len().min(10)]);
+    assert_eq!(
+        duplicates, 0,
+        "stock off by {stock_duplicates}, {delivery_duplicates} duplicate deliveries"
+    );
+    assert!(
+        failures.is_empty(),
+        "orders failed: {:?}",
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(
+        accepted.task_ids.len(),
+        submitted,
+        "every submission was eventually acknowledged"
+    );
+    assert_eq!(
+        delivered,
+        accepted.notifications.len() + accepted.webhook_notifications.len(),
+        "one delivery per notification"
+    );
+    assert_eq!(
+        hook_hits.len(),
+        accepted.webhook_notifications.len(),
+        "every webhook reached, each with its key"
+    );
+    assert_eq!(
+        listed.len(),
+        delivered + confirmations.len(),
+        "every confirmation delivered once"
+    );
+    match s.fault {
+        Fault::Poison => {
+            assert_eq!(dead, 60, "every poison message dead-lettered");
+            for w in workers.lock().unwrap().iter_mut() {
+                assert!(
+                    w.child.try_wait().unwrap().is_none(),
+                    "a worker died on poison"
+                );
+            }
+        }
+        _ => assert_eq!(dead, 0),
+    }
+    listener.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn sigkill_workers_at_random_moments() {
+    run(Scenario {
+        name: "sigkill",
+        orders: 5000,
+        notifications: 1000,
+        fault: Fault::KillWorkers,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn restart_redis_with_aof_mid_run() {
+    run(Scenario {
+        name: "redis-restart",
+        orders: 2000,
+        notifications: 400,
+        fault: Fault::RestartRedis,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn kill_all_client_connections() {
+    run(Scenario {
+        name: "client-kill",
+        orders: 2000,
+        notifications: 400,
+        fault: Fault::KillConnections,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn sigterm_workers_under_load() {
+    run(Scenario {
+        name: "sigterm",
+        orders: 2000,
+        notifications: 400,
+        fault: Fault::TermWorkers,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn poison_messages_among_real_ones() {
+    run(Scenario {
+        name: "poison",
+        orders: 2000,
+        notifications: 400,
+        fault: Fault::Poison,
+    })
+    .await;
+}
