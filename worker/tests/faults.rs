@@ -188,6 +188,9 @@ async fn listen(
     }
 }
 
+/// One submission: URL, id, body, the order's (sku, quantity) items, whether it is a webhook.
+type Job = (String, String, Value, Vec<(usize, i64)>, bool);
+
 struct Accepted {
     order_items: HashMap<String, Vec<(usize, i64)>>,
     notifications: Vec<String>,
@@ -209,7 +212,7 @@ async fn submit_all(
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut jobs: Vec<(String, String, Value, Vec<(usize, i64)>, bool)> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     for i in 0..s.orders {
         let items: Vec<(usize, i64)> = (0..1 + i % 2)
             .map(|k| ((i * 7 + k * 3) % SKUS, 1 + ((i + k) % 3) as i64))
@@ -392,6 +395,64 @@ fn inject(
     at
 }
 
+struct Figures {
+    lost: Vec<String>,
+    completed: usize,
+    redelivered: u32,
+    recovery: Duration,
+    confirmed_qty: [i64; SKUS],
+    failures: Vec<String>,
+}
+
+/// What the events say: lost and completed tasks, re-executions, the longest time from a fault
+/// to the next completion, confirmed quantities per SKU, and orders that did not succeed.
+fn figures(seen: &Seen, faults: &[Instant], accepted: &Accepted) -> Figures {
+    let lost: Vec<String> = seen
+        .expected
+        .iter()
+        .filter(|id| !seen.ready.contains_key(*id))
+        .cloned()
+        .collect();
+    let recovery = faults
+        .iter()
+        .filter_map(|f| {
+            seen.completions
+                .iter()
+                .filter(|c| *c > f)
+                .min()
+                .map(|c| *c - *f)
+        })
+        .max()
+        .unwrap_or_default();
+    let by_order: HashMap<&str, &ResultMeta> = seen
+        .ready
+        .values()
+        .filter_map(|m| Some((m.result.get("order_id")?.as_str()?, m)))
+        .collect();
+    let mut confirmed_qty = [0i64; SKUS];
+    let mut failures = Vec::new();
+    for (order_id, items) in &accepted.order_items {
+        let Some(meta) = by_order.get(order_id.as_str()) else {
+            continue;
+        };
+        if meta.status != TaskState::Success {
+            failures.push(format!("{order_id}: {meta:?}"));
+        } else if meta.result["status"] == "confirmed" {
+            for (sku, q) in items {
+                confirmed_qty[*sku] += q;
+            }
+        }
+    }
+    Figures {
+        completed: seen.expected.len() - lost.len(),
+        lost,
+        redelivered: seen.started.values().map(|n| n.saturating_sub(1)).sum(),
+        recovery,
+        confirmed_qty,
+        failures,
+    }
+}
+
 async fn run(s: Scenario) {
     let redis = TestRedis::start_with(&["--appendonly", "yes"]);
     let url = redis.url();
@@ -464,47 +525,10 @@ async fn run(s: Scenario) {
     let elapsed = started.elapsed();
     let mut conn = common::connection::manager(&client, None).unwrap();
 
-    // Figures.
-    let seen = tracker.lock();
     let submitted = s.orders + s.notifications;
-    let lost: Vec<String> = seen
-        .expected
-        .iter()
-        .filter(|id| !seen.ready.contains_key(*id))
-        .cloned()
-        .collect();
-    let completed = seen.expected.len() - lost.len();
-    let redelivered: u32 = seen.started.values().map(|n| n.saturating_sub(1)).sum();
-    let recovery = faults
-        .iter()
-        .filter_map(|f| {
-            seen.completions
-                .iter()
-                .filter(|c| *c > f)
-                .min()
-                .map(|c| *c - *f)
-        })
-        .max()
-        .unwrap_or_default();
-    let mut confirmed_qty = vec![0i64; SKUS];
-    let mut failures = Vec::new();
-    for (order_id, items) in &accepted.order_items {
-        let Some(meta) = seen
-            .ready
-            .values()
-            .find(|m| m.result["order_id"] == json!(order_id))
-        else {
-            continue;
-        };
-        if meta.status != TaskState::Success {
-            failures.push(format!("{order_id}: {meta:?}"));
-        } else if meta.result["status"] == "confirmed" {
-            for (sku, q) in items {
-                confirmed_qty[*sku] += q;
-            }
-        }
-    }
-    drop(seen);
+    let f = figures(&tracker.lock(), &faults, &accepted);
+    let (lost, completed, redelivered, recovery) = (f.lost, f.completed, f.redelivered, f.recovery);
+    let (confirmed_qty, failures) = (f.confirmed_qty, f.failures);
     let mut stock_duplicates = 0;
     for (sku, qty) in confirmed_qty.iter().enumerate() {
         let left: i64 = conn.get(keys::stock(&format!("S{sku}"))).await.unwrap();
