@@ -137,6 +137,22 @@ impl Broker {
         self.conn.clone().lpush::<_, _, ()>(list, envelope).await
     }
 
+    /// Publishes many tasks in one pipelined round trip (one LPUSH per priority list).
+    pub async fn publish_many(&self, msgs: &[TaskMessage]) -> RedisResult<()> {
+        let mut by_list: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for msg in msgs {
+            by_list
+                .entry(keys::queue_list(&msg.queue, msg.priority))
+                .or_default()
+                .push(msg.to_envelope().to_json());
+        }
+        let mut pipe = redis::pipe();
+        for (list, envelopes) in by_list {
+            pipe.lpush(list, envelopes).ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
     /// Publishes `msg` unless a task was already published under `idempotency_key`, or the
     /// queue is full. Key and message are written in one step, or neither.
     pub async fn publish_once(

@@ -252,7 +252,7 @@ pub fn sibling_binary(anchor: &str, name: &str) -> std::path::PathBuf {
     let path = Path::new(anchor).with_file_name(name);
     assert!(
         path.exists(),
-        "{} is not built; run the tests for the whole workspace (cargo test --workspace)",
+        "{} is not built: run the whole workspace's tests (cargo test --workspace), or build its binaries first (cargo build --release --workspace before cargo bench)",
         path.display()
     );
     path

@@ -359,3 +359,24 @@ async fn a_full_queue_refuses_new_submissions_and_writes_nothing() {
         Submitted::Existing(_)
     ));
 }
+
+#[tokio::test]
+async fn publish_many_keeps_order_and_priorities() {
+    let redis = TestRedis::start();
+    let broker = Broker::new(redis.manager().await, "celery");
+    let msgs = vec![task(0), task(0), task(9), task(0)];
+    broker.publish_many(&msgs).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(Claim::Message(d)) = broker.claim().await.unwrap() {
+        got.push(Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id);
+    }
+    assert_eq!(
+        got,
+        vec![
+            msgs[0].id.clone(),
+            msgs[1].id.clone(),
+            msgs[3].id.clone(),
+            msgs[2].id.clone()
+        ]
+    );
+}

@@ -10,14 +10,21 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 for i = 4, #KEYS do
   local raw = redis.call('RPOP', KEYS[i])
   if raw then
-    local ok, env = pcall(cjson.decode, raw)
-    local tag, exchange, rk
-    if ok and type(env) == 'table' and type(env.properties) == 'table' then
-      tag = env.properties.delivery_tag
-      local info = env.properties.delivery_info
-      if type(info) == 'table' then
-        exchange = info.exchange
-        rk = info.routing_key
+    -- Read the three fields kombu needs without decoding the whole envelope (this runs once
+    -- per task inside Redis); fall back to a full decode when the text is unusual.
+    local tag = string.match(raw, '"delivery_tag"%s*:%s*"([^"\\]+)"')
+    local exchange = string.match(raw, '"exchange"%s*:%s*"([^"\\]*)"')
+    local rk = string.match(raw, '"routing_key"%s*:%s*"([^"\\]*)"')
+    local ok, env = true, nil
+    if not tag then
+      ok, env = pcall(cjson.decode, raw)
+      if ok and type(env) == 'table' and type(env.properties) == 'table' then
+        tag = env.properties.delivery_tag
+        local info = env.properties.delivery_info
+        if type(info) == 'table' then
+          exchange = info.exchange
+          rk = info.routing_key
+        end
       end
     end
     if type(tag) ~= 'string' or tag == '' then

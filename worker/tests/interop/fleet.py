@@ -6,9 +6,11 @@ Configured from the environment: REDIS_URL, RESULT_BACKEND_URL, VISIBILITY_TIMEO
 PY_TASK_SLEEP (seconds a Python task sleeps, to be killed mid-task).
 """
 import os
+import sys
 import time
 
 from celery import Celery
+from celery.signals import worker_ready
 
 broker = os.environ["REDIS_URL"]
 app = Celery("fleet", broker=broker, backend=os.environ.get("RESULT_BACKEND_URL", broker))
@@ -24,6 +26,12 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": int(os.environ.get("VISIBILITY_TIMEOUT_SECS", "30"))},
 )
+
+
+@worker_ready.connect
+def _announce(**_):
+    # A readiness line that does not depend on the log level (the benchmark runs -l warning).
+    print("fleet worker ready", file=sys.stderr, flush=True)
 
 
 def _pause():
