@@ -237,11 +237,28 @@ impl ResultBackend {
     /// GET-check, SETEX and PUBLISH in one step; a SUCCESS already stored is never replaced.
     /// Returns whether the value was written.
     pub async fn store(&self, meta: &ResultMeta) -> Result<bool, ResultError> {
+        self.store_inner(meta, None).await
+    }
+
+    /// [`ResultBackend::store`] and kombu's ack of `delivery_tag` in one step. Only for a backend
+    /// in the broker's database (the ack keys must be in the same database).
+    pub async fn store_and_ack(
+        &self,
+        meta: &ResultMeta,
+        delivery_tag: &str,
+    ) -> Result<bool, ResultError> {
+        self.store_inner(meta, Some(delivery_tag)).await
+    }
+
+    async fn store_inner(&self, meta: &ResultMeta, ack: Option<&str>) -> Result<bool, ResultError> {
         let json = serde_json::to_string(meta)?;
         let written: i64 = STORE
             .key(keys::task_meta(&meta.task_id))
+            .key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
             .arg(json)
             .arg(self.expires.as_secs())
+            .arg(ack.unwrap_or_default())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(written == 1)

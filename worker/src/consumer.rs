@@ -72,6 +72,7 @@ pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerErro
         queue: cfg.redis.queue.clone(),
         node: common::config::node_name(),
         acks_late: cfg.acks_late,
+        results_in_broker_db: cfg.redis.result_url == cfg.redis.url,
         track_started: cfg.track_started,
     });
     let in_flight = InFlight::default();

@@ -32,6 +32,8 @@ pub struct Context {
     pub queue: String,
     pub node: String,
     pub acks_late: bool,
+    /// Results live in the broker's database: a final result and its ack are one step.
+    pub results_in_broker_db: bool,
     pub track_started: bool,
     pub max_retries: u32,
     pub retry_backoff: Duration,
@@ -77,8 +79,8 @@ pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), 
             msg.task(),
             msg.id()
         );
-        store(ctx, &msg, ResultMeta::revoked(msg.id(), "expired")).await?;
-        ctx.broker.ack(&delivery.tag).await?;
+        let revoked = ResultMeta::revoked(msg.id(), "expired");
+        store(ctx, &msg, revoked, Some(&delivery.tag)).await?;
         return Ok(());
     }
     let req = Request {
@@ -89,21 +91,20 @@ pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), 
             .unwrap_or_else(|| msg.id().to_owned()),
     };
     if ctx.track_started {
-        store(ctx, &msg, ResultMeta::started(msg.id(), &ctx.node)).await?;
+        store(ctx, &msg, ResultMeta::started(msg.id(), &ctx.node), None).await?;
     }
     if !ctx.acks_late {
         ctx.broker.ack(&delivery.tag).await?;
     }
+    // With acks_late the final result and the ack go together, after the task.
+    let ack = ctx.acks_late.then_some(delivery.tag.as_str());
     match run_within_limit(ctx, &msg, &req).await {
-        Ok(output) => succeed(ctx, &msg, output).await?,
-        Err(TaskError::Failed(exc)) => fail(ctx, &msg, &exc).await?,
+        Ok(output) => succeed(ctx, &msg, output, ack).await?,
+        Err(TaskError::Failed(exc)) => fail(ctx, &msg, &exc, ack).await?,
         Err(TaskError::Retry(exc)) => return retry_or_give_up(ctx, &msg, delivery, exc).await,
         Err(TaskError::Transient(why)) => {
             return Err(ExecuteError::Transient(msg.id().to_owned(), why))
         }
-    }
-    if ctx.acks_late {
-        ctx.broker.ack(&delivery.tag).await?;
     }
     Ok(())
 }
@@ -161,19 +162,45 @@ async fn run_within_limit(
     }
 }
 
-/// Stores the task's result unless the message asked for none (`ignore_result`).
-async fn store(ctx: &Context, msg: &Message, meta: ResultMeta) -> Result<(), ExecuteError> {
+/// Stores the task's result unless the message asked for none (`ignore_result`),
+/// and acknowledges `ack` after it (in the same step when the results share the broker's db).
+async fn store(
+    ctx: &Context,
+    msg: &Message,
+    meta: ResultMeta,
+    ack: Option<&str>,
+) -> Result<(), ExecuteError> {
     let headers = &msg.envelope.headers;
-    if !headers.ignore_result {
-        let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
-        ctx.results.store(&meta).await?;
+    if headers.ignore_result {
+        if let Some(tag) = ack {
+            ctx.broker.ack(tag).await?;
+        }
+        return Ok(());
+    }
+    let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
+    match ack {
+        Some(tag) if ctx.results_in_broker_db => {
+            ctx.results.store_and_ack(&meta, tag).await?;
+        }
+        Some(tag) => {
+            ctx.results.store(&meta).await?;
+            ctx.broker.ack(tag).await?;
+        }
+        None => {
+            ctx.results.store(&meta).await?;
+        }
     }
     Ok(())
 }
 
 /// Publishes what the task sends on (its own children, then callbacks and the next chain
 /// step), and only then stores SUCCESS naming them, as Celery does.
-async fn succeed(ctx: &Context, msg: &Message, output: Output) -> Result<(), ExecuteError> {
+async fn succeed(
+    ctx: &Context,
+    msg: &Message,
+    output: Output,
+    ack: Option<&str>,
+) -> Result<(), ExecuteError> {
     let mut children = output.children;
     children.extend(canvas::on_success(msg, &output.value));
     for child in &children {
@@ -184,6 +211,7 @@ async fn succeed(ctx: &Context, msg: &Message, output: Output) -> Result<(), Exe
         ctx,
         msg,
         ResultMeta::success(msg.id(), output.value).with_children(&ids),
+        ack,
     )
     .await?;
     log::info!("task {} [{}] succeeded", msg.task(), msg.id());
@@ -191,7 +219,12 @@ async fn succeed(ctx: &Context, msg: &Message, output: Output) -> Result<(), Exe
 }
 
 /// Publishes the errbacks, then stores FAILURE.
-async fn fail(ctx: &Context, msg: &Message, exc: &ExceptionInfo) -> Result<(), ExecuteError> {
+async fn fail(
+    ctx: &Context,
+    msg: &Message,
+    exc: &ExceptionInfo,
+    ack: Option<&str>,
+) -> Result<(), ExecuteError> {
     for errback in canvas::on_failure(msg) {
         ctx.broker.publish(&errback).await?;
     }
@@ -203,7 +236,7 @@ async fn fail(ctx: &Context, msg: &Message, exc: &ExceptionInfo) -> Result<(), E
         exc.message()
     );
     let traceback = Some(format!("{}: {}", exc.exc_type, exc.message()));
-    store(ctx, msg, ResultMeta::failure(msg.id(), exc, traceback)).await
+    store(ctx, msg, ResultMeta::failure(msg.id(), exc, traceback), ack).await
 }
 
 /// A transient failure: while the budget lasts, store RETRY and, in one step, acknowledge this
@@ -218,7 +251,7 @@ async fn retry_or_give_up(
 ) -> Result<(), ExecuteError> {
     let retries = msg.envelope.headers.retries.max(0);
     if retries >= i64::from(ctx.max_retries) {
-        fail(ctx, msg, &exc).await?;
+        fail(ctx, msg, &exc, None).await?;
         let entry = DeadLetter {
             reason: format!(
                 "gave up after {} attempts: {}: {}",
@@ -252,7 +285,7 @@ async fn retry_or_give_up(
     );
     meta.status = TaskState::Retry;
     meta.date_done = None;
-    store(ctx, msg, meta.with_children(&[msg.id().to_owned()])).await?;
+    store(ctx, msg, meta.with_children(&[msg.id().to_owned()]), None).await?;
     ctx.broker
         .retry(delivery, &replacement.to_json(), delay)
         .await?;
