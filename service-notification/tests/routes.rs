@@ -8,8 +8,7 @@ use common::protocol::Message;
 use common::result::ResultMeta;
 use common::service::AppState;
 use common::tasks::Channel;
-use common::testing::{service_config, unreachable_redis_url, TestRedis};
-use redis::AsyncCommands;
+use common::testing::{self, service_config, unreachable_redis_url, TestRedis};
 use serde_json::{json, Value};
 use service_notification::api;
 
@@ -30,29 +29,12 @@ impl Fixture {
     }
 
     async fn queued(&self) -> Vec<Message> {
-        let raw: Vec<String> = self
-            .redis
-            .manager()
-            .await
-            .lrange("celery", 0, -1)
-            .await
-            .unwrap();
-        raw.iter()
-            .map(|r| Message::decode(r.as_bytes()).unwrap())
-            .collect()
+        testing::queued(&self.redis).await
     }
 }
 
 async fn call(state: &AppState, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut req = warp::test::request().method(method).path(path);
-    if let Some(b) = body {
-        req = req.header("content-type", "application/json").body(b);
-    }
-    let resp = req.reply(&api::routes(state.clone())).await;
-    (
-        resp.status().as_u16(),
-        serde_json::from_slice(resp.body()).unwrap_or(Value::Null),
-    )
+    testing::call(&api::routes(state.clone()), method, path, body).await
 }
 
 fn note() -> Value {
