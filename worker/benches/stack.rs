@@ -483,7 +483,7 @@ fn main() {
         ))
     );
     for (conc, stat) in &rust.drain {
-        println!("| drain {drain_n} process_order, concurrency {conc} | {} | prefork 2: {c_pre}; threads 8: {c_thr} | {} |", stat.show("tasks/s"),
+        println!("| drain {drain_n} process_order, concurrency {conc} | {} | prefork 2: {c_pre}; threads 8: {c_thr} | {} |", stat.show("orders/s"),
             c.map_or(String::new(), |c| format!("{} vs prefork", ratio(stat.median(), c.drain_prefork.median()))));
     }
     println!(
