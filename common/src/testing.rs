@@ -378,9 +378,7 @@ where
 {
     let mut req = warp::test::request().method(method).path(path);
     if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b);
+        req = req.header("content-type", "application/json").body(b);
     }
     let resp = req.reply(routes).await;
     let json = serde_json::from_slice(resp.body()).unwrap_or(serde_json::Value::Null);

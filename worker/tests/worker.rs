@@ -606,3 +606,55 @@ async fn the_messages_that_crash_a_python_worker_are_dead_lettered_here() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_task_longer_than_the_visibility_timeout_on_a_live_worker_is_not_handed_to_another() {
+    // A webhook that holds the request for 3 visibility timeouts, then answers 200.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                // Holding the task is the point: three visibility timeouts pass meanwhile.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    let env = [
+        ("VISIBILITY_TIMEOUT_SECS", "1"),
+        ("WEBHOOK_TIMEOUT_MS", "60000"),
+    ];
+    let first = start(&env).await;
+    // A second worker on the same Redis, restoring expired leases every half second.
+    let mut vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.insert("REDIS_URL".into(), first._redis.url());
+    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let (second_trigger, second_stop) = shutdown::channel();
+    let second = tokio::spawn(worker::run(cfg, second_stop));
+
+    let msg = first
+        .send("send_notification", webhook_note("n-long", &url))
+        .await;
+    assert_eq!(first.result(&msg.id).await.status, TaskState::Success);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the running task was never redelivered"
+    );
+    second_trigger.fire();
+    second.await.unwrap().unwrap();
+    first.stop().await.all_acknowledged();
+}
