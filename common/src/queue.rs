@@ -181,6 +181,12 @@ impl Broker {
     /// Takes the next message (processing list first, then priorities 0, 3, 6, 9) and records it
     /// in `unacked`/`unacked_index` in the same step. Never blocks.
     pub async fn claim(&self) -> RedisResult<Option<Claim>> {
+        Ok(self.claim_many(1).await?.into_iter().next())
+    }
+
+    /// Like [`Broker::claim`] for up to `max` messages in one script call (a worker with several
+    /// free slots fills them in one round trip). Returns fewer when the queue holds fewer.
+    pub async fn claim_many(&self, max: usize) -> RedisResult<Vec<Claim>> {
         let mut inv = CLAIM.prepare_invoke();
         inv.key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
@@ -189,18 +195,20 @@ impl Broker {
         for list in keys::queue_lists(&self.queue) {
             inv.key(list);
         }
-        inv.arg(&self.queue);
-        let reply: Option<Vec<String>> = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(reply.map(|parts| {
-            let mut parts = parts.into_iter();
-            let raw = parts.next().unwrap_or_default();
-            let tag = parts.next().unwrap_or_default();
-            let taken_at = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
-            match parts.next() {
-                Some(reason) => Claim::DeadLettered { reason },
-                None => Claim::Message(Delivery { raw, tag, taken_at }),
-            }
-        }))
+        inv.arg(&self.queue).arg(max.max(1));
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut parts = reply.into_iter();
+        let taken_at = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        let mut claims = Vec::new();
+        while let (Some(raw), Some(tag), Some(reason)) = (parts.next(), parts.next(), parts.next())
+        {
+            claims.push(if reason.is_empty() {
+                Claim::Message(Delivery { raw, tag, taken_at })
+            } else {
+                Claim::DeadLettered { reason }
+            });
+        }
+        Ok(claims)
     }
 
     /// Blocks (on a connection of its own) until the queue has a message, moving it atomically

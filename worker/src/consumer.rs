@@ -18,6 +18,8 @@ use crate::execute::{self, Context};
 
 /// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
 const BLOCK: Duration = Duration::from_secs(1);
+/// Most messages one claim takes (when that many slots are free).
+const MAX_CLAIM: usize = 32;
 /// Longest pause after a Redis error before trying again.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -118,32 +120,51 @@ pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerErro
         if stop.is_fired() {
             break;
         }
-        match broker.claim().await {
-            Ok(Some(Claim::Message(delivery))) => {
-                backoff = Duration::from_millis(100);
-                in_flight.insert(&delivery);
-                let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
-                running.spawn(async move {
-                    if let Err(e) = execute::handle(&ctx, &delivery, delivery.taken_at).await {
-                        log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
-                    }
-                    in_flight.remove(&delivery.tag);
-                    drop(permit);
-                });
+        // Fill every free slot in one round trip: this permit, plus any others free right now.
+        let mut permits = vec![permit];
+        while permits.len() < MAX_CLAIM {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
             }
-            Ok(Some(Claim::DeadLettered { reason })) => {
-                log::warn!("dead-lettered an undecodable queue entry: {reason}");
-            }
-            Ok(None) => {
-                drop(permit);
+        }
+        match broker.claim_many(permits.len()).await {
+            Ok(claims) if claims.is_empty() => {
+                drop(permits);
                 // Not cancelled on shutdown: a cancelled BLMOVE stays blocked in Redis and would
                 // swallow the messages this worker hands back. It lasts at most BLOCK.
                 if let Err(e) = broker.wait_for_message(&mut blocking, BLOCK).await {
                     backoff = pause(&mut stop, backoff, &e).await;
                 }
             }
+            Ok(claims) => {
+                backoff = Duration::from_millis(100);
+                for (claim, permit) in claims.into_iter().zip(permits) {
+                    match claim {
+                        Claim::Message(delivery) => {
+                            in_flight.insert(&delivery);
+                            let (ctx, in_flight) = (ctx.clone(), in_flight.clone());
+                            running.spawn(async move {
+                                if let Err(e) =
+                                    execute::handle(&ctx, &delivery, delivery.taken_at).await
+                                {
+                                    log::error!(
+                                        "delivery {} left unacknowledged: {e}",
+                                        delivery.tag
+                                    );
+                                }
+                                in_flight.remove(&delivery.tag);
+                                drop(permit);
+                            });
+                        }
+                        Claim::DeadLettered { reason } => {
+                            log::warn!("dead-lettered an undecodable queue entry: {reason}");
+                        }
+                    }
+                }
+            }
             Err(e) => {
-                drop(permit);
+                drop(permits);
                 backoff = pause(&mut stop, backoff, &e).await;
             }
         }

@@ -1,15 +1,21 @@
--- Takes the next message and records it as unacknowledged, in one step (kombu's layout), so a
--- message is at every instant either in a list or in `unacked`: never only in a worker's memory.
+-- Takes up to ARGV[2] messages and records each as unacknowledged, in one step (kombu's layout),
+-- so a message is at every instant either in a list or in `unacked`: never only in a worker's memory.
 -- KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
 -- KEYS[4..] lists to take from, in order (the processing list first, then the priority lists).
--- ARGV[1] queue name, used as routing key when an envelope lacks one.
--- Returns {raw, tag, now} for a message; {raw, "", now, reason} when the entry was dead-lettered
--- because it has no delivery tag; false when every list is empty. `now` is the server's clock.
+-- ARGV[1] queue name, used as routing key when an envelope lacks one; ARGV[2] most to take.
+-- Returns {now, raw1, tag1, reason1, raw2, ...}: `now` is the server's clock; `reason` is '' for a
+-- message now held, or why the entry went to the dead-letter list (no delivery tag).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-for i = 4, #KEYS do
-  local raw = redis.call('RPOP', KEYS[i])
-  if raw then
+local out = {tostring(now)}
+local want = tonumber(ARGV[2]) or 1
+local list = 4
+while want > 0 and list <= #KEYS do
+  local raw = redis.call('RPOP', KEYS[list])
+  if not raw then
+    list = list + 1
+  else
+    want = want - 1
     -- Read the three fields kombu needs without decoding the whole envelope (this runs once
     -- per task inside Redis); fall back to a full decode when the text is unusual.
     local tag = string.match(raw, '"delivery_tag"%s*:%s*"([^"\\]+)"')
@@ -31,13 +37,18 @@ for i = 4, #KEYS do
       local reason = 'envelope has no properties.delivery_tag'
       if not ok or type(env) ~= 'table' then reason = 'envelope is not a JSON object' end
       redis.call('LPUSH', KEYS[3], cjson.encode({reason = reason, queue = ARGV[1], raw = raw, at = now}))
-      return {raw, '', tostring(now), reason}
+      table.insert(out, raw)
+      table.insert(out, '')
+      table.insert(out, reason)
+    else
+      if type(exchange) ~= 'string' then exchange = '' end
+      if type(rk) ~= 'string' or rk == '' then rk = ARGV[1] end
+      redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
+      redis.call('ZADD', KEYS[2], now, tag)
+      table.insert(out, raw)
+      table.insert(out, tag)
+      table.insert(out, '')
     end
-    if type(exchange) ~= 'string' then exchange = '' end
-    if type(rk) ~= 'string' or rk == '' then rk = ARGV[1] end
-    redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
-    redis.call('ZADD', KEYS[2], now, tag)
-    return {raw, tag, tostring(now)}
   end
 end
-return false
+return out
