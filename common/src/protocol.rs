@@ -329,13 +329,9 @@ impl Body {
         })
     }
 
+    /// `[args, kwargs, embed]`, serialized in place (a tuple is a JSON array).
     pub fn to_json(&self) -> String {
-        Value::Array(vec![
-            Value::Array(self.args.clone()),
-            Value::Object(self.kwargs.clone()),
-            serde_json::to_value(&self.embed).unwrap_or(Value::Null),
-        ])
-        .to_string()
+        serde_json::to_string(&(&self.args, &self.kwargs, &self.embed)).unwrap_or_default()
     }
 }
 
@@ -394,8 +390,8 @@ impl TaskMessage {
     /// Builds the kombu envelope exactly as Python Celery 5.x shapes it.
     pub fn to_envelope(&self) -> Envelope {
         let body = self.body.to_json();
-        let args_repr = Value::Array(self.body.args.clone()).to_string();
-        let kwargs_repr = Value::Object(self.body.kwargs.clone()).to_string();
+        let args_repr = serde_json::to_string(&self.body.args).unwrap_or_default();
+        let kwargs_repr = serde_json::to_string(&self.body.kwargs).unwrap_or_default();
         let mut prop_extra = Map::new();
         if let Some(expires) = self.expires {
             let ms = (expires - OffsetDateTime::now_utc())

@@ -137,10 +137,7 @@ pub fn wait_for_line(
     needle: &str,
     limit: Duration,
 ) -> Result<(), String> {
-    match lines_until(out, needle, limit) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    }
+    lines_until(out, needle, limit).map(drop)
 }
 
 /// Like [`wait_for_line`], returning the matching line.

@@ -1,7 +1,7 @@
 //! What a finished task sends on, as a Celery worker does: the next chain step and `link`
 //! callbacks after a success, `link_error` errbacks after a failure.
 
-use common::protocol::{Body, Embed, Message, Signature, TaskMessage};
+use common::protocol::{Message, Signature, TaskMessage};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -68,11 +68,7 @@ fn from_signature(parent: &Message, sig: &Signature, first_arg: Option<&Value>) 
     }
     args.extend(sig.args.iter().cloned());
     let mut m = TaskMessage::new(&sig.task, &queue, sig.kwargs.clone());
-    m.body = Body {
-        args,
-        kwargs: sig.kwargs.clone(),
-        embed: Embed::default(),
-    };
+    m.body.args = args;
     if let Some(id) = opt_str("task_id") {
         m.id = id;
     }
