@@ -73,16 +73,24 @@ class Hook:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
-def states_until_ready(result, deadline):
-    seen = []
+def published_states(send, task_id):
+    """Every state Celery publishes for `task_id`, in order, until a ready one: subscribes to the
+    result channel before `send()` runs, so no state is missed (no polling)."""
+    import os
+    import redis
+    pubsub = redis.Redis.from_url(os.environ["REDIS_URL"]).pubsub()
+    pubsub.subscribe(f"celery-task-meta-{task_id}")
+    pubsub.get_message(timeout=TIMEOUT)  # the subscribe confirmation
+    result = send()
+    states, deadline = [], time.time() + TIMEOUT
     while time.time() < deadline:
-        state = result.state
-        if not seen or seen[-1] != state:
-            seen.append(state)
-        if state in ("SUCCESS", "FAILURE", "REVOKED"):
-            break
-        time.sleep(0.02)
-    return seen
+        msg = pubsub.get_message(timeout=1.0)
+        if msg and msg["type"] == "message":
+            states.append(json.loads(msg["data"])["status"])
+            if states[-1] in ("SUCCESS", "FAILURE", "REVOKED"):
+                break
+    pubsub.close()
+    return result, states
 
 
 def basic():
@@ -157,8 +165,10 @@ def options():
     report["time_limit"] = outcome(limited)
     hook.gate.set()
     flaky = Hook(statuses=[503, 503])
-    retried = send_notification.apply_async(kwargs=note("py-retried", "webhook", flaky.url))
-    report["retry_states"] = states_until_ready(retried, time.time() + TIMEOUT)
+    retry_id = str(uuid.uuid4())
+    retried, report["retry_states"] = published_states(
+        lambda: send_notification.apply_async(kwargs=note("py-retried", "webhook", flaky.url), task_id=retry_id),
+        retry_id)
     report["retried"] = outcome(retried)
     report["retry_hits"] = flaky.hits
     # A message that already used its retries (`retries` header) is not retried again.
