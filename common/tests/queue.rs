@@ -89,6 +89,68 @@ async fn lower_priority_number_is_served_first() {
 }
 
 #[tokio::test]
+async fn claim_reads_kombus_fields_from_properties_in_any_key_order() {
+    // The claim script reads delivery_tag, exchange and routing_key as text, without decoding
+    // the envelope: a header with the same names must not fool it, nor must properties coming
+    // first, nor spaces around the colons.
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery");
+    let mut env = task(0).to_envelope();
+    env.headers.extra.insert("exchange".into(), json!("decoy"));
+    env.headers
+        .extra
+        .insert("routing_key".into(), json!("decoy"));
+    env.headers
+        .extra
+        .insert("delivery_tag".into(), json!(["decoy"]));
+    let mut doc = serde_json::to_value(&env).unwrap();
+    doc["properties"]["delivery_info"] = json!({"exchange": "orders", "routing_key": "eu"});
+    doc["properties"]["delivery_tag"] = json!("tag-1");
+    let normal = serde_json::to_string(&doc).unwrap();
+    let properties = doc.as_object_mut().unwrap().remove("properties").unwrap();
+    let rest = serde_json::to_string(&doc).unwrap();
+    let first = format!(
+        r#"{{"properties" :  {properties}, {}"#,
+        rest.strip_prefix('{').unwrap()
+    );
+    for raw in [normal, first] {
+        conn.lpush::<_, _, ()>("celery", &raw).await.unwrap();
+        let d = claim(&broker).await;
+        assert_eq!((d.tag.as_str(), d.raw.as_str()), ("tag-1", raw.as_str()));
+        let stored: String = conn.hget(keys::UNACKED, "tag-1").await.unwrap();
+        let triple: (Value, String, String) = serde_json::from_str(&stored).unwrap();
+        assert_eq!((triple.1.as_str(), triple.2.as_str()), ("orders", "eu"));
+        assert!(broker.ack("tag-1").await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn one_claim_takes_many_and_records_each_in_unacked() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery");
+    let msgs: Vec<TaskMessage> = (0..250).map(|_| task(0)).collect();
+    broker.publish_many(&msgs).await.unwrap();
+    let claims = broker.claim_many(240).await.unwrap();
+    let ids: Vec<String> = claims
+        .iter()
+        .map(|c| match c {
+            Claim::Message(d) => Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id,
+            other => panic!("expected a message, got {other:?}"),
+        })
+        .collect();
+    let expected: Vec<String> = msgs[..240].iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids, expected, "in publish order");
+    assert_eq!(conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(), 240);
+    assert_eq!(
+        conn.zcard::<_, i64>(keys::UNACKED_INDEX).await.unwrap(),
+        240
+    );
+    assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 10);
+}
+
+#[tokio::test]
 async fn entries_that_are_not_envelopes_are_dead_lettered_by_the_claim() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;

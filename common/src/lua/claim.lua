@@ -5,10 +5,28 @@
 -- ARGV[1] queue name, used as routing key when an envelope lacks one; ARGV[2] most to take.
 -- Returns {now, raw1, tag1, reason1, raw2, ...}: `now` is the server's clock; `reason` is '' for a
 -- message now held, or why the entry went to the dead-letter list (no delivery tag).
+-- The string value of the first `"name": "..."` in `raw` at or after byte `from`, or nil. A plain
+-- find (memchr and memcmp) then an anchored match: an unanchored pattern retries at every byte
+-- of the ~1 KB envelope and made this script cost ~25 us per message inside Redis.
+local function field(raw, name, from)
+  local _, stop = string.find(raw, '"' .. name .. '"', from, true)
+  if not stop then return nil end
+  return string.match(raw, '^%s*:%s*"([^"\\]*)"', stop + 1)
+end
+
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local out = {tostring(now)}
 local want = tonumber(ARGV[2]) or 1
+-- Held messages are recorded with one HSET and one ZADD per (at most) 100.
+local entries, scores = {}, {}
+local function record()
+  if #entries > 0 then
+    redis.call('HSET', KEYS[1], unpack(entries))
+    redis.call('ZADD', KEYS[2], unpack(scores))
+    entries, scores = {}, {}
+  end
+end
 local list = 4
 while want > 0 and list <= #KEYS do
   local raw = redis.call('RPOP', KEYS[list])
@@ -17,10 +35,13 @@ while want > 0 and list <= #KEYS do
   else
     want = want - 1
     -- Read the three fields kombu needs without decoding the whole envelope (this runs once
-    -- per task inside Redis); fall back to a full decode when the text is unusual.
-    local tag = string.match(raw, '"delivery_tag"%s*:%s*"([^"\\]+)"')
-    local exchange = string.match(raw, '"exchange"%s*:%s*"([^"\\]*)"')
-    local rk = string.match(raw, '"routing_key"%s*:%s*"([^"\\]*)"')
+    -- per task inside Redis): they sit in `properties`, at the end of kombu's and our
+    -- envelopes. Fall back to a full decode when the text is unusual.
+    local info = string.find(raw, '"delivery_info"', 1, true) or 1
+    local tag = field(raw, 'delivery_tag', info) or field(raw, 'delivery_tag', 1)
+    if tag == '' then tag = nil end
+    local exchange = field(raw, 'exchange', info)
+    local rk = field(raw, 'routing_key', info)
     local ok, env = true, nil
     if not tag then
       ok, env = pcall(cjson.decode, raw)
@@ -43,12 +64,16 @@ while want > 0 and list <= #KEYS do
     else
       if type(exchange) ~= 'string' then exchange = '' end
       if type(rk) ~= 'string' or rk == '' then rk = ARGV[1] end
-      redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
-      redis.call('ZADD', KEYS[2], now, tag)
+      table.insert(entries, tag)
+      table.insert(entries, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
+      table.insert(scores, now)
+      table.insert(scores, tag)
+      if #scores >= 200 then record() end
       table.insert(out, raw)
       table.insert(out, tag)
       table.insert(out, '')
     end
   end
 end
+record()
 return out
