@@ -66,6 +66,11 @@ impl TestRedis {
         self.port
     }
 
+    /// The redis-server's process id (to read its CPU time or memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }

@@ -8,7 +8,11 @@
 //! 5. peak RSS of the worker and of each service under that load;
 //! 6. workloads 1-3 run by Python Celery 5.7 (prefork 2 and threads) in a venv it creates.
 //!
-//! Knobs: BENCH_DRAIN_TASKS (default 20000), BENCH_REPS (3), BENCH_HTTP_SECS (5).
+//! Knobs: BENCH_DRAIN_TASKS (default 20000), BENCH_REPS (3), BENCH_HTTP_SECS (5), and
+//! BENCH_ONLY, a comma-separated subset of `enqueue,drain,roundtrip,http,celery` (default: all),
+//! for profiling one workload at a time; BENCH_CONCURRENCY, the worker concurrencies the drain
+//! runs at (default `1,8,64`); BENCH_COMMANDSTATS=1 prints Redis's per-command counts and
+//! times for each drain.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,7 +33,15 @@ fn knob(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Whether BENCH_ONLY (default: everything) selects `section`.
+fn selected(section: &str) -> bool {
+    std::env::var("BENCH_ONLY")
+        .map(|v| v.split(',').any(|s| s.trim() == section))
+        .unwrap_or(true)
+}
+
 /// Median and range of repeated measurements.
+#[derive(Default)]
 struct Stat(Vec<f64>);
 
 impl Stat {
@@ -39,6 +51,9 @@ impl Stat {
         v[v.len() / 2]
     }
     fn show(&self, unit: &str) -> String {
+        if self.0.is_empty() {
+            return "-".into();
+        }
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.0.iter().copied().fold(0.0, f64::max);
         format!("{:.0} {unit} ({:.0}-{:.0})", self.median(), min, max)
@@ -81,6 +96,34 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system) a process has used so far, in seconds. /proc reports it in
+/// USER_HZ ticks, which Linux fixes at 100 per second for user space.
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may contain spaces) start at state (3rd).
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Commands the Redis server has executed, those called from scripts included.
+async fn redis_commands(conn: &mut redis::aio::ConnectionManager) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Ready states published on `celery-task-meta-*`, as (task id, arrival time).
 async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(String, Instant)> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -89,17 +132,16 @@ async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(Str
     tokio::spawn(async move {
         let mut stream = pubsub.on_message();
         while let Some(msg) = stream.next().await {
-            let Ok(v) = serde_json::from_slice::<Value>(msg.get_payload_bytes()) else {
+            #[derive(serde::Deserialize)]
+            struct Meta<'a> {
+                status: &'a str,
+                task_id: String,
+            }
+            let Ok(m) = serde_json::from_slice::<Meta>(msg.get_payload_bytes()) else {
                 continue;
             };
-            if matches!(
-                v["status"].as_str(),
-                Some("SUCCESS" | "FAILURE" | "REVOKED")
-            ) {
-                let _ = tx.send((
-                    v["task_id"].as_str().unwrap_or_default().to_owned(),
-                    Instant::now(),
-                ));
+            if matches!(m.status, "SUCCESS" | "FAILURE" | "REVOKED") {
+                let _ = tx.send((m.task_id, Instant::now()));
             }
         }
     });
@@ -121,12 +163,23 @@ fn worker(redis: &TestRedis, concurrency: usize) -> Proc {
     .0
 }
 
+/// One drain measurement per repetition: the rate, and what each order cost in CPU time and
+/// Redis commands (these two are steadier than the rate on a busy host).
+#[derive(Default)]
+struct Drain {
+    rate: Stat,
+    worker_us: Stat,
+    redis_us: Stat,
+    commands: Stat,
+}
+
+#[derive(Default)]
 struct Rust {
     enqueue_single: Stat,
     enqueue_single_current_thread: Stat,
     enqueue_batch: Stat,
-    drain: Vec<(usize, Stat)>,
-    roundtrip: [f64; 3],
+    drain: Vec<(usize, Drain)>,
+    roundtrip: Option<[f64; 3]>,
     http: Vec<(usize, f64, f64, f64)>,
     rss_worker: f64,
     rss_order: f64,
@@ -136,34 +189,36 @@ struct Rust {
 async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs: u64) -> Rust {
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery");
+    let mut out = Rust::default();
 
-    let mut single = Vec::new();
-    let mut batch = Vec::new();
-    for _ in 0..reps {
-        flush(&mut conn).await;
-        let msgs = orders(5000);
-        let t = Instant::now();
-        for m in &msgs {
-            broker.publish(m).await.unwrap();
+    if selected("enqueue") {
+        for _ in 0..reps {
+            flush(&mut conn).await;
+            let msgs = orders(5000);
+            let t = Instant::now();
+            for m in &msgs {
+                broker.publish(m).await.unwrap();
+            }
+            out.enqueue_single
+                .0
+                .push(msgs.len() as f64 / t.elapsed().as_secs_f64());
+            flush(&mut conn).await;
+            let msgs = orders(100_000);
+            let t = Instant::now();
+            for chunk in msgs.chunks(1000) {
+                broker.publish_many(chunk).await.unwrap();
+            }
+            out.enqueue_batch
+                .0
+                .push(msgs.len() as f64 / t.elapsed().as_secs_f64());
         }
-        single.push(msgs.len() as f64 / t.elapsed().as_secs_f64());
-        flush(&mut conn).await;
-        let msgs = orders(100_000);
-        let t = Instant::now();
-        for chunk in msgs.chunks(1000) {
-            broker.publish_many(chunk).await.unwrap();
-        }
-        batch.push(msgs.len() as f64 / t.elapsed().as_secs_f64());
-    }
 
-    // A sequential producer needs no thread pool: on a current-thread runtime each publish saves
-    // the cross-thread wake-ups between the caller and redis-rs's connection driver.
-    let mut single_ct = Vec::new();
-    for _ in 0..reps {
-        flush(&mut conn).await;
-        let client = redis.client();
-        single_ct.push(
-            std::thread::spawn(move || {
+        // A sequential producer needs no thread pool: on a current-thread runtime each publish
+        // saves the cross-thread wake-ups between the caller and redis-rs's connection driver.
+        for _ in 0..reps {
+            flush(&mut conn).await;
+            let client = redis.client();
+            let rate = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -180,141 +235,163 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                 })
             })
             .join()
-            .unwrap(),
-        );
+            .unwrap();
+            out.enqueue_single_current_thread.0.push(rate);
+        }
     }
 
-    let mut drain = Vec::new();
-    let mut rss_worker: f64 = 0.0;
-    for concurrency in [1, 8, 64] {
-        let mut rates = Vec::new();
-        for _ in 0..reps {
-            flush(&mut conn).await;
-            common::inventory::set_stock(&conn, "A", 1_000_000_000)
-                .await
-                .unwrap();
-            let msgs: Vec<TaskMessage> = orders(drain_n)
-                .into_iter()
-                .map(|mut m| {
-                    m.body.kwargs.insert("order_id".into(), json!(m.id.clone()));
-                    m
-                })
-                .collect();
-            let mut pending: HashSet<String> = msgs.iter().map(|m| m.id.clone()).collect();
-            for chunk in msgs.chunks(1000) {
-                broker.publish_many(chunk).await.unwrap();
-            }
-            let mut results = results_listener(redis.client()).await;
-            let w = worker(redis, concurrency);
-            let t = Instant::now();
-            while !pending.is_empty() {
-                let (id, _) = tokio::time::timeout(Duration::from_secs(120), results.recv())
+    if selected("drain") {
+        let commandstats = std::env::var_os("BENCH_COMMANDSTATS").is_some();
+        let levels = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "1,8,64".into());
+        for concurrency in levels
+            .split(',')
+            .filter_map(|c| c.trim().parse::<usize>().ok())
+        {
+            let mut d = Drain::default();
+            for _ in 0..reps {
+                flush(&mut conn).await;
+                common::inventory::set_stock(&conn, "A", 1_000_000_000)
                     .await
-                    .unwrap()
                     .unwrap();
-                pending.remove(&id);
+                let msgs: Vec<TaskMessage> = orders(drain_n)
+                    .into_iter()
+                    .map(|mut m| {
+                        m.body.kwargs.insert("order_id".into(), json!(m.id.clone()));
+                        m
+                    })
+                    .collect();
+                let mut pending: HashSet<String> = msgs.iter().map(|m| m.id.clone()).collect();
+                for chunk in msgs.chunks(1000) {
+                    broker.publish_many(chunk).await.unwrap();
+                }
+                let mut results = results_listener(redis.client()).await;
+                if commandstats {
+                    redis::cmd("CONFIG")
+                        .arg("RESETSTAT")
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .unwrap();
+                }
+                let w = worker(redis, concurrency);
+                let (redis_cpu, commands) =
+                    (cpu_seconds(redis.pid()), redis_commands(&mut conn).await);
+                let t = Instant::now();
+                while !pending.is_empty() {
+                    let (id, _) = tokio::time::timeout(Duration::from_secs(120), results.recv())
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    pending.remove(&id);
+                }
+                let n = drain_n as f64;
+                d.rate.0.push(n / t.elapsed().as_secs_f64());
+                d.worker_us.0.push(cpu_seconds(w.child.id()) / n * 1e6);
+                d.redis_us
+                    .0
+                    .push((cpu_seconds(redis.pid()) - redis_cpu) / n * 1e6);
+                d.commands
+                    .0
+                    .push((redis_commands(&mut conn).await - commands - 1.0) / n);
+                if commandstats {
+                    let stats: String = redis::cmd("INFO")
+                        .arg("commandstats")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    println!("concurrency {concurrency}, {drain_n} orders:\n{stats}");
+                }
+                out.rss_worker = out.rss_worker.max(peak_rss_mb(w.child.id()));
+                w.terminate();
             }
-            rates.push(drain_n as f64 / t.elapsed().as_secs_f64());
-            rss_worker = rss_worker.max(peak_rss_mb(w.child.id()));
-            w.terminate();
+            out.drain.push((concurrency, d));
         }
-        drain.push((concurrency, Stat(rates)));
     }
 
-    // Round trip at idle: one worker, sequential submit -> result over pub/sub.
-    flush(&mut conn).await;
-    common::inventory::set_stock(&conn, "A", 1_000_000_000)
-        .await
-        .unwrap();
-    let w = worker(redis, 8);
-    let mut results = results_listener(redis.client()).await;
-    let mut lat = Vec::new();
-    for i in 0..2000 {
-        let m = TaskMessage::new("process_order", "celery", order_kwargs(i));
-        let t = Instant::now();
-        broker.publish(&m).await.unwrap();
-        loop {
-            let (id, at) = results.recv().await.unwrap();
-            if id == m.id {
-                lat.push((at - t).as_secs_f64() * 1000.0);
-                break;
-            }
-        }
-    }
-    w.terminate();
-    lat.sort_by(f64::total_cmp);
-    let roundtrip = [
-        lat[lat.len() / 2],
-        lat[lat.len() * 99 / 100 - 1],
-        lat[lat.len() - 1],
-    ];
-
-    // HTTP: POST /orders through the real service (no worker: pure intake).
-    flush(&mut conn).await;
-    let anchor = env!("CARGO_BIN_EXE_worker");
-    let env = |var: &'static str| {
-        vec![
-            ("REDIS_URL", redis.url()),
-            (var, "127.0.0.1:0".into()),
-            ("MAX_QUEUE_DEPTH", "0".into()),
-            ("RUST_LOG", "warn,common::web=info".into()),
-        ]
-    };
-    let (order_svc, line) = Proc::spawn(
-        &sibling_binary(anchor, "service-order"),
-        &[],
-        &env("ORDER_BIND"),
-        "listening on",
-    );
-    let orders_url = format!("http://{}/orders", listening_addr(&line));
-    let (note_svc, line) = Proc::spawn(
-        &sibling_binary(anchor, "service-notification"),
-        &[],
-        &env("NOTIFICATION_BIND"),
-        "listening on",
-    );
-    let notes_url = format!("http://{}/notifications", listening_addr(&line));
-    let order_body = json!({"customer": {"id": "c", "email": "c@example.com"},
-                            "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
-    let mut http = Vec::new();
-    for conns in [1, 16, 64] {
+    if selected("roundtrip") {
+        // At idle: one worker, sequential submit -> result over pub/sub.
         flush(&mut conn).await;
-        let (count, p50, p99) = http_load(
-            &orders_url,
-            &order_body,
-            conns,
-            Duration::from_secs(http_secs),
+        common::inventory::set_stock(&conn, "A", 1_000_000_000)
+            .await
+            .unwrap();
+        let w = worker(redis, 8);
+        let mut results = results_listener(redis.client()).await;
+        let mut lat = Vec::new();
+        for i in 0..2000 {
+            let m = TaskMessage::new("process_order", "celery", order_kwargs(i));
+            let t = Instant::now();
+            broker.publish(&m).await.unwrap();
+            loop {
+                let (id, at) = results.recv().await.unwrap();
+                if id == m.id {
+                    lat.push((at - t).as_secs_f64() * 1000.0);
+                    break;
+                }
+            }
+        }
+        w.terminate();
+        lat.sort_by(f64::total_cmp);
+        out.roundtrip = Some([
+            lat[lat.len() / 2],
+            lat[lat.len() * 99 / 100 - 1],
+            lat[lat.len() - 1],
+        ]);
+    }
+
+    if selected("http") {
+        // POST /orders through the real service (no worker: pure intake).
+        flush(&mut conn).await;
+        let anchor = env!("CARGO_BIN_EXE_worker");
+        let env = |var: &'static str| {
+            vec![
+                ("REDIS_URL", redis.url()),
+                (var, "127.0.0.1:0".into()),
+                ("MAX_QUEUE_DEPTH", "0".into()),
+                ("RUST_LOG", "warn,common::web=info".into()),
+            ]
+        };
+        let (order_svc, line) = Proc::spawn(
+            &sibling_binary(anchor, "service-order"),
+            &[],
+            &env("ORDER_BIND"),
+            "listening on",
+        );
+        let orders_url = format!("http://{}/orders", listening_addr(&line));
+        let (note_svc, line) = Proc::spawn(
+            &sibling_binary(anchor, "service-notification"),
+            &[],
+            &env("NOTIFICATION_BIND"),
+            "listening on",
+        );
+        let notes_url = format!("http://{}/notifications", listening_addr(&line));
+        let order_body = json!({"customer": {"id": "c", "email": "c@example.com"},
+                                "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
+        for conns in [1, 16, 64] {
+            flush(&mut conn).await;
+            let (count, p50, p99) = http_load(
+                &orders_url,
+                &order_body,
+                conns,
+                Duration::from_secs(http_secs),
+            )
+            .await;
+            out.http
+                .push((conns, count as f64 / http_secs as f64, p50, p99));
+        }
+        let note_body =
+            json!({"recipient": "r@example.com", "channel": "log", "subject": "s", "body": "b"});
+        http_load(
+            &notes_url,
+            &note_body,
+            64,
+            Duration::from_secs(http_secs.min(3)),
         )
         .await;
-        http.push((conns, count as f64 / http_secs as f64, p50, p99));
+        out.rss_order = peak_rss_mb(order_svc.child.id());
+        out.rss_notification = peak_rss_mb(note_svc.child.id());
+        order_svc.terminate();
+        note_svc.terminate();
     }
-    let note_body =
-        json!({"recipient": "r@example.com", "channel": "log", "subject": "s", "body": "b"});
-    http_load(
-        &notes_url,
-        &note_body,
-        64,
-        Duration::from_secs(http_secs.min(3)),
-    )
-    .await;
-    let (rss_order, rss_notification) = (
-        peak_rss_mb(order_svc.child.id()),
-        peak_rss_mb(note_svc.child.id()),
-    );
-    order_svc.terminate();
-    note_svc.terminate();
-
-    Rust {
-        enqueue_single: Stat(single),
-        enqueue_single_current_thread: Stat(single_ct),
-        enqueue_batch: Stat(batch),
-        drain,
-        roundtrip,
-        http,
-        rss_worker,
-        rss_order,
-        rss_notification,
-    }
+    out
 }
 
 /// `conns` keep-alive connections, each POSTing in a loop until `span` is over. Returns the
@@ -464,85 +541,108 @@ fn main() {
     let redis = TestRedis::start();
     let started = Instant::now();
     let rust = runtime.block_on(measure_rust(&redis, reps, drain_n, http_secs));
-    let celery = measure_celery(&redis, reps);
+    let celery = if selected("celery") {
+        measure_celery(&redis, reps)
+    } else {
+        Err("not selected (BENCH_ONLY)".into())
+    };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
 
     println!(
         "\nbench: {reps} repetitions, median (min-max); {cores} cores; {} s in all",
         started.elapsed().as_secs()
     );
-    let ratio = |a: f64, b: f64| format!("{:.1}x", a / b);
-    let (c_enq, c_pre, c_thr, c_rt) = match &celery {
-        Ok(c) => (
-            c.enqueue.show("/s"),
-            c.drain_prefork.show("/s"),
-            c.drain_threads.show("/s"),
-            format!(
-                "{:.2} / {:.2} / {:.2} ms",
-                c.roundtrip[0], c.roundtrip[1], c.roundtrip[2]
-            ),
-        ),
-        Err(e) => (
-            format!("skipped: {e}"),
-            String::new(),
-            String::new(),
-            String::new(),
-        ),
-    };
     println!(
         "compared with: {}",
         celery.as_ref().map_or("nothing", |c| c.version.as_str())
     );
+    let c = celery.as_ref().ok();
+    if let Some(c) = c {
+        println!(
+            "celery alone: apply_async {}; drain prefork 2 {}, threads 8 {}; round trip p50/p99/max {:.2}/{:.2}/{:.2} ms",
+            c.enqueue.show("/s"),
+            c.drain_prefork.show("/s"),
+            c.drain_threads.show("/s"),
+            c.roundtrip[0],
+            c.roundtrip[1],
+            c.roundtrip[2]
+        );
+    }
+    let ratio = |a: f64, b: Option<f64>| b.map_or(String::new(), |b| format!("{:.1}x", a / b));
+    let c_show = |f: fn(&Celery) -> &Stat| match &celery {
+        Ok(c) => f(c).show("/s"),
+        Err(e) => format!("skipped: {e}"),
+    };
     println!("\n| measure | Rust | Python Celery | Rust/Celery |");
     println!("|---|---|---|---|");
-    let c = celery.as_ref().ok();
-    println!(
-        "| enqueue, one at a time (multi-thread runtime) | {} | {c_enq} (apply_async) | {} |",
-        rust.enqueue_single.show("/s"),
-        c.map_or(String::new(), |c| ratio(
-            rust.enqueue_single.median(),
-            c.enqueue.median()
-        ))
-    );
-    println!(
-        "| enqueue, one at a time (current-thread runtime) | {} | | {} |",
-        rust.enqueue_single_current_thread.show("/s"),
-        c.map_or(String::new(), |c| ratio(
-            rust.enqueue_single_current_thread.median(),
-            c.enqueue.median()
-        ))
-    );
-    println!(
-        "| enqueue, pipelined batches of 1000 | {} | | {} |",
-        rust.enqueue_batch.show("/s"),
-        c.map_or(String::new(), |c| ratio(
-            rust.enqueue_batch.median(),
-            c.enqueue.median()
-        ))
-    );
-    for (conc, stat) in &rust.drain {
-        println!("| drain {drain_n} process_order, concurrency {conc} | {} | prefork 2: {c_pre}; threads 8: {c_thr} | {} |", stat.show("orders/s"),
-            c.map_or(String::new(), |c| format!("{} vs prefork", ratio(stat.median(), c.drain_prefork.median()))));
+    if !rust.enqueue_single.0.is_empty() {
+        let c_enq = c.map(|c| c.enqueue.median());
+        println!(
+            "| enqueue, one at a time (multi-thread runtime) | {} | {} (apply_async) | {} |",
+            rust.enqueue_single.show("/s"),
+            c_show(|c| &c.enqueue),
+            ratio(rust.enqueue_single.median(), c_enq)
+        );
+        println!(
+            "| enqueue, one at a time (current-thread runtime) | {} | | {} |",
+            rust.enqueue_single_current_thread.show("/s"),
+            ratio(rust.enqueue_single_current_thread.median(), c_enq)
+        );
+        println!(
+            "| enqueue, pipelined batches of 1000 | {} | | {} |",
+            rust.enqueue_batch.show("/s"),
+            ratio(rust.enqueue_batch.median(), c_enq)
+        );
     }
-    println!(
-        "| round trip p50 / p99 / max (idle) | {:.2} / {:.2} / {:.2} ms | {c_rt} | {} |",
-        rust.roundtrip[0],
-        rust.roundtrip[1],
-        rust.roundtrip[2],
-        c.map_or(String::new(), |c| format!(
-            "{} faster at p50",
-            ratio(c.roundtrip[0], rust.roundtrip[0])
-        ))
-    );
+    for (conc, d) in &rust.drain {
+        println!(
+            "| drain {drain_n} process_order, concurrency {conc} | {} | prefork 2: {}; threads 8: {} | {} |",
+            d.rate.show("orders/s"),
+            c_show(|c| &c.drain_prefork),
+            c_show(|c| &c.drain_threads),
+            c.map_or(String::new(), |c| format!(
+                "{} vs prefork",
+                ratio(d.rate.median(), Some(c.drain_prefork.median()))
+            ))
+        );
+    }
+    for (conc, d) in &rust.drain {
+        println!(
+            "| cost per order, concurrency {conc}: worker CPU / Redis CPU / Redis commands | {:.1} µs / {:.1} µs / {:.1} | | |",
+            d.worker_us.median(),
+            d.redis_us.median(),
+            d.commands.median()
+        );
+    }
+    if let Some(rt) = rust.roundtrip {
+        println!(
+            "| round trip p50 / p99 / max (idle) | {:.2} / {:.2} / {:.2} ms | {} | {} |",
+            rt[0],
+            rt[1],
+            rt[2],
+            c.map_or(String::new(), |c| format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                c.roundtrip[0], c.roundtrip[1], c.roundtrip[2]
+            )),
+            c.map_or(String::new(), |c| format!(
+                "{} faster at p50",
+                ratio(c.roundtrip[0], Some(rt[0]))
+            ))
+        );
+    }
     for (conns, rps, p50, p99) in &rust.http {
         println!("| POST /orders, {conns} connections | {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms | | |");
     }
-    println!(
-        "| peak RSS: worker (up to concurrency 64) | {:.1} MB | | |",
-        rust.rss_worker
-    );
-    println!(
-        "| peak RSS: service-order / service-notification under load | {:.1} / {:.1} MB | | |",
-        rust.rss_order, rust.rss_notification
-    );
+    if !rust.drain.is_empty() {
+        println!(
+            "| peak RSS: worker (up to concurrency 64) | {:.1} MB | | |",
+            rust.rss_worker
+        );
+    }
+    if !rust.http.is_empty() {
+        println!(
+            "| peak RSS: service-order / service-notification under load | {:.1} / {:.1} MB | | |",
+            rust.rss_order, rust.rss_notification
+        );
+    }
 }
