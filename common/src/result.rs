@@ -10,6 +10,7 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::protocol::TaskMessage;
 use crate::{clock, keys};
 
 static STORE: LazyLock<Script> =
@@ -237,30 +238,32 @@ impl ResultBackend {
     /// GET-check, SETEX and PUBLISH in one step; a SUCCESS already stored is never replaced.
     /// Returns whether the value was written.
     pub async fn store(&self, meta: &ResultMeta) -> Result<bool, ResultError> {
-        self.store_inner(meta, None).await
+        self.finish(meta, None, &[]).await
     }
 
-    /// [`ResultBackend::store`] and kombu's ack of `delivery_tag` in one step. Only for a backend
-    /// in the broker's database (the ack keys must be in the same database).
-    pub async fn store_and_ack(
+    /// A task's end in one step: LPUSH `publish` (the messages it sends on: children, callbacks,
+    /// the next chain step), store `meta`, and ack `delivery_tag` (kombu's layout). When a SUCCESS
+    /// is already stored nothing is published or written (the run that stored it published them),
+    /// but the delivery is still acked. Only for a backend in the broker's database: the queue
+    /// and ack keys must be in the same database. Returns whether the result was written.
+    pub async fn finish(
         &self,
         meta: &ResultMeta,
-        delivery_tag: &str,
+        delivery_tag: Option<&str>,
+        publish: &[TaskMessage],
     ) -> Result<bool, ResultError> {
-        self.store_inner(meta, Some(delivery_tag)).await
-    }
-
-    async fn store_inner(&self, meta: &ResultMeta, ack: Option<&str>) -> Result<bool, ResultError> {
         let json = serde_json::to_string(meta)?;
-        let written: i64 = STORE
-            .key(keys::task_meta(&meta.task_id))
-            .key(keys::UNACKED)
+        let mut inv = STORE.key(keys::task_meta(&meta.task_id));
+        inv.key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .arg(json)
             .arg(self.expires.as_secs())
-            .arg(ack.unwrap_or_default())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+            .arg(delivery_tag.unwrap_or_default());
+        for msg in publish {
+            inv.key(keys::queue_list(&msg.queue, msg.priority))
+                .arg(msg.to_envelope().to_json());
+        }
+        let written: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
         Ok(written == 1)
     }
 

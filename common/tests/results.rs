@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 use common::keys;
+use common::protocol::{Envelope, TaskMessage};
+use common::queue::{Broker, Claim};
 use common::result::{ExceptionInfo, ResultBackend, ResultError, ResultMeta, TaskState};
 use common::testing::TestRedis;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 async fn backend(redis: &TestRedis, expires: u64) -> ResultBackend {
     ResultBackend::new(
@@ -107,6 +109,61 @@ async fn a_success_is_never_overwritten() {
         (meta.status, meta.result),
         (TaskState::Success, json!("first"))
     );
+}
+
+#[tokio::test]
+async fn finish_publishes_stores_and_acks_in_one_step_and_only_once() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let results = backend(&redis, 60).await;
+    let broker = Broker::new(conn.clone(), "celery");
+    let held = |broker: Broker| async move {
+        match broker.claim().await.unwrap() {
+            Some(Claim::Message(d)) => d,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    };
+    let child = TaskMessage::new("send_notification", "celery", Map::new());
+
+    broker
+        .publish(&TaskMessage::new("process_order", "celery", Map::new()))
+        .await
+        .unwrap();
+    let first = held(broker.clone()).await;
+    let meta = ResultMeta::success("t", json!(1)).with_children(std::slice::from_ref(&child.id));
+    assert!(results
+        .finish(&meta, Some(&first.tag), std::slice::from_ref(&child))
+        .await
+        .unwrap());
+    assert_eq!(results.get("t").await.unwrap().status, TaskState::Success);
+    assert_eq!(
+        conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(),
+        0,
+        "acked"
+    );
+    let queued: Vec<String> = conn.lrange("celery", 0, -1).await.unwrap();
+    let ids: Vec<String> = queued
+        .iter()
+        .map(|raw| Envelope::from_json(raw.as_bytes()).unwrap().headers.id)
+        .collect();
+    assert_eq!(ids, vec![child.id.clone()]);
+
+    // The same task delivered again (say its lease was lost): the SUCCESS stands, the child is
+    // not sent a second time, and this delivery is acked too.
+    conn.del::<_, ()>("celery").await.unwrap();
+    broker
+        .publish(&TaskMessage::new("process_order", "celery", Map::new()))
+        .await
+        .unwrap();
+    let again = held(broker.clone()).await;
+    let meta = ResultMeta::success("t", json!(2)).with_children(std::slice::from_ref(&child.id));
+    assert!(!results
+        .finish(&meta, Some(&again.tag), &[child])
+        .await
+        .unwrap());
+    assert_eq!(results.get("t").await.unwrap().result, json!(1));
+    assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 0);
+    assert_eq!(conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::clock;
-use common::protocol::{DecodeError, Envelope, Message};
+use common::protocol::{DecodeError, Envelope, Message, TaskMessage};
 use common::queue::{Broker, DeadLetter, Delivery};
 use common::result::{ExceptionInfo, ResultBackend, ResultMeta, TaskState};
 use redis::aio::ConnectionManager;
@@ -80,7 +80,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), 
             msg.id()
         );
         let revoked = ResultMeta::revoked(msg.id(), "expired");
-        store(ctx, &msg, revoked, Some(&delivery.tag)).await?;
+        store(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
         return Ok(());
     }
     let req = Request {
@@ -91,7 +91,14 @@ pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), 
             .unwrap_or_else(|| msg.id().to_owned()),
     };
     if ctx.track_started {
-        store(ctx, &msg, ResultMeta::started(msg.id(), &ctx.node), None).await?;
+        store(
+            ctx,
+            &msg,
+            ResultMeta::started(msg.id(), &ctx.node),
+            None,
+            &[],
+        )
+        .await?;
     }
     if !ctx.acks_late {
         ctx.broker.ack(&delivery.tag).await?;
@@ -162,39 +169,37 @@ async fn run_within_limit(
     }
 }
 
-/// Stores the task's result unless the message asked for none (`ignore_result`),
-/// and acknowledges `ack` after it (in the same step when the results share the broker's db).
+/// Stores the task's result unless the message asked for none (`ignore_result`), publishes
+/// `publish` (the messages the task sends on) before it, and acknowledges `ack` after it. When
+/// the results share the broker's database all of that is one step.
 async fn store(
     ctx: &Context,
     msg: &Message,
     meta: ResultMeta,
     ack: Option<&str>,
+    publish: &[TaskMessage],
 ) -> Result<(), ExecuteError> {
     let headers = &msg.envelope.headers;
-    if headers.ignore_result {
-        if let Some(tag) = ack {
-            ctx.broker.ack(tag).await?;
-        }
+    if ctx.results_in_broker_db && !headers.ignore_result {
+        let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
+        ctx.results.finish(&meta, ack, publish).await?;
         return Ok(());
     }
-    let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
-    match ack {
-        Some(tag) if ctx.results_in_broker_db => {
-            ctx.results.store_and_ack(&meta, tag).await?;
-        }
-        Some(tag) => {
-            ctx.results.store(&meta).await?;
-            ctx.broker.ack(tag).await?;
-        }
-        None => {
-            ctx.results.store(&meta).await?;
-        }
+    for next in publish {
+        ctx.broker.publish(next).await?;
+    }
+    if !headers.ignore_result {
+        let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
+        ctx.results.store(&meta).await?;
+    }
+    if let Some(tag) = ack {
+        ctx.broker.ack(tag).await?;
     }
     Ok(())
 }
 
-/// Publishes what the task sends on (its own children, then callbacks and the next chain
-/// step), and only then stores SUCCESS naming them, as Celery does.
+/// Stores SUCCESS naming what the task sends on (its own children, then callbacks and the next
+/// chain step), which is published first, as Celery does.
 async fn succeed(
     ctx: &Context,
     msg: &Message,
@@ -203,17 +208,9 @@ async fn succeed(
 ) -> Result<(), ExecuteError> {
     let mut children = output.children;
     children.extend(canvas::on_success(msg, &output.value));
-    for child in &children {
-        ctx.broker.publish(child).await?;
-    }
     let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-    store(
-        ctx,
-        msg,
-        ResultMeta::success(msg.id(), output.value).with_children(&ids),
-        ack,
-    )
-    .await?;
+    let meta = ResultMeta::success(msg.id(), output.value).with_children(&ids);
+    store(ctx, msg, meta, ack, &children).await?;
     log::info!("task {} [{}] succeeded", msg.task(), msg.id());
     Ok(())
 }
@@ -225,9 +222,6 @@ async fn fail(
     exc: &ExceptionInfo,
     ack: Option<&str>,
 ) -> Result<(), ExecuteError> {
-    for errback in canvas::on_failure(msg) {
-        ctx.broker.publish(&errback).await?;
-    }
     log::warn!(
         "task {} [{}] failed: {}: {}",
         msg.task(),
@@ -236,7 +230,8 @@ async fn fail(
         exc.message()
     );
     let traceback = Some(format!("{}: {}", exc.exc_type, exc.message()));
-    store(ctx, msg, ResultMeta::failure(msg.id(), exc, traceback), ack).await
+    let meta = ResultMeta::failure(msg.id(), exc, traceback);
+    store(ctx, msg, meta, ack, &canvas::on_failure(msg)).await
 }
 
 /// A transient failure: while the budget lasts, store RETRY and, in one step, acknowledge this
@@ -285,7 +280,14 @@ async fn retry_or_give_up(
     );
     meta.status = TaskState::Retry;
     meta.date_done = None;
-    store(ctx, msg, meta.with_children(&[msg.id().to_owned()]), None).await?;
+    store(
+        ctx,
+        msg,
+        meta.with_children(&[msg.id().to_owned()]),
+        None,
+        &[],
+    )
+    .await?;
     ctx.broker
         .retry(delivery, &replacement.to_json(), delay)
         .await?;
