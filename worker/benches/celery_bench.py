@@ -1,7 +1,7 @@
 """The Python Celery half of `cargo bench -p worker --bench stack`: the same workloads, run by
 real Celery against the same Redis. Usage: python celery_bench.py WHAT [ARGS...]; prints JSON.
 
-WHAT: enqueue N | drain N POOL CONCURRENCY | roundtrip N
+WHAT: enqueue N [THREADS] | drain N POOL CONCURRENCY | roundtrip N
 """
 import json
 import os
@@ -21,11 +21,19 @@ def order(i):
             "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]}
 
 
-def enqueue(n):
-    n = int(n)
+def enqueue(n, threads="1"):
+    """N apply_async calls, one message each, from THREADS threads (kombu's producer pool)."""
+    n, threads = int(n), int(threads)
+
+    def send(part):
+        for i in range(part, n, threads):
+            process_order.apply_async(kwargs=order(i), ignore_result=True)
+    workers = [threading.Thread(target=send, args=(t,)) for t in range(threads)]
     start = time.perf_counter()
-    for i in range(n):
-        process_order.apply_async(kwargs=order(i), ignore_result=True)
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     return {"rate": n / (time.perf_counter() - start)}
 
 

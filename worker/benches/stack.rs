@@ -177,6 +177,8 @@ struct Drain {
 struct Rust {
     enqueue_single: Stat,
     enqueue_single_current_thread: Stat,
+    enqueue_concurrent: Stat,
+    enqueue_floor: Stat,
     enqueue_batch: Stat,
     drain: Vec<(usize, Drain)>,
     roundtrip: Option<[f64; 3]>,
@@ -209,6 +211,41 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                 broker.publish_many(chunk).await.unwrap();
             }
             out.enqueue_batch
+                .0
+                .push(msgs.len() as f64 / t.elapsed().as_secs_f64());
+        }
+
+        // The floor for any sequential producer on this host: a blocking socket writing LPUSH by
+        // hand and reading the reply, no client library, no runtime.
+        for _ in 0..reps {
+            flush(&mut conn).await;
+            let (port, msgs) = (redis.port(), orders(5000));
+            let rate = tokio::task::spawn_blocking(move || bare_lpush_rate(port, &msgs))
+                .await
+                .unwrap();
+            out.enqueue_floor.0.push(rate);
+        }
+
+        // One message per call from 64 concurrent callers sharing one producer, as request
+        // handlers use it: redis-rs pipelines their LPUSHes on the one connection.
+        for _ in 0..reps {
+            flush(&mut conn).await;
+            let msgs = std::sync::Arc::new(orders(20_000));
+            let t = Instant::now();
+            let callers: Vec<_> = (0..64)
+                .map(|c| {
+                    let (broker, msgs) = (broker.clone(), msgs.clone());
+                    tokio::spawn(async move {
+                        for m in msgs.iter().skip(c).step_by(64) {
+                            broker.publish(m).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for caller in callers {
+                caller.await.unwrap();
+            }
+            out.enqueue_concurrent
                 .0
                 .push(msgs.len() as f64 / t.elapsed().as_secs_f64());
         }
@@ -394,6 +431,36 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
     out
 }
 
+/// Sequential LPUSHes over a blocking TCP socket in hand-written RESP: what one round trip per
+/// message allows here, whatever the client.
+fn bare_lpush_rate(port: u16, msgs: &[TaskMessage]) -> f64 {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let frames: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|m| {
+            let env = m.to_envelope().to_json();
+            format!(
+                "*3\r\n$5\r\nLPUSH\r\n$6\r\ncelery\r\n${}\r\n{env}\r\n",
+                env.len()
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut line = String::new();
+    let t = Instant::now();
+    for frame in &frames {
+        writer.write_all(frame).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with(':'), "LPUSH reply: {line}");
+    }
+    frames.len() as f64 / t.elapsed().as_secs_f64()
+}
+
 /// `conns` keep-alive connections, each POSTing in a loop until `span` is over. Returns the
 /// number of 2xx answers and their p50/p99 latency in ms.
 async fn http_load(url: &str, body: &Value, conns: usize, span: Duration) -> (usize, f64, f64) {
@@ -440,6 +507,7 @@ async fn http_load(url: &str, body: &Value, conns: usize, span: Duration) -> (us
 struct Celery {
     version: String,
     enqueue: Stat,
+    enqueue_threads: Stat,
     drain_prefork: Stat,
     drain_threads: Stat,
     roundtrip: [f64; 3],
@@ -517,6 +585,7 @@ fn measure_celery(redis: &TestRedis, reps: usize) -> Result<Celery, String> {
         )
     };
     let enqueue = rates(&["enqueue", "2000"]);
+    let enqueue_threads = rates(&["enqueue", "4000", "8"]);
     let drain_prefork = rates(&["drain", "2000", "prefork", "2"]);
     let drain_threads = rates(&["drain", "2000", "threads", "8"]);
     let rt = celery_run(&py, redis, &["roundtrip", "300"]);
@@ -524,6 +593,7 @@ fn measure_celery(redis: &TestRedis, reps: usize) -> Result<Celery, String> {
     Ok(Celery {
         version,
         enqueue,
+        enqueue_threads,
         drain_prefork,
         drain_threads,
         roundtrip: [f("p50"), f("p99"), f("max")],
@@ -559,8 +629,9 @@ fn main() {
     let c = celery.as_ref().ok();
     if let Some(c) = c {
         println!(
-            "celery alone: apply_async {}; drain prefork 2 {}, threads 8 {}; round trip p50/p99/max {:.2}/{:.2}/{:.2} ms",
+            "celery alone: apply_async {}, from 8 threads {}; drain prefork 2 {}, threads 8 {}; round trip p50/p99/max {:.2}/{:.2}/{:.2} ms",
             c.enqueue.show("/s"),
+            c.enqueue_threads.show("/s"),
             c.drain_prefork.show("/s"),
             c.drain_threads.show("/s"),
             c.roundtrip[0],
@@ -587,6 +658,20 @@ fn main() {
             "| enqueue, one at a time (current-thread runtime) | {} | | {} |",
             rust.enqueue_single_current_thread.show("/s"),
             ratio(rust.enqueue_single_current_thread.median(), c_enq)
+        );
+        println!(
+            "| enqueue floor: bare blocking socket, hand-written LPUSH, one at a time | {} | | {} |",
+            rust.enqueue_floor.show("/s"),
+            ratio(rust.enqueue_floor.median(), c_enq)
+        );
+        println!(
+            "| enqueue, one message per call, 64 concurrent callers | {} | {} (apply_async, 8 threads) | {} |",
+            rust.enqueue_concurrent.show("/s"),
+            c_show(|c| &c.enqueue_threads),
+            ratio(
+                rust.enqueue_concurrent.median(),
+                c.map(|c| c.enqueue_threads.median())
+            )
         );
         println!(
             "| enqueue, pipelined batches of 1000 | {} | | {} |",
