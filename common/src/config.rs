@@ -20,6 +20,7 @@ pub const SERVICE_VARIABLES: &[&str] = &["MAX_QUEUE_DEPTH"];
 /// Variables only the worker reads.
 pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_CONCURRENCY",
+    "WORKER_THREADS",
     "VISIBILITY_TIMEOUT_SECS",
     "WORKER_SHUTDOWN_TIMEOUT_SECS",
     "WORKER_ACKS_LATE",
@@ -198,6 +199,10 @@ pub struct WorkerConfig {
     pub redis: RedisConfig,
     /// `WORKER_CONCURRENCY`: tasks run at once (default: number of cores).
     pub concurrency: usize,
+    /// `WORKER_THREADS`: threads that run tasks (default 1: a current-thread runtime, which
+    /// spends the least CPU per task when the tasks wait on Redis and HTTP; raise it for tasks
+    /// that compute, or run one worker process per core).
+    pub threads: usize,
     /// `VISIBILITY_TIMEOUT_SECS`: a task whose worker stops renewing its lease comes back after this (default 30).
     pub visibility_timeout: Duration,
     /// `WORKER_SHUTDOWN_TIMEOUT_SECS`: grace period for in-flight tasks on SIGTERM (default 30).
@@ -220,6 +225,7 @@ impl WorkerConfig {
         Ok(WorkerConfig {
             redis: RedisConfig::from_source(src)?,
             concurrency: positive(src, "WORKER_CONCURRENCY", cores)? as usize,
+            threads: positive(src, "WORKER_THREADS", 1)? as usize,
             visibility_timeout: Duration::from_secs(positive(src, "VISIBILITY_TIMEOUT_SECS", 30)?),
             shutdown_timeout: Duration::from_secs(parse(
                 src,
@@ -329,6 +335,7 @@ mod tests {
         assert_eq!(c.redis.result_url, c.redis.url);
         assert!(c.acks_late);
         assert!(c.concurrency >= 1);
+        assert_eq!(c.threads, 1);
     }
 
     #[test]
@@ -337,6 +344,8 @@ mod tests {
         assert_eq!(err.var, "WORKER_CONCURRENCY");
         let err = WorkerConfig::from_source(&src(&[("WORKER_CONCURRENCY", "0")])).unwrap_err();
         assert_eq!(err.var, "WORKER_CONCURRENCY");
+        let err = WorkerConfig::from_source(&src(&[("WORKER_THREADS", "0")])).unwrap_err();
+        assert_eq!(err.var, "WORKER_THREADS");
         let err = WorkerConfig::from_source(&src(&[("WORKER_ACKS_LATE", "maybe")])).unwrap_err();
         assert_eq!(err.var, "WORKER_ACKS_LATE");
         let err = ServiceConfig::from_source(

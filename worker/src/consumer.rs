@@ -97,10 +97,11 @@ pub async fn run(cfg: WorkerConfig, shutdown: Shutdown) -> Result<(), WorkerErro
     ));
 
     log::info!(
-        "worker {} consuming queue {} with concurrency {} (acks_late={}, visibility_timeout={}s)",
+        "worker {} consuming queue {} with concurrency {} on {} thread(s) (acks_late={}, visibility_timeout={}s)",
         ctx.node,
         cfg.redis.queue,
         cfg.concurrency,
+        cfg.threads,
         cfg.acks_late,
         cfg.visibility_timeout.as_secs()
     );

@@ -8,10 +8,8 @@ use common::config::{self, ProcessEnv, WorkerConfig};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     config::init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
     let cfg = match WorkerConfig::from_source(&ProcessEnv) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -19,6 +17,22 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // Tasks wait on Redis and HTTP: one thread avoids cross-thread wake-ups between tasks and
+    // the Redis connection's driver (WORKER_THREADS raises it).
+    let runtime = match cfg.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run(cfg))
+}
+
+async fn run(cfg: WorkerConfig) -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() || args[0] == "run" {
         worker::run(cfg, common::shutdown::on_signals()).await?;
         return Ok(());
