@@ -51,12 +51,47 @@ impl Stat {
         v[v.len() / 2]
     }
     fn show(&self, unit: &str) -> String {
+        self.show_with(unit, 0)
+    }
+    fn show_with(&self, unit: &str, decimals: usize) -> String {
         if self.0.is_empty() {
             return "-".into();
         }
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.0.iter().copied().fold(0.0, f64::max);
-        format!("{:.0} {unit} ({:.0}-{:.0})", self.median(), min, max)
+        format!(
+            "{:.decimals$} {unit} ({:.decimals$}-{:.decimals$})",
+            self.median(),
+            min,
+            max
+        )
+    }
+}
+
+/// Latency percentiles in ms, one value per repetition each.
+#[derive(Default)]
+struct Latency {
+    p50: Stat,
+    p99: Stat,
+    max: Stat,
+}
+
+impl Latency {
+    /// Adds one repetition's samples.
+    fn push(&mut self, mut samples: Vec<f64>) {
+        samples.sort_by(f64::total_cmp);
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        self.p50.0.push(at(0.5));
+        self.p99.0.push(at(0.99));
+        self.max.0.push(samples[samples.len() - 1]);
+    }
+    fn show(&self) -> String {
+        format!(
+            "p50 {}, p99 {}, max {}",
+            self.p50.show_with("ms", 2),
+            self.p99.show_with("ms", 2),
+            self.max.show_with("ms", 2)
+        )
     }
 }
 
@@ -181,8 +216,8 @@ struct Rust {
     enqueue_floor: Stat,
     enqueue_batch: Stat,
     drain: Vec<(usize, Drain)>,
-    roundtrip: Option<[f64; 3]>,
-    http: Vec<(usize, f64, f64, f64)>,
+    roundtrip: Latency,
+    http: Vec<(usize, Stat, Latency)>,
     rss_worker: f64,
     rss_order: f64,
     rss_notification: f64,
@@ -352,26 +387,23 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
             .unwrap();
         let w = worker(redis, 8);
         let mut results = results_listener(redis.client()).await;
-        let mut lat = Vec::new();
-        for i in 0..2000 {
-            let m = TaskMessage::new("process_order", "celery", order_kwargs(i));
-            let t = Instant::now();
-            broker.publish(&m).await.unwrap();
-            loop {
-                let (id, at) = results.recv().await.unwrap();
-                if id == m.id {
-                    lat.push((at - t).as_secs_f64() * 1000.0);
-                    break;
+        for _ in 0..reps {
+            let mut lat = Vec::new();
+            for i in 0..1000 {
+                let m = TaskMessage::new("process_order", "celery", order_kwargs(i));
+                let t = Instant::now();
+                broker.publish(&m).await.unwrap();
+                loop {
+                    let (id, at) = results.recv().await.unwrap();
+                    if id == m.id {
+                        lat.push((at - t).as_secs_f64() * 1000.0);
+                        break;
+                    }
                 }
             }
+            out.roundtrip.push(lat);
         }
         w.terminate();
-        lat.sort_by(f64::total_cmp);
-        out.roundtrip = Some([
-            lat[lat.len() / 2],
-            lat[lat.len() * 99 / 100 - 1],
-            lat[lat.len() - 1],
-        ]);
     }
 
     if selected("http") {
@@ -403,16 +435,20 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
         let order_body = json!({"customer": {"id": "c", "email": "c@example.com"},
                                 "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
         for conns in [1, 16, 64] {
-            flush(&mut conn).await;
-            let (count, p50, p99) = http_load(
-                &orders_url,
-                &order_body,
-                conns,
-                Duration::from_secs(http_secs),
-            )
-            .await;
-            out.http
-                .push((conns, count as f64 / http_secs as f64, p50, p99));
+            let (mut rate, mut latency) = (Stat::default(), Latency::default());
+            for _ in 0..reps {
+                flush(&mut conn).await;
+                let lat = http_load(
+                    &orders_url,
+                    &order_body,
+                    conns,
+                    Duration::from_secs(http_secs),
+                )
+                .await;
+                rate.0.push(lat.len() as f64 / http_secs as f64);
+                latency.push(lat);
+            }
+            out.http.push((conns, rate, latency));
         }
         let note_body =
             json!({"recipient": "r@example.com", "channel": "log", "subject": "s", "body": "b"});
@@ -462,8 +498,8 @@ fn bare_lpush_rate(port: u16, msgs: &[TaskMessage]) -> f64 {
 }
 
 /// `conns` keep-alive connections, each POSTing in a loop until `span` is over. Returns the
-/// number of 2xx answers and their p50/p99 latency in ms.
-async fn http_load(url: &str, body: &Value, conns: usize, span: Duration) -> (usize, f64, f64) {
+/// latency of each 2xx answer, in ms.
+async fn http_load(url: &str, body: &Value, conns: usize, span: Duration) -> Vec<f64> {
     let deadline = Instant::now() + span;
     let body = body.to_string();
     let mut tasks = Vec::new();
@@ -495,13 +531,8 @@ async fn http_load(url: &str, body: &Value, conns: usize, span: Duration) -> (us
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    all.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    (all.len(), pick(0.5), pick(0.99))
+    assert!(!all.is_empty(), "no request to {url} succeeded");
+    all
 }
 
 struct Celery {
@@ -510,7 +541,7 @@ struct Celery {
     enqueue_threads: Stat,
     drain_prefork: Stat,
     drain_threads: Stat,
-    roundtrip: [f64; 3],
+    roundtrip: Latency,
 }
 
 fn root() -> PathBuf {
@@ -588,15 +619,19 @@ fn measure_celery(redis: &TestRedis, reps: usize) -> Result<Celery, String> {
     let enqueue_threads = rates(&["enqueue", "4000", "8"]);
     let drain_prefork = rates(&["drain", "2000", "prefork", "2"]);
     let drain_threads = rates(&["drain", "2000", "threads", "8"]);
-    let rt = celery_run(&py, redis, &["roundtrip", "300"]);
-    let f = |k: &str| rt[k].as_f64().unwrap();
+    let mut roundtrip = Latency::default();
+    for _ in 0..reps {
+        let rt = celery_run(&py, redis, &["roundtrip", "300"]);
+        let samples = rt["latencies"].as_array().unwrap();
+        roundtrip.push(samples.iter().filter_map(Value::as_f64).collect());
+    }
     Ok(Celery {
         version,
         enqueue,
         enqueue_threads,
         drain_prefork,
         drain_threads,
-        roundtrip: [f("p50"), f("p99"), f("max")],
+        roundtrip,
     })
 }
 
@@ -629,14 +664,12 @@ fn main() {
     let c = celery.as_ref().ok();
     if let Some(c) = c {
         println!(
-            "celery alone: apply_async {}, from 8 threads {}; drain prefork 2 {}, threads 8 {}; round trip p50/p99/max {:.2}/{:.2}/{:.2} ms",
+            "celery alone: apply_async {}, from 8 threads {}; drain prefork 2 {}, threads 8 {}; round trip {}",
             c.enqueue.show("/s"),
             c.enqueue_threads.show("/s"),
             c.drain_prefork.show("/s"),
             c.drain_threads.show("/s"),
-            c.roundtrip[0],
-            c.roundtrip[1],
-            c.roundtrip[2]
+            c.roundtrip.show()
         );
     }
     let ratio = |a: f64, b: Option<f64>| b.map_or(String::new(), |b| format!("{:.1}x", a / b));
@@ -699,24 +732,25 @@ fn main() {
             d.commands.median()
         );
     }
-    if let Some(rt) = rust.roundtrip {
+    if !rust.roundtrip.p50.0.is_empty() {
         println!(
-            "| round trip p50 / p99 / max (idle) | {:.2} / {:.2} / {:.2} ms | {} | {} |",
-            rt[0],
-            rt[1],
-            rt[2],
+            "| round trip at idle | {} | {} | {} |",
+            rust.roundtrip.show(),
+            c.map_or(String::new(), |c| c.roundtrip.show()),
             c.map_or(String::new(), |c| format!(
-                "{:.2} / {:.2} / {:.2} ms",
-                c.roundtrip[0], c.roundtrip[1], c.roundtrip[2]
-            )),
-            c.map_or(String::new(), |c| format!(
-                "{} faster at p50",
-                ratio(c.roundtrip[0], Some(rt[0]))
+                "{} faster at p50, {} at p99",
+                ratio(c.roundtrip.p50.median(), Some(rust.roundtrip.p50.median())),
+                ratio(c.roundtrip.p99.median(), Some(rust.roundtrip.p99.median()))
             ))
         );
     }
-    for (conns, rps, p50, p99) in &rust.http {
-        println!("| POST /orders, {conns} connections | {rps:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms | | |");
+    for (conns, rate, latency) in &rust.http {
+        println!(
+            "| POST /orders, {conns} connections | {}; p50 {}, p99 {} | | |",
+            rate.show("req/s"),
+            latency.p50.show_with("ms", 2),
+            latency.p99.show_with("ms", 2)
+        );
     }
     if !rust.drain.is_empty() {
         println!(
