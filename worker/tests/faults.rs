@@ -55,11 +55,16 @@ fn worker_env(url: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
+/// Every other worker runs on a two-thread runtime, so the fleet mixes both runtimes.
 fn spawn_worker(url: &str) -> Proc {
+    static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut env = worker_env(url);
+    let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    env.push(("WORKER_THREADS", (1 + n % 2).to_string()));
     Proc::spawn(
         env!("CARGO_BIN_EXE_worker").as_ref(),
         &[],
-        &worker_env(url),
+        &env,
         "consuming queue",
     )
     .0
