@@ -5,6 +5,7 @@
 -- ARGV[1] queue name, used as routing key when an envelope lacks one; ARGV[2] most to take.
 -- Returns {now, raw1, tag1, reason1, raw2, ...}: `now` is the server's clock; `reason` is '' for a
 -- message now held, or why the entry went to the dead-letter list (no delivery tag).
+
 -- The string value of the first `"name": "..."` in `raw` at or after byte `from`, or nil. A plain
 -- find (memchr and memcmp) then an anchored match: an unanchored pattern retries at every byte
 -- of the ~1 KB envelope and made this script cost ~25 us per message inside Redis.
