@@ -19,7 +19,7 @@ let
     name = "source";
     filter = path: type:
       rustFile path type
-      || lib.hasInfix "/common/tests/fixtures" path
+      || lib.hasInfix "/tests/fixtures" path
       || builtins.elem (baseNameOf path) [ "README.md" ".env.example" ];
   };
 

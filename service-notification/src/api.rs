@@ -3,18 +3,19 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
-use common::web::{self, with_state};
+use http_kit::body::{json_object, with_state};
+use http_kit::{health, rejection};
 use warp::{Filter, Reply};
 
 use crate::{handlers, State};
 
 /// All routes, with errors turned into the JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    web::health_routes(state.redis.clone(), state.timeout)
+    health::routes(state.redis.clone(), state.timeout)
         .or(create(state.clone()))
         .or(get_one(state.clone()))
         .or(list(state))
-        .recover(web::recover)
+        .recover(rejection::recover)
 }
 
 /// `POST /notifications` `{notification_id?, recipient, channel: log|webhook, subject, body, url?}`
@@ -23,7 +24,7 @@ pub fn create(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::path!("notifications")
         .and(warp::post())
-        .and(web::json_object())
+        .and(json_object())
         .and(with_state(state))
         .and_then(handlers::create)
 }

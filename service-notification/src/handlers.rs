@@ -1,13 +1,17 @@
 //! What each notification-service route does. Every Redis call is bounded by `State::timeout`.
+//! Submitting and reading a notification is the generic path of `http_kit::submit`; the
+//! delivery record and the per-recipient listing are this service's own.
 
 use std::collections::HashMap;
 
-use common::connection::bounded;
-use common::notifications;
-use common::tasks::{Contract, SendNotification};
-use common::validation::{is_id, ValidationErrors};
-use common::web::{json_reply, submission_reply, task_view, ApiError};
+use celery_redis::connection::bounded;
+use http_kit::body::json_reply;
+use http_kit::submit;
+use http_kit::ApiError;
 use serde_json::{json, Map, Value};
+use shop::contracts::SendNotification;
+use shop::notifications;
+use shop::validation::ValidationErrors;
 use warp::http::StatusCode;
 use warp::Rejection;
 
@@ -15,54 +19,26 @@ use crate::State;
 
 type Reply = Result<warp::reply::Response, Rejection>;
 
-fn reject(e: impl Into<ApiError>) -> Rejection {
-    warp::reject::custom(e.into())
+/// Validates and enqueues `send_notification` once per notification id.
+pub async fn create(body: Map<String, Value>, state: State) -> Reply {
+    submit::create::<SendNotification>(body, state).await
 }
 
-/// Validates and enqueues a notification once per id: 202 when new, 200 for an id seen before,
-/// 429 when the queue is full.
-pub async fn create(mut body: Map<String, Value>, state: State) -> Reply {
-    if body.get("notification_id").is_none_or(Value::is_null) {
-        body.insert(
-            "notification_id".into(),
-            Value::String(uuid::Uuid::new_v4().to_string()),
-        );
-    }
-    let n = SendNotification::from_kwargs(&body).map_err(|e| reject(ApiError::validation(e)))?;
-    let outcome = bounded(state.timeout, notifications::submit(&state.broker, &n))
-        .await
-        .map_err(reject)?;
-    let status_url = format!("/notifications/{}", n.notification_id);
-    submission_reply(outcome, "notification_id", &n.notification_id, status_url).map_err(reject)
-}
-
-/// A notification's task state (when it came through this service) and its delivery record.
+/// A notification's task state (when it came through this service, or was sent by another
+/// task, such as an order's confirmation) and its delivery record.
 pub async fn get_one(id: String, state: State) -> Reply {
-    let not_found = || reject(ApiError::not_found(format!("no notification {id:?}")));
-    if !is_id(&id) {
-        return Err(not_found());
-    }
-    let (task_id, delivery) = bounded(state.timeout, async {
-        let task = notifications::task_of(&state.redis, &id).await?;
-        let delivery = notifications::delivery(&state.redis, &id).await?;
-        Ok((task, delivery))
-    })
-    .await
-    .map_err(reject)?;
-    // Notifications sent by other tasks (an order's confirmation) have a delivery but no task here.
-    let task_id = task_id.or_else(|| delivery.as_ref().map(|d| d.task_id.clone()));
-    let Some(task_id) = task_id else {
-        return Err(not_found());
-    };
-    let meta = tokio::time::timeout(state.timeout, state.results.get(&task_id))
+    let task_id = submit::accepted_task::<SendNotification>(&id, &state).await?;
+    let delivery = bounded(state.timeout, notifications::delivery(&state.redis, &id))
         .await
-        .map_err(|_| reject(ApiError::unavailable(&"result backend timed out")))?
-        .map_err(|e| reject(ApiError::unavailable(&e)))?;
-    let mut view = task_view(&meta);
-    view["notification_id"] = Value::String(id.clone());
-    view["delivered"] = Value::Bool(delivery.is_some());
-    view["delivery"] = serde_json::to_value(&delivery).unwrap_or(Value::Null);
-    Ok(json_reply(StatusCode::OK, &view))
+        .map_err(|e| ApiError::from(e).reject())?;
+    let task_id = task_id.or_else(|| delivery.as_ref().map(|d| d.task_id.clone()));
+    let mut extra = Map::new();
+    extra.insert("delivered".into(), Value::Bool(delivery.is_some()));
+    extra.insert(
+        "delivery".into(),
+        serde_json::to_value(&delivery).unwrap_or(Value::Null),
+    );
+    submit::task_reply::<SendNotification>(&id, task_id, &state, extra).await
 }
 
 /// What was delivered to `?recipient=`, newest first (at most 100).
@@ -72,10 +48,11 @@ pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
         .map(|r| r.trim())
         .filter(|r| !r.is_empty())
         .ok_or_else(|| {
-            reject(ApiError::validation(ValidationErrors::single(
+            ApiError::validation(ValidationErrors::single(
                 "recipient",
                 "is required as a query parameter",
-            )))
+            ))
+            .reject()
         })?
         .to_owned();
     let deliveries = bounded(
@@ -83,7 +60,7 @@ pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
         notifications::delivered_to(&state.redis, &recipient),
     )
     .await
-    .map_err(reject)?;
+    .map_err(|e| ApiError::from(e).reject())?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({"recipient": recipient, "notifications": deliveries}),

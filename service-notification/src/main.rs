@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::service::main(
+    http_kit::service::main(
         service_notification::SPEC,
         service_notification::api::routes,
     )

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use common::notifications::{self, Delivery};
-use common::protocol::Message;
-use common::result::ResultMeta;
-use common::service::AppState;
-use common::tasks::Channel;
-use common::testing::{self, service_config, unreachable_redis_url, TestRedis};
+use celery_redis::protocol::Message;
+use celery_redis::result::ResultMeta;
+use http_kit::AppState;
 use serde_json::{json, Value};
 use service_notification::api;
+use shop::contracts::Channel;
+use shop::notifications::{self, Delivery};
+use testkit::{self, service_config, unreachable_redis_url, TestRedis};
 
 struct Fixture {
     redis: TestRedis,
@@ -20,7 +20,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let redis = TestRedis::start();
-        let state = AppState::connect(&service_config(&redis.url())).unwrap();
+        let state = AppState::connect(&service_config(&redis.url()), "test@host").unwrap();
         Fixture { redis, state }
     }
 
@@ -29,12 +29,12 @@ impl Fixture {
     }
 
     async fn queued(&self) -> Vec<Message> {
-        testing::queued(&self.redis).await
+        testkit::queued(&self.redis).await
     }
 }
 
 async fn call(state: &AppState, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    testing::call(&api::routes(state.clone()), method, path, body).await
+    testkit::call(&api::routes(state.clone()), method, path, body).await
 }
 
 fn note() -> Value {
@@ -218,7 +218,7 @@ async fn health_readiness_and_an_unreachable_redis() {
     let f = Fixture::new();
     assert_eq!(f.call("GET", "/healthz", None).await.0, 200);
     assert_eq!(f.call("GET", "/readyz", None).await.0, 200);
-    let down = AppState::connect(&service_config(&unreachable_redis_url())).unwrap();
+    let down = AppState::connect(&service_config(&unreachable_redis_url()), "test@host").unwrap();
     for (method, path, body) in [
         ("GET", "/readyz", None),
         ("POST", "/notifications", Some(note().to_string())),

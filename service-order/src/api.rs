@@ -2,19 +2,20 @@
 
 use std::convert::Infallible;
 
-use common::web::{self, with_state};
+use http_kit::body::{json_object, with_state};
+use http_kit::{health, rejection};
 use warp::{Filter, Reply};
 
 use crate::{handlers, State};
 
 /// All routes, with errors turned into the JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    web::health_routes(state.redis.clone(), state.timeout)
+    health::routes(state.redis.clone(), state.timeout)
         .or(create_order(state.clone()))
         .or(get_order(state.clone()))
         .or(put_stock(state.clone()))
         .or(get_stock(state))
-        .recover(web::recover)
+        .recover(rejection::recover)
 }
 
 /// `POST /orders` `{order_id?, customer: {id, email}, items: [{sku, quantity, unit_price_cents}]}`
@@ -23,7 +24,7 @@ pub fn create_order(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::path!("orders")
         .and(warp::post())
-        .and(web::json_object())
+        .and(json_object())
         .and(with_state(state))
         .and_then(handlers::create_order)
 }
@@ -44,7 +45,7 @@ pub fn put_stock(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::path!("inventory" / String)
         .and(warp::put())
-        .and(web::json_object())
+        .and(json_object())
         .and(with_state(state))
         .and_then(handlers::put_stock)
 }

@@ -1,14 +1,15 @@
 //! What each order-service route does. Every Redis call is bounded by `State::timeout`, so a
-//! slow or absent Redis gives a 503 quickly, never a hang.
+//! slow or absent Redis gives a 503 quickly, never a hang. Submitting and reading an order is
+//! the generic path of `http_kit::submit`; stock is this service's own.
 
-use common::connection::bounded;
-use common::inventory::{self, MAX_STOCK};
-use common::orders;
-use common::queue::Submitted;
-use common::tasks::{Contract, ProcessOrder};
-use common::validation::{is_id, Fields, ValidationErrors};
-use common::web::{json_reply, submission_reply, task_view, ApiError};
+use celery_redis::connection::bounded;
+use http_kit::body::json_reply;
+use http_kit::submit;
+use http_kit::ApiError;
 use serde_json::{json, Map, Value};
+use shop::contracts::ProcessOrder;
+use shop::inventory::{self, MAX_STOCK};
+use shop::validation::{is_id, Fields, ValidationErrors};
 use warp::http::StatusCode;
 use warp::Rejection;
 
@@ -16,49 +17,15 @@ use crate::State;
 
 type Reply = Result<warp::reply::Response, Rejection>;
 
-fn reject(e: impl Into<ApiError>) -> Rejection {
-    warp::reject::custom(e.into())
-}
-
-/// Validates the order (generating an id when none is given) and enqueues it once per id:
-/// 202 for a new order, 200 with the same task for an order id seen before, 429 when the
-/// queue is full.
-pub async fn create_order(mut body: Map<String, Value>, state: State) -> Reply {
-    if body.get("order_id").is_none_or(Value::is_null) {
-        body.insert(
-            "order_id".into(),
-            Value::String(uuid::Uuid::new_v4().to_string()),
-        );
-    }
-    let order = ProcessOrder::from_kwargs(&body).map_err(|e| reject(ApiError::validation(e)))?;
-    let outcome = bounded(state.timeout, orders::submit(&state.broker, &order))
-        .await
-        .map_err(reject)?;
-    if let Submitted::Created(task_id) = &outcome {
-        log::info!("order {} accepted as task {task_id}", order.order_id);
-    }
-    let status_url = format!("/orders/{}", order.order_id);
-    submission_reply(outcome, "order_id", &order.order_id, status_url).map_err(reject)
+/// Validates the order and enqueues `process_order` once per order id.
+pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
+    submit::create::<ProcessOrder>(body, state).await
 }
 
 /// The order's task state and, once processed, its outcome.
 pub async fn get_order(order_id: String, state: State) -> Reply {
-    if !is_id(&order_id) {
-        return Err(reject(ApiError::not_found(format!(
-            "no order {order_id:?}"
-        ))));
-    }
-    let task_id = bounded(state.timeout, orders::task_of(&state.redis, &order_id))
-        .await
-        .map_err(reject)?
-        .ok_or_else(|| reject(ApiError::not_found(format!("no order {order_id:?}"))))?;
-    let meta = tokio::time::timeout(state.timeout, state.results.get(&task_id))
-        .await
-        .map_err(|_| reject(ApiError::unavailable(&"result backend timed out")))?
-        .map_err(|e| reject(ApiError::unavailable(&e)))?;
-    let mut view = task_view(&meta);
-    view["order_id"] = Value::String(order_id);
-    Ok(json_reply(StatusCode::OK, &view))
+    let task_id = submit::accepted_task::<ProcessOrder>(&order_id, &state).await?;
+    submit::task_reply::<ProcessOrder>(&order_id, task_id, &state, Map::new()).await
 }
 
 /// Sets the available stock of a SKU.
@@ -73,13 +40,13 @@ pub async fn put_stock(sku: String, body: Map<String, Value>, state: State) -> R
     }
     let available = f
         .finish(available.unwrap_or(0))
-        .map_err(|e| reject(ApiError::validation(e)))?;
+        .map_err(|e| ApiError::validation(e).reject())?;
     bounded(
         state.timeout,
         inventory::set_stock(&state.redis, &sku, available),
     )
     .await
-    .map_err(reject)?;
+    .map_err(|e| ApiError::from(e).reject())?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({"sku": sku, "available": available}),
@@ -91,7 +58,7 @@ pub async fn get_stock(sku: String, state: State) -> Reply {
     let sku = valid_sku(sku)?;
     let available = bounded(state.timeout, inventory::get_stock(&state.redis, &sku))
         .await
-        .map_err(reject)?;
+        .map_err(|e| ApiError::from(e).reject())?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({"sku": sku, "available": available}),
@@ -102,9 +69,10 @@ fn valid_sku(sku: String) -> Result<String, Rejection> {
     if is_id(&sku) {
         Ok(sku)
     } else {
-        Err(reject(ApiError::validation(ValidationErrors::single(
+        Err(ApiError::validation(ValidationErrors::single(
             "sku",
             "may contain only letters, digits, '.', '_', ':' and '-' (1-128 characters)",
-        ))))
+        ))
+        .reject())
     }
 }

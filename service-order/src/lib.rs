@@ -2,11 +2,11 @@
 //! tasks; reads their outcome back from the result backend; sets and reads stock.
 //!
 //! [`api`] holds every route, [`handlers`] what each does; the shared state and start-up live
-//! in `common::service`.
+//! in `http_kit::service`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use common::service::ServiceSpec;
+use http_kit::service::ServiceSpec;
 
 pub mod api;
 pub mod handlers;
@@ -17,4 +17,4 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     default_bind: SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
 };
 
-pub use common::service::AppState as State;
+pub use http_kit::AppState as State;

@@ -2,6 +2,6 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::service::main(service_order::SPEC, service_order::api::routes).await?;
+    http_kit::service::main(service_order::SPEC, service_order::api::routes).await?;
     Ok(())
 }

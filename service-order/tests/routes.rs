@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use common::protocol::Message;
-use common::result::{ExceptionInfo, ResultMeta};
-use common::service::AppState;
-use common::testing::{self, service_config, unreachable_redis_url, TestRedis};
+use celery_redis::protocol::Message;
+use celery_redis::result::{ExceptionInfo, ResultMeta};
+use http_kit::AppState;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use service_order::api;
+use testkit::{self, service_config, unreachable_redis_url, TestRedis};
 
 struct Fixture {
     redis: TestRedis,
@@ -19,7 +19,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let redis = TestRedis::start();
-        let state = AppState::connect(&service_config(&redis.url())).unwrap();
+        let state = AppState::connect(&service_config(&redis.url()), "test@host").unwrap();
         Fixture { redis, state }
     }
 
@@ -28,12 +28,12 @@ impl Fixture {
     }
 
     async fn queued(&self) -> Vec<Message> {
-        testing::queued(&self.redis).await
+        testkit::queued(&self.redis).await
     }
 }
 
 async fn call(state: &AppState, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    testing::call(&api::routes(state.clone()), method, path, body).await
+    testkit::call(&api::routes(state.clone()), method, path, body).await
 }
 
 fn order(order_id: Option<&str>) -> Value {
@@ -282,7 +282,7 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn an_unreachable_redis_gives_503_in_bounded_time_not_a_hang() {
-    let state = AppState::connect(&service_config(&unreachable_redis_url())).unwrap();
+    let state = AppState::connect(&service_config(&unreachable_redis_url()), "test@host").unwrap();
     let limit = Duration::from_secs(10);
     for (method, path, body) in [
         ("GET", "/readyz", None),
@@ -309,7 +309,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_enqueues_nothing() {
     let redis = TestRedis::start();
     let mut cfg = service_config(&redis.url());
     cfg.max_queue_depth = 2;
-    let state = AppState::connect(&cfg).unwrap();
+    let state = AppState::connect(&cfg, "test@host").unwrap();
     for id in ["q-1", "q-2"] {
         assert_eq!(
             call(

@@ -19,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::protocol::TaskMessage;
-use common::queue::Broker;
-use common::testing::{listening_addr, sibling_binary, Proc, TestRedis};
+use celery_redis::broker::Broker;
+use celery_redis::protocol::TaskMessage;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
+use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
 use tokio::sync::mpsc;
 
 fn knob(name: &str, default: usize) -> usize {
@@ -187,7 +187,7 @@ fn worker(redis: &TestRedis, concurrency: usize) -> Proc {
     let env = vec![
         ("REDIS_URL", redis.url()),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
-        ("RUST_LOG", "warn,worker::consumer=info".into()),
+        ("RUST_LOG", "warn,worker::worker=info".into()),
     ];
     Proc::spawn(
         env!("CARGO_BIN_EXE_worker").as_ref(),
@@ -225,7 +225,7 @@ struct Rust {
 
 async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs: u64) -> Rust {
     let mut conn = redis.manager().await;
-    let broker = Broker::new(conn.clone(), "celery");
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
     let mut out = Rust::default();
 
     if selected("enqueue") {
@@ -289,15 +289,15 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
         // saves the cross-thread wake-ups between the caller and redis-rs's connection driver.
         for _ in 0..reps {
             flush(&mut conn).await;
-            let client = redis.client();
+            let url = redis.parsed_url();
             let rate = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let conn = common::connection::manager(&client, None).unwrap();
-                    let broker = Broker::new(conn, "celery");
+                    let conn = celery_redis::connection::manager(&url, None).unwrap();
+                    let broker = Broker::new(conn, "celery", "test@host");
                     let msgs = orders(5000);
                     let t = Instant::now();
                     for m in &msgs {
@@ -322,7 +322,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
             let mut d = Drain::default();
             for _ in 0..reps {
                 flush(&mut conn).await;
-                common::inventory::set_stock(&conn, "A", 1_000_000_000)
+                shop::inventory::set_stock(&conn, "A", 1_000_000_000)
                     .await
                     .unwrap();
                 let msgs: Vec<TaskMessage> = orders(drain_n)
@@ -382,7 +382,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
     if selected("roundtrip") {
         // At idle: one worker, sequential submit -> result over pub/sub.
         flush(&mut conn).await;
-        common::inventory::set_stock(&conn, "A", 1_000_000_000)
+        shop::inventory::set_stock(&conn, "A", 1_000_000_000)
             .await
             .unwrap();
         let w = worker(redis, 8);
@@ -415,7 +415,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                 ("REDIS_URL", redis.url()),
                 (var, "127.0.0.1:0".into()),
                 ("MAX_QUEUE_DEPTH", "0".into()),
-                ("RUST_LOG", "warn,common::web=info".into()),
+                ("RUST_LOG", "warn,http_kit::serve=info".into()),
             ]
         };
         let (order_svc, line) = Proc::spawn(
@@ -478,7 +478,7 @@ fn bare_lpush_rate(port: u16, msgs: &[TaskMessage]) -> f64 {
     let frames: Vec<Vec<u8>> = msgs
         .iter()
         .map(|m| {
-            let env = m.to_envelope().to_json();
+            let env = m.to_envelope("test@host").to_json();
             format!(
                 "*3\r\n$5\r\nLPUSH\r\n$6\r\ncelery\r\n${}\r\n{env}\r\n",
                 env.len()

@@ -1,7 +1,7 @@
 //! Operator subcommands: queue counts and the dead-letter list (list, requeue, purge).
 
-use common::config::RedisConfig;
-use common::queue::Broker;
+use celery_redis::broker::Broker;
+use celery_redis::config::RedisConfig;
 
 /// The subcommands `worker` understands besides running.
 pub const USAGE: &str =
@@ -17,9 +17,8 @@ pub enum AdminError {
 
 /// Runs one subcommand and returns what to print (JSON for machines, one line per entry).
 pub async fn run(cfg: &RedisConfig, args: &[String]) -> Result<String, AdminError> {
-    let client = common::connection::client(&cfg.url)?;
-    let conn = common::connection::manager(&client, Some(cfg.timeout))?;
-    let broker = Broker::new(conn, cfg.queue.clone());
+    let conn = celery_redis::connection::manager(&cfg.url, Some(cfg.timeout))?;
+    let broker = Broker::new(conn, cfg.queue.clone(), celery_redis::node::unique());
     let count = |default: usize| -> Result<usize, AdminError> {
         match args.get(1) {
             None => Ok(default),

@@ -1,7 +1,7 @@
 //! What a finished task sends on, as a Celery worker does: the next chain step and `link`
 //! callbacks after a success, `link_error` errbacks after a failure.
 
-use common::protocol::{Message, Signature, TaskMessage};
+use celery_redis::protocol::{Message, Signature, TaskMessage};
 use serde_json::Value;
 use uuid::Uuid;
 

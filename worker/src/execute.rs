@@ -1,62 +1,27 @@
-//! One delivery, from the raw envelope to its acknowledgement: decode, eta and expiry, run
-//! (within its time limit), send on children, store the result, ack; or re-send it the Celery
-//! way for a retry. Redis failures leave the message unacknowledged (it comes back after the
+//! One delivery, from the raw envelope to its end: decode, eta and expiry, STARTED, run (within
+//! its time limit), then [`crate::ending`] (success or failure), [`crate::retry`] or
+//! [`crate::poison`]. Redis failures leave the message unacknowledged (it comes back after the
 //! visibility timeout); nothing here can crash the worker.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::clock;
-use common::protocol::{DecodeError, Envelope, Message, TaskMessage};
-use common::queue::{Broker, DeadLetter, Delivery};
-use common::result::{ExceptionInfo, ResultBackend, ResultMeta, TaskState};
-use redis::aio::ConnectionManager;
+use celery_redis::broker::Delivery;
+use celery_redis::clock;
+use celery_redis::protocol::Message;
+use celery_redis::result::{ExceptionInfo, ResultMeta};
 use serde_json::Value;
-use time::OffsetDateTime;
-use tokio::sync::Notify;
 
-use crate::canvas;
+use crate::context::Context;
+use crate::ending::{self, ExecuteError};
 use crate::tasks::{self, Output, Request, TaskError};
+use crate::{poison, retry};
 
-/// Longest delay between two attempts of a retried task.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
-
-/// What every task run needs, shared by all of them.
-pub struct Context {
-    pub broker: Broker,
-    pub results: ResultBackend,
-    /// The broker's database (stock, notifications, idempotency records).
-    pub redis: ConnectionManager,
-    pub http: reqwest::Client,
-    pub webhook_timeout: Duration,
-    pub queue: String,
-    pub node: String,
-    pub acks_late: bool,
-    /// Results live in the broker's database: a final result and its ack are one step.
-    pub results_in_broker_db: bool,
-    pub track_started: bool,
-    pub max_retries: u32,
-    pub retry_backoff: Duration,
-    /// Wakes the scheduler when this worker parks a message (an eta task or a retry).
-    pub scheduled: Arc<Notify>,
-}
-
-/// Why a delivery could not be finished; the message stays in `unacked`.
-#[derive(Debug, thiserror::Error)]
-pub enum ExecuteError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("result backend: {0}")]
-    Result(#[from] common::result::ResultError),
-    #[error("task {0} hit a transient error: {1}")]
-    Transient(String, String),
-}
-
-/// Handles one delivery taken at `now` (server clock, Unix seconds).
-pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), ExecuteError> {
+/// Handles one delivery; `delivery.taken_at` (the server's clock) is "now" for eta and expiry.
+pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
+    let now = delivery.taken_at;
     let msg = match Message::decode(delivery.raw.as_bytes()) {
         Ok(msg) => msg,
-        Err(e) => return poison(ctx, delivery, e).await,
+        Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };
     let headers = &msg.envelope.headers;
     if let Some(eta) = msg.eta() {
@@ -80,7 +45,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), 
             msg.id()
         );
         let revoked = ResultMeta::revoked(msg.id(), "expired");
-        store(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
+        ending::end(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
         return Ok(());
     }
     let req = Request {
@@ -91,14 +56,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), 
             .unwrap_or_else(|| msg.id().to_owned()),
     };
     if ctx.track_started {
-        store(
-            ctx,
-            &msg,
-            ResultMeta::started(msg.id(), &ctx.node),
-            None,
-            &[],
-        )
-        .await?;
+        ending::record(ctx, &msg, ResultMeta::started(msg.id(), &ctx.node)).await?;
     }
     if !ctx.acks_late {
         ctx.broker.ack(&delivery.tag).await?;
@@ -106,9 +64,11 @@ pub async fn handle(ctx: &Context, delivery: &Delivery, now: f64) -> Result<(), 
     // With acks_late the final result and the ack go together, after the task.
     let ack = ctx.acks_late.then_some(delivery.tag.as_str());
     match run_within_limit(ctx, &msg, &req).await {
-        Ok(output) => succeed(ctx, &msg, output, ack).await?,
-        Err(TaskError::Failed(exc)) => fail(ctx, &msg, &exc, ack).await?,
-        Err(TaskError::Retry(exc)) => return retry_or_give_up(ctx, &msg, delivery, exc).await,
+        Ok(output) => ending::succeed(ctx, &msg, output, ack).await?,
+        Err(TaskError::Failed(exc)) => ending::fail(ctx, &msg, &exc, ack).await?,
+        Err(TaskError::Retry(exc)) => {
+            return retry::retry_or_give_up(ctx, &msg, delivery, exc).await
+        }
         Err(TaskError::Transient(why)) => {
             return Err(ExecuteError::Transient(msg.id().to_owned(), why))
         }
@@ -167,186 +127,4 @@ async fn run_within_limit(
             }))
         }
     }
-}
-
-/// Stores the task's result unless the message asked for none (`ignore_result`), publishes
-/// `publish` (the messages the task sends on) before it, and acknowledges `ack` after it. When
-/// the results share the broker's database all of that is one step.
-async fn store(
-    ctx: &Context,
-    msg: &Message,
-    meta: ResultMeta,
-    ack: Option<&str>,
-    publish: &[TaskMessage],
-) -> Result<(), ExecuteError> {
-    let headers = &msg.envelope.headers;
-    if ctx.results_in_broker_db && !headers.ignore_result {
-        let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
-        ctx.results.finish(&meta, ack, publish).await?;
-        return Ok(());
-    }
-    for next in publish {
-        ctx.broker.publish(next).await?;
-    }
-    if !headers.ignore_result {
-        let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
-        ctx.results.store(&meta).await?;
-    }
-    if let Some(tag) = ack {
-        ctx.broker.ack(tag).await?;
-    }
-    Ok(())
-}
-
-/// Stores SUCCESS naming what the task sends on (its own children, then callbacks and the next
-/// chain step), which is published first, as Celery does.
-async fn succeed(
-    ctx: &Context,
-    msg: &Message,
-    output: Output,
-    ack: Option<&str>,
-) -> Result<(), ExecuteError> {
-    let mut children = output.children;
-    children.extend(canvas::on_success(msg, &output.value));
-    let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-    let meta = ResultMeta::success(msg.id(), output.value).with_children(&ids);
-    store(ctx, msg, meta, ack, &children).await?;
-    log::info!("task {} [{}] succeeded", msg.task(), msg.id());
-    Ok(())
-}
-
-/// Publishes the errbacks, then stores FAILURE.
-async fn fail(
-    ctx: &Context,
-    msg: &Message,
-    exc: &ExceptionInfo,
-    ack: Option<&str>,
-) -> Result<(), ExecuteError> {
-    log::warn!(
-        "task {} [{}] failed: {}: {}",
-        msg.task(),
-        msg.id(),
-        exc.exc_type,
-        exc.message()
-    );
-    let traceback = Some(format!("{}: {}", exc.exc_type, exc.message()));
-    let meta = ResultMeta::failure(msg.id(), exc, traceback);
-    store(ctx, msg, meta, ack, &canvas::on_failure(msg)).await
-}
-
-/// A transient failure: while the budget lasts, store RETRY and, in one step, acknowledge this
-/// message and schedule its retry (same id, `retries + 1`, `parent_id` = its own id, a new
-/// delivery tag, an eta after a full-jitter exponential delay). After the last attempt: FAILURE,
-/// and the message goes to the dead-letter list with the reason and the attempt count.
-async fn retry_or_give_up(
-    ctx: &Context,
-    msg: &Message,
-    delivery: &Delivery,
-    exc: ExceptionInfo,
-) -> Result<(), ExecuteError> {
-    let retries = msg.envelope.headers.retries.max(0);
-    if retries >= i64::from(ctx.max_retries) {
-        fail(ctx, msg, &exc, None).await?;
-        let entry = DeadLetter {
-            reason: format!(
-                "gave up after {} attempts: {}: {}",
-                retries + 1,
-                exc.exc_type,
-                exc.message()
-            ),
-            queue: Some(ctx.queue.clone()),
-            task: Some(msg.task().to_owned()),
-            task_id: Some(msg.id().to_owned()),
-            raw: delivery.raw.clone(),
-            at: delivery.taken_at,
-            attempts: Some(retries + 1),
-        };
-        ctx.broker.dead_letter(delivery, &entry).await?;
-        return Ok(());
-    }
-    let delay = backoff(ctx.retry_backoff, retries);
-    let replacement = retry_envelope(msg, OffsetDateTime::now_utc() + delay);
-    log::info!(
-        "task {} [{}] retry {} in {delay:?}: {}",
-        msg.task(),
-        msg.id(),
-        retries + 1,
-        exc.message()
-    );
-    let mut meta = ResultMeta::failure(
-        msg.id(),
-        &exc,
-        Some(format!("Retry in {delay:?}: {}", exc.message())),
-    );
-    meta.status = TaskState::Retry;
-    meta.date_done = None;
-    store(
-        ctx,
-        msg,
-        meta.with_children(&[msg.id().to_owned()]),
-        None,
-        &[],
-    )
-    .await?;
-    ctx.broker
-        .retry(delivery, &replacement.to_json(), delay)
-        .await?;
-    ctx.scheduled.notify_one();
-    Ok(())
-}
-
-/// The message Celery's `Task.retry` sends.
-fn retry_envelope(msg: &Message, eta: OffsetDateTime) -> Envelope {
-    let mut env = msg.envelope.clone();
-    env.headers.retries = env.headers.retries.max(0) + 1;
-    env.headers.eta = Some(clock::to_celery_iso(eta));
-    env.headers.parent_id = Some(msg.id().to_owned());
-    env.headers.extra.remove("redelivered");
-    if let Some(info) = env.properties.delivery_info.as_mut() {
-        info.extra.remove("redelivered");
-    }
-    env.properties.delivery_tag = Some(uuid::Uuid::new_v4().to_string());
-    env
-}
-
-/// Full jitter: random in [0, min(cap, base * 2^retries)].
-fn backoff(base: Duration, retries: i64) -> Duration {
-    let exp = u32::try_from(retries.clamp(0, 20)).unwrap_or(20);
-    let cap = base
-        .saturating_mul(2u32.saturating_pow(exp))
-        .min(MAX_RETRY_DELAY);
-    cap.mul_f64(fastrand::f64())
-}
-
-/// A message that cannot be run goes to the dead-letter list with the reason (and is acked in
-/// the same step); if its task id is readable, the id gets a FAILURE so no caller waits forever.
-async fn poison(ctx: &Context, delivery: &Delivery, err: DecodeError) -> Result<(), ExecuteError> {
-    let env = Envelope::from_json(delivery.raw.as_bytes()).ok();
-    let task = env.as_ref().map(|e| e.headers.task.clone());
-    let task_id = env
-        .as_ref()
-        .map(|e| e.headers.id.clone())
-        .filter(|id| !id.is_empty());
-    log::warn!("dead-lettering message {}: {err}", delivery.tag);
-    let entry = DeadLetter {
-        reason: err.to_string(),
-        queue: Some(ctx.queue.clone()),
-        task,
-        task_id: task_id.clone(),
-        raw: delivery.raw.clone(),
-        at: delivery.taken_at,
-        attempts: None,
-    };
-    if let Some(id) = task_id {
-        let exc_type = match err {
-            DecodeError::ContentType(_) => "ContentDisallowed",
-            _ => "DecodeError",
-        };
-        let exc = ExceptionInfo::new("kombu.exceptions", exc_type, err.to_string());
-        ctx.results
-            .store(&ResultMeta::failure(&id, &exc, None))
-            .await?;
-    }
-    ctx.broker.dead_letter(delivery, &entry).await?;
-    Ok(())
 }

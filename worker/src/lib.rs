@@ -1,14 +1,24 @@
 //! The worker: takes Celery tasks off the Redis queue and runs them.
 //!
-//! Read in this order: [`consumer`] (fetch loop, concurrency, leases, shutdown), [`execute`]
-//! (one delivery from decode to acknowledgement), [`tasks`] (what each task does), [`canvas`]
-//! (callbacks and chain steps a task sends on).
+//! Read in this order:
+//! - [`worker`] — the worker as a value: build, step (one fetch), run, shut down;
+//! - [`execute`] — one delivery from decode to its end;
+//! - [`tasks`] — what each task does (`process_order`, `send_notification`);
+//! - [`ending`], [`retry`], [`poison`]: the ways a delivery ends;
+//! - [`canvas`] — callbacks and chain steps a task sends on;
+//! - [`context`], [`config`], [`upkeep`], [`webhook`], [`admin`]: what they say.
 
 pub mod admin;
 pub mod canvas;
-pub mod consumer;
+pub mod config;
+pub mod context;
+pub mod ending;
 pub mod execute;
+pub mod poison;
+pub mod retry;
 pub mod tasks;
+pub mod upkeep;
 pub mod webhook;
+pub mod worker;
 
-pub use consumer::run;
+pub use worker::{run, Worker};

@@ -1,7 +1,8 @@
 //! The worker binary: `worker` (or `worker run`) consumes until SIGTERM/SIGINT; the other
 //! subcommands are for operators (see `worker::admin`).
 
-use common::config::{self, ProcessEnv, WorkerConfig};
+use celery_redis::config::{self, ProcessEnv};
+use worker::config::WorkerConfig;
 
 /// Every task allocates and frees many short strings (envelopes, JSON, Redis replies); mimalloc
 /// runs that in about a third fewer instructions per task than glibc's malloc (callgrind).
@@ -34,7 +35,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cfg: WorkerConfig) -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() || args[0] == "run" {
-        worker::run(cfg, common::shutdown::on_signals()).await?;
+        worker::run(cfg, celery_redis::shutdown::on_signals()).await?;
         return Ok(());
     }
     match worker::admin::run(&cfg.redis, &args).await {

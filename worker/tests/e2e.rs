@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use common::result::{ResultBackend, TaskState};
-use common::testing::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
+use celery_redis::result::{ResultBackend, TaskState};
 use serde_json::{json, Value};
+use testkit::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -88,11 +88,12 @@ impl Stack {
     }
 
     /// Waits for a task's ready state through the result backend's pub/sub (no polling).
-    async fn finished(&self, task_id: &str) -> common::result::ResultMeta {
+    async fn finished(&self, task_id: &str) -> celery_redis::result::ResultMeta {
         let results = ResultBackend::new(
             self.redis.manager().await,
             self.redis.client(),
             Duration::from_secs(60),
+            true,
         );
         let meta = results.wait(task_id, WAIT).await.unwrap();
         assert!(meta.status.is_ready());
@@ -267,9 +268,10 @@ async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
     )
     .0;
     // A known message behind them; once it is done, both poison entries were handled.
-    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60));
-    let probe = common::protocol::TaskMessage::new("no_such_task", "celery", Default::default());
-    common::queue::Broker::new(conn.clone(), "celery")
+    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60), true);
+    let probe =
+        celery_redis::protocol::TaskMessage::new("no_such_task", "celery", Default::default());
+    celery_redis::broker::Broker::new(conn.clone(), "celery", "test@host")
         .publish(&probe)
         .await
         .unwrap();

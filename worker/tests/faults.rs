@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::keys;
-use common::result::{ResultMeta, TaskState};
-use common::testing::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
+use celery_redis::keys;
+use celery_redis::result::{ResultMeta, TaskState};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
+use testkit::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
 use tokio::sync::Notify;
 
 const SKUS: usize = 10;
@@ -462,9 +462,10 @@ async fn run(s: Scenario) {
     let redis = TestRedis::start_with(&["--appendonly", "yes"]);
     let url = redis.url();
     let client = redis.client();
+    let parsed_url = redis.parsed_url();
     let mut conn = redis.manager().await;
     for sku in 0..SKUS {
-        conn.set::<_, _, ()>(keys::stock(&format!("S{sku}")), INITIAL_STOCK)
+        conn.set::<_, _, ()>(shop::keys::stock(&format!("S{sku}")), INITIAL_STOCK)
             .await
             .unwrap();
     }
@@ -528,7 +529,7 @@ async fn run(s: Scenario) {
     let faults = injector.join().unwrap();
     tracker.all_ready(deadline).await;
     let elapsed = started.elapsed();
-    let mut conn = common::connection::manager(&client, None).unwrap();
+    let mut conn = celery_redis::connection::manager(&parsed_url, None).unwrap();
 
     let submitted = s.orders + s.notifications;
     let f = figures(&tracker.lock(), &faults, &accepted);
@@ -536,7 +537,10 @@ async fn run(s: Scenario) {
     let (confirmed_qty, failures) = (f.confirmed_qty, f.failures);
     let mut stock_duplicates = 0;
     for (sku, qty) in confirmed_qty.iter().enumerate() {
-        let left: i64 = conn.get(keys::stock(&format!("S{sku}"))).await.unwrap();
+        let left: i64 = conn
+            .get(shop::keys::stock(&format!("S{sku}")))
+            .await
+            .unwrap();
         assert!(left >= 0, "stock went negative");
         stock_duplicates += (INITIAL_STOCK - qty - left).abs();
     }
@@ -547,7 +551,7 @@ async fn run(s: Scenario) {
     let mut listed = HashSet::new();
     for r in &recipients {
         let ids: Vec<String> = conn
-            .lrange(keys::recipient_deliveries(r), 0, -1)
+            .lrange(shop::keys::recipient_deliveries(r), 0, -1)
             .await
             .unwrap();
         list_entries += ids.len();
@@ -559,7 +563,7 @@ async fn run(s: Scenario) {
         .chain(&accepted.webhook_notifications)
     {
         delivered += usize::from(
-            common::notifications::delivery(&conn, id)
+            shop::notifications::delivery(&conn, id)
                 .await
                 .unwrap()
                 .is_some(),

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::result::{ResultBackend, ResultMeta, TaskState};
-use common::testing::{listening_addr, sibling_binary, Proc, TestRedis};
+use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
 use serde_json::{json, Value};
+use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -85,11 +85,12 @@ async fn backend(redis: &TestRedis) -> ResultBackend {
         redis.manager().await,
         redis.client(),
         Duration::from_secs(3600),
+        true,
     )
 }
 
 async fn stock(redis: &TestRedis, sku: &str, n: i64) {
-    common::inventory::set_stock(&redis.manager().await, sku, n)
+    shop::inventory::set_stock(&redis.manager().await, sku, n)
         .await
         .unwrap();
 }
@@ -190,7 +191,7 @@ async fn python_options_countdown_eta_expires_ignore_result_time_limit_and_retri
     // ignore_result: the effect happened (it ran before the next task on one slot), no result.
     assert_eq!(r["after_ignored"]["ok"]["status"], "delivered");
     let conn = redis.manager().await;
-    assert!(common::notifications::delivery(&conn, "py-ignored")
+    assert!(shop::notifications::delivery(&conn, "py-ignored")
         .await
         .unwrap()
         .is_some());

@@ -5,18 +5,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::config::WorkerConfig;
-use common::keys;
-use common::notifications;
-use common::protocol::{Signature, TaskMessage};
-use common::queue::Broker;
-use common::result::{ResultBackend, ResultMeta, TaskState};
-use common::shutdown::{self, Trigger};
-use common::testing::{TestRedis, WebhookReceiver};
+use celery_redis::broker::Broker;
+use celery_redis::keys;
+use celery_redis::protocol::{Signature, TaskMessage};
+use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
+use celery_redis::shutdown::{self, Trigger};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
+use shop::notifications;
+use testkit::{TestRedis, WebhookReceiver};
 use time::OffsetDateTime;
+use worker::config::WorkerConfig;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -26,7 +26,7 @@ struct Running {
     broker: Broker,
     results: ResultBackend,
     trigger: Trigger,
-    handle: tokio::task::JoinHandle<Result<(), worker::consumer::WorkerError>>,
+    handle: tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
 }
 
 async fn start(extra: &[(&str, &str)]) -> Running {
@@ -41,8 +41,13 @@ async fn start(extra: &[(&str, &str)]) -> Running {
     let handle = tokio::spawn(worker::run(cfg, stop));
     let conn = redis.manager().await;
     Running {
-        broker: Broker::new(conn.clone(), "celery"),
-        results: ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(3600)),
+        broker: Broker::new(conn.clone(), "celery", "test@host"),
+        results: ResultBackend::new(
+            conn.clone(),
+            redis.client(),
+            Duration::from_secs(3600),
+            true,
+        ),
         conn,
         _redis: redis,
         trigger,
@@ -106,14 +111,14 @@ fn order(order_id: &str, quantity: i64) -> Value {
 }
 
 async fn stock(conn: &mut ConnectionManager, sku: &str) -> i64 {
-    common::inventory::get_stock(conn, sku).await.unwrap()
+    shop::inventory::get_stock(conn, sku).await.unwrap()
 }
 
 #[tokio::test]
 async fn a_confirmed_order_reserves_stock_and_notifies_the_customer_as_a_chained_task() {
     let w = start(&[]).await;
-    common::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
-    common::inventory::set_stock(&w.conn, "B", 1).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "B", 1).await.unwrap();
     let msg = w.send("process_order", order("o-1", 2)).await;
     let meta = w.result(&msg.id).await;
     assert_eq!(meta.status, TaskState::Success, "{meta:?}");
@@ -150,8 +155,8 @@ async fn a_confirmed_order_reserves_stock_and_notifies_the_customer_as_a_chained
 #[tokio::test]
 async fn an_order_beyond_stock_is_rejected_not_failed_and_changes_nothing() {
     let w = start(&[]).await;
-    common::inventory::set_stock(&w.conn, "A", 1).await.unwrap();
-    common::inventory::set_stock(&w.conn, "B", 9).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "A", 1).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "B", 9).await.unwrap();
     let msg = w.send("process_order", order("o-2", 2)).await;
     let meta = w.result(&msg.id).await;
     assert_eq!(meta.status, TaskState::Success);
@@ -176,12 +181,8 @@ async fn an_order_beyond_stock_is_rejected_not_failed_and_changes_nothing() {
 #[tokio::test]
 async fn the_same_order_processed_twice_reserves_once() {
     let w = start(&[]).await;
-    common::inventory::set_stock(&w.conn, "A", 10)
-        .await
-        .unwrap();
-    common::inventory::set_stock(&w.conn, "B", 10)
-        .await
-        .unwrap();
+    shop::inventory::set_stock(&w.conn, "A", 10).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "B", 10).await.unwrap();
     let (a, b) = (
         w.send("process_order", order("o-3", 4)).await,
         w.send("process_order", order("o-3", 4)).await,
@@ -244,7 +245,7 @@ async fn an_unknown_task_is_stored_as_not_registered_and_acknowledged() {
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     let w = start(&[]).await;
-    let mut env = TaskMessage::new("process_order", "celery", Map::new()).to_envelope();
+    let mut env = TaskMessage::new("process_order", "celery", Map::new()).to_envelope("test@host");
     let poison_id = env.headers.id.clone();
     env.body = "W1tdLCB7fV0=".into(); // base64 of "[[], {}]": two elements
     let mut conn = w.conn.clone();
@@ -311,8 +312,8 @@ async fn eta_tasks_wait_in_the_schedule_and_expired_tasks_are_revoked() {
 #[tokio::test]
 async fn link_callbacks_are_sent_with_parent_and_root_ids() {
     let w = start(&[]).await;
-    common::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
-    common::inventory::set_stock(&w.conn, "B", 5).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "B", 5).await.unwrap();
     let mut msg = TaskMessage::new(
         "process_order",
         "celery",
@@ -500,7 +501,8 @@ async fn shutdown_hands_unfinished_tasks_back_to_the_queue_at_once() {
 }
 
 fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../common/tests/fixtures/celery-vectors")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../common/celery/tests/fixtures/celery-vectors")
 }
 
 /// Raw list entries Python Celery 5.7 and 5.4 producers wrote.
@@ -529,7 +531,7 @@ async fn every_message_a_python_producer_sent_is_run_to_a_result_and_none_is_dea
     let mut conn = w.conn.clone();
     let (mut ids, mut future) = (Vec::new(), Vec::new());
     for raw in &raws {
-        let msg = common::protocol::Message::decode(raw.as_bytes()).unwrap();
+        let msg = celery_redis::protocol::Message::decode(raw.as_bytes()).unwrap();
         let env = &msg.envelope;
         let list = keys::queue_list(env.routing_key().unwrap(), env.priority());
         conn.lpush::<_, _, ()>(list, raw).await.unwrap();
@@ -593,7 +595,7 @@ async fn the_messages_that_crash_a_python_worker_are_dead_lettered_here() {
     assert_eq!(w.result(&good.id).await.status, TaskState::Failure);
     let stopped = w.stop().await;
     stopped.all_acknowledged();
-    let dead = Broker::new(stopped.conn.clone(), "celery")
+    let dead = Broker::new(stopped.conn.clone(), "celery", "test@host")
         .dead_letters(20)
         .await
         .unwrap();

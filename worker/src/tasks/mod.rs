@@ -1,12 +1,12 @@
 //! The task registry: which names this worker runs, and what a task returns.
 
-use common::protocol::{Body, TaskMessage};
-use common::result::ExceptionInfo;
-use common::tasks::{PROCESS_ORDER, SEND_NOTIFICATION};
-use common::validation::ValidationErrors;
+use celery_redis::protocol::{Body, TaskMessage};
+use celery_redis::result::ExceptionInfo;
 use serde_json::Value;
+use shop::contracts::{PROCESS_ORDER, SEND_NOTIFICATION};
+use shop::validation::ValidationErrors;
 
-use crate::execute::Context;
+use crate::context::Context;
 
 pub mod process_order;
 pub mod send_notification;

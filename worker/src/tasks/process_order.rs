@@ -1,13 +1,14 @@
 //! `process_order`: total the order, reserve its stock once, and notify the customer when confirmed.
 
-use common::inventory;
-use common::protocol::{Body, TaskMessage};
-use common::tasks::Channel;
-use common::tasks::{Contract, OrderOutcome, OrderStatus, ProcessOrder, SendNotification};
+use celery_redis::protocol::{Body, TaskMessage};
+use shop::contracts::{
+    Channel, Contract, OrderOutcome, OrderStatus, ProcessOrder, SendNotification,
+};
+use shop::inventory;
 use uuid::Uuid;
 
 use super::{Output, Request, TaskError};
-use crate::execute::Context;
+use crate::context::Context;
 
 pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, TaskError> {
     let order = ProcessOrder::from_call(&body.args, &body.kwargs)?;
@@ -50,7 +51,7 @@ fn confirmation(
         ),
         url: None,
     };
-    let mut msg = TaskMessage::new(SendNotification::NAME, &ctx.queue, note.to_kwargs())
+    let mut msg = TaskMessage::new(SendNotification::NAME, ctx.broker.queue(), note.to_kwargs())
         .child_of(&req.id, &req.root_id);
     msg.id = Uuid::new_v5(
         &Uuid::NAMESPACE_OID,

@@ -1,14 +1,14 @@
 //! `send_notification`: deliver once per notification id, through the log or a webhook.
 
-use common::clock;
-use common::notifications::{self, Delivery};
-use common::protocol::Body;
-use common::result::ExceptionInfo;
-use common::tasks::{Channel, Contract, SendNotification};
+use celery_redis::clock;
+use celery_redis::protocol::Body;
+use celery_redis::result::ExceptionInfo;
 use serde_json::json;
+use shop::contracts::{Channel, Contract, SendNotification};
+use shop::notifications::{self, Delivery};
 
 use super::{Output, Request, TaskError};
-use crate::execute::Context;
+use crate::context::Context;
 use crate::webhook::{self, WebhookError};
 
 pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, TaskError> {

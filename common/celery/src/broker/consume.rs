@@ -1,0 +1,116 @@
+//! Taking messages: the claim script (pop and record in kombu's `unacked` in one step), the
+//! blocking wait for a message, and lease renewal.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::RedisResult;
+
+use super::Broker;
+use crate::keys;
+use crate::scripts::{CLAIM, RENEW};
+
+/// A message this worker holds: it is recorded in `unacked` under `tag`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub raw: String,
+    pub tag: String,
+    /// When it was taken, by the server's clock (Unix seconds).
+    pub taken_at: f64,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    Message(Delivery),
+    /// The entry was not an envelope at all; it is already in the dead-letter list.
+    DeadLettered {
+        reason: String,
+    },
+}
+
+impl Broker {
+    /// Takes the next message (processing list first, then priorities 0, 3, 6, 9) and records it
+    /// in `unacked`/`unacked_index` in the same step. Never blocks.
+    pub async fn claim(&self) -> RedisResult<Option<Claim>> {
+        Ok(self.claim_many(1).await?.into_iter().next())
+    }
+
+    /// Like [`Broker::claim`] for up to `max` messages in one script call (a worker with several
+    /// free slots fills them in one round trip). Returns fewer when the queue holds fewer.
+    pub async fn claim_many(&self, max: usize) -> RedisResult<Vec<Claim>> {
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::DEAD_LETTER)
+            .key(keys::processing(&self.queue));
+        for list in keys::queue_lists(&self.queue) {
+            inv.key(list);
+        }
+        inv.arg(&self.queue).arg(max.max(1));
+        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let mut parts = reply.into_iter();
+        let taken_at = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        let mut claims = Vec::new();
+        while let (Some(raw), Some(tag), Some(reason)) = (parts.next(), parts.next(), parts.next())
+        {
+            claims.push(if reason.is_empty() {
+                Claim::Message(Delivery { raw, tag, taken_at })
+            } else {
+                Claim::DeadLettered { reason }
+            });
+        }
+        Ok(claims)
+    }
+
+    /// Blocks (on a connection of its own) until the queue has a message, moving it atomically
+    /// into the processing list, from where the next [`Broker::claim`] of any worker takes it.
+    /// Returns whether a message arrived within `timeout`.
+    pub async fn wait_for_message(
+        &self,
+        blocking: &mut ConnectionManager,
+        timeout: Duration,
+    ) -> RedisResult<bool> {
+        let moved: Option<String> = redis::cmd("BLMOVE")
+            .arg(&self.queue)
+            .arg(keys::processing(&self.queue))
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(timeout.as_secs_f64())
+            .query_async(blocking)
+            .await?;
+        Ok(moved.is_some())
+    }
+
+    /// Moves whatever waits in the processing list back to the consuming end of the queue
+    /// (on shutdown, so Python workers see it too). Returns how many moved.
+    pub async fn return_processing(&self) -> RedisResult<usize> {
+        let mut conn = self.conn.clone();
+        let mut moved = 0usize;
+        loop {
+            let m: Option<String> = redis::cmd("LMOVE")
+                .arg(keys::processing(&self.queue))
+                .arg(&self.queue)
+                .arg("RIGHT")
+                .arg("RIGHT")
+                .query_async(&mut conn)
+                .await?;
+            if m.is_none() {
+                return Ok(moved);
+            }
+            moved = moved.saturating_add(1);
+        }
+    }
+
+    /// Renews the leases of the given deliveries; returns how many are still held.
+    pub async fn renew(&self, tags: &[String]) -> RedisResult<usize> {
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = RENEW.key(keys::UNACKED_INDEX);
+        for tag in tags {
+            inv.arg(tag);
+        }
+        inv.invoke_async(&mut self.conn.clone()).await
+    }
+}

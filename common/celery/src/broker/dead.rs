@@ -1,0 +1,112 @@
+//! The dead-letter list: messages that cannot be run, each with the reason, newest first.
+//! [`DeadLetter`] is the one shape of an entry (the claim script writes the same fields).
+
+use redis::{AsyncCommands, RedisResult};
+use serde::{Deserialize, Serialize};
+
+use super::Broker;
+use crate::keys;
+use crate::scripts::REQUEUE_DEAD;
+
+/// One dead-letter entry, as stored (newest first) in [`keys::DEAD_LETTER`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub reason: String,
+    /// The queue it was taken from; `requeue-dead` puts it back there.
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub task: Option<String>,
+    #[serde(default)]
+    pub task_id: Option<String>,
+    pub raw: String,
+    /// Unix seconds.
+    pub at: f64,
+    /// How many times the task ran before it was given up (retried tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i64>,
+}
+
+impl DeadLetter {
+    /// An entry for `raw`, dead now by this host's clock (the scripts use the server's).
+    pub fn new(reason: impl Into<String>, raw: impl Into<String>) -> Self {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        DeadLetter {
+            reason: reason.into(),
+            queue: None,
+            task: None,
+            task_id: None,
+            raw: raw.into(),
+            at,
+            attempts: None,
+        }
+    }
+
+    pub fn in_queue(mut self, queue: &str) -> Self {
+        self.queue = Some(queue.to_owned());
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain data into a String cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl Broker {
+    /// Puts up to `limit` dead letters (0: all), oldest first, back at the end of their queue
+    /// (or this queue when the entry names none). Entries whose raw message is not a JSON
+    /// object stay where they are.
+    pub async fn requeue_dead(&self, limit: usize) -> RedisResult<usize> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = conn.lrange(keys::DEAD_LETTER, 0, -1).await?;
+        let mut moved = 0usize;
+        for entry in entries.iter().rev() {
+            if limit > 0 && moved >= limit {
+                break;
+            }
+            let Ok(dead) = serde_json::from_str::<DeadLetter>(entry) else {
+                continue;
+            };
+            let queue = dead.queue.as_deref().filter(|q| keys::is_key_part(q));
+            let list = keys::queue_list(queue.unwrap_or(&self.queue), 0);
+            let done: i64 = REQUEUE_DEAD
+                .key(keys::DEAD_LETTER)
+                .key(list)
+                .arg(entry)
+                .arg(&dead.raw)
+                .invoke_async(&mut conn)
+                .await?;
+            if done == 1 {
+                moved = moved.saturating_add(1);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Deletes every dead letter; returns how many there were.
+    pub async fn purge_dead(&self) -> RedisResult<u64> {
+        let (n, _): (u64, i64) = redis::pipe()
+            .atomic()
+            .llen(keys::DEAD_LETTER)
+            .del(keys::DEAD_LETTER)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(n)
+    }
+
+    /// The newest dead letters first.
+    pub async fn dead_letters(&self, limit: isize) -> RedisResult<Vec<DeadLetter>> {
+        let raw: Vec<String> = self
+            .conn
+            .clone()
+            .lrange(keys::DEAD_LETTER, 0, limit.saturating_sub(1))
+            .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+}

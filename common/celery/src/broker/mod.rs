@@ -1,0 +1,185 @@
+//! The broker side of kombu's Redis transport: a queue as producers and consumers see it.
+//!
+//! Every step that moves a message is one Lua script, so a message is always in exactly one
+//! place in Redis: a queue list, the processing list (for a moment), `unacked`, the schedule, or
+//! the dead-letter list. Every time decision uses the Redis server's clock. The broker is the only
+//! owner of acknowledgement: every way a delivery ends is a method of [`Broker`].
+//!
+//! - this file: the [`Broker`] value, publishing and counts;
+//! - [`consume`] — claims (kombu's `unacked` bookkeeping), the blocking wait, lease renewal;
+//! - [`settle`] — the ways a held delivery ends (ack, finish, requeue, schedule, retry, dead letter);
+//! - [`schedule`] — eta messages coming due;
+//! - [`restore`] — giving back what dead workers held;
+//! - [`dead`] — the dead-letter list.
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult};
+use serde::Serialize;
+
+use crate::keys;
+use crate::protocol::TaskMessage;
+use crate::scripts::PUBLISH_ONCE;
+
+pub mod consume;
+pub mod dead;
+pub mod restore;
+pub mod schedule;
+pub mod settle;
+
+pub use consume::{Claim, Delivery};
+pub use dead::DeadLetter;
+
+/// Most entries one restore or promotion pass moves.
+const BATCH: usize = 100;
+
+/// Queue counts, as `worker stats` prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Waiting messages per priority step 0, 3, 6, 9.
+    pub waiting: [u64; 4],
+    /// Waiting for their eta (or a retry).
+    pub scheduled: u64,
+    /// Taken by a worker and not yet acknowledged (all queues: kombu's `unacked` is shared).
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+/// What [`Broker::publish_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Enqueued now, as this task.
+    Created(String),
+    /// The key was taken before: this is the task that owns it; nothing was enqueued.
+    Existing(String),
+    /// The queue holds this many messages, at or over the limit; nothing was written.
+    QueueFull(u64),
+}
+
+/// A queue on Redis, as producers and consumers see it.
+#[derive(Clone)]
+pub struct Broker {
+    conn: ConnectionManager,
+    queue: String,
+    /// The node name written as `origin` in every message this broker publishes.
+    origin: String,
+    /// Backpressure for [`Broker::publish_once`]: most messages waiting (0: no limit).
+    max_depth: u64,
+}
+
+impl Broker {
+    /// `origin` is the sender's node name (Celery's `origin` header).
+    pub fn new(
+        conn: ConnectionManager,
+        queue: impl Into<String>,
+        origin: impl Into<String>,
+    ) -> Self {
+        Broker {
+            conn,
+            queue: queue.into(),
+            origin: origin.into(),
+            max_depth: 0,
+        }
+    }
+
+    /// Refuses [`Broker::publish_once`] while `max_depth` or more messages wait (0: no limit).
+    pub fn with_max_depth(mut self, max_depth: u64) -> Self {
+        self.max_depth = max_depth;
+        self
+    }
+
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `msg` as the JSON kombu puts on the list.
+    fn envelope_json(&self, msg: &TaskMessage) -> String {
+        msg.to_envelope(&self.origin).to_json()
+    }
+
+    /// LPUSHes a task to the list for its queue and priority, as a Celery producer does.
+    pub async fn publish(&self, msg: &TaskMessage) -> RedisResult<()> {
+        let list = keys::queue_list(&msg.queue, msg.priority);
+        let envelope = self.envelope_json(msg);
+        self.conn.clone().lpush::<_, _, ()>(list, envelope).await
+    }
+
+    /// Publishes many tasks in one pipelined round trip (one LPUSH per priority list).
+    pub async fn publish_many(&self, msgs: &[TaskMessage]) -> RedisResult<()> {
+        let mut by_list: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for msg in msgs {
+            by_list
+                .entry(keys::queue_list(&msg.queue, msg.priority))
+                .or_default()
+                .push(self.envelope_json(msg));
+        }
+        let mut pipe = redis::pipe();
+        for (list, envelopes) in by_list {
+            pipe.lpush(list, envelopes).ignore();
+        }
+        pipe.query_async(&mut self.conn.clone()).await
+    }
+
+    /// Publishes `msg` unless a task was already published under `idempotency_key`, or the
+    /// queue is full. Key and message are written in one step, or neither.
+    pub async fn publish_once(
+        &self,
+        idempotency_key: &str,
+        msg: &TaskMessage,
+    ) -> RedisResult<Submitted> {
+        let mut inv = PUBLISH_ONCE.key(idempotency_key);
+        inv.key(keys::queue_list(&msg.queue, msg.priority));
+        for list in keys::queue_lists(&msg.queue) {
+            inv.key(list);
+        }
+        let (what, value): (String, String) = inv
+            .arg(&msg.id)
+            .arg(self.envelope_json(msg))
+            .arg(self.max_depth)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match what.as_str() {
+            "created" => Submitted::Created(value),
+            "full" => Submitted::QueueFull(value.parse().unwrap_or(self.max_depth)),
+            _ => Submitted::Existing(value),
+        })
+    }
+
+    /// Messages waiting in the queue, all priorities.
+    pub async fn depth(&self) -> RedisResult<u64> {
+        let mut pipe = redis::pipe();
+        for list in keys::queue_lists(&self.queue) {
+            pipe.llen(list);
+        }
+        let lens: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(lens.iter().sum())
+    }
+
+    /// Counts for operators: waiting per priority step, scheduled, held, dead.
+    pub async fn stats(&self) -> RedisResult<QueueStats> {
+        let mut pipe = redis::pipe();
+        for list in keys::queue_lists(&self.queue) {
+            pipe.llen(list);
+        }
+        pipe.zcard(keys::scheduled(&self.queue))
+            .hlen(keys::UNACKED)
+            .llen(keys::processing(&self.queue))
+            .llen(keys::DEAD_LETTER);
+        let n: [u64; 8] = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(QueueStats {
+            queue: self.queue.clone(),
+            waiting: [n[0], n[1], n[2], n[3]],
+            scheduled: n[4],
+            in_flight: n[5].saturating_add(n[6]),
+            dead: n[7],
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! Giving back what dead workers held: deliveries whose lease is older than the visibility
+//! timeout go back to their queue, under kombu's `unacked_mutex`, with kombu's redelivered flags.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::RedisResult;
+
+use super::{Broker, BATCH};
+use crate::keys;
+use crate::protocol::Envelope;
+use crate::scripts::{EXPIRED, RESTORE_ONE, UNLOCK};
+
+/// How long a restorer may hold `unacked_mutex`. kombu takes it for 300 s, so a restorer that
+/// dies holding it stops every restore for five minutes; ours lasts 10 s. A pass takes
+/// milliseconds, and two passes at once are harmless anyway (each restore is one atomic step
+/// that checks the entry is unchanged): the lock only spares the work twice.
+const MUTEX_TTL_MS: u64 = 10_000;
+
+impl Broker {
+    /// Gives back to their queues the deliveries whose lease is older than `visibility` (their
+    /// worker is gone), one at a time under kombu's `unacked_mutex`, with kombu's redelivered
+    /// flags. Understands entries written by Python workers too. Returns how many came back.
+    pub async fn restore_expired(&self, visibility: Duration) -> RedisResult<usize> {
+        let mut conn = self.conn.clone();
+        let token = uuid::Uuid::new_v4().to_string();
+        let locked: Option<String> = redis::cmd("SET")
+            .arg(keys::UNACKED_MUTEX)
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(MUTEX_TTL_MS)
+            .query_async(&mut conn)
+            .await?;
+        if locked.is_none() {
+            return Ok(0);
+        }
+        let restored = self.restore_locked(&mut conn, visibility).await;
+        let _: RedisResult<i64> = UNLOCK
+            .key(keys::UNACKED_MUTEX)
+            .arg(&token)
+            .invoke_async(&mut conn)
+            .await;
+        restored
+    }
+
+    async fn restore_locked(
+        &self,
+        conn: &mut ConnectionManager,
+        visibility: Duration,
+    ) -> RedisResult<usize> {
+        let listed: Vec<String> = EXPIRED
+            .key(keys::UNACKED_INDEX)
+            .key(keys::UNACKED)
+            .arg(visibility.as_secs_f64())
+            .arg(BATCH)
+            .invoke_async(conn)
+            .await?;
+        let Some((cutoff, pairs)) = listed.split_first() else {
+            return Ok(0);
+        };
+        let mut restored = 0usize;
+        for pair in pairs.chunks_exact(2) {
+            let (tag, value) = (&pair[0], &pair[1]);
+            let Some((envelope, list)) = restorable(value, &self.queue) else {
+                log::warn!("unacked entry {tag} is not a kombu [envelope, exchange, routing_key] triple; leaving it");
+                continue;
+            };
+            let done: i64 = RESTORE_ONE
+                .key(keys::UNACKED)
+                .key(keys::UNACKED_INDEX)
+                .key(&list)
+                .arg(tag)
+                .arg(cutoff)
+                .arg(value)
+                .arg(envelope)
+                .invoke_async(conn)
+                .await?;
+            if done == 1 {
+                restored = restored.saturating_add(1);
+            }
+        }
+        Ok(restored)
+    }
+}
+
+/// Parses kombu's `[envelope, exchange, routing_key]` and returns the envelope with the
+/// redelivered flags set, and the list to push it to.
+fn restorable(value: &str, default_queue: &str) -> Option<(String, String)> {
+    let (envelope, exchange, routing_key): (serde_json::Value, String, String) =
+        serde_json::from_str(value).ok()?;
+    let mut env: Envelope = serde_json::from_value(envelope).ok()?;
+    env.mark_redelivered();
+    let queue = if exchange.is_empty() && !routing_key.is_empty() {
+        routing_key
+    } else {
+        // Named exchanges would need kombu's binding table; this fleet publishes to "" only.
+        env.routing_key().unwrap_or(default_queue).to_owned()
+    };
+    Some((env.to_json(), keys::queue_list(&queue, env.priority())))
+}

@@ -1,0 +1,310 @@
+//! Configuration from environment variables, read once at start-up into typed values.
+//!
+//! `.env` is loaded with dotenvy first (real environment variables win). A bad value stops the
+//! program with a message that names the variable; URLs are never echoed (they may hold
+//! passwords). This module has the reading helpers every process uses and [`RedisConfig`]; the
+//! worker's and the services' own settings live in their crates, built with the same helpers.
+
+use std::time::Duration;
+
+use crate::keys;
+
+/// Variables every process reads (through [`RedisConfig`]), plus logging.
+pub const REDIS_VARIABLES: &[&str] = &[
+    "REDIS_URL",
+    "RESULT_BACKEND_URL",
+    "CELERY_QUEUE",
+    "RESULT_EXPIRES_SECS",
+    "REDIS_TIMEOUT_MS",
+    "RUST_LOG",
+];
+
+/// A variable with a value the program cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+/// Where variables come from: the process environment, or any `Fn(&str) -> Option<String>`,
+/// which is how tests pass a map:
+///
+/// ```
+/// use celery_redis::config::RedisConfig;
+/// let vars = |var: &str| (var == "CELERY_QUEUE").then(|| "orders".to_owned());
+/// let cfg = RedisConfig::from_source(&vars).unwrap();
+/// assert_eq!(cfg.queue, "orders");
+/// ```
+pub trait Source {
+    fn get(&self, var: &str) -> Option<String>;
+}
+
+/// The process environment (after `.env` has been loaded).
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn get(&self, var: &str) -> Option<String> {
+        std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Source for F {
+    fn get(&self, var: &str) -> Option<String> {
+        self(var)
+    }
+}
+
+/// Loads `.env` (if present) and starts logging; the first thing every `main` does.
+pub fn init() {
+    let dotenv = dotenvy::dotenv();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match dotenv {
+        Ok(path) => log::info!("loaded {}", path.display()),
+        Err(e) if e.not_found() => {}
+        Err(e) => log::warn!("ignoring .env: {e}"),
+    }
+}
+
+/// `var` parsed as a `T`, or `default` when unset; `expected` names the kind in the error.
+pub fn parse<T: std::str::FromStr>(
+    src: &dyn Source,
+    var: &'static str,
+    default: T,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    match src.get(var) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
+            var,
+            reason: format!("{raw:?} is not {expected}"),
+        }),
+    }
+}
+
+/// A whole number greater than 0.
+pub fn positive(src: &dyn Source, var: &'static str, default: u64) -> Result<u64, ConfigError> {
+    let v = parse(src, var, default, "a positive integer")?;
+    if v == 0 {
+        return Err(ConfigError {
+            var,
+            reason: "must be greater than 0".into(),
+        });
+    }
+    Ok(v)
+}
+
+/// `true/false`, `1/0`, `yes/no`, `on/off`.
+pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError {
+                var,
+                reason: format!("{v:?} is not a boolean (true/false)"),
+            }),
+        },
+    }
+}
+
+/// A Redis URL, parsed once (`redis://`, `rediss://` for TLS, `redis+unix://`; it may carry an
+/// ACL user and password). `Debug` shows it with the password replaced by `***`.
+#[derive(Clone)]
+pub struct RedisUrl {
+    client: redis::Client,
+}
+
+impl RedisUrl {
+    pub fn parse(url: &str) -> redis::RedisResult<Self> {
+        init_tls();
+        Ok(RedisUrl {
+            client: redis::Client::open(url)?,
+        })
+    }
+
+    /// A client for this URL (cheap: it holds no connection).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The address and database, e.g. `127.0.0.1:6379/0`: safe to log.
+    pub fn redacted(&self) -> String {
+        let info = self.client.get_connection_info();
+        let user = match (
+            info.redis_settings().username(),
+            info.redis_settings().password(),
+        ) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (None, Some(_)) => "***@".to_owned(),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        format!("{user}{}/{}", info.addr(), info.redis_settings().db())
+    }
+
+    /// Whether both URLs reach the same database of the same server as the same user.
+    pub fn same_database(&self, other: &RedisUrl) -> bool {
+        let (a, b) = (
+            self.client.get_connection_info(),
+            other.client.get_connection_info(),
+        );
+        a.addr() == b.addr()
+            && a.redis_settings().db() == b.redis_settings().db()
+            && a.redis_settings().username() == b.redis_settings().username()
+    }
+}
+
+/// Selects rustls' crypto provider once per process, so `rediss://` URLs work whichever other
+/// crates also link rustls. Every client is made by [`RedisUrl::parse`], which calls this.
+fn init_tls() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        // Err means another provider was installed first, which is as good.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+fn redis_url(
+    src: &dyn Source,
+    var: &'static str,
+    default: Option<&RedisUrl>,
+) -> Result<RedisUrl, ConfigError> {
+    match (src.get(var), default) {
+        (None, Some(default)) => Ok(default.clone()),
+        (raw, _) => {
+            RedisUrl::parse(raw.as_deref().unwrap_or("redis://127.0.0.1:6379/0")).map_err(|e| {
+                ConfigError {
+                    var,
+                    // The error text of redis-rs never contains the password; the URL is not echoed.
+                    reason: format!("not a usable Redis URL ({})", e.category()),
+                }
+            })
+        }
+    }
+}
+
+fn queue_name(src: &dyn Source) -> Result<String, ConfigError> {
+    let queue = src.get("CELERY_QUEUE").unwrap_or_else(|| "celery".into());
+    if !keys::is_key_part(&queue) {
+        return Err(ConfigError {
+            var: "CELERY_QUEUE",
+            reason: "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'".into(),
+        });
+    }
+    Ok(queue)
+}
+
+/// What every process needs to reach the broker and the result backend.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Broker: `REDIS_URL` (default `redis://127.0.0.1:6379/0`).
+    pub url: RedisUrl,
+    /// Result backend: `RESULT_BACKEND_URL` (default: the broker URL, as one Redis db).
+    pub result_url: RedisUrl,
+    /// `CELERY_QUEUE` (default `celery`).
+    pub queue: String,
+    /// `RESULT_EXPIRES_SECS`: TTL of stored results; 0 keeps them forever (default 86400, Celery's).
+    pub result_expires: Duration,
+    /// `REDIS_TIMEOUT_MS`: bound on one Redis call made while answering a request (default 2000).
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let url = redis_url(src, "REDIS_URL", None)?;
+        let result_url = redis_url(src, "RESULT_BACKEND_URL", Some(&url))?;
+        Ok(RedisConfig {
+            url,
+            result_url,
+            queue: queue_name(src)?,
+            result_expires: Duration::from_secs(parse(
+                src,
+                "RESULT_EXPIRES_SECS",
+                86_400,
+                "a number of seconds",
+            )?),
+            timeout: Duration::from_millis(positive(src, "REDIS_TIMEOUT_MS", 2000)?),
+        })
+    }
+
+    /// Whether results live in the broker's database (then a task's end is one script).
+    pub fn results_in_broker_db(&self) -> bool {
+        self.url.same_database(&self.result_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn src(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    /// Every variable read here is documented in `.env.example`, each binary's own one, and the
+    /// README; and this file reads no variable missing from the list.
+    #[test]
+    fn every_variable_is_documented() {
+        testkit::docs::assert_documented(
+            REDIS_VARIABLES,
+            &[
+                "worker/.env.example",
+                "service-order/.env.example",
+                "service-notification/.env.example",
+            ],
+        );
+        testkit::docs::assert_reads_only(include_str!("config.rs"), REDIS_VARIABLES);
+    }
+
+    #[test]
+    fn defaults_are_celerys() {
+        let c = RedisConfig::from_source(&src(&[])).unwrap();
+        assert_eq!(c.queue, "celery");
+        assert_eq!(c.result_expires, Duration::from_secs(86_400));
+        assert!(c.results_in_broker_db());
+        assert_eq!(c.url.redacted(), "127.0.0.1:6379/0");
+    }
+
+    #[test]
+    fn results_elsewhere_are_noticed() {
+        let c = RedisConfig::from_source(&src(&[
+            ("REDIS_URL", "redis://h:1/0"),
+            ("RESULT_BACKEND_URL", "redis://h:1/1"),
+        ]))
+        .unwrap();
+        assert!(!c.results_in_broker_db());
+    }
+
+    #[test]
+    fn redis_url_errors_and_debug_do_not_show_the_password() {
+        let err = RedisConfig::from_source(&src(&[("REDIS_URL", "postgres://u:s3cret@h/0")]))
+            .unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let c = RedisConfig::from_source(&src(&[("REDIS_URL", "redis://u:s3cret@h:7/2")])).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("u:***@h:7/2"), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = RedisConfig::from_source(&src(&[("REDIS_TIMEOUT_MS", "0")])).unwrap_err();
+        assert_eq!(err.var, "REDIS_TIMEOUT_MS");
+        let err = RedisConfig::from_source(&src(&[("CELERY_QUEUE", "a b")])).unwrap_err();
+        assert_eq!(err.var, "CELERY_QUEUE");
+    }
+}

@@ -1,0 +1,79 @@
+//! Redis connections: one reconnecting, multiplexed connection per database, with bounded waits.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::RedisResult;
+
+use crate::config::{RedisConfig, RedisUrl};
+use crate::result::ResultBackend;
+
+/// A multiplexed connection that reconnects by itself with backoff. It is created lazily, so a
+/// process starts (and reports "not ready") while Redis is still down.
+pub fn manager(
+    url: &RedisUrl,
+    response_timeout: Option<Duration>,
+) -> RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(response_timeout)
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(url.client().clone(), config)
+}
+
+/// Runs one Redis call with an upper bound on its duration, so nothing waits on Redis forever.
+pub async fn bounded<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "redis did not answer in time",
+        ))),
+    }
+}
+
+/// `PING`, bounded.
+pub async fn ping(conn: &ConnectionManager, limit: Duration) -> RedisResult<()> {
+    let mut conn = conn.clone();
+    bounded(limit, async move {
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+    })
+    .await
+}
+
+/// The connections a process needs: the broker's database and the result backend.
+#[derive(Clone)]
+pub struct Stores {
+    /// The broker's database (queues, and the shop's keys).
+    pub redis: ConnectionManager,
+    pub results: ResultBackend,
+}
+
+impl Stores {
+    /// Connects lazily to the broker and, when it is another database, to the result backend.
+    pub fn connect(cfg: &RedisConfig, response_timeout: Option<Duration>) -> RedisResult<Self> {
+        let redis = manager(&cfg.url, response_timeout)?;
+        let shared = cfg.results_in_broker_db();
+        let results_conn = if shared {
+            redis.clone()
+        } else {
+            manager(&cfg.result_url, response_timeout)?
+        };
+        Ok(Stores {
+            redis,
+            results: ResultBackend::new(
+                results_conn,
+                cfg.result_url.client().clone(),
+                cfg.result_expires,
+                shared,
+            ),
+        })
+    }
+}

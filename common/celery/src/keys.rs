@@ -1,0 +1,93 @@
+//! Every Redis key name of the Celery-on-Redis layer, in one place, and the one priority mapping.
+//!
+//! Celery/kombu keys keep kombu's names exactly (so Python workers and clients share them); keys
+//! that only this project uses carry the `fleet:` prefix. Rust computes every key a script
+//! touches and passes it in `KEYS`. The shop's own keys are in `shop::keys`.
+
+/// kombu's separator between a queue name and its priority step, and inside binding members.
+pub const SEP: &str = "\x06\x16";
+/// kombu's priority steps on Redis; 0 is served first.
+pub const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
+/// kombu's hash of delivered-but-unacknowledged messages: delivery tag -> `[envelope, exchange, routing_key]`.
+pub const UNACKED: &str = "unacked";
+/// kombu's sorted set of unacknowledged delivery tags, scored by when their lease was last taken.
+pub const UNACKED_INDEX: &str = "unacked_index";
+/// kombu's lock that lets one worker at a time restore expired unacknowledged messages.
+pub const UNACKED_MUTEX: &str = "unacked_mutex";
+/// Messages that cannot be run (undecodable, poison): JSON entries with the reason.
+pub const DEAD_LETTER: &str = "fleet:dead_letter";
+
+/// Longest name accepted inside a key (queue names here; ids and SKUs in the shop).
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Whether `s` may stand inside a key name: 1 to [`MAX_NAME_LEN`] characters of
+/// `A-Z a-z 0-9 . _ : -` (no separators, spaces, wildcards or control characters).
+pub fn is_key_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Rounds a Celery priority down to kombu's Redis step (0-2 -> 0, 3-5 -> 3, 6-8 -> 6, 9 -> 9).
+pub fn priority_step(priority: i64) -> u8 {
+    // Clamped to 0..=9 first, so the conversion cannot fail.
+    let p = u8::try_from(priority.clamp(0, 9)).unwrap_or(0);
+    p - p % 3
+}
+
+/// The Redis list that holds a queue's messages of the given priority.
+pub fn queue_list(queue: &str, priority: i64) -> String {
+    match priority_step(priority) {
+        0 => queue.to_owned(),
+        step => format!("{queue}{SEP}{step}"),
+    }
+}
+
+/// All lists of a queue in the order kombu's BRPOP serves them.
+pub fn queue_lists(queue: &str) -> Vec<String> {
+    PRIORITY_STEPS
+        .iter()
+        .map(|&p| queue_list(queue, i64::from(p)))
+        .collect()
+}
+
+/// The short-lived list a blocking fetch moves a message into before it is claimed (see `broker`).
+pub fn processing(queue: &str) -> String {
+    format!("fleet:processing:{queue}")
+}
+
+/// Messages with a future `eta`, scored by when they are due (server time, seconds).
+pub fn scheduled(queue: &str) -> String {
+    format!("fleet:scheduled:{queue}")
+}
+
+/// Celery's result key (and the pub/sub channel of the same name).
+pub fn task_meta(task_id: &str) -> String {
+    format!("celery-task-meta-{task_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities_round_down_to_kombu_steps() {
+        let steps: Vec<u8> = (-1..=10).map(priority_step).collect();
+        assert_eq!(steps, vec![0, 0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9]);
+        assert_eq!(queue_list("celery", 5), "celery\x06\x163");
+        assert_eq!(queue_list("celery", 0), "celery");
+        assert_eq!(
+            queue_lists("q"),
+            vec!["q", "q\x06\x163", "q\x06\x166", "q\x06\x169"]
+        );
+    }
+
+    #[test]
+    fn key_parts_are_plain() {
+        assert!(is_key_part("order-1.a_b:c"));
+        for bad in ["", "a b", "a*", "a\r\n", "a\0", &"x".repeat(129)] {
+            assert!(!is_key_part(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Celery protocol v2 on Redis, as kombu lays it out: the layer every other crate stands on. It
+//! knows nothing about the shop or HTTP; the caller passes in its node name.
+//!
+//! Map, bottom up (each module uses only the ones above it):
+//! - [`clock`] — timestamps as Celery writes them.
+//! - [`keys`] — every Redis key name kombu and Celery use, priorities included.
+//! - [`node`] — this process's node name (`origin`, a worker's `hostname`).
+//! - [`protocol`] — the wire format: the kombu envelope, the `[args, kwargs, embed]` body, and
+//!   [`protocol::TaskMessage`], a task to publish.
+//! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
+//! - `scripts`: the Lua scripts, each sent with one shared prelude (crate-private).
+//! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
+//! - [`connection`] — reconnecting connections with bounded waits.
+//! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
+//!   schedule, restores and dead letters.
+//! - [`leases`] — the deliveries a worker holds, renewed until each is finished or handed back.
+//! - [`shutdown`] — one shutdown signal passed down to every loop.
+//!
+//! The path of one task: a producer builds a [`protocol::TaskMessage`] and
+//! [`broker::Broker::publish`]es it; a worker [`broker::Broker::claim_many`]s it, decodes it with
+//! [`protocol::Message::decode`], runs it and ends it with [`broker::Broker::finish`], which
+//! publishes what the task sends on, stores its result and acknowledges it.
+
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod keys;
+pub mod leases;
+pub mod node;
+pub mod protocol;
+pub mod result;
+pub(crate) mod scripts;
+pub mod shutdown;

@@ -1,0 +1,79 @@
+-- Takes up to ARGV[2] messages and records each as unacknowledged, in one step (kombu's layout),
+-- so a message is at every instant either in a list or in `unacked`: never only in a worker's memory.
+-- KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
+-- KEYS[4..] lists to take from, in order (the processing list first, then the priority lists).
+-- ARGV[1] queue name, used as routing key when an envelope lacks one; ARGV[2] most to take.
+-- Returns {now, raw1, tag1, reason1, raw2, ...}: `now` is the server's clock; `reason` is '' for a
+-- message now held, or why the entry went to the dead-letter list (no delivery tag).
+
+-- The string value of the first `"name": "..."` in `raw` at or after byte `from`, or nil. A plain
+-- find (memchr and memcmp) then an anchored match: an unanchored pattern retries at every byte
+-- of the ~1 KB envelope and made this script cost ~25 us per message inside Redis.
+local function field(raw, name, from)
+  local _, stop = string.find(raw, '"' .. name .. '"', from, true)
+  if not stop then return nil end
+  return string.match(raw, '^%s*:%s*"([^"\\]*)"', stop + 1)
+end
+
+local now = server_now()
+local out = {tostring(now)}
+local want = tonumber(ARGV[2]) or 1
+-- Held messages are recorded with one HSET and one ZADD per (at most) 100.
+local entries, scores = {}, {}
+local function record()
+  if #entries > 0 then
+    redis.call('HSET', KEYS[1], unpack(entries))
+    redis.call('ZADD', KEYS[2], unpack(scores))
+    entries, scores = {}, {}
+  end
+end
+local list = 4
+while want > 0 and list <= #KEYS do
+  local raw = redis.call('RPOP', KEYS[list])
+  if not raw then
+    list = list + 1
+  else
+    want = want - 1
+    -- Read the three fields kombu needs without decoding the whole envelope (this runs once
+    -- per task inside Redis): they sit in `properties`, at the end of kombu's and our
+    -- envelopes. Fall back to a full decode when the text is unusual.
+    local info = string.find(raw, '"delivery_info"', 1, true) or 1
+    local tag = field(raw, 'delivery_tag', info) or field(raw, 'delivery_tag', 1)
+    if tag == '' then tag = nil end
+    local exchange = field(raw, 'exchange', info)
+    local rk = field(raw, 'routing_key', info)
+    local ok, env = true, nil
+    if not tag then
+      ok, env = pcall(cjson.decode, raw)
+      if ok and type(env) == 'table' and type(env.properties) == 'table' then
+        tag = env.properties.delivery_tag
+        local info = env.properties.delivery_info
+        if type(info) == 'table' then
+          exchange = info.exchange
+          rk = info.routing_key
+        end
+      end
+    end
+    if type(tag) ~= 'string' or tag == '' then
+      local reason = 'envelope has no properties.delivery_tag'
+      if not ok or type(env) ~= 'table' then reason = 'envelope is not a JSON object' end
+      redis.call('LPUSH', KEYS[3], cjson.encode({reason = reason, queue = ARGV[1], raw = raw, at = now}))
+      table.insert(out, raw)
+      table.insert(out, '')
+      table.insert(out, reason)
+    else
+      if type(exchange) ~= 'string' then exchange = '' end
+      if type(rk) ~= 'string' or rk == '' then rk = ARGV[1] end
+      table.insert(entries, tag)
+      table.insert(entries, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
+      table.insert(scores, now)
+      table.insert(scores, tag)
+      if #scores >= 200 then record() end
+      table.insert(out, raw)
+      table.insert(out, tag)
+      table.insert(out, '')
+    end
+  end
+end
+record()
+return out

@@ -1,0 +1,29 @@
+-- prelude.lua: the helpers every script of the Celery layer shares. `scripts.rs` prepends this
+-- file to each script, so each rule below has one home:
+--   server_now()                   the server's clock (every time decision uses it)
+--   ack(unacked, index, tag)       kombu's acknowledgement: true when the tag was still held
+--   store_result(key, json, ttl)   Celery's SET/SETEX + PUBLISH, never replacing a SUCCESS
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function ack(unacked, index, tag)
+  redis.call('ZREM', index, tag)
+  return redis.call('HDEL', unacked, tag) == 1
+end
+
+local function stored_success(key)
+  local current = redis.call('GET', key)
+  return current and string.find(current, '^{%s*"status"%s*:%s*"SUCCESS"') ~= nil
+end
+
+local function store_result(key, json, ttl)
+  if tonumber(ttl) > 0 then
+    redis.call('SETEX', key, ttl, json)
+  else
+    redis.call('SET', key, json)
+  end
+  redis.call('PUBLISH', key, json)
+end
+

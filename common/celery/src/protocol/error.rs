@@ -1,0 +1,24 @@
+//! Why a Redis list entry is not a task this worker can run.
+
+/// Why a list entry is not a task this worker can run. Every variant is a poison message.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("envelope is not a kombu JSON envelope: {0}")]
+    Envelope(#[source] serde_json::Error),
+    #[error("content-type {0:?} is not accepted (only application/json)")]
+    ContentType(Option<String>),
+    #[error("body_encoding {0:?} is not supported")]
+    BodyEncoding(String),
+    #[error("body is not valid base64: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("compression {0:?} is not supported")]
+    Compression(String),
+    #[error("body could not be decompressed: {0}")]
+    Decompress(#[source] std::io::Error),
+    #[error("body is not JSON: {0}")]
+    BodyJson(#[source] serde_json::Error),
+    #[error("body must be a 3-element array [args, kwargs, embed]")]
+    BodyShape,
+    #[error("header {0} is missing or empty")]
+    MissingHeader(&'static str),
+}

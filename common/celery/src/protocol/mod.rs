@@ -1,0 +1,19 @@
+//! The wire format: Celery protocol v2 as kombu puts it on Redis. This module only turns bytes
+//! into typed messages and back; where they go on Redis is [`crate::broker`]'s business.
+//!
+//! - [`envelope`] — the kombu envelope with its headers and properties, and [`Message::decode`].
+//! - [`error`] — why an entry is not a runnable task (every variant is a poison message).
+//! - [`body`] — the `[args, kwargs, embed]` body and the canvas signatures inside it.
+//! - [`outgoing`] — [`TaskMessage`], a task to publish, shaped exactly as Python Celery 5.x does.
+
+pub mod body;
+pub mod envelope;
+pub mod error;
+pub mod outgoing;
+
+pub use body::{Body, Embed, Signature};
+pub use envelope::{
+    DeliveryInfo, Envelope, Headers, Message, Properties, COMPRESSION_ZLIB, CONTENT_TYPE_JSON,
+};
+pub use error::DecodeError;
+pub use outgoing::TaskMessage;

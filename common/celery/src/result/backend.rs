@@ -1,0 +1,147 @@
+//! Celery's Redis result backend: `celery-task-meta-<id>` values, written with SET/SETEX and
+//! PUBLISHed on the channel of the same name, and a client-side wait that subscribes first.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::meta::{ResultMeta, TaskState};
+use crate::keys;
+use crate::scripts::STORE;
+
+/// The prefix of a value compressed by Celery 5.7's `result_compression`.
+const COMPRESSED_PREFIX: &[u8] = b"\x00celery-compressed\x00";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored result is not Celery JSON: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("stored result is compressed (Celery result_compression); turn it off for this fleet")]
+    Compressed,
+    #[error("no ready result within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A result ready to be written: its key, its JSON and its TTL in seconds (0: none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub key: String,
+    pub json: String,
+    pub ttl_secs: u64,
+}
+
+/// Reads and writes task results in the backend's Redis database.
+#[derive(Clone)]
+pub struct ResultBackend {
+    conn: ConnectionManager,
+    client: redis::Client,
+    expires: Duration,
+    in_broker_db: bool,
+}
+
+impl ResultBackend {
+    /// `client` opens the pub/sub connection of [`ResultBackend::wait`]; `in_broker_db` says
+    /// whether `conn` is the broker's database (then the broker writes final results itself,
+    /// in the script that acknowledges the task).
+    pub fn new(
+        conn: ConnectionManager,
+        client: redis::Client,
+        expires: Duration,
+        in_broker_db: bool,
+    ) -> Self {
+        ResultBackend {
+            conn,
+            client,
+            expires,
+            in_broker_db,
+        }
+    }
+
+    /// Whether results live in the broker's database.
+    pub fn in_broker_db(&self) -> bool {
+        self.in_broker_db
+    }
+
+    /// The key, JSON and TTL under which `meta` is stored.
+    pub fn encode(&self, meta: &ResultMeta) -> Result<Encoded, ResultError> {
+        Ok(Encoded {
+            key: keys::task_meta(&meta.task_id),
+            json: serde_json::to_string(meta)?,
+            ttl_secs: self.expires.as_secs(),
+        })
+    }
+
+    /// Writes `meta` and PUBLISHes it in one step; a SUCCESS already stored is never replaced.
+    /// Returns whether the value was written.
+    pub async fn store(&self, meta: &ResultMeta) -> Result<bool, ResultError> {
+        let encoded = self.encode(meta)?;
+        let written: i64 = STORE
+            .key(&encoded.key)
+            .arg(&encoded.json)
+            .arg(encoded.ttl_secs)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// The stored meta, or PENDING when there is none.
+    pub async fn get(&self, task_id: &str) -> Result<ResultMeta, ResultError> {
+        let raw: Option<Vec<u8>> = self.conn.clone().get(keys::task_meta(task_id)).await?;
+        match raw {
+            None => Ok(ResultMeta::pending(task_id)),
+            Some(bytes) => decode(&bytes),
+        }
+    }
+
+    /// Waits for a ready state the way `AsyncResult.get()` does: SUBSCRIBE first, then one GET
+    /// (the result may already be there), then only pub/sub messages. No polling.
+    pub async fn wait(&self, task_id: &str, timeout: Duration) -> Result<ResultMeta, ResultError> {
+        self.wait_for(task_id, timeout, TaskState::is_ready).await
+    }
+
+    /// Like [`ResultBackend::wait`], for the first state that satisfies `done` (e.g. STARTED).
+    pub async fn wait_for(
+        &self,
+        task_id: &str,
+        timeout: Duration,
+        done: impl Fn(&TaskState) -> bool,
+    ) -> Result<ResultMeta, ResultError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let channel = keys::task_meta(task_id);
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        let current = self.get(task_id).await?;
+        if done(&current.status) {
+            return Ok(current);
+        }
+        let mut messages = pubsub.on_message();
+        loop {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Err(_) => return Err(ResultError::Timeout(timeout)),
+                Ok(None) => {
+                    return Err(ResultError::Redis(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "pub/sub connection closed",
+                    ))))
+                }
+                Ok(Some(msg)) => {
+                    let meta = decode(msg.get_payload_bytes())?;
+                    if done(&meta.status) {
+                        return Ok(meta);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<ResultMeta, ResultError> {
+    if bytes.starts_with(COMPRESSED_PREFIX) {
+        return Err(ResultError::Compressed);
+    }
+    Ok(serde_json::from_slice(bytes)?)
+}

@@ -1,0 +1,49 @@
+//! Request and reply bodies: JSON replies, the JSON object body filter with its size limit, and
+//! state injection (warp's `with_db` idiom).
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::error::ApiError;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// A JSON reply with a status.
+pub fn json_reply<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// Injects shared state into a handler.
+pub fn with_state<S: Clone + Send>(
+    state: S,
+) -> impl Filter<Extract = (S,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// A JSON object body of at most [`MAX_BODY_BYTES`]; anything else is a 4xx naming the problem.
+pub fn json_object() -> impl Filter<Extract = (Map<String, Value>,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_BODY_BYTES)
+        .and(warp::body::bytes())
+        .and_then(|bytes: bytes::Bytes| async move {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(Value::Object(map)) => Ok(map),
+                Ok(_) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the body must be a JSON object",
+                )
+                .reject()),
+                Err(e) => Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!("the body is not valid JSON: {e}"),
+                )
+                .reject()),
+            }
+        })
+}

@@ -1,0 +1,71 @@
+//! An HTTP service's settings, read once at start-up: where it listens, backpressure, Redis.
+
+use std::net::SocketAddr;
+
+use celery_redis::config::{parse, ConfigError, RedisConfig, Source};
+
+/// Variables only the HTTP services read (besides their bind address).
+pub const SERVICE_VARIABLES: &[&str] = &["MAX_QUEUE_DEPTH"];
+
+/// An HTTP service: where it listens, and Redis.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub bind: SocketAddr,
+    pub redis: RedisConfig,
+    /// `MAX_QUEUE_DEPTH`: submissions get 429 while this many messages wait (0: no limit; default 100000).
+    pub max_queue_depth: u64,
+}
+
+impl ServiceConfig {
+    /// `bind_var` names the service's own address variable (`ORDER_BIND`, `NOTIFICATION_BIND`).
+    pub fn from_source(
+        src: &dyn Source,
+        bind_var: &'static str,
+        default_bind: SocketAddr,
+    ) -> Result<Self, ConfigError> {
+        Ok(ServiceConfig {
+            bind: parse(
+                src,
+                bind_var,
+                default_bind,
+                "a socket address like 127.0.0.1:8080",
+            )?,
+            redis: RedisConfig::from_source(src)?,
+            max_queue_depth: parse(src, "MAX_QUEUE_DEPTH", 100_000, "a number of messages")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variable_is_documented() {
+        testkit::docs::assert_documented(
+            SERVICE_VARIABLES,
+            &[
+                "service-order/.env.example",
+                "service-notification/.env.example",
+            ],
+        );
+        testkit::docs::assert_documented(&["ORDER_BIND"], &["service-order/.env.example"]);
+        testkit::docs::assert_documented(
+            &["NOTIFICATION_BIND"],
+            &["service-notification/.env.example"],
+        );
+        testkit::docs::assert_reads_only(include_str!("config.rs"), SERVICE_VARIABLES);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let src = |var: &str| (var == "ORDER_BIND").then(|| "nowhere".to_owned());
+        let err =
+            ServiceConfig::from_source(&src, "ORDER_BIND", ([127, 0, 0, 1], 1).into()).unwrap_err();
+        assert_eq!(err.var, "ORDER_BIND");
+        let src = |var: &str| (var == "MAX_QUEUE_DEPTH").then(|| "-1".to_owned());
+        let err =
+            ServiceConfig::from_source(&src, "ORDER_BIND", ([127, 0, 0, 1], 1).into()).unwrap_err();
+        assert_eq!(err.var, "MAX_QUEUE_DEPTH");
+    }
+}

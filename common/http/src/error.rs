@@ -1,0 +1,86 @@
+//! The JSON error shape `{"error": {"code", "message", "fields"?}}` every failing route answers
+//! with (`rejection::recover` maps warp's own rejections to it).
+
+use serde_json::{json, Value};
+use shop::validation::{FieldError, ValidationErrors};
+use warp::http::StatusCode;
+use warp::{Rejection, Reply};
+
+/// An error reply: `{"error": {"code", "message", "fields"?}}` with an HTTP status.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub fields: Option<Vec<FieldError>>,
+    /// Seconds for a `Retry-After` header (backpressure).
+    pub retry_after: Option<u32>,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn validation(errors: ValidationErrors) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "validation_failed",
+            message: errors.to_string(),
+            fields: Some(errors.0),
+            retry_after: None,
+        }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// Redis is down or slow: the caller may retry. The cause goes to the log, not the client.
+    pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
+        log::warn!("redis unavailable: {cause}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis_unavailable",
+            "the task store is unavailable, try again",
+        )
+    }
+
+    /// As a warp rejection, for `?` in handlers.
+    pub fn reject(self) -> Rejection {
+        warp::reject::custom(self)
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        ApiError::unavailable(&e)
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> warp::reply::Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(fields) = self.fields {
+            error["fields"] = serde_json::to_value(fields).unwrap_or(Value::Null);
+        }
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&json!({ "error": error })), self.status)
+                .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut().insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from(secs),
+            );
+        }
+        resp
+    }
+}

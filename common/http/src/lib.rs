@@ -1,0 +1,25 @@
+//! The HTTP kit the two services share, on top of `celery_redis` and `shop`: only the services
+//! depend on it, so the worker links no HTTP server.
+//!
+//! Map:
+//! - [`error`] — the JSON error shape.
+//! - [`body`] — JSON replies, the JSON body filter and its size limit, state injection.
+//! - [`rejection`] — every rejection mapped to the error shape, once.
+//! - [`health`] — `/healthz`, `/readyz`, and the `healthcheck` subcommand's client.
+//! - [`submit`] — the one submit and read path of both services (`POST /<kind>s`,
+//!   `GET /<kind>s/{id}`), generic over a `shop` contract.
+//! - [`config`] — [`config::ServiceConfig`], read once at start-up.
+//! - [`serve`] — binding and serving with a graceful stop.
+//! - [`service`] — the state every handler shares, and a service's whole `main`.
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod rejection;
+pub mod serve;
+pub mod service;
+pub mod submit;
+
+pub use error::ApiError;
+pub use service::AppState;

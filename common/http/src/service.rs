@@ -1,0 +1,96 @@
+//! A service's start-up: the state every handler shares, and `main`'s body (configuration, the
+//! `healthcheck` subcommand, serving until SIGTERM/SIGINT).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use celery_redis::broker::Broker;
+use celery_redis::config::ProcessEnv;
+use celery_redis::connection::Stores;
+use celery_redis::result::ResultBackend;
+use celery_redis::shutdown::Shutdown;
+use redis::aio::ConnectionManager;
+use warp::{Filter, Reply};
+
+use crate::config::ServiceConfig;
+
+/// What every handler of a service shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Broker,
+    /// The broker's database.
+    pub redis: ConnectionManager,
+    pub results: ResultBackend,
+    /// Upper bound on any one Redis call made for a request.
+    pub timeout: Duration,
+}
+
+impl AppState {
+    /// Connects (lazily) to Redis; `origin` is this process's node name.
+    pub fn connect(cfg: &ServiceConfig, origin: &str) -> redis::RedisResult<Self> {
+        let stores = Stores::connect(&cfg.redis, Some(cfg.redis.timeout))?;
+        Ok(AppState {
+            broker: Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), origin)
+                .with_max_depth(cfg.max_queue_depth),
+            redis: stores.redis,
+            results: stores.results,
+            timeout: cfg.redis.timeout,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Identifies a service: its name in logs and the variable holding its address.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceSpec {
+    pub name: &'static str,
+    pub bind_var: &'static str,
+    pub default_bind: SocketAddr,
+}
+
+/// Connects and serves `routes(state)` until `shutdown` fires.
+pub async fn run<F, R>(
+    spec: ServiceSpec,
+    cfg: ServiceConfig,
+    routes: R,
+    shutdown: Shutdown,
+) -> Result<(), ServeError>
+where
+    R: FnOnce(AppState) -> F,
+    F: Filter<Error = Infallible> + Clone + Send + Sync + 'static,
+    F::Extract: Reply,
+{
+    let state = AppState::connect(&cfg, &celery_redis::node::unique())?;
+    crate::serve::run(spec.name, cfg.bind, routes(state), shutdown).await?;
+    Ok(())
+}
+
+/// The whole `main` of a service: `.env` and logging, configuration (a bad variable exits with
+/// status 2 and a log line naming it), the `healthcheck` subcommand, then [`run`] until a signal.
+pub async fn main<F, R>(spec: ServiceSpec, routes: R) -> Result<(), ServeError>
+where
+    R: FnOnce(AppState) -> F,
+    F: Filter<Error = Infallible> + Clone + Send + Sync + 'static,
+    F::Extract: Reply,
+{
+    celery_redis::config::init();
+    let cfg = match ServiceConfig::from_source(&ProcessEnv, spec.bind_var, spec.default_bind) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            log::error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        std::process::exit(crate::health::check(cfg.bind).await);
+    }
+    run(spec, cfg, routes, celery_redis::shutdown::on_signals()).await
+}

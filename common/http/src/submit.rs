@@ -1,0 +1,119 @@
+//! The one submit and read path of both services, generic over a `shop` contract:
+//! `POST /<kind>s` accepts a contract once per id, `GET /<kind>s/{id}` shows its task's state.
+
+use celery_redis::broker::Submitted;
+use celery_redis::connection::bounded;
+use celery_redis::result::{ResultMeta, TaskState};
+use serde_json::{json, Map, Value};
+use shop::contracts::Submission;
+use shop::submission;
+use shop::validation::is_id;
+use warp::http::StatusCode;
+use warp::Rejection;
+
+use crate::body::json_reply;
+use crate::error::ApiError;
+use crate::service::AppState;
+
+type Reply = Result<warp::reply::Response, Rejection>;
+
+/// Validates a submission (generating its id when none is given) and enqueues it once per id:
+/// 202 for a new id, 200 with the same task for an id seen before, 429 with `Retry-After` when
+/// the queue is full. Nothing is enqueued when the request is refused.
+pub async fn create<C: Submission>(mut body: Map<String, Value>, state: AppState) -> Reply {
+    if body.get(C::ID_FIELD).is_none_or(Value::is_null) {
+        body.insert(
+            C::ID_FIELD.into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
+    }
+    let contract = C::from_kwargs(&body).map_err(|e| ApiError::validation(e).reject())?;
+    let id = contract.id();
+    let outcome = bounded(state.timeout, submission::submit(&state.broker, &contract))
+        .await
+        .map_err(|e| ApiError::from(e).reject())?;
+    let (status, task_id) = match outcome {
+        Submitted::Created(task) => {
+            log::info!("{} {id} accepted as task {task}", C::KIND);
+            (StatusCode::ACCEPTED, task)
+        }
+        Submitted::Existing(task) => (StatusCode::OK, task),
+        Submitted::QueueFull(depth) => {
+            return Err(ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "queue_full",
+                    format!("{depth} tasks are waiting; try again later"),
+                )
+            }
+            .reject())
+        }
+    };
+    let mut reply = json!({"task_id": task_id, "status_url": status_path::<C>(id)});
+    reply[C::ID_FIELD] = Value::String(id.to_owned());
+    Ok(json_reply(status, &reply))
+}
+
+/// `/<kind>s/<id>`, where a submission's state is read.
+pub fn status_path<C: Submission>(id: &str) -> String {
+    format!("/{}s/{id}", C::KIND)
+}
+
+/// The task accepted for `id`, if any (a 404 for an id that cannot exist).
+pub async fn accepted_task<C: Submission>(
+    id: &str,
+    state: &AppState,
+) -> Result<Option<String>, Rejection> {
+    if !is_id(id) {
+        return Err(not_found::<C>(id));
+    }
+    bounded(state.timeout, submission::task_of::<C>(&state.redis, id))
+        .await
+        .map_err(|e| ApiError::from(e).reject())
+}
+
+/// Answers a read: 404 when no task is known for `id`, else the task's state from the result
+/// backend (`{<id field>, task_id, state, result, error?, date_done}`) with `extra` fields.
+pub async fn task_reply<C: Submission>(
+    id: &str,
+    task_id: Option<String>,
+    state: &AppState,
+    extra: Map<String, Value>,
+) -> Reply {
+    let task_id = task_id.ok_or_else(|| not_found::<C>(id))?;
+    let meta = tokio::time::timeout(state.timeout, state.results.get(&task_id))
+        .await
+        .map_err(|_| ApiError::unavailable(&"result backend timed out").reject())?
+        .map_err(|e| ApiError::unavailable(&e).reject())?;
+    let mut view = task_view(&meta);
+    view[C::ID_FIELD] = Value::String(id.to_owned());
+    for (k, v) in extra {
+        view[k] = v;
+    }
+    Ok(json_reply(StatusCode::OK, &view))
+}
+
+fn not_found<C: Submission>(id: &str) -> Rejection {
+    ApiError::not_found(format!("no {} {id:?}", C::KIND)).reject()
+}
+
+/// The public view of a task's state: `{"task_id", "state", "result", "error"?, "date_done"}`.
+pub fn task_view(meta: &ResultMeta) -> Value {
+    let mut view = json!({
+        "task_id": meta.task_id,
+        "state": meta.status.as_str(),
+        "date_done": meta.date_done,
+    });
+    match meta.status {
+        TaskState::Failure | TaskState::Revoked => {
+            if let Some(exc) = meta.exception() {
+                view["error"] = json!({"type": exc.exc_type, "message": exc.message()});
+            }
+            view["result"] = Value::Null;
+        }
+        TaskState::Success => view["result"] = meta.result.clone(),
+        _ => view["result"] = Value::Null,
+    }
+    view
+}

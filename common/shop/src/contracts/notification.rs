@@ -1,0 +1,87 @@
+//! `send_notification(notification_id, recipient, channel, subject, body, url=None)`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Contract, Submission, SEND_NOTIFICATION};
+use crate::validation::{Fields, ValidationErrors, MAX_EMAIL};
+
+const MAX_TEXT: usize = 16 * 1024;
+const MAX_URL: usize = 2048;
+
+/// How a notification is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// Recorded in Redis, readable through the notification service.
+    Log,
+    /// POSTed as JSON to `url` with an `Idempotency-Key` header.
+    Webhook,
+}
+
+/// `send_notification(notification_id, recipient, channel, subject, body, url=None)`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendNotification {
+    pub notification_id: String,
+    pub recipient: String,
+    pub channel: Channel,
+    pub subject: String,
+    pub body: String,
+    pub url: Option<String>,
+}
+
+impl Contract for SendNotification {
+    const NAME: &'static str = SEND_NOTIFICATION;
+    const PARAMS: &'static [&'static str] = &[
+        "notification_id",
+        "recipient",
+        "channel",
+        "subject",
+        "body",
+        "url",
+    ];
+
+    fn from_kwargs(kw: &Map<String, Value>) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new();
+        let notification_id = f.id(kw, "", "notification_id");
+        let recipient = f.string(kw, "", "recipient", MAX_EMAIL);
+        let channel = match f.string(kw, "", "channel", 32).as_str() {
+            "log" => Some(Channel::Log),
+            "webhook" => Some(Channel::Webhook),
+            "" => None,
+            _ => {
+                f.error("channel", "must be one of: log, webhook");
+                None
+            }
+        };
+        let subject = f.string(kw, "", "subject", 1000);
+        let body = f.string(kw, "", "body", MAX_TEXT);
+        let url = f.optional_string(kw, "", "url", MAX_URL);
+        if let Some(u) = url.as_deref().filter(|u| !u.is_empty()) {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(char::is_whitespace)
+            {
+                f.error("url", "must be an http:// or https:// URL");
+            }
+        }
+        if channel == Some(Channel::Webhook) && url.is_none() {
+            f.error("url", "is required for the webhook channel");
+        }
+        f.finish(SendNotification {
+            notification_id,
+            recipient,
+            channel: channel.unwrap_or(Channel::Log),
+            subject,
+            body,
+            url,
+        })
+    }
+}
+
+impl Submission for SendNotification {
+    const KIND: &'static str = "notification";
+    const ID_FIELD: &'static str = "notification_id";
+    fn id(&self) -> &str {
+        &self.notification_id
+    }
+}

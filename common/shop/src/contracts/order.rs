@@ -1,0 +1,140 @@
+//! `process_order(order_id, customer={id, email}, items=[{sku, quantity, unit_price_cents}])`
+//! and its outcome.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Contract, Submission, PROCESS_ORDER};
+use crate::validation::{Fields, ValidationErrors};
+
+/// Items in one order, at most.
+pub const MAX_ITEMS: usize = 1000;
+/// Units of one item, at most (keeps stock arithmetic exact everywhere, Lua included).
+pub const MAX_QUANTITY: i64 = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub sku: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// `process_order(order_id, customer={id, email}, items=[{sku, quantity, unit_price_cents}])`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessOrder {
+    pub order_id: String,
+    pub customer: Customer,
+    pub items: Vec<OrderItem>,
+}
+
+impl ProcessOrder {
+    /// The order total in cents; `None` when it overflows (validation rejects such orders).
+    pub fn total_cents(&self) -> Option<i64> {
+        order_total(&self.items)
+    }
+}
+
+fn order_total(items: &[OrderItem]) -> Option<i64> {
+    items.iter().try_fold(0i64, |acc, item| {
+        item.quantity
+            .checked_mul(item.unit_price_cents)
+            .and_then(|line| acc.checked_add(line))
+    })
+}
+
+impl Contract for ProcessOrder {
+    const NAME: &'static str = PROCESS_ORDER;
+    const PARAMS: &'static [&'static str] = &["order_id", "customer", "items"];
+
+    fn from_kwargs(kw: &Map<String, Value>) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new();
+        let order_id = f.id(kw, "", "order_id");
+        let customer = match f.object(kw, "", "customer") {
+            Some(c) => Customer {
+                id: f.id(c, "customer", "id"),
+                email: f.email(c, "customer", "email"),
+            },
+            None => Customer {
+                id: String::new(),
+                email: String::new(),
+            },
+        };
+        let mut items = Vec::new();
+        if let Some(list) = f.array(kw, "", "items") {
+            if list.is_empty() {
+                f.error("items", "must contain at least one item");
+            } else if list.len() > MAX_ITEMS {
+                f.error("items", format!("must contain at most {MAX_ITEMS} items"));
+            }
+            for (i, entry) in list.iter().enumerate().take(MAX_ITEMS) {
+                let path = format!("items[{i}]");
+                let Value::Object(item) = entry else {
+                    f.error(path, "must be an object");
+                    continue;
+                };
+                let sku = f.id(item, &path, "sku");
+                let quantity = f.integer(item, &path, "quantity");
+                match quantity {
+                    Some(q) if q <= 0 => {
+                        f.error(format!("{path}.quantity"), "must be greater than 0")
+                    }
+                    Some(q) if q > MAX_QUANTITY => f.error(
+                        format!("{path}.quantity"),
+                        format!("must be at most {MAX_QUANTITY}"),
+                    ),
+                    _ => {}
+                }
+                let unit_price_cents = f.integer(item, &path, "unit_price_cents");
+                if unit_price_cents.is_some_and(|p| p < 0) {
+                    f.error(format!("{path}.unit_price_cents"), "must not be negative");
+                }
+                let (quantity, unit_price_cents) =
+                    (quantity.unwrap_or(0), unit_price_cents.unwrap_or(0));
+                items.push(OrderItem {
+                    sku,
+                    quantity,
+                    unit_price_cents,
+                });
+            }
+            if order_total(&items).is_none() {
+                f.error("items", "order total overflows 64-bit cents");
+            }
+        }
+        f.finish(ProcessOrder {
+            order_id,
+            customer,
+            items,
+        })
+    }
+}
+
+impl Submission for ProcessOrder {
+    const KIND: &'static str = "order";
+    const ID_FIELD: &'static str = "order_id";
+    fn id(&self) -> &str {
+        &self.order_id
+    }
+}
+
+/// What `process_order` returns (the `result` of its SUCCESS).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderOutcome {
+    pub order_id: String,
+    pub status: OrderStatus,
+    pub total_cents: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderStatus {
+    Confirmed,
+    Rejected,
+}

@@ -1,0 +1,67 @@
+//! Stock per SKU in Redis, and the atomic, once-per-order reservation of an order's items.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult, Script};
+use serde::Deserialize;
+
+use crate::contracts::{OrderItem, OrderStatus};
+use crate::keys;
+
+static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reserve.lua")));
+
+/// Largest stock level accepted (kept well inside Lua's exact integer range).
+pub const MAX_STOCK: i64 = 1_000_000_000_000;
+
+pub async fn set_stock(conn: &ConnectionManager, sku: &str, available: i64) -> RedisResult<()> {
+    conn.clone().set(keys::stock(sku), available).await
+}
+
+/// Available stock; an SKU never set has none.
+pub async fn get_stock(conn: &ConnectionManager, sku: &str) -> RedisResult<i64> {
+    let v: Option<i64> = conn.clone().get(keys::stock(sku)).await?;
+    Ok(v.unwrap_or(0))
+}
+
+/// The outcome of a reservation, stored once per order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Reservation {
+    pub status: OrderStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Reserves every item of an order or none (all SKUs checked, then all decremented, in one
+/// script). Running it again for the same order returns the first outcome and changes nothing,
+/// so a redelivered task never reserves twice. Stock never goes negative.
+pub async fn reserve(
+    conn: &ConnectionManager,
+    order_id: &str,
+    items: &[OrderItem],
+) -> RedisResult<Reservation> {
+    let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
+    for item in items {
+        let q = per_sku.entry(item.sku.as_str()).or_insert(0);
+        *q = q.saturating_add(item.quantity);
+    }
+    let mut inv = RESERVE.key(keys::order_reservation(order_id));
+    for sku in per_sku.keys() {
+        inv.key(keys::stock(sku));
+    }
+    for qty in per_sku.values() {
+        inv.arg(*qty);
+    }
+    for sku in per_sku.keys() {
+        inv.arg(*sku);
+    }
+    let record: String = inv.invoke_async(&mut conn.clone()).await?;
+    serde_json::from_str(&record).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "reservation record is not JSON",
+            e.to_string(),
+        ))
+    })
+}

@@ -1,0 +1,18 @@
+//! The shop, on top of the Celery layer (`celery_redis`): what the tasks mean. It knows nothing
+//! about HTTP; the services and the worker both use it.
+//!
+//! Map, bottom up:
+//! - [`keys`] — every Redis key the shop writes (`fleet:` prefix).
+//! - [`validation`] — field-by-field checks of JSON payloads.
+//! - [`contracts`] — the task names, their typed payloads and their rules (`process_order`,
+//!   `send_notification`).
+//! - [`submission`] — a contract accepted once per id and enqueued (both services use it).
+//! - [`inventory`] — stock per SKU and the once-per-order reservation.
+//! - [`notifications`] — delivery records, once per notification id, listed per recipient.
+
+pub mod contracts;
+pub mod inventory;
+pub mod keys;
+pub mod notifications;
+pub mod submission;
+pub mod validation;

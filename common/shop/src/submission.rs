@@ -1,0 +1,26 @@
+//! A contract accepted once per id: the one submit and read path both services use.
+
+use celery_redis::broker::{Broker, Submitted};
+use celery_redis::protocol::TaskMessage;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisResult};
+
+use crate::contracts::Submission;
+use crate::keys;
+
+/// Enqueues the contract's task unless its id was accepted before or the queue is full; the
+/// idempotency key and the message are written in one step, or neither.
+pub async fn submit<C: Submission>(broker: &Broker, contract: &C) -> RedisResult<Submitted> {
+    let msg = TaskMessage::new(C::NAME, broker.queue(), contract.to_kwargs());
+    broker
+        .publish_once(&keys::submitted_task(C::KIND, contract.id()), &msg)
+        .await
+}
+
+/// The task accepted for this id, if it was ever accepted.
+pub async fn task_of<C: Submission>(
+    conn: &ConnectionManager,
+    id: &str,
+) -> RedisResult<Option<String>> {
+    conn.clone().get(keys::submitted_task(C::KIND, id)).await
+}

@@ -1,0 +1,215 @@
+//! Field-by-field validation of JSON payloads: every problem is reported with the field it is in.
+
+use celery_redis::keys;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One problem with one field, e.g. `items[2].quantity: must be greater than 0`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// All problems found in a payload.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, thiserror::Error)]
+#[serde(transparent)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl std::fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl ValidationErrors {
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ValidationErrors(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// Collects errors while reading fields out of a JSON object. Unknown fields are ignored.
+#[derive(Debug, Default)]
+pub struct Fields {
+    errors: Vec<FieldError>,
+}
+
+/// Longest accepted id (order, notification, SKU, customer): ids stand inside key names.
+pub const MAX_ID_LEN: usize = keys::MAX_NAME_LEN;
+/// Longest e-mail address.
+pub const MAX_EMAIL: usize = 254;
+
+impl Fields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn finish<T>(self, value: T) -> Result<T, ValidationErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(ValidationErrors(self.errors))
+        }
+    }
+
+    fn required<'a>(
+        &mut self,
+        obj: &'a Map<String, Value>,
+        path: &str,
+        key: &str,
+    ) -> Option<&'a Value> {
+        match obj.get(key) {
+            None | Some(Value::Null) => {
+                self.error(join(path, key), "is required");
+                None
+            }
+            Some(v) => Some(v),
+        }
+    }
+
+    /// A required string, trimmed length 1..=max.
+    pub fn string(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        max: usize,
+    ) -> String {
+        match self.required(obj, path, key) {
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                self.error(join(path, key), "must not be empty");
+                String::new()
+            }
+            Some(Value::String(s)) if s.chars().count() > max => {
+                self.error(join(path, key), format!("must be at most {max} characters"));
+                String::new()
+            }
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => {
+                self.error(join(path, key), "must be a string");
+                String::new()
+            }
+            None => String::new(),
+        }
+    }
+
+    /// An optional string (absent or null gives `None`).
+    pub fn optional_string(
+        &mut self,
+        obj: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        max: usize,
+    ) -> Option<String> {
+        match obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(self.string(obj, path, key, max)),
+        }
+    }
+
+    /// A required identifier: 1..=128 characters of `A-Z a-z 0-9 . _ : -` (safe in paths and keys).
+    pub fn id(&mut self, obj: &Map<String, Value>, path: &str, key: &str) -> String {
+        let s = self.string(obj, path, key, MAX_ID_LEN);
+        if !s.is_empty() && !is_id(&s) {
+            self.error(
+                join(path, key),
+                "may contain only letters, digits, '.', '_', ':' and '-'",
+            );
+        }
+        s
+    }
+
+    /// A required e-mail address: `local@domain.tld`, no white space.
+    pub fn email(&mut self, obj: &Map<String, Value>, path: &str, key: &str) -> String {
+        let s = self.string(obj, path, key, MAX_EMAIL);
+        if !s.is_empty() {
+            let valid = s.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+            }) && !s.chars().any(char::is_whitespace);
+            if !valid {
+                self.error(join(path, key), "must be an email address");
+            }
+        }
+        s
+    }
+
+    /// A required integer (JSON numbers with a fraction are refused); `None` after an error.
+    pub fn integer(&mut self, obj: &Map<String, Value>, path: &str, key: &str) -> Option<i64> {
+        match self.required(obj, path, key) {
+            Some(Value::Number(n)) if n.is_i64() => n.as_i64(),
+            Some(Value::Number(n)) if n.is_u64() => {
+                self.error(join(path, key), "must be an integer within 64 bits");
+                None
+            }
+            Some(_) => {
+                self.error(join(path, key), "must be an integer");
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn object<'a>(
+        &mut self,
+        obj: &'a Map<String, Value>,
+        path: &str,
+        key: &str,
+    ) -> Option<&'a Map<String, Value>> {
+        match self.required(obj, path, key) {
+            Some(Value::Object(o)) => Some(o),
+            Some(_) => {
+                self.error(join(path, key), "must be an object");
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn array<'a>(
+        &mut self,
+        obj: &'a Map<String, Value>,
+        path: &str,
+        key: &str,
+    ) -> Option<&'a Vec<Value>> {
+        match self.required(obj, path, key) {
+            Some(Value::Array(a)) => Some(a),
+            Some(_) => {
+                self.error(join(path, key), "must be an array");
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// `a.b`, or `b` at the top level.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Whether `s` is a valid id (the rule of [`keys::is_key_part`]).
+pub fn is_id(s: &str) -> bool {
+    keys::is_key_part(s)
+}

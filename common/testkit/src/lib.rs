@@ -1,0 +1,27 @@
+//! Test support for every crate of the workspace, used only as a dev-dependency (no production
+//! binary links it).
+//!
+//! - [`redis`] — [`TestRedis`], a private `redis-server` on a free port.
+//! - [`process`] — the project's binaries (and Python) as child processes, awaited line by line.
+//! - [`webhook`] — [`WebhookReceiver`], a local webhook that scripts its answers.
+//! - [`http`] — route-test helpers (`warp::test` requests, a service configuration, the queue).
+//! - [`docs`] — checks that every configuration variable is documented.
+//! - [`tempdir`] — a directory removed when dropped.
+
+use std::time::Duration;
+
+pub mod docs;
+pub mod http;
+pub mod process;
+pub mod redis;
+pub mod tempdir;
+pub mod webhook;
+
+pub use crate::http::{call, queued, service_config};
+pub use crate::process::{listening_addr, sibling_binary, Proc};
+pub use crate::redis::{free_port, unreachable_redis_url, TestRedis};
+pub use crate::tempdir::TempDir;
+pub use crate::webhook::{Hit, WebhookReceiver};
+
+/// How long a child may take to print the line a test waits for.
+pub const STARTUP: Duration = Duration::from_secs(30);

@@ -1,0 +1,144 @@
+//! Child processes (the project's binaries, Python Celery) whose output a test awaits line by
+//! line, killed with their process group when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::STARTUP;
+
+/// Reads lines (on a helper thread) until one contains `needle`; the rest of the output is
+/// drained so the child never blocks on a full pipe.
+pub fn wait_for_line(
+    out: impl std::io::Read + Send + 'static,
+    needle: &str,
+    limit: Duration,
+) -> Result<(), String> {
+    lines_until(out, needle, limit).map(drop)
+}
+
+/// Like [`wait_for_line`], returning the matching line.
+pub fn lines_until(
+    out: impl std::io::Read + Send + 'static,
+    needle: &str,
+    limit: Duration,
+) -> Result<String, String> {
+    let (tx, rx) = mpsc::channel();
+    let needle = needle.to_owned();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("TEST_ECHO_CHILDREN").is_some() {
+                eprintln!("child> {line}");
+            }
+            if line.contains(&needle) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .map_err(|_| "the expected line did not appear (process exited or timed out)".to_owned())
+}
+
+/// A child process (one of the project's binaries) killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `binary` with `env` (and nothing from `.env`) and waits until its log has a line
+    /// containing `ready_line`; returns that line too.
+    pub fn spawn(
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        ready_line: &str,
+    ) -> (Self, String) {
+        let mut cmd = Command::new(binary);
+        cmd.args(args)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(std::env::temp_dir());
+        Self::spawn_command(cmd, ready_line)
+    }
+
+    /// Starts a prepared command in its own process group (so [`Proc::kill_group`] reaches its
+    /// children too) and waits for `ready_line` on its stderr.
+    pub fn spawn_command(mut cmd: Command, ready_line: &str) -> (Self, String) {
+        use std::os::unix::process::CommandExt;
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let program = Path::new(cmd.get_program()).to_path_buf();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match lines_until(stderr, ready_line, STARTUP) {
+            Ok(line) => (Proc { child, name }, line),
+            Err(e) => {
+                let _ = child.kill();
+                panic!("{name} did not log {ready_line:?}: {e}");
+            }
+        }
+    }
+
+    /// SIGKILLs the whole process group (a Celery prefork worker and its children) at once.
+    pub fn kill_group(mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (via `kill`, no extra crates) and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for child")
+    }
+}
+
+impl Drop for Proc {
+    /// Kills the process and anything it started (its process group).
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The path of a sibling binary of this workspace, next to `anchor` (a `CARGO_BIN_EXE_*`).
+pub fn sibling_binary(anchor: &str, name: &str) -> std::path::PathBuf {
+    let path = Path::new(anchor).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the whole workspace's tests (cargo test --workspace), or build its binaries first (cargo build --release --workspace before cargo bench)",
+        path.display()
+    );
+    path
+}
+
+/// The socket address in a "listening on 127.0.0.1:PORT" log line.
+pub fn listening_addr(line: &str) -> std::net::SocketAddr {
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}

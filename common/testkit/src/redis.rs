@@ -1,0 +1,146 @@
+//! A `redis-server` of one test alone, from PATH, on a free loopback port; never a shared one.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use redis::aio::ConnectionManager;
+
+use crate::process::wait_for_line;
+use crate::tempdir::TempDir;
+use crate::STARTUP;
+
+/// A `redis-server` of this test alone, stopped when dropped.
+pub struct TestRedis {
+    child: Child,
+    port: u16,
+    extra: Vec<String>,
+    dir: TempDir,
+}
+
+impl TestRedis {
+    /// Starts `redis-server` on a free port and returns once it accepts connections (it says so
+    /// on stdout; nothing here sleeps).
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Same, with extra `redis-server` arguments (e.g. `["--appendonly", "yes"]`; later
+    /// arguments override the defaults).
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = TempDir::new("redis");
+            match spawn_redis(port, dir.path(), &extra) {
+                Ok(child) => {
+                    return TestRedis {
+                        child,
+                        port,
+                        extra,
+                        dir,
+                    }
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+
+    /// Stops the server gracefully (SIGTERM: it writes its AOF) and starts it again on the same
+    /// port with the same data directory; returns once it accepts connections again.
+    pub fn restart(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.child = spawn_redis(self.port, self.dir.path(), &self.extra)
+            .unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The redis-server's process id (to read its CPU time or memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A URL for another database of the same server.
+    pub fn url_db(&self, db: u8) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// [`TestRedis::url`], parsed.
+    pub fn parsed_url(&self) -> celery_redis::config::RedisUrl {
+        celery_redis::config::RedisUrl::parse(&self.url()).expect("valid url")
+    }
+
+    pub fn client(&self) -> redis::Client {
+        celery_redis::config::RedisUrl::parse(&self.url())
+            .expect("valid url")
+            .client()
+            .clone()
+    }
+
+    pub async fn manager(&self) -> ConnectionManager {
+        ConnectionManager::new(self.client())
+            .await
+            .expect("connect to test redis")
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--dir", &dir.to_string_lossy(), "--logfile", ""])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be on PATH for the tests");
+    let stdout = child.stdout.take().expect("piped stdout");
+    match wait_for_line(stdout, "Ready to accept connections", STARTUP) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A Redis URL where nothing listens.
+pub fn unreachable_redis_url() -> String {
+    format!("redis://127.0.0.1:{}/0", free_port())
+}

@@ -1,0 +1,61 @@
+//! A local HTTP server standing in for a webhook receiver.
+
+use crate::STARTUP;
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub idempotency_key: Option<String>,
+    pub body: serde_json::Value,
+}
+
+/// A local HTTP server standing in for a webhook: answers the scripted statuses in order (then
+/// 200) and reports every request on a channel the test awaits.
+pub struct WebhookReceiver {
+    pub url: String,
+    pub hits: tokio::sync::mpsc::UnboundedReceiver<Hit>,
+    _stop: celery_redis::shutdown::Trigger,
+}
+
+impl WebhookReceiver {
+    pub async fn start(statuses: Vec<u16>) -> Self {
+        use std::sync::{Arc, Mutex};
+        use warp::Filter;
+        let (tx, hits) = tokio::sync::mpsc::unbounded_channel();
+        let script = Arc::new(Mutex::new(statuses.into_iter()));
+        let route = warp::post()
+            .and(warp::path!("hook"))
+            .and(warp::header::optional::<String>("idempotency-key"))
+            .and(warp::body::json())
+            .map(move |key: Option<String>, body: serde_json::Value| {
+                let _ = tx.send(Hit {
+                    idempotency_key: key,
+                    body,
+                });
+                let status = script.lock().ok().and_then(|mut s| s.next()).unwrap_or(200);
+                let status =
+                    warp::http::StatusCode::from_u16(status).unwrap_or(warp::http::StatusCode::OK);
+                warp::reply::with_status("ok", status)
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let (trigger, shutdown) = celery_redis::shutdown::channel();
+        let routes = route.recover(http_kit::rejection::recover);
+        tokio::spawn(http_kit::serve::serve(listener, routes, shutdown));
+        WebhookReceiver {
+            url,
+            hits,
+            _stop: trigger,
+        }
+    }
+
+    /// The next request, waiting up to [`STARTUP`].
+    pub async fn next(&mut self) -> Hit {
+        tokio::time::timeout(STARTUP, self.hits.recv())
+            .await
+            .expect("a webhook request in time")
+            .expect("receiver running")
+    }
+}

@@ -1,0 +1,116 @@
+//! The worker's settings, read once at start-up (with the helpers of `celery_redis::config`).
+
+use std::time::Duration;
+
+use celery_redis::config::{boolean, parse, positive, ConfigError, RedisConfig, Source};
+
+/// Variables only the worker reads.
+pub const WORKER_VARIABLES: &[&str] = &[
+    "WORKER_CONCURRENCY",
+    "WORKER_THREADS",
+    "VISIBILITY_TIMEOUT_SECS",
+    "WORKER_SHUTDOWN_TIMEOUT_SECS",
+    "WORKER_ACKS_LATE",
+    "WORKER_TRACK_STARTED",
+    "WEBHOOK_TIMEOUT_MS",
+    "TASK_MAX_RETRIES",
+    "TASK_RETRY_BACKOFF_MS",
+];
+
+/// The worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub redis: RedisConfig,
+    /// `WORKER_CONCURRENCY`: tasks run at once (default: number of cores).
+    pub concurrency: usize,
+    /// `WORKER_THREADS`: threads that run tasks (default 1: a current-thread runtime, which
+    /// spends the least CPU per task when the tasks wait on Redis and HTTP; raise it for tasks
+    /// that compute, or run one worker process per core).
+    pub threads: usize,
+    /// `VISIBILITY_TIMEOUT_SECS`: a task whose worker stops renewing its lease comes back after this (default 30).
+    pub visibility_timeout: Duration,
+    /// `WORKER_SHUTDOWN_TIMEOUT_SECS`: grace period for in-flight tasks on SIGTERM (default 30).
+    pub shutdown_timeout: Duration,
+    /// `WORKER_ACKS_LATE`: acknowledge after the result is stored (default true).
+    pub acks_late: bool,
+    /// `WORKER_TRACK_STARTED`: store STARTED when a task begins (default true).
+    pub track_started: bool,
+    /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
+    pub webhook_timeout: Duration,
+    /// `TASK_MAX_RETRIES`: retries of a transient failure before the task fails (default 4).
+    pub max_retries: u32,
+    /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
+    pub retry_backoff: Duration,
+}
+
+fn count(src: &dyn Source, var: &'static str, default: u64) -> Result<usize, ConfigError> {
+    usize::try_from(positive(src, var, default)?).map_err(|_| ConfigError {
+        var,
+        reason: "is too large".into(),
+    })
+}
+
+impl WorkerConfig {
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(WorkerConfig {
+            redis: RedisConfig::from_source(src)?,
+            concurrency: count(src, "WORKER_CONCURRENCY", cores as u64)?,
+            threads: count(src, "WORKER_THREADS", 1)?,
+            visibility_timeout: Duration::from_secs(positive(src, "VISIBILITY_TIMEOUT_SECS", 30)?),
+            shutdown_timeout: Duration::from_secs(parse(
+                src,
+                "WORKER_SHUTDOWN_TIMEOUT_SECS",
+                30,
+                "a number of seconds",
+            )?),
+            acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
+            track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
+            webhook_timeout: Duration::from_millis(positive(src, "WEBHOOK_TIMEOUT_MS", 5000)?),
+            max_retries: parse(src, "TASK_MAX_RETRIES", 4, "a number of retries")?,
+            retry_backoff: Duration::from_millis(positive(src, "TASK_RETRY_BACKOFF_MS", 1000)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn src(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn every_variable_is_documented() {
+        testkit::docs::assert_documented(WORKER_VARIABLES, &["worker/.env.example"]);
+        testkit::docs::assert_reads_only(include_str!("config.rs"), WORKER_VARIABLES);
+    }
+
+    #[test]
+    fn defaults_are_celerys() {
+        let c = WorkerConfig::from_source(&src(&[])).unwrap();
+        assert_eq!(c.redis.queue, "celery");
+        assert!(c.acks_late);
+        assert!(c.concurrency >= 1);
+        assert_eq!(c.threads, 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("WORKER_CONCURRENCY", "lots"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("WORKER_THREADS", "0"),
+            ("WORKER_ACKS_LATE", "maybe"),
+        ] {
+            let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! What every task run needs, shared by all of them: built once by [`crate::worker::Worker`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use celery_redis::broker::Broker;
+use celery_redis::result::ResultBackend;
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
+
+pub struct Context {
+    pub broker: Broker,
+    pub results: ResultBackend,
+    /// The broker's database (stock, notifications, idempotency records).
+    pub redis: ConnectionManager,
+    pub http: reqwest::Client,
+    pub webhook_timeout: Duration,
+    /// This worker's node name (Celery's `hostname`).
+    pub node: String,
+    pub acks_late: bool,
+    pub track_started: bool,
+    pub max_retries: u32,
+    pub retry_backoff: Duration,
+    /// Wakes the scheduler when this worker parks a message (an eta task or a retry).
+    pub scheduled: Arc<Notify>,
+}

@@ -1,0 +1,88 @@
+//! How a task that ran ends: SUCCESS (with what it sends on) or FAILURE (with its errbacks),
+//! through the broker's one way to end a task ([`celery_redis::broker::Broker::finish`]).
+
+use celery_redis::protocol::{Message, TaskMessage};
+use celery_redis::result::{ExceptionInfo, ResultError, ResultMeta};
+
+use crate::canvas;
+use crate::context::Context;
+use crate::tasks::Output;
+
+/// Why a delivery could not be finished; the message stays in `unacked`.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("result backend: {0}")]
+    Result(#[from] ResultError),
+    #[error("task {0} hit a transient error: {1}")]
+    Transient(String, String),
+}
+
+/// `meta` with the request's `parent_id`/`group_id`, as Celery stores them; `None` when the
+/// message asked for no result (`ignore_result`).
+fn result_of(msg: &Message, meta: ResultMeta) -> Option<ResultMeta> {
+    let headers = &msg.envelope.headers;
+    (!headers.ignore_result)
+        .then(|| meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref()))
+}
+
+/// Ends the task: publishes `publish`, stores `meta` and acknowledges `ack`, as one step when
+/// the broker can (see `Broker::finish`).
+pub async fn end(
+    ctx: &Context,
+    msg: &Message,
+    meta: ResultMeta,
+    ack: Option<&str>,
+    publish: &[TaskMessage],
+) -> Result<(), ExecuteError> {
+    let result = result_of(msg, meta);
+    ctx.broker
+        .finish(&ctx.results, ack, result.as_ref(), publish)
+        .await?;
+    Ok(())
+}
+
+/// Records a state that ends nothing (STARTED, RETRY), unless the message asked for no result.
+pub async fn record(ctx: &Context, msg: &Message, meta: ResultMeta) -> Result<(), ExecuteError> {
+    if let Some(meta) = result_of(msg, meta) {
+        ctx.results.store(&meta).await?;
+    }
+    Ok(())
+}
+
+/// Stores SUCCESS naming what the task sends on (its own children, then callbacks and the next
+/// chain step), which is published first, as Celery does.
+pub async fn succeed(
+    ctx: &Context,
+    msg: &Message,
+    output: Output,
+    ack: Option<&str>,
+) -> Result<(), ExecuteError> {
+    let mut children = output.children;
+    children.extend(canvas::on_success(msg, &output.value));
+    let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
+    let meta = ResultMeta::success(msg.id(), output.value).with_children(&ids);
+    end(ctx, msg, meta, ack, &children).await?;
+    log::info!("task {} [{}] succeeded", msg.task(), msg.id());
+    Ok(())
+}
+
+/// Publishes the errbacks, then stores FAILURE.
+pub async fn fail(
+    ctx: &Context,
+    msg: &Message,
+    exc: &ExceptionInfo,
+    ack: Option<&str>,
+) -> Result<(), ExecuteError> {
+    log::warn!(
+        "task {} [{}] failed: {}: {}",
+        msg.task(),
+        msg.id(),
+        exc.exc_type,
+        exc.message()
+    );
+    let traceback = Some(format!("{}: {}", exc.exc_type, exc.message()));
+    let meta = ResultMeta::failure(msg.id(), exc, traceback);
+    end(ctx, msg, meta, ack, &canvas::on_failure(msg)).await
+}

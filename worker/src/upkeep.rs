@@ -1,0 +1,48 @@
+//! The worker's background loops besides lease renewal (`celery_redis::leases`): restoring what
+//! dead workers left, and moving eta tasks whose time has come back to the queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use celery_redis::broker::Broker;
+use celery_redis::shutdown::Shutdown;
+use tokio::sync::Notify;
+
+/// Longest sleep of the scheduler: other workers schedule too, and it cannot hear them.
+const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(1);
+
+/// Gives back messages whose worker stopped renewing their lease (at start, then every half
+/// visibility timeout). One worker at a time does it, under kombu's lock.
+pub async fn restore_orphans(broker: Broker, visibility: Duration, mut stop: Shutdown) {
+    let mut tick = tokio::time::interval((visibility / 2).max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            _ = stop.wait() => return,
+            _ = tick.tick() => {}
+        }
+        match broker.restore_expired(visibility).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("restored {n} message(s) whose worker is gone"),
+            Err(e) => log::warn!("restore of unacked messages failed: {e}"),
+        }
+    }
+}
+
+/// Moves eta tasks whose time has come back to the queue; sleeps until the next one is due, or
+/// until this worker schedules one, but at most a second.
+pub async fn promote_scheduled(broker: Broker, scheduled: Arc<Notify>, mut stop: Shutdown) {
+    loop {
+        let wait = match broker.promote_due().await {
+            Ok((_, next)) => next.unwrap_or(MAX_SCHEDULER_SLEEP).min(MAX_SCHEDULER_SLEEP),
+            Err(e) => {
+                log::warn!("could not promote scheduled tasks: {e}");
+                MAX_SCHEDULER_SLEEP
+            }
+        };
+        tokio::select! {
+            _ = stop.wait() => return,
+            _ = scheduled.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

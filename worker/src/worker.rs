@@ -1,0 +1,271 @@
+//! The worker as a value: [`Worker::build`] it, [`Worker::step`] it (one fetch: claim as many
+//! messages as slots are free and start each), [`Worker::run`] it until a shutdown, then
+//! [`Worker::shutdown`]: running tasks finish within the grace period (their leases renewed all
+//! along), the rest is handed back to the queue at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use celery_redis::broker::{Broker, Claim};
+use celery_redis::connection::{self, Stores};
+use celery_redis::leases::Leases;
+use celery_redis::shutdown::{self, Shutdown, Trigger};
+use redis::aio::ConnectionManager;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::WorkerConfig;
+use crate::context::Context;
+use crate::{execute, upkeep};
+
+/// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
+const BLOCK: Duration = Duration::from_secs(1);
+/// Most messages one claim takes (when that many slots are free).
+const MAX_CLAIM: usize = 32;
+/// Pauses after a Redis error while fetching: the first, and the longest.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Bound on one Redis reply for the worker's shared connection.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("http client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// What one [`Worker::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// This many deliveries started (dead-lettered entries not counted).
+    Started(usize),
+    /// The queue was empty; the step waited up to a second for a message.
+    Idle,
+}
+
+/// A worker: its connections, the tasks it runs and the leases it holds.
+pub struct Worker {
+    cfg: WorkerConfig,
+    ctx: Arc<Context>,
+    blocking: ConnectionManager,
+    leases: Leases,
+    slots: Arc<Semaphore>,
+    running: JoinSet<()>,
+    background: JoinSet<()>,
+    /// Stops lease renewal; fired by [`Worker::shutdown`] once nothing is held any more.
+    lease_stop: Option<Trigger>,
+}
+
+impl Worker {
+    /// Prepares a worker named `node` (connections are opened lazily; nothing runs yet).
+    pub fn build(cfg: WorkerConfig, node: String) -> Result<Self, WorkerError> {
+        let stores = Stores::connect(&cfg.redis, Some(RESPONSE_TIMEOUT))?;
+        let blocking = connection::manager(&cfg.redis.url, Some(BLOCK + Duration::from_secs(5)))?;
+        let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone());
+        let ctx = Arc::new(Context {
+            broker,
+            results: stores.results,
+            redis: stores.redis,
+            http: reqwest::Client::builder().build()?,
+            webhook_timeout: cfg.webhook_timeout,
+            node,
+            acks_late: cfg.acks_late,
+            track_started: cfg.track_started,
+            max_retries: cfg.max_retries,
+            retry_backoff: cfg.retry_backoff,
+            scheduled: Arc::new(Notify::new()),
+        });
+        Ok(Worker {
+            slots: Arc::new(Semaphore::new(cfg.concurrency)),
+            cfg,
+            ctx,
+            blocking,
+            leases: Leases::default(),
+            running: JoinSet::new(),
+            background: JoinSet::new(),
+            lease_stop: None,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.ctx.node
+    }
+
+    /// Deliveries held right now (running, or finished and not yet reaped).
+    pub fn held(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Starts the background upkeep: lease renewal (until [`Worker::shutdown`] has nothing
+    /// left to hold), restores of dead workers' messages and eta promotion (until `stop`).
+    pub fn start_upkeep(&mut self, stop: &Shutdown) {
+        let (lease_trigger, lease_stop) = shutdown::channel();
+        self.lease_stop = Some(lease_trigger);
+        let broker = self.ctx.broker.clone();
+        let visibility = self.cfg.visibility_timeout;
+        self.background.spawn(
+            self.leases
+                .clone()
+                .keep(broker.clone(), visibility, lease_stop),
+        );
+        self.background.spawn(upkeep::restore_orphans(
+            broker.clone(),
+            visibility,
+            stop.clone(),
+        ));
+        self.background.spawn(upkeep::promote_scheduled(
+            broker,
+            self.ctx.scheduled.clone(),
+            stop.clone(),
+        ));
+    }
+
+    /// Waits for a free slot.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// One fetch: waits for a free slot, claims up to as many messages as slots are free (one
+    /// script call) and starts each; when the queue is empty, waits up to a second for one.
+    pub async fn step(&mut self) -> Result<Step, redis::RedisError> {
+        match self.slot().await {
+            Some(permit) => self.fetch(permit).await,
+            None => Ok(Step::Idle),
+        }
+    }
+
+    async fn fetch(&mut self, first: OwnedSemaphorePermit) -> Result<Step, redis::RedisError> {
+        while self.running.try_join_next().is_some() {}
+        let mut permits = vec![first];
+        while permits.len() < MAX_CLAIM {
+            match self.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let claims = self.ctx.broker.claim_many(permits.len()).await?;
+        if claims.is_empty() {
+            drop(permits);
+            // Not cancelled on shutdown: a cancelled BLMOVE stays blocked in Redis and would
+            // swallow the messages this worker hands back. It lasts at most BLOCK.
+            self.ctx
+                .broker
+                .wait_for_message(&mut self.blocking, BLOCK)
+                .await?;
+            return Ok(Step::Idle);
+        }
+        let mut started = 0;
+        for (claim, permit) in claims.into_iter().zip(permits) {
+            match claim {
+                Claim::Message(delivery) => {
+                    self.leases.insert(&delivery);
+                    let (ctx, leases) = (self.ctx.clone(), self.leases.clone());
+                    self.running.spawn(async move {
+                        if let Err(e) = execute::handle(&ctx, &delivery).await {
+                            log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
+                        }
+                        leases.remove(&delivery.tag);
+                        drop(permit);
+                    });
+                    started += 1;
+                }
+                Claim::DeadLettered { reason } => {
+                    log::warn!("dead-lettered an undecodable queue entry: {reason}");
+                }
+            }
+        }
+        Ok(Step::Started(started))
+    }
+
+    /// Runs until `stop` fires, then shuts down (see [`Worker::shutdown`]).
+    pub async fn run(mut self, stop: Shutdown) {
+        self.start_upkeep(&stop);
+        log::info!(
+            "worker {} consuming queue {} with concurrency {} on {} thread(s) (acks_late={}, visibility_timeout={}s)",
+            self.ctx.node,
+            self.cfg.redis.queue,
+            self.cfg.concurrency,
+            self.cfg.threads,
+            self.cfg.acks_late,
+            self.cfg.visibility_timeout.as_secs()
+        );
+        let mut watch = stop.clone();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let permit = tokio::select! {
+                _ = watch.wait() => break,
+                permit = self.slot() => match permit {
+                    Some(p) => p,
+                    None => break,
+                },
+            };
+            if stop.is_fired() {
+                break;
+            }
+            match self.fetch(permit).await {
+                Ok(_) => backoff = MIN_BACKOFF,
+                Err(e) => {
+                    log::warn!("redis error while fetching ({e}); retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = watch.wait() => {}
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops: lets running tasks finish within the grace period (their leases still renewed),
+    /// hands back at once whatever is still held, returns the processing list to the queue,
+    /// then stops the upkeep.
+    pub async fn shutdown(mut self) {
+        log::info!(
+            "stopped fetching; waiting up to {}s for {} running task(s)",
+            self.cfg.shutdown_timeout.as_secs(),
+            self.running.len()
+        );
+        let drained = tokio::time::timeout(self.cfg.shutdown_timeout, async {
+            while self.running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.running.abort_all();
+            while self.running.join_next().await.is_some() {}
+        }
+        let broker = &self.ctx.broker;
+        for delivery in self.leases.drain() {
+            match broker.requeue(&delivery).await {
+                Ok(true) => log::info!("handed delivery {} back to the queue", delivery.tag),
+                Ok(false) => log::info!("delivery {} was already restored elsewhere", delivery.tag),
+                Err(e) => log::error!(
+                    "could not hand back {} ({e}); it returns after the visibility timeout",
+                    delivery.tag
+                ),
+            }
+        }
+        match broker.return_processing().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("returned {n} fetched-but-unclaimed message(s) to the queue"),
+            Err(e) => {
+                log::warn!("could not return the processing list ({e}); the next claim takes it")
+            }
+        }
+        if let Some(trigger) = self.lease_stop.take() {
+            trigger.fire();
+        }
+        self.background.abort_all();
+        log::info!("worker stopped");
+    }
+}
+
+/// Builds a worker with a fresh node name and runs it until `stop` fires.
+pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
+    Worker::build(cfg, celery_redis::node::unique())?
+        .run(stop)
+        .await;
+    Ok(())
+}
