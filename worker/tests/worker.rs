@@ -609,47 +609,76 @@ async fn the_messages_that_crash_a_python_worker_are_dead_lettered_here() {
     }
 }
 
-#[tokio::test]
-async fn a_task_longer_than_the_visibility_timeout_on_a_live_worker_is_not_handed_to_another() {
-    // A webhook that holds the request for 3 visibility timeouts, then answers 200.
+/// A webhook that holds each request for `hold`, then answers 200. Counts the requests, and
+/// says when the first one has arrived (the task is running).
+async fn holding_webhook(
+    hold: Duration,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = accepted.clone();
+    let (first_tx, first) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
+        let mut first_tx = Some(first_tx);
         loop {
             let (mut socket, _) = listener.accept().await.unwrap();
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(tx) = first_tx.take() {
+                let _ = tx.send(());
+            }
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buf = [0u8; 4096];
                 let _ = socket.read(&mut buf).await;
-                // Holding the task is the point: three visibility timeouts pass meanwhile.
-                tokio::time::sleep(Duration::from_secs(3)).await;
+                // Holding the task is the point: visibility timeouts pass meanwhile.
+                tokio::time::sleep(hold).await;
                 let _ = socket
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                     .await;
             });
         }
     });
-    let env = [
-        ("VISIBILITY_TIMEOUT_SECS", "1"),
-        ("WEBHOOK_TIMEOUT_MS", "60000"),
-    ];
-    let first = start(&env).await;
-    // A second worker on the same Redis, restoring expired leases every half second.
+    (url, accepted, first)
+}
+
+/// A second worker on the same Redis as `first`, restoring expired leases every half second.
+fn watcher(
+    first: &Running,
+    env: &[(&str, &str)],
+) -> (
+    Trigger,
+    tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
+) {
     let mut vars: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     vars.insert("REDIS_URL".into(), first._redis.url());
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
-    let (second_trigger, second_stop) = shutdown::channel();
-    let second = tokio::spawn(worker::run(cfg, second_stop));
+    let (trigger, stop) = shutdown::channel();
+    (trigger, tokio::spawn(worker::run(cfg, stop)))
+}
 
+#[tokio::test]
+async fn a_task_longer_than_the_visibility_timeout_on_a_live_worker_is_not_handed_to_another() {
+    // The webhook holds the request for 3 visibility timeouts.
+    let (url, accepted, running) = holding_webhook(Duration::from_secs(3)).await;
+    let env = [
+        ("VISIBILITY_TIMEOUT_SECS", "1"),
+        ("WEBHOOK_TIMEOUT_MS", "60000"),
+    ];
+    let first = start(&env).await;
     let msg = first
         .send("send_notification", webhook_note("n-long", &url))
         .await;
+    // The first worker runs it; only then does the second one start watching.
+    tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    let (second_trigger, second) = watcher(&first, &env);
     assert_eq!(first.result(&msg.id).await.status, TaskState::Success);
     assert_eq!(
         accepted.load(std::sync::atomic::Ordering::SeqCst),
@@ -659,4 +688,79 @@ async fn a_task_longer_than_the_visibility_timeout_on_a_live_worker_is_not_hande
     second_trigger.fire();
     second.await.unwrap().unwrap();
     first.stop().await.all_acknowledged();
+}
+
+#[tokio::test]
+async fn a_task_running_through_a_shutdown_longer_than_the_visibility_timeout_keeps_its_lease() {
+    // The grace period (30 s) is far longer than the visibility timeout (1 s), and the task
+    // outlives four visibility timeouts after the shutdown began, with another worker watching
+    // (it restores expired leases every second).
+    let (url, accepted, running) = holding_webhook(Duration::from_secs(4)).await;
+    let env = [
+        ("VISIBILITY_TIMEOUT_SECS", "1"),
+        ("WEBHOOK_TIMEOUT_MS", "60000"),
+        ("WORKER_SHUTDOWN_TIMEOUT_SECS", "30"),
+    ];
+    let first = start(&env).await;
+    let msg = first
+        .send("send_notification", webhook_note("n-shutdown", &url))
+        .await;
+    // The first worker runs it; only then does the second one start watching.
+    tokio::time::timeout(WAIT, running).await.unwrap().unwrap();
+    let (second_trigger, second) = watcher(&first, &env);
+    let stopped = first.stop().await;
+    let results = ResultBackend::new(
+        stopped.conn.clone(),
+        stopped._redis.client(),
+        Duration::from_secs(3600),
+        true,
+    );
+    let meta = results.wait(&msg.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the task finishing during the shutdown was never redelivered"
+    );
+    second_trigger.fire();
+    second.await.unwrap().unwrap();
+    stopped.all_acknowledged();
+}
+
+#[tokio::test]
+async fn a_worker_can_be_built_stepped_and_shut_down() {
+    let redis = TestRedis::start();
+    let vars = HashMap::from([
+        ("REDIS_URL".to_owned(), redis.url()),
+        ("WORKER_CONCURRENCY".to_owned(), "4".to_owned()),
+    ]);
+    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let mut worker = worker::Worker::build(cfg, "stepper@test".into()).unwrap();
+    assert_eq!(worker.node(), "stepper@test");
+    // Nothing queued: one step waits for a message and comes back idle.
+    assert_eq!(worker.step().await.unwrap(), worker::worker::Step::Idle);
+
+    let conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60), true);
+    let msgs: Vec<TaskMessage> = (0..3)
+        .map(|i| {
+            TaskMessage::new("no_such_task", "celery", Map::new()).child_of(&format!("p{i}"), "r")
+        })
+        .collect();
+    broker.publish_many(&msgs).await.unwrap();
+    // One step claims all three (four slots are free) and starts them.
+    assert_eq!(
+        worker.step().await.unwrap(),
+        worker::worker::Step::Started(3)
+    );
+    for m in &msgs {
+        let meta = results.wait(&m.id, WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Failure);
+        let exc = meta.exception().unwrap();
+        assert_eq!(exc.exc_type, "NotRegistered");
+    }
+    worker.shutdown().await;
+    let mut conn = conn;
+    assert_eq!(conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(), 0);
 }
