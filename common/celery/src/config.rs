@@ -244,15 +244,7 @@ impl RedisConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn src(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k: &str| map.get(k).cloned()
-    }
+    use testkit::vars as src;
 
     /// Every variable read here is documented in `.env.example`, each binary's own one, and the
     /// README; and this file reads no variable missing from the list.

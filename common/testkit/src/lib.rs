@@ -25,3 +25,12 @@ pub use crate::webhook::{Hit, WebhookReceiver};
 
 /// How long a child may take to print the line a test waits for.
 pub const STARTUP: Duration = Duration::from_secs(30);
+
+/// Environment variables for a configuration test: a `config::Source` holding just `pairs`.
+pub fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k: &str| map.get(k).cloned()
+}
