@@ -1,7 +1,7 @@
 //! `cargo bench -p worker --bench stack`: the stack measured against Python Celery in one run,
 //! on the same machine and the same (private) redis-server. Not a test: it prints one table.
 //!
-//! 1. enqueue rate through the `common` producer API, one at a time and in pipelined batches;
+//! 1. enqueue rate through the `celery_redis` producer API, one at a time and in pipelined batches;
 //! 2. drain rate: N `process_order` tasks queued, then a worker at concurrency 1, 8 and 64;
 //! 3. round trip submit -> result through the result backend's pub/sub, p50/p99/max;
 //! 4. `POST /orders` throughput and latency at 1, 16 and 64 connections (own tokio client);
