@@ -55,7 +55,7 @@ impl WorkerConfig {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(WorkerConfig {
             redis: RedisConfig::from_source(src)?,
-            concurrency: count(src, "WORKER_CONCURRENCY", cores as u64)?,
+            concurrency: count(src, "WORKER_CONCURRENCY", u64::try_from(cores).unwrap_or(1))?,
             threads: count(src, "WORKER_THREADS", 1)?,
             visibility_timeout: Duration::from_secs(positive(src, "VISIBILITY_TIMEOUT_SECS", 30)?),
             shutdown_timeout: Duration::from_secs(parse(

@@ -93,11 +93,6 @@ impl Worker {
         &self.ctx.node
     }
 
-    /// Deliveries held right now (running, or finished and not yet reaped).
-    pub fn held(&self) -> usize {
-        self.leases.len()
-    }
-
     /// Starts the background upkeep: lease renewal (until [`Worker::shutdown`] has nothing
     /// left to hold), restores of dead workers' messages and eta promotion (until `stop`).
     pub fn start_upkeep(&mut self, stop: &Shutdown) {
