@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use celery_redis::config::{boolean, parse, positive, ConfigError, RedisConfig, Source};
+use celery_redis::config::{boolean, count, number, ConfigError, RedisConfig, Source};
 
 /// Variables only the worker reads.
 pub const WORKER_VARIABLES: &[&str] = &[
@@ -43,32 +43,46 @@ pub struct WorkerConfig {
     pub retry_backoff: Duration,
 }
 
-fn count(src: &dyn Source, var: &'static str, default: u64) -> Result<usize, ConfigError> {
-    usize::try_from(positive(src, var, default)?).map_err(|_| ConfigError {
-        var,
-        reason: "is too large".into(),
-    })
-}
-
 impl WorkerConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(WorkerConfig {
             redis: RedisConfig::from_source(src)?,
-            concurrency: count(src, "WORKER_CONCURRENCY", u64::try_from(cores).unwrap_or(1))?,
-            threads: count(src, "WORKER_THREADS", 1)?,
-            visibility_timeout: Duration::from_secs(positive(src, "VISIBILITY_TIMEOUT_SECS", 30)?),
-            shutdown_timeout: Duration::from_secs(parse(
+            concurrency: count(
+                src,
+                "WORKER_CONCURRENCY",
+                u64::try_from(cores).unwrap_or(1),
+                (1, 10_000),
+            )?,
+            threads: count(src, "WORKER_THREADS", 1, (1, 256))?,
+            visibility_timeout: Duration::from_secs(number(
+                src,
+                "VISIBILITY_TIMEOUT_SECS",
+                30,
+                (1, 7 * 86_400),
+            )?),
+            shutdown_timeout: Duration::from_secs(number(
                 src,
                 "WORKER_SHUTDOWN_TIMEOUT_SECS",
                 30,
-                "a number of seconds",
+                (0, 86_400),
             )?),
             acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
             track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
-            webhook_timeout: Duration::from_millis(positive(src, "WEBHOOK_TIMEOUT_MS", 5000)?),
-            max_retries: parse(src, "TASK_MAX_RETRIES", 4, "a number of retries")?,
-            retry_backoff: Duration::from_millis(positive(src, "TASK_RETRY_BACKOFF_MS", 1000)?),
+            webhook_timeout: Duration::from_millis(number(
+                src,
+                "WEBHOOK_TIMEOUT_MS",
+                5000,
+                (1, 600_000),
+            )?),
+            max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
+                .unwrap_or(1000),
+            retry_backoff: Duration::from_millis(number(
+                src,
+                "TASK_RETRY_BACKOFF_MS",
+                1000,
+                (1, 3_600_000),
+            )?),
         })
     }
 }
@@ -98,8 +112,16 @@ mod tests {
         for (var, value) in [
             ("WORKER_CONCURRENCY", "lots"),
             ("WORKER_CONCURRENCY", "0"),
+            ("WORKER_CONCURRENCY", "18446744073709551615"),
             ("WORKER_THREADS", "0"),
+            ("WORKER_THREADS", "5000"),
             ("WORKER_ACKS_LATE", "maybe"),
+            ("WORKER_ACKS_LATE", ""),
+            ("VISIBILITY_TIMEOUT_SECS", "18446744073709551615"),
+            ("WORKER_SHUTDOWN_TIMEOUT_SECS", "18446744073709551615"),
+            ("WEBHOOK_TIMEOUT_MS", "0"),
+            ("TASK_MAX_RETRIES", "4294967296"),
+            ("TASK_RETRY_BACKOFF_MS", "0"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

@@ -112,7 +112,11 @@ async fn run_within_limit(
         (None, Some(s)) => (s, "SoftTimeLimitExceeded"),
         (None, None) => return run.await,
     };
-    match tokio::time::timeout(Duration::from_secs_f64(limit), run).await {
+    // A limit too large for a Duration (say 1e300 s) is no limit at all.
+    let Ok(limit_duration) = Duration::try_from_secs_f64(limit) else {
+        return run.await;
+    };
+    match tokio::time::timeout(limit_duration, run).await {
         Ok(outcome) => outcome,
         Err(_) => {
             log::warn!(

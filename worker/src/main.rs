@@ -11,13 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     config::init();
-    let cfg = match WorkerConfig::from_source(&ProcessEnv) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            log::error!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let cfg = WorkerConfig::from_source(&ProcessEnv).unwrap_or_else(|e| config::fail(&e));
     // Tasks wait on Redis and HTTP: one thread avoids cross-thread wake-ups between tasks and
     // the Redis connection's driver (WORKER_THREADS raises it).
     let runtime = match cfg.threads {

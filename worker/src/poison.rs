@@ -1,39 +1,62 @@
 //! A message that cannot be run goes to the dead-letter list with the reason (acknowledged in
-//! the same step); if its task id is readable, the id gets a FAILURE so no caller waits forever.
+//! the same step); if its task id is readable at all, the id gets a FAILURE so no caller waits
+//! forever.
 
+use celery_redis::broker::dead::readable_task;
 use celery_redis::broker::{DeadLetter, Delivery};
-use celery_redis::protocol::{DecodeError, Envelope};
+use celery_redis::protocol::DecodeError;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
 
 use crate::context::Context;
 use crate::ending::ExecuteError;
 
+/// Dead-letters a held delivery that does not decode, with a FAILURE for its id if readable.
 pub async fn dead_letter(
     ctx: &Context,
     delivery: &Delivery,
     err: DecodeError,
 ) -> Result<(), ExecuteError> {
-    let env = Envelope::from_json(delivery.raw.as_bytes()).ok();
-    let task_id = env
-        .as_ref()
-        .map(|e| e.headers.id.clone())
-        .filter(|id| !id.is_empty());
     log::warn!("dead-lettering message {}: {err}", delivery.tag);
     let mut entry =
-        DeadLetter::new(err.to_string(), delivery.raw.clone()).in_queue(ctx.broker.queue());
-    entry.task = env.map(|e| e.headers.task);
-    entry.task_id = task_id.clone();
+        DeadLetter::about(err.to_string(), delivery.raw.clone()).in_queue(ctx.broker.queue());
     entry.at = delivery.taken_at;
-    if let Some(id) = task_id {
-        let exc_type = match err {
-            DecodeError::ContentType(_) => "ContentDisallowed",
-            _ => "DecodeError",
-        };
-        let exc = ExceptionInfo::new("kombu.exceptions", exc_type, err.to_string());
+    let exc_type = match err {
+        DecodeError::ContentType(_) => "ContentDisallowed",
+        _ => "DecodeError",
+    };
+    store_failure(ctx, entry.task_id.as_deref(), exc_type, &err.to_string()).await?;
+    ctx.broker.dead_letter(delivery, &entry).await?;
+    Ok(())
+}
+
+/// Dead-letters a held delivery whose run panicked, with a FAILURE for its id if readable.
+pub async fn panicked(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
+    let reason = "the worker panicked running it";
+    log::error!("dead-lettering message {}: {reason}", delivery.tag);
+    let mut entry = DeadLetter::about(reason, delivery.raw.clone()).in_queue(ctx.broker.queue());
+    entry.at = delivery.taken_at;
+    store_failure(ctx, entry.task_id.as_deref(), "WorkerLostError", reason).await?;
+    ctx.broker.dead_letter(delivery, &entry).await?;
+    Ok(())
+}
+
+/// Stores a FAILURE for an entry the claim already dead-lettered, when its id is readable.
+pub async fn fail_readable(ctx: &Context, raw: &str, reason: &str) -> Result<(), ExecuteError> {
+    let (_, id) = readable_task(raw);
+    store_failure(ctx, id.as_deref(), "DecodeError", reason).await
+}
+
+async fn store_failure(
+    ctx: &Context,
+    id: Option<&str>,
+    exc_type: &str,
+    reason: &str,
+) -> Result<(), ExecuteError> {
+    if let Some(id) = id {
+        let exc = ExceptionInfo::new("kombu.exceptions", exc_type, reason);
         ctx.results
-            .store(&ResultMeta::failure(&id, &exc, None))
+            .store(&ResultMeta::failure(id, &exc, None))
             .await?;
     }
-    ctx.broker.dead_letter(delivery, &entry).await?;
     Ok(())
 }

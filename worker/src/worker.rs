@@ -3,6 +3,7 @@
 //! [`Worker::shutdown`]: running tasks finish within the grace period (their leases renewed all
 //! along), the rest is handed back to the queue at once.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,13 +11,14 @@ use celery_redis::broker::{Broker, Claim};
 use celery_redis::connection::{self, Stores};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
+use futures_util::FutureExt;
 use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
-use crate::{execute, upkeep};
+use crate::{execute, poison, upkeep};
 
 /// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
 const BLOCK: Duration = Duration::from_secs(1);
@@ -158,7 +160,14 @@ impl Worker {
                     self.leases.insert(&delivery);
                     let (ctx, leases) = (self.ctx.clone(), self.leases.clone());
                     self.running.spawn(async move {
-                        if let Err(e) = execute::handle(&ctx, &delivery).await {
+                        // A panic in a task must not leave its delivery held (and renewed)
+                        // forever: it is dead-lettered like any message that cannot be run.
+                        let run = AssertUnwindSafe(execute::handle(&ctx, &delivery)).catch_unwind();
+                        let outcome = match run.await {
+                            Ok(outcome) => outcome,
+                            Err(_) => poison::panicked(&ctx, &delivery).await,
+                        };
+                        if let Err(e) = outcome {
                             log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
                         }
                         leases.remove(&delivery.tag);
@@ -166,8 +175,11 @@ impl Worker {
                     });
                     started += 1;
                 }
-                Claim::DeadLettered { reason } => {
+                Claim::DeadLettered { reason, raw } => {
                     log::warn!("dead-lettered an undecodable queue entry: {reason}");
+                    if let Err(e) = poison::fail_readable(&self.ctx, &raw, &reason).await {
+                        log::warn!("could not store FAILURE for a dead-lettered entry: {e}");
+                    }
                 }
             }
         }

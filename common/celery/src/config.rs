@@ -19,6 +19,10 @@ pub const REDIS_VARIABLES: &[&str] = &[
     "RUST_LOG",
 ];
 
+/// Longest result lifetime accepted: ten years (Redis refuses TTLs near `i64::MAX` ms, and every
+/// SETEX would then fail).
+pub const MAX_RESULT_EXPIRES_SECS: u64 = 10 * 365 * 86_400;
+
 /// A variable with a value the program cannot use.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}: {reason}")]
@@ -45,7 +49,7 @@ pub struct ProcessEnv;
 
 impl Source for ProcessEnv {
     fn get(&self, var: &str) -> Option<String> {
-        std::env::var(var).ok().filter(|v| !v.trim().is_empty())
+        std::env::var(var).ok()
     }
 }
 
@@ -66,6 +70,18 @@ pub fn init() {
     }
 }
 
+/// The value of `var`, `None` when unset. A variable set to an empty (or blank) value is an
+/// error, not the default: `REDIS_URL=""` must not quietly mean the default Redis.
+pub fn raw(src: &dyn Source, var: &'static str) -> Result<Option<String>, ConfigError> {
+    match src.get(var) {
+        Some(v) if v.trim().is_empty() => Err(ConfigError {
+            var,
+            reason: "is set but empty; unset it to use the default".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
 /// `var` parsed as a `T`, or `default` when unset; `expected` names the kind in the error.
 pub fn parse<T: std::str::FromStr>(
     src: &dyn Source,
@@ -73,7 +89,7 @@ pub fn parse<T: std::str::FromStr>(
     default: T,
     expected: &str,
 ) -> Result<T, ConfigError> {
-    match src.get(var) {
+    match raw(src, var)? {
         None => Ok(default),
         Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
             var,
@@ -82,21 +98,47 @@ pub fn parse<T: std::str::FromStr>(
     }
 }
 
-/// A whole number greater than 0.
-pub fn positive(src: &dyn Source, var: &'static str, default: u64) -> Result<u64, ConfigError> {
-    let v = parse(src, var, default, "a positive integer")?;
-    if v == 0 {
+/// A whole number from `min` to `max` (inclusive), or `default` when unset.
+pub fn number(
+    src: &dyn Source,
+    var: &'static str,
+    default: u64,
+    (min, max): (u64, u64),
+) -> Result<u64, ConfigError> {
+    let expected = format!("a whole number from {min} to {max}");
+    let v = parse(src, var, default, &expected)?;
+    if !(min..=max).contains(&v) {
         return Err(ConfigError {
             var,
-            reason: "must be greater than 0".into(),
+            reason: format!("{v} is not {expected}"),
         });
     }
     Ok(v)
 }
 
+/// A count from `min` to `max`, as a `usize`.
+pub fn count(
+    src: &dyn Source,
+    var: &'static str,
+    default: u64,
+    range: (u64, u64),
+) -> Result<usize, ConfigError> {
+    usize::try_from(number(src, var, default, range)?).map_err(|_| ConfigError {
+        var,
+        reason: "is too large for this machine".into(),
+    })
+}
+
+/// Stops the program on a configuration error: the message goes to stderr directly (whatever
+/// `RUST_LOG` says) and the exit status is 2.
+pub fn fail(e: &ConfigError) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(2);
+}
+
 /// `true/false`, `1/0`, `yes/no`, `on/off`.
 pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match src.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+    match raw(src, var)?.map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(default),
         Some(v) => match v.as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
@@ -177,7 +219,7 @@ fn redis_url(
     var: &'static str,
     default: Option<&RedisUrl>,
 ) -> Result<RedisUrl, ConfigError> {
-    match (src.get(var), default) {
+    match (raw(src, var)?, default) {
         (None, Some(default)) => Ok(default.clone()),
         (raw, _) => {
             RedisUrl::parse(raw.as_deref().unwrap_or("redis://127.0.0.1:6379/0")).map_err(|e| {
@@ -192,11 +234,11 @@ fn redis_url(
 }
 
 fn queue_name(src: &dyn Source) -> Result<String, ConfigError> {
-    let queue = src.get("CELERY_QUEUE").unwrap_or_else(|| "celery".into());
-    if !keys::is_key_part(&queue) {
+    let queue = raw(src, "CELERY_QUEUE")?.unwrap_or_else(|| "celery".into());
+    if !keys::is_queue_name(&queue) {
         return Err(ConfigError {
             var: "CELERY_QUEUE",
-            reason: "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'".into(),
+            reason: "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', and not one of kombu's, Celery's or this project's own keys".into(),
         });
     }
     Ok(queue)
@@ -225,13 +267,13 @@ impl RedisConfig {
             url,
             result_url,
             queue: queue_name(src)?,
-            result_expires: Duration::from_secs(parse(
+            result_expires: Duration::from_secs(number(
                 src,
                 "RESULT_EXPIRES_SECS",
                 86_400,
-                "a number of seconds",
+                (0, MAX_RESULT_EXPIRES_SECS),
             )?),
-            timeout: Duration::from_millis(positive(src, "REDIS_TIMEOUT_MS", 2000)?),
+            timeout: Duration::from_millis(number(src, "REDIS_TIMEOUT_MS", 2000, (1, 600_000))?),
         })
     }
 
@@ -294,9 +336,26 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable() {
-        let err = RedisConfig::from_source(&src(&[("REDIS_TIMEOUT_MS", "0")])).unwrap_err();
-        assert_eq!(err.var, "REDIS_TIMEOUT_MS");
-        let err = RedisConfig::from_source(&src(&[("CELERY_QUEUE", "a b")])).unwrap_err();
-        assert_eq!(err.var, "CELERY_QUEUE");
+        for (var, value) in [
+            ("REDIS_TIMEOUT_MS", "0"),
+            ("REDIS_TIMEOUT_MS", "18446744073709551615"),
+            ("RESULT_EXPIRES_SECS", "9300000000000000"),
+            ("RESULT_EXPIRES_SECS", "-1"),
+            ("CELERY_QUEUE", "a b"),
+            ("CELERY_QUEUE", "unacked"),
+            ("CELERY_QUEUE", "fleet:stock:A"),
+        ] {
+            let err = RedisConfig::from_source(&src(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+        }
+    }
+
+    #[test]
+    fn an_empty_value_is_an_error_not_the_default() {
+        for var in REDIS_VARIABLES.iter().filter(|v| **v != "RUST_LOG") {
+            let err = RedisConfig::from_source(&src(&[(var, " ")])).unwrap_err();
+            assert_eq!(err.var, *var);
+            assert!(err.reason.contains("empty"), "{err}");
+        }
     }
 }

@@ -29,6 +29,17 @@ pub fn is_key_part(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// Whether `name` may be a queue: a plain key part that is none of kombu's, Celery's or this
+/// project's own keys. A message naming any other queue (in its routing key, or a callback's
+/// `options.queue`) is dead-lettered rather than pushed onto, say, `unacked`.
+pub fn is_queue_name(name: &str) -> bool {
+    is_key_part(name)
+        && ![UNACKED, UNACKED_INDEX, UNACKED_MUTEX].contains(&name)
+        && !name.starts_with("fleet:")
+        && !name.starts_with("celery-task-meta-")
+        && !name.starts_with("_kombu.")
+}
+
 /// Rounds a Celery priority down to kombu's Redis step (0-2 -> 0, 3-5 -> 3, 6-8 -> 6, 9 -> 9).
 pub fn priority_step(priority: i64) -> u8 {
     // Clamped to 0..=9 first, so the conversion cannot fail.
@@ -81,6 +92,25 @@ mod tests {
             queue_lists("q"),
             vec!["q", "q\x06\x163", "q\x06\x166", "q\x06\x169"]
         );
+    }
+
+    #[test]
+    fn queues_cannot_take_reserved_names() {
+        assert!(is_queue_name("celery"));
+        assert!(is_queue_name("orders.fast"));
+        for bad in [
+            "unacked",
+            "unacked_index",
+            "unacked_mutex",
+            "fleet:stock:A",
+            "fleet:dead_letter",
+            "celery-task-meta-x",
+            "_kombu.binding.celery",
+            "",
+            "a b",
+        ] {
+            assert!(!is_queue_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -166,7 +166,7 @@ async fn entries_that_are_not_envelopes_are_dead_lettered_by_the_claim() {
         "envelope has no properties.delivery_tag",
     ] {
         match broker.claim().await.unwrap() {
-            Some(Claim::DeadLettered { reason }) => assert_eq!(reason, expected),
+            Some(Claim::DeadLettered { reason, .. }) => assert_eq!(reason, expected),
             other => panic!("expected a dead letter, got {other:?}"),
         }
     }

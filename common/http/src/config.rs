@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use celery_redis::config::{parse, ConfigError, RedisConfig, Source};
+use celery_redis::config::{number, parse, ConfigError, RedisConfig, Source};
 
 /// Variables only the HTTP services read (besides their bind address).
 pub const SERVICE_VARIABLES: &[&str] = &["MAX_QUEUE_DEPTH"];
@@ -31,7 +31,7 @@ impl ServiceConfig {
                 "a socket address like 127.0.0.1:8080",
             )?,
             redis: RedisConfig::from_source(src)?,
-            max_queue_depth: parse(src, "MAX_QUEUE_DEPTH", 100_000, "a number of messages")?,
+            max_queue_depth: number(src, "MAX_QUEUE_DEPTH", 100_000, (0, 1_000_000_000))?,
         })
     }
 }

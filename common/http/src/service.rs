@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
-use celery_redis::config::ProcessEnv;
+use celery_redis::config::{ConfigError, ProcessEnv};
 use celery_redis::connection::Stores;
 use celery_redis::result::ResultBackend;
 use celery_redis::shutdown::Shutdown;
@@ -73,8 +73,9 @@ where
     Ok(())
 }
 
-/// The whole `main` of a service: `.env` and logging, configuration (a bad variable exits with
-/// status 2 and a log line naming it), the `healthcheck` subcommand, then [`run`] until a signal.
+/// The whole `main` of a service: `.env` and logging, configuration (a bad variable, or an
+/// address it cannot listen on, exits with status 2 and a line naming the variable), the
+/// `healthcheck` subcommand, then [`run`] until a signal.
 pub async fn main<F, R>(spec: ServiceSpec, routes: R) -> Result<(), ServeError>
 where
     R: FnOnce(AppState) -> F,
@@ -82,15 +83,17 @@ where
     F::Extract: Reply,
 {
     celery_redis::config::init();
-    let cfg = match ServiceConfig::from_source(&ProcessEnv, spec.bind_var, spec.default_bind) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            log::error!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let cfg = ServiceConfig::from_source(&ProcessEnv, spec.bind_var, spec.default_bind)
+        .unwrap_or_else(|e| celery_redis::config::fail(&e));
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         std::process::exit(crate::health::check(cfg.bind).await);
     }
-    run(spec, cfg, routes, celery_redis::shutdown::on_signals()).await
+    let bind = cfg.bind;
+    match run(spec, cfg, routes, celery_redis::shutdown::on_signals()).await {
+        Err(ServeError::Io(e)) => celery_redis::config::fail(&ConfigError {
+            var: spec.bind_var,
+            reason: format!("cannot listen on {bind}: {e}"),
+        }),
+        other => other,
+    }
 }

@@ -23,9 +23,11 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     Message(Delivery),
-    /// The entry was not an envelope at all; it is already in the dead-letter list.
+    /// The entry has no delivery tag (or is not even JSON): it is already in the dead-letter
+    /// list, as `raw`.
     DeadLettered {
         reason: String,
+        raw: String,
     },
 }
 
@@ -57,7 +59,7 @@ impl Broker {
             claims.push(if reason.is_empty() {
                 Claim::Message(Delivery { raw, tag, taken_at })
             } else {
-                Claim::DeadLettered { reason }
+                Claim::DeadLettered { reason, raw }
             });
         }
         Ok(claims)

@@ -44,6 +44,16 @@ impl DeadLetter {
         }
     }
 
+    /// An entry for `raw` with its task name and id when they can be read from it at all (the
+    /// envelope may be poison precisely because other fields are malformed).
+    pub fn about(reason: impl Into<String>, raw: impl Into<String>) -> Self {
+        let mut entry = DeadLetter::new(reason, raw);
+        let (task, id) = readable_task(&entry.raw);
+        entry.task = task;
+        entry.task_id = id;
+        entry
+    }
+
     pub fn in_queue(mut self, queue: &str) -> Self {
         self.queue = Some(queue.to_owned());
         self
@@ -53,6 +63,23 @@ impl DeadLetter {
         // Serializing plain data into a String cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+/// `headers.task` and `headers.id` of a raw envelope, read leniently (any other field may be
+/// malformed); an empty id counts as none.
+pub fn readable_task(raw: &str) -> (Option<String>, Option<String>) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        value
+            .get("headers")
+            .and_then(|h| h.get(name))
+            .and_then(serde_json::Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    (field("task"), field("id"))
 }
 
 impl Broker {
@@ -79,8 +106,12 @@ impl Broker {
                 .arg(&dead.raw)
                 .invoke_async(&mut conn)
                 .await?;
-            if done == 1 {
-                moved = moved.saturating_add(1);
+            match done {
+                1 => moved = moved.saturating_add(1),
+                -1 => {
+                    log::warn!("not requeued: the queue's list holds another type; the entry stays")
+                }
+                _ => {}
             }
         }
         Ok(moved)

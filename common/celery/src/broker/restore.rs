@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::RedisResult;
 
-use super::{Broker, BATCH};
+use super::{Broker, DeadLetter, BATCH};
 use crate::keys;
 use crate::protocol::Envelope;
 use crate::scripts::{EXPIRED, RESTORE_ONE, UNLOCK};
@@ -62,9 +62,20 @@ impl Broker {
         let mut restored = 0usize;
         for pair in pairs.chunks_exact(2) {
             let (tag, value) = (&pair[0], &pair[1]);
-            let Some((envelope, list)) = restorable(value, &self.queue) else {
-                log::warn!("unacked entry {tag} is not a kombu [envelope, exchange, routing_key] triple; leaving it");
-                continue;
+            let (envelope, list) = match restorable(value, &self.queue) {
+                Restorable::To(envelope, list) => (envelope, list),
+                Restorable::Unroutable(reason, envelope) => {
+                    log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
+                    let entry = DeadLetter::about(reason, envelope);
+                    if self.settle_dead(tag, &entry).await? {
+                        restored = restored.saturating_add(1);
+                    }
+                    continue;
+                }
+                Restorable::Unreadable => {
+                    log::warn!("unacked entry {tag} is not a kombu [envelope, exchange, routing_key] triple; leaving it");
+                    continue;
+                }
             };
             let done: i64 = RESTORE_ONE
                 .key(keys::UNACKED)
@@ -73,23 +84,48 @@ impl Broker {
                 .arg(tag)
                 .arg(cutoff)
                 .arg(value)
-                .arg(envelope)
+                .arg(&envelope)
                 .invoke_async(conn)
                 .await?;
-            if done == 1 {
-                restored = restored.saturating_add(1);
+            match done {
+                1 => restored = restored.saturating_add(1),
+                -1 => {
+                    let entry = DeadLetter::about(
+                        format!("restore: the list {list:?} holds another type of value"),
+                        envelope,
+                    );
+                    if self.settle_dead(tag, &entry).await? {
+                        restored = restored.saturating_add(1);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(restored)
     }
 }
 
+/// What an `unacked` entry restores to.
+enum Restorable {
+    /// This envelope (with the redelivered flags set) back onto this list.
+    To(String, String),
+    /// Its routing key names no usable queue: the reason, and the envelope.
+    Unroutable(String, String),
+    /// Not kombu's `[envelope, exchange, routing_key]`.
+    Unreadable,
+}
+
 /// Parses kombu's `[envelope, exchange, routing_key]` and returns the envelope with the
 /// redelivered flags set, and the list to push it to.
-fn restorable(value: &str, default_queue: &str) -> Option<(String, String)> {
-    let (envelope, exchange, routing_key): (serde_json::Value, String, String) =
-        serde_json::from_str(value).ok()?;
-    let mut env: Envelope = serde_json::from_value(envelope).ok()?;
+fn restorable(value: &str, default_queue: &str) -> Restorable {
+    let Ok((envelope, exchange, routing_key)) =
+        serde_json::from_str::<(serde_json::Value, String, String)>(value)
+    else {
+        return Restorable::Unreadable;
+    };
+    let Ok(mut env) = serde_json::from_value::<Envelope>(envelope) else {
+        return Restorable::Unreadable;
+    };
     env.mark_redelivered();
     let queue = if exchange.is_empty() && !routing_key.is_empty() {
         routing_key
@@ -97,5 +133,9 @@ fn restorable(value: &str, default_queue: &str) -> Option<(String, String)> {
         // Named exchanges would need kombu's binding table; this fleet publishes to "" only.
         env.routing_key().unwrap_or(default_queue).to_owned()
     };
-    Some((env.to_json(), keys::queue_list(&queue, env.priority())))
+    if !keys::is_queue_name(&queue) {
+        let reason = format!("routing key {queue:?} is not a usable queue name");
+        return Restorable::Unroutable(reason, env.to_json());
+    }
+    Restorable::To(env.to_json(), keys::queue_list(&queue, env.priority()))
 }

@@ -31,25 +31,55 @@ impl Broker {
         if due.is_empty() {
             return Ok((0, wait));
         }
-        let mut inv = MOVE_DUE.key(&schedule);
+        let mut moves: Vec<(String, String, &str)> = Vec::with_capacity(due.len());
         for raw in due {
-            let routed = Envelope::from_json(raw.as_bytes())
-                .ok()
-                .and_then(|env| Some(keys::queue_list(env.routing_key()?, env.priority())));
-            match routed {
-                Some(list) => inv.key(list).arg(raw).arg(raw).arg("rpush"),
-                None => {
-                    let entry = DeadLetter::new("scheduled entry has no routing key", raw)
-                        .in_queue(&self.queue);
-                    inv.key(keys::DEAD_LETTER)
-                        .arg(raw)
-                        .arg(entry.to_json())
-                        .arg("lpush")
-                }
-            };
+            let routed = Envelope::from_json(raw.as_bytes()).ok().and_then(|env| {
+                let queue = env.routing_key().filter(|q| keys::is_queue_name(q))?;
+                Some(keys::queue_list(queue, env.priority()))
+            });
+            moves.push(match routed {
+                Some(list) => (list, raw.clone(), "rpush"),
+                None => self.due_dead_letter(raw, "scheduled entry has no usable routing key"),
+            });
         }
-        let moved: usize = inv.invoke_async(&mut self.conn.clone()).await?;
+        let (mut moved, refused) = self.move_due(&schedule, due, &moves).await?;
+        if !refused.is_empty() {
+            // Their queue's key holds another type of value: dead-letter them instead.
+            let listed: Vec<String> = refused.iter().map(|&i| due[i].clone()).collect();
+            let dead: Vec<(String, String, &str)> = listed
+                .iter()
+                .map(|raw| self.due_dead_letter(raw, "the queue's key holds another type of value"))
+                .collect();
+            moved = moved.saturating_add(self.move_due(&schedule, &listed, &dead).await?.0);
+        }
         let more = (due.len() == BATCH).then_some(Duration::ZERO);
         Ok((moved, more.or(wait)))
+    }
+
+    fn due_dead_letter<'a>(&self, raw: &str, reason: &str) -> (String, String, &'a str) {
+        let entry = DeadLetter::about(reason, raw).in_queue(&self.queue);
+        (keys::DEAD_LETTER.to_owned(), entry.to_json(), "lpush")
+    }
+
+    /// Moves `listed[i]` to `moves[i]` (list, value, push); returns how many moved and the
+    /// indexes refused because their list holds another type.
+    async fn move_due(
+        &self,
+        schedule: &str,
+        listed: &[String],
+        moves: &[(String, String, &str)],
+    ) -> RedisResult<(usize, Vec<usize>)> {
+        let mut inv = MOVE_DUE.key(schedule);
+        for (raw, (list, value, how)) in listed.iter().zip(moves) {
+            inv.key(list).arg(raw).arg(value).arg(*how);
+        }
+        let reply: Vec<usize> = inv.invoke_async(&mut self.conn.clone()).await?;
+        let moved = reply.first().copied().unwrap_or(0);
+        let refused = reply
+            .iter()
+            .skip(1)
+            .filter_map(|i| i.checked_sub(1))
+            .collect();
+        Ok((moved, refused))
     }
 }

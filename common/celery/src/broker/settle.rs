@@ -1,6 +1,7 @@
 //! The ways a held delivery ends, all here (the broker is the only owner of acknowledgement):
 //! plain ack, a task's finish (follow-up messages, result and ack together), hand-back,
-//! schedule, retry and dead letter. Each is one script, and does nothing when the lease was lost.
+//! schedule, retry and dead letter. Each is one script that checks every key it writes before
+//! the first write, and does nothing when the lease was lost.
 
 use std::time::Duration;
 
@@ -9,10 +10,29 @@ use redis::RedisResult;
 use super::{Broker, DeadLetter, Delivery};
 use crate::keys;
 use crate::protocol::{Envelope, TaskMessage};
-use crate::result::{ResultBackend, ResultError, ResultMeta};
+use crate::result::{ExceptionInfo, ResultBackend, ResultError, ResultMeta};
 use crate::scripts::{FINISH, SETTLE};
 
+/// A message a finishing task sends on, where it goes: its queue's list, or the dead-letter
+/// list when it cannot be routed there.
+struct Outgoing<'a> {
+    msg: &'a TaskMessage,
+    list: String,
+    value: String,
+    /// Why it was dead-lettered instead of published.
+    dead: Option<String>,
+}
+
+fn refused(what: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "refused",
+        format!("{what} holds another type of value; nothing was written"),
+    ))
+}
+
 impl Broker {
+    /// Runs the settle script: 1 settled, 0 lease lost, -1 refused (destination of another type).
     async fn settle(
         &self,
         tag: &str,
@@ -20,8 +40,8 @@ impl Broker {
         dest: &str,
         value: &str,
         score: f64,
-    ) -> RedisResult<bool> {
-        let settled: i64 = SETTLE
+    ) -> RedisResult<i64> {
+        SETTLE
             .key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(dest)
@@ -30,13 +50,42 @@ impl Broker {
             .arg(value)
             .arg(score)
             .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(settled == 1)
+            .await
+    }
+
+    /// Settles into one of the broker's own keys, which only a foreign writer could have
+    /// given another type: that is an error, not a routing decision.
+    async fn settle_own(
+        &self,
+        tag: &str,
+        action: &str,
+        dest: &str,
+        value: &str,
+        score: f64,
+    ) -> RedisResult<bool> {
+        match self.settle(tag, action, dest, value, score).await? {
+            -1 => Err(refused(dest)),
+            n => Ok(n == 1),
+        }
     }
 
     /// Acknowledges a delivery (kombu's ZREM + HDEL). Returns false if the lease had been lost.
     pub async fn ack(&self, tag: &str) -> RedisResult<bool> {
-        self.settle(tag, "ack", keys::UNACKED, "", 0.0).await
+        self.settle_own(tag, "ack", keys::UNACKED, "", 0.0).await
+    }
+
+    fn outgoing<'a>(&self, msg: &'a TaskMessage) -> Outgoing<'a> {
+        let value = self.envelope_json(msg);
+        if keys::is_queue_name(&msg.queue) {
+            return Outgoing {
+                msg,
+                list: keys::queue_list(&msg.queue, msg.priority),
+                value,
+                dead: None,
+            };
+        }
+        let reason = format!("{:?} is not a usable queue name", msg.queue);
+        Outgoing::dead(msg, reason, value)
     }
 
     /// A task's end: publishes `publish` (what it sends on: children, callbacks, the next chain
@@ -44,8 +93,11 @@ impl Broker {
     /// was acknowledged early). When results share the broker's database this is one script:
     /// none happens without the others, and when a SUCCESS is already stored nothing is
     /// published or written (the run that stored it did that) but the delivery is acked. With
-    /// results elsewhere the steps go in Celery's order: publish, store, ack. Returns whether
-    /// the result was written.
+    /// results elsewhere the steps go in Celery's order: publish, store, ack.
+    ///
+    /// A message that cannot go to its queue (a reserved or invalid name, or a key of another
+    /// type) goes to the dead-letter list instead, in the same step, and its id gets a FAILURE.
+    /// Returns whether the result was written.
     pub async fn finish(
         &self,
         results: &ResultBackend,
@@ -53,54 +105,101 @@ impl Broker {
         result: Option<&ResultMeta>,
         publish: &[TaskMessage],
     ) -> Result<bool, ResultError> {
-        let encoded = result.map(|meta| results.encode(meta)).transpose()?;
-        if encoded.is_some() && !results.in_broker_db() {
-            if !publish.is_empty() {
-                self.publish_many(publish).await?;
-            }
-            let written = match result {
-                Some(meta) => results.store(meta).await?,
-                None => true,
+        let mut sends: Vec<Outgoing> = publish.iter().map(|m| self.outgoing(m)).collect();
+        let one_step = result.is_none() || results.in_broker_db();
+        let mut encoded = match result {
+            Some(meta) if one_step => Some(results.encode(meta)?),
+            _ => None,
+        };
+        let script_tag = if one_step { tag } else { None };
+        let written = loop {
+            let mut inv = FINISH.key(keys::UNACKED);
+            inv.key(keys::UNACKED_INDEX);
+            match &encoded {
+                Some(e) => inv
+                    .key(&e.key)
+                    .arg(script_tag.unwrap_or_default())
+                    .arg(&e.json)
+                    .arg(e.ttl_secs),
+                // Not touched by the script without a result; any key name will do.
+                None => inv
+                    .key(keys::UNACKED)
+                    .arg(script_tag.unwrap_or_default())
+                    .arg("")
+                    .arg(0),
             };
-            if let Some(tag) = tag {
-                self.ack(tag).await?;
+            for send in &sends {
+                inv.key(&send.list).arg(&send.value);
             }
+            let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+            match reply {
+                -1 => {
+                    log::error!(
+                        "the result key of task {} holds another type of value; its result is not stored",
+                        result.map_or("", |m| m.task_id.as_str())
+                    );
+                    encoded = None;
+                }
+                n if n < -1 => {
+                    let i = usize::try_from(-n - 2).unwrap_or(usize::MAX);
+                    let Some(send) = sends.get_mut(i).filter(|s| s.dead.is_none()) else {
+                        return Err(refused(keys::DEAD_LETTER).into());
+                    };
+                    let reason = format!("queue {:?} holds another type of value", send.msg.queue);
+                    *send = Outgoing::dead(send.msg, reason, send.value.clone());
+                }
+                n => break n == 1,
+            }
+        };
+        for send in &sends {
+            if let Some(reason) = &send.dead {
+                log::warn!(
+                    "dead-lettered task {} [{}]: {reason}",
+                    send.msg.task,
+                    send.msg.id
+                );
+                let exc =
+                    ExceptionInfo::new("kombu.exceptions", "OperationalError", reason.clone());
+                results
+                    .store(&ResultMeta::failure(&send.msg.id, &exc, None))
+                    .await?;
+            }
+        }
+        if one_step {
             return Ok(written);
         }
-        let mut inv = FINISH.key(keys::UNACKED);
-        inv.key(keys::UNACKED_INDEX);
-        match &encoded {
-            Some(e) => inv
-                .key(&e.key)
-                .arg(tag.unwrap_or_default())
-                .arg(&e.json)
-                .arg(e.ttl_secs),
-            // Not touched by the script without a result; any key name will do.
-            None => inv
-                .key(keys::UNACKED)
-                .arg(tag.unwrap_or_default())
-                .arg("")
-                .arg(0),
+        let written = match result {
+            Some(meta) => results.store(meta).await?,
+            None => written,
         };
-        for msg in publish {
-            inv.key(keys::queue_list(&msg.queue, msg.priority))
-                .arg(self.envelope_json(msg));
+        if let Some(tag) = tag {
+            self.ack(tag).await?;
         }
-        let written: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
-        Ok(written == 1)
+        Ok(written)
     }
 
-    /// Hands a held message back to the consuming end of its queue, to be delivered next.
+    /// Hands a held message back to the consuming end of its queue, to be delivered next (to
+    /// the dead-letter list when that queue's key holds another type of value).
     pub async fn requeue(&self, delivery: &Delivery) -> RedisResult<bool> {
         let list = self.list_of(&delivery.raw);
-        self.settle(&delivery.tag, "rpush", &list, &delivery.raw, 0.0)
-            .await
+        match self
+            .settle(&delivery.tag, "rpush", &list, &delivery.raw, 0.0)
+            .await?
+        {
+            -1 => {
+                let entry =
+                    DeadLetter::about("its queue's key holds another type of value", &delivery.raw)
+                        .in_queue(&self.queue);
+                self.dead_letter(delivery, &entry).await
+            }
+            n => Ok(n == 1),
+        }
     }
 
     /// Parks a held message until `due` (Unix seconds, server clock) in the schedule.
     pub async fn schedule(&self, delivery: &Delivery, due: f64) -> RedisResult<bool> {
         let dest = keys::scheduled(&self.queue);
-        self.settle(&delivery.tag, "zadd", &dest, &delivery.raw, due)
+        self.settle_own(&delivery.tag, "zadd", &dest, &delivery.raw, due)
             .await
     }
 
@@ -113,7 +212,7 @@ impl Broker {
         delay: Duration,
     ) -> RedisResult<bool> {
         let dest = keys::scheduled(&self.queue);
-        self.settle(
+        self.settle_own(
             &delivery.tag,
             "zadd_in",
             &dest,
@@ -125,21 +224,39 @@ impl Broker {
 
     /// Moves a held message to the dead-letter list with the reason, and acknowledges it.
     pub async fn dead_letter(&self, delivery: &Delivery, entry: &DeadLetter) -> RedisResult<bool> {
-        self.settle(
-            &delivery.tag,
-            "lpush",
-            keys::DEAD_LETTER,
-            &entry.to_json(),
-            0.0,
-        )
-        .await
+        self.settle_dead(&delivery.tag, entry).await
     }
 
-    /// The list a message goes back to: its routing key (or this queue) and priority.
+    /// Moves any `unacked` entry (held here or not) to the dead-letter list.
+    pub(super) async fn settle_dead(&self, tag: &str, entry: &DeadLetter) -> RedisResult<bool> {
+        self.settle_own(tag, "lpush", keys::DEAD_LETTER, &entry.to_json(), 0.0)
+            .await
+    }
+
+    /// The list a held message goes back to: its routing key when that is a usable queue,
+    /// else this queue; at its priority.
     pub(super) fn list_of(&self, raw: &str) -> String {
         match Envelope::from_json(raw.as_bytes()) {
-            Ok(env) => keys::queue_list(env.routing_key().unwrap_or(&self.queue), env.priority()),
+            Ok(env) => {
+                let queue = env.routing_key().filter(|q| keys::is_queue_name(q));
+                keys::queue_list(queue.unwrap_or(&self.queue), env.priority())
+            }
             Err(_) => self.queue.clone(),
+        }
+    }
+}
+
+impl<'a> Outgoing<'a> {
+    fn dead(msg: &'a TaskMessage, reason: String, envelope: String) -> Self {
+        let mut entry = DeadLetter::new(reason.clone(), envelope);
+        entry.task = Some(msg.task.clone());
+        entry.task_id = Some(msg.id.clone());
+        entry.queue = keys::is_queue_name(&msg.queue).then(|| msg.queue.clone());
+        Outgoing {
+            msg,
+            list: keys::DEAD_LETTER.to_owned(),
+            value: entry.to_json(),
+            dead: Some(reason),
         }
     }
 }

@@ -5,6 +5,8 @@
 -- ARGV[1] queue name, used as routing key when an envelope lacks one; ARGV[2] most to take.
 -- Returns {now, raw1, tag1, reason1, raw2, ...}: `now` is the server's clock; `reason` is '' for a
 -- message now held, or why the entry went to the dead-letter list (no delivery tag).
+-- Refuses (an error, nothing taken) when `unacked`, `unacked_index` or the dead-letter list
+-- holds another type; a list of another type is skipped, so no popped message is ever lost.
 
 -- The string value of the first `"name": "..."` in `raw` at or after byte `from`, or nil. A plain
 -- find (memchr and memcmp) then an anchored match: an unanchored pattern retries at every byte
@@ -15,11 +17,14 @@ local function field(raw, name, from)
   return string.match(raw, '^%s*:%s*"([^"\\]*)"', stop + 1)
 end
 
+if not (writable(KEYS[1], 'hash') and writable(KEYS[2], 'zset') and writable(KEYS[3], 'list')) then
+  return redis.error_reply('WRONGTYPE unacked, unacked_index or the dead-letter list holds another type: nothing taken')
+end
 local now = server_now()
 local out = {tostring(now)}
 local want = tonumber(ARGV[2]) or 1
 -- Held messages are recorded with one HSET and one ZADD per (at most) 100.
-local entries, scores = {}, {}
+local entries, scores, seen = {}, {}, {}
 local function record()
   if #entries > 0 then
     redis.call('HSET', KEYS[1], unpack(entries))
@@ -29,8 +34,11 @@ local function record()
 end
 local list = 4
 while want > 0 and list <= #KEYS do
-  local raw = redis.call('RPOP', KEYS[list])
-  if not raw then
+  local raw = redis.pcall('RPOP', KEYS[list])
+  if type(raw) == 'table' and raw.err then
+    -- Not a list (another program's key): nothing to take from it.
+    list = list + 1
+  elseif not raw then
     list = list + 1
   else
     want = want - 1
@@ -54,6 +62,11 @@ while want > 0 and list <= #KEYS do
         end
       end
     end
+    -- A tag already held (a producer reused another message's tag) gets a suffix: recording it
+    -- under the same field would overwrite the other message's entry and lose it.
+    if type(tag) == 'string' and tag ~= '' and (seen[tag] or redis.call('HEXISTS', KEYS[1], tag) == 1) then
+      tag = tag .. ':' .. tostring(now) .. ':' .. tostring(#out)
+    end
     if type(tag) ~= 'string' or tag == '' then
       local reason = 'envelope has no properties.delivery_tag'
       if not ok or type(env) ~= 'table' then reason = 'envelope is not a JSON object' end
@@ -64,6 +77,7 @@ while want > 0 and list <= #KEYS do
     else
       if type(exchange) ~= 'string' then exchange = '' end
       if type(rk) ~= 'string' or rk == '' then rk = ARGV[1] end
+      seen[tag] = true
       table.insert(entries, tag)
       table.insert(entries, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
       table.insert(scores, now)

@@ -3,9 +3,18 @@
 --   server_now()                   the server's clock (every time decision uses it)
 --   ack(unacked, index, tag)       kombu's acknowledgement: true when the tag was still held
 --   store_result(key, json, ttl)   Celery's SET/SETEX + PUBLISH, never replacing a SUCCESS
+--   writable(key, kind)            the key is absent or of that type ('list', 'string'...):
+--                                  scripts check every key they write before the first write,
+--                                  so an error inside Redis never leaves a step half done
 local function server_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function writable(key, kind)
+  local t = redis.call('TYPE', key)
+  t = t.ok or t
+  return t == 'none' or t == kind
 end
 
 local function ack(unacked, index, tag)

@@ -2,7 +2,10 @@
 -- while the queue is not deeper than the limit: nothing is written otherwise.
 -- KEYS[1] idempotency key, KEYS[2] the list to push to, KEYS[3..6] the queue's priority lists.
 -- ARGV[1] task id, ARGV[2] envelope, ARGV[3] most messages waiting (0: no limit).
--- Returns {'existing', id} | {'full', depth} | {'created', id}.
+-- Returns {'existing', id} | {'full', depth} | {'created', id} | {'unroutable', type} when the
+-- list or the idempotency key holds another type (nothing written).
+if not writable(KEYS[2], 'list') then return {'unroutable', 'queue'} end
+if not writable(KEYS[1], 'string') then return {'unroutable', 'key'} end
 local existing = redis.call('GET', KEYS[1])
 if existing then return {'existing', existing} end
 local limit = tonumber(ARGV[3])

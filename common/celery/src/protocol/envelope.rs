@@ -15,6 +15,10 @@ use crate::clock;
 
 /// The only serializer this fleet speaks; pickle and friends are refused on purpose.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// Largest list entry decoded (a task message is kilobytes; Redis would hold 512 MB).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest body after base64 and zlib decoding.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// kombu's name for zlib compression in the `compression` header.
 pub const COMPRESSION_ZLIB: &str = "application/x-gzip";
 
@@ -175,10 +179,16 @@ impl Envelope {
         {
             None => bytes,
             Some(COMPRESSION_ZLIB) => {
+                // Inflate at most one byte past the limit: a small bomb must not take the
+                // worker's memory.
                 let mut out = Vec::new();
                 flate2::read::ZlibDecoder::new(bytes.as_slice())
+                    .take(MAX_BODY_BYTES as u64 + 1)
                     .read_to_end(&mut out)
                     .map_err(DecodeError::Decompress)?;
+                if out.len() > MAX_BODY_BYTES {
+                    return Err(DecodeError::TooLarge("decompressed body", MAX_BODY_BYTES));
+                }
                 out
             }
             Some(other) => return Err(DecodeError::Compression(other.to_owned())),
@@ -200,6 +210,9 @@ impl Envelope {
 impl Message {
     /// Decodes one Redis list entry into a runnable message, or says why it is poison.
     pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
+        if raw.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge("message", MAX_MESSAGE_BYTES));
+        }
         let envelope = Envelope::from_json(raw)?;
         if envelope.headers.task.is_empty() {
             return Err(DecodeError::MissingHeader("task"));
