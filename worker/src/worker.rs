@@ -65,7 +65,8 @@ impl Worker {
     pub fn build(cfg: WorkerConfig, node: String) -> Result<Self, WorkerError> {
         let stores = Stores::connect(&cfg.redis, Some(RESPONSE_TIMEOUT))?;
         let blocking = connection::manager(&cfg.redis.url, Some(BLOCK + Duration::from_secs(5)))?;
-        let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone());
+        let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
+            .with_results(stores.results.clone());
         let ctx = Arc::new(Context {
             broker,
             results: stores.results,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use celery_redis::broker::Broker;
 use celery_redis::keys;
 use celery_redis::protocol::{Signature, TaskMessage};
-use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
+use celery_redis::result::{ResultBackend, TaskState};
 use celery_redis::shutdown::{self, Trigger};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
@@ -18,91 +18,9 @@ use testkit::{TestRedis, WebhookReceiver};
 use time::OffsetDateTime;
 use worker::config::WorkerConfig;
 
-const WAIT: Duration = Duration::from_secs(30);
+mod support;
 
-struct Running {
-    _redis: TestRedis,
-    conn: ConnectionManager,
-    broker: Broker,
-    results: ResultBackend,
-    trigger: Trigger,
-    handle: tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
-}
-
-async fn start(extra: &[(&str, &str)]) -> Running {
-    let redis = TestRedis::start();
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("REDIS_URL".into(), redis.url()),
-        ("WORKER_CONCURRENCY".into(), "4".into()),
-    ]);
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
-    let (trigger, stop) = shutdown::channel();
-    let handle = tokio::spawn(worker::run(cfg, stop));
-    let conn = redis.manager().await;
-    Running {
-        broker: Broker::new(conn.clone(), "celery", "test@host"),
-        results: ResultBackend::new(
-            conn.clone(),
-            redis.client(),
-            Duration::from_secs(3600),
-            true,
-        ),
-        conn,
-        _redis: redis,
-        trigger,
-        handle,
-    }
-}
-
-impl Running {
-    async fn send(&self, task: &str, kwargs: Value) -> TaskMessage {
-        let msg = TaskMessage::new(
-            task,
-            "celery",
-            kwargs.as_object().cloned().unwrap_or_default(),
-        );
-        self.broker.publish(&msg).await.unwrap();
-        msg
-    }
-
-    async fn result(&self, id: &str) -> ResultMeta {
-        self.results.wait(id, WAIT).await.unwrap()
-    }
-
-    /// Stops the worker (running tasks finish first, so every ack has happened) and returns
-    /// what is left: held messages and queued ones.
-    async fn stop(self) -> Stopped {
-        self.trigger.fire();
-        self.handle.await.unwrap().unwrap();
-        let mut conn = self.conn;
-        let unacked: i64 = conn.hlen(keys::UNACKED).await.unwrap();
-        let queued: Vec<String> = conn.lrange("celery", 0, -1).await.unwrap();
-        Stopped {
-            _redis: self._redis,
-            conn,
-            unacked,
-            queued,
-        }
-    }
-}
-
-struct Stopped {
-    _redis: TestRedis,
-    conn: ConnectionManager,
-    unacked: i64,
-    queued: Vec<String>,
-}
-
-impl Stopped {
-    fn all_acknowledged(&self) {
-        assert_eq!(
-            (self.unacked, self.queued.len()),
-            (0, 0),
-            "nothing held or left"
-        );
-    }
-}
+use support::{start, Running, WAIT};
 
 fn order(order_id: &str, quantity: i64) -> Value {
     json!({"order_id": order_id, "customer": {"id": "c-1", "email": "ada@example.com"},

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Broker;
 use crate::keys;
+use crate::result::{ExceptionInfo, ResultMeta};
 use crate::scripts::REQUEUE_DEAD;
 
 /// One dead-letter entry, as stored (newest first) in [`keys::DEAD_LETTER`].
@@ -83,6 +84,21 @@ pub fn readable_task(raw: &str) -> (Option<String>, Option<String>) {
 }
 
 impl Broker {
+    /// Stores a FAILURE for each entry whose task id is known (when this broker has a result
+    /// backend), so the caller of a message the broker dead-lettered learns why.
+    pub(super) async fn report_dead(&self, entries: &[DeadLetter]) {
+        let Some(results) = &self.results else {
+            return;
+        };
+        for entry in entries {
+            let Some(id) = &entry.task_id else { continue };
+            let exc = ExceptionInfo::new("kombu.exceptions", "OperationalError", &entry.reason);
+            if let Err(e) = results.store(&ResultMeta::failure(id, &exc, None)).await {
+                log::warn!("could not store FAILURE for dead-lettered task {id}: {e}");
+            }
+        }
+    }
+
     /// Puts up to `limit` dead letters (0: all), oldest first, back at the end of their queue
     /// (or this queue when the entry names none). Entries whose raw message is not a JSON
     /// object stay where they are.

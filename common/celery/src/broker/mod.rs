@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::keys;
 use crate::protocol::TaskMessage;
+use crate::result::ResultBackend;
 use crate::scripts::PUBLISH_ONCE;
 
 pub mod consume;
@@ -65,6 +66,9 @@ pub struct Broker {
     origin: String,
     /// Backpressure for [`Broker::publish_once`]: most messages waiting (0: no limit).
     max_depth: u64,
+    /// Where a FAILURE goes for a message the broker dead-letters on its own (an eta message or
+    /// a restore that cannot be routed), so its caller does not wait forever.
+    results: Option<ResultBackend>,
 }
 
 impl Broker {
@@ -79,7 +83,14 @@ impl Broker {
             queue: queue.into(),
             origin: origin.into(),
             max_depth: 0,
+            results: None,
         }
+    }
+
+    /// Stores a FAILURE in `results` for each message this broker dead-letters by itself.
+    pub fn with_results(mut self, results: ResultBackend) -> Self {
+        self.results = Some(results);
+        self
     }
 
     /// Refuses [`Broker::publish_once`] while `max_depth` or more messages wait (0: no limit).

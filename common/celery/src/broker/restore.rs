@@ -69,6 +69,7 @@ impl Broker {
                     let entry = DeadLetter::about(reason, envelope);
                     if self.settle_dead(tag, &entry).await? {
                         restored = restored.saturating_add(1);
+                        self.report_dead(std::slice::from_ref(&entry)).await;
                     }
                     continue;
                 }
@@ -96,6 +97,7 @@ impl Broker {
                     );
                     if self.settle_dead(tag, &entry).await? {
                         restored = restored.saturating_add(1);
+                        self.report_dead(std::slice::from_ref(&entry)).await;
                     }
                 }
                 _ => {}

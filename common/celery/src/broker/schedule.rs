@@ -32,6 +32,7 @@ impl Broker {
             return Ok((0, wait));
         }
         let mut moves: Vec<(String, String, &str)> = Vec::with_capacity(due.len());
+        let mut dead = Vec::new();
         for raw in due {
             let routed = Envelope::from_json(raw.as_bytes()).ok().and_then(|env| {
                 let queue = env.routing_key().filter(|q| keys::is_queue_name(q))?;
@@ -39,26 +40,37 @@ impl Broker {
             });
             moves.push(match routed {
                 Some(list) => (list, raw.clone(), "rpush"),
-                None => self.due_dead_letter(raw, "scheduled entry has no usable routing key"),
+                None => {
+                    let entry =
+                        self.due_dead_letter(raw, "scheduled entry has no usable routing key");
+                    let json = entry.to_json();
+                    dead.push(entry);
+                    (keys::DEAD_LETTER.to_owned(), json, "lpush")
+                }
             });
         }
         let (mut moved, refused) = self.move_due(&schedule, due, &moves).await?;
         if !refused.is_empty() {
             // Their queue's key holds another type of value: dead-letter them instead.
             let listed: Vec<String> = refused.iter().map(|&i| due[i].clone()).collect();
-            let dead: Vec<(String, String, &str)> = listed
+            let entries: Vec<DeadLetter> = listed
                 .iter()
                 .map(|raw| self.due_dead_letter(raw, "the queue's key holds another type of value"))
                 .collect();
-            moved = moved.saturating_add(self.move_due(&schedule, &listed, &dead).await?.0);
+            let moves: Vec<(String, String, &str)> = entries
+                .iter()
+                .map(|e| (keys::DEAD_LETTER.to_owned(), e.to_json(), "lpush"))
+                .collect();
+            moved = moved.saturating_add(self.move_due(&schedule, &listed, &moves).await?.0);
+            dead.extend(entries);
         }
+        self.report_dead(&dead).await;
         let more = (due.len() == BATCH).then_some(Duration::ZERO);
         Ok((moved, more.or(wait)))
     }
 
-    fn due_dead_letter<'a>(&self, raw: &str, reason: &str) -> (String, String, &'a str) {
-        let entry = DeadLetter::about(reason, raw).in_queue(&self.queue);
-        (keys::DEAD_LETTER.to_owned(), entry.to_json(), "lpush")
+    fn due_dead_letter(&self, raw: &str, reason: &str) -> DeadLetter {
+        DeadLetter::about(reason, raw).in_queue(&self.queue)
     }
 
     /// Moves `listed[i]` to `moves[i]` (list, value, push); returns how many moved and the
