@@ -142,6 +142,9 @@ async fn an_eta_task_routed_to_a_key_of_another_type_is_dead_lettered_not_lost()
     w.stop().await.all_acknowledged();
 }
 
+/// A change made to a message's JSON.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 /// A raw envelope of `msg` with `edit` applied to its JSON.
 fn crafted(msg: &TaskMessage, edit: impl FnOnce(&mut Value)) -> String {
     let mut v: Value = serde_json::from_str(&msg.to_envelope("test@host").to_json()).unwrap();
@@ -152,7 +155,7 @@ fn crafted(msg: &TaskMessage, edit: impl FnOnce(&mut Value)) -> String {
 #[tokio::test]
 async fn poison_with_a_readable_id_always_gets_a_failure() {
     let w = start(&[]).await;
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         ("eta-number", Box::new(|v| v["headers"]["eta"] = json!(12))),
         (
             "retries-string",
