@@ -11,7 +11,7 @@ use http_kit::ApiError;
 use serde_json::{json, Map, Value};
 use shop::contracts::SendNotification;
 use shop::notifications;
-use shop::validation::ValidationErrors;
+use shop::validation::{is_email, ValidationErrors, EMAIL_RULE};
 use warp::http::StatusCode;
 use warp::Rejection;
 
@@ -43,18 +43,12 @@ pub async fn get_one(id: String, state: State) -> Reply {
 
 /// What was delivered to `?recipient=`, newest first (at most 100).
 pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
-    let recipient = query
-        .get("recipient")
-        .map(|r| r.trim())
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| {
-            ApiError::validation(ValidationErrors::single(
-                "recipient",
-                "is required as a query parameter",
-            ))
-            .reject()
-        })?
-        .to_owned();
+    let recipient = match query.get("recipient") {
+        None => Err("is required as a query parameter"),
+        Some(r) if !is_email(r) => Err(EMAIL_RULE),
+        Some(r) => Ok(r.clone()),
+    }
+    .map_err(|why| ApiError::validation(ValidationErrors::single("recipient", why)).reject())?;
     let deliveries = bounded(
         state.timeout,
         notifications::delivered_to(&state.redis, &recipient),

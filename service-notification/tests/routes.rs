@@ -223,7 +223,7 @@ async fn health_readiness_and_an_unreachable_redis() {
         ("GET", "/readyz", None),
         ("POST", "/notifications", Some(note().to_string())),
         ("GET", "/notifications/n-1", None),
-        ("GET", "/notifications?recipient=a", None),
+        ("GET", "/notifications?recipient=a@example.com", None),
     ] {
         let (status, reply) = tokio::time::timeout(
             Duration::from_secs(10),
@@ -237,4 +237,69 @@ async fn health_readiness_and_an_unreachable_redis() {
             "{method} {path}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_shops_own_notification_ids_cannot_be_submitted() {
+    let f = Fixture::new();
+    let mut n = note();
+    n["notification_id"] = json!("order-o-1-confirmed");
+    let (status, reply) = f.call("POST", "/notifications", Some(&n.to_string())).await;
+    assert_eq!(
+        (status, reply["error"]["fields"][0]["field"].as_str()),
+        (422, Some("notification_id"))
+    );
+    assert!(
+        f.queued().await.is_empty(),
+        "nothing enqueued, nothing claimed"
+    );
+    let (status, _) = f
+        .call("GET", "/notifications/order-o-1-confirmed", None)
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn recipients_and_ids_that_would_corrupt_keys_are_refused() {
+    let f = Fixture::new();
+    for recipient in [
+        "a@@b.example",
+        "ada@example.com\r\nX",
+        "ada\u{0}@example.com",
+        " ada@example.com",
+        "*@example.com",
+        "ada@example",
+        "ada@-example.com",
+        ".ada@example.com",
+    ] {
+        let mut n = note();
+        n["recipient"] = json!(recipient);
+        let (status, reply) = f.call("POST", "/notifications", Some(&n.to_string())).await;
+        assert_eq!(
+            (status, reply["error"]["fields"][0]["field"].as_str()),
+            (422, Some("recipient")),
+            "{recipient:?}"
+        );
+    }
+    for query in [
+        "recipient=%20ada@example.com",
+        "recipient=*",
+        "recipient=a%0D%0Ab@c.d",
+    ] {
+        let (status, _) = f
+            .call("GET", &format!("/notifications?{query}"), None)
+            .await;
+        assert_eq!(status, 422, "{query}");
+    }
+    for id in [".", "..", "-"] {
+        let mut n = note();
+        n["notification_id"] = json!(id);
+        let (status, reply) = f.call("POST", "/notifications", Some(&n.to_string())).await;
+        assert_eq!(
+            (status, reply["error"]["fields"][0]["field"].as_str()),
+            (422, Some("notification_id")),
+            "{id:?}"
+        );
+    }
+    assert!(f.queued().await.is_empty());
 }

@@ -149,6 +149,19 @@ async fn bad_orders_get_4xx_naming_the_field_and_enqueue_nothing() {
     );
     with(json!({"order_id": "has space"}), vec!["order_id"]);
     with(json!({"order_id": 12}), vec!["order_id"]);
+    // Ids that are only dots would make `/orders/..` status URLs; an id of 113+ characters
+    // would give its confirmation an id over 128 (it never got one).
+    with(json!({"order_id": "."}), vec!["order_id"]);
+    with(json!({"order_id": ".."}), vec!["order_id"]);
+    with(json!({"order_id": "x".repeat(113)}), vec!["order_id"]);
+    with(
+        json!({"customer": {"id": "c-1", "email": "a@@b.example"}}),
+        vec!["customer.email"],
+    );
+    with(
+        json!({"customer": {"id": "c-1", "email": "a@b.example\r\nBcc: x@y.z"}}),
+        vec!["customer.email"],
+    );
     for (body, status, code, fields) in cases {
         let (got, reply) = f.call("POST", "/orders", Some(&body)).await;
         assert_eq!(got, status, "{body} -> {reply}");

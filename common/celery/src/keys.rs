@@ -21,10 +21,11 @@ pub const DEAD_LETTER: &str = "fleet:dead_letter";
 pub const MAX_NAME_LEN: usize = 128;
 
 /// Whether `s` may stand inside a key name: 1 to [`MAX_NAME_LEN`] characters of
-/// `A-Z a-z 0-9 . _ : -` (no separators, spaces, wildcards or control characters).
+/// `A-Z a-z 0-9 . _ : -` with at least one letter or digit (no separators, spaces, wildcards,
+/// control characters, and no `.` or `..`).
 pub fn is_key_part(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= MAX_NAME_LEN
+    s.len() <= MAX_NAME_LEN
+        && s.bytes().any(|b| b.is_ascii_alphanumeric())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
@@ -116,7 +117,17 @@ mod tests {
     #[test]
     fn key_parts_are_plain() {
         assert!(is_key_part("order-1.a_b:c"));
-        for bad in ["", "a b", "a*", "a\r\n", "a\0", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-",
+            "a b",
+            "a*",
+            "a\r\n",
+            "a\0",
+            &"x".repeat(129),
+        ] {
             assert!(!is_key_part(bad), "{bad:?}");
         }
     }

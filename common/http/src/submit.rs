@@ -27,7 +27,9 @@ pub async fn create<C: Submission>(mut body: Map<String, Value>, state: AppState
             Value::String(uuid::Uuid::new_v4().to_string()),
         );
     }
-    let contract = C::from_kwargs(&body).map_err(|e| ApiError::validation(e).reject())?;
+    let contract = C::from_kwargs(&body)
+        .and_then(|c| c.check_submitted().map(|()| c))
+        .map_err(|e| ApiError::validation(e).reject())?;
     let id = contract.id();
     let outcome = bounded(state.timeout, submission::submit(&state.broker, &contract))
         .await

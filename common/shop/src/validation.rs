@@ -134,19 +134,11 @@ impl Fields {
         s
     }
 
-    /// A required e-mail address: `local@domain.tld`, no white space.
+    /// A required e-mail address (see [`is_email`]).
     pub fn email(&mut self, obj: &Map<String, Value>, path: &str, key: &str) -> String {
         let s = self.string(obj, path, key, MAX_EMAIL);
-        if !s.is_empty() {
-            let valid = s.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty()
-                    && domain.contains('.')
-                    && !domain.starts_with('.')
-                    && !domain.ends_with('.')
-            }) && !s.chars().any(char::is_whitespace);
-            if !valid {
-                self.error(join(path, key), "must be an email address");
-            }
+        if !s.is_empty() && !is_email(&s) {
+            self.error(join(path, key), EMAIL_RULE);
         }
         s
     }
@@ -207,6 +199,36 @@ pub fn join(path: &str, key: &str) -> String {
     } else {
         format!("{path}.{key}")
     }
+}
+
+/// What [`is_email`] accepts, as an error message.
+pub const EMAIL_RULE: &str = "must be an email address: local@domain.tld with letters, digits and . _ % + - before the @, letters, digits, - and dots after it";
+
+/// A conservative e-mail address (it becomes part of a key name): one `@`; before it 1-64 of
+/// `A-Z a-z 0-9 . _ % + -`, not starting or ending with a dot; after it two or more labels of
+/// `A-Z a-z 0-9 -` (not starting or ending with `-`) joined by single dots. No white space,
+/// control characters or wildcards anywhere.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let local_ok = (1..=64).contains(&local.len())
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-'));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    s.len() <= MAX_EMAIL && local_ok && domain_ok
 }
 
 /// Whether `s` is a valid id (the rule of [`keys::is_key_part`]).

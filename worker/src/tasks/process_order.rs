@@ -2,7 +2,7 @@
 
 use celery_redis::protocol::{Body, TaskMessage};
 use shop::contracts::{
-    Channel, Contract, OrderOutcome, OrderStatus, ProcessOrder, SendNotification,
+    notification, Channel, Contract, OrderOutcome, OrderStatus, ProcessOrder, SendNotification,
 };
 use shop::inventory;
 use uuid::Uuid;
@@ -38,7 +38,7 @@ fn confirmation(
     total_cents: i64,
 ) -> TaskMessage {
     let note = SendNotification {
-        notification_id: format!("order-{}-confirmed", order.order_id),
+        notification_id: notification::confirmation_id(&order.order_id),
         recipient: order.customer.email.clone(),
         channel: Channel::Log,
         subject: format!("Order {} confirmed", order.order_id),

@@ -79,6 +79,12 @@ pub trait Submission: Contract {
     /// The field that holds the id.
     const ID_FIELD: &'static str;
     fn id(&self) -> &str;
+
+    /// Rules for a submission from outside that a task run from the queue does not have (e.g.
+    /// ids reserved for what the shop sends itself).
+    fn check_submitted(&self) -> Result<(), ValidationErrors> {
+        Ok(())
+    }
 }
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Contract, Submission, SEND_NOTIFICATION};
-use crate::validation::{Fields, ValidationErrors, MAX_EMAIL};
+use crate::validation::{Fields, ValidationErrors};
 
 const MAX_TEXT: usize = 16 * 1024;
 const MAX_URL: usize = 2048;
@@ -44,7 +44,7 @@ impl Contract for SendNotification {
     fn from_kwargs(kw: &Map<String, Value>) -> Result<Self, ValidationErrors> {
         let mut f = Fields::new();
         let notification_id = f.id(kw, "", "notification_id");
-        let recipient = f.string(kw, "", "recipient", MAX_EMAIL);
+        let recipient = f.email(kw, "", "recipient");
         let channel = match f.string(kw, "", "channel", 32).as_str() {
             "log" => Some(Channel::Log),
             "webhook" => Some(Channel::Webhook),
@@ -78,10 +78,30 @@ impl Contract for SendNotification {
     }
 }
 
+/// Notification ids the shop sends on its own (an order's confirmation) begin with this; no one
+/// may submit one, so no one can pre-claim or spoof a customer's confirmation.
+pub const RESERVED_PREFIX: &str = "order-";
+
+/// The id of the confirmation of `order_id`: in the reserved namespace, and at most
+/// `MAX_ID_LEN` long for every valid order id.
+pub fn confirmation_id(order_id: &str) -> String {
+    format!("{RESERVED_PREFIX}{order_id}-confirmed")
+}
+
 impl Submission for SendNotification {
     const KIND: &'static str = "notification";
     const ID_FIELD: &'static str = "notification_id";
     fn id(&self) -> &str {
         &self.notification_id
+    }
+
+    fn check_submitted(&self) -> Result<(), ValidationErrors> {
+        if self.notification_id.starts_with(RESERVED_PREFIX) {
+            return Err(ValidationErrors::single(
+                "notification_id",
+                format!("ids starting with {RESERVED_PREFIX:?} are reserved for the shop's own notifications"),
+            ));
+        }
+        Ok(())
     }
 }

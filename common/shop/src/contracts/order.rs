@@ -9,6 +9,8 @@ use crate::validation::{Fields, ValidationErrors};
 
 /// Items in one order, at most.
 pub const MAX_ITEMS: usize = 1000;
+/// Longest order id: its confirmation's id (`order-<id>-confirmed`) must be a valid id too.
+pub const MAX_ORDER_ID_LEN: usize = crate::validation::MAX_ID_LEN - 16;
 /// Units of one item, at most (keeps stock arithmetic exact everywhere, Lua included).
 pub const MAX_QUANTITY: i64 = 1_000_000;
 
@@ -55,6 +57,14 @@ impl Contract for ProcessOrder {
     fn from_kwargs(kw: &Map<String, Value>) -> Result<Self, ValidationErrors> {
         let mut f = Fields::new();
         let order_id = f.id(kw, "", "order_id");
+        if order_id.len() > MAX_ORDER_ID_LEN {
+            f.error(
+                "order_id",
+                format!(
+                    "must be at most {MAX_ORDER_ID_LEN} characters (its confirmation's id adds 16)"
+                ),
+            );
+        }
         let customer = match f.object(kw, "", "customer") {
             Some(c) => Customer {
                 id: f.id(c, "customer", "id"),
