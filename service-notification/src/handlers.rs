@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use celery_redis::connection::bounded;
 use http_kit::body::json_reply;
 use http_kit::submit;
 use http_kit::ApiError;
@@ -28,9 +27,10 @@ pub async fn create(body: Map<String, Value>, state: State) -> Reply {
 /// task, such as an order's confirmation) and its delivery record.
 pub async fn get_one(id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<SendNotification>(&id, &state).await?;
-    let delivery = bounded(state.timeout, notifications::delivery(&state.redis, &id))
+    let delivery = state
+        .call(|| notifications::delivery(&state.redis, &id))
         .await
-        .map_err(|e| ApiError::from(e).reject())?;
+        .map_err(ApiError::reject)?;
     let task_id = task_id.or_else(|| delivery.as_ref().map(|d| d.task_id.clone()));
     let mut extra = Map::new();
     extra.insert("delivered".into(), Value::Bool(delivery.is_some()));
@@ -49,12 +49,10 @@ pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
         Some(r) => Ok(r.clone()),
     }
     .map_err(|why| ApiError::validation(ValidationErrors::single("recipient", why)).reject())?;
-    let deliveries = bounded(
-        state.timeout,
-        notifications::delivered_to(&state.redis, &recipient),
-    )
-    .await
-    .map_err(|e| ApiError::from(e).reject())?;
+    let deliveries = state
+        .call(|| notifications::delivered_to(&state.redis, &recipient))
+        .await
+        .map_err(ApiError::reject)?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({"recipient": recipient, "notifications": deliveries}),

@@ -2,7 +2,6 @@
 //! slow or absent Redis gives a 503 quickly, never a hang. Submitting and reading an order is
 //! the generic path of `http_kit::submit`; stock is this service's own.
 
-use celery_redis::connection::bounded;
 use http_kit::body::json_reply;
 use http_kit::submit;
 use http_kit::ApiError;
@@ -41,12 +40,10 @@ pub async fn put_stock(sku: String, body: Map<String, Value>, state: State) -> R
     let available = f
         .finish(available.unwrap_or(0))
         .map_err(|e| ApiError::validation(e).reject())?;
-    bounded(
-        state.timeout,
-        inventory::set_stock(&state.redis, &sku, available),
-    )
-    .await
-    .map_err(|e| ApiError::from(e).reject())?;
+    state
+        .call(|| inventory::set_stock(&state.redis, &sku, available))
+        .await
+        .map_err(ApiError::reject)?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({"sku": sku, "available": available}),
@@ -56,9 +53,10 @@ pub async fn put_stock(sku: String, body: Map<String, Value>, state: State) -> R
 /// The available stock of a SKU (0 when never set).
 pub async fn get_stock(sku: String, state: State) -> Reply {
     let sku = valid_sku(sku)?;
-    let available = bounded(state.timeout, inventory::get_stock(&state.redis, &sku))
+    let available = state
+        .call(|| inventory::get_stock(&state.redis, &sku))
         .await
-        .map_err(|e| ApiError::from(e).reject())?;
+        .map_err(ApiError::reject)?;
     Ok(json_reply(
         StatusCode::OK,
         &json!({"sku": sku, "available": available}),

@@ -354,3 +354,68 @@ async fn a_full_queue_answers_429_with_retry_after_and_enqueues_nothing() {
         "not accepted"
     );
 }
+
+#[tokio::test]
+async fn a_killed_connection_is_retried_once_not_answered_503() {
+    let f = Fixture::new();
+    assert_eq!(f.call("GET", "/inventory/A", None).await.0, 200);
+    // Kill every normal client connection but the killer's own: the service's included.
+    let mut admin = f.redis.manager().await;
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+    let (status, reply) = f
+        .call("POST", "/orders", Some(&order(Some("o-kill")).to_string()))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    assert_eq!(f.queued().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_redis_answers_outcome_unknown_with_the_id_to_retry_with() {
+    let f = Fixture::new();
+    assert_eq!(f.call("GET", "/inventory/A", None).await.0, 200);
+    // Redis stalls for longer than REDIS_TIMEOUT_MS (500 ms in the test configuration): every
+    // client is paused for 1.5 s. The submission is sent meanwhile and runs when Redis resumes.
+    let mut admin = f.redis.manager().await;
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("ALL")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let (status, reply) = f
+        .call("POST", "/orders", Some(&order(None).to_string()))
+        .await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "outcome_unknown");
+    let id = reply["error"]["order_id"].as_str().unwrap().to_owned();
+    // A PING on a connection of its own is answered once Redis resumes.
+    let no_timeout = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut waiter = f
+        .redis
+        .client()
+        .get_multiplexed_async_connection_with_config(&no_timeout)
+        .await
+        .unwrap();
+    redis::cmd("PING")
+        .query_async::<String>(&mut waiter)
+        .await
+        .unwrap();
+    // The client retries with the id it was given: one order, whatever happened the first time.
+    let (status, reply) = f
+        .call("POST", "/orders", Some(&order(Some(&id)).to_string()))
+        .await;
+    assert!(status == 200 || status == 202, "{status} {reply}");
+    let queued = f.queued().await;
+    assert_eq!(queued.len(), 1, "one order, not two");
+    assert_eq!(queued[0].body.kwargs["order_id"], id.as_str());
+}

@@ -17,7 +17,7 @@ pub fn manager(
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(response_timeout)
-        .set_number_of_retries(2)
+        .set_number_of_retries(0)
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_lazy_with_config(url.client().clone(), config)
 }
@@ -33,6 +33,42 @@ pub async fn bounded<T>(
             redis::ErrorKind::Io,
             "redis did not answer in time",
         ))),
+    }
+}
+
+/// An error after which the same call on a fresh connection may well succeed: a connection
+/// killed (CLIENT KILL, a restart) or dropped; the connection manager reconnects meanwhile.
+pub trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for redis::RedisError {
+    fn is_transient(&self) -> bool {
+        self.is_io_error() || self.is_connection_dropped() || self.is_connection_refusal()
+    }
+}
+
+impl Transient for crate::result::ResultError {
+    fn is_transient(&self) -> bool {
+        matches!(self, crate::result::ResultError::Redis(e) if e.is_transient())
+    }
+}
+
+/// Runs an idempotent call, and once more when it failed on a dead connection: a killed
+/// connection costs the caller nothing. Only for calls that may run twice (reads, and writes
+/// guarded by an idempotency key).
+pub async fn retry_once<T, E, F, Fut>(call: F) -> Result<T, E>
+where
+    E: Transient,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    match call().await {
+        Err(e) if e.is_transient() => {
+            log::info!("retrying once on a fresh connection");
+            call().await
+        }
+        other => other,
     }
 }
 

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub fields: Option<Vec<FieldError>>,
     /// Seconds for a `Retry-After` header (backpressure).
     pub retry_after: Option<u32>,
+    /// One more field of the error object, e.g. the `order_id` to retry a submission with.
+    pub context: Option<(&'static str, String)>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -27,6 +29,7 @@ impl ApiError {
             message: message.into(),
             fields: None,
             retry_after: None,
+            context: None,
         }
     }
 
@@ -37,6 +40,7 @@ impl ApiError {
             message: errors.to_string(),
             fields: Some(errors.0),
             retry_after: None,
+            context: None,
         }
     }
 
@@ -54,6 +58,24 @@ impl ApiError {
         )
     }
 
+    /// A submission whose write may or may not have happened (Redis stalled or the connection
+    /// broke after the request was sent): retrying with the same id is safe and tells.
+    pub fn outcome_unknown(
+        cause: &dyn std::fmt::Display,
+        id_field: &'static str,
+        id: &str,
+    ) -> Self {
+        log::warn!("submission {id} outcome unknown: {cause}");
+        ApiError {
+            context: Some((id_field, id.to_owned())),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "outcome_unknown",
+                format!("the task store did not confirm the write; it may or may not be accepted: retry with the same {id_field}"),
+            )
+        }
+    }
+
     /// As a warp rejection, for `?` in handlers.
     pub fn reject(self) -> Rejection {
         warp::reject::custom(self)
@@ -69,6 +91,9 @@ impl From<redis::RedisError> for ApiError {
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
         let mut error = json!({"code": self.code, "message": self.message});
+        if let Some((key, value)) = self.context {
+            error[key] = Value::String(value);
+        }
         if let Some(fields) = self.fields {
             error["fields"] = serde_json::to_value(fields).unwrap_or(Value::Null);
         }

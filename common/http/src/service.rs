@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use celery_redis::broker::Broker;
 use celery_redis::config::{ConfigError, ProcessEnv};
-use celery_redis::connection::Stores;
+use celery_redis::connection::{bounded, retry_once, Stores};
 use celery_redis::result::ResultBackend;
 use celery_redis::shutdown::Shutdown;
 use redis::aio::ConnectionManager;
 use warp::{Filter, Reply};
 
 use crate::config::ServiceConfig;
+use crate::error::ApiError;
 
 /// What every handler of a service shares.
 #[derive(Clone)]
@@ -37,6 +38,18 @@ impl AppState {
             results: stores.results,
             timeout: cfg.redis.timeout,
         })
+    }
+
+    /// Runs an idempotent Redis call for a request: once more on a fresh connection when the
+    /// first found it dead, bounded by `timeout` in all; a failure is a 503.
+    pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        bounded(self.timeout, retry_once(call))
+            .await
+            .map_err(ApiError::from)
     }
 }
 

@@ -2,8 +2,8 @@
 //! `POST /<kind>s` accepts a contract once per id, `GET /<kind>s/{id}` shows its task's state.
 
 use celery_redis::broker::Submitted;
-use celery_redis::connection::bounded;
-use celery_redis::result::{ResultMeta, TaskState};
+use celery_redis::connection::{bounded, retry_once};
+use celery_redis::result::{ResultError, ResultMeta, TaskState};
 use serde_json::{json, Map, Value};
 use shop::contracts::Submission;
 use shop::submission;
@@ -31,9 +31,21 @@ pub async fn create<C: Submission>(mut body: Map<String, Value>, state: AppState
         .and_then(|c| c.check_submitted().map(|()| c))
         .map_err(|e| ApiError::validation(e).reject())?;
     let id = contract.id();
-    let outcome = bounded(state.timeout, submission::submit(&state.broker, &contract))
-        .await
-        .map_err(|e| ApiError::from(e).reject())?;
+    let outcome = bounded(
+        state.timeout,
+        retry_once(|| submission::submit(&state.broker, &contract)),
+    )
+    .await
+    .map_err(|e| {
+        // Refused before anything was sent: nothing written. Otherwise the script may have run.
+        let mut err = if e.is_connection_refusal() {
+            ApiError::unavailable(&e)
+        } else {
+            ApiError::outcome_unknown(&e, C::ID_FIELD, id)
+        };
+        err.context = Some((C::ID_FIELD, id.to_owned()));
+        err.reject()
+    })?;
     let (status, task_id) = match outcome {
         Submitted::Created(task) => {
             log::info!("{} {id} accepted as task {task}", C::KIND);
@@ -70,9 +82,10 @@ pub async fn accepted_task<C: Submission>(
     if !is_id(id) {
         return Err(not_found::<C>(id));
     }
-    bounded(state.timeout, submission::task_of::<C>(&state.redis, id))
+    state
+        .call(|| submission::task_of::<C>(&state.redis, id))
         .await
-        .map_err(|e| ApiError::from(e).reject())
+        .map_err(ApiError::reject)
 }
 
 /// Answers a read: 404 when no task is known for `id`, else the task's state from the result
@@ -84,10 +97,22 @@ pub async fn task_reply<C: Submission>(
     extra: Map<String, Value>,
 ) -> Reply {
     let task_id = task_id.ok_or_else(|| not_found::<C>(id))?;
-    let meta = tokio::time::timeout(state.timeout, state.results.get(&task_id))
+    let meta = tokio::time::timeout(state.timeout, retry_once(|| state.results.get(&task_id)))
         .await
         .map_err(|_| ApiError::unavailable(&"result backend timed out").reject())?
-        .map_err(|e| ApiError::unavailable(&e).reject())?;
+        .map_err(|e| match e {
+            ResultError::Redis(e) => ApiError::unavailable(&e).reject(),
+            // Retrying will not help: say so instead of "try again".
+            other => {
+                log::error!("stored result of task {task_id} is unreadable: {other}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "result_unreadable",
+                    format!("the stored result of task {task_id} cannot be read: {other}"),
+                )
+                .reject()
+            }
+        })?;
     let mut view = task_view(&meta);
     view[C::ID_FIELD] = Value::String(id.to_owned());
     for (k, v) in extra {
