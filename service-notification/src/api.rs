@@ -4,18 +4,20 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 
 use http_kit::body::{json_object, with_state};
-use http_kit::{health, rejection};
+use http_kit::{auth, health, rejection};
 use warp::{Filter, Reply};
 
 use crate::{handlers, State};
 
-/// All routes, with errors turned into the JSON error shape.
+/// All routes: health open, the API behind the bearer tokens (when configured), errors in the
+/// JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    health::routes(state.redis.clone(), state.timeout)
-        .or(create(state.clone()))
+    let health = health::routes(state.redis.clone(), state.timeout);
+    let auth = auth::required(state.auth.clone());
+    let api = create(state.clone())
         .or(get_one(state.clone()))
-        .or(list(state))
-        .recover(rejection::recover)
+        .or(list(state));
+    health.or(auth.and(api)).recover(rejection::recover)
 }
 
 /// `POST /notifications` `{notification_id?, recipient, channel: log|webhook, subject, body, url?}`

@@ -3,19 +3,21 @@
 use std::convert::Infallible;
 
 use http_kit::body::{json_object, with_state};
-use http_kit::{health, rejection};
+use http_kit::{auth, health, rejection};
 use warp::{Filter, Reply};
 
 use crate::{handlers, State};
 
-/// All routes, with errors turned into the JSON error shape.
+/// All routes: health open, the API behind the bearer tokens (when configured), errors in the
+/// JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    health::routes(state.redis.clone(), state.timeout)
-        .or(create_order(state.clone()))
+    let health = health::routes(state.redis.clone(), state.timeout);
+    let auth = auth::required(state.auth.clone());
+    let api = create_order(state.clone())
         .or(get_order(state.clone()))
         .or(put_stock(state.clone()))
-        .or(get_stock(state))
-        .recover(rejection::recover)
+        .or(get_stock(state));
+    health.or(auth.and(api)).recover(rejection::recover)
 }
 
 /// `POST /orders` `{order_id?, customer: {id, email}, items: [{sku, quantity, unit_price_cents}]}`

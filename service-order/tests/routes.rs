@@ -339,6 +339,7 @@ async fn a_full_queue_answers_429_with_retry_after_and_enqueues_nothing() {
     let resp = warp::test::request()
         .method("POST")
         .path("/orders")
+        .header("content-type", "application/json")
         .body(order(Some("q-3")).to_string())
         .reply(&api::routes(state.clone()))
         .await;
@@ -418,4 +419,76 @@ async fn a_stalled_redis_answers_outcome_unknown_with_the_id_to_retry_with() {
     let queued = f.queued().await;
     assert_eq!(queued.len(), 1, "one order, not two");
     assert_eq!(queued[0].body.kwargs["order_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn with_tokens_the_api_needs_one_and_health_stays_open() {
+    let redis = TestRedis::start();
+    let mut cfg = service_config(&redis.url());
+    cfg.auth = http_kit::auth::Auth::with_tokens(vec![
+        "old-token-0123456789".into(),
+        "new-token-0123456789".into(),
+    ]);
+    let state = AppState::connect(&cfg, "test@host").unwrap();
+    let routes = api::routes(state);
+    let request = |token: Option<&str>| {
+        let mut req = warp::test::request()
+            .method("POST")
+            .path("/orders")
+            .header("content-type", "application/json")
+            .body(order(Some("o-auth")).to_string());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req
+    };
+    for token in [
+        None,
+        Some("wrong-token-0123456789"),
+        Some("old-token-012345678"),
+    ] {
+        let resp = request(token).reply(&routes).await;
+        assert_eq!(resp.status(), 401, "{token:?}");
+    }
+    let resp = warp::test::request().path("/nowhere").reply(&routes).await;
+    assert_eq!(resp.status(), 401, "no route map for strangers");
+    assert!(testkit::queued(&redis).await.is_empty());
+    let resp = request(Some("new-token-0123456789")).reply(&routes).await;
+    assert_eq!(resp.status(), 202);
+    let resp = request(Some("old-token-0123456789")).reply(&routes).await;
+    assert_eq!(resp.status(), 200, "either token, during a rotation");
+    for path in ["/healthz", "/readyz"] {
+        let resp = warp::test::request().path(path).reply(&routes).await;
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_declared_json_is_refused() {
+    let f = Fixture::new();
+    let routes = api::routes(f.state.clone());
+    for ct in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = warp::test::request()
+            .method("POST")
+            .path("/orders")
+            .body(order(Some("o-ct")).to_string());
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.reply(&routes).await;
+        assert_eq!(resp.status(), 415, "{ct:?}");
+    }
+    let resp = warp::test::request()
+        .method("POST")
+        .path("/orders")
+        .header("content-type", "application/json; charset=utf-8")
+        .body(order(Some("o-ct")).to_string())
+        .reply(&routes)
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert_eq!(f.queued().await.len(), 1);
 }

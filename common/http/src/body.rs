@@ -25,9 +25,28 @@ pub fn with_state<S: Clone + Send>(
     warp::any().map(move || state.clone())
 }
 
-/// A JSON object body of at most [`MAX_BODY_BYTES`]; anything else is a 4xx naming the problem.
+/// A JSON object body of at most [`MAX_BODY_BYTES`], sent as `application/json` (a browser
+/// cannot send that cross-site without a preflight); anything else is a 4xx naming the problem.
 pub fn json_object() -> impl Filter<Extract = (Map<String, Value>,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(MAX_BODY_BYTES)
+    warp::header::optional::<String>("content-type")
+        .and_then(|ct: Option<String>| async move {
+            let essence = ct
+                .as_deref()
+                .and_then(|c| c.split(';').next())
+                .map(|c| c.trim().to_ascii_lowercase());
+            if essence.as_deref() == Some("application/json") {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as Content-Type: application/json",
+                )
+                .reject())
+            }
+        })
+        .untuple_one()
+        .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
         .and_then(|bytes: bytes::Bytes| async move {
             match serde_json::from_slice::<Value>(&bytes) {

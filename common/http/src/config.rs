@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 
 use celery_redis::config::{number, parse, ConfigError, RedisConfig, Source};
 
+use crate::auth::Auth;
+
 /// Variables only the HTTP services read (besides their bind address).
-pub const SERVICE_VARIABLES: &[&str] = &["MAX_QUEUE_DEPTH"];
+pub const SERVICE_VARIABLES: &[&str] = &["MAX_QUEUE_DEPTH", "API_TOKENS", "API_PUBLIC"];
 
 /// An HTTP service: where it listens, and Redis.
 #[derive(Debug, Clone)]
@@ -14,6 +16,8 @@ pub struct ServiceConfig {
     pub redis: RedisConfig,
     /// `MAX_QUEUE_DEPTH`: submissions get 429 while this many messages wait (0: no limit; default 100000).
     pub max_queue_depth: u64,
+    /// `API_TOKENS`, `API_PUBLIC`: who may call the API.
+    pub auth: Auth,
 }
 
 impl ServiceConfig {
@@ -23,13 +27,15 @@ impl ServiceConfig {
         bind_var: &'static str,
         default_bind: SocketAddr,
     ) -> Result<Self, ConfigError> {
+        let bind = parse(
+            src,
+            bind_var,
+            default_bind,
+            "a socket address like 127.0.0.1:8080",
+        )?;
         Ok(ServiceConfig {
-            bind: parse(
-                src,
-                bind_var,
-                default_bind,
-                "a socket address like 127.0.0.1:8080",
-            )?,
+            bind,
+            auth: Auth::from_source(src, bind, bind_var)?,
             redis: RedisConfig::from_source(src)?,
             max_queue_depth: number(src, "MAX_QUEUE_DEPTH", 100_000, (0, 1_000_000_000))?,
         })

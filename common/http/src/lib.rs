@@ -2,6 +2,7 @@
 //! depend on it, so the worker links no HTTP server.
 //!
 //! Map:
+//! - [`auth`] — bearer tokens, and the rule that an exposed API has them.
 //! - [`error`] — the JSON error shape.
 //! - [`body`] — JSON replies, the JSON body filter and its size limit, state injection.
 //! - [`rejection`] — every rejection mapped to the error shape, once.
@@ -12,6 +13,7 @@
 //! - [`serve`] — binding and serving with a graceful stop.
 //! - [`service`] — the state every handler shares, and a service's whole `main`.
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
@@ -13,6 +14,7 @@ use celery_redis::shutdown::Shutdown;
 use redis::aio::ConnectionManager;
 use warp::{Filter, Reply};
 
+use crate::auth::Auth;
 use crate::config::ServiceConfig;
 use crate::error::ApiError;
 
@@ -25,6 +27,8 @@ pub struct AppState {
     pub results: ResultBackend,
     /// Upper bound on any one Redis call made for a request.
     pub timeout: Duration,
+    /// Who may call the API (health routes excepted).
+    pub auth: Arc<Auth>,
 }
 
 impl AppState {
@@ -37,6 +41,7 @@ impl AppState {
             redis: stores.redis,
             results: stores.results,
             timeout: cfg.redis.timeout,
+            auth: Arc::new(cfg.auth.clone()),
         })
     }
 

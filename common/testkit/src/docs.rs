@@ -12,8 +12,11 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
+/// `VAR=...`, or `# VAR=...` for a variable best left unset (an empty value is an error).
 fn has_line(text: &str, var: &str) -> bool {
-    text.lines().any(|l| l.starts_with(&format!("{var}=")))
+    text.lines()
+        .map(|l| l.trim_start_matches("# "))
+        .any(|l| l.starts_with(&format!("{var}=")))
 }
 
 /// Panics unless each of `vars` is in `.env.example`, in the README's table (a row starting
