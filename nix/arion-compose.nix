@@ -36,7 +36,9 @@ in
     service-order = lib.mkMerge [
       (flakeImage "service-order")
       {
-        service.ports = [ "8080:8080" ];
+        # Published on the host's loopback only: the API runs without tokens here.
+        service.ports = [ "127.0.0.1:8080:8080" ];
+        service.environment.API_PUBLIC = "true";
         service.healthcheck = selfCheck "service-order";
       }
     ];
@@ -44,7 +46,9 @@ in
     service-notification = lib.mkMerge [
       (flakeImage "service-notification")
       {
-        service.ports = [ "8081:8081" ];
+        # Published on the host's loopback only: the API runs without tokens here.
+        service.ports = [ "127.0.0.1:8081:8081" ];
+        service.environment.API_PUBLIC = "true";
         service.healthcheck = selfCheck "service-notification";
       }
     ];
