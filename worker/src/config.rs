@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use celery_redis::config::{boolean, count, number, ConfigError, RedisConfig, Source};
 
+use crate::webhook::policy::Policy;
+
 /// Variables only the worker reads.
 pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_CONCURRENCY",
@@ -13,6 +15,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
     "WEBHOOK_TIMEOUT_MS",
+    "WEBHOOK_ALLOW",
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
 ];
@@ -37,6 +40,8 @@ pub struct WorkerConfig {
     pub track_started: bool,
     /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
     pub webhook_timeout: Duration,
+    /// `WEBHOOK_ALLOW`: destinations allowed besides public addresses (hosts, CIDRs).
+    pub webhook_policy: Policy,
     /// `TASK_MAX_RETRIES`: retries of a transient failure before the task fails (default 4).
     pub max_retries: u32,
     /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
@@ -75,6 +80,7 @@ impl WorkerConfig {
                 5000,
                 (1, 600_000),
             )?),
+            webhook_policy: Policy::from_source(src)?,
             max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
                 .unwrap_or(1000),
             retry_backoff: Duration::from_millis(number(

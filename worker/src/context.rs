@@ -8,13 +8,14 @@ use celery_redis::result::ResultBackend;
 use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
+use crate::webhook::Webhooks;
+
 pub struct Context {
     pub broker: Broker,
     pub results: ResultBackend,
     /// The broker's database (stock, notifications, idempotency records).
     pub redis: ConnectionManager,
-    pub http: reqwest::Client,
-    pub webhook_timeout: Duration,
+    pub webhooks: Webhooks,
     /// This worker's node name (Celery's `hostname`).
     pub node: String,
     pub acks_late: bool,

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
+use crate::webhook::Webhooks;
 use crate::{execute, poison, upkeep};
 
 /// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
@@ -71,8 +72,7 @@ impl Worker {
             broker,
             results: stores.results,
             redis: stores.redis,
-            http: reqwest::Client::builder().build()?,
-            webhook_timeout: cfg.webhook_timeout,
+            webhooks: Webhooks::new(cfg.webhook_policy.clone(), cfg.webhook_timeout)?,
             node,
             acks_late: cfg.acks_late,
             track_started: cfg.track_started,

@@ -26,7 +26,12 @@ fn start() -> Stack {
     let (worker, _) = Proc::spawn(
         worker_bin.as_ref(),
         &[],
-        &env(("WORKER_CONCURRENCY", "4")),
+        &[
+            ("REDIS_URL", redis.url()),
+            ("WORKER_CONCURRENCY", "4".to_owned()),
+            // The test's webhook receiver listens on loopback, refused unless allowed.
+            ("WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
+        ],
         "consuming queue",
     );
     let service = |name: &str, var: &'static str| {

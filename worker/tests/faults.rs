@@ -48,6 +48,8 @@ fn worker_env(url: &str) -> Vec<(&'static str, String)> {
         ("WORKER_SHUTDOWN_TIMEOUT_SECS", "5"),
         ("TASK_RETRY_BACKOFF_MS", "100"),
         ("TASK_MAX_RETRIES", "20"),
+        // The webhook receiver listens on loopback, which is refused unless allowed.
+        ("WEBHOOK_ALLOW", "127.0.0.1"),
         ("RUST_LOG", "warn,worker=info"),
     ]
     .into_iter()

@@ -295,3 +295,89 @@ async fn a_reused_delivery_tag_never_overwrites_another_message_held() {
     let stopped = w.stop().await;
     assert_eq!((stopped.unacked, stopped.queued.len()), (1, 0));
 }
+
+/// A listener that counts the connections it accepts (it never answers).
+async fn counting_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::mem::forget(socket);
+        }
+    });
+    (port, count)
+}
+
+fn webhook_note(id: &str, url: &str) -> serde_json::Value {
+    json!({"notification_id": id, "recipient": "ada@example.com", "channel": "webhook",
+           "subject": "s", "body": "b", "url": url})
+}
+
+#[tokio::test]
+async fn webhooks_to_internal_addresses_fail_at_once_without_a_connection() {
+    // Nothing but a documentation address is allowed: loopback is refused as by default.
+    let w = start(&[("WEBHOOK_ALLOW", "192.0.2.1")]).await;
+    let (port, accepted) = counting_listener().await;
+    let urls = [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::1]:{port}/hook"),
+        format!("http://user:secret@127.0.0.1:{port}/hook"),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://10.0.0.1/hook".to_owned(),
+        "http://192.168.1.1/hook".to_owned(),
+    ];
+    for (i, url) in urls.iter().enumerate() {
+        let msg = w
+            .send(
+                "send_notification",
+                webhook_note(&format!("n-ssrf-{i}"), url),
+            )
+            .await;
+        let meta = w.result(&msg.id).await;
+        assert_eq!(meta.status, TaskState::Failure, "{url}");
+        let exc = meta.exception().unwrap();
+        assert!(
+            exc.message().contains("refused"),
+            "{url}: {}",
+            exc.message()
+        );
+        assert!(!exc.message().contains("secret"), "{}", exc.message());
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no connection was made"
+    );
+    w.stop().await.all_acknowledged();
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_final_failure_and_is_not_followed() {
+    let w = start(&[]).await;
+    let (elsewhere, followed) = counting_listener().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{elsewhere}/hook\r\ncontent-length: 0\r\n\r\n"
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    let msg = w
+        .send("send_notification", webhook_note("n-redirect", &url))
+        .await;
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert!(meta.exception().unwrap().message().contains("307"));
+    assert_eq!(followed.load(std::sync::atomic::Ordering::SeqCst), 0);
+    w.stop().await.all_acknowledged();
+}

@@ -382,6 +382,7 @@ async fn a_python_worker_restores_the_task_of_a_killed_rust_worker() {
         &[
             ("VISIBILITY_TIMEOUT_SECS", "2"),
             ("WEBHOOK_TIMEOUT_MS", "600000"),
+            ("WEBHOOK_ALLOW", "127.0.0.1"),
         ],
     );
     let py2 = py.clone();

@@ -577,6 +577,7 @@ fn watcher(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     vars.insert("REDIS_URL".into(), first._redis.url());
+    vars.insert("WEBHOOK_ALLOW".into(), "127.0.0.1".into());
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
     let (trigger, stop) = shutdown::channel();
     (trigger, tokio::spawn(worker::run(cfg, stop)))

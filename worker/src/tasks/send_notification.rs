@@ -9,7 +9,6 @@ use shop::notifications::{self, Delivery};
 
 use super::{Output, Request, TaskError};
 use crate::context::Context;
-use crate::webhook::{self, WebhookError};
 
 pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, TaskError> {
     let n = SendNotification::from_call(&body.args, &body.kwargs)?;
@@ -26,21 +25,17 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
             "notification_id": n.notification_id, "recipient": n.recipient,
             "subject": n.subject, "body": n.body,
         });
-        webhook::post(
-            &ctx.http,
-            ctx.webhook_timeout,
-            url,
-            &n.notification_id,
-            &payload,
-        )
-        .await
-        .map_err(|e| {
-            let exc = ExceptionInfo::new("builtins", "RuntimeError", e.to_string());
-            match e {
-                WebhookError::Rejected(_) => TaskError::Failed(exc),
-                WebhookError::Transient(_) => TaskError::Retry(exc),
-            }
-        })?;
+        ctx.webhooks
+            .post(url, &n.notification_id, &payload)
+            .await
+            .map_err(|e| {
+                let exc = ExceptionInfo::new("builtins", "RuntimeError", e.to_string());
+                if e.is_transient() {
+                    TaskError::Retry(exc)
+                } else {
+                    TaskError::Failed(exc)
+                }
+            })?;
     }
     let delivery = Delivery {
         notification_id: n.notification_id,

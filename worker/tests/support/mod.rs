@@ -33,6 +33,8 @@ pub async fn start(extra: &[(&str, &str)]) -> Running {
     let mut vars: HashMap<String, String> = HashMap::from([
         ("REDIS_URL".into(), redis.url()),
         ("WORKER_CONCURRENCY".into(), "4".into()),
+        // The tests' webhook receivers listen on loopback, refused unless allowed.
+        ("WEBHOOK_ALLOW".into(), "127.0.0.1".into()),
     ]);
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
