@@ -296,7 +296,14 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let conn = celery_redis::connection::manager(&url, None).unwrap();
+                    let conn = celery_redis::connection::manager(
+                        &url,
+                        celery_redis::connection::Waits {
+                            response: None,
+                            connect_retries: 2,
+                        },
+                    )
+                    .unwrap();
                     let broker = Broker::new(conn, "celery", "test@host");
                     let msgs = orders(5000);
                     let t = Instant::now();

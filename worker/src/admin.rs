@@ -17,7 +17,11 @@ pub enum AdminError {
 
 /// Runs one subcommand and returns what to print (JSON for machines, one line per entry).
 pub async fn run(cfg: &RedisConfig, args: &[String]) -> Result<String, AdminError> {
-    let conn = celery_redis::connection::manager(&cfg.url, Some(cfg.timeout))?;
+    let waits = celery_redis::connection::Waits {
+        response: Some(cfg.timeout),
+        connect_retries: 2,
+    };
+    let conn = celery_redis::connection::manager(&cfg.url, waits)?;
     let broker = Broker::new(conn, cfg.queue.clone(), celery_redis::node::unique());
     let count = |default: usize| -> Result<usize, AdminError> {
         match args.get(1) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim};
-use celery_redis::connection::{self, Stores};
+use celery_redis::connection::{self, Stores, Waits};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use futures_util::FutureExt;
@@ -28,6 +28,8 @@ const MAX_CLAIM: usize = 32;
 /// Pauses after a Redis error while fetching: the first, and the longest.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Connection attempts one Redis call makes before it fails (the fetch loop then backs off).
+const CONNECT_RETRIES: usize = 2;
 /// Bound on one Redis reply for the worker's shared connection.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,8 +66,12 @@ pub struct Worker {
 impl Worker {
     /// Prepares a worker named `node` (connections are opened lazily; nothing runs yet).
     pub fn build(cfg: WorkerConfig, node: String) -> Result<Self, WorkerError> {
-        let stores = Stores::connect(&cfg.redis, Some(RESPONSE_TIMEOUT))?;
-        let blocking = connection::manager(&cfg.redis.url, Some(BLOCK + Duration::from_secs(5)))?;
+        let waits = |response| Waits {
+            response: Some(response),
+            connect_retries: CONNECT_RETRIES,
+        };
+        let stores = Stores::connect(&cfg.redis, waits(RESPONSE_TIMEOUT))?;
+        let blocking = connection::manager(&cfg.redis.url, waits(BLOCK + Duration::from_secs(5)))?;
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
             .with_results(stores.results.clone());
         let ctx = Arc::new(Context {

@@ -531,7 +531,14 @@ async fn run(s: Scenario) {
     let faults = injector.join().unwrap();
     tracker.all_ready(deadline).await;
     let elapsed = started.elapsed();
-    let mut conn = celery_redis::connection::manager(&parsed_url, None).unwrap();
+    let mut conn = celery_redis::connection::manager(
+        &parsed_url,
+        celery_redis::connection::Waits {
+            response: None,
+            connect_retries: 2,
+        },
+    )
+    .unwrap();
 
     let submitted = s.orders + s.notifications;
     let f = figures(&tracker.lock(), &faults, &accepted);

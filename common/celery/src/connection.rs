@@ -8,16 +8,24 @@ use redis::RedisResult;
 use crate::config::{RedisConfig, RedisUrl};
 use crate::result::ResultBackend;
 
+/// How a process waits on Redis: for each reply, and for a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// Longest wait for one reply (`None`: no bound, for blocking commands' own connections).
+    pub response: Option<Duration>,
+    /// Connection attempts a call makes (with backoff) before it fails. A worker retries
+    /// (2); a service answering requests fails at once (0), so a refused connection is
+    /// known to have written nothing and the request answers within its bound.
+    pub connect_retries: usize,
+}
+
 /// A multiplexed connection that reconnects by itself with backoff. It is created lazily, so a
 /// process starts (and reports "not ready") while Redis is still down.
-pub fn manager(
-    url: &RedisUrl,
-    response_timeout: Option<Duration>,
-) -> RedisResult<ConnectionManager> {
+pub fn manager(url: &RedisUrl, waits: Waits) -> RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(response_timeout)
-        .set_number_of_retries(0)
+        .set_response_timeout(waits.response)
+        .set_number_of_retries(waits.connect_retries)
         .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_lazy_with_config(url.client().clone(), config)
 }
@@ -94,13 +102,13 @@ pub struct Stores {
 
 impl Stores {
     /// Connects lazily to the broker and, when it is another database, to the result backend.
-    pub fn connect(cfg: &RedisConfig, response_timeout: Option<Duration>) -> RedisResult<Self> {
-        let redis = manager(&cfg.url, response_timeout)?;
+    pub fn connect(cfg: &RedisConfig, waits: Waits) -> RedisResult<Self> {
+        let redis = manager(&cfg.url, waits)?;
         let shared = cfg.results_in_broker_db();
         let results_conn = if shared {
             redis.clone()
         } else {
-            manager(&cfg.result_url, response_timeout)?
+            manager(&cfg.result_url, waits)?
         };
         Ok(Stores {
             redis,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use celery_redis::broker::Broker;
 use celery_redis::config::{ConfigError, ProcessEnv};
-use celery_redis::connection::{bounded, retry_once, Stores};
+use celery_redis::connection::{bounded, retry_once, Stores, Waits};
 use celery_redis::result::ResultBackend;
 use celery_redis::shutdown::Shutdown;
 use redis::aio::ConnectionManager;
@@ -34,7 +34,11 @@ pub struct AppState {
 impl AppState {
     /// Connects (lazily) to Redis; `origin` is this process's node name.
     pub fn connect(cfg: &ServiceConfig, origin: &str) -> redis::RedisResult<Self> {
-        let stores = Stores::connect(&cfg.redis, Some(cfg.redis.timeout))?;
+        let waits = Waits {
+            response: Some(cfg.redis.timeout),
+            connect_retries: 0,
+        };
+        let stores = Stores::connect(&cfg.redis, waits)?;
         Ok(AppState {
             broker: Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), origin)
                 .with_max_depth(cfg.max_queue_depth),
