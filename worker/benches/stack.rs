@@ -109,7 +109,7 @@ fn orders(n: usize) -> Vec<TaskMessage> {
         .collect()
 }
 
-async fn flush(conn: &mut redis::aio::ConnectionManager) {
+async fn flush(conn: &mut celery_redis::connection::Conn) {
     redis::cmd("FLUSHALL")
         .query_async::<()>(conn)
         .await
@@ -147,7 +147,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Commands the Redis server has executed, those called from scripts included.
-async fn redis_commands(conn: &mut redis::aio::ConnectionManager) -> f64 {
+async fn redis_commands(conn: &mut celery_redis::connection::Conn) -> f64 {
     let info: String = redis::cmd("INFO")
         .arg("stats")
         .query_async(conn)
@@ -296,7 +296,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let conn = celery_redis::connection::manager(
+                    let conn = celery_redis::connection::Conn::new(
                         &url,
                         celery_redis::connection::Waits {
                             response: None,

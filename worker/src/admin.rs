@@ -21,7 +21,7 @@ pub async fn run(cfg: &RedisConfig, args: &[String]) -> Result<String, AdminErro
         response: Some(cfg.timeout),
         connect_retries: 2,
     };
-    let conn = celery_redis::connection::manager(&cfg.url, waits)?;
+    let conn = celery_redis::connection::Conn::new(&cfg.url, waits)?;
     let broker = Broker::new(conn, cfg.queue.clone(), celery_redis::node::unique());
     let count = |default: usize| -> Result<usize, AdminError> {
         match args.get(1) {

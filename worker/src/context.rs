@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
+use celery_redis::connection::Conn;
 use celery_redis::result::ResultBackend;
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
 use crate::webhook::Webhooks;
@@ -14,7 +14,7 @@ pub struct Context {
     pub broker: Broker,
     pub results: ResultBackend,
     /// The broker's database (stock, notifications, idempotency records).
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub webhooks: Webhooks,
     /// This worker's node name (Celery's `hostname`).
     pub node: String,

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim};
-use celery_redis::connection::{self, Stores, Waits};
+use celery_redis::connection::{Conn, Waits};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
+use celery_redis::stores::Stores;
 use futures_util::FutureExt;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -54,7 +54,7 @@ pub enum Step {
 pub struct Worker {
     cfg: WorkerConfig,
     ctx: Arc<Context>,
-    blocking: ConnectionManager,
+    blocking: Conn,
     leases: Leases,
     slots: Arc<Semaphore>,
     running: JoinSet<()>,
@@ -71,7 +71,7 @@ impl Worker {
             connect_retries: CONNECT_RETRIES,
         };
         let stores = Stores::connect(&cfg.redis, waits(RESPONSE_TIMEOUT))?;
-        let blocking = connection::manager(&cfg.redis.url, waits(BLOCK + Duration::from_secs(5)))?;
+        let blocking = Conn::new(&cfg.redis.url, waits(BLOCK + Duration::from_secs(5)))?;
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
             .with_results(stores.results.clone());
         let ctx = Arc::new(Context {

@@ -531,7 +531,7 @@ async fn run(s: Scenario) {
     let faults = injector.join().unwrap();
     tracker.all_ready(deadline).await;
     let elapsed = started.elapsed();
-    let mut conn = celery_redis::connection::manager(
+    let mut conn = celery_redis::connection::Conn::new(
         &parsed_url,
         celery_redis::connection::Waits {
             response: None,

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
+use celery_redis::connection::Conn;
 use celery_redis::keys;
 use celery_redis::protocol::{Signature, TaskMessage};
 use celery_redis::result::{ResultBackend, TaskState};
 use celery_redis::shutdown::{self, Trigger};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use shop::notifications;
@@ -28,7 +28,7 @@ fn order(order_id: &str, quantity: i64) -> Value {
                      {"sku": "B", "quantity": 1, "unit_price_cents": 1099}]})
 }
 
-async fn stock(conn: &mut ConnectionManager, sku: &str) -> i64 {
+async fn stock(conn: &mut Conn, sku: &str) -> i64 {
     shop::inventory::get_stock(conn, sku).await.unwrap()
 }
 

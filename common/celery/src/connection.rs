@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::RedisResult;
+use std::sync::{Arc, RwLock};
 
-use crate::config::{RedisConfig, RedisUrl};
-use crate::result::ResultBackend;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+use crate::config::RedisUrl;
 
 /// How a process waits on Redis: for each reply, and for a connection.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +22,7 @@ pub struct Waits {
 
 /// A multiplexed connection that reconnects by itself with backoff. It is created lazily, so a
 /// process starts (and reports "not ready") while Redis is still down.
-pub fn manager(url: &RedisUrl, waits: Waits) -> RedisResult<ConnectionManager> {
+fn manager(url: &RedisUrl, waits: Waits) -> RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(waits.response)
@@ -56,12 +57,6 @@ impl Transient for redis::RedisError {
     }
 }
 
-impl Transient for crate::result::ResultError {
-    fn is_transient(&self) -> bool {
-        matches!(self, crate::result::ResultError::Redis(e) if e.is_transient())
-    }
-}
-
 /// Runs an idempotent call, and once more when it failed on a dead connection: a killed
 /// connection costs the caller nothing. Only for calls that may run twice (reads, and writes
 /// guarded by an idempotency key).
@@ -81,7 +76,7 @@ where
 }
 
 /// `PING`, bounded.
-pub async fn ping(conn: &ConnectionManager, limit: Duration) -> RedisResult<()> {
+pub async fn ping(conn: &Conn, limit: Duration) -> RedisResult<()> {
     let mut conn = conn.clone();
     bounded(limit, async move {
         redis::cmd("PING")
@@ -92,32 +87,94 @@ pub async fn ping(conn: &ConnectionManager, limit: Duration) -> RedisResult<()> 
     .await
 }
 
-/// The connections a process needs: the broker's database and the result backend.
+/// A reconnecting connection to one Redis database: redis-rs's `ConnectionManager`, replaced
+/// by a fresh one when connecting failed in a way the manager never retries by itself (a
+/// refused password: once the password is right again, the next call connects). Cheap to
+/// clone; every clone shares the connection.
 #[derive(Clone)]
-pub struct Stores {
-    /// The broker's database (queues, and the shop's keys).
-    pub redis: ConnectionManager,
-    pub results: ResultBackend,
+pub struct Conn {
+    current: Arc<RwLock<(u64, ConnectionManager)>>,
+    url: RedisUrl,
+    waits: Waits,
 }
 
-impl Stores {
-    /// Connects lazily to the broker and, when it is another database, to the result backend.
-    pub fn connect(cfg: &RedisConfig, waits: Waits) -> RedisResult<Self> {
-        let redis = manager(&cfg.url, waits)?;
-        let shared = cfg.results_in_broker_db();
-        let results_conn = if shared {
-            redis.clone()
-        } else {
-            manager(&cfg.result_url, waits)?
-        };
-        Ok(Stores {
-            redis,
-            results: ResultBackend::new(
-                results_conn,
-                cfg.result_url.client().clone(),
-                cfg.result_expires,
-                shared,
-            ),
+impl Conn {
+    /// Connects lazily: nothing is sent before the first call.
+    pub fn new(url: &RedisUrl, waits: Waits) -> RedisResult<Self> {
+        Ok(Conn {
+            current: Arc::new(RwLock::new((0, manager(url, waits)?))),
+            url: url.clone(),
+            waits,
         })
+    }
+
+    fn current(&self) -> (u64, ConnectionManager) {
+        // A panic while holding this lock cannot leave the pair inconsistent.
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After `e` on the manager of `generation`: a new manager when the old one would keep
+    /// answering with the same error (once per generation, however many calls saw it).
+    fn renew_after(&self, generation: u64, e: &RedisError) {
+        if !needs_new_connection(e) {
+            return;
+        }
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        match manager(&self.url, self.waits) {
+            Ok(fresh) => {
+                log::warn!(
+                    "redis refused the connection ({}); connecting anew",
+                    e.category()
+                );
+                *current = (generation.wrapping_add(1), fresh);
+            }
+            Err(e) => log::warn!("cannot make a new redis connection: {e}"),
+        }
+    }
+}
+
+/// Errors a `ConnectionManager` keeps returning without reconnecting: its connection attempt
+/// failed for a reason other than I/O (authentication, an ACL change).
+fn needs_new_connection(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.current();
+            let result = conn.req_packed_command(cmd).await;
+            if let Err(e) = &result {
+                self.renew_after(generation, e);
+            }
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.current();
+            let result = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &result {
+                self.renew_after(generation, e);
+            }
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.current().1.get_db()
     }
 }

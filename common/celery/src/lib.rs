@@ -8,13 +8,14 @@
 //! - [`protocol`] — the wire format: the kombu envelope, the `[args, kwargs, embed]` body, and
 //!   [`protocol::TaskMessage`], a task to publish.
 //! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
-//! - `scripts`: the Lua scripts, each sent with one shared prelude (crate-private).
+//! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
+//! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
-//! - [`connection`] — reconnecting connections with bounded waits.
 //! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
 //!   schedule, restores and dead letters.
-//! - [`leases`] — the deliveries a worker holds, renewed until each is finished or handed back.
 //! - [`shutdown`] — one shutdown signal passed down to every loop.
+//! - [`leases`] — the deliveries a worker holds, renewed until each is finished or handed back.
+//! - [`stores`] — the broker's and the result backend's connections of a process.
 //!
 //! The path of one task: a producer builds a [`protocol::TaskMessage`] and
 //! [`broker::Broker::publish`]es it; a worker [`broker::Broker::claim_many`]s it, decodes it with
@@ -32,3 +33,4 @@ pub mod protocol;
 pub mod result;
 pub(crate) mod scripts;
 pub mod shutdown;
+pub mod stores;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use celery_redis::connection::Conn;
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -17,7 +17,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `GET /healthz` and `GET /readyz` (Redis answers within `limit`).
 pub fn routes(
-    redis: ConnectionManager,
+    redis: Conn,
     limit: Duration,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let healthz = warp::path!("healthz")
@@ -26,7 +26,7 @@ pub fn routes(
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(with_state(redis))
-        .then(move |redis: ConnectionManager| async move {
+        .then(move |redis: Conn| async move {
             match celery_redis::connection::ping(&redis, limit).await {
                 Ok(()) => json_reply(StatusCode::OK, &json!({"status": "ready"})),
                 Err(e) => ApiError::unavailable(&e).into_response(),

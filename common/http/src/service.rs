@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use celery_redis::broker::Broker;
 use celery_redis::config::{ConfigError, ProcessEnv};
-use celery_redis::connection::{bounded, retry_once, Stores, Waits};
+use celery_redis::connection::Conn;
+use celery_redis::connection::{bounded, retry_once, Waits};
 use celery_redis::result::ResultBackend;
 use celery_redis::shutdown::Shutdown;
-use redis::aio::ConnectionManager;
+use celery_redis::stores::Stores;
 use warp::{Filter, Reply};
 
 use crate::auth::Auth;
@@ -23,7 +24,7 @@ use crate::error::ApiError;
 pub struct AppState {
     pub broker: Broker,
     /// The broker's database.
-    pub redis: ConnectionManager,
+    pub redis: Conn,
     pub results: ResultBackend,
     /// Upper bound on any one Redis call made for a request.
     pub timeout: Duration,

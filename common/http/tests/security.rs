@@ -155,3 +155,65 @@ async fn rediss_urls_connect_over_verified_tls() {
         503
     );
 }
+
+#[tokio::test]
+async fn after_a_password_change_and_back_the_service_reconnects() {
+    let password = format!(">{SECRET}");
+    let redis = TestRedis::start_with(&[
+        "--user", "app", "on", &password, "~*", "&*", "+@all", "--user", "default", "off",
+    ]);
+    let url = format!("redis://app:{SECRET}@127.0.0.1:{}/0", redis.port());
+    let state = AppState::connect(&service_config(&url), "test@host").unwrap();
+    let routes = http_kit::health::routes(state.redis.clone(), state.timeout)
+        .recover(http_kit::rejection::recover);
+    let ready = || async {
+        warp::test::request()
+            .path("/readyz")
+            .reply(&routes)
+            .await
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let acl_conn = admin.clone();
+    let acl = |pass: String| {
+        let mut admin = acl_conn.clone();
+        async move {
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("app")
+                .arg("resetpass")
+                .arg(pass)
+                .query_async::<()>(&mut admin)
+                .await
+                .unwrap();
+        }
+    };
+    // The password changes and every connection of the user is closed: the service cannot
+    // authenticate any more.
+    acl(">another-password".into()).await;
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg("app")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async::<i64>(&mut admin)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(ready().await, 503);
+    }
+    // Back to the configured password: the next requests succeed on a new connection.
+    acl(password.clone()).await;
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        answers.push(ready().await);
+    }
+    assert_eq!(answers.last(), Some(&200), "{answers:?}");
+}

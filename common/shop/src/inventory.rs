@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use celery_redis::connection::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::Deserialize;
 
@@ -15,12 +15,12 @@ static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lu
 /// Largest stock level accepted (kept well inside Lua's exact integer range).
 pub const MAX_STOCK: i64 = 1_000_000_000_000;
 
-pub async fn set_stock(conn: &ConnectionManager, sku: &str, available: i64) -> RedisResult<()> {
+pub async fn set_stock(conn: &Conn, sku: &str, available: i64) -> RedisResult<()> {
     conn.clone().set(keys::stock(sku), available).await
 }
 
 /// Available stock; an SKU never set has none.
-pub async fn get_stock(conn: &ConnectionManager, sku: &str) -> RedisResult<i64> {
+pub async fn get_stock(conn: &Conn, sku: &str) -> RedisResult<i64> {
     let v: Option<i64> = conn.clone().get(keys::stock(sku)).await?;
     Ok(v.unwrap_or(0))
 }
@@ -36,11 +36,7 @@ pub struct Reservation {
 /// Reserves every item of an order or none (all SKUs checked, then all decremented, in one
 /// script). Running it again for the same order returns the first outcome and changes nothing,
 /// so a redelivered task never reserves twice. Stock never goes negative.
-pub async fn reserve(
-    conn: &ConnectionManager,
-    order_id: &str,
-    items: &[OrderItem],
-) -> RedisResult<Reservation> {
+pub async fn reserve(conn: &Conn, order_id: &str, items: &[OrderItem]) -> RedisResult<Reservation> {
     let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
     for item in items {
         let q = per_sku.entry(item.sku.as_str()).or_insert(0);

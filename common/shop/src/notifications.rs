@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use redis::aio::ConnectionManager;
+use celery_redis::connection::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,7 @@ pub struct Delivery {
 }
 
 /// Records a delivery once; returns false when it had already been recorded.
-pub async fn record(conn: &ConnectionManager, d: &Delivery) -> RedisResult<bool> {
+pub async fn record(conn: &Conn, d: &Delivery) -> RedisResult<bool> {
     let json = serde_json::to_string(d).unwrap_or_default();
     let recorded: i64 = RECORD
         .key(keys::notification_delivery(&d.notification_id))
@@ -43,10 +43,7 @@ pub async fn record(conn: &ConnectionManager, d: &Delivery) -> RedisResult<bool>
 }
 
 /// The delivery of a notification, if it was delivered.
-pub async fn delivery(
-    conn: &ConnectionManager,
-    notification_id: &str,
-) -> RedisResult<Option<Delivery>> {
+pub async fn delivery(conn: &Conn, notification_id: &str) -> RedisResult<Option<Delivery>> {
     let raw: Option<String> = conn
         .clone()
         .get(keys::notification_delivery(notification_id))
@@ -55,7 +52,7 @@ pub async fn delivery(
 }
 
 /// Deliveries to a recipient, newest first.
-pub async fn delivered_to(conn: &ConnectionManager, recipient: &str) -> RedisResult<Vec<Delivery>> {
+pub async fn delivered_to(conn: &Conn, recipient: &str) -> RedisResult<Vec<Delivery>> {
     let mut conn = conn.clone();
     let ids: Vec<String> = conn
         .lrange(keys::recipient_deliveries(recipient), 0, LIST_LIMIT - 1)

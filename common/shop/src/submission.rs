@@ -1,8 +1,8 @@
 //! A contract accepted once per id: the one submit and read path both services use.
 
 use celery_redis::broker::{Broker, Submitted};
+use celery_redis::connection::Conn;
 use celery_redis::protocol::TaskMessage;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, RedisResult};
 
 use crate::contracts::Submission;
@@ -18,9 +18,6 @@ pub async fn submit<C: Submission>(broker: &Broker, contract: &C) -> RedisResult
 }
 
 /// The task accepted for this id, if it was ever accepted.
-pub async fn task_of<C: Submission>(
-    conn: &ConnectionManager,
-    id: &str,
-) -> RedisResult<Option<String>> {
+pub async fn task_of<C: Submission>(conn: &Conn, id: &str) -> RedisResult<Option<String>> {
     conn.clone().get(keys::submitted_task(C::KIND, id)).await
 }

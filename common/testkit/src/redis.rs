@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use redis::aio::ConnectionManager;
+use celery_redis::connection::Conn;
 
 use crate::process::wait_for_line;
 use crate::tempdir::TempDir;
@@ -89,10 +89,12 @@ impl TestRedis {
             .clone()
     }
 
-    pub async fn manager(&self) -> ConnectionManager {
-        ConnectionManager::new(self.client())
-            .await
-            .expect("connect to test redis")
+    pub async fn manager(&self) -> Conn {
+        let waits = celery_redis::connection::Waits {
+            response: None,
+            connect_retries: 2,
+        };
+        Conn::new(&self.parsed_url(), waits).expect("connect to test redis")
     }
 }
 

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
+use celery_redis::connection::Conn;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
 use celery_redis::result::{ResultBackend, ResultMeta};
 use celery_redis::shutdown::{self, Trigger};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde_json::Value;
 use testkit::TestRedis;
@@ -21,7 +21,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub struct Running {
     pub _redis: TestRedis,
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub broker: Broker,
     pub results: ResultBackend,
     pub trigger: Trigger,
@@ -90,7 +90,7 @@ impl Running {
 
 pub struct Stopped {
     pub _redis: TestRedis,
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub unacked: i64,
     pub queued: Vec<String>,
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use redis::RedisResult;
 
 use super::Broker;
@@ -70,7 +70,7 @@ impl Broker {
     /// Returns whether a message arrived within `timeout`.
     pub async fn wait_for_message(
         &self,
-        blocking: &mut ConnectionManager,
+        blocking: &mut Conn,
         timeout: Duration,
     ) -> RedisResult<bool> {
         let moved: Option<String> = redis::cmd("BLMOVE")

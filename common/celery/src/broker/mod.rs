@@ -12,7 +12,7 @@
 //! - [`restore`] — giving back what dead workers held;
 //! - [`dead`] — the dead-letter list.
 
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use redis::{AsyncCommands, RedisResult};
 use serde::Serialize;
 
@@ -60,7 +60,7 @@ pub enum Submitted {
 /// A queue on Redis, as producers and consumers see it.
 #[derive(Clone)]
 pub struct Broker {
-    conn: ConnectionManager,
+    conn: Conn,
     queue: String,
     /// The node name written as `origin` in every message this broker publishes.
     origin: String,
@@ -73,11 +73,7 @@ pub struct Broker {
 
 impl Broker {
     /// `origin` is the sender's node name (Celery's `origin` header).
-    pub fn new(
-        conn: ConnectionManager,
-        queue: impl Into<String>,
-        origin: impl Into<String>,
-    ) -> Self {
+    pub fn new(conn: Conn, queue: impl Into<String>, origin: impl Into<String>) -> Self {
         Broker {
             conn,
             queue: queue.into(),
@@ -107,7 +103,7 @@ impl Broker {
         &self.origin
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::connection::Conn;
 use redis::RedisResult;
 
 use super::{Broker, DeadLetter, BATCH};
@@ -44,11 +44,7 @@ impl Broker {
         restored
     }
 
-    async fn restore_locked(
-        &self,
-        conn: &mut ConnectionManager,
-        visibility: Duration,
-    ) -> RedisResult<usize> {
+    async fn restore_locked(&self, conn: &mut Conn, visibility: Duration) -> RedisResult<usize> {
         let listed: Vec<String> = EXPIRED
             .key(keys::UNACKED_INDEX)
             .key(keys::UNACKED)

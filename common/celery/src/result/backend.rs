@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::connection::{Conn, Transient};
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::meta::{ResultMeta, TaskState};
@@ -26,6 +26,12 @@ pub enum ResultError {
     Timeout(Duration),
 }
 
+impl Transient for ResultError {
+    fn is_transient(&self) -> bool {
+        matches!(self, ResultError::Redis(e) if e.is_transient())
+    }
+}
+
 /// A result ready to be written: its key, its JSON and its TTL in seconds (0: none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
@@ -37,7 +43,7 @@ pub struct Encoded {
 /// Reads and writes task results in the backend's Redis database.
 #[derive(Clone)]
 pub struct ResultBackend {
-    conn: ConnectionManager,
+    conn: Conn,
     client: redis::Client,
     expires: Duration,
     in_broker_db: bool,
@@ -47,12 +53,7 @@ impl ResultBackend {
     /// `client` opens the pub/sub connection of [`ResultBackend::wait`]; `in_broker_db` says
     /// whether `conn` is the broker's database (then the broker writes final results itself,
     /// in the script that acknowledges the task).
-    pub fn new(
-        conn: ConnectionManager,
-        client: redis::Client,
-        expires: Duration,
-        in_broker_db: bool,
-    ) -> Self {
+    pub fn new(conn: Conn, client: redis::Client, expires: Duration, in_broker_db: bool) -> Self {
         ResultBackend {
             conn,
             client,
