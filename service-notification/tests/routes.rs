@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// How long test deliveries are retained.
+const RETAIN: Duration = Duration::from_secs(3600);
+
 use celery_redis::protocol::Message;
 use celery_redis::result::ResultMeta;
 use http_kit::AppState;
@@ -138,7 +141,9 @@ async fn get_one_shows_state_and_delivery() {
 
     // What the worker does on delivery.
     let d = delivery("n-2", &task_id, "2026-01-01T00:00:00.000000+00:00");
-    notifications::record(&f.state.redis, &d).await.unwrap();
+    notifications::record(&f.state.redis, &d, RETAIN)
+        .await
+        .unwrap();
     f.state
         .results
         .store(&ResultMeta::success(
@@ -175,11 +180,13 @@ async fn list_by_recipient_is_newest_first() {
             &format!("t-{i}"),
             &format!("2026-01-01T00:00:0{i}.000000+00:00"),
         );
-        assert!(notifications::record(&f.state.redis, &d).await.unwrap());
+        assert!(notifications::record(&f.state.redis, &d, RETAIN)
+            .await
+            .unwrap());
     }
     // Recording the same notification again changes nothing.
     assert!(
-        !notifications::record(&f.state.redis, &delivery("n-a", "t-9", "x"))
+        !notifications::record(&f.state.redis, &delivery("n-a", "t-9", "x"), RETAIN)
             .await
             .unwrap()
     );

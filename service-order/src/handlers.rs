@@ -21,10 +21,23 @@ pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
     submit::create::<ProcessOrder>(body, state).await
 }
 
-/// The order's task state and, once processed, its outcome.
+/// The order's task state and, once processed, its outcome and stock reservation. When the
+/// result has expired (`RESULT_EXPIRES_SECS`) but the reservation is still retained, the state
+/// is `EXPIRED` and the reservation says how the order ended.
 pub async fn get_order(order_id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<ProcessOrder>(&order_id, &state).await?;
-    submit::task_reply::<ProcessOrder>(&order_id, task_id, &state, Map::new()).await
+    let mut view = submit::task_state::<ProcessOrder>(&order_id, task_id, &state).await?;
+    let reservation = state
+        .call(|| inventory::reservation(&state.redis, &order_id))
+        .await
+        .map_err(ApiError::reject)?;
+    if let Some(r) = reservation {
+        if view["state"] == "PENDING" {
+            view["state"] = json!("EXPIRED");
+        }
+        view["reservation"] = json!(r);
+    }
+    Ok(json_reply(StatusCode::OK, &view))
 }
 
 /// Sets the available stock of a SKU.

@@ -492,3 +492,64 @@ async fn a_body_that_is_not_declared_json_is_refused() {
     assert_eq!(resp.status(), 202);
     assert_eq!(f.queued().await.len(), 1);
 }
+
+#[tokio::test]
+async fn idempotency_keys_expire_and_an_expired_result_reads_expired_with_its_reservation() {
+    let f = Fixture::new();
+    let (status, body) = f
+        .call("POST", "/orders", Some(&order(Some("o-old")).to_string()))
+        .await;
+    assert_eq!(status, 202);
+    let ttl: i64 = f
+        .redis
+        .manager()
+        .await
+        .ttl(shop::keys::submitted_task("order", "o-old"))
+        .await
+        .unwrap();
+    assert!(
+        (1..=7 * 86_400).contains(&ttl),
+        "idempotency key lives {ttl}"
+    );
+    // Processed long ago: the reservation is retained, the result has expired (never stored here).
+    let item = shop::contracts::OrderItem {
+        sku: "A".into(),
+        quantity: 1,
+        unit_price_cents: 1,
+    };
+    shop::inventory::set_stock(&f.state.redis, "A", 1)
+        .await
+        .unwrap();
+    shop::inventory::reserve(&f.state.redis, "o-old", &[item], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (status, view) = f.call("GET", "/orders/o-old", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["state"], "EXPIRED", "{view}");
+    assert_eq!(view["reservation"]["status"], "confirmed");
+    assert_eq!(view["task_id"], body["task_id"]);
+}
+
+#[tokio::test]
+async fn an_unreadable_stored_result_is_a_500_not_try_again() {
+    let f = Fixture::new();
+    let (_, body) = f
+        .call(
+            "POST",
+            "/orders",
+            Some(&order(Some("o-garbled")).to_string()),
+        )
+        .await;
+    let task = body["task_id"].as_str().unwrap().to_owned();
+    f.redis
+        .manager()
+        .await
+        .set::<_, _, ()>(celery_redis::keys::task_meta(&task), "\u{1}not json")
+        .await
+        .unwrap();
+    let (status, reply) = f.call("GET", "/orders/o-garbled", None).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (500, Some("result_unreadable"))
+    );
+}

@@ -18,6 +18,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WEBHOOK_ALLOW",
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
+    "DEAD_LETTER_MAX",
 ];
 
 /// The worker's settings.
@@ -46,6 +47,9 @@ pub struct WorkerConfig {
     pub max_retries: u32,
     /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
     pub retry_backoff: Duration,
+    /// `DEAD_LETTER_MAX`: dead letters kept, newest first (default 10000); older ones are
+    /// dropped and counted.
+    pub dead_letter_max: usize,
 }
 
 impl WorkerConfig {
@@ -81,6 +85,7 @@ impl WorkerConfig {
                 (1, 600_000),
             )?),
             webhook_policy: Policy::from_source(src)?,
+            dead_letter_max: count(src, "DEAD_LETTER_MAX", 10_000, (1, 10_000_000))?,
             max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
                 .unwrap_or(1000),
             retry_backoff: Duration::from_millis(number(

@@ -21,6 +21,8 @@ pub struct Context {
     pub acks_late: bool,
     pub track_started: bool,
     pub max_retries: u32,
+    /// How long the shop's per-task keys (reservations, delivery records) live.
+    pub retention: Duration,
     pub retry_backoff: Duration,
     /// Wakes the scheduler when this worker parks a message (an eta task or a retry).
     pub scheduled: Arc<Notify>,

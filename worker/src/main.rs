@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
 async fn run(cfg: WorkerConfig) -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() || args[0] == "run" {
-        worker::run(cfg, celery_redis::shutdown::on_signals()).await?;
+        match worker::run(cfg, celery_redis::shutdown::on_signals()).await {
+            Err(worker::worker::WorkerError::Config(e)) => config::fail(&e),
+            other => other?,
+        }
         return Ok(());
     }
     match worker::admin::run(&cfg.redis, &args).await {

@@ -12,8 +12,14 @@ use tokio::sync::Notify;
 const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(1);
 
 /// Gives back messages whose worker stopped renewing their lease (at start, then every half
-/// visibility timeout). One worker at a time does it, under kombu's lock.
-pub async fn restore_orphans(broker: Broker, visibility: Duration, mut stop: Shutdown) {
+/// visibility timeout; one worker at a time, under kombu's lock), and keeps the dead-letter list
+/// within `dead_letter_max`.
+pub async fn restore_orphans(
+    broker: Broker,
+    visibility: Duration,
+    dead_letter_max: usize,
+    mut stop: Shutdown,
+) {
     let mut tick = tokio::time::interval((visibility / 2).max(Duration::from_secs(1)));
     loop {
         tokio::select! {
@@ -24,6 +30,13 @@ pub async fn restore_orphans(broker: Broker, visibility: Duration, mut stop: Shu
             Ok(0) => {}
             Ok(n) => log::info!("restored {n} message(s) whose worker is gone"),
             Err(e) => log::warn!("restore of unacked messages failed: {e}"),
+        }
+        match broker.trim_dead(dead_letter_max).await {
+            Ok(0) => {}
+            Ok(n) => log::warn!(
+                "dropped the {n} oldest dead letter(s) (DEAD_LETTER_MAX={dead_letter_max})"
+            ),
+            Err(e) => log::warn!("could not trim the dead-letter list: {e}"),
         }
     }
 }

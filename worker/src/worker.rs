@@ -39,6 +39,8 @@ pub enum WorkerError {
     Redis(#[from] redis::RedisError),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Config(#[from] celery_redis::config::ConfigError),
 }
 
 /// What one [`Worker::step`] did.
@@ -54,6 +56,7 @@ pub enum Step {
 pub struct Worker {
     cfg: WorkerConfig,
     ctx: Arc<Context>,
+    stores: Stores,
     blocking: Conn,
     leases: Leases,
     slots: Arc<Semaphore>,
@@ -73,7 +76,9 @@ impl Worker {
         let stores = Stores::connect(&cfg.redis, waits(RESPONSE_TIMEOUT))?;
         let blocking = Conn::new(&cfg.redis.url, waits(BLOCK + Duration::from_secs(5)))?;
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
-            .with_results(stores.results.clone());
+            .with_results(stores.results.clone())
+            .with_retention(cfg.redis.retention);
+        let checked = stores.clone();
         let ctx = Arc::new(Context {
             broker,
             results: stores.results,
@@ -83,6 +88,7 @@ impl Worker {
             acks_late: cfg.acks_late,
             track_started: cfg.track_started,
             max_retries: cfg.max_retries,
+            retention: cfg.redis.retention,
             retry_backoff: cfg.retry_backoff,
             scheduled: Arc::new(Notify::new()),
         });
@@ -90,6 +96,7 @@ impl Worker {
             slots: Arc::new(Semaphore::new(cfg.concurrency)),
             cfg,
             ctx,
+            stores: checked,
             blocking,
             leases: Leases::default(),
             running: JoinSet::new(),
@@ -117,6 +124,7 @@ impl Worker {
         self.background.spawn(upkeep::restore_orphans(
             broker.clone(),
             visibility,
+            self.cfg.dead_letter_max,
             stop.clone(),
         ));
         self.background.spawn(upkeep::promote_scheduled(
@@ -276,10 +284,11 @@ impl Worker {
     }
 }
 
-/// Builds a worker with a fresh node name and runs it until `stop` fires.
+/// Builds a worker with a fresh node name, checks what its configuration points at, and runs
+/// it until `stop` fires.
 pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
-    Worker::build(cfg, celery_redis::node::unique())?
-        .run(stop)
-        .await;
+    let worker = Worker::build(cfg, celery_redis::node::unique())?;
+    worker.stores.check(&worker.cfg.redis).await?;
+    worker.run(stop).await;
     Ok(())
 }

@@ -683,3 +683,35 @@ async fn a_worker_can_be_built_stepped_and_shut_down() {
     let mut conn = conn;
     assert_eq!(conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn every_key_an_order_writes_has_a_lifetime() {
+    let w = start(&[("RETENTION_SECS", "100")]).await;
+    let mut conn = w.conn.clone();
+    shop::inventory::set_stock(&conn, "A", 5).await.unwrap();
+    shop::inventory::set_stock(&conn, "B", 5).await.unwrap();
+    let msg = w.send("process_order", order("o-ttl", 1)).await;
+    let done = w.result(&msg.id).await;
+    assert_eq!(done.status, TaskState::Success);
+    // The confirmation is the order's child; its delivery record and the recipient's list
+    // exist once it has run.
+    let child = done
+        .children
+        .as_ref()
+        .and_then(|c| c[0][0][0].as_str())
+        .unwrap()
+        .to_owned();
+    assert_eq!(w.result(&child).await.status, TaskState::Success);
+    let confirmation = shop::contracts::notification::confirmation_id("o-ttl");
+    for key in [
+        shop::keys::order_reservation("o-ttl"),
+        shop::keys::notification_delivery(&confirmation),
+        shop::keys::recipient_deliveries("ada@example.com"),
+    ] {
+        let ttl: i64 = conn.ttl(&key).await.unwrap();
+        assert!((1..=100).contains(&ttl), "{key} lives {ttl}");
+    }
+    let result_ttl: i64 = conn.ttl(keys::task_meta(&msg.id)).await.unwrap();
+    assert!(result_ttl > 0, "results expire too ({result_ttl})");
+    w.stop().await.all_acknowledged();
+}

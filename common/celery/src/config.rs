@@ -16,6 +16,8 @@ pub const REDIS_VARIABLES: &[&str] = &[
     "CELERY_QUEUE",
     "RESULT_EXPIRES_SECS",
     "REDIS_TIMEOUT_MS",
+    "RETENTION_SECS",
+    "ALLOW_EVICTION",
     "RUST_LOG",
 ];
 
@@ -257,6 +259,11 @@ pub struct RedisConfig {
     pub result_expires: Duration,
     /// `REDIS_TIMEOUT_MS`: bound on one Redis call made while answering a request (default 2000).
     pub timeout: Duration,
+    /// `RETENTION_SECS`: lifetime of the keys this project writes per task (idempotency keys,
+    /// stock reservations, delivery records, recipient lists); default 7 days.
+    pub retention: Duration,
+    /// `ALLOW_EVICTION`: start even when Redis's `maxmemory-policy` may evict keys (default false).
+    pub allow_eviction: bool,
 }
 
 impl RedisConfig {
@@ -274,6 +281,13 @@ impl RedisConfig {
                 (0, MAX_RESULT_EXPIRES_SECS),
             )?),
             timeout: Duration::from_millis(number(src, "REDIS_TIMEOUT_MS", 2000, (1, 600_000))?),
+            retention: Duration::from_secs(number(
+                src,
+                "RETENTION_SECS",
+                7 * 86_400,
+                (1, MAX_RESULT_EXPIRES_SECS),
+            )?),
+            allow_eviction: boolean(src, "ALLOW_EVICTION", false)?,
         })
     }
 

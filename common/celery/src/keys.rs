@@ -16,6 +16,8 @@ pub const UNACKED_INDEX: &str = "unacked_index";
 pub const UNACKED_MUTEX: &str = "unacked_mutex";
 /// Messages that cannot be run (undecodable, poison): JSON entries with the reason.
 pub const DEAD_LETTER: &str = "fleet:dead_letter";
+/// How many dead letters were dropped (oldest first) to keep the list within its cap.
+pub const DEAD_LETTER_DROPPED: &str = "fleet:dead_letter:dropped";
 
 /// Longest name accepted inside a key (queue names here; ids and SKUs in the shop).
 pub const MAX_NAME_LEN: usize = 128;

@@ -38,5 +38,7 @@ pub static EXPIRED: LazyLock<Script> = script!("expired.lua");
 pub static RESTORE_ONE: LazyLock<Script> = script!("restore_one.lua");
 /// Moves one dead letter back to its queue.
 pub static REQUEUE_DEAD: LazyLock<Script> = script!("requeue_dead.lua");
+/// Caps the dead-letter list, counting what it drops.
+pub static TRIM_DEAD: LazyLock<Script> = script!("trim_dead.lua");
 /// Releases a lock its holder still owns.
 pub static UNLOCK: LazyLock<Script> = script!("unlock.lua");

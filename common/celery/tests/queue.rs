@@ -442,3 +442,28 @@ async fn publish_many_keeps_order_and_priorities() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_dead_letter_list_keeps_its_newest_entries_and_counts_the_rest() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    for i in 0..5 {
+        let entry = celery_redis::broker::DeadLetter::new(format!("r{i}"), "raw");
+        conn.lpush::<_, _, ()>(keys::DEAD_LETTER, entry.to_json())
+            .await
+            .unwrap();
+    }
+    assert_eq!(broker.trim_dead(3).await.unwrap(), 2);
+    assert_eq!(broker.trim_dead(3).await.unwrap(), 0);
+    let kept: Vec<String> = broker
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    assert_eq!(kept, vec!["r4", "r3", "r2"], "the newest stay");
+    let stats = broker.stats().await.unwrap();
+    assert_eq!((stats.dead, stats.dead_dropped), (3, 2));
+}

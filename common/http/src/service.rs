@@ -30,6 +30,8 @@ pub struct AppState {
     pub timeout: Duration,
     /// Who may call the API (health routes excepted).
     pub auth: Arc<Auth>,
+    /// Both connections, for start-up checks.
+    pub stores: Stores,
 }
 
 impl AppState {
@@ -42,11 +44,13 @@ impl AppState {
         let stores = Stores::connect(&cfg.redis, waits)?;
         Ok(AppState {
             broker: Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), origin)
-                .with_max_depth(cfg.max_queue_depth),
-            redis: stores.redis,
-            results: stores.results,
+                .with_max_depth(cfg.max_queue_depth)
+                .with_retention(cfg.redis.retention),
+            redis: stores.redis.clone(),
+            results: stores.results.clone(),
             timeout: cfg.redis.timeout,
             auth: Arc::new(cfg.auth.clone()),
+            stores,
         })
     }
 
@@ -69,6 +73,8 @@ pub enum ServeError {
     Redis(#[from] redis::RedisError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
 }
 
 /// Identifies a service: its name in logs and the variable holding its address.
@@ -92,6 +98,7 @@ where
     F::Extract: Reply,
 {
     let state = AppState::connect(&cfg, &celery_redis::node::unique())?;
+    state.stores.check(&cfg.redis).await?;
     crate::serve::run(spec.name, cfg.bind, routes(state), shutdown).await?;
     Ok(())
 }
@@ -113,6 +120,7 @@ where
     }
     let bind = cfg.bind;
     match run(spec, cfg, routes, celery_redis::shutdown::on_signals()).await {
+        Err(ServeError::Config(e)) => celery_redis::config::fail(&e),
         Err(ServeError::Io(e)) => celery_redis::config::fail(&ConfigError {
             var: spec.bind_var,
             reason: format!("cannot listen on {bind}: {e}"),

@@ -96,6 +96,19 @@ pub async fn task_reply<C: Submission>(
     state: &AppState,
     extra: Map<String, Value>,
 ) -> Reply {
+    let mut view = task_state::<C>(id, task_id, state).await?;
+    for (k, v) in extra {
+        view[k] = v;
+    }
+    Ok(json_reply(StatusCode::OK, &view))
+}
+
+/// The view of a read (see [`task_reply`]), for a handler that adds to it.
+pub async fn task_state<C: Submission>(
+    id: &str,
+    task_id: Option<String>,
+    state: &AppState,
+) -> Result<Value, Rejection> {
     let task_id = task_id.ok_or_else(|| not_found::<C>(id))?;
     let meta = tokio::time::timeout(state.timeout, retry_once(|| state.results.get(&task_id)))
         .await
@@ -115,10 +128,7 @@ pub async fn task_reply<C: Submission>(
         })?;
     let mut view = task_view(&meta);
     view[C::ID_FIELD] = Value::String(id.to_owned());
-    for (k, v) in extra {
-        view[k] = v;
-    }
-    Ok(json_reply(StatusCode::OK, &view))
+    Ok(view)
 }
 
 fn not_found<C: Submission>(id: &str) -> Rejection {

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use celery_redis::connection::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::contracts::{OrderItem, OrderStatus};
 use crate::keys;
@@ -26,17 +26,29 @@ pub async fn get_stock(conn: &Conn, sku: &str) -> RedisResult<i64> {
 }
 
 /// The outcome of a reservation, stored once per order.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     pub status: OrderStatus,
     #[serde(default)]
     pub reason: Option<String>,
 }
 
+/// The reservation outcome of an order, while it is retained (`None`: not processed yet, or
+/// longer ago than the retention).
+pub async fn reservation(conn: &Conn, order_id: &str) -> RedisResult<Option<Reservation>> {
+    let raw: Option<String> = conn.clone().get(keys::order_reservation(order_id)).await?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+}
+
 /// Reserves every item of an order or none (all SKUs checked, then all decremented, in one
 /// script). Running it again for the same order returns the first outcome and changes nothing,
 /// so a redelivered task never reserves twice. Stock never goes negative.
-pub async fn reserve(conn: &Conn, order_id: &str, items: &[OrderItem]) -> RedisResult<Reservation> {
+pub async fn reserve(
+    conn: &Conn,
+    order_id: &str,
+    items: &[OrderItem],
+    retention: std::time::Duration,
+) -> RedisResult<Reservation> {
     let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
     for item in items {
         let q = per_sku.entry(item.sku.as_str()).or_insert(0);
@@ -52,6 +64,7 @@ pub async fn reserve(conn: &Conn, order_id: &str, items: &[OrderItem]) -> RedisR
     for sku in per_sku.keys() {
         inv.arg(*sku);
     }
+    inv.arg(retention.as_secs().max(1));
     let record: String = inv.invoke_async(&mut conn.clone()).await?;
     serde_json::from_str(&record).map_err(|e| {
         redis::RedisError::from((

@@ -29,14 +29,24 @@ pub struct Delivery {
     pub delivered_at: String,
 }
 
-/// Records a delivery once; returns false when it had already been recorded.
-pub async fn record(conn: &Conn, d: &Delivery) -> RedisResult<bool> {
+/// Most ids a recipient's list keeps (older deliveries expire with the retention anyway).
+pub const RECIPIENT_KEEP: isize = 1000;
+
+/// Records a delivery once, kept for `retention`; returns false when it had already been
+/// recorded.
+pub async fn record(
+    conn: &Conn,
+    d: &Delivery,
+    retention: std::time::Duration,
+) -> RedisResult<bool> {
     let json = serde_json::to_string(d).unwrap_or_default();
     let recorded: i64 = RECORD
         .key(keys::notification_delivery(&d.notification_id))
         .key(keys::recipient_deliveries(&d.recipient))
         .arg(json)
         .arg(&d.notification_id)
+        .arg(retention.as_secs().max(1))
+        .arg(RECIPIENT_KEEP)
         .invoke_async(&mut conn.clone())
         .await?;
     Ok(recorded == 1)

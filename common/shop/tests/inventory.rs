@@ -1,5 +1,7 @@
 //! Stock reservation against a real redis-server: all or nothing, once per order, never negative.
 
+const RETAIN: std::time::Duration = std::time::Duration::from_secs(3600);
+
 use shop::contracts::{OrderItem, OrderStatus};
 use shop::inventory::{get_stock, reserve, set_stock};
 use testkit::TestRedis;
@@ -20,12 +22,12 @@ async fn a_confirmed_reservation_decrements_every_sku_once() {
     set_stock(&conn, "B", 1).await.unwrap();
     // The same SKU twice in one order counts as the sum.
     let items = [item("A", 3), item("B", 1), item("A", 2)];
-    let r = reserve(&conn, "o-1", &items).await.unwrap();
+    let r = reserve(&conn, "o-1", &items, RETAIN).await.unwrap();
     assert_eq!(r.status, OrderStatus::Confirmed);
     assert_eq!(get_stock(&conn, "A").await.unwrap(), 5);
     assert_eq!(get_stock(&conn, "B").await.unwrap(), 0);
 
-    let again = reserve(&conn, "o-1", &items).await.unwrap();
+    let again = reserve(&conn, "o-1", &items, RETAIN).await.unwrap();
     assert_eq!(again, r, "a redelivered order gets the first outcome");
     assert_eq!(
         get_stock(&conn, "A").await.unwrap(),
@@ -40,7 +42,7 @@ async fn insufficient_stock_rejects_the_whole_order_and_changes_nothing() {
     let conn = redis.manager().await;
     set_stock(&conn, "A", 10).await.unwrap();
     set_stock(&conn, "B", 1).await.unwrap();
-    let r = reserve(&conn, "o-2", &[item("A", 3), item("B", 2)])
+    let r = reserve(&conn, "o-2", &[item("A", 3), item("B", 2)], RETAIN)
         .await
         .unwrap();
     assert_eq!(r.status, OrderStatus::Rejected);
@@ -53,7 +55,7 @@ async fn insufficient_stock_rejects_the_whole_order_and_changes_nothing() {
     // Even after a restock, the order keeps its first outcome.
     set_stock(&conn, "B", 100).await.unwrap();
     assert_eq!(
-        reserve(&conn, "o-2", &[item("A", 3), item("B", 2)])
+        reserve(&conn, "o-2", &[item("A", 3), item("B", 2)], RETAIN)
             .await
             .unwrap(),
         r
@@ -69,7 +71,7 @@ async fn concurrent_orders_never_oversell() {
     for i in 0..40 {
         let conn = conn.clone();
         handles.push(tokio::spawn(async move {
-            reserve(&conn, &format!("o-{i}"), &[item("A", 1)])
+            reserve(&conn, &format!("o-{i}"), &[item("A", 1)], RETAIN)
                 .await
                 .unwrap()
         }));

@@ -14,7 +14,8 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
     let order = ProcessOrder::from_call(&body.args, &body.kwargs)?;
     // Validation has already refused orders whose total overflows.
     let total_cents = order.total_cents().unwrap_or(i64::MAX);
-    let reservation = inventory::reserve(&ctx.redis, &order.order_id, &order.items).await?;
+    let reservation =
+        inventory::reserve(&ctx.redis, &order.order_id, &order.items, ctx.retention).await?;
     let outcome = OrderOutcome {
         order_id: order.order_id.clone(),
         status: reservation.status,

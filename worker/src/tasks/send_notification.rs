@@ -47,7 +47,7 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
         task_id: req.id.clone(),
         delivered_at: clock::now_iso(),
     };
-    let first = notifications::record(&ctx.redis, &delivery).await?;
+    let first = notifications::record(&ctx.redis, &delivery, ctx.retention).await?;
     Ok(output(&delivery, first))
 }
 

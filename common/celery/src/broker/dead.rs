@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Broker;
 use crate::keys;
 use crate::result::{ExceptionInfo, ResultMeta};
-use crate::scripts::REQUEUE_DEAD;
+use crate::scripts::{REQUEUE_DEAD, TRIM_DEAD};
 
 /// One dead-letter entry, as stored (newest first) in [`keys::DEAD_LETTER`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +131,17 @@ impl Broker {
             }
         }
         Ok(moved)
+    }
+
+    /// Keeps the newest `keep` dead letters, dropping the oldest and counting them in
+    /// [`keys::DEAD_LETTER_DROPPED`]; returns how many were dropped now.
+    pub async fn trim_dead(&self, keep: usize) -> RedisResult<u64> {
+        TRIM_DEAD
+            .key(keys::DEAD_LETTER)
+            .key(keys::DEAD_LETTER_DROPPED)
+            .arg(keep.max(1))
+            .invoke_async(&mut self.conn.clone())
+            .await
     }
 
     /// Deletes every dead letter; returns how many there were.

@@ -44,6 +44,8 @@ pub struct QueueStats {
     /// Taken by a worker and not yet acknowledged (all queues: kombu's `unacked` is shared).
     pub in_flight: u64,
     pub dead: u64,
+    /// Dead letters dropped so far to keep the list within its cap.
+    pub dead_dropped: u64,
 }
 
 /// What [`Broker::publish_once`] did.
@@ -66,6 +68,8 @@ pub struct Broker {
     origin: String,
     /// Backpressure for [`Broker::publish_once`]: most messages waiting (0: no limit).
     max_depth: u64,
+    /// How long an idempotency key of [`Broker::publish_once`] lives.
+    retention: std::time::Duration,
     /// Where a FAILURE goes for a message the broker dead-letters on its own (an eta message or
     /// a restore that cannot be routed), so its caller does not wait forever.
     results: Option<ResultBackend>,
@@ -79,8 +83,15 @@ impl Broker {
             queue: queue.into(),
             origin: origin.into(),
             max_depth: 0,
+            retention: std::time::Duration::from_secs(7 * 86_400),
             results: None,
         }
+    }
+
+    /// Idempotency keys of [`Broker::publish_once`] live this long (at least a second).
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = retention.max(std::time::Duration::from_secs(1));
+        self
     }
 
     /// Stores a FAILURE in `results` for each message this broker dead-letters by itself.
@@ -151,6 +162,7 @@ impl Broker {
             .arg(&msg.id)
             .arg(self.envelope_json(msg))
             .arg(self.max_depth)
+            .arg(self.retention.as_secs())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match what.as_str() {
@@ -180,13 +192,20 @@ impl Broker {
             .hlen(keys::UNACKED)
             .llen(keys::processing(&self.queue))
             .llen(keys::DEAD_LETTER);
-        let n: [u64; 8] = pipe.query_async(&mut self.conn.clone()).await?;
+        pipe.cmd("GET").arg(keys::DEAD_LETTER_DROPPED);
+        let (n, dropped): ([u64; 8], Option<u64>) = {
+            let mut all: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+            let dropped: Option<u64> = all.pop().and_then(|v| redis::from_redis_value(v).ok());
+            let counts: [u64; 8] = redis::from_redis_value(redis::Value::Array(all))?;
+            (counts, dropped)
+        };
         Ok(QueueStats {
             queue: self.queue.clone(),
             waiting: [n[0], n[1], n[2], n[3]],
             scheduled: n[4],
             in_flight: n[5].saturating_add(n[6]),
             dead: n[7],
+            dead_dropped: dropped.unwrap_or(0),
         })
     }
 }

@@ -12,10 +12,11 @@ use crate::protocol::Envelope;
 use crate::scripts::{EXPIRED, RESTORE_ONE, UNLOCK};
 
 /// How long a restorer may hold `unacked_mutex`. kombu takes it for 300 s, so a restorer that
-/// dies holding it stops every restore for five minutes; ours lasts 10 s. A pass takes
-/// milliseconds, and two passes at once are harmless anyway (each restore is one atomic step
-/// that checks the entry is unchanged): the lock only spares the work twice.
-const MUTEX_TTL_MS: u64 = 10_000;
+/// dies holding it (or a Redis restart that keeps it in the AOF) stops every restore for five
+/// minutes; ours lasts 2 s. A pass takes milliseconds, and two passes at once are harmless
+/// anyway (each restore is one atomic step that checks the entry is unchanged): the lock only
+/// spares the work twice.
+pub const MUTEX_TTL_MS: u64 = 2_000;
 
 impl Broker {
     /// Gives back to their queues the deliveries whose lease is older than `visibility` (their

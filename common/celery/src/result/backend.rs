@@ -62,6 +62,11 @@ impl ResultBackend {
         }
     }
 
+    /// The connection to the backend's database.
+    pub fn connection(&self) -> &Conn {
+        &self.conn
+    }
+
     /// Whether results live in the broker's database.
     pub fn in_broker_db(&self) -> bool {
         self.in_broker_db

@@ -1,0 +1,111 @@
+//! What each binary does with a configuration it must refuse: it exits with status 2 and a line
+//! on stderr naming the variable, whatever RUST_LOG says, instead of looping or running on.
+
+use std::process::Command;
+
+use testkit::{sibling_binary, TestRedis};
+
+const BINARIES: [&str; 3] = ["worker", "service-order", "service-notification"];
+
+fn binary(name: &str) -> std::path::PathBuf {
+    sibling_binary(env!("CARGO_BIN_EXE_worker"), name)
+}
+
+/// Runs `name` with exactly `env` (nothing from `.env`); returns its exit code and stderr. A
+/// binary still running after 20 s has not refused anything: it is killed and the test fails.
+fn run(name: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
+    let child = Command::new(binary(name))
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(out) => {
+            let out = out.expect("wait for the binary");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("{name} {env:?} kept running instead of refusing its configuration");
+        }
+    }
+}
+
+#[test]
+fn an_evicting_redis_is_refused_at_start_naming_its_policy() {
+    let redis = TestRedis::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    for name in BINARIES {
+        let (code, stderr) = run(
+            name,
+            &[
+                ("REDIS_URL", redis.url()),
+                ("ORDER_BIND", "127.0.0.1:0".into()),
+                ("NOTIFICATION_BIND", "127.0.0.1:0".into()),
+            ],
+        );
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("allkeys-lru"), "{name}: {stderr}");
+        assert!(stderr.contains("ALLOW_EVICTION"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn bad_values_exit_2_naming_the_variable_even_with_logging_silenced() {
+    let redis = TestRedis::start();
+    let base = |extra: (&'static str, &str)| {
+        vec![
+            ("REDIS_URL", redis.url()),
+            ("RUST_LOG", "lots".to_owned()),
+            (extra.0, extra.1.to_owned()),
+        ]
+    };
+    for (name, var, value) in [
+        ("worker", "REDIS_URL", ""),
+        ("worker", "WORKER_CONCURRENCY", "18446744073709551615"),
+        ("worker", "WORKER_THREADS", "5000"),
+        ("worker", "RESULT_EXPIRES_SECS", "9300000000000000"),
+        ("service-order", "REDIS_TIMEOUT_MS", "18446744073709551615"),
+        ("service-order", "ORDER_BIND", "0.0.0.0:0"),
+        ("service-notification", "MAX_QUEUE_DEPTH", ""),
+    ] {
+        let (code, stderr) = run(name, &base((var, value)));
+        assert_eq!(code, Some(2), "{name} {var}={value:?}: {stderr}");
+        assert!(
+            stderr.contains(var) || stderr.contains("API_TOKENS"),
+            "{name} {var}: {stderr}"
+        );
+    }
+    // A database the server does not have is a configuration error too, not a retry loop.
+    let (code, stderr) = run("worker", &[("REDIS_URL", redis.url_db(99))]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("REDIS_URL"), "{stderr}");
+}
+
+#[test]
+fn an_address_in_use_exits_2_naming_the_bind_variable() {
+    let redis = TestRedis::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run(
+        "service-order",
+        &[("REDIS_URL", redis.url()), ("ORDER_BIND", addr.clone())],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ORDER_BIND") && stderr.contains(&addr),
+        "{stderr}"
+    );
+}
