@@ -26,7 +26,7 @@ pub fn create(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::path!("notifications")
         .and(warp::post())
-        .and(json_object())
+        .and(json_object(state.body_timeout))
         .and(with_state(state))
         .and_then(handlers::create)
 }

@@ -26,7 +26,7 @@ pub fn create_order(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::path!("orders")
         .and(warp::post())
-        .and(json_object())
+        .and(json_object(state.body_timeout))
         .and(with_state(state))
         .and_then(handlers::create_order)
 }
@@ -47,7 +47,7 @@ pub fn put_stock(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     warp::path!("inventory" / String)
         .and(warp::put())
-        .and(json_object())
+        .and(json_object(state.body_timeout))
         .and(with_state(state))
         .and_then(handlers::put_stock)
 }

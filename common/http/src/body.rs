@@ -3,6 +3,9 @@
 
 use std::convert::Infallible;
 
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use warp::http::StatusCode;
@@ -26,8 +29,11 @@ pub fn with_state<S: Clone + Send>(
 }
 
 /// A JSON object body of at most [`MAX_BODY_BYTES`], sent as `application/json` (a browser
-/// cannot send that cross-site without a preflight); anything else is a 4xx naming the problem.
-pub fn json_object() -> impl Filter<Extract = (Map<String, Value>,), Error = Rejection> + Clone {
+/// cannot send that cross-site without a preflight) within `timeout`; anything else is a 4xx
+/// naming the problem.
+pub fn json_object(
+    timeout: Duration,
+) -> impl Filter<Extract = (Map<String, Value>,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and_then(|ct: Option<String>| async move {
             let essence = ct
@@ -47,8 +53,9 @@ pub fn json_object() -> impl Filter<Extract = (Map<String, Value>,), Error = Rej
         })
         .untuple_one()
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
-        .and(warp::body::bytes())
-        .and_then(|bytes: bytes::Bytes| async move {
+        .and(warp::body::stream())
+        .and_then(move |body| read_body(body, timeout))
+        .and_then(|bytes: Vec<u8>| async move {
             match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Object(map)) => Ok(map),
                 Ok(_) => Err(ApiError::new(
@@ -65,4 +72,50 @@ pub fn json_object() -> impl Filter<Extract = (Map<String, Value>,), Error = Rej
                 .reject()),
             }
         })
+}
+
+/// The whole body, within `timeout` (a client that sends it slowly, or stops, gets 408) and
+/// within [`MAX_BODY_BYTES`] whatever its Content-Length said.
+async fn read_body<S, B>(body: S, timeout: Duration) -> Result<Vec<u8>, Rejection>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: warp::Buf,
+{
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "the body could not be read",
+                )
+            })?;
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                if out.len().saturating_add(part.len()) > MAX_BODY_BYTES as usize {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+                    ));
+                }
+                out.extend_from_slice(part);
+                let n = part.len();
+                chunk.advance(n);
+            }
+        }
+        Ok(out)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err(e.reject()),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the body did not arrive within {timeout:?}"),
+        )
+        .reject()),
+    }
 }

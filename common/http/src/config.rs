@@ -2,12 +2,22 @@
 
 use std::net::SocketAddr;
 
-use celery_redis::config::{number, parse, ConfigError, RedisConfig, Source};
+use std::time::Duration;
+
+use celery_redis::config::{count, number, parse, ConfigError, RedisConfig, Source};
 
 use crate::auth::Auth;
+use crate::serve::Limits;
 
 /// Variables only the HTTP services read (besides their bind address).
-pub const SERVICE_VARIABLES: &[&str] = &["MAX_QUEUE_DEPTH", "API_TOKENS", "API_PUBLIC"];
+pub const SERVICE_VARIABLES: &[&str] = &[
+    "MAX_QUEUE_DEPTH",
+    "API_TOKENS",
+    "API_PUBLIC",
+    "HTTP_REQUEST_TIMEOUT_MS",
+    "HTTP_MAX_CONNECTIONS",
+    "SHUTDOWN_TIMEOUT_SECS",
+];
 
 /// An HTTP service: where it listens, and Redis.
 #[derive(Debug, Clone)]
@@ -18,6 +28,8 @@ pub struct ServiceConfig {
     pub max_queue_depth: u64,
     /// `API_TOKENS`, `API_PUBLIC`: who may call the API.
     pub auth: Auth,
+    /// `HTTP_REQUEST_TIMEOUT_MS`, `HTTP_MAX_CONNECTIONS`, `SHUTDOWN_TIMEOUT_SECS`.
+    pub limits: Limits,
 }
 
 impl ServiceConfig {
@@ -38,6 +50,21 @@ impl ServiceConfig {
             auth: Auth::from_source(src, bind, bind_var)?,
             redis: RedisConfig::from_source(src)?,
             max_queue_depth: number(src, "MAX_QUEUE_DEPTH", 100_000, (0, 1_000_000_000))?,
+            limits: Limits {
+                request_timeout: Duration::from_millis(number(
+                    src,
+                    "HTTP_REQUEST_TIMEOUT_MS",
+                    10_000,
+                    (1, 600_000),
+                )?),
+                max_connections: count(src, "HTTP_MAX_CONNECTIONS", 1024, (1, 100_000))?,
+                shutdown_timeout: Duration::from_secs(number(
+                    src,
+                    "SHUTDOWN_TIMEOUT_SECS",
+                    10,
+                    (0, 3600),
+                )?),
+            },
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Both connections, for start-up checks.
     pub stores: Stores,
+    /// The longest a client may take to send a request body.
+    pub body_timeout: Duration,
 }
 
 impl AppState {
@@ -50,6 +52,7 @@ impl AppState {
             results: stores.results.clone(),
             timeout: cfg.redis.timeout,
             auth: Arc::new(cfg.auth.clone()),
+            body_timeout: cfg.limits.request_timeout,
             stores,
         })
     }
@@ -99,7 +102,7 @@ where
 {
     let state = AppState::connect(&cfg, &celery_redis::node::unique())?;
     state.stores.check(&cfg.redis).await?;
-    crate::serve::run(spec.name, cfg.bind, routes(state), shutdown).await?;
+    crate::serve::run(spec.name, cfg.bind, routes(state), cfg.limits, shutdown).await?;
     Ok(())
 }
 

@@ -43,7 +43,12 @@ impl WebhookReceiver {
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let (trigger, shutdown) = celery_redis::shutdown::channel();
         let routes = route.recover(http_kit::rejection::recover);
-        tokio::spawn(http_kit::serve::serve(listener, routes, shutdown));
+        tokio::spawn(http_kit::serve::serve(
+            listener,
+            routes,
+            http_kit::serve::Limits::default(),
+            shutdown,
+        ));
         WebhookReceiver {
             url,
             hits,
