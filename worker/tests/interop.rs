@@ -49,7 +49,11 @@ fn client(py: &Path, redis: &TestRedis, args: &[&str]) -> Value {
 }
 
 fn rust_worker(redis: &TestRedis, extra: &[(&str, &str)]) -> Proc {
-    let mut env = vec![("REDIS_URL", redis.url())];
+    // The scenarios' webhook receivers listen on loopback, refused unless allowed.
+    let mut env = vec![
+        ("REDIS_URL", redis.url()),
+        ("WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
+    ];
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     Proc::spawn(
         env!("CARGO_BIN_EXE_worker").as_ref(),
@@ -382,7 +386,6 @@ async fn a_python_worker_restores_the_task_of_a_killed_rust_worker() {
         &[
             ("VISIBILITY_TIMEOUT_SECS", "2"),
             ("WEBHOOK_TIMEOUT_MS", "600000"),
-            ("WEBHOOK_ALLOW", "127.0.0.1"),
         ],
     );
     let py2 = py.clone();
