@@ -6,6 +6,7 @@ use std::time::Duration;
 use celery_redis::broker::{Broker, Claim, Delivery, Submitted};
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
+use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
@@ -466,4 +467,49 @@ async fn the_dead_letter_list_keeps_its_newest_entries_and_counts_the_rest() {
     assert_eq!(kept, vec!["r4", "r3", "r2"], "the newest stay");
     let stats = broker.stats().await.unwrap();
     assert_eq!((stats.dead, stats.dead_dropped), (3, 2));
+}
+
+#[tokio::test]
+async fn a_restore_lock_left_behind_holds_restores_off_for_two_seconds_at_most() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    broker.publish(&task(0)).await.unwrap();
+    claim(&broker).await; // held by a worker that then died
+                          // A restorer died holding the lock (or a Redis restart kept it in the AOF), with the
+                          // lifetime our restorers give it.
+    redis::cmd("SET")
+        .arg(keys::UNACKED_MUTEX)
+        .arg("a-dead-restorer")
+        .arg("PX")
+        .arg(celery_redis::broker::restore::MUTEX_TTL_MS)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Ex")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let mut events = redis.client().get_async_pubsub().await.unwrap();
+    events.subscribe("__keyevent@0__:expired").await.unwrap();
+    assert_eq!(
+        broker.restore_expired(Duration::ZERO).await.unwrap(),
+        0,
+        "locked"
+    );
+    // The lock expires on its own well within three seconds (kombu's lasts 300 s).
+    let mut expired = events.on_message();
+    let gone = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(msg) = expired.next().await {
+            if msg.get_payload::<String>().unwrap() == keys::UNACKED_MUTEX {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the lock outlived three seconds");
+    assert_eq!(broker.restore_expired(Duration::ZERO).await.unwrap(), 1);
 }
