@@ -92,6 +92,20 @@ fn bad_values_exit_2_naming_the_variable_even_with_logging_silenced() {
     let (code, stderr) = run("worker", &[("REDIS_URL", redis.url_db(99))]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("REDIS_URL"), "{stderr}");
+    // So is a Unix socket path with nothing there.
+    let missing = std::env::temp_dir().join(format!("no-redis-{}.sock", std::process::id()));
+    for name in BINARIES {
+        let (code, stderr) = run(
+            name,
+            &[
+                ("REDIS_URL", format!("redis+unix://{}", missing.display())),
+                ("ORDER_BIND", "127.0.0.1:0".into()),
+                ("NOTIFICATION_BIND", "127.0.0.1:0".into()),
+            ],
+        );
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("REDIS_URL"), "{name}: {stderr}");
+    }
 }
 
 #[test]

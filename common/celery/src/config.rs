@@ -188,6 +188,14 @@ impl RedisUrl {
         format!("{user}{}/{}", info.addr(), info.redis_settings().db())
     }
 
+    /// The socket's path, for a `redis+unix://` URL.
+    pub fn unix_socket(&self) -> Option<&std::path::Path> {
+        match self.client.get_connection_info().addr() {
+            redis::ConnectionAddr::Unix(path) => Some(path.as_path()),
+            _ => None,
+        }
+    }
+
     /// Whether both URLs reach the same database of the same server as the same user.
     pub fn same_database(&self, other: &RedisUrl) -> bool {
         let (a, b) = (

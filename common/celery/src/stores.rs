@@ -50,10 +50,24 @@ impl Stores {
     /// be asked (down, or CONFIG disabled) is logged, not refused.
     pub async fn check(&self, cfg: &RedisConfig) -> Result<(), ConfigError> {
         let conns = [
-            ("REDIS_URL", &self.redis),
-            ("RESULT_BACKEND_URL", self.results.connection()),
+            ("REDIS_URL", &self.redis, &cfg.url),
+            (
+                "RESULT_BACKEND_URL",
+                self.results.connection(),
+                &cfg.result_url,
+            ),
         ];
-        for (var, conn) in conns {
+        for (var, conn, url) in conns {
+            // A socket file that does not exist is a wrong path, not a Redis still starting.
+            if let Some(path) = url.unix_socket().filter(|p| !p.exists()) {
+                return Err(ConfigError {
+                    var,
+                    reason: format!(
+                        "names the Unix socket {}, which does not exist",
+                        path.display()
+                    ),
+                });
+            }
             let asked = bounded(
                 CHECK_WAIT,
                 redis::cmd("CONFIG")
