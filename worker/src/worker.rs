@@ -190,6 +190,13 @@ impl Worker {
                     });
                     started += 1;
                 }
+                Claim::Unreadable { tag, raw } => {
+                    log::warn!("dead-lettering a queue entry that is not valid UTF-8");
+                    drop(permit);
+                    if let Err(e) = self.ctx.broker.dead_letter_unreadable(&tag, &raw).await {
+                        log::warn!("could not dead-letter it ({e}); it comes back after the visibility timeout");
+                    }
+                }
                 Claim::DeadLettered { reason, raw } => {
                     log::warn!("dead-lettered an undecodable queue entry: {reason}");
                     if let Err(e) = poison::fail_readable(&self.ctx, &raw, &reason).await {

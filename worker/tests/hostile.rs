@@ -381,3 +381,72 @@ async fn a_redirect_is_a_final_failure_and_is_not_followed() {
     assert_eq!(followed.load(std::sync::atomic::Ordering::SeqCst), 0);
     w.stop().await.all_acknowledged();
 }
+
+#[tokio::test]
+async fn an_entry_that_is_not_utf8_is_dead_lettered_and_its_batch_runs() {
+    let w = start(&[]).await;
+    let good = TaskMessage::new("no_such_task", "celery", Map::new());
+    let good_raw = good.to_envelope("test@host").to_json();
+    // Both in one claim: a valid message and an entry with a tag that is not UTF-8 text.
+    let mut bad = b"\xff{\"properties\": {\"delivery_tag\": \"bad\xfe\"}}".to_vec();
+    bad.extend_from_slice(b" ");
+    redis::pipe()
+        .atomic()
+        .lpush("celery", good_raw.as_bytes())
+        .lpush("celery", bad)
+        .query_async::<()>(&mut w.conn.clone())
+        .await
+        .unwrap();
+    assert_eq!(w.result(&good.id).await.status, TaskState::Failure);
+    let broker = w.broker.clone();
+    let stopped = w.stop().await;
+    stopped.all_acknowledged();
+    let dead = broker.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.contains("UTF-8"), "{}", dead[0].reason);
+}
+
+#[tokio::test]
+async fn a_restore_pass_survives_an_unacked_entry_that_is_not_utf8() {
+    let w = start(&[("VISIBILITY_TIMEOUT_SECS", "1")]).await;
+    let mut conn = w.conn.clone();
+    // Left behind by a crashed worker: an entry that is not UTF-8, and a real message.
+    let orphan = TaskMessage::new("no_such_task", "celery", Map::new());
+    let triple = format!(
+        r#"[{}, "", "celery"]"#,
+        orphan.to_envelope("test@host").to_json()
+    );
+    redis::pipe()
+        .hset(keys::UNACKED, "orphan", triple)
+        .hset(keys::UNACKED, b"bad\xff".as_slice(), b"\xff\xfe".as_slice())
+        .zadd(keys::UNACKED_INDEX, "orphan", 1.0)
+        .zadd(keys::UNACKED_INDEX, b"bad\xff".as_slice(), 1.0)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    // The orphan is restored and runs; the unreadable entry is dead-lettered.
+    assert_eq!(w.result(&orphan.id).await.status, TaskState::Failure);
+    let broker = w.broker.clone();
+    let stopped = w.stop().await;
+    stopped.all_acknowledged();
+    let dead = broker.dead_letters(10).await.unwrap();
+    assert!(dead.iter().any(|d| d.reason.contains("UTF-8")), "{dead:?}");
+}
+
+#[tokio::test]
+async fn a_message_fanning_out_into_too_many_callbacks_is_refused() {
+    let w = start(&[]).await;
+    let mut msg = TaskMessage::new("no_such_task", "celery", Map::new());
+    msg.body.embed.callbacks = Some(vec![callback_to("celery"); 1001]);
+    w.broker.publish(&msg).await.unwrap();
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert!(meta
+        .exception()
+        .unwrap()
+        .message()
+        .contains("more than 1000"));
+    let queued: i64 = w.conn.clone().llen("celery").await.unwrap();
+    assert_eq!(queued, 0, "nothing fanned out");
+    w.stop().await.all_acknowledged();
+}

@@ -29,6 +29,12 @@ pub enum Claim {
         reason: String,
         raw: String,
     },
+    /// The entry (or its tag) is not UTF-8: it is held under `tag` (its exact bytes) and must be
+    /// dead-lettered with [`Broker::dead_letter_unreadable`]; `raw` shows it lossily.
+    Unreadable {
+        tag: Vec<u8>,
+        raw: String,
+    },
 }
 
 impl Broker {
@@ -50,16 +56,30 @@ impl Broker {
             inv.key(list);
         }
         inv.arg(&self.queue).arg(max.max(1));
-        let reply: Vec<String> = inv.invoke_async(&mut self.conn.clone()).await?;
+        // Bytes, not strings: any producer can push an entry that is not UTF-8, and one such
+        // entry must not make the whole batch (already recorded in `unacked`) unreadable.
+        let reply: Vec<Vec<u8>> = inv.invoke_async(&mut self.conn.clone()).await?;
         let mut parts = reply.into_iter();
-        let taken_at = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+        let taken_at = parts
+            .next()
+            .and_then(|s| String::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
         let mut claims = Vec::new();
         while let (Some(raw), Some(tag), Some(reason)) = (parts.next(), parts.next(), parts.next())
         {
-            claims.push(if reason.is_empty() {
-                Claim::Message(Delivery { raw, tag, taken_at })
-            } else {
-                Claim::DeadLettered { reason, raw }
+            let reason = String::from_utf8_lossy(&reason).into_owned();
+            let raw = String::from_utf8(raw)
+                .map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            claims.push(match (raw, String::from_utf8(tag)) {
+                (Ok(raw) | Err(raw), _) if !reason.is_empty() => {
+                    Claim::DeadLettered { reason, raw }
+                }
+                (Ok(raw), Ok(tag)) => Claim::Message(Delivery { raw, tag, taken_at }),
+                (Ok(raw) | Err(raw), tag) => Claim::Unreadable {
+                    tag: tag.map_or_else(|e| e.into_bytes(), String::into_bytes),
+                    raw,
+                },
             });
         }
         Ok(claims)

@@ -46,7 +46,8 @@ impl Broker {
     }
 
     async fn restore_locked(&self, conn: &mut Conn, visibility: Duration) -> RedisResult<usize> {
-        let listed: Vec<String> = EXPIRED
+        // Bytes: an entry a producer made that is not UTF-8 must not stop every restore.
+        let listed: Vec<Vec<u8>> = EXPIRED
             .key(keys::UNACKED_INDEX)
             .key(keys::UNACKED)
             .arg(visibility.as_secs_f64())
@@ -58,13 +59,28 @@ impl Broker {
         };
         let mut restored = 0usize;
         for pair in pairs.chunks_exact(2) {
-            let (tag, value) = (&pair[0], &pair[1]);
+            let (tag_bytes, value_bytes) = (&pair[0], &pair[1]);
+            let (Ok(tag), Ok(value)) = (
+                std::str::from_utf8(tag_bytes),
+                std::str::from_utf8(value_bytes),
+            ) else {
+                log::warn!("an unacked entry is not valid UTF-8; dead-lettering it");
+                let lossy = String::from_utf8_lossy(value_bytes);
+                let entry = DeadLetter::new(
+                    "unacked entry is not valid UTF-8 (raw shown lossily)",
+                    lossy,
+                );
+                if self.settle_dead(tag_bytes, &entry).await? {
+                    restored = restored.saturating_add(1);
+                }
+                continue;
+            };
             let (envelope, list) = match restorable(value, &self.queue) {
                 Restorable::To(envelope, list) => (envelope, list),
                 Restorable::Unroutable(reason, envelope) => {
                     log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
                     let entry = DeadLetter::about(reason, envelope);
-                    if self.settle_dead(tag, &entry).await? {
+                    if self.settle_dead(tag_bytes, &entry).await? {
                         restored = restored.saturating_add(1);
                         self.report_dead(std::slice::from_ref(&entry)).await;
                     }
@@ -92,7 +108,7 @@ impl Broker {
                         format!("restore: the list {list:?} holds another type of value"),
                         envelope,
                     );
-                    if self.settle_dead(tag, &entry).await? {
+                    if self.settle_dead(tag_bytes, &entry).await? {
                         restored = restored.saturating_add(1);
                         self.report_dead(std::slice::from_ref(&entry)).await;
                     }

@@ -35,7 +35,7 @@ impl Broker {
     /// Runs the settle script: 1 settled, 0 lease lost, -1 refused (destination of another type).
     async fn settle(
         &self,
-        tag: &str,
+        tag: &[u8],
         action: &str,
         dest: &str,
         value: &str,
@@ -57,7 +57,7 @@ impl Broker {
     /// given another type: that is an error, not a routing decision.
     async fn settle_own(
         &self,
-        tag: &str,
+        tag: &[u8],
         action: &str,
         dest: &str,
         value: &str,
@@ -71,7 +71,8 @@ impl Broker {
 
     /// Acknowledges a delivery (kombu's ZREM + HDEL). Returns false if the lease had been lost.
     pub async fn ack(&self, tag: &str) -> RedisResult<bool> {
-        self.settle_own(tag, "ack", keys::UNACKED, "", 0.0).await
+        self.settle_own(tag.as_bytes(), "ack", keys::UNACKED, "", 0.0)
+            .await
     }
 
     fn outgoing<'a>(&self, msg: &'a TaskMessage) -> Outgoing<'a> {
@@ -183,7 +184,7 @@ impl Broker {
     pub async fn requeue(&self, delivery: &Delivery) -> RedisResult<bool> {
         let list = self.list_of(&delivery.raw);
         match self
-            .settle(&delivery.tag, "rpush", &list, &delivery.raw, 0.0)
+            .settle(delivery.tag.as_bytes(), "rpush", &list, &delivery.raw, 0.0)
             .await?
         {
             -1 => {
@@ -199,7 +200,7 @@ impl Broker {
     /// Parks a held message until `due` (Unix seconds, server clock) in the schedule.
     pub async fn schedule(&self, delivery: &Delivery, due: f64) -> RedisResult<bool> {
         let dest = keys::scheduled(&self.queue);
-        self.settle_own(&delivery.tag, "zadd", &dest, &delivery.raw, due)
+        self.settle_own(delivery.tag.as_bytes(), "zadd", &dest, &delivery.raw, due)
             .await
     }
 
@@ -213,7 +214,7 @@ impl Broker {
     ) -> RedisResult<bool> {
         let dest = keys::scheduled(&self.queue);
         self.settle_own(
-            &delivery.tag,
+            delivery.tag.as_bytes(),
             "zadd_in",
             &dest,
             replacement,
@@ -224,11 +225,18 @@ impl Broker {
 
     /// Moves a held message to the dead-letter list with the reason, and acknowledges it.
     pub async fn dead_letter(&self, delivery: &Delivery, entry: &DeadLetter) -> RedisResult<bool> {
-        self.settle_dead(&delivery.tag, entry).await
+        self.settle_dead(delivery.tag.as_bytes(), entry).await
+    }
+
+    /// Dead-letters an entry a claim found not to be UTF-8 ([`super::Claim::Unreadable`]).
+    pub async fn dead_letter_unreadable(&self, tag: &[u8], raw: &str) -> RedisResult<bool> {
+        let entry = DeadLetter::new("the entry is not valid UTF-8 (raw shown lossily)", raw)
+            .in_queue(&self.queue);
+        self.settle_dead(tag, &entry).await
     }
 
     /// Moves any `unacked` entry (held here or not) to the dead-letter list.
-    pub(super) async fn settle_dead(&self, tag: &str, entry: &DeadLetter) -> RedisResult<bool> {
+    pub(super) async fn settle_dead(&self, tag: &[u8], entry: &DeadLetter) -> RedisResult<bool> {
         self.settle_own(tag, "lpush", keys::DEAD_LETTER, &entry.to_json(), 0.0)
             .await
     }

@@ -6,6 +6,9 @@ use serde_json::{Map, Value};
 
 use super::error::DecodeError;
 
+/// Most callbacks, errbacks or chain steps one message may carry.
+pub const MAX_CANVAS: usize = 1000;
+
 /// The decoded body: positional args, keyword args and the canvas `embed`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Body {
@@ -61,10 +64,21 @@ impl Body {
         let (Value::Array(args), Value::Object(kwargs)) = (args, kwargs) else {
             return Err(DecodeError::BodyShape);
         };
-        let embed = match embed {
+        let embed: Embed = match embed {
             Value::Null => Embed::default(),
             other => serde_json::from_value(other).map_err(DecodeError::BodyJson)?,
         };
+        // One message must not fan out into an unbounded number of messages (each a full
+        // envelope in the worker's memory and on the queue, past any backpressure).
+        for (what, list) in [
+            ("callbacks", &embed.callbacks),
+            ("errbacks", &embed.errbacks),
+            ("chain", &embed.chain),
+        ] {
+            if list.as_ref().is_some_and(|l| l.len() > MAX_CANVAS) {
+                return Err(DecodeError::TooMany(what, MAX_CANVAS));
+            }
+        }
         Ok(Body {
             args,
             kwargs,

@@ -19,6 +19,8 @@ pub enum DecodeError {
     BodyJson(#[source] serde_json::Error),
     #[error("body must be a 3-element array [args, kwargs, embed]")]
     BodyShape,
+    #[error("embed has more than {1} {0}")]
+    TooMany(&'static str, usize),
     #[error("{0} is larger than {1} bytes")]
     TooLarge(&'static str, usize),
     #[error("header {0} is missing or empty")]
