@@ -60,8 +60,9 @@ impl Leases {
                 // A tag acknowledged while the renewal ran is not held any more either; only
                 // the tags this worker still holds afterwards can have lost their lease.
                 Ok(held) if held < tags.len() => {
-                    let still = self.tags();
-                    let kept = tags.iter().filter(|t| still.contains(t)).count();
+                    let still: std::collections::HashSet<String> =
+                        self.tags().into_iter().collect();
+                    let kept = tags.iter().filter(|t| still.contains(*t)).count();
                     if held < kept {
                         log::warn!("{} running task(s) lost their lease", kept - held);
                     }

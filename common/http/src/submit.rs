@@ -38,13 +38,15 @@ pub async fn create<C: Submission>(mut body: Map<String, Value>, state: AppState
     .await
     .map_err(|e| {
         // Refused before anything was sent: nothing written. Otherwise the script may have run.
-        let mut err = if e.is_connection_refusal() {
-            ApiError::unavailable(&e)
+        if e.is_connection_refusal() {
+            ApiError {
+                context: Some((C::ID_FIELD, id.to_owned())),
+                ..ApiError::unavailable(&e)
+            }
         } else {
             ApiError::outcome_unknown(&e, C::ID_FIELD, id)
-        };
-        err.context = Some((C::ID_FIELD, id.to_owned()));
-        err.reject()
+        }
+        .reject()
     })?;
     let (status, task_id) = match outcome {
         Submitted::Created(task) => {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Broker;
 use crate::keys;
-use crate::result::{ExceptionInfo, ResultMeta};
+use crate::result::{ExceptionInfo, ResultBackend, ResultError, ResultMeta};
 use crate::scripts::{REQUEUE_DEAD, TRIM_DEAD};
 
 /// One dead-letter entry, as stored (newest first) in [`keys::DEAD_LETTER`].
@@ -83,6 +83,19 @@ pub fn readable_task(raw: &str) -> (Option<String>, Option<String>) {
     (field("task"), field("id"))
 }
 
+/// The FAILURE a caller reads for a task the broker dead-lettered because it could not route
+/// or read it (kombu's `OperationalError`, with the reason).
+pub(super) async fn fail_dead(
+    results: &ResultBackend,
+    task_id: &str,
+    reason: &str,
+) -> Result<bool, ResultError> {
+    let exc = ExceptionInfo::new("kombu.exceptions", "OperationalError", reason);
+    results
+        .store(&ResultMeta::failure(task_id, &exc, None))
+        .await
+}
+
 impl Broker {
     /// Stores a FAILURE for each entry whose task id is known (when this broker has a result
     /// backend), so the caller of a message the broker dead-lettered learns why.
@@ -92,8 +105,7 @@ impl Broker {
         };
         for entry in entries {
             let Some(id) = &entry.task_id else { continue };
-            let exc = ExceptionInfo::new("kombu.exceptions", "OperationalError", &entry.reason);
-            if let Err(e) = results.store(&ResultMeta::failure(id, &exc, None)).await {
+            if let Err(e) = fail_dead(results, id, &entry.reason).await {
                 log::warn!("could not store FAILURE for dead-lettered task {id}: {e}");
             }
         }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use redis::RedisResult;
 
+use super::dead::fail_dead;
 use super::{Broker, DeadLetter, Delivery};
 use crate::keys;
 use crate::protocol::{Envelope, TaskMessage};
-use crate::result::{ExceptionInfo, ResultBackend, ResultError, ResultMeta};
+use crate::result::{ResultBackend, ResultError, ResultMeta};
 use crate::scripts::{FINISH, SETTLE};
 
 /// A message a finishing task sends on, where it goes: its queue's list, or the dead-letter
@@ -159,11 +160,7 @@ impl Broker {
                     send.msg.task,
                     send.msg.id
                 );
-                let exc =
-                    ExceptionInfo::new("kombu.exceptions", "OperationalError", reason.clone());
-                results
-                    .store(&ResultMeta::failure(&send.msg.id, &exc, None))
-                    .await?;
+                fail_dead(results, &send.msg.id, reason).await?;
             }
         }
         if one_step {
@@ -191,7 +188,11 @@ impl Broker {
                 let entry =
                     DeadLetter::about("its queue's key holds another type of value", &delivery.raw)
                         .in_queue(&self.queue);
-                self.dead_letter(delivery, &entry).await
+                let dead = self.dead_letter(delivery, &entry).await?;
+                if dead {
+                    self.report_dead(std::slice::from_ref(&entry)).await;
+                }
+                Ok(dead)
             }
             n => Ok(n == 1),
         }
