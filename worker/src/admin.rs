@@ -1,11 +1,18 @@
-//! Operator subcommands: queue counts and the dead-letter list (list, requeue, purge).
+//! Operator subcommands: queue counts, the dead-letter list (list, requeue, purge) and the
+//! health check (a remote-control ping of this worker's node, as `celery inspect ping -d`).
+
+use std::time::Duration;
 
 use celery_redis::broker::Broker;
-use celery_redis::config::RedisConfig;
+use celery_redis::control::client::{self, Target};
+use celery_redis::control::Lamport;
+use serde_json::json;
+
+use crate::config::WorkerConfig;
 
 /// The subcommands `worker` understands besides running.
 pub const USAGE: &str =
-    "usage: worker [run | stats | dead-letters [N] | requeue-dead [N] | purge-dead]";
+    "usage: worker [run | healthcheck | stats | dead-letters [N] | requeue-dead [N] | purge-dead]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -13,15 +20,22 @@ pub enum AdminError {
     Usage(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("unhealthy: {0}")]
+    Unhealthy(String),
 }
 
 /// Runs one subcommand and returns what to print (JSON for machines, one line per entry).
-pub async fn run(cfg: &RedisConfig, args: &[String]) -> Result<String, AdminError> {
+pub async fn run(worker: &WorkerConfig, args: &[String]) -> Result<String, AdminError> {
+    let cfg = &worker.redis;
     let waits = celery_redis::connection::Waits {
-        response: Some(cfg.timeout),
+        // The health check blocks for a reply up to the timeout, on this connection.
+        response: Some(cfg.timeout + Duration::from_secs(1)),
         connect_retries: 2,
     };
     let conn = celery_redis::connection::Conn::new(&cfg.url, waits)?;
+    if args.first().map(String::as_str) == Some("healthcheck") {
+        return healthcheck(worker, &conn).await;
+    }
     let broker = Broker::new(conn, cfg.queue.clone(), celery_redis::node::unique());
     let count = |default: usize| -> Result<usize, AdminError> {
         match args.get(1) {
@@ -45,6 +59,39 @@ pub async fn run(cfg: &RedisConfig, args: &[String]) -> Result<String, AdminErro
         Some("purge-dead") => Ok(format!("purged {}", broker.purge_dead().await?)),
         other => Err(AdminError::Usage(format!(
             "unknown command {other:?}\n{USAGE}"
+        ))),
+    }
+}
+
+/// Pings this worker's node (`WORKER_NAME`), or without a name any worker on this host (one
+/// container, one worker), through the pidbox; healthy when it answers within
+/// `REDIS_TIMEOUT_MS`.
+async fn healthcheck(
+    worker: &WorkerConfig,
+    conn: &celery_redis::connection::Conn,
+) -> Result<String, AdminError> {
+    let target = if worker.named {
+        Target::Nodes(vec![worker.node.clone()])
+    } else {
+        Target::Glob(format!("*@{}", celery_redis::node::hostname()))
+    };
+    let clock = Lamport::default();
+    let db = worker.redis.url.db();
+    let replies = client::call(
+        conn,
+        db,
+        &clock,
+        "ping",
+        json!({}),
+        &target,
+        worker.redis.timeout,
+    )
+    .await?;
+    match replies.into_iter().find(|(_, v)| v["ok"] == "pong") {
+        Some((node, _)) => Ok(format!("{node}: pong")),
+        None => Err(AdminError::Unhealthy(format!(
+            "no worker answered a ping for {target:?} within {:?}",
+            worker.redis.timeout
         ))),
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use celery_redis::config::{boolean, count, number, ConfigError, RedisConfig, Source};
+use celery_redis::config::{boolean, count, number, raw, ConfigError, RedisConfig, Source};
+use celery_redis::node;
 
 use crate::webhook::policy::Policy;
 
@@ -19,6 +20,8 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
     "DEAD_LETTER_MAX",
+    "WORKER_NAME",
+    "WORKER_SEND_TASK_EVENTS",
 ];
 
 /// The worker's settings.
@@ -50,6 +53,14 @@ pub struct WorkerConfig {
     /// `DEAD_LETTER_MAX`: dead letters kept, newest first (default 10000); older ones are
     /// dropped and counted.
     pub dead_letter_max: usize,
+    /// `WORKER_NAME`: the node name, a template like Celery's `-n` (`%h` host, `%n` its first
+    /// label, `%d` the domain); default `rust<pid>-<boot id>@<host>`, unique per start.
+    pub node: String,
+    /// Whether `WORKER_NAME` set the node name (the health check then pings it by name).
+    pub named: bool,
+    /// `WORKER_SEND_TASK_EVENTS`: send task events from the start, like `celery worker -E`
+    /// (default false; Flower switches them on with `enable_events`).
+    pub task_events: bool,
 }
 
 impl WorkerConfig {
@@ -85,6 +96,17 @@ impl WorkerConfig {
                 (1, 600_000),
             )?),
             webhook_policy: Policy::from_source(src)?,
+            named: raw(src, "WORKER_NAME")?.is_some(),
+            node: match raw(src, "WORKER_NAME")? {
+                None => node::unique(),
+                Some(t) => {
+                    node::from_template(&t, &node::hostname()).map_err(|reason| ConfigError {
+                        var: "WORKER_NAME",
+                        reason,
+                    })?
+                }
+            },
+            task_events: boolean(src, "WORKER_SEND_TASK_EVENTS", false)?,
             dead_letter_max: count(src, "DEAD_LETTER_MAX", 10_000, (1, 10_000_000))?,
             max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
                 .unwrap_or(1000),
@@ -133,6 +155,9 @@ mod tests {
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("TASK_MAX_RETRIES", "4294967296"),
             ("TASK_RETRY_BACKOFF_MS", "0"),
+            ("WORKER_NAME", "w@%x"),
+            ("WORKER_NAME", "a b@h"),
+            ("WORKER_SEND_TASK_EVENTS", "yes please"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use celery_redis::broker::Broker;
 use celery_redis::connection::Conn;
+use celery_redis::events::Events;
 use celery_redis::result::ResultBackend;
 use tokio::sync::Notify;
 
+use crate::registry::Registry;
 use crate::webhook::Webhooks;
 
 pub struct Context {
@@ -24,6 +26,10 @@ pub struct Context {
     /// How long the shop's per-task keys (reservations, delivery records) live.
     pub retention: Duration,
     pub retry_backoff: Duration,
+    /// What runs here now, what was parked, what is revoked (remote control reads it).
+    pub registry: Arc<Registry>,
+    /// This worker's events (task events only while switched on).
+    pub events: Events,
     /// Wakes the scheduler when this worker parks a message (an eta task or a retry).
     pub scheduled: Arc<Notify>,
 }

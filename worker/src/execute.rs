@@ -1,8 +1,11 @@
-//! One delivery, from the raw envelope to its end: decode, eta and expiry, STARTED, run (within
-//! its time limit), then [`crate::ending`] (success or failure), [`crate::retry`] or
-//! [`crate::poison`]. Redis failures leave the message unacknowledged (it comes back after the
-//! visibility timeout); nothing here can crash the worker.
+//! One delivery, from the raw envelope to its end: decode, revoked, eta and expiry, STARTED, run
+//! (within its time limit, unless a revoke terminates it), then [`crate::ending`] (success or
+//! failure), [`crate::retry`] or [`crate::poison`]; [`crate::report`] sends the task events
+//! along the way and [`crate::registry`] knows it runs. Redis failures leave the message
+//! unacknowledged (it comes back after the visibility timeout); nothing here can crash the
+//! worker.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::Delivery;
@@ -13,16 +16,21 @@ use serde_json::Value;
 
 use crate::context::Context;
 use crate::ending::{self, ExecuteError};
+use crate::registry::Registry;
 use crate::tasks::{self, Output, Request, TaskError};
-use crate::{poison, retry};
+use crate::{poison, report, retry};
 
 /// Handles one delivery; `delivery.taken_at` (the server's clock) is "now" for eta and expiry.
 pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
     let now = delivery.taken_at;
     let msg = match Message::decode(delivery.raw.as_bytes()) {
-        Ok(msg) => msg,
+        Ok(msg) => Arc::new(msg),
         Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };
+    report::received(ctx, &msg);
+    if ctx.registry.is_revoked(msg.id()) {
+        return refuse_revoked(ctx, &msg, &delivery.tag).await;
+    }
     let headers = &msg.envelope.headers;
     if let Some(eta) = msg.eta() {
         let due = clock::unix_seconds(eta);
@@ -34,6 +42,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
                 headers.eta.as_deref().unwrap_or_default()
             );
             ctx.broker.schedule(delivery, due).await?;
+            ctx.registry.park(msg.clone(), due);
             ctx.scheduled.notify_one();
             return Ok(());
         }
@@ -46,8 +55,62 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         );
         let revoked = ResultMeta::revoked(msg.id(), "expired");
         ending::end(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
+        report::revoked(ctx, msg.id(), None, true);
         return Ok(());
     }
+    let running = Running::start(&ctx.registry, msg.clone(), !ctx.acks_late);
+    // A revoke that came between the check above and the start is honoured too.
+    if ctx.registry.is_revoked(msg.id()) {
+        return refuse_revoked(ctx, &msg, &delivery.tag).await;
+    }
+    run(ctx, delivery, &msg, &running).await
+}
+
+/// A revoked task is never run: REVOKED, acknowledged, `task-revoked`.
+async fn refuse_revoked(ctx: &Context, msg: &Message, tag: &str) -> Result<(), ExecuteError> {
+    log::info!(
+        "task {} [{}] was revoked; storing REVOKED without running it",
+        msg.task(),
+        msg.id()
+    );
+    let revoked = ResultMeta::revoked(msg.id(), "revoked");
+    ending::end(ctx, msg, revoked, Some(tag), &[]).await?;
+    report::revoked(ctx, msg.id(), None, false);
+    Ok(())
+}
+
+/// The registry's record of a running task, removed however the run ends (error, panic).
+struct Running<'a> {
+    registry: &'a Registry,
+    msg: Arc<Message>,
+    stop: Arc<crate::registry::Stop>,
+}
+
+impl<'a> Running<'a> {
+    fn start(registry: &'a Registry, msg: Arc<Message>, acknowledged: bool) -> Self {
+        let stop = registry.start(msg.clone(), acknowledged);
+        Running {
+            registry,
+            msg,
+            stop,
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.registry.finish(&self.msg);
+    }
+}
+
+/// STARTED, the run (or its termination by a revoke), and the end.
+async fn run(
+    ctx: &Context,
+    delivery: &Delivery,
+    msg: &Message,
+    running: &Running<'_>,
+) -> Result<(), ExecuteError> {
+    let headers = &msg.envelope.headers;
     let req = Request {
         id: msg.id().to_owned(),
         root_id: headers
@@ -56,18 +119,39 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
             .unwrap_or_else(|| msg.id().to_owned()),
     };
     if ctx.track_started {
-        ending::record(ctx, &msg, ResultMeta::started(msg.id(), &ctx.node)).await?;
+        ending::record(ctx, msg, ResultMeta::started(msg.id(), &ctx.node)).await?;
     }
     if !ctx.acks_late {
         ctx.broker.ack(&delivery.tag).await?;
     }
+    report::started(ctx, msg);
+    let began = std::time::Instant::now();
     // With acks_late the final result and the ack go together, after the task.
     let ack = ctx.acks_late.then_some(delivery.tag.as_str());
-    match run_within_limit(ctx, &msg, &req).await {
-        Ok(output) => ending::succeed(ctx, &msg, output, ack).await?,
-        Err(TaskError::Failed(exc)) => ending::fail(ctx, &msg, &exc, ack).await?,
+    let outcome = tokio::select! {
+        outcome = run_within_limit(ctx, msg, &req) => outcome,
+        signum = running.stop.fired() => {
+            log::warn!("task {} [{}] terminated by a revoke", msg.task(), msg.id());
+            let revoked = ResultMeta::revoked(msg.id(), "terminated");
+            ending::end(ctx, msg, revoked, ack, &[]).await?;
+            report::revoked(ctx, msg.id(), Some(signum), false);
+            return Ok(());
+        }
+    };
+    match outcome {
+        Ok(output) => {
+            let shown = ctx.events.task_events().then(|| output.value.clone());
+            ending::succeed(ctx, msg, output, ack).await?;
+            if let Some(value) = shown {
+                report::succeeded(ctx, msg, &value, began.elapsed().as_secs_f64());
+            }
+        }
+        Err(TaskError::Failed(exc)) => {
+            ending::fail(ctx, msg, &exc, ack).await?;
+            report::failed(ctx, msg, &exc, false);
+        }
         Err(TaskError::Retry(exc)) => {
-            return retry::retry_or_give_up(ctx, &msg, delivery, exc).await
+            return retry::retry_or_give_up(ctx, msg, delivery, exc).await
         }
         Err(TaskError::Transient(why)) => {
             return Err(ExecuteError::Transient(msg.id().to_owned(), why))

@@ -6,15 +6,21 @@
 //! - [`tasks`] — what each task does (`process_order`, `send_notification`);
 //! - [`ending`], [`retry`], [`poison`]: the ways a delivery ends;
 //! - [`canvas`] — callbacks and chain steps a task sends on;
+//! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
+//! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`context`], [`config`], [`upkeep`], [`webhook`], [`admin`]: what they say.
 
 pub mod admin;
 pub mod canvas;
 pub mod config;
 pub mod context;
+pub mod control;
 pub mod ending;
 pub mod execute;
+pub mod heartbeat;
 pub mod poison;
+pub mod registry;
+pub mod report;
 pub mod retry;
 pub mod tasks;
 pub mod upkeep;

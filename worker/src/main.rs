@@ -35,7 +35,7 @@ async fn run(cfg: WorkerConfig) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    match worker::admin::run(&cfg.redis, &args).await {
+    match worker::admin::run(&cfg, &args).await {
         Ok(out) => println!("{out}"),
         Err(worker::admin::AdminError::Usage(msg)) => {
             eprintln!("{msg}");

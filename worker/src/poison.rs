@@ -57,6 +57,7 @@ async fn store_failure(
         ctx.results
             .store(&ResultMeta::failure(id, &exc, None))
             .await?;
+        crate::report::rejected(ctx, id);
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim};
 use celery_redis::connection::{Conn, Waits};
+use celery_redis::control::Lamport;
+use celery_redis::events::{Batcher, Events};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use celery_redis::stores::Stores;
@@ -18,8 +20,9 @@ use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
+use crate::registry::Registry;
 use crate::webhook::Webhooks;
-use crate::{execute, poison, upkeep};
+use crate::{execute, heartbeat, poison, upkeep};
 
 /// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
 const BLOCK: Duration = Duration::from_secs(1);
@@ -64,6 +67,8 @@ pub struct Worker {
     background: JoinSet<()>,
     /// Stops lease renewal; fired by [`Worker::shutdown`] once nothing is held any more.
     lease_stop: Option<Trigger>,
+    /// Sends the batched task events; started with the upkeep.
+    batcher: Option<Batcher>,
 }
 
 impl Worker {
@@ -79,7 +84,16 @@ impl Worker {
             .with_results(stores.results.clone())
             .with_retention(cfg.redis.retention);
         let checked = stores.clone();
+        let (events, batcher) = Events::new(
+            stores.redis.clone(),
+            cfg.redis.url.db(),
+            &node,
+            Arc::new(Lamport::default()),
+            cfg.task_events,
+        );
         let ctx = Arc::new(Context {
+            registry: Arc::new(Registry::new(&node)),
+            events,
             broker,
             results: stores.results,
             redis: stores.redis,
@@ -102,6 +116,7 @@ impl Worker {
             running: JoinSet::new(),
             background: JoinSet::new(),
             lease_stop: None,
+            batcher: Some(batcher),
         })
     }
 
@@ -110,8 +125,18 @@ impl Worker {
     }
 
     /// Starts the background upkeep: lease renewal (until [`Worker::shutdown`] has nothing
-    /// left to hold), restores of dead workers' messages and eta promotion (until `stop`).
+    /// left to hold), restores of dead workers' messages, eta promotion and the heartbeat
+    /// (until `stop`), and the event batcher (until the worker is gone).
     pub fn start_upkeep(&mut self, stop: &Shutdown) {
+        if let Some(batcher) = self.batcher.take() {
+            self.background.spawn(batcher.run());
+        }
+        self.background.spawn(heartbeat::beat(
+            self.ctx.events.clone(),
+            self.ctx.registry.clone(),
+            self.ctx.redis.clone(),
+            stop.clone(),
+        ));
         let (lease_trigger, lease_stop) = shutdown::channel();
         self.lease_stop = Some(lease_trigger);
         let broker = self.ctx.broker.clone();
@@ -208,9 +233,23 @@ impl Worker {
         Ok(Step::Started(started))
     }
 
-    /// Runs until `stop` fires, then shuts down (see [`Worker::shutdown`]).
+    /// Runs until `stop` fires or remote control asks it to stop, then shuts down (see
+    /// [`Worker::shutdown`]). It says it is consuming once remote control can reach it.
     pub async fn run(mut self, stop: Shutdown) {
+        let (local_trigger, local) = shutdown::channel();
+        let stop = shutdown::either(stop, local);
+        let (remote, ready) =
+            crate::control::spawn(&self.ctx, &self.cfg, &stop, &mut self.background);
+        let stop = shutdown::either(stop, remote);
+        // Keeps the local trigger alive (dropping it would read as a shutdown).
+        let _local_trigger = local_trigger;
         self.start_upkeep(&stop);
+        if tokio::time::timeout(self.cfg.redis.timeout, ready)
+            .await
+            .is_err()
+        {
+            log::warn!("remote control is not subscribed yet; consuming anyway");
+        }
         log::info!(
             "worker {} consuming queue {} with concurrency {} on {} thread(s) (acks_late={}, visibility_timeout={}s)",
             self.ctx.node,
@@ -286,6 +325,17 @@ impl Worker {
         if let Some(trigger) = self.lease_stop.take() {
             trigger.fire();
         }
+        // Events went out only if the upkeep (batcher and heartbeat) was started.
+        if self.batcher.is_none() {
+            let flushed = tokio::time::timeout(self.cfg.redis.timeout, self.ctx.events.flush());
+            if flushed.await.is_err() {
+                log::warn!("task events still buffered at shutdown were dropped");
+            }
+            let fields = heartbeat::fields(&self.ctx.registry);
+            if let Err(e) = self.ctx.events.send_now("worker-offline", fields).await {
+                log::warn!("could not send worker-offline: {e}");
+            }
+        }
         self.background.abort_all();
         log::info!("worker stopped");
     }
@@ -294,7 +344,8 @@ impl Worker {
 /// Builds a worker with a fresh node name, checks what its configuration points at, and runs
 /// it until `stop` fires.
 pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
-    let worker = Worker::build(cfg, celery_redis::node::unique())?;
+    let node = cfg.node.clone();
+    let worker = Worker::build(cfg, node)?;
     worker.stores.check(&worker.cfg.redis).await?;
     worker.run(stop).await;
     Ok(())

@@ -34,6 +34,11 @@ pub fn parse_celery_iso(s: &str) -> Option<OffsetDateTime> {
         .map(|p| p.assume_utc())
 }
 
+/// This machine's clock in seconds since the Unix epoch (what events carry as `timestamp`).
+pub fn unix_now() -> f64 {
+    unix_seconds(OffsetDateTime::now_utc())
+}
+
 /// Seconds since the Unix epoch, as a float (the unit of kombu's scores).
 pub fn unix_seconds(t: OffsetDateTime) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9

@@ -173,6 +173,11 @@ impl RedisUrl {
         &self.client
     }
 
+    /// The database index (kombu puts it in every pub/sub channel name: `/<db>.`).
+    pub fn db(&self) -> i64 {
+        self.client.get_connection_info().redis_settings().db()
+    }
+
     /// The address and database, e.g. `127.0.0.1:6379/0`: safe to log.
     pub fn redacted(&self) -> String {
         let info = self.client.get_connection_info();

@@ -19,6 +19,38 @@ pub const DEAD_LETTER: &str = "fleet:dead_letter";
 /// How many dead letters were dropped (oldest first) to keep the list within its cap.
 pub const DEAD_LETTER_DROPPED: &str = "fleet:dead_letter:dropped";
 
+/// Fleet-wide revoked task ids, scored by when they were revoked (server time, seconds).
+pub const REVOKED: &str = "fleet:revoked";
+
+/// kombu's exchange of events (a fanout: Redis pub/sub).
+pub const EVENT_EXCHANGE: &str = "celeryev";
+/// kombu's exchange of remote-control requests (a fanout).
+pub const PIDBOX_EXCHANGE: &str = "celery.pidbox";
+/// kombu's direct exchange of remote-control replies.
+pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
+/// The set binding each waiting client's reply list to its routing key (`rk SEP pattern SEP queue`).
+pub const REPLY_BINDINGS: &str = "_kombu.binding.reply.celery.pidbox";
+/// How every pidbox queue name ends (requests `<node>.celery.pidbox`, replies
+/// `<oid>.reply.celery.pidbox`): never a task queue.
+const PIDBOX_SUFFIX: &str = ".celery.pidbox";
+
+/// The pub/sub channel of a fanout exchange: `/<db>.<exchange>[/<routing key>]` (kombu).
+pub fn fanout_channel(db: i64, exchange: &str, routing_key: &str) -> String {
+    if routing_key.is_empty() {
+        format!("/{db}.{exchange}")
+    } else {
+        format!("/{db}.{exchange}/{routing_key}")
+    }
+}
+
+/// Whether a binding names a reply list a worker may push to: `<oid>.reply.celery.pidbox` with a
+/// plain oid (a forged binding cannot point a reply at a task queue or any other key).
+pub fn is_reply_queue(queue: &str) -> bool {
+    queue
+        .strip_suffix(".reply.celery.pidbox")
+        .is_some_and(is_key_part)
+}
+
 /// Longest name accepted inside a key (queue names here; ids and SKUs in the shop).
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -41,6 +73,7 @@ pub fn is_queue_name(name: &str) -> bool {
         && !name.starts_with("fleet:")
         && !name.starts_with("celery-task-meta-")
         && !name.starts_with("_kombu.")
+        && !name.ends_with(PIDBOX_SUFFIX)
 }
 
 /// Rounds a Celery priority down to kombu's Redis step (0-2 -> 0, 3-5 -> 3, 6-8 -> 6, 9 -> 9).
@@ -109,11 +142,33 @@ mod tests {
             "fleet:dead_letter",
             "celery-task-meta-x",
             "_kombu.binding.celery",
+            "a.reply.celery.pidbox",
+            "w@h.celery.pidbox",
             "",
             "a b",
         ] {
             assert!(!is_queue_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn replies_go_only_to_reply_lists() {
+        assert!(is_reply_queue(
+            "59e647f3-bfcd-3581-8701-838b1c556721.reply.celery.pidbox"
+        ));
+        for bad in [
+            "celery",
+            "unacked",
+            ".reply.celery.pidbox",
+            "a b.reply.celery.pidbox",
+        ] {
+            assert!(!is_reply_queue(bad), "{bad:?}");
+        }
+        assert_eq!(fanout_channel(0, PIDBOX_EXCHANGE, ""), "/0.celery.pidbox");
+        assert_eq!(
+            fanout_channel(3, EVENT_EXCHANGE, "task.multi"),
+            "/3.celeryev/task.multi"
+        );
     }
 
     #[test]

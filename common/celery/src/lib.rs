@@ -13,6 +13,9 @@
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
 //! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
 //!   schedule, restores and dead letters.
+//! - [`control`] — Celery's remote control (pidbox): requests, replies, a client.
+//! - [`events`] — Celery events (worker and task), task events batched as `task.multi`.
+//! - [`revoked`] — revoked task ids, remembered fleet-wide.
 //! - [`shutdown`] — one shutdown signal passed down to every loop.
 //! - [`leases`] — the deliveries a worker holds, renewed until each is finished or handed back.
 //! - [`stores`] — the broker's and the result backend's connections of a process.
@@ -26,11 +29,14 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod control;
+pub mod events;
 pub mod keys;
 pub mod leases;
 pub mod node;
 pub mod protocol;
 pub mod result;
+pub mod revoked;
 pub(crate) mod scripts;
 pub mod shutdown;
 pub mod stores;

@@ -40,5 +40,11 @@ pub static RESTORE_ONE: LazyLock<Script> = script!("restore_one.lua");
 pub static REQUEUE_DEAD: LazyLock<Script> = script!("requeue_dead.lua");
 /// Caps the dead-letter list, counting what it drops.
 pub static TRIM_DEAD: LazyLock<Script> = script!("trim_dead.lua");
+/// Pushes a remote-control reply with a short life.
+pub static PUSH_REPLY: LazyLock<Script> = script!("push_reply.lua");
+/// Remembers revoked ids fleet-wide, within Celery's horizon and cap.
+pub static REMEMBER_REVOKED: LazyLock<Script> = script!("remember_revoked.lua");
+/// Stores REVOKED for a task that has not started.
+pub static REVOKE_RESULT: LazyLock<Script> = script!("revoke_result.lua");
 /// Releases a lock its holder still owns.
 pub static UNLOCK: LazyLock<Script> = script!("unlock.lua");

@@ -33,6 +33,19 @@ impl Shutdown {
     }
 }
 
+/// A shutdown that fires when either `a` or `b` does.
+pub fn either(mut a: Shutdown, mut b: Shutdown) -> Shutdown {
+    let (trigger, shutdown) = channel();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = a.wait() => {}
+            _ = b.wait() => {}
+        }
+        trigger.fire();
+    });
+    shutdown
+}
+
 /// A shutdown fired by the first SIGTERM or SIGINT.
 pub fn on_signals() -> Shutdown {
     let (trigger, shutdown) = channel();

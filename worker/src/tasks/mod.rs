@@ -11,6 +11,9 @@ use crate::context::Context;
 pub mod process_order;
 pub mod send_notification;
 
+/// Every task name this worker runs, sorted (`inspect registered`).
+pub const NAMES: &[&str] = &[PROCESS_ORDER, SEND_NOTIFICATION];
+
 /// The running task's identity, from its headers.
 #[derive(Debug, Clone)]
 pub struct Request {

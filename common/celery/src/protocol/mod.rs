@@ -4,16 +4,21 @@
 //! - [`envelope`] — the kombu envelope with its headers and properties, and [`Message::decode`].
 //! - [`error`] — why an entry is not a runnable task (every variant is a poison message).
 //! - [`body`] — the `[args, kwargs, embed]` body and the canvas signatures inside it.
+//! - [`fanout`] — the envelope of broadcast traffic (events, remote control), any JSON body.
+//! - [`pyrepr`] — Python's `repr()` of JSON values, as task events carry them.
 //! - [`outgoing`] — [`TaskMessage`], a task to publish, shaped exactly as Python Celery 5.x does.
 
 pub mod body;
 pub mod envelope;
 pub mod error;
+pub mod fanout;
 pub mod outgoing;
+pub mod pyrepr;
 
 pub use body::{Body, Embed, Signature};
 pub use envelope::{
     DeliveryInfo, Envelope, Headers, Message, Properties, COMPRESSION_ZLIB, CONTENT_TYPE_JSON,
 };
 pub use error::DecodeError;
+pub use fanout::Fanout;
 pub use outgoing::TaskMessage;

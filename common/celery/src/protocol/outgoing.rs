@@ -12,9 +12,6 @@ use super::envelope::{
 };
 use crate::clock;
 
-/// Python's `argsrepr`/`kwargsrepr` are cut at this many characters.
-const REPR_MAX: usize = 1024;
-
 #[derive(Debug, Clone)]
 pub struct TaskMessage {
     pub task: String,
@@ -70,8 +67,9 @@ impl TaskMessage {
     /// sender's node name (Celery's `origin` header).
     pub fn to_envelope(&self, origin: &str) -> Envelope {
         let body = self.body.to_json();
-        let args_repr = serde_json::to_string(&self.body.args).unwrap_or_default();
-        let kwargs_repr = serde_json::to_string(&self.body.kwargs).unwrap_or_default();
+        // Python's reprs, as Flower and `celery events` show them.
+        let args_repr = super::pyrepr::args_repr(&self.body.args);
+        let kwargs_repr = super::pyrepr::repr(&Value::Object(self.body.kwargs.clone()));
         let mut prop_extra = Map::new();
         if let Some(expires) = self.expires {
             let ms = (expires - OffsetDateTime::now_utc())
@@ -97,8 +95,8 @@ impl TaskMessage {
                 timelimit: [self.time_limit, None],
                 root_id: Some(self.root_id.clone().unwrap_or_else(|| self.id.clone())),
                 parent_id: self.parent_id.clone(),
-                argsrepr: Some(truncate(args_repr)),
-                kwargsrepr: Some(truncate(kwargs_repr)),
+                argsrepr: Some(args_repr),
+                kwargsrepr: Some(kwargs_repr),
                 origin: Some(origin.to_owned()),
                 ignore_result: self.ignore_result,
                 replaced_task_nesting: 0,
@@ -122,17 +120,6 @@ impl TaskMessage {
             },
         }
     }
-}
-
-fn truncate(mut s: String) -> String {
-    if s.len() > REPR_MAX {
-        let mut cut = REPR_MAX;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
-    s
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 
 use super::meta::{ResultMeta, TaskState};
 use crate::keys;
-use crate::scripts::STORE;
+use crate::scripts::{REVOKE_RESULT, STORE};
 
 /// The prefix of a value compressed by Celery 5.7's `result_compression`.
 const COMPRESSED_PREFIX: &[u8] = b"\x00celery-compressed\x00";
@@ -86,6 +86,20 @@ impl ResultBackend {
     pub async fn store(&self, meta: &ResultMeta) -> Result<bool, ResultError> {
         let encoded = self.encode(meta)?;
         let written: i64 = STORE
+            .key(&encoded.key)
+            .arg(&encoded.json)
+            .arg(encoded.ttl_secs)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(written == 1)
+    }
+
+    /// Stores REVOKED for `task_id` unless it has started or finished somewhere (the stored
+    /// state is then kept); returns whether it was written. Celery's `revoke` handler does this
+    /// for every revoked id a worker is not running itself.
+    pub async fn revoke_unstarted(&self, task_id: &str) -> Result<bool, ResultError> {
+        let encoded = self.encode(&ResultMeta::revoked(task_id, "revoked"))?;
+        let written: i64 = REVOKE_RESULT
             .key(&encoded.key)
             .arg(&encoded.json)
             .arg(encoded.ttl_secs)

@@ -1,0 +1,115 @@
+//! A remote-control client, as `celery inspect` / `celery control` call: bind a reply list,
+//! publish the request, collect replies until the timeout or the expected count, unbind.
+
+use std::time::{Duration, Instant};
+
+use redis::RedisResult;
+use serde_json::{json, Map, Value};
+
+use super::lamport::Lamport;
+use crate::connection::Conn;
+use crate::keys::{self, PIDBOX_EXCHANGE, REPLY_BINDINGS, REPLY_EXCHANGE, SEP};
+use crate::protocol::fanout::{Fanout, PERSISTENT};
+
+/// Who a call is for.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Every node.
+    All,
+    /// The named nodes (the call stops once each replied).
+    Nodes(Vec<String>),
+    /// Nodes whose name matches a glob.
+    Glob(String),
+}
+
+/// Publishes `method(arguments)` to `target` and returns the replies, `(node, value)` in
+/// arrival order, collected for at most `timeout`. `conn` must be a connection of its own (the
+/// collection blocks on it); `db` is its database index.
+pub async fn call(
+    conn: &Conn,
+    db: i64,
+    clock: &Lamport,
+    method: &str,
+    arguments: Value,
+    target: &Target,
+    timeout: Duration,
+) -> RedisResult<Vec<(String, Value)>> {
+    let mut conn = conn.clone();
+    let oid = uuid::Uuid::new_v4().to_string();
+    let queue = format!("{oid}.reply.celery.pidbox");
+    let member = format!("{oid}{SEP}{SEP}{queue}");
+    let (destination, pattern, matcher, limit) = match target {
+        Target::All => (Value::Null, Value::Null, Value::Null, None),
+        Target::Nodes(n) => (json!(n), Value::Null, Value::Null, Some(n.len())),
+        Target::Glob(g) => (Value::Null, json!(g), json!("glob"), None),
+    };
+    let body = json!({
+        "method": method, "arguments": arguments, "destination": destination,
+        "pattern": pattern, "matcher": matcher, "ticket": uuid::Uuid::new_v4().to_string(),
+        "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": oid},
+    });
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() as f64 + timeout.as_secs_f64();
+    let headers = Map::from_iter([
+        ("clock".to_owned(), json!(clock.tick())),
+        ("expires".to_owned(), json!(expires)),
+    ]);
+    let request = Fanout::encode(&body, headers, PERSISTENT, PIDBOX_EXCHANGE, "");
+    let _: () = redis::cmd("SADD")
+        .arg(REPLY_BINDINGS)
+        .arg(&member)
+        .query_async(&mut conn)
+        .await?;
+    let collected = async {
+        let _: () = redis::cmd("PUBLISH")
+            .arg(keys::fanout_channel(db, PIDBOX_EXCHANGE, ""))
+            .arg(&request)
+            .query_async(&mut conn)
+            .await?;
+        collect(&mut conn, &queue, clock, timeout, limit).await
+    }
+    .await;
+    let _: RedisResult<()> = redis::pipe()
+        .cmd("SREM")
+        .arg(REPLY_BINDINGS)
+        .arg(&member)
+        .ignore()
+        .cmd("DEL")
+        .arg(&queue)
+        .ignore()
+        .query_async(&mut conn)
+        .await;
+    collected
+}
+
+async fn collect(
+    conn: &mut Conn,
+    queue: &str,
+    clock: &Lamport,
+    timeout: Duration,
+    limit: Option<usize>,
+) -> RedisResult<Vec<(String, Value)>> {
+    let deadline = Instant::now() + timeout;
+    let mut replies = Vec::new();
+    while limit.is_none_or(|l| replies.len() < l) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let popped: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
+            .arg(queue)
+            .arg(left.as_secs_f64().max(0.01))
+            .query_async(conn)
+            .await?;
+        let Some((_, raw)) = popped else { break };
+        let Ok(reply) = Fanout::decode(&raw) else {
+            continue;
+        };
+        if let Some(theirs) = reply.headers.get("clock").and_then(Value::as_u64) {
+            clock.adjust(theirs);
+        }
+        if let Value::Object(map) = reply.body {
+            replies.extend(map);
+        }
+    }
+    Ok(replies)
+}

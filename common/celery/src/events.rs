@@ -1,0 +1,184 @@
+//! Celery events: PUBLISHed on `/<db>.celeryev/<type with '-' as '.'>`, each stamped with the
+//! node, pid, Lamport clock and time. Worker events go out at once; task events are batched as
+//! Celery's Redis workers send them (a JSON list on `task.multi`, up to [`MAX_BATCH`] per
+//! message), and only while task events are switched on (`-E`, `enable_events`).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use redis::RedisResult;
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::Conn;
+use crate::control::Lamport;
+use crate::keys::{self, EVENT_EXCHANGE};
+use crate::protocol::fanout::{Fanout, TRANSIENT};
+
+/// Most task events in one `task.multi` message (Celery flushes at 24, or on the next tick).
+pub const MAX_BATCH: usize = 24;
+/// Task events buffered while Redis is slow; beyond this they are dropped (and counted), as
+/// events are advisory: losing one never loses a task.
+pub const MAX_BUFFERED: usize = 10_000;
+
+enum Item {
+    Event(Value),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Sends this node's events. Cheap to clone; clones share the switch, clock and buffer.
+#[derive(Clone)]
+pub struct Events {
+    conn: Conn,
+    db: i64,
+    node: Arc<str>,
+    clock: Arc<Lamport>,
+    task_events: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    tx: mpsc::Sender<Item>,
+}
+
+/// The background half of [`Events`]: run it (it ends once every [`Events`] is dropped).
+pub struct Batcher {
+    conn: Conn,
+    channel: String,
+    rx: mpsc::Receiver<Item>,
+}
+
+impl Events {
+    pub fn new(
+        conn: Conn,
+        db: i64,
+        node: &str,
+        clock: Arc<Lamport>,
+        task_events: bool,
+    ) -> (Self, Batcher) {
+        let (tx, rx) = mpsc::channel(MAX_BUFFERED);
+        let batcher = Batcher {
+            conn: conn.clone(),
+            channel: keys::fanout_channel(db, EVENT_EXCHANGE, "task.multi"),
+            rx,
+        };
+        let events = Events {
+            conn,
+            db,
+            node: node.into(),
+            clock,
+            task_events: Arc::new(AtomicBool::new(task_events)),
+            dropped: Arc::new(AtomicU64::new(0)),
+            tx,
+        };
+        (events, batcher)
+    }
+
+    pub fn clock(&self) -> &Lamport {
+        &self.clock
+    }
+
+    /// Whether task events are on.
+    pub fn task_events(&self) -> bool {
+        self.task_events.load(Ordering::Relaxed)
+    }
+
+    /// Switches task events; returns whether they were on before.
+    pub fn set_task_events(&self, on: bool) -> bool {
+        self.task_events.swap(on, Ordering::Relaxed)
+    }
+
+    /// Task events dropped because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The event `kind` with `fields`, stamped as Celery's dispatcher does.
+    fn stamp(&self, kind: &str, fields: Map<String, Value>) -> Value {
+        let mut event = fields;
+        event.insert("type".into(), json!(kind));
+        event.insert("hostname".into(), json!(&*self.node));
+        event.insert("pid".into(), json!(std::process::id()));
+        event.insert("clock".into(), json!(self.clock.tick()));
+        event.insert("timestamp".into(), json!(crate::clock::unix_now()));
+        // Hours west of UTC; this process keeps every time in UTC.
+        event.insert("utcoffset".into(), json!(0));
+        Value::Object(event)
+    }
+
+    /// Publishes one event now, unbatched (worker events, and `task-sent` from producers).
+    pub async fn send_now(&self, kind: &str, fields: Map<String, Value>) -> RedisResult<()> {
+        let event = self.stamp(kind, fields);
+        let channel = keys::fanout_channel(self.db, EVENT_EXCHANGE, &kind.replace('-', "."));
+        publish(&self.conn, &channel, &self.node, &event).await
+    }
+
+    /// Queues a task event for the next `task.multi` batch, if task events are on.
+    pub fn task(&self, kind: &str, uuid: &str, mut fields: Map<String, Value>) {
+        if !self.task_events() {
+            return;
+        }
+        fields.insert("uuid".into(), json!(uuid));
+        let event = self.stamp(kind, fields);
+        if self.tx.try_send(Item::Event(event)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until every task event queued so far has been published (or given up on).
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Item::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+impl Batcher {
+    /// Publishes queued task events, up to [`MAX_BATCH`] per message, until every sender is gone.
+    pub async fn run(mut self) {
+        let node = String::new();
+        let mut items = Vec::with_capacity(MAX_BATCH);
+        while self.rx.recv_many(&mut items, MAX_BATCH).await > 0 {
+            let mut batch = Vec::with_capacity(items.len());
+            let mut flushed = Vec::new();
+            for item in items.drain(..) {
+                match item {
+                    Item::Event(e) => batch.push(e),
+                    Item::Flush(done) => flushed.push(done),
+                }
+            }
+            if !batch.is_empty() {
+                let hostname = batch[0]["hostname"].as_str().unwrap_or(&node).to_owned();
+                if let Err(e) =
+                    publish(&self.conn, &self.channel, &hostname, &Value::Array(batch)).await
+                {
+                    log::warn!("task events lost: {e}");
+                }
+            }
+            for done in flushed {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+async fn publish(conn: &Conn, channel: &str, node: &str, body: &Value) -> RedisResult<()> {
+    let headers = Map::from_iter([("hostname".to_owned(), json!(node))]);
+    let raw = Fanout::encode(
+        body,
+        headers,
+        TRANSIENT,
+        EVENT_EXCHANGE,
+        routing_key(channel),
+    );
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(raw)
+        .query_async(&mut conn.clone())
+        .await
+}
+
+/// The routing key inside a fanout channel name (`/0.celeryev/task.multi` -> `task.multi`).
+fn routing_key(channel: &str) -> &str {
+    channel.split_once('/').map_or("", |(_, rest)| {
+        rest.split_once('/').map_or("", |(_, rk)| rk)
+    })
+}

@@ -1,0 +1,120 @@
+//! The kombu envelope of broadcast traffic: events on `celeryev` and remote-control requests and
+//! replies on `celery.pidbox` / `reply.celery.pidbox`. Same shape as a task message, but the
+//! body is any JSON value and the headers are the exchange's own (`hostname`; `clock`,
+//! `expires`; `ticket`, `clock`). Where the messages go is [`crate::control`]'s business.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::envelope::{DeliveryInfo, Properties, CONTENT_TYPE_JSON};
+use super::error::DecodeError;
+
+/// Largest broadcast payload decoded (a control request is a few hundred bytes).
+pub const MAX_FANOUT_BYTES: usize = 1024 * 1024;
+
+/// kombu's delivery mode of transient messages (events, replies).
+pub const TRANSIENT: i64 = 1;
+/// kombu's delivery mode of messages published by exchange name (control requests).
+pub const PERSISTENT: i64 = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    body: String,
+    #[serde(rename = "content-encoding", default)]
+    content_encoding: Option<String>,
+    #[serde(rename = "content-type", default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    headers: Option<Map<String, Value>>,
+    properties: Properties,
+}
+
+/// A decoded broadcast message: its headers and its JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fanout {
+    pub headers: Map<String, Value>,
+    pub body: Value,
+}
+
+impl Fanout {
+    /// Decodes a payload; anything but base64 (or plain) JSON is refused, pickle included.
+    pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
+        if raw.len() > MAX_FANOUT_BYTES {
+            return Err(DecodeError::TooLarge("broadcast message", MAX_FANOUT_BYTES));
+        }
+        let wire: Wire = serde_json::from_slice(raw).map_err(DecodeError::Envelope)?;
+        if wire.content_type.as_deref() != Some(CONTENT_TYPE_JSON) {
+            return Err(DecodeError::ContentType(wire.content_type));
+        }
+        let headers = wire.headers.unwrap_or_default();
+        if let Some(c) = headers.get("compression") {
+            return Err(DecodeError::Compression(c.to_string()));
+        }
+        let bytes = match wire.properties.body_encoding.as_deref() {
+            Some("base64") => B64.decode(wire.body.trim()).map_err(DecodeError::Base64)?,
+            None => wire.body.into_bytes(),
+            Some(other) => return Err(DecodeError::BodyEncoding(other.to_owned())),
+        };
+        let body = serde_json::from_slice(&bytes).map_err(DecodeError::BodyJson)?;
+        Ok(Fanout { headers, body })
+    }
+
+    /// Encodes `body` as kombu does: base64 JSON, a fresh delivery tag, priority 0.
+    pub fn encode(
+        body: &Value,
+        headers: Map<String, Value>,
+        delivery_mode: i64,
+        exchange: &str,
+        routing_key: &str,
+    ) -> String {
+        let wire = Wire {
+            body: B64.encode(body.to_string()),
+            content_encoding: Some("utf-8".into()),
+            content_type: Some(CONTENT_TYPE_JSON.into()),
+            headers: Some(headers),
+            properties: Properties {
+                correlation_id: None,
+                reply_to: None,
+                delivery_mode: Some(delivery_mode),
+                delivery_info: Some(DeliveryInfo {
+                    exchange: exchange.to_owned(),
+                    routing_key: routing_key.to_owned(),
+                    extra: Map::new(),
+                }),
+                priority: Some(0),
+                body_encoding: Some("base64".into()),
+                delivery_tag: Some(uuid::Uuid::new_v4().to_string()),
+                extra: Map::new(),
+            },
+        };
+        // Serializing plain data into a String cannot fail.
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trips_and_refuses_pickle() {
+        let raw = Fanout::encode(
+            &json!({"method": "ping"}),
+            Map::from_iter([("clock".to_owned(), json!(3))]),
+            PERSISTENT,
+            "celery.pidbox",
+            "",
+        );
+        let f = Fanout::decode(raw.as_bytes()).unwrap();
+        assert_eq!(f.body["method"], "ping");
+        assert_eq!(f.headers["clock"], 3);
+        let pickled = raw.replace(CONTENT_TYPE_JSON, "application/x-python-serialize");
+        assert!(matches!(
+            Fanout::decode(pickled.as_bytes()),
+            Err(DecodeError::ContentType(_))
+        ));
+    }
+}

@@ -1,0 +1,64 @@
+//! Revoked task ids, remembered fleet-wide in one sorted set so that every Rust worker, and a
+//! worker that restarts, refuses them; kept for Celery's horizon (`REVOKE_EXPIRES`, 3 hours)
+//! and cap (`REVOKES_MAX`, 50,000), as a Celery worker keeps its own in-memory set.
+
+use std::time::Duration;
+
+use redis::RedisResult;
+
+use crate::connection::Conn;
+use crate::keys;
+use crate::scripts::REMEMBER_REVOKED;
+
+/// How long a revoke holds (Celery's `REVOKE_EXPIRES`).
+pub const HORIZON: Duration = Duration::from_secs(10_800);
+/// Most ids remembered (Celery's `REVOKES_MAX`); the oldest are forgotten first.
+pub const MAX_REVOKED: usize = 50_000;
+/// Longest task id remembered (Celery's are 36-character uuids).
+pub const MAX_ID_LEN: usize = 256;
+
+/// The ids of a revoke that may be remembered: non-empty, at most [`MAX_ID_LEN`] bytes, at most
+/// [`MAX_REVOKED`] of them.
+pub fn acceptable<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    ids.into_iter()
+        .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
+        .take(MAX_REVOKED)
+        .collect()
+}
+
+/// Adds `ids` to the fleet's set; returns the server time they were given.
+pub async fn remember(conn: &Conn, ids: &[&str]) -> RedisResult<Option<f64>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut invocation = REMEMBER_REVOKED.key(keys::REVOKED);
+    invocation.arg(HORIZON.as_secs()).arg(MAX_REVOKED);
+    for id in ids {
+        invocation.arg(*id);
+    }
+    let at: Option<String> = invocation.invoke_async(&mut conn.clone()).await?;
+    Ok(at.and_then(|s| s.parse().ok()))
+}
+
+/// The ids revoked at or after `since` (server time), oldest first, with their times; at most
+/// [`MAX_REVOKED`]. A key of another type reads as empty.
+pub async fn since(conn: &Conn, since: f64) -> RedisResult<Vec<(String, f64)>> {
+    let mut conn = conn.clone();
+    let kind: String = redis::cmd("TYPE")
+        .arg(keys::REVOKED)
+        .query_async(&mut conn)
+        .await?;
+    if kind != "zset" {
+        return Ok(Vec::new());
+    }
+    redis::cmd("ZRANGEBYSCORE")
+        .arg(keys::REVOKED)
+        .arg(since)
+        .arg("+inf")
+        .arg("WITHSCORES")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(MAX_REVOKED)
+        .query_async(&mut conn)
+        .await
+}

@@ -1,0 +1,226 @@
+//! Remote control: this worker as a node of Celery's pidbox. It subscribes to requests, acts on
+//! the ones meant for it (by `destination`, `pattern` or to everyone), answers when a reply is
+//! expected, and keeps the subscription alive (its own heartbeats pass through it).
+//!
+//! - [`inspect`] — `stats`, `conf`, `active_queues`: read-only answers;
+//! - [`revoke`] — `revoke` and `hello`: the commands that change what runs.
+
+pub mod inspect;
+pub mod revoke;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use celery_redis::config::RedisUrl;
+use celery_redis::connection::Conn;
+use celery_redis::control::listen::{self, Incoming};
+use celery_redis::control::{reply, Request};
+use celery_redis::events::Events;
+use celery_redis::keys::{self, EVENT_EXCHANGE};
+use celery_redis::result::ResultBackend;
+use celery_redis::shutdown::{self, Shutdown, Trigger};
+use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+use crate::config::WorkerConfig;
+use crate::context::Context;
+use crate::heartbeat;
+use crate::registry::Registry;
+
+/// A subscription that heard nothing for this long (not even our own heartbeats) is renewed.
+const SILENCE: Duration = Duration::from_secs(10);
+/// Pauses between attempts to subscribe: the first, and the longest.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a command could not be carried out; sent back as `{"error": ...}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("No such control command: {0}")]
+    Unknown(String),
+    #[error("bad argument: {0}")]
+    BadArgument(String),
+}
+
+/// Starts this worker's node on `set` (until `stop`); its `shutdown` command fires the returned
+/// shutdown, and the receiver is told once the node is subscribed.
+pub fn spawn(
+    ctx: &Context,
+    cfg: &WorkerConfig,
+    stop: &Shutdown,
+    set: &mut JoinSet<()>,
+) -> (Shutdown, oneshot::Receiver<()>) {
+    let (trigger, remote) = shutdown::channel();
+    let (ready_tx, ready) = oneshot::channel();
+    let node = Node {
+        name: ctx.node.clone(),
+        cfg: cfg.clone(),
+        registry: ctx.registry.clone(),
+        events: ctx.events.clone(),
+        conn: ctx.redis.clone(),
+        results: ctx.results.clone(),
+        shutdown: trigger,
+    };
+    set.spawn(node.serve(stop.clone(), ready_tx));
+    (remote, ready)
+}
+
+/// What the commands act on.
+pub struct Node {
+    pub name: String,
+    pub cfg: WorkerConfig,
+    pub registry: Arc<Registry>,
+    pub events: Events,
+    pub conn: Conn,
+    pub results: ResultBackend,
+    /// Fired by the `shutdown` command: the worker stops as on SIGTERM.
+    pub shutdown: Trigger,
+}
+
+impl Node {
+    /// Serves requests until `stop`; `ready` is told once the first subscription is active.
+    pub async fn serve(self, mut stop: Shutdown, ready: oneshot::Sender<()>) {
+        let url: RedisUrl = self.cfg.redis.url.clone();
+        let watch = keys::fanout_channel(url.db(), EVENT_EXCHANGE, "worker.heartbeat");
+        let mut ready = Some(ready);
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let subscribed = tokio::select! {
+                _ = stop.wait() => return,
+                s = listen::subscribe(&url, &watch, self.cfg.redis.timeout) => s,
+            };
+            match subscribed {
+                Ok(mut sub) => {
+                    backoff = MIN_BACKOFF;
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(());
+                    }
+                    loop {
+                        let next = tokio::select! {
+                            _ = stop.wait() => return,
+                            next = sub.next(SILENCE) => next,
+                        };
+                        match next {
+                            Some(Incoming::Request(raw)) => self.handle(&raw).await,
+                            Some(Incoming::Prefixed(channel)) => log::warn!(
+                                "refusing a control request on {channel:?}: kombu's global_keyprefix is not supported by this fleet"
+                            ),
+                            Some(Incoming::Alive) => {}
+                            None => {
+                                log::warn!("remote-control subscription lost; subscribing again");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!("cannot subscribe to remote control ({e}); retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = stop.wait() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Decodes, filters, runs and answers one request. Nothing here can stop the loop.
+    async fn handle(&self, raw: &[u8]) {
+        let req = match Request::decode(raw) {
+            Ok(req) => req,
+            Err(e) => {
+                log::warn!("refusing a control request: {e}");
+                return;
+            }
+        };
+        let clock = self.events.clock().adjust(req.clock);
+        if !req.is_for(&self.name) {
+            return;
+        }
+        log::debug!("control request {:?}", req.method);
+        let value = match self.dispatch(&req).await {
+            Some(Ok(value)) => value,
+            Some(Err(e)) => json!({"error": e.to_string()}),
+            None => return, // shutdown: no reply, as Celery
+        };
+        let (Some(to), Some(ticket)) = (&req.reply_to, &req.ticket) else {
+            return;
+        };
+        if let Err(e) = reply::send(&self.conn, to, ticket, &self.name, clock, value).await {
+            log::warn!("could not reply to {:?}: {e}", req.method);
+        }
+    }
+
+    /// Runs one command; `None` for `shutdown`, which never replies.
+    async fn dispatch(&self, req: &Request) -> Option<Result<Value, ControlError>> {
+        let args = &req.arguments;
+        let reg = &self.registry;
+        Some(Ok(match req.method.as_str() {
+            "ping" => json!({"ok": "pong"}),
+            "stats" => inspect::stats(&self.cfg, reg, self.events.clock().value()),
+            "active" => json!(reg.active()),
+            // Messages are claimed only into free slots: nothing waits reserved here.
+            "reserved" => json!([]),
+            "scheduled" => json!(reg.scheduled()),
+            "revoked" => json!(reg.revoked()),
+            "registered" => json!(crate::tasks::NAMES),
+            "active_queues" => inspect::active_queues(&self.cfg),
+            "conf" => inspect::conf(&self.cfg, self.events.task_events()),
+            "query_task" => {
+                let ids = query_ids(args);
+                let ids: Vec<&str> = ids.iter().map(String::as_str).take(1000).collect();
+                Value::Object(reg.query(&ids))
+            }
+            "clock" => json!({"clock": self.events.clock().value()}),
+            "enable_events" => switch_events(&self.events, true),
+            "disable_events" => switch_events(&self.events, false),
+            "heartbeat" => {
+                if let Err(e) = self
+                    .events
+                    .send_now("worker-heartbeat", heartbeat::on_demand())
+                    .await
+                {
+                    log::warn!("could not send the heartbeat asked for: {e}");
+                }
+                json!({"ok": "heartbeat sent"})
+            }
+            "hello" => return Some(revoke::hello(self, args).await),
+            "revoke" => return Some(revoke::revoke(self, args).await),
+            "shutdown" => {
+                log::warn!("shutdown requested by remote control");
+                self.shutdown.fire();
+                return None;
+            }
+            other => {
+                return Some(Err(ControlError::Unknown(
+                    other.chars().take(100).collect(),
+                )))
+            }
+        }))
+    }
+}
+
+/// `query_task`'s ids: `ids` as a list or one string (the CLI sends a list).
+fn query_ids(args: &Map<String, Value>) -> Vec<String> {
+    match args.get("ids") {
+        Some(Value::String(id)) => vec![id.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn switch_events(events: &Events, on: bool) -> Value {
+    let was = events.set_task_events(on);
+    let state = if on { "enabled" } else { "disabled" };
+    if was == on {
+        json!({"ok": format!("task events already {state}")})
+    } else {
+        log::info!("task events {state} by remote control");
+        json!({"ok": format!("task events {state}")})
+    }
+}

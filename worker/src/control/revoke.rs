@@ -1,0 +1,137 @@
+//! `revoke` and `hello`: a revoked id is remembered here and in the fleet's set in Redis (so
+//! every Rust worker, and this one after a restart, refuses it), a running task is stopped when
+//! `terminate` asks, and a task that has not started anywhere is stored REVOKED at once, as
+//! Celery's handler does.
+
+use celery_redis::revoked;
+use serde_json::{json, Map, Value};
+
+use super::{ControlError, Node};
+
+/// The ids in `arguments[key]`: one string or a list of strings (others are ignored).
+fn ids(arguments: &Map<String, Value>, key: &str) -> Vec<String> {
+    match arguments.get(key) {
+        Some(Value::String(id)) => vec![id.clone()],
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        // Newer Celery sends `hello`'s revoked as {id: time}.
+        Some(Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A signal name or number as `revoke(signal=...)` gives it; SIGTERM when absent.
+fn signum(signal: Option<&Value>) -> Result<i32, ControlError> {
+    let name = match signal {
+        None | Some(Value::Null) => return Ok(15),
+        Some(Value::Number(n)) => {
+            return n
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| ControlError::BadArgument(format!("signal {n}")))
+        }
+        Some(Value::String(s)) => s.to_ascii_uppercase(),
+        Some(other) => return Err(ControlError::BadArgument(format!("signal {other}"))),
+    };
+    let bare = name.strip_prefix("SIG").unwrap_or(&name);
+    Ok(match bare {
+        "TERM" => 15,
+        "KILL" => 9,
+        "INT" => 2,
+        "HUP" => 1,
+        "QUIT" => 3,
+        "USR1" => 10,
+        "USR2" => 12,
+        _ => {
+            return Err(ControlError::BadArgument(format!(
+                "unknown signal {name:?}"
+            )))
+        }
+    })
+}
+
+pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value, ControlError> {
+    let all = ids(arguments, "task_id");
+    let ids = revoked::acceptable(all.iter().map(String::as_str));
+    if ids.is_empty() {
+        return Err(ControlError::BadArgument("task_id names no task".into()));
+    }
+    let terminate = arguments
+        .get("terminate")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let signum = if terminate {
+        Some(signum(arguments.get("signal"))?)
+    } else {
+        None
+    };
+    node.registry.revoke(&ids, celery_redis::clock::unix_now());
+    if let Err(e) = revoked::remember(&node.conn, &ids).await {
+        log::warn!(
+            "revoke of {} task(s) not saved for the fleet ({e}); held by this worker only",
+            ids.len()
+        );
+    }
+    let mut terminated = Vec::new();
+    for id in &ids {
+        if node.registry.is_active(id) {
+            if let Some(signum) = signum {
+                if node.registry.terminate(id, signum) {
+                    terminated.push(*id);
+                }
+            }
+        } else if let Err(e) = node.results.revoke_unstarted(id).await {
+            log::warn!("could not store REVOKED for {id}: {e}");
+        }
+    }
+    log::info!(
+        "revoked {} task(s){}",
+        ids.len(),
+        if terminated.is_empty() {
+            String::new()
+        } else {
+            format!(", terminating {}", terminated.len())
+        }
+    );
+    Ok(json!({"ok": format!("tasks {} flagged as revoked", ids.join(", "))}))
+}
+
+/// `hello` (mingle): takes in the sender's revoked ids, answers with ours and our clock.
+pub async fn hello(node: &Node, arguments: &Map<String, Value>) -> Result<Value, ControlError> {
+    let theirs = ids(arguments, "revoked");
+    let theirs = revoked::acceptable(theirs.iter().map(String::as_str));
+    if !theirs.is_empty() {
+        node.registry
+            .revoke(&theirs, celery_redis::clock::unix_now());
+    }
+    Ok(json!({"revoked": node.registry.revoked(), "clock": node.events.clock().value()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(signum(None).unwrap(), 15);
+        assert_eq!(signum(Some(&json!(null))).unwrap(), 15);
+        assert_eq!(signum(Some(&json!("SIGKILL"))).unwrap(), 9);
+        assert_eq!(signum(Some(&json!("term"))).unwrap(), 15);
+        assert_eq!(signum(Some(&json!(9))).unwrap(), 9);
+        assert!(signum(Some(&json!(0))).is_err());
+        assert!(signum(Some(&json!("SIGNOPE"))).is_err());
+        assert!(signum(Some(&json!([1]))).is_err());
+    }
+
+    #[test]
+    fn ids_from_a_string_a_list_or_a_map() {
+        let a = |v: Value| Map::from_iter([("task_id".to_owned(), v)]);
+        assert_eq!(ids(&a(json!("x")), "task_id"), vec!["x"]);
+        assert_eq!(ids(&a(json!(["x", 1, "y"])), "task_id"), vec!["x", "y"]);
+        assert_eq!(ids(&a(json!({"x": 1.0})), "task_id"), vec!["x"]);
+        assert!(ids(&a(json!(5)), "task_id").is_empty());
+    }
+}
