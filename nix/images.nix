@@ -17,7 +17,8 @@ let
       } // lib.optionalAttrs (port != null) {
         ExposedPorts."${toString port}/tcp" = { };
       } // lib.optionalAttrs healthcheck {
-        # The image has no shell or curl: the binary checks its own /healthz.
+        # The image has no shell or curl: the binary checks itself (the services their own
+        # /healthz, the worker a remote-control ping of its node, as `celery inspect ping -d`).
         Healthcheck = {
           Test = [ "CMD" (lib.getExe binaries.${name}) "healthcheck" ];
           Interval = 5000000000;
@@ -30,7 +31,10 @@ in
 rec {
   image-worker = image {
     name = "worker";
-    env = [ "WORKER_CONCURRENCY=8" ];
+    # %h is the container's host name: each replica gets its own node name, which its
+    # healthcheck pings.
+    env = [ "WORKER_CONCURRENCY=8" "WORKER_NAME=worker@%h" ];
+    healthcheck = true;
   };
   image-service-order = image {
     name = "service-order";

@@ -1,5 +1,6 @@
 # `nix run`: Redis (services-flake) plus the worker and both services, each started only once
-# Redis is healthy; the services are ready when their /readyz answers. Environment in one place.
+# Redis is healthy; the services are ready when their /readyz answers, the worker when it
+# answers `worker healthcheck`. Environment in one place.
 { services-flake, binaries }:
 let
   ports = { redis = 6379; order = 8080; notification = 8081; };
@@ -9,6 +10,7 @@ let
     RUST_LOG = "info";
     ORDER_BIND = "127.0.0.1:${toString ports.order}";
     NOTIFICATION_BIND = "127.0.0.1:${toString ports.notification}";
+    WORKER_NAME = "worker@%h";
   };
   afterRedis = { depends_on.redis.condition = "process_healthy"; };
   ready = port: {
@@ -32,6 +34,8 @@ in
     worker = afterRedis // {
       command = "${binaries.worker}/bin/worker";
       inherit environment;
+      # Ready once its node answers a remote-control ping (what the image's HEALTHCHECK runs).
+      readiness_probe.exec.command = "${binaries.worker}/bin/worker healthcheck";
       availability.restart = "on_failure";
     };
     service-order = afterRedis // ready ports.order // {

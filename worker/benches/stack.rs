@@ -184,9 +184,15 @@ async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(Str
 }
 
 fn worker(redis: &TestRedis, concurrency: usize) -> Proc {
+    worker_with(redis, concurrency, false)
+}
+
+/// A worker; `task_events` switches Celery's task events on (as `celery worker -E`).
+fn worker_with(redis: &TestRedis, concurrency: usize, task_events: bool) -> Proc {
     let env = vec![
         ("REDIS_URL", redis.url()),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
+        ("WORKER_SEND_TASK_EVENTS", task_events.to_string()),
         ("RUST_LOG", "warn,worker::worker=info".into()),
     ];
     Proc::spawn(
@@ -215,7 +221,8 @@ struct Rust {
     enqueue_concurrent: Stat,
     enqueue_floor: Stat,
     enqueue_batch: Stat,
-    drain: Vec<(usize, Drain)>,
+    /// Per drain: its concurrency and whether task events were on.
+    drain: Vec<((usize, bool), Drain)>,
     roundtrip: Latency,
     http: Vec<(usize, Stat, Latency)>,
     rss_worker: f64,
@@ -322,10 +329,16 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
     if selected("drain") {
         let commandstats = std::env::var_os("BENCH_COMMANDSTATS").is_some();
         let levels = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "1,8,64".into());
-        for concurrency in levels
+        let mut runs: Vec<(usize, bool)> = levels
             .split(',')
             .filter_map(|c| c.trim().parse::<usize>().ok())
-        {
+            .map(|c| (c, false))
+            .collect();
+        // The cost of task events: the highest level again with them on.
+        if let Some(&(top, _)) = runs.iter().max_by_key(|(c, _)| *c) {
+            runs.push((top, true));
+        }
+        for (concurrency, events) in runs {
             let mut d = Drain::default();
             for _ in 0..reps {
                 flush(&mut conn).await;
@@ -351,7 +364,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                         .await
                         .unwrap();
                 }
-                let w = worker(redis, concurrency);
+                let w = worker_with(redis, concurrency, events);
                 let (redis_cpu, commands) =
                     (cpu_seconds(redis.pid()), redis_commands(&mut conn).await);
                 let t = Instant::now();
@@ -382,7 +395,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                 out.rss_worker = out.rss_worker.max(peak_rss_mb(w.child.id()));
                 w.terminate();
             }
-            out.drain.push((concurrency, d));
+            out.drain.push(((concurrency, events), d));
         }
     }
 
@@ -719,9 +732,16 @@ fn main() {
             ratio(rust.enqueue_batch.median(), c_enq)
         );
     }
-    for (conc, d) in &rust.drain {
+    let label = |(conc, events): &(usize, bool)| {
+        format!(
+            "concurrency {conc}{}",
+            if *events { ", task events on" } else { "" }
+        )
+    };
+    for (run, d) in &rust.drain {
+        let conc = label(run);
         println!(
-            "| drain {drain_n} process_order, concurrency {conc} | {} | prefork 2: {}; threads 8: {} | {} |",
+            "| drain {drain_n} process_order, {conc} | {} | prefork 2: {}; threads 8: {} | {} |",
             d.rate.show("orders/s"),
             c_show(|c| &c.drain_prefork),
             c_show(|c| &c.drain_threads),
@@ -731,9 +751,10 @@ fn main() {
             ))
         );
     }
-    for (conc, d) in &rust.drain {
+    for (run, d) in &rust.drain {
+        let conc = label(run);
         println!(
-            "| cost per order, concurrency {conc}: worker CPU / Redis CPU / Redis commands | {:.1} µs / {:.1} µs / {:.1} | | |",
+            "| cost per order, {conc}: worker CPU / Redis CPU / Redis commands | {:.1} µs / {:.1} µs / {:.1} | | |",
             d.worker_us.median(),
             d.redis_us.median(),
             d.commands.median()
