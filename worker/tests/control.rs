@@ -198,10 +198,12 @@ async fn active_and_query_task_show_a_running_task_and_terminate_stops_it_as_rev
     let queried = ask_node(&w.conn, "query_task", json!({"ids": [msg.id, "unknown"]})).await;
     assert_eq!(queried[&msg.id][0], "active", "{queried}");
     assert!(queried.get("unknown").is_none());
+    // What `celery control terminate SIGTERM <id>` sends (revoke with terminate=True is the
+    // same command; celery_tools.rs runs that one from Python).
     let reply = ask_node(
         &w.conn,
-        "revoke",
-        json!({"task_id": msg.id, "terminate": true, "signal": "SIGTERM"}),
+        "terminate",
+        json!({"task_id": [msg.id], "signal": "SIGTERM"}),
     )
     .await;
     assert!(reply["ok"].as_str().unwrap().contains(&msg.id), "{reply}");

@@ -188,6 +188,12 @@ impl Node {
             }
             "hello" => return Some(revoke::hello(self, args).await),
             "revoke" => return Some(revoke::revoke(self, args).await),
+            // `celery control terminate SIG id`: a revoke that terminates.
+            "terminate" => {
+                let mut args = args.clone();
+                args.insert("terminate".into(), Value::Bool(true));
+                return Some(revoke::revoke(self, &args).await);
+            }
             "shutdown" => {
                 log::warn!("shutdown requested by remote control");
                 self.shutdown.fire();
