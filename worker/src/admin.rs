@@ -87,7 +87,15 @@ async fn healthcheck(
         worker.redis.timeout,
     )
     .await?;
-    match replies.into_iter().find(|(_, v)| v["ok"] == "pong") {
+    // Only this worker's answer counts (by name, or on this host).
+    let ours = |node: &str| match &target {
+        Target::Nodes(names) => names.iter().any(|n| n == node),
+        _ => node.ends_with(&format!("@{}", celery_redis::node::hostname())),
+    };
+    match replies
+        .into_iter()
+        .find(|(node, v)| ours(node) && v["ok"] == "pong")
+    {
         Some((node, _)) => Ok(format!("{node}: pong")),
         None => Err(AdminError::Unhealthy(format!(
             "no worker answered a ping for {target:?} within {:?}",

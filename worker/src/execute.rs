@@ -42,7 +42,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
                 headers.eta.as_deref().unwrap_or_default()
             );
             ctx.broker.schedule(delivery, due).await?;
-            ctx.registry.park(msg.clone(), due);
+            ctx.registry.park(&msg, due);
             ctx.scheduled.notify_one();
             return Ok(());
         }
@@ -58,7 +58,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         report::revoked(ctx, msg.id(), None, true);
         return Ok(());
     }
-    let running = Running::start(&ctx.registry, msg.clone(), !ctx.acks_late);
+    let running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !ctx.acks_late);
     // A revoke that came between the check above and the start is honoured too.
     if ctx.registry.is_revoked(msg.id()) {
         return refuse_revoked(ctx, &msg, &delivery.tag).await;
@@ -82,15 +82,17 @@ async fn refuse_revoked(ctx: &Context, msg: &Message, tag: &str) -> Result<(), E
 /// The registry's record of a running task, removed however the run ends (error, panic).
 struct Running<'a> {
     registry: &'a Registry,
+    tag: &'a str,
     msg: Arc<Message>,
     stop: Arc<crate::registry::Stop>,
 }
 
 impl<'a> Running<'a> {
-    fn start(registry: &'a Registry, msg: Arc<Message>, acknowledged: bool) -> Self {
-        let stop = registry.start(msg.clone(), acknowledged);
+    fn start(registry: &'a Registry, tag: &'a str, msg: Arc<Message>, acknowledged: bool) -> Self {
+        let stop = registry.start(tag, msg.clone(), acknowledged);
         Running {
             registry,
+            tag,
             msg,
             stop,
         }
@@ -99,7 +101,8 @@ impl<'a> Running<'a> {
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.registry.finish(&self.msg);
+        let counted = tasks::NAMES.contains(&self.msg.task());
+        self.registry.finish(self.tag, self.msg.task(), counted);
     }
 }
 

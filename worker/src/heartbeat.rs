@@ -69,12 +69,15 @@ fn loadavg() -> [f64; 3] {
     ]
 }
 
-/// Loads the fleet's revoked ids newer than `since`; returns the newest time seen.
+/// Loads the fleet's revoked ids newer than `since`; returns the newest time seen. An entry
+/// dated ahead of this machine's clock (by more than the overlap) is left for a later beat, so
+/// one bogus future entry cannot move the cursor past every real revoke to come.
 pub async fn sync_revoked(conn: &Conn, registry: &Registry, since: f64) -> f64 {
     match revoked::since(conn, since - REVOKE_OVERLAP).await {
         Ok(found) => {
+            let limit = celery_redis::clock::unix_now() + REVOKE_OVERLAP;
             let mut newest = since;
-            for (id, at) in &found {
+            for (id, at) in found.iter().filter(|(_, at)| *at <= limit) {
                 registry.revoke(&[id.as_str()], *at);
                 newest = newest.max(*at);
             }

@@ -3,18 +3,20 @@
 //! knows, and counts per task name. In memory only, bounded; the fleet-wide revoked set lives
 //! in Redis (`celery_redis::revoked`) and is mirrored here so a check costs no round trip.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use celery_redis::protocol::Message;
+use celery_redis::protocol::{pyrepr, Message};
 use celery_redis::revoked::{HORIZON, MAX_REVOKED};
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 /// Most parked eta tasks listed by `scheduled` (they wait in Redis; this is only the listing).
-pub const MAX_PARKED_LISTED: usize = 10_000;
+pub const MAX_PARKED_LISTED: usize = 1_000;
+/// Largest `args`/`kwargs` kept as JSON in a listing; larger ones are shown as a cut repr.
+const MAX_LISTED_ARGS: usize = 1024;
 
 /// How a running task is stopped from outside (`revoke(terminate=True)`).
 #[derive(Debug, Default)]
@@ -44,18 +46,45 @@ struct Active {
     stop: Arc<Stop>,
 }
 
+/// A parked task's listing, made when it is parked (the message itself is not kept).
 struct Parked {
-    msg: Arc<Message>,
+    entry: Value,
     eta: f64,
+}
+
+/// Revoked ids, forgotten oldest-remembered first: a cap that holds however the times compare
+/// (equal, or set in the future by whoever wrote `fleet:revoked`).
+#[derive(Default)]
+struct Revoked {
+    when: HashMap<String, f64>,
+    order: VecDeque<String>,
+}
+
+impl Revoked {
+    fn insert(&mut self, id: &str, at: f64) {
+        if self.when.insert(id.to_owned(), at).is_none() {
+            self.order.push_back(id.to_owned());
+        }
+        let horizon = celery_redis::clock::unix_now() - HORIZON.as_secs_f64();
+        while let Some(oldest) = self.order.front() {
+            let expired = self.when.get(oldest).is_none_or(|t| *t < horizon);
+            if self.order.len() <= MAX_REVOKED && !expired {
+                break;
+            }
+            if let Some(gone) = self.order.pop_front() {
+                self.when.remove(&gone);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
 struct Inner {
+    /// Running deliveries by delivery tag (one task id may run twice: a redelivery).
     active: HashMap<String, Active>,
     parked: HashMap<String, Parked>,
     totals: HashMap<String, u64>,
-    /// Revoked id -> when (Unix seconds).
-    revoked: HashMap<String, f64>,
+    revoked: Revoked,
 }
 
 /// Shared by the tasks, the control node and the heartbeat.
@@ -91,13 +120,13 @@ impl Registry {
         self.processed.load(Ordering::Relaxed)
     }
 
-    /// Records a task starting; returns the handle that stops it.
-    pub fn start(&self, msg: Arc<Message>, acknowledged: bool) -> Arc<Stop> {
+    /// Records delivery `tag` of a task starting; returns the handle that stops it.
+    pub fn start(&self, tag: &str, msg: Arc<Message>, acknowledged: bool) -> Arc<Stop> {
         let stop = Arc::new(Stop::default());
         let mut inner = self.lock();
         inner.parked.remove(msg.id());
         inner.active.insert(
-            msg.id().to_owned(),
+            tag.to_owned(),
             Active {
                 msg,
                 started: celery_redis::clock::unix_now(),
@@ -108,69 +137,68 @@ impl Registry {
         stop
     }
 
-    /// Records a task's end; returns its runtime in seconds.
-    pub fn finish(&self, msg: &Message) -> f64 {
+    /// Records the end of delivery `tag`; `counted` tasks (registered names only: names come
+    /// from messages, and the totals must stay small) add to `stats.total`.
+    pub fn finish(&self, tag: &str, name: &str, counted: bool) {
         self.processed.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.lock();
-        match inner.totals.get_mut(msg.task()) {
-            Some(n) => *n = n.saturating_add(1),
-            // Names come from messages: only registered ones reach here, so this stays small.
-            None => {
-                inner.totals.insert(msg.task().to_owned(), 1);
+        if counted {
+            match inner.totals.get_mut(name) {
+                Some(n) => *n = n.saturating_add(1),
+                None => {
+                    inner.totals.insert(name.to_owned(), 1);
+                }
             }
         }
-        inner.active.remove(msg.id()).map_or(0.0, |a| {
-            (celery_redis::clock::unix_now() - a.started).max(0.0)
-        })
+        inner.active.remove(tag);
     }
 
-    /// Records an eta task this worker parked in the schedule.
-    pub fn park(&self, msg: Arc<Message>, eta: f64) {
+    /// Records an eta task this worker parked in the schedule (its listing only).
+    pub fn park(&self, msg: &Message, eta: f64) {
+        let now = celery_redis::clock::unix_now();
         let mut inner = self.lock();
+        if inner.parked.len() >= MAX_PARKED_LISTED {
+            inner.parked.retain(|_, p| p.eta > now);
+        }
         if inner.parked.len() < MAX_PARKED_LISTED {
+            let entry = json!({
+                "eta": msg.envelope.headers.eta,
+                "priority": msg.envelope.priority(),
+                "request": self.info(msg, None, false),
+            });
             inner
                 .parked
-                .insert(msg.id().to_owned(), Parked { msg, eta });
+                .insert(msg.id().to_owned(), Parked { entry, eta });
         }
     }
 
-    /// Remembers revoked ids at `when` (Unix seconds); forgets what is past Celery's horizon
-    /// or cap, oldest first.
+    /// Remembers revoked ids at `when` (Unix seconds), within Celery's horizon and cap (the
+    /// ids remembered first are forgotten first).
     pub fn revoke(&self, ids: &[&str], when: f64) {
         let mut inner = self.lock();
         for id in ids {
-            inner.revoked.insert((*id).to_owned(), when);
+            inner.revoked.insert(id, when);
             inner.parked.remove(*id);
-        }
-        if inner.revoked.len() > MAX_REVOKED {
-            let horizon = celery_redis::clock::unix_now() - HORIZON.as_secs_f64();
-            inner.revoked.retain(|_, t| *t >= horizon);
-            if inner.revoked.len() > MAX_REVOKED {
-                let mut times: Vec<f64> = inner.revoked.values().copied().collect();
-                times.sort_by(f64::total_cmp);
-                let cut = times[times.len() - MAX_REVOKED];
-                inner.revoked.retain(|_, t| *t >= cut);
-            }
         }
     }
 
     pub fn is_revoked(&self, id: &str) -> bool {
-        self.lock().revoked.contains_key(id)
+        self.lock().revoked.when.contains_key(id)
     }
 
-    /// Stops a running task; false when it is not running here.
-    pub fn terminate(&self, id: &str, signum: i32) -> bool {
-        match self.lock().active.get(id) {
-            Some(a) => {
-                a.stop.fire(signum);
-                true
-            }
-            None => false,
+    /// Stops every running delivery of task `id`; returns how many.
+    pub fn terminate(&self, id: &str, signum: i32) -> usize {
+        let inner = self.lock();
+        let mut stopped = 0;
+        for a in inner.active.values().filter(|a| a.msg.id() == id) {
+            a.stop.fire(signum);
+            stopped += 1;
         }
+        stopped
     }
 
     pub fn is_active(&self, id: &str) -> bool {
-        self.lock().active.contains_key(id)
+        self.lock().active.values().any(|a| a.msg.id() == id)
     }
 
     pub fn active_count(&self) -> usize {
@@ -192,19 +220,7 @@ impl Registry {
         let now = celery_redis::clock::unix_now();
         let mut inner = self.lock();
         inner.parked.retain(|_, p| p.eta > now);
-        inner
-            .parked
-            .values()
-            .map(|p| self.scheduled_entry(p))
-            .collect()
-    }
-
-    fn scheduled_entry(&self, p: &Parked) -> Value {
-        json!({
-            "eta": p.msg.envelope.headers.eta,
-            "priority": p.msg.envelope.priority(),
-            "request": self.info(&p.msg, None, false),
-        })
+        inner.parked.values().map(|p| p.entry.clone()).collect()
     }
 
     /// `inspect query_task`: `{id: [state, info]}` for the ids running or parked here.
@@ -212,13 +228,14 @@ impl Registry {
         let now = celery_redis::clock::unix_now();
         let inner = self.lock();
         let mut out = serde_json::Map::new();
+        let active: HashMap<&str, &Active> =
+            inner.active.values().map(|a| (a.msg.id(), a)).collect();
         for id in ids {
-            if let Some(a) = inner.active.get(*id) {
+            if let Some(a) = active.get(*id) {
                 let info = self.info(&a.msg, Some(a.started), a.acknowledged);
                 out.insert((*id).to_owned(), json!(["active", info]));
             } else if let Some(p) = inner.parked.get(*id).filter(|p| p.eta > now) {
-                let info = self.info(&p.msg, None, false);
-                out.insert((*id).to_owned(), json!(["scheduled", info]));
+                out.insert((*id).to_owned(), json!(["scheduled", p.entry["request"]]));
             }
         }
         out
@@ -226,7 +243,7 @@ impl Registry {
 
     /// `inspect revoked`: the revoked ids this worker knows.
     pub fn revoked(&self) -> Vec<String> {
-        self.lock().revoked.keys().cloned().collect()
+        self.lock().revoked.order.iter().cloned().collect()
     }
 
     /// `stats.total`: tasks finished per name.
@@ -234,15 +251,15 @@ impl Registry {
         self.lock().totals.clone()
     }
 
-    /// Celery's `Request.info()`.
+    /// Celery's `Request.info()` (large arguments shown as a cut repr).
     fn info(&self, msg: &Message, time_start: Option<f64>, acknowledged: bool) -> Value {
         let env = &msg.envelope;
         let delivery = env.properties.delivery_info.as_ref();
         json!({
             "id": msg.id(),
             "name": msg.task(),
-            "args": msg.body.args,
-            "kwargs": msg.body.kwargs,
+            "args": listed(Value::Array(msg.body.args.clone())),
+            "kwargs": listed(Value::Object(msg.body.kwargs.clone())),
             "type": msg.task(),
             "hostname": self.node,
             "time_start": time_start,
@@ -255,5 +272,14 @@ impl Registry {
             },
             "worker_pid": time_start.map(|_| std::process::id()),
         })
+    }
+}
+
+/// Arguments as JSON when small, else as Python's repr cut to size (a listing stays small).
+fn listed(args: Value) -> Value {
+    if args.to_string().len() <= MAX_LISTED_ARGS {
+        args
+    } else {
+        Value::String(pyrepr::repr(&args))
     }
 }

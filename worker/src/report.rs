@@ -18,14 +18,15 @@ pub fn received(ctx: &Context, msg: &Message) {
         return;
     }
     let h = &msg.envelope.headers;
-    let args = h
-        .argsrepr
-        .clone()
-        .unwrap_or_else(|| pyrepr::args_repr(&msg.body.args));
-    let kwargs = h
-        .kwargsrepr
-        .clone()
-        .unwrap_or_else(|| pyrepr::repr(&Value::Object(msg.body.kwargs.clone())));
+    // A producer's reprs are taken as they come, cut as Celery cuts its own.
+    let args = match &h.argsrepr {
+        Some(r) => pyrepr::cut(r),
+        None => pyrepr::args_repr(&msg.body.args),
+    };
+    let kwargs = match &h.kwargsrepr {
+        Some(r) => pyrepr::cut(r),
+        None => pyrepr::repr(&Value::Object(msg.body.kwargs.clone())),
+    };
     let event = fields(vec![
         ("name", json!(msg.task())),
         ("args", json!(args)),

@@ -17,7 +17,6 @@ use celery_redis::control::listen::{self, Incoming};
 use celery_redis::control::{reply, Request};
 use celery_redis::events::Events;
 use celery_redis::keys::{self, EVENT_EXCHANGE};
-use celery_redis::result::ResultBackend;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
@@ -53,15 +52,17 @@ pub fn spawn(
 ) -> (Shutdown, oneshot::Receiver<()>) {
     let (trigger, remote) = shutdown::channel();
     let (ready_tx, ready) = oneshot::channel();
+    let (revoke_results, writer) = revoke::RevokeResults::new(ctx.results.clone());
     let node = Node {
         name: ctx.node.clone(),
         cfg: cfg.clone(),
         registry: ctx.registry.clone(),
         events: ctx.events.clone(),
         conn: ctx.redis.clone(),
-        results: ctx.results.clone(),
+        revoke_results,
         shutdown: trigger,
     };
+    set.spawn(writer);
     set.spawn(node.serve(stop.clone(), ready_tx));
     (remote, ready)
 }
@@ -73,7 +74,8 @@ pub struct Node {
     pub registry: Arc<Registry>,
     pub events: Events,
     pub conn: Conn,
-    pub results: ResultBackend,
+    /// Stores REVOKED for revoked tasks that run nowhere, off the request loop.
+    pub revoke_results: revoke::RevokeResults,
     /// Fired by the `shutdown` command: the worker stops as on SIGTERM.
     pub shutdown: Trigger,
 }

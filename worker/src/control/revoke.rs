@@ -3,8 +3,10 @@
 //! `terminate` asks, and a task that has not started anywhere is stored REVOKED at once, as
 //! Celery's handler does.
 
+use celery_redis::result::ResultBackend;
 use celery_redis::revoked;
 use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
 
 use super::{ControlError, Node};
 
@@ -53,6 +55,42 @@ fn signum(signal: Option<&Value>) -> Result<i32, ControlError> {
     })
 }
 
+/// Stores REVOKED for revoked ids that run nowhere, in the background, a chunk per script call.
+#[derive(Clone)]
+pub struct RevokeResults(mpsc::Sender<Vec<String>>);
+
+/// Ids per script call.
+const CHUNK: usize = 500;
+/// Revokes waiting for their writes; beyond this the request loop waits (backpressure).
+const PENDING: usize = 16;
+
+impl RevokeResults {
+    /// The sender, and the writer to run (it ends when every sender is gone).
+    pub fn new(results: ResultBackend) -> (Self, impl std::future::Future<Output = ()>) {
+        let (tx, mut rx) = mpsc::channel::<Vec<String>>(PENDING);
+        let writer = async move {
+            while let Some(ids) = rx.recv().await {
+                for chunk in ids.chunks(CHUNK) {
+                    let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                    if let Err(e) = results.revoke_unstarted(&chunk).await {
+                        log::warn!(
+                            "could not store REVOKED for {} revoked task(s): {e}",
+                            chunk.len()
+                        );
+                    }
+                }
+            }
+        };
+        (RevokeResults(tx), writer)
+    }
+
+    async fn store(&self, ids: Vec<String>) {
+        if !ids.is_empty() && self.0.send(ids).await.is_err() {
+            log::warn!("REVOKED not stored: the worker is stopping");
+        }
+    }
+}
+
 pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value, ControlError> {
     let all = ids(arguments, "task_id");
     let ids = revoked::acceptable(all.iter().map(String::as_str));
@@ -69,34 +107,47 @@ pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value
         None
     };
     node.registry.revoke(&ids, celery_redis::clock::unix_now());
-    if let Err(e) = revoked::remember(&node.conn, &ids).await {
-        log::warn!(
+    match revoked::remember(&node.conn, &ids).await {
+        Ok(Some(_)) => {}
+        Ok(None) => log::warn!(
+            "revoke of {} task(s) not saved for the fleet: {} holds another type; held by this worker only",
+            ids.len(),
+            celery_redis::keys::REVOKED
+        ),
+        Err(e) => log::warn!(
             "revoke of {} task(s) not saved for the fleet ({e}); held by this worker only",
             ids.len()
-        );
+        ),
     }
-    let mut terminated = Vec::new();
+    let mut terminated = 0;
+    let mut unstarted = Vec::new();
     for id in &ids {
-        if node.registry.is_active(id) {
-            if let Some(signum) = signum {
-                if node.registry.terminate(id, signum) {
-                    terminated.push(*id);
-                }
+        match signum {
+            Some(signum) if node.registry.is_active(id) => {
+                terminated += node.registry.terminate(id, signum);
             }
-        } else if let Err(e) = node.results.revoke_unstarted(id).await {
-            log::warn!("could not store REVOKED for {id}: {e}");
+            _ if node.registry.is_active(id) => {}
+            _ => unstarted.push((*id).to_owned()),
         }
     }
+    // Stored REVOKED off the request loop (a revoke may name 50,000 ids).
+    node.revoke_results.store(unstarted).await;
     log::info!(
         "revoked {} task(s){}",
         ids.len(),
-        if terminated.is_empty() {
+        if terminated == 0 {
             String::new()
         } else {
-            format!(", terminating {}", terminated.len())
+            format!(", terminating {terminated} running")
         }
     );
-    Ok(json!({"ok": format!("tasks {} flagged as revoked", ids.join(", "))}))
+    // Celery names every id; a long list is summed up (the reply stays small).
+    let named = if ids.len() <= 10 {
+        ids.join(", ")
+    } else {
+        format!("{} ({} in all)", ids[..10].join(", "), ids.len())
+    };
+    Ok(json!({"ok": format!("tasks {named} flagged as revoked")}))
 }
 
 /// `hello` (mingle): takes in the sender's revoked ids, answers with ours and our clock.

@@ -49,12 +49,23 @@ pub fn exception_repr(exc_type: &str, message: &Value) -> String {
     truncate(out)
 }
 
-fn truncate(mut s: String) -> String {
-    if s.chars().count() > MAX_REPR {
-        s = s.chars().take(MAX_REPR - 3).collect();
-        s.push_str("...");
+/// `s` cut at [`MAX_REPR`] characters (ending in `...` when cut).
+pub fn cut(s: &str) -> String {
+    if s.chars().nth(MAX_REPR).is_some() {
+        let mut out: String = s.chars().take(MAX_REPR - 3).collect();
+        out.push_str("...");
+        out
+    } else {
+        s.to_owned()
     }
-    s
+}
+
+fn truncate(s: String) -> String {
+    if s.chars().nth(MAX_REPR).is_some() {
+        cut(&s)
+    } else {
+        s
+    }
 }
 
 fn write_repr(out: &mut String, value: &Value) {

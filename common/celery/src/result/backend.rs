@@ -94,18 +94,21 @@ impl ResultBackend {
         Ok(written == 1)
     }
 
-    /// Stores REVOKED for `task_id` unless it has started or finished somewhere (the stored
-    /// state is then kept); returns whether it was written. Celery's `revoke` handler does this
-    /// for every revoked id a worker is not running itself.
-    pub async fn revoke_unstarted(&self, task_id: &str) -> Result<bool, ResultError> {
-        let encoded = self.encode(&ResultMeta::revoked(task_id, "revoked"))?;
-        let written: i64 = REVOKE_RESULT
-            .key(&encoded.key)
-            .arg(&encoded.json)
-            .arg(encoded.ttl_secs)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(written == 1)
+    /// Stores REVOKED for each of `task_ids` that has not started or finished anywhere (their
+    /// stored state is kept), in one script call; returns how many were written. Celery's
+    /// `revoke` handler does this for every revoked id a worker is not running itself.
+    pub async fn revoke_unstarted(&self, task_ids: &[&str]) -> Result<usize, ResultError> {
+        if task_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = REVOKE_RESULT.prepare_invoke();
+        invocation.arg(self.expires.as_secs());
+        for id in task_ids {
+            let encoded = self.encode(&ResultMeta::revoked(id, "revoked"))?;
+            invocation.key(encoded.key).arg(encoded.json);
+        }
+        let written: usize = invocation.invoke_async(&mut self.conn.clone()).await?;
+        Ok(written)
     }
 
     /// The stored meta, or PENDING when there is none.
