@@ -1,0 +1,1 @@
+//! W3C trace context (stub: being written).
