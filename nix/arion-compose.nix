@@ -31,7 +31,14 @@ in
       };
     };
 
-    worker = flakeImage "worker";
+    worker = lib.mkMerge [
+      (flakeImage "worker")
+      {
+        # Metrics and /healthz, published on the host's loopback only.
+        service.ports = [ "127.0.0.1:9808:9808" ];
+        service.healthcheck = selfCheck "worker";
+      }
+    ];
 
     service-order = lib.mkMerge [
       (flakeImage "service-order")

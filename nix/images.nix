@@ -33,7 +33,8 @@ rec {
     name = "worker";
     # %h is the container's host name: each replica gets its own node name, which its
     # healthcheck pings.
-    env = [ "WORKER_CONCURRENCY=8" "WORKER_NAME=worker@%h" ];
+    env = [ "WORKER_CONCURRENCY=8" "WORKER_NAME=worker@%h" "WORKER_METRICS_BIND=0.0.0.0:9808" ];
+    port = 9808;
     healthcheck = true;
   };
   image-service-order = image {

@@ -3,21 +3,66 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 
-use http_kit::body::{json_object, with_state};
+use http_kit::body::{json_object, segment, with_state};
+use http_kit::openapi::{self, BearerAuth};
 use http_kit::{auth, health, rejection};
+use utoipa::OpenApi;
+use warp::http::Method;
 use warp::{Filter, Reply};
 
 use crate::{handlers, State};
 
-/// All routes: health open, the API behind the bearer tokens (when configured), errors in the
-/// JSON error shape.
+/// The OpenAPI 3.1 document of every route, served at `GET /openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "service-notification", description = "Accepts notifications (enqueued as Celery `send_notification` tasks), shows their state and delivery, lists what a recipient was sent."),
+    paths(
+        handlers::create,
+        handlers::get_one,
+        handlers::list,
+        openapi::healthz,
+        openapi::readyz,
+        openapi::openapi_json
+    ),
+    components(schemas(http_kit::error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// All routes: health and the OpenAPI document open, the API behind the bearer tokens (when
+/// configured), errors in the JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let health = health::routes(state.redis.clone(), state.timeout);
+    let doc = openapi::route(ApiDoc::openapi());
+    let open = warp::path!("healthz")
+        .or(warp::path!("readyz"))
+        .unify()
+        .or(warp::path!("openapi.json"))
+        .unify()
+        .and(rejection::allow(&[Method::GET]));
     let auth = auth::required(state.auth.clone());
     let api = create(state.clone())
         .or(get_one(state.clone()))
-        .or(list(state));
-    health.or(auth.and(api)).recover(rejection::recover)
+        .or(list(state))
+        .or(other_methods());
+    health
+        .or(doc)
+        .or(open)
+        .or(auth.and(api))
+        .recover(rejection::recover)
+}
+
+/// 405 with `Allow` for a method a path of the API does not serve.
+pub fn other_methods(
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let notifications =
+        warp::path!("notifications").and(rejection::allow(&[Method::GET, Method::POST]));
+    let one = warp::path("notifications")
+        .and(segment())
+        .and(warp::path::end())
+        .and(rejection::allow(&[Method::GET]))
+        .map(|_: String, reply| reply);
+    notifications.or(one).unify()
 }
 
 /// `POST /notifications` `{notification_id?, recipient, channel: log|webhook, subject, body, url?}`
@@ -35,7 +80,9 @@ pub fn create(
 pub fn get_one(
     state: State,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::path!("notifications" / String)
+    warp::path("notifications")
+        .and(segment())
+        .and(warp::path::end())
         .and(warp::get())
         .and(with_state(state))
         .and_then(handlers::get_one)

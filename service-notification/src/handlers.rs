@@ -1,16 +1,22 @@
-//! What each notification-service route does. Every Redis call is bounded by `State::timeout`.
-//! Submitting and reading a notification is the generic path of `http_kit::submit`; the
-//! delivery record and the per-recipient listing are this service's own.
+//! What each notification-service route does, and its OpenAPI description (utoipa): the
+//! request and reply types and every status a route can answer. Every Redis call is bounded by
+//! `State::timeout`. Submitting and reading a notification is the generic path of
+//! `http_kit::submit`; the delivery record and the per-recipient listing are this service's own.
 
 use std::collections::HashMap;
 
-use http_kit::body::json_reply;
+use http_kit::body::{json_reply, to_object, validated};
+use http_kit::openapi::{
+    BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable, Unreadable,
+};
 use http_kit::submit;
 use http_kit::ApiError;
-use serde_json::{json, Map, Value};
-use shop::contracts::SendNotification;
-use shop::notifications;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use shop::contracts::{Channel, NewNotification, SendNotification};
+use shop::notifications::{self, Delivery};
 use shop::validation::{is_email, ValidationErrors, EMAIL_RULE};
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::Rejection;
 
@@ -18,13 +24,78 @@ use crate::State;
 
 type Reply = Result<warp::reply::Response, Rejection>;
 
+/// An accepted notification: where to read its state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NotificationAccepted {
+    pub notification_id: String,
+    pub task_id: String,
+    /// `/notifications/{notification_id}`
+    pub status_url: String,
+}
+
+/// A notification's task state (Celery's result backend) and its delivery record.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub notification_id: String,
+    pub task_id: String,
+    /// Celery's state: PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, ...
+    pub state: String,
+    /// What `send_notification` returned (SUCCESS only).
+    #[schema(required = true)]
+    pub result: Option<Value>,
+    /// Why it failed (FAILURE, REVOKED).
+    pub error: Option<TaskError>,
+    /// When the task ended.
+    #[schema(required = true)]
+    pub date_done: Option<String>,
+    pub delivered: bool,
+    /// The delivery record, once delivered.
+    #[schema(required = true)]
+    pub delivery: Option<DeliveryRecord>,
+}
+
+/// What was delivered (`shop::notifications::Delivery`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryRecord {
+    pub notification_id: String,
+    pub recipient: String,
+    pub channel: Channel,
+    pub subject: String,
+    pub body: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub task_id: String,
+    pub delivered_at: String,
+}
+
+/// What a recipient was sent, newest first (at most 100).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Deliveries {
+    pub recipient: String,
+    #[schema(value_type = Vec<DeliveryRecord>)]
+    pub notifications: Vec<Delivery>,
+}
+
 /// Validates and enqueues `send_notification` once per notification id.
+#[utoipa::path(post, path = "/notifications", tag = "notifications",
+    request_body = NewNotification,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted: `send_notification` enqueued", body = NotificationAccepted),
+        (status = 200, description = "This `notification_id` was accepted before: its task, nothing new enqueued", body = NotificationAccepted),
+        BodyErrors, Unauthorized, Invalid, QueueFull, Unavailable))]
 pub async fn create(body: Map<String, Value>, state: State) -> Reply {
-    submit::create::<SendNotification>(body, state).await
+    let notification: NewNotification = validated(&body)?;
+    submit::create::<SendNotification>(to_object(&notification), state).await
 }
 
 /// A notification's task state (when it came through this service, or was sent by another
 /// task, such as an order's confirmation) and its delivery record.
+#[utoipa::path(get, path = "/notifications/{notification_id}", tag = "notifications",
+    params(("notification_id" = String, Path, description = "The notification's id", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The notification's state", body = NotificationView),
+        Unauthorized, NotFound, Unreadable, Unavailable))]
 pub async fn get_one(id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<SendNotification>(&id, &state).await?;
     let delivery = state
@@ -42,6 +113,12 @@ pub async fn get_one(id: String, state: State) -> Reply {
 }
 
 /// What was delivered to `?recipient=`, newest first (at most 100).
+#[utoipa::path(get, path = "/notifications", tag = "notifications",
+    params(("recipient" = String, Query, description = "An e-mail address", pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", max_length = 254)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The recipient's notifications", body = Deliveries),
+        (status = 400, description = "`invalid_query`: the query string cannot be read", body = http_kit::error::ErrorBody),
+        Unauthorized, Invalid, Unavailable))]
 pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
     let recipient = match query.get("recipient") {
         None => Err("is required as a query parameter"),
@@ -49,12 +126,15 @@ pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
         Some(r) => Ok(r.clone()),
     }
     .map_err(|why| ApiError::validation(ValidationErrors::single("recipient", why)).reject())?;
-    let deliveries = state
+    let notifications = state
         .call(|| notifications::delivered_to(&state.redis, &recipient))
         .await
         .map_err(ApiError::reject)?;
     Ok(json_reply(
         StatusCode::OK,
-        &json!({"recipient": recipient, "notifications": deliveries}),
+        &Deliveries {
+            recipient,
+            notifications,
+        },
     ))
 }

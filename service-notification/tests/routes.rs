@@ -310,3 +310,30 @@ async fn recipients_and_ids_that_would_corrupt_keys_are_refused() {
     }
     assert!(f.queued().await.is_empty());
 }
+
+#[tokio::test]
+async fn percent_encoded_ids_and_405_with_allow() {
+    // Both found by Schemathesis: `GET /notifications/n%3A1` did not find `n:1`, and a 405 had
+    // no `Allow` header.
+    let f = Fixture::new();
+    let mut n = note();
+    n["notification_id"] = json!("n:1");
+    let (status, body) = f.call("POST", "/notifications", Some(&n.to_string())).await;
+    assert_eq!(status, 202);
+    let (status, view) = f.call("GET", "/notifications/n%3A1", None).await;
+    assert_eq!((status, &view["task_id"]), (200, &body["task_id"]));
+    let routes = api::routes(f.state.clone());
+    for (method, path, allow) in [
+        ("PUT", "/notifications", "GET, POST"),
+        ("DELETE", "/notifications/n-1", "GET"),
+        ("TRACE", "/healthz", "GET"),
+    ] {
+        let resp = warp::test::request()
+            .method(method)
+            .path(path)
+            .reply(&routes)
+            .await;
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
+}

@@ -2,22 +2,72 @@
 
 use std::convert::Infallible;
 
-use http_kit::body::{json_object, with_state};
+use http_kit::body::{json_object, segment, with_state};
+use http_kit::openapi::{self, BearerAuth};
 use http_kit::{auth, health, rejection};
+use utoipa::OpenApi;
+use warp::http::Method;
 use warp::{Filter, Reply};
 
 use crate::{handlers, State};
 
-/// All routes: health open, the API behind the bearer tokens (when configured), errors in the
-/// JSON error shape.
+/// The OpenAPI 3.1 document of every route, served at `GET /openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "service-order", description = "Accepts orders (enqueued as Celery `process_order` tasks), shows their outcome, sets and reads stock."),
+    paths(
+        handlers::create_order,
+        handlers::get_order,
+        handlers::put_stock,
+        handlers::get_stock,
+        openapi::healthz,
+        openapi::readyz,
+        openapi::openapi_json
+    ),
+    components(schemas(http_kit::error::ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// All routes: health and the OpenAPI document open, the API behind the bearer tokens (when
+/// configured), errors in the JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let health = health::routes(state.redis.clone(), state.timeout);
+    let doc = openapi::route(ApiDoc::openapi());
+    let open = warp::path!("healthz")
+        .or(warp::path!("readyz"))
+        .unify()
+        .or(warp::path!("openapi.json"))
+        .unify()
+        .and(rejection::allow(&[Method::GET]));
     let auth = auth::required(state.auth.clone());
     let api = create_order(state.clone())
         .or(get_order(state.clone()))
         .or(put_stock(state.clone()))
-        .or(get_stock(state));
-    health.or(auth.and(api)).recover(rejection::recover)
+        .or(get_stock(state))
+        .or(other_methods());
+    health
+        .or(doc)
+        .or(open)
+        .or(auth.and(api))
+        .recover(rejection::recover)
+}
+
+/// 405 with `Allow` for a method a path of the API does not serve.
+pub fn other_methods(
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let orders = warp::path!("orders").and(rejection::allow(&[Method::POST]));
+    let order = warp::path("orders")
+        .and(segment())
+        .and(warp::path::end())
+        .and(rejection::allow(&[Method::GET]))
+        .map(|_: String, reply| reply);
+    let inventory = warp::path("inventory")
+        .and(segment())
+        .and(warp::path::end())
+        .and(rejection::allow(&[Method::GET, Method::PUT]))
+        .map(|_: String, reply| reply);
+    orders.or(order).unify().or(inventory).unify()
 }
 
 /// `POST /orders` `{order_id?, customer: {id, email}, items: [{sku, quantity, unit_price_cents}]}`
@@ -35,7 +85,9 @@ pub fn create_order(
 pub fn get_order(
     state: State,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::path!("orders" / String)
+    warp::path("orders")
+        .and(segment())
+        .and(warp::path::end())
         .and(warp::get())
         .and(with_state(state))
         .and_then(handlers::get_order)
@@ -45,7 +97,9 @@ pub fn get_order(
 pub fn put_stock(
     state: State,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::path!("inventory" / String)
+    warp::path("inventory")
+        .and(segment())
+        .and(warp::path::end())
         .and(warp::put())
         .and(json_object(state.body_timeout))
         .and(with_state(state))
@@ -56,7 +110,9 @@ pub fn put_stock(
 pub fn get_stock(
     state: State,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::path!("inventory" / String)
+    warp::path("inventory")
+        .and(segment())
+        .and(warp::path::end())
         .and(warp::get())
         .and(with_state(state))
         .and_then(handlers::get_stock)

@@ -1,14 +1,20 @@
-//! What each order-service route does. Every Redis call is bounded by `State::timeout`, so a
-//! slow or absent Redis gives a 503 quickly, never a hang. Submitting and reading an order is
-//! the generic path of `http_kit::submit`; stock is this service's own.
+//! What each order-service route does, and its OpenAPI description (utoipa): the request and
+//! reply types and every status a route can answer. Every Redis call is bounded by
+//! `State::timeout`, so a slow or absent Redis gives a 503 quickly, never a hang. Submitting
+//! and reading an order is the generic path of `http_kit::submit`; stock is this service's own.
 
-use http_kit::body::json_reply;
+use http_kit::body::{json_reply, to_object, validated};
+use http_kit::openapi::{
+    BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable, Unreadable,
+};
 use http_kit::submit;
 use http_kit::ApiError;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
-use shop::contracts::ProcessOrder;
+use shop::contracts::{NewOrder, OrderOutcome, OrderStatus, ProcessOrder};
 use shop::inventory::{self, MAX_STOCK};
-use shop::validation::{is_id, Fields, ValidationErrors};
+use shop::validation::{is_id, Fields, FromJson, ValidationErrors};
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::Rejection;
 
@@ -16,14 +22,92 @@ use crate::State;
 
 type Reply = Result<warp::reply::Response, Rejection>;
 
+/// An accepted order: where to read its state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderAccepted {
+    pub order_id: String,
+    pub task_id: String,
+    /// `/orders/{order_id}`
+    pub status_url: String,
+}
+
+/// An order's task state (Celery's result backend) and, once processed, its stock reservation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OrderView {
+    pub order_id: String,
+    pub task_id: String,
+    /// Celery's state (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, ...), or EXPIRED when
+    /// the result is gone but the reservation is still retained.
+    pub state: String,
+    /// What `process_order` returned (SUCCESS only).
+    #[schema(required = true)]
+    pub result: Option<OrderOutcome>,
+    /// Why it failed (FAILURE, REVOKED).
+    pub error: Option<TaskError>,
+    /// When the task ended.
+    #[schema(required = true)]
+    pub date_done: Option<String>,
+    /// How the order ended, once stock was reserved or refused.
+    pub reservation: Option<Reservation>,
+}
+
+/// The stock outcome of an order (`shop::inventory::Reservation`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Reservation {
+    pub status: OrderStatus,
+    #[schema(required = true)]
+    pub reason: Option<String>,
+}
+
+/// The body of `PUT /inventory/{sku}`.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct StockUpdate {
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub available: i64,
+}
+
+impl FromJson for StockUpdate {
+    fn from_json(body: &Map<String, Value>) -> Result<Self, ValidationErrors> {
+        let mut f = Fields::new();
+        let available = f.integer(body, "", "available");
+        if let Some(a) = available {
+            if !(0..=MAX_STOCK).contains(&a) {
+                f.error("available", format!("must be between 0 and {MAX_STOCK}"));
+            }
+        }
+        f.finish(StockUpdate {
+            available: available.unwrap_or(0),
+        })
+    }
+}
+
+/// A SKU's available stock.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StockLevel {
+    pub sku: String,
+    pub available: i64,
+}
+
 /// Validates the order and enqueues `process_order` once per order id.
+#[utoipa::path(post, path = "/orders", tag = "orders", request_body = NewOrder,
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted: `process_order` enqueued", body = OrderAccepted),
+        (status = 200, description = "This `order_id` was accepted before: its task, nothing new enqueued", body = OrderAccepted),
+        BodyErrors, Unauthorized, Invalid, QueueFull, Unavailable))]
 pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
-    submit::create::<ProcessOrder>(body, state).await
+    let order: NewOrder = validated(&body)?;
+    submit::create::<ProcessOrder>(to_object(&order), state).await
 }
 
 /// The order's task state and, once processed, its outcome and stock reservation. When the
 /// result has expired (`RESULT_EXPIRES_SECS`) but the reservation is still retained, the state
 /// is `EXPIRED` and the reservation says how the order ended.
+#[utoipa::path(get, path = "/orders/{order_id}", tag = "orders",
+    params(("order_id" = String, Path, description = "The order's id", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The order's state", body = OrderView),
+        Unauthorized, NotFound, Unreadable, Unavailable))]
 pub async fn get_order(order_id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<ProcessOrder>(&order_id, &state).await?;
     let mut view = submit::task_state::<ProcessOrder>(&order_id, task_id, &state).await?;
@@ -41,39 +125,34 @@ pub async fn get_order(order_id: String, state: State) -> Reply {
 }
 
 /// Sets the available stock of a SKU.
+#[utoipa::path(put, path = "/inventory/{sku}", tag = "inventory", request_body = StockUpdate,
+    params(("sku" = String, Path, description = "An id: letters, digits, `. _ : -`", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The stock now", body = StockLevel),
+        BodyErrors, Unauthorized, Invalid, Unavailable))]
 pub async fn put_stock(sku: String, body: Map<String, Value>, state: State) -> Reply {
     let sku = valid_sku(sku)?;
-    let mut f = Fields::new();
-    let available = f.integer(&body, "", "available");
-    if let Some(a) = available {
-        if !(0..=MAX_STOCK).contains(&a) {
-            f.error("available", format!("must be between 0 and {MAX_STOCK}"));
-        }
-    }
-    let available = f
-        .finish(available.unwrap_or(0))
-        .map_err(|e| ApiError::validation(e).reject())?;
+    let StockUpdate { available } = validated(&body)?;
     state
         .call(|| inventory::set_stock(&state.redis, &sku, available))
         .await
         .map_err(ApiError::reject)?;
-    Ok(json_reply(
-        StatusCode::OK,
-        &json!({"sku": sku, "available": available}),
-    ))
+    Ok(json_reply(StatusCode::OK, &StockLevel { sku, available }))
 }
 
 /// The available stock of a SKU (0 when never set).
+#[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path, description = "An id: letters, digits, `. _ : -`", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The stock (0 when never set)", body = StockLevel),
+        Unauthorized, Invalid, Unavailable))]
 pub async fn get_stock(sku: String, state: State) -> Reply {
     let sku = valid_sku(sku)?;
     let available = state
         .call(|| inventory::get_stock(&state.redis, &sku))
         .await
         .map_err(ApiError::reject)?;
-    Ok(json_reply(
-        StatusCode::OK,
-        &json!({"sku": sku, "available": available}),
-    ))
+    Ok(json_reply(StatusCode::OK, &StockLevel { sku, available }))
 }
 
 fn valid_sku(sku: String) -> Result<String, Rejection> {

@@ -553,3 +553,61 @@ async fn an_unreadable_stored_result_is_a_500_not_try_again() {
         (500, Some("result_unreadable"))
     );
 }
+
+#[tokio::test]
+async fn a_percent_encoded_id_is_the_same_id() {
+    // Found by Schemathesis: `GET /orders/o%3A1` answered 404 for the order `o:1` it had just
+    // accepted, since warp hands path parameters over as sent.
+    let f = Fixture::new();
+    let (status, body) = f
+        .call("POST", "/orders", Some(&order(Some("o:1")).to_string()))
+        .await;
+    assert_eq!(status, 202);
+    for path in ["/orders/o:1", "/orders/o%3A1", "/orders/o%3a1"] {
+        let (status, view) = f.call("GET", path, None).await;
+        assert_eq!(
+            (status, &view["task_id"]),
+            (200, &body["task_id"]),
+            "{path}"
+        );
+    }
+    let (status, _) = f
+        .call("PUT", "/inventory/s%3A1", Some(r#"{"available": 3}"#))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        f.call("GET", "/inventory/s:1", None).await,
+        (200, json!({"sku": "s:1", "available": 3}))
+    );
+    for path in ["/orders/o%2F1", "/orders/%FF", "/orders/%2e%2e"] {
+        assert_eq!(f.call("GET", path, None).await.0, 404, "{path}");
+    }
+    assert_eq!(f.call("GET", "/inventory/a%20b", None).await.0, 422);
+}
+
+#[tokio::test]
+async fn a_method_a_path_does_not_serve_gets_405_naming_the_allowed_ones() {
+    // Found by Schemathesis: a 405 without `Allow` (RFC 9110 requires it).
+    let f = Fixture::new();
+    let routes = api::routes(f.state.clone());
+    for (method, path, allow) in [
+        ("DELETE", "/orders", "POST"),
+        ("GET", "/orders", "POST"),
+        ("POST", "/orders/o-1", "GET"),
+        ("PATCH", "/inventory/A", "GET, PUT"),
+        ("TRACE", "/healthz", "GET"),
+        ("POST", "/readyz", "GET"),
+        ("DELETE", "/openapi.json", "GET"),
+    ] {
+        let resp = warp::test::request()
+            .method(method)
+            .path(path)
+            .reply(&routes)
+            .await;
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+        let body: Value = serde_json::from_slice(resp.body()).unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+    }
+    assert!(f.queued().await.is_empty());
+}

@@ -1,5 +1,6 @@
 //! What a finished task sends on, as a Celery worker does: the next chain step and `link`
-//! callbacks after a success, `link_error` errbacks after a failure.
+//! callbacks after a success, `link_error` errbacks after a failure; each, like a task's own
+//! children, continues the running task's W3C trace ([`traced`]).
 
 use celery_redis::protocol::{Message, Signature, TaskMessage};
 use serde_json::Value;
@@ -79,5 +80,14 @@ fn from_signature(parent: &Message, sig: &Signature, first_arg: Option<&Value>) 
         .root_id
         .clone()
         .unwrap_or_else(|| parent.id().to_owned());
-    m.child_of(parent.id(), &root)
+    traced(m.child_of(parent.id(), &root))
+}
+
+/// `msg` carrying the running task's trace as a new span (`traceparent`, `tracestate` where
+/// OpenTelemetry's Celery instrumentation puts them); unchanged outside a trace scope.
+pub fn traced(msg: TaskMessage) -> TaskMessage {
+    match observe::trace::current() {
+        Some(trace) => msg.with_headers(trace.child().headers()),
+        None => msg,
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use celery_redis::config::{boolean, count, number, raw, ConfigError, RedisConfig, Source};
+use celery_redis::config::{boolean, count, number, parse, raw, ConfigError, RedisConfig, Source};
 use celery_redis::node;
 
 use crate::webhook::policy::Policy;
@@ -22,6 +22,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "DEAD_LETTER_MAX",
     "WORKER_NAME",
     "WORKER_SEND_TASK_EVENTS",
+    "WORKER_METRICS_BIND",
 ];
 
 /// The worker's settings.
@@ -61,6 +62,9 @@ pub struct WorkerConfig {
     /// `WORKER_SEND_TASK_EVENTS`: send task events from the start, like `celery worker -E`
     /// (default false; Flower switches them on with `enable_events`).
     pub task_events: bool,
+    /// `WORKER_METRICS_BIND`: where `/metrics` and `/healthz` listen (default
+    /// `127.0.0.1:9808`, celery-exporter's port; `0.0.0.0:9808` in the image).
+    pub metrics_bind: std::net::SocketAddr,
 }
 
 impl WorkerConfig {
@@ -107,6 +111,12 @@ impl WorkerConfig {
                 }
             },
             task_events: boolean(src, "WORKER_SEND_TASK_EVENTS", false)?,
+            metrics_bind: parse(
+                src,
+                "WORKER_METRICS_BIND",
+                ([127, 0, 0, 1], 9808).into(),
+                "an address:port",
+            )?,
             dead_letter_max: count(src, "DEAD_LETTER_MAX", 10_000, (1, 10_000_000))?,
             max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
                 .unwrap_or(1000),
@@ -158,6 +168,7 @@ mod tests {
             ("WORKER_NAME", "w@%x"),
             ("WORKER_NAME", "a b@h"),
             ("WORKER_SEND_TASK_EVENTS", "yes please"),
+            ("WORKER_METRICS_BIND", "localhost"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

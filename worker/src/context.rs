@@ -30,6 +30,8 @@ pub struct Context {
     pub registry: Arc<Registry>,
     /// This worker's events (task events only while switched on).
     pub events: Events,
+    /// This worker's metrics (counted in memory, served on `WORKER_METRICS_BIND`).
+    pub metrics: observe::metrics::Metrics,
     /// Wakes the scheduler when this worker parks a message (an eta task or a retry).
     pub scheduled: Arc<Notify>,
 }

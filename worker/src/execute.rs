@@ -3,7 +3,9 @@
 //! failure), [`crate::retry`] or [`crate::poison`]; [`crate::report`] sends the task events
 //! along the way and [`crate::registry`] knows it runs. Redis failures leave the message
 //! unacknowledged (it comes back after the visibility timeout); nothing here can crash the
-//! worker.
+//! worker. Each delivery runs in a log and trace scope ([`in_scope`]): once decoded, the task
+//! continues the W3C trace its `traceparent` header carries (a new root when absent or
+//! invalid), and its ids and trace id are in every log line about it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use celery_redis::broker::Delivery;
 use celery_redis::clock;
 use celery_redis::protocol::Message;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
+use observe::trace::{TraceContext, TRACEPARENT, TRACESTATE};
 use serde_json::Value;
 
 use crate::context::Context;
@@ -20,6 +23,35 @@ use crate::registry::Registry;
 use crate::tasks::{self, Output, Request, TaskError};
 use crate::{poison, report, retry};
 
+/// Runs `delivery` (the whole of one delivery's handling) in a log and trace scope of its own,
+/// which [`handle`] fills in once the message is decoded.
+pub async fn in_scope<F: std::future::Future>(delivery: F) -> F::Output {
+    let fields = observe::log::Fields::default();
+    observe::trace::scope(None, observe::log::scope(fields, delivery)).await
+}
+
+/// The task's trace (continued from its headers, or a new root) and ids, put into the
+/// enclosing [`in_scope`] so they are in every log line about it and its children carry them.
+fn enter(msg: &Message) {
+    let headers = &msg.envelope.headers;
+    let text = |name| headers.extra.get(name).and_then(Value::as_str);
+    let trace = TraceContext::continue_or_root(text(TRACEPARENT), text(TRACESTATE));
+    observe::log::update(|f| {
+        f.task_id = Some(observe::log::field(msg.id()));
+        f.root_id = Some(observe::log::field(
+            headers.root_id.as_deref().unwrap_or(msg.id()),
+        ));
+        f.trace_id = Some(trace.trace_id());
+        f.order_id = msg
+            .body
+            .kwargs
+            .get("order_id")
+            .and_then(Value::as_str)
+            .map(observe::log::field);
+    });
+    observe::trace::set(trace);
+}
+
 /// Handles one delivery; `delivery.taken_at` (the server's clock) is "now" for eta and expiry.
 pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
     let now = delivery.taken_at;
@@ -27,6 +59,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         Ok(msg) => Arc::new(msg),
         Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };
+    enter(&msg);
     report::received(ctx, &msg);
     if ctx.registry.is_revoked(msg.id()) {
         return refuse_revoked(ctx, &msg, &delivery.tag).await;
@@ -55,7 +88,7 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         );
         let revoked = ResultMeta::revoked(msg.id(), "expired");
         ending::end(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
-        report::revoked(ctx, msg.id(), None, true);
+        report::revoked(ctx, &msg, None, true);
         return Ok(());
     }
     let running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !ctx.acks_late);
@@ -75,7 +108,7 @@ async fn refuse_revoked(ctx: &Context, msg: &Message, tag: &str) -> Result<(), E
     );
     let revoked = ResultMeta::revoked(msg.id(), "revoked");
     ending::end(ctx, msg, revoked, Some(tag), &[]).await?;
-    report::revoked(ctx, msg.id(), None, false);
+    report::revoked(ctx, msg, None, false);
     Ok(())
 }
 
@@ -137,7 +170,7 @@ async fn run(
             log::warn!("task {} [{}] terminated by a revoke", msg.task(), msg.id());
             let revoked = ResultMeta::revoked(msg.id(), "terminated");
             ending::end(ctx, msg, revoked, ack, &[]).await?;
-            report::revoked(ctx, msg.id(), Some(signum), false);
+            report::revoked(ctx, msg, Some(signum), false);
             return Ok(());
         }
     };
@@ -145,9 +178,7 @@ async fn run(
         Ok(output) => {
             let shown = ctx.events.task_events().then(|| output.value.clone());
             ending::succeed(ctx, msg, output, ack).await?;
-            if let Some(value) = shown {
-                report::succeeded(ctx, msg, &value, began.elapsed().as_secs_f64());
-            }
+            report::succeeded(ctx, msg, shown.as_ref(), began.elapsed().as_secs_f64());
         }
         Err(TaskError::Failed(exc)) => {
             ending::fail(ctx, msg, &exc, ack).await?;

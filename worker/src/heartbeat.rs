@@ -90,6 +90,16 @@ pub async fn sync_revoked(conn: &Conn, registry: &Registry, since: f64) -> f64 {
     }
 }
 
+/// At a graceful stop: the task events still buffered (within `limit`), then `worker-offline`.
+pub async fn offline(events: &Events, registry: &Registry, limit: Duration) {
+    if tokio::time::timeout(limit, events.flush()).await.is_err() {
+        log::warn!("task events still buffered at shutdown were dropped");
+    }
+    if let Err(e) = events.send_now("worker-offline", fields(registry)).await {
+        log::warn!("could not send worker-offline: {e}");
+    }
+}
+
 /// Sends `worker-online`, then a heartbeat every [`FREQ`] until `stop`.
 pub async fn beat(events: Events, registry: Arc<Registry>, conn: Conn, mut stop: Shutdown) {
     if let Err(e) = events.send_now("worker-online", fields(&registry)).await {

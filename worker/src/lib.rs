@@ -8,6 +8,7 @@
 //! - [`canvas`] — callbacks and chain steps a task sends on;
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
+//! - [`metrics`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`;
 //! - [`context`], [`config`], [`upkeep`], [`webhook`], [`admin`]: what they say.
 
 pub mod admin;
@@ -18,13 +19,16 @@ pub mod control;
 pub mod ending;
 pub mod execute;
 pub mod heartbeat;
+pub mod metrics;
 pub mod poison;
 pub mod registry;
 pub mod report;
 pub mod retry;
+pub mod start;
 pub mod tasks;
 pub mod upkeep;
 pub mod webhook;
 pub mod worker;
 
-pub use worker::{run, Worker};
+pub use start::run;
+pub use worker::Worker;

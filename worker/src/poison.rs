@@ -24,7 +24,15 @@ pub async fn dead_letter(
         DecodeError::ContentType(_) => "ContentDisallowed",
         _ => "DecodeError",
     };
-    store_failure(ctx, entry.task_id.as_deref(), exc_type, &err.to_string()).await?;
+    let task = entry.task.as_deref();
+    store_failure(
+        ctx,
+        entry.task_id.as_deref(),
+        task,
+        exc_type,
+        &err.to_string(),
+    )
+    .await?;
     ctx.broker.dead_letter(delivery, &entry).await?;
     Ok(())
 }
@@ -35,20 +43,45 @@ pub async fn panicked(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteE
     log::error!("dead-lettering message {}: {reason}", delivery.tag);
     let mut entry = DeadLetter::about(reason, delivery.raw.clone()).in_queue(ctx.broker.queue());
     entry.at = delivery.taken_at;
-    store_failure(ctx, entry.task_id.as_deref(), "WorkerLostError", reason).await?;
+    let task = entry.task.as_deref();
+    store_failure(
+        ctx,
+        entry.task_id.as_deref(),
+        task,
+        "WorkerLostError",
+        reason,
+    )
+    .await?;
     ctx.broker.dead_letter(delivery, &entry).await?;
     Ok(())
 }
 
+/// Dead-letters a claimed entry that is not UTF-8 (the claim could not hand it over).
+pub async fn unreadable(ctx: &Context, tag: &[u8], raw: &str) {
+    log::warn!("dead-lettering a queue entry that is not valid UTF-8");
+    if let Err(e) = ctx.broker.dead_letter_unreadable(tag, raw).await {
+        log::warn!("could not dead-letter it ({e}); it comes back after the visibility timeout");
+    }
+}
+
+/// Reports an entry the claim itself dead-lettered: FAILURE for its id, when readable.
+pub async fn claimed_dead(ctx: &Context, raw: &str, reason: &str) {
+    log::warn!("dead-lettered an undecodable queue entry: {reason}");
+    if let Err(e) = fail_readable(ctx, raw, reason).await {
+        log::warn!("could not store FAILURE for a dead-lettered entry: {e}");
+    }
+}
+
 /// Stores a FAILURE for an entry the claim already dead-lettered, when its id is readable.
 pub async fn fail_readable(ctx: &Context, raw: &str, reason: &str) -> Result<(), ExecuteError> {
-    let (_, id) = readable_task(raw);
-    store_failure(ctx, id.as_deref(), "DecodeError", reason).await
+    let (task, id) = readable_task(raw);
+    store_failure(ctx, id.as_deref(), task.as_deref(), "DecodeError", reason).await
 }
 
 async fn store_failure(
     ctx: &Context,
     id: Option<&str>,
+    task: Option<&str>,
     exc_type: &str,
     reason: &str,
 ) -> Result<(), ExecuteError> {
@@ -57,7 +90,7 @@ async fn store_failure(
         ctx.results
             .store(&ResultMeta::failure(id, &exc, None))
             .await?;
-        crate::report::rejected(ctx, id);
+        crate::report::rejected(ctx, id, task);
     }
     Ok(())
 }

@@ -1,19 +1,43 @@
-//! The task events one delivery sends (`task-received` to `task-revoked`), shaped as a Python
-//! worker's: `args`, `kwargs`, `result` and `exception` as Python reprs. Each is built only
-//! while task events are on; [`celery_redis::events`] batches and sends them.
+//! What one delivery tells the fleet at each step (`received` to `revoked`): the metrics
+//! (always, in memory: celery-exporter's counters and runtime histogram) and the task events,
+//! shaped as a Python worker's (`args`, `kwargs`, `result` and `exception` as Python reprs),
+//! built only while task events are on; [`celery_redis::events`] batches and sends them.
 
 use celery_redis::protocol::pyrepr;
 use celery_redis::protocol::Message;
 use celery_redis::result::ExceptionInfo;
 use serde_json::{json, Map, Value};
 
+use observe::metrics::{FailedLabels, TaskLabels};
+
 use crate::context::Context;
+use crate::tasks;
+
+/// The metric labels of a task: a registered name (others are counted as `unregistered`: names
+/// come from messages), this worker, the queue it consumes.
+fn labels(ctx: &Context, name: &str) -> TaskLabels {
+    let name = tasks::NAMES
+        .iter()
+        .find(|n| **n == name)
+        .copied()
+        .unwrap_or("unregistered");
+    TaskLabels {
+        name: name.to_owned(),
+        hostname: ctx.node.clone(),
+        queue_name: ctx.broker.queue().to_owned(),
+    }
+}
 
 fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 pub fn received(ctx: &Context, msg: &Message) {
+    ctx.metrics
+        .tasks
+        .received
+        .get_or_create(&labels(ctx, msg.task()))
+        .inc();
     if !ctx.events.task_events() {
         return;
     }
@@ -41,13 +65,21 @@ pub fn received(ctx: &Context, msg: &Message) {
 }
 
 pub fn started(ctx: &Context, msg: &Message) {
+    ctx.metrics
+        .tasks
+        .started
+        .get_or_create(&labels(ctx, msg.task()))
+        .inc();
     ctx.events.task("task-started", msg.id(), Map::new());
 }
 
-pub fn succeeded(ctx: &Context, msg: &Message, result: &Value, runtime: f64) {
-    if !ctx.events.task_events() {
+pub fn succeeded(ctx: &Context, msg: &Message, result: Option<&Value>, runtime: f64) {
+    let l = labels(ctx, msg.task());
+    ctx.metrics.tasks.runtime.get_or_create(&l).observe(runtime);
+    ctx.metrics.tasks.succeeded.get_or_create(&l).inc();
+    let Some(result) = result else {
         return;
-    }
+    };
     let event = fields(vec![
         ("result", json!(pyrepr::repr(result))),
         ("runtime", json!(runtime)),
@@ -57,6 +89,19 @@ pub fn succeeded(ctx: &Context, msg: &Message, result: &Value, runtime: f64) {
 
 /// `task-failed`, or `task-retried` when the task goes round again.
 pub fn failed(ctx: &Context, msg: &Message, exc: &ExceptionInfo, retried: bool) {
+    let l = labels(ctx, msg.task());
+    if retried {
+        ctx.metrics.tasks.retried.get_or_create(&l).inc();
+    } else {
+        // Exception names come from this worker's own code (a bounded set).
+        let failed = FailedLabels {
+            name: l.name,
+            hostname: l.hostname,
+            exception: exc.exc_type.clone(),
+            queue_name: l.queue_name,
+        };
+        ctx.metrics.tasks.failed.get_or_create(&failed).inc();
+    }
     if !ctx.events.task_events() {
         return;
     }
@@ -77,7 +122,13 @@ pub fn failed(ctx: &Context, msg: &Message, exc: &ExceptionInfo, retried: bool) 
 }
 
 /// `task-revoked`: refused as revoked, stopped by a terminate (with its signal), or expired.
-pub fn revoked(ctx: &Context, id: &str, signum: Option<i32>, expired: bool) {
+pub fn revoked(ctx: &Context, msg: &Message, signum: Option<i32>, expired: bool) {
+    let id = msg.id();
+    ctx.metrics
+        .tasks
+        .revoked
+        .get_or_create(&labels(ctx, msg.task()))
+        .inc();
     let event = fields(vec![
         ("terminated", json!(signum.is_some())),
         ("signum", json!(signum)),
@@ -87,7 +138,9 @@ pub fn revoked(ctx: &Context, id: &str, signum: Option<i32>, expired: bool) {
 }
 
 /// `task-rejected`: a message dead-lettered instead of run.
-pub fn rejected(ctx: &Context, id: &str) {
+pub fn rejected(ctx: &Context, id: &str, name: Option<&str>) {
+    let l = labels(ctx, name.unwrap_or_default());
+    ctx.metrics.tasks.rejected.get_or_create(&l).inc();
     ctx.events
         .task("task-rejected", id, fields(vec![("requeue", json!(false))]));
 }

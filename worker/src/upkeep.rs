@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
+use celery_redis::leases::Leases;
 use celery_redis::shutdown::Shutdown;
 use tokio::sync::Notify;
 
@@ -18,6 +19,7 @@ pub async fn restore_orphans(
     broker: Broker,
     visibility: Duration,
     dead_letter_max: usize,
+    restored: observe::metrics::Counter,
     mut stop: Shutdown,
 ) {
     let mut tick = tokio::time::interval((visibility / 2).max(Duration::from_secs(1)));
@@ -28,7 +30,10 @@ pub async fn restore_orphans(
         }
         match broker.restore_expired(visibility).await {
             Ok(0) => {}
-            Ok(n) => log::info!("restored {n} message(s) whose worker is gone"),
+            Ok(n) => {
+                restored.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+                log::info!("restored {n} message(s) whose worker is gone")
+            }
             Err(e) => log::warn!("restore of unacked messages failed: {e}"),
         }
         match broker.trim_dead(dead_letter_max).await {
@@ -57,5 +62,25 @@ pub async fn promote_scheduled(broker: Broker, scheduled: Arc<Notify>, mut stop:
             _ = scheduled.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// At shutdown: hands every delivery still held back to its queue at once, then returns the
+/// processing list (fetched but not yet claimed) to the queue.
+pub async fn hand_back(broker: &Broker, leases: &Leases) {
+    for delivery in leases.drain() {
+        match broker.requeue(&delivery).await {
+            Ok(true) => log::info!("handed delivery {} back to the queue", delivery.tag),
+            Ok(false) => log::info!("delivery {} was already restored elsewhere", delivery.tag),
+            Err(e) => log::error!(
+                "could not hand back {} ({e}); it returns after the visibility timeout",
+                delivery.tag
+            ),
+        }
+    }
+    match broker.return_processing().await {
+        Ok(0) => {}
+        Ok(n) => log::info!("returned {n} fetched-but-unclaimed message(s) to the queue"),
+        Err(e) => log::warn!("could not return the processing list ({e}); the next claim takes it"),
     }
 }

@@ -42,6 +42,8 @@ pub enum WorkerError {
     Redis(#[from] redis::RedisError),
     #[error("http client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
     #[error("{0}")]
     Config(#[from] celery_redis::config::ConfigError),
 }
@@ -94,6 +96,7 @@ impl Worker {
         let ctx = Arc::new(Context {
             registry: Arc::new(Registry::new(&node)),
             events,
+            metrics: observe::metrics::Metrics::new(),
             broker,
             results: stores.results,
             redis: stores.redis,
@@ -124,6 +127,11 @@ impl Worker {
         &self.ctx.node
     }
 
+    /// Checks what the configuration points at (eviction policy, database, socket).
+    pub async fn check(&self) -> Result<(), celery_redis::config::ConfigError> {
+        self.stores.check(&self.cfg.redis).await
+    }
+
     /// Starts the background upkeep: lease renewal (until [`Worker::shutdown`] has nothing
     /// left to hold), restores of dead workers' messages, eta promotion and the heartbeat
     /// (until `stop`), and the event batcher (until the worker is gone).
@@ -150,6 +158,7 @@ impl Worker {
             broker.clone(),
             visibility,
             self.cfg.dead_letter_max,
+            self.ctx.metrics.worker.leases_restored.clone(),
             stop.clone(),
         ));
         self.background.spawn(upkeep::promote_scheduled(
@@ -199,7 +208,7 @@ impl Worker {
                 Claim::Message(delivery) => {
                     self.leases.insert(&delivery);
                     let (ctx, leases) = (self.ctx.clone(), self.leases.clone());
-                    self.running.spawn(async move {
+                    self.running.spawn(execute::in_scope(async move {
                         // A panic in a task must not leave its delivery held (and renewed)
                         // forever: it is dead-lettered like any message that cannot be run.
                         let run = AssertUnwindSafe(execute::handle(&ctx, &delivery)).catch_unwind();
@@ -212,21 +221,15 @@ impl Worker {
                         }
                         leases.remove(&delivery.tag);
                         drop(permit);
-                    });
+                    }));
                     started += 1;
                 }
                 Claim::Unreadable { tag, raw } => {
-                    log::warn!("dead-lettering a queue entry that is not valid UTF-8");
                     drop(permit);
-                    if let Err(e) = self.ctx.broker.dead_letter_unreadable(&tag, &raw).await {
-                        log::warn!("could not dead-letter it ({e}); it comes back after the visibility timeout");
-                    }
+                    poison::unreadable(&self.ctx, &tag, &raw).await;
                 }
                 Claim::DeadLettered { reason, raw } => {
-                    log::warn!("dead-lettered an undecodable queue entry: {reason}");
-                    if let Err(e) = poison::fail_readable(&self.ctx, &raw, &reason).await {
-                        log::warn!("could not store FAILURE for a dead-lettered entry: {e}");
-                    }
+                    poison::claimed_dead(&self.ctx, &raw, &reason).await;
                 }
             }
         }
@@ -235,7 +238,16 @@ impl Worker {
 
     /// Runs until `stop` fires or remote control asks it to stop, then shuts down (see
     /// [`Worker::shutdown`]). It says it is consuming once remote control can reach it.
-    pub async fn run(mut self, stop: Shutdown) {
+    pub async fn run(self, stop: Shutdown) {
+        self.run_serving(stop, None).await
+    }
+
+    /// [`Worker::run`], serving `/metrics` and `/healthz` on `metrics` while it runs.
+    pub async fn run_serving(
+        mut self,
+        stop: Shutdown,
+        mut metrics: Option<tokio::net::TcpListener>,
+    ) {
         let (local_trigger, local) = shutdown::channel();
         let stop = shutdown::either(stop, local);
         let (remote, ready) =
@@ -244,6 +256,16 @@ impl Worker {
         // Keeps the local trigger alive (dropping it would read as a shutdown).
         let _local_trigger = local_trigger;
         self.start_upkeep(&stop);
+        if let Some(listener) = metrics.take() {
+            let serve = crate::metrics::serve(listener, self.ctx.clone(), stop.clone());
+            self.background.spawn(serve);
+        }
+        self.ctx
+            .metrics
+            .worker
+            .up
+            .get_or_create(&crate::metrics::host(&self.ctx))
+            .set(1);
         if tokio::time::timeout(self.cfg.redis.timeout, ready)
             .await
             .is_err()
@@ -304,49 +326,21 @@ impl Worker {
             self.running.abort_all();
             while self.running.join_next().await.is_some() {}
         }
-        let broker = &self.ctx.broker;
-        for delivery in self.leases.drain() {
-            match broker.requeue(&delivery).await {
-                Ok(true) => log::info!("handed delivery {} back to the queue", delivery.tag),
-                Ok(false) => log::info!("delivery {} was already restored elsewhere", delivery.tag),
-                Err(e) => log::error!(
-                    "could not hand back {} ({e}); it returns after the visibility timeout",
-                    delivery.tag
-                ),
-            }
-        }
-        match broker.return_processing().await {
-            Ok(0) => {}
-            Ok(n) => log::info!("returned {n} fetched-but-unclaimed message(s) to the queue"),
-            Err(e) => {
-                log::warn!("could not return the processing list ({e}); the next claim takes it")
-            }
-        }
+        upkeep::hand_back(&self.ctx.broker, &self.leases).await;
         if let Some(trigger) = self.lease_stop.take() {
             trigger.fire();
         }
         // Events went out only if the upkeep (batcher and heartbeat) was started.
         if self.batcher.is_none() {
-            let flushed = tokio::time::timeout(self.cfg.redis.timeout, self.ctx.events.flush());
-            if flushed.await.is_err() {
-                log::warn!("task events still buffered at shutdown were dropped");
-            }
-            let fields = heartbeat::fields(&self.ctx.registry);
-            if let Err(e) = self.ctx.events.send_now("worker-offline", fields).await {
-                log::warn!("could not send worker-offline: {e}");
-            }
+            heartbeat::offline(&self.ctx.events, &self.ctx.registry, self.cfg.redis.timeout).await;
         }
+        self.ctx
+            .metrics
+            .worker
+            .up
+            .get_or_create(&crate::metrics::host(&self.ctx))
+            .set(0);
         self.background.abort_all();
         log::info!("worker stopped");
     }
-}
-
-/// Builds a worker with a fresh node name, checks what its configuration points at, and runs
-/// it until `stop` fires.
-pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
-    let node = cfg.node.clone();
-    let worker = Worker::build(cfg, node)?;
-    worker.stores.check(&worker.cfg.redis).await?;
-    worker.run(stop).await;
-    Ok(())
 }

@@ -36,6 +36,7 @@ fn spawn_worker(url: &str, extra: &[(&str, &str)]) -> (Trigger, Handle) {
         ("WORKER_NAME".into(), NODE.into()),
         ("WORKER_CONCURRENCY".into(), "4".into()),
         ("WEBHOOK_ALLOW".into(), "127.0.0.1".into()),
+        ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
     ]);
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();

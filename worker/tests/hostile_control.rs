@@ -454,6 +454,7 @@ async fn task_received_events_carry_reprs_cut_as_celery_cuts_them() {
         ("REDIS_URL".into(), url),
         ("WORKER_NAME".into(), NODE.into()),
         ("WORKER_SEND_TASK_EVENTS".into(), "true".into()),
+        ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
     ]);
     let cfg =
         worker::config::WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();

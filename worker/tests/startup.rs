@@ -16,6 +16,7 @@ fn binary(name: &str) -> std::path::PathBuf {
 fn run(name: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
     let child = Command::new(binary(name))
         .env_clear()
+        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(std::env::temp_dir())
         .stdout(std::process::Stdio::null())

@@ -578,6 +578,7 @@ fn watcher(
         .collect();
     vars.insert("REDIS_URL".into(), first._redis.url());
     vars.insert("WEBHOOK_ALLOW".into(), "127.0.0.1".into());
+    vars.insert("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into());
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
     let (trigger, stop) = shutdown::channel();
     (trigger, tokio::spawn(worker::run(cfg, stop)))

@@ -19,6 +19,7 @@ pub const REDIS_VARIABLES: &[&str] = &[
     "RETENTION_SECS",
     "ALLOW_EVICTION",
     "RUST_LOG",
+    "LOG_FORMAT",
 ];
 
 /// Longest result lifetime accepted: ten years (Redis refuses TTLs near `i64::MAX` ms, and every
@@ -61,14 +62,26 @@ impl<F: Fn(&str) -> Option<String>> Source for F {
     }
 }
 
-/// Loads `.env` (if present) and starts logging; the first thing every `main` does.
+/// Loads `.env` (if present) and starts logging in the `LOG_FORMAT` (stopping the program when
+/// it is not valid); the first thing every `main` does.
 pub fn init() {
     let dotenv = dotenvy::dotenv();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    observe::log::init(log_format(&ProcessEnv).unwrap_or_else(|e| fail(&e)));
     match dotenv {
         Ok(path) => log::info!("loaded {}", path.display()),
         Err(e) if e.not_found() => {}
         Err(e) => log::warn!("ignoring .env: {e}"),
+    }
+}
+
+/// `LOG_FORMAT`: `text` (the default) or `json` (one object per line).
+pub fn log_format(src: &dyn Source) -> Result<observe::log::Format, ConfigError> {
+    match raw(src, "LOG_FORMAT")? {
+        None => Ok(observe::log::Format::Text),
+        Some(v) => v.parse().map_err(|reason| ConfigError {
+            var: "LOG_FORMAT",
+            reason,
+        }),
     }
 }
 
@@ -331,6 +344,20 @@ mod tests {
     }
 
     #[test]
+    fn log_format_is_text_or_json() {
+        use observe::log::Format;
+        assert_eq!(log_format(&src(&[])).unwrap(), Format::Text);
+        assert_eq!(
+            log_format(&src(&[("LOG_FORMAT", "json")])).unwrap(),
+            Format::Json
+        );
+        for bad in ["yaml", " ", "JSON lines"] {
+            let err = log_format(&src(&[("LOG_FORMAT", bad)])).unwrap_err();
+            assert_eq!(err.var, "LOG_FORMAT", "{bad}");
+        }
+    }
+
+    #[test]
     fn defaults_are_celerys() {
         let c = RedisConfig::from_source(&src(&[])).unwrap();
         assert_eq!(c.queue, "celery");
@@ -379,7 +406,11 @@ mod tests {
 
     #[test]
     fn an_empty_value_is_an_error_not_the_default() {
-        for var in REDIS_VARIABLES.iter().filter(|v| **v != "RUST_LOG") {
+        // Logging is read by `init`, not here (an empty LOG_FORMAT: `log_format_is_text_or_json`).
+        for var in REDIS_VARIABLES
+            .iter()
+            .filter(|v| !["RUST_LOG", "LOG_FORMAT"].contains(*v))
+        {
             let err = RedisConfig::from_source(&src(&[(var, " ")])).unwrap_err();
             assert_eq!(err.var, *var);
             assert!(err.reason.contains("empty"), "{err}");

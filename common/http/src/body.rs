@@ -1,5 +1,6 @@
-//! Request and reply bodies: JSON replies, the JSON object body filter with its size limit, and
-//! state injection (warp's `with_db` idiom).
+//! Request and reply bodies: JSON replies, the JSON object body filter with its size limit,
+//! typed bodies validated field by field, path segments percent-decoded, and state injection
+//! (warp's `with_db` idiom).
 
 use std::convert::Infallible;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use shop::validation::FromJson;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -19,6 +21,33 @@ pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// A JSON reply with a status.
 pub fn json_reply<T: Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// A typed request body, read out of the JSON object field by field: 422 naming every invalid
+/// field otherwise.
+pub fn validated<T: FromJson>(body: &Map<String, Value>) -> Result<T, Rejection> {
+    T::from_json(body).map_err(|e| ApiError::validation(e).reject())
+}
+
+/// A typed value as a JSON object (empty when it is not one).
+pub fn to_object<T: Serialize>(value: &T) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// One path segment, percent-decoded: `o%3A1` is `o:1`, as a client that encodes every reserved
+/// character sends it. A segment that does not decode to UTF-8 stays as sent (no valid id has a
+/// `%`), so the route answers it as any other invalid id.
+pub fn segment() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path::param::<String>().map(|raw: String| {
+        let decoded = percent_encoding::percent_decode_str(&raw)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned());
+        decoded.unwrap_or(raw)
+    })
 }
 
 /// Injects shared state into a handler.

@@ -1,10 +1,37 @@
 //! The JSON error shape `{"error": {"code", "message", "fields"?}}` every failing route answers
 //! with (`rejection::recover` maps warp's own rejections to it).
 
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use shop::validation::{FieldError, ValidationErrors};
+use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::{Rejection, Reply};
+
+/// The body of every error reply.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong. A submission's 503 also names the id to retry with, under its id field
+/// (`order_id`, `notification_id`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `validation_failed`, `not_found`, `unauthorized`, `queue_full`,
+    /// `redis_unavailable`, `outcome_unknown`, ...
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// Each invalid field (`validation_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldError>>,
+    /// The id field, when there is one (see above).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub context: BTreeMap<&'static str, String>,
+}
 
 /// An error reply: `{"error": {"code", "message", "fields"?}}` with an HTTP status.
 #[derive(Debug, Clone)]
@@ -88,18 +115,24 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The body this error answers with.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message.clone(),
+                fields: self.fields.clone(),
+                context: self.context.iter().cloned().collect(),
+            },
+        }
+    }
+}
+
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some((key, value)) = self.context {
-            error[key] = Value::String(value);
-        }
-        if let Some(fields) = self.fields {
-            error["fields"] = serde_json::to_value(fields).unwrap_or(Value::Null);
-        }
         let mut resp =
-            warp::reply::with_status(warp::reply::json(&json!({ "error": error })), self.status)
-                .into_response();
+            warp::reply::with_status(warp::reply::json(&self.body()), self.status).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(
                 warp::http::header::RETRY_AFTER,

@@ -18,6 +18,8 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod metrics;
+pub mod openapi;
 pub mod rejection;
 pub mod serve;
 pub mod service;

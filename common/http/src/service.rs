@@ -34,6 +34,10 @@ pub struct AppState {
     pub stores: Stores,
     /// The longest a client may take to send a request body.
     pub body_timeout: Duration,
+    /// This process's metrics (`GET /metrics`).
+    pub metrics: observe::metrics::Metrics,
+    /// This process's node name (`origin` of what it publishes; `hostname` in metrics).
+    pub origin: String,
 }
 
 impl AppState {
@@ -54,6 +58,8 @@ impl AppState {
             auth: Arc::new(cfg.auth.clone()),
             body_timeout: cfg.limits.request_timeout,
             stores,
+            metrics: observe::metrics::Metrics::new(),
+            origin: origin.to_owned(),
         })
     }
 
@@ -89,7 +95,7 @@ pub struct ServiceSpec {
 }
 
 /// Connects and serves `routes(state)` until `shutdown` fires.
-pub async fn run<F, R>(
+pub async fn run<F, R, T>(
     spec: ServiceSpec,
     cfg: ServiceConfig,
     routes: R,
@@ -97,23 +103,44 @@ pub async fn run<F, R>(
 ) -> Result<(), ServeError>
 where
     R: FnOnce(AppState) -> F,
-    F: Filter<Error = Infallible> + Clone + Send + Sync + 'static,
-    F::Extract: Reply,
+    F: Filter<Extract = (T,), Error = Infallible> + Clone + Send + Sync + 'static,
+    T: Reply + Send + 'static,
 {
     let state = AppState::connect(&cfg, &celery_redis::node::unique())?;
     state.stores.check(&cfg.redis).await?;
-    crate::serve::run(spec.name, cfg.bind, routes(state), cfg.limits, shutdown).await?;
+    let (metrics, origin) = (state.metrics.clone(), state.origin.clone());
+    let queue = state.broker.queue().to_owned();
+    // Every exchange is accounted, whichever route (or none) answered it.
+    let metrics_route = crate::metrics::route(
+        metrics.clone(),
+        state.broker.clone(),
+        state.timeout,
+        state.auth.clone(),
+    );
+    // Boxed: the route table's future lives on the heap (unboxed, its nesting overflowed the
+    // stack of a debug build).
+    let api = routes(state).map(|r: T| r.into_response()).boxed();
+    let served = metrics_route
+        .or(api)
+        .unify()
+        .with(warp::log::custom(move |info| {
+            crate::metrics::record(&metrics, &origin, &queue, &info)
+        }))
+        .boxed()
+        // The route table recovers every rejection itself; this only satisfies the type.
+        .recover(crate::rejection::recover);
+    crate::serve::run(spec.name, cfg.bind, served, cfg.limits, shutdown).await?;
     Ok(())
 }
 
 /// The whole `main` of a service: `.env` and logging, configuration (a bad variable, or an
 /// address it cannot listen on, exits with status 2 and a line naming the variable), the
 /// `healthcheck` subcommand, then [`run`] until a signal.
-pub async fn main<F, R>(spec: ServiceSpec, routes: R) -> Result<(), ServeError>
+pub async fn main<F, R, T>(spec: ServiceSpec, routes: R) -> Result<(), ServeError>
 where
     R: FnOnce(AppState) -> F,
-    F: Filter<Error = Infallible> + Clone + Send + Sync + 'static,
-    F::Extract: Reply,
+    F: Filter<Extract = (T,), Error = Infallible> + Clone + Send + Sync + 'static,
+    T: Reply + Send + 'static,
 {
     celery_redis::config::init();
     let cfg = ServiceConfig::from_source(&ProcessEnv, spec.bind_var, spec.default_bind)

@@ -31,9 +31,13 @@ pub async fn create<C: Submission>(mut body: Map<String, Value>, state: AppState
         .and_then(|c| c.check_submitted().map(|()| c))
         .map_err(|e| ApiError::validation(e).reject())?;
     let id = contract.id();
+    // The task continues the request's trace (a new span of the same trace id).
+    let trace = observe::trace::current()
+        .map(|t| t.child().headers())
+        .unwrap_or_default();
     let outcome = bounded(
         state.timeout,
-        retry_once(|| submission::submit(&state.broker, &contract)),
+        retry_once(|| submission::submit_with_headers(&state.broker, &contract, trace.clone())),
     )
     .await
     .map_err(|e| {

@@ -11,7 +11,17 @@ use crate::keys;
 /// Enqueues the contract's task unless its id was accepted before or the queue is full; the
 /// idempotency key and the message are written in one step, or neither.
 pub async fn submit<C: Submission>(broker: &Broker, contract: &C) -> RedisResult<Submitted> {
-    let msg = TaskMessage::new(C::NAME, broker.queue(), contract.to_kwargs());
+    submit_with_headers(broker, contract, Vec::<(&str, String)>::new()).await
+}
+
+/// [`submit`], with headers beyond Celery's own on the message (the W3C trace context of the
+/// request that submits it: `traceparent`, `tracestate`).
+pub async fn submit_with_headers<C: Submission, K: Into<String>>(
+    broker: &Broker,
+    contract: &C,
+    headers: impl IntoIterator<Item = (K, String)>,
+) -> RedisResult<Submitted> {
+    let msg = TaskMessage::new(C::NAME, broker.queue(), contract.to_kwargs()).with_headers(headers);
     broker
         .publish_once(&keys::submitted_task(C::KIND, contract.id()), &msg)
         .await

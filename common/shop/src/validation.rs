@@ -3,10 +3,12 @@
 use celery_redis::keys;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 /// One problem with one field, e.g. `items[2].quantity: must be greater than 0`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
+    /// The field's path in the body (`customer.email`, `items[0].quantity`), or a parameter.
     pub field: String,
     pub message: String,
 }
@@ -34,6 +36,12 @@ impl ValidationErrors {
             message: message.into(),
         }])
     }
+}
+
+/// A typed request body, read field by field out of a JSON object: every problem is reported
+/// with its field (serde's derive would stop at the first).
+pub trait FromJson: Sized {
+    fn from_json(obj: &Map<String, Value>) -> Result<Self, ValidationErrors>;
 }
 
 /// Collects errors while reading fields out of a JSON object. Unknown fields are ignored.

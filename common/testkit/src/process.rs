@@ -52,7 +52,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `binary` with `env` (and nothing from `.env`) and waits until its log has a line
+    /// Starts `binary` with `env` (and nothing from `.env`; a worker's metrics on a free port
+    /// unless `env` says otherwise) and waits until its log has a line
     /// containing `ready_line`; returns that line too.
     pub fn spawn(
         binary: &Path,
@@ -64,6 +65,8 @@ impl Proc {
         cmd.args(args)
             .env_clear()
             .env("RUST_LOG", "info")
+            // Workers in parallel tests must not contend for the default metrics port.
+            .env("WORKER_METRICS_BIND", "127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(std::env::temp_dir());
         Self::spawn_command(cmd, ready_line)

@@ -30,8 +30,9 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
     Ok(Output { value, children })
 }
 
-/// The customer's confirmation, sent as a chained task (parent and root set as Celery does).
-/// Its ids derive from the order task's id, so a redelivered order sends the same notification.
+/// The customer's confirmation, sent as a chained task (parent and root set as Celery does) in
+/// the order's trace. Its ids derive from the order task's id, so a redelivered order sends the
+/// same notification.
 fn confirmation(
     ctx: &Context,
     req: &Request,
@@ -59,5 +60,5 @@ fn confirmation(
         format!("{}/confirmation", req.id).as_bytes(),
     )
     .to_string();
-    msg
+    crate::canvas::traced(msg)
 }

@@ -35,6 +35,7 @@ pub async fn start(extra: &[(&str, &str)]) -> Running {
         ("WORKER_CONCURRENCY".into(), "4".into()),
         // The tests' webhook receivers listen on loopback, refused unless allowed.
         ("WEBHOOK_ALLOW".into(), "127.0.0.1".into()),
+        ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
     ]);
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();

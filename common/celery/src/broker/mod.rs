@@ -48,6 +48,19 @@ pub struct QueueStats {
     pub dead_dropped: u64,
 }
 
+impl QueueStats {
+    /// The figures the metrics export.
+    pub fn reading(&self) -> observe::metrics::QueueReading {
+        observe::metrics::QueueReading {
+            waiting: self.waiting.iter().fold(0u64, |a, n| a.saturating_add(*n)),
+            eta_waiting: self.scheduled,
+            unacked: self.in_flight,
+            dead_letters: self.dead,
+            dead_letters_dropped: self.dead_dropped,
+        }
+    }
+}
+
 /// What [`Broker::publish_once`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {

@@ -12,6 +12,32 @@ use super::envelope::{
 };
 use crate::clock;
 
+/// The headers [`TaskMessage::to_envelope`] writes itself (and kombu's `compression`): extra
+/// headers of these names would make duplicate JSON keys, so they are not sent.
+const CELERY_HEADERS: &[&str] = &[
+    "lang",
+    "task",
+    "id",
+    "shadow",
+    "eta",
+    "expires",
+    "group",
+    "group_index",
+    "retries",
+    "timelimit",
+    "root_id",
+    "parent_id",
+    "argsrepr",
+    "kwargsrepr",
+    "origin",
+    "ignore_result",
+    "replaced_task_nesting",
+    "stamped_headers",
+    "stamps",
+    "compression",
+    "redelivered",
+];
+
 #[derive(Debug, Clone)]
 pub struct TaskMessage {
     pub task: String,
@@ -29,6 +55,10 @@ pub struct TaskMessage {
     pub ignore_result: bool,
     /// Hard time limit in seconds (`time_limit`).
     pub time_limit: Option<f64>,
+    /// Headers beyond Celery's own, sent at the top level of the message headers where Python
+    /// Celery puts custom ones (OpenTelemetry's `traceparent`/`tracestate`); a name of Celery's
+    /// own headers is never sent from here.
+    pub headers: Map<String, Value>,
 }
 
 impl TaskMessage {
@@ -53,7 +83,19 @@ impl TaskMessage {
             retries: 0,
             ignore_result: false,
             time_limit: None,
+            headers: Map::new(),
         }
+    }
+
+    /// Adds headers beyond Celery's own (see [`TaskMessage::headers`]).
+    pub fn with_headers<K: Into<String>>(
+        mut self,
+        headers: impl IntoIterator<Item = (K, String)>,
+    ) -> Self {
+        for (name, value) in headers {
+            self.headers.insert(name.into(), Value::String(value));
+        }
+        self
     }
 
     /// Makes this message a child of a running task (a callback or chain step), as Celery does.
@@ -102,7 +144,12 @@ impl TaskMessage {
                 replaced_task_nesting: 0,
                 stamped_headers: None,
                 stamps: empty_object(),
-                extra: Map::new(),
+                extra: self
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !CELERY_HEADERS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             },
             properties: Properties {
                 correlation_id: Some(self.id.clone()),
@@ -151,6 +198,25 @@ mod tests {
             Some(msg.id.as_str())
         );
         assert_eq!(back.envelope.routing_key(), Some("celery"));
+    }
+
+    #[test]
+    fn extra_headers_go_to_the_top_level_of_the_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let msg = TaskMessage::new("t", "celery", Map::new()).with_headers([
+            ("traceparent", tp.to_owned()),
+            ("id", "not-the-id".to_owned()),
+        ]);
+        let json = msg.to_envelope(ORIGIN).to_json();
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["headers"]["traceparent"], json!(tp));
+        assert_eq!(v["headers"]["id"], json!(msg.id));
+        assert_eq!(json.matches("\"id\"").count(), 1, "{json}");
+        let back = roundtrip(&msg);
+        assert_eq!(
+            back.envelope.headers.extra.get("traceparent"),
+            Some(&json!(tp))
+        );
     }
 
     #[test]

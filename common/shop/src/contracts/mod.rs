@@ -16,8 +16,8 @@ use crate::validation::ValidationErrors;
 pub mod notification;
 pub mod order;
 
-pub use notification::{Channel, SendNotification};
-pub use order::{Customer, OrderItem, OrderOutcome, OrderStatus, ProcessOrder};
+pub use notification::{Channel, NewNotification, SendNotification};
+pub use order::{Customer, NewOrder, OrderItem, OrderOutcome, OrderStatus, ProcessOrder};
 
 pub const PROCESS_ORDER: &str = "process_order";
 pub const SEND_NOTIFICATION: &str = "send_notification";
@@ -86,6 +86,23 @@ pub trait Submission: Contract {
         Ok(())
     }
 }
+
+/// Validates a submission from outside as the services accept it: an absent or null id is
+/// generated (a UUID v4), then the contract's rules field by field, then
+/// [`Submission::check_submitted`].
+pub fn submitted<C: Submission>(body: &Map<String, Value>) -> Result<C, ValidationErrors> {
+    let mut body = body.clone();
+    if body.get(C::ID_FIELD).is_none_or(Value::is_null) {
+        body.insert(
+            C::ID_FIELD.into(),
+            Value::String(uuid::Uuid::new_v4().to_string()),
+        );
+    }
+    let contract = C::from_kwargs(&body)?;
+    contract.check_submitted()?;
+    Ok(contract)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

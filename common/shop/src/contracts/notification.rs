@@ -2,15 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-use super::{Contract, Submission, SEND_NOTIFICATION};
-use crate::validation::{Fields, ValidationErrors};
+use super::{submitted, Contract, Submission, SEND_NOTIFICATION};
+use crate::validation::{Fields, FromJson, ValidationErrors};
 
 const MAX_TEXT: usize = 16 * 1024;
 const MAX_URL: usize = 2048;
 
 /// How a notification is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// Recorded in Redis, readable through the notification service.
@@ -103,5 +104,53 @@ impl Submission for SendNotification {
             ));
         }
         Ok(())
+    }
+}
+
+/// The body of `POST /notifications`: a `send_notification` whose `notification_id` may be left
+/// out (one is then generated). `url` is required for the webhook channel. Unknown fields are
+/// ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct NewNotification {
+    /// An id, not starting with `order-` (the shop's own); absent or null: a UUID is generated.
+    /// Submitting an id again returns the task accepted for it.
+    #[schema(
+        max_length = 128,
+        pattern = "^(?!order-)[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
+    pub notification_id: Option<String>,
+    /// An e-mail address: `local@domain.tld`, at most 64 of letters, digits and `. _ % + -`
+    /// before the @ (no leading, trailing or double dot), dotted labels of letters, digits and `-`
+    /// after it.
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    )]
+    pub recipient: String,
+    pub channel: Channel,
+    /// Not blank.
+    #[schema(max_length = 1000, pattern = "\\S")]
+    pub subject: String,
+    /// Not blank.
+    #[schema(max_length = 16384, pattern = "\\S")]
+    pub body: String,
+    /// An `http://` or `https://` URL without white space; required for the webhook channel.
+    #[schema(max_length = 2048, pattern = "^https?://\\S*$")]
+    pub url: Option<String>,
+}
+
+impl FromJson for NewNotification {
+    /// The rules of [`SendNotification`] as a submission, field by field; the id generated when
+    /// absent is filled in.
+    fn from_json(obj: &Map<String, Value>) -> Result<Self, ValidationErrors> {
+        let n: SendNotification = submitted(obj)?;
+        Ok(NewNotification {
+            notification_id: Some(n.notification_id),
+            recipient: n.recipient,
+            channel: n.channel,
+            subject: n.subject,
+            body: n.body,
+            url: n.url,
+        })
     }
 }

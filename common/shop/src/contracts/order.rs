@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-use super::{Contract, Submission, PROCESS_ORDER};
-use crate::validation::{Fields, ValidationErrors};
+use super::{submitted, Contract, Submission, PROCESS_ORDER};
+use crate::validation::{Fields, FromJson, ValidationErrors};
 
 /// Items in one order, at most.
 pub const MAX_ITEMS: usize = 1000;
@@ -14,16 +15,35 @@ pub const MAX_ORDER_ID_LEN: usize = crate::validation::MAX_ID_LEN - 16;
 /// Units of one item, at most (keeps stock arithmetic exact everywhere, Lua included).
 pub const MAX_QUANTITY: i64 = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Customer {
+    /// An id: letters, digits, `. _ : -`, at least one letter or digit.
+    #[schema(
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
     pub id: String,
+    /// An e-mail address: `local@domain.tld`, at most 64 of letters, digits and `. _ % + -`
+    /// before the @ (no leading, trailing or double dot), dotted labels of letters, digits and `-`
+    /// after it.
+    #[schema(
+        max_length = 254,
+        pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+    )]
     pub email: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderItem {
+    #[schema(
+        max_length = 128,
+        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
+    /// With the quantities, the order total must fit in 64-bit cents.
+    #[schema(minimum = 0)]
     pub unit_price_cents: i64,
 }
 
@@ -132,8 +152,37 @@ impl Submission for ProcessOrder {
     }
 }
 
+/// The body of `POST /orders`: a `process_order` whose `order_id` may be left out (one is then
+/// generated). Unknown fields are ignored; the order total must fit in 64-bit cents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct NewOrder {
+    /// An id (at most 112 characters, so that its confirmation's id is one too); absent or
+    /// null: a UUID is generated. Submitting an id again returns the task accepted for it.
+    #[schema(
+        max_length = 112,
+        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
+    )]
+    pub order_id: Option<String>,
+    pub customer: Customer,
+    #[schema(min_items = 1, max_items = 1000)]
+    pub items: Vec<OrderItem>,
+}
+
+impl FromJson for NewOrder {
+    /// The rules of [`ProcessOrder`] as a submission, field by field; the id generated when
+    /// absent is filled in.
+    fn from_json(obj: &Map<String, Value>) -> Result<Self, ValidationErrors> {
+        let order: ProcessOrder = submitted(obj)?;
+        Ok(NewOrder {
+            order_id: Some(order.order_id),
+            customer: order.customer,
+            items: order.items,
+        })
+    }
+}
+
 /// What `process_order` returns (the `result` of its SUCCESS).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderOutcome {
     pub order_id: String,
     pub status: OrderStatus,
@@ -142,7 +191,7 @@ pub struct OrderOutcome {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Confirmed,

@@ -1,0 +1,108 @@
+//! The worker's small HTTP listener (`WORKER_METRICS_BIND`): `GET /metrics` (Prometheus text;
+//! the queue gauges read from Redis at scrape time, bounded) and `GET /healthz` (200 while the
+//! worker runs and its Redis answers, 503 otherwise). Plain hyper: the worker has no web
+//! framework.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use observe::metrics::{HostLabels, CONTENT_TYPE};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use celery_redis::shutdown::Shutdown;
+
+use crate::context::Context;
+
+/// Connections served at once (a scraper and a probe need one each).
+const MAX_CONNECTIONS: usize = 16;
+/// Bound on reading a request's headers, and on the Redis reads of a scrape.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The labels of this worker's own gauges.
+pub fn host(ctx: &Context) -> HostLabels {
+    HostLabels {
+        hostname: ctx.node.clone(),
+    }
+}
+
+/// Serves until `stop`.
+pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut stop: Shutdown) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // over the cap: the connection is closed
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(ctx.clone(), req));
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(TIMEOUT)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(ctx: Arc<Context>, req: Request<Incoming>) -> Result<Response<String>, Infallible> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    if req.method() != Method::GET {
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        ));
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, scrape(&ctx).await),
+        "/healthz" => match celery_redis::connection::ping(&ctx.redis, TIMEOUT).await {
+            Ok(()) => reply(
+                StatusCode::OK,
+                "application/json",
+                "{\"status\":\"ok\"}".into(),
+            ),
+            Err(_) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/json",
+                "{\"status\":\"redis unavailable\"}".into(),
+            ),
+        },
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    })
+}
+
+/// Reads the gauges that need Redis (one pipeline, bounded), then encodes everything.
+async fn scrape(ctx: &Context) -> String {
+    let stats = tokio::time::timeout(TIMEOUT, ctx.broker.stats()).await;
+    let reading = match stats {
+        Ok(Ok(s)) => Some(s.reading()),
+        _ => None,
+    };
+    let m = &ctx.metrics;
+    m.fleet.set(ctx.broker.queue(), reading);
+    let host = host(ctx);
+    let active = i64::try_from(ctx.registry.active_count()).unwrap_or(i64::MAX);
+    m.worker.tasks_active.get_or_create(&host).set(active);
+    m.encode()
+}
