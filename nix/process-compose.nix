@@ -11,6 +11,8 @@ let
     ORDER_BIND = "127.0.0.1:${toString ports.order}";
     NOTIFICATION_BIND = "127.0.0.1:${toString ports.notification}";
     WORKER_NAME = "worker@%h";
+    # The worker's /metrics and /healthz (the services serve /metrics on their own ports).
+    WORKER_METRICS_BIND = "127.0.0.1:9808";
   };
   afterRedis = { depends_on.redis.condition = "process_healthy"; };
   ready = port: {
