@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod docs;
 pub mod http;
+pub mod openapi;
 pub mod process;
 pub mod redis;
 pub mod tempdir;

@@ -1,0 +1,112 @@
+//! Checks of a service's OpenAPI document shared by both services' tests: the document is
+//! served open, is OpenAPI 3.1, lists exactly the route table with each route's statuses, and
+//! every operation it marks as protected still answers 401 without a token.
+
+use serde_json::Value;
+use warp::{Filter, Reply};
+
+/// One route of a table: method (lower case), path template, every status it can answer.
+pub type Route = (&'static str, &'static str, &'static [u16]);
+
+/// `GET /openapi.json` through `routes`, without a token: its JSON.
+pub async fn served<F>(routes: &F) -> Value
+where
+    F: Filter + 'static,
+    F::Extract: Reply + Send,
+{
+    let resp = warp::test::request()
+        .path("/openapi.json")
+        .reply(routes)
+        .await;
+    assert_eq!(resp.status(), 200, "served without a token");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    if let Ok(path) = std::env::var("OPENAPI_DUMP") {
+        std::fs::write(path, resp.body()).unwrap();
+    }
+    serde_json::from_slice(resp.body()).expect("JSON")
+}
+
+/// Every operation `doc` marks as protected answers 401 without a token (a body or not);
+/// `ids` fills the path templates (`("{sku}", "A")`).
+pub async fn protected_need_a_token<F>(
+    doc: &Value,
+    table: &[Route],
+    routes: &F,
+    ids: &[(&str, &str)],
+) where
+    F: Filter + 'static,
+    F::Extract: Reply + Send,
+{
+    for (method, path, _) in table {
+        if doc["paths"][path][method]["security"].is_null() {
+            continue;
+        }
+        let concrete = ids
+            .iter()
+            .fold(path.to_string(), |p, (name, value)| p.replace(name, value));
+        let resp = warp::test::request()
+            .method(&method.to_uppercase())
+            .path(&concrete)
+            .header("content-type", "application/json")
+            .body("{}")
+            .reply(routes)
+            .await;
+        assert_eq!(resp.status(), 401, "{method} {path} needs its token");
+    }
+}
+
+/// The document is OpenAPI 3.1, has exactly `routes` (each with exactly its statuses), every
+/// error status refers to the error body, the protected routes name the bearer scheme, and
+/// every `$ref` resolves.
+pub fn check(doc: &Value, routes: &[Route]) {
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1.")),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    let mut listed = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            listed.push(format!("{method} {path}"));
+        }
+    }
+    let mut expected: Vec<String> = routes.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected, "every route, and no other");
+    for (method, path, statuses) in routes {
+        let op = &doc["paths"][path][method];
+        let mut got: Vec<u16> = op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.parse().unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(&got, statuses, "{method} {path}");
+        for status in got.iter().filter(|s| **s >= 400) {
+            let schema =
+                &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+            assert_eq!(
+                schema["$ref"], "#/components/schemas/ErrorBody",
+                "{method} {path} {status}"
+            );
+        }
+        let open = ["/healthz", "/readyz", "/openapi.json"].contains(path);
+        assert_eq!(op["security"].is_null(), open, "{method} {path}: security");
+    }
+    let text = doc.to_string();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &part[..part.find('"').unwrap()];
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{name} resolves"
+        );
+    }
+}
