@@ -8,7 +8,7 @@
 //! - [`canvas`] — callbacks and chain steps a task sends on;
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
-//! - [`metrics`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`;
+//! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
 //! - [`context`], [`config`], [`upkeep`], [`webhook`], [`admin`]: what they say.
 
 pub mod admin;
@@ -19,6 +19,7 @@ pub mod control;
 pub mod ending;
 pub mod execute;
 pub mod heartbeat;
+pub mod labels;
 pub mod metrics;
 pub mod poison;
 pub mod registry;

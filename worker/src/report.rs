@@ -11,21 +11,9 @@ use serde_json::{json, Map, Value};
 use observe::metrics::{FailedLabels, TaskLabels};
 
 use crate::context::Context;
-use crate::tasks;
 
-/// The metric labels of a task: a registered name (others are counted as `unregistered`: names
-/// come from messages), this worker, the queue it consumes.
-fn labels(ctx: &Context, name: &str) -> TaskLabels {
-    let name = tasks::NAMES
-        .iter()
-        .find(|n| **n == name)
-        .copied()
-        .unwrap_or("unregistered");
-    TaskLabels {
-        name: name.to_owned(),
-        hostname: ctx.node.clone(),
-        queue_name: ctx.broker.queue().to_owned(),
-    }
+fn labels<'a>(ctx: &'a Context, name: &str) -> &'a TaskLabels {
+    ctx.labels.of(name)
 }
 
 fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
@@ -36,7 +24,7 @@ pub fn received(ctx: &Context, msg: &Message) {
     ctx.metrics
         .tasks
         .received
-        .get_or_create(&labels(ctx, msg.task()))
+        .get_or_create(labels(ctx, msg.task()))
         .inc();
     if !ctx.events.task_events() {
         return;
@@ -68,15 +56,15 @@ pub fn started(ctx: &Context, msg: &Message) {
     ctx.metrics
         .tasks
         .started
-        .get_or_create(&labels(ctx, msg.task()))
+        .get_or_create(labels(ctx, msg.task()))
         .inc();
     ctx.events.task("task-started", msg.id(), Map::new());
 }
 
 pub fn succeeded(ctx: &Context, msg: &Message, result: Option<&Value>, runtime: f64) {
     let l = labels(ctx, msg.task());
-    ctx.metrics.tasks.runtime.get_or_create(&l).observe(runtime);
-    ctx.metrics.tasks.succeeded.get_or_create(&l).inc();
+    ctx.metrics.tasks.runtime.get_or_create(l).observe(runtime);
+    ctx.metrics.tasks.succeeded.get_or_create(l).inc();
     let Some(result) = result else {
         return;
     };
@@ -91,14 +79,14 @@ pub fn succeeded(ctx: &Context, msg: &Message, result: Option<&Value>, runtime: 
 pub fn failed(ctx: &Context, msg: &Message, exc: &ExceptionInfo, retried: bool) {
     let l = labels(ctx, msg.task());
     if retried {
-        ctx.metrics.tasks.retried.get_or_create(&l).inc();
+        ctx.metrics.tasks.retried.get_or_create(l).inc();
     } else {
         // Exception names come from this worker's own code (a bounded set).
         let failed = FailedLabels {
-            name: l.name,
-            hostname: l.hostname,
+            name: l.name.clone(),
+            hostname: l.hostname.clone(),
             exception: exc.exc_type.clone(),
-            queue_name: l.queue_name,
+            queue_name: l.queue_name.clone(),
         };
         ctx.metrics.tasks.failed.get_or_create(&failed).inc();
     }
@@ -127,7 +115,7 @@ pub fn revoked(ctx: &Context, msg: &Message, signum: Option<i32>, expired: bool)
     ctx.metrics
         .tasks
         .revoked
-        .get_or_create(&labels(ctx, msg.task()))
+        .get_or_create(labels(ctx, msg.task()))
         .inc();
     let event = fields(vec![
         ("terminated", json!(signum.is_some())),
@@ -140,7 +128,7 @@ pub fn revoked(ctx: &Context, msg: &Message, signum: Option<i32>, expired: bool)
 /// `task-rejected`: a message dead-lettered instead of run.
 pub fn rejected(ctx: &Context, id: &str, name: Option<&str>) {
     let l = labels(ctx, name.unwrap_or_default());
-    ctx.metrics.tasks.rejected.get_or_create(&l).inc();
+    ctx.metrics.tasks.rejected.get_or_create(l).inc();
     ctx.events
         .task("task-rejected", id, fields(vec![("requeue", json!(false))]));
 }

@@ -97,6 +97,7 @@ impl Worker {
             registry: Arc::new(Registry::new(&node)),
             events,
             metrics: observe::metrics::Metrics::new(),
+            labels: crate::labels::Labels::new(crate::tasks::NAMES, &node, &cfg.redis.queue),
             broker,
             results: stores.results,
             redis: stores.redis,
