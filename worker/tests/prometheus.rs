@@ -161,21 +161,29 @@ async fn promtool_accepts_every_metrics_page_and_prometheus_counts_the_tasks_run
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(got, Some(expected));
-    let targets: Value = http
-        .get(format!("http://127.0.0.1:{port}/api/v1/targets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let up = targets["data"]["activeTargets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|t| t["health"] == "up")
-        .count();
-    assert_eq!(up, 3, "{targets}");
+    // Prometheus scrapes the targets independently: the worker alone holds the count above, so
+    // wait (within the same bound) until it has scraped the two services too.
+    loop {
+        let targets: Value = http
+            .get(format!("http://127.0.0.1:{port}/api/v1/targets"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let up = targets["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["health"] == "up")
+            .count();
+        if up == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every target up: {targets}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let _ = prometheus.kill();
     let _ = prometheus.wait();
 }
