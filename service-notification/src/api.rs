@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use http_kit::body::{json_object, segment, with_state};
 use http_kit::openapi::{self, BearerAuth};
-use http_kit::{auth, health, rejection};
+use http_kit::{auth, rejection};
 use utoipa::OpenApi;
 use warp::http::Method;
 use warp::{Filter, Reply};
@@ -32,24 +32,13 @@ pub struct ApiDoc;
 /// All routes: health and the OpenAPI document open, the API behind the bearer tokens (when
 /// configured), errors in the JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let health = health::routes(state.redis.clone(), state.timeout);
-    let doc = openapi::route(ApiDoc::openapi());
-    let open = warp::path!("healthz")
-        .or(warp::path!("readyz"))
-        .unify()
-        .or(warp::path!("openapi.json"))
-        .unify()
-        .and(rejection::allow(&[Method::GET]));
+    let open = openapi::open_routes(state.redis.clone(), state.timeout, ApiDoc::openapi());
     let auth = auth::required(state.auth.clone());
     let api = create(state.clone())
         .or(get_one(state.clone()))
         .or(list(state))
         .or(other_methods());
-    health
-        .or(doc)
-        .or(open)
-        .or(auth.and(api))
-        .recover(rejection::recover)
+    open.or(auth.and(api)).recover(rejection::recover)
 }
 
 /// 405 with `Allow` for a method a path of the API does not serve.

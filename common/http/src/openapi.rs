@@ -144,6 +144,26 @@ pub fn route(
         .map(move || json_reply(StatusCode::OK, &*doc))
 }
 
+/// Every route open without a token: the health routes, `GET /openapi.json` serving `doc`, and
+/// a 405 with `Allow: GET` for any other method on those three paths. Both services serve this.
+pub fn open_routes(
+    redis: celery_redis::connection::Conn,
+    limit: std::time::Duration,
+    doc: utoipa::openapi::OpenApi,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let wrong_method = warp::path!("healthz")
+        .or(warp::path!("readyz"))
+        .unify()
+        .or(warp::path!("openapi.json"))
+        .unify()
+        .and(crate::rejection::allow(&[warp::http::Method::GET]));
+    crate::health::routes(redis, limit)
+        .or(route(doc))
+        .unify()
+        .or(wrong_method)
+        .unify()
+}
+
 /// Why a task failed (`error` of a task's state).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TaskError {
