@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use http_kit::body::{json_reply, to_object, validated};
+use http_kit::body::json_reply;
 use http_kit::openapi::{
     BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable, Unreadable,
 };
@@ -85,8 +85,7 @@ pub struct Deliveries {
         (status = 200, description = "This `notification_id` was accepted before: its task, nothing new enqueued", body = NotificationAccepted),
         BodyErrors, Unauthorized, Invalid, QueueFull, Unavailable))]
 pub async fn create(body: Map<String, Value>, state: State) -> Reply {
-    let notification: NewNotification = validated(&body)?;
-    submit::create::<SendNotification>(to_object(&notification), state).await
+    submit::create::<SendNotification>(body, state).await
 }
 
 /// A notification's task state (when it came through this service, or was sent by another

@@ -3,7 +3,7 @@
 //! `State::timeout`, so a slow or absent Redis gives a 503 quickly, never a hang. Submitting
 //! and reading an order is the generic path of `http_kit::submit`; stock is this service's own.
 
-use http_kit::body::{json_reply, to_object, validated};
+use http_kit::body::{json_reply, validated};
 use http_kit::openapi::{
     BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable, Unreadable,
 };
@@ -96,8 +96,7 @@ pub struct StockLevel {
         (status = 200, description = "This `order_id` was accepted before: its task, nothing new enqueued", body = OrderAccepted),
         BodyErrors, Unauthorized, Invalid, QueueFull, Unavailable))]
 pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
-    let order: NewOrder = validated(&body)?;
-    submit::create::<ProcessOrder>(to_object(&order), state).await
+    submit::create::<ProcessOrder>(body, state).await
 }
 
 /// The order's task state and, once processed, its outcome and stock reservation. When the

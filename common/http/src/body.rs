@@ -29,14 +29,6 @@ pub fn validated<T: FromJson>(body: &Map<String, Value>) -> Result<T, Rejection>
     T::from_json(body).map_err(|e| ApiError::validation(e).reject())
 }
 
-/// A typed value as a JSON object (empty when it is not one).
-pub fn to_object<T: Serialize>(value: &T) -> Map<String, Value> {
-    match serde_json::to_value(value) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
 /// One path segment, percent-decoded: `o%3A1` is `o:1`, as a client that encodes every reserved
 /// character sends it. A segment that does not decode to UTF-8 stays as sent (no valid id has a
 /// `%`), so the route answers it as any other invalid id.

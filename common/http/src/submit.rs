@@ -20,16 +20,9 @@ type Reply = Result<warp::reply::Response, Rejection>;
 /// Validates a submission (generating its id when none is given) and enqueues it once per id:
 /// 202 for a new id, 200 with the same task for an id seen before, 429 with `Retry-After` when
 /// the queue is full. Nothing is enqueued when the request is refused.
-pub async fn create<C: Submission>(mut body: Map<String, Value>, state: AppState) -> Reply {
-    if body.get(C::ID_FIELD).is_none_or(Value::is_null) {
-        body.insert(
-            C::ID_FIELD.into(),
-            Value::String(uuid::Uuid::new_v4().to_string()),
-        );
-    }
-    let contract = C::from_kwargs(&body)
-        .and_then(|c| c.check_submitted().map(|()| c))
-        .map_err(|e| ApiError::validation(e).reject())?;
+pub async fn create<C: Submission>(body: Map<String, Value>, state: AppState) -> Reply {
+    let contract =
+        shop::contracts::submitted::<C>(&body).map_err(|e| ApiError::validation(e).reject())?;
     let id = contract.id();
     // The task continues the request's trace (a new span of the same trace id).
     let trace = observe::trace::current()

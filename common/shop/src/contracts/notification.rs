@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{submitted, Contract, Submission, SEND_NOTIFICATION};
-use crate::validation::{Fields, FromJson, ValidationErrors};
+use super::{Contract, Submission, SEND_NOTIFICATION};
+use crate::validation::{Fields, ValidationErrors};
 
 const MAX_TEXT: usize = 16 * 1024;
 const MAX_URL: usize = 2048;
@@ -137,20 +137,4 @@ pub struct NewNotification {
     /// An `http://` or `https://` URL without white space; required for the webhook channel.
     #[schema(max_length = 2048, pattern = "^https?://\\S*$")]
     pub url: Option<String>,
-}
-
-impl FromJson for NewNotification {
-    /// The rules of [`SendNotification`] as a submission, field by field; the id generated when
-    /// absent is filled in.
-    fn from_json(obj: &Map<String, Value>) -> Result<Self, ValidationErrors> {
-        let n: SendNotification = submitted(obj)?;
-        Ok(NewNotification {
-            notification_id: Some(n.notification_id),
-            recipient: n.recipient,
-            channel: n.channel,
-            subject: n.subject,
-            body: n.body,
-            url: n.url,
-        })
-    }
 }

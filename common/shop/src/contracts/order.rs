@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{submitted, Contract, Submission, PROCESS_ORDER};
-use crate::validation::{Fields, FromJson, ValidationErrors};
+use super::{Contract, Submission, PROCESS_ORDER};
+use crate::validation::{Fields, ValidationErrors};
 
 /// Items in one order, at most.
 pub const MAX_ITEMS: usize = 1000;
@@ -166,19 +166,6 @@ pub struct NewOrder {
     pub customer: Customer,
     #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<OrderItem>,
-}
-
-impl FromJson for NewOrder {
-    /// The rules of [`ProcessOrder`] as a submission, field by field; the id generated when
-    /// absent is filled in.
-    fn from_json(obj: &Map<String, Value>) -> Result<Self, ValidationErrors> {
-        let order: ProcessOrder = submitted(obj)?;
-        Ok(NewOrder {
-            order_id: Some(order.order_id),
-            customer: order.customer,
-            items: order.items,
-        })
-    }
 }
 
 /// What `process_order` returns (the `result` of its SUCCESS).
