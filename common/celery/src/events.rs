@@ -41,6 +41,7 @@ pub struct Events {
 /// The background half of [`Events`]: run it (it ends once every [`Events`] is dropped).
 pub struct Batcher {
     conn: Conn,
+    node: String,
     channel: String,
     rx: mpsc::Receiver<Item>,
 }
@@ -56,6 +57,7 @@ impl Events {
         let (tx, rx) = mpsc::channel(MAX_BUFFERED);
         let batcher = Batcher {
             conn: conn.clone(),
+            node: node.to_owned(),
             channel: keys::fanout_channel(db, EVENT_EXCHANGE, "task.multi"),
             rx,
         };
@@ -134,7 +136,6 @@ impl Events {
 impl Batcher {
     /// Publishes queued task events, up to [`MAX_BATCH`] per message, until every sender is gone.
     pub async fn run(mut self) {
-        let node = String::new();
         let mut items = Vec::with_capacity(MAX_BATCH);
         while self.rx.recv_many(&mut items, MAX_BATCH).await > 0 {
             let mut batch = Vec::with_capacity(items.len());
@@ -146,9 +147,8 @@ impl Batcher {
                 }
             }
             if !batch.is_empty() {
-                let hostname = batch[0]["hostname"].as_str().unwrap_or(&node).to_owned();
                 if let Err(e) =
-                    publish(&self.conn, &self.channel, &hostname, &Value::Array(batch)).await
+                    publish(&self.conn, &self.channel, &self.node, &Value::Array(batch)).await
                 {
                     log::warn!("task events lost: {e}");
                 }

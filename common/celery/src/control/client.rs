@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::lamport::Lamport;
 use crate::connection::Conn;
-use crate::keys::{self, PIDBOX_EXCHANGE, REPLY_BINDINGS, REPLY_EXCHANGE, SEP};
+use crate::keys::{self, PIDBOX_EXCHANGE, REPLY_BINDINGS, REPLY_EXCHANGE};
 use crate::protocol::fanout::{Fanout, PERSISTENT};
 
 /// Who a call is for.
@@ -36,8 +36,10 @@ pub async fn call(
 ) -> RedisResult<Vec<(String, Value)>> {
     let mut conn = conn.clone();
     let oid = uuid::Uuid::new_v4().to_string();
-    let queue = format!("{oid}.reply.celery.pidbox");
-    let member = format!("{oid}{SEP}{SEP}{queue}");
+    // A uuid always names a reply list; the binding is the one a node checks before replying.
+    let Some((member, queue)) = super::reply::reply_list(&oid) else {
+        return Ok(Vec::new());
+    };
     let (destination, pattern, matcher, limit) = match target {
         Target::All => (Value::Null, Value::Null, Value::Null, None),
         Target::Nodes(n) => (json!(n), Value::Null, Value::Null, Some(n.len())),
@@ -48,7 +50,7 @@ pub async fn call(
         "pattern": pattern, "matcher": matcher, "ticket": uuid::Uuid::new_v4().to_string(),
         "reply_to": {"exchange": REPLY_EXCHANGE, "routing_key": oid},
     });
-    let expires = time::OffsetDateTime::now_utc().unix_timestamp() as f64 + timeout.as_secs_f64();
+    let expires = crate::clock::unix_now() + timeout.as_secs_f64();
     let headers = Map::from_iter([
         ("clock".to_owned(), json!(clock.tick())),
         ("expires".to_owned(), json!(expires)),
