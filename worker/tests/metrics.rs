@@ -194,3 +194,34 @@ async fn a_services_metrics_are_behind_its_tokens_when_it_has_them() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn idle_connections_cannot_keep_the_metrics_listener_from_prometheus() {
+    use tokio::io::AsyncReadExt;
+    let redis = TestRedis::start();
+    let (_worker, line) = Proc::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[],
+        &[
+            ("REDIS_URL", redis.url()),
+            ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
+        ],
+        "metrics and health listening on",
+    );
+    let addr = listening_addr(&line);
+    // More silent connections than the listener serves at once: each is closed by the server
+    // (header timeout), which is what this waits for, not a clock.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    for mut conn in idle {
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(WAIT, conn.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    }
+    let scraped = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+}
