@@ -46,7 +46,16 @@ pub async fn run(worker: &WorkerConfig, args: &[String]) -> Result<String, Admin
         }
     };
     match args.first().map(String::as_str) {
-        Some("stats") => Ok(json(&broker.stats().await?)),
+        // One line per queue it consumes (`WORKER_QUEUES`).
+        Some("stats") => {
+            let lines: Vec<String> = broker
+                .stats_of(&worker.queues)
+                .await?
+                .iter()
+                .map(json)
+                .collect();
+            Ok(lines.join("\n"))
+        }
         Some("dead-letters") => {
             let limit = isize::try_from(count(20)?).unwrap_or(isize::MAX);
             let lines: Vec<String> = broker.dead_letters(limit).await?.iter().map(json).collect();

@@ -3,16 +3,17 @@
 //! children, continues the running task's W3C trace ([`traced`]).
 
 use celery_redis::protocol::{Message, Signature, TaskMessage};
+use celery_redis::routes::Routes;
 use serde_json::Value;
 use uuid::Uuid;
 
 /// Messages to publish after `msg` succeeded with `result`.
-pub fn on_success(msg: &Message, result: &Value) -> Vec<TaskMessage> {
+pub fn on_success(msg: &Message, result: &Value, routes: &Routes) -> Vec<TaskMessage> {
     let mut out = Vec::new();
     let embed = &msg.body.embed;
     if let Some(mut rest) = embed.chain.clone().filter(|c| !c.is_empty()) {
         if let Some(next) = rest.pop() {
-            let mut step = from_signature(msg, &next, Some(result));
+            let mut step = from_signature(msg, &next, Some(result), routes);
             // The rest travels with the next step; `[]` when nothing is left (as Celery sends).
             step.body.embed.chain = Some(rest);
             out.push(step);
@@ -22,27 +23,34 @@ pub fn on_success(msg: &Message, result: &Value) -> Vec<TaskMessage> {
         msg,
         embed.callbacks.as_deref().unwrap_or_default(),
         Some(result),
+        routes,
     ));
     out
 }
 
 /// Errbacks to publish after `msg` failed: each gets the failed task's id first.
-pub fn on_failure(msg: &Message) -> Vec<TaskMessage> {
+pub fn on_failure(msg: &Message, routes: &Routes) -> Vec<TaskMessage> {
     let id = Value::String(msg.id().to_owned());
     group(
         msg,
         msg.body.embed.errbacks.as_deref().unwrap_or_default(),
         Some(&id),
+        routes,
     )
 }
 
 /// One signature becomes one message; several share a group id with their index.
-fn group(msg: &Message, sigs: &[Signature], first_arg: Option<&Value>) -> Vec<TaskMessage> {
+fn group(
+    msg: &Message,
+    sigs: &[Signature],
+    first_arg: Option<&Value>,
+    routes: &Routes,
+) -> Vec<TaskMessage> {
     let group_id = (sigs.len() > 1).then(|| Uuid::new_v4().to_string());
     sigs.iter()
         .enumerate()
         .map(|(i, sig)| {
-            let mut m = from_signature(msg, sig, first_arg);
+            let mut m = from_signature(msg, sig, first_arg, routes);
             if let Some(g) = &group_id {
                 m.group = Some(g.clone());
                 m.group_index = Some(i as i64);
@@ -52,7 +60,12 @@ fn group(msg: &Message, sigs: &[Signature], first_arg: Option<&Value>) -> Vec<Ta
         .collect()
 }
 
-fn from_signature(parent: &Message, sig: &Signature, first_arg: Option<&Value>) -> TaskMessage {
+fn from_signature(
+    parent: &Message,
+    sig: &Signature,
+    first_arg: Option<&Value>,
+    routes: &Routes,
+) -> TaskMessage {
     let opt_str = |k: &str| {
         sig.options
             .get(k)
@@ -60,9 +73,11 @@ fn from_signature(parent: &Message, sig: &Signature, first_arg: Option<&Value>) 
             .map(str::to_owned)
     };
     let headers = &parent.envelope.headers;
+    // Its own `queue` option, else its route, else the queue its parent came from.
     let queue = opt_str("queue")
+        .or_else(|| routes.explicit(&sig.task).map(str::to_owned))
         .or_else(|| parent.envelope.routing_key().map(str::to_owned))
-        .unwrap_or_else(|| "celery".into());
+        .unwrap_or_else(|| routes.default_queue().to_owned());
     let mut args = Vec::with_capacity(sig.args.len() + 1);
     if let (false, Some(v)) = (sig.immutable, first_arg) {
         args.push(v.clone());

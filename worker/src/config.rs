@@ -23,12 +23,15 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_NAME",
     "WORKER_SEND_TASK_EVENTS",
     "WORKER_METRICS_BIND",
+    "WORKER_QUEUES",
 ];
 
 /// The worker's settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub redis: RedisConfig,
+    /// `WORKER_QUEUES`: the queues it consumes, like Celery's `-Q` (default: `CELERY_QUEUE`).
+    pub queues: Vec<String>,
     /// `WORKER_CONCURRENCY`: tasks run at once (default: number of cores).
     pub concurrency: usize,
     /// `WORKER_THREADS`: threads that run tasks (default 1: a current-thread runtime, which
@@ -70,8 +73,18 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let redis = RedisConfig::from_source(src)?;
         Ok(WorkerConfig {
-            redis: RedisConfig::from_source(src)?,
+            queues: match raw(src, "WORKER_QUEUES")? {
+                None => vec![redis.queue.clone()],
+                Some(spec) => {
+                    celery_redis::routes::parse_queues(&spec).map_err(|reason| ConfigError {
+                        var: "WORKER_QUEUES",
+                        reason,
+                    })?
+                }
+            },
+            redis,
             concurrency: count(
                 src,
                 "WORKER_CONCURRENCY",
@@ -145,6 +158,11 @@ mod tests {
     fn defaults_are_celerys() {
         let c = WorkerConfig::from_source(&src(&[])).unwrap();
         assert_eq!(c.redis.queue, "celery");
+        assert_eq!(c.queues, ["celery"]);
+        let c = WorkerConfig::from_source(&src(&[("CELERY_QUEUE", "q")])).unwrap();
+        assert_eq!(c.queues, ["q"]);
+        let c = WorkerConfig::from_source(&src(&[("WORKER_QUEUES", "a, b")])).unwrap();
+        assert_eq!(c.queues, ["a", "b"]);
         assert!(c.acks_late);
         assert!(c.concurrency >= 1);
         assert_eq!(c.threads, 1);
@@ -169,6 +187,9 @@ mod tests {
             ("WORKER_NAME", "a b@h"),
             ("WORKER_SEND_TASK_EVENTS", "yes please"),
             ("WORKER_METRICS_BIND", "localhost"),
+            ("WORKER_QUEUES", "orders,,notifications"),
+            ("WORKER_QUEUES", "orders,orders"),
+            ("WORKER_QUEUES", "unacked"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

@@ -32,6 +32,8 @@ pub struct Context {
     pub events: Events,
     /// This worker's metrics (counted in memory, served on `WORKER_METRICS_BIND`).
     pub metrics: observe::metrics::Metrics,
+    /// The queues it consumes (`WORKER_QUEUES`).
+    pub queues: Vec<String>,
     /// The labels of its task metrics, made once.
     pub labels: crate::labels::Labels,
     /// Wakes the scheduler when this worker parks a message (an eta task or a retry).

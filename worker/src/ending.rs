@@ -60,7 +60,7 @@ pub async fn succeed(
     ack: Option<&str>,
 ) -> Result<(), ExecuteError> {
     let mut children = output.children;
-    children.extend(canvas::on_success(msg, &output.value));
+    children.extend(canvas::on_success(msg, &output.value, ctx.broker.routes()));
     let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
     let meta = ResultMeta::success(msg.id(), output.value).with_children(&ids);
     end(ctx, msg, meta, ack, &children).await?;
@@ -84,5 +84,12 @@ pub async fn fail(
     );
     let traceback = Some(format!("{}: {}", exc.exc_type, exc.message()));
     let meta = ResultMeta::failure(msg.id(), exc, traceback);
-    end(ctx, msg, meta, ack, &canvas::on_failure(msg)).await
+    end(
+        ctx,
+        msg,
+        meta,
+        ack,
+        &canvas::on_failure(msg, ctx.broker.routes()),
+    )
+    .await
 }

@@ -10,18 +10,47 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use celery_redis::broker::Delivery;
 use celery_redis::clock;
+use celery_redis::leases::Leases;
 use celery_redis::protocol::Message;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
+use futures_util::FutureExt;
 use observe::trace::{TraceContext, TRACEPARENT, TRACESTATE};
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::context::Context;
 use crate::ending::{self, ExecuteError};
 use crate::registry::Registry;
 use crate::tasks::{self, Output, Request, TaskError};
 use crate::{poison, report, retry};
+
+/// The whole life of one held delivery as the worker spawns it: [`handle`]d in a scope of its
+/// own; a panic dead-letters it (it must not stay held and renewed forever); then its lease is
+/// let go and its slot (`permit`) freed.
+pub async fn guarded(
+    ctx: Arc<Context>,
+    leases: Leases,
+    delivery: Delivery,
+    permit: OwnedSemaphorePermit,
+) {
+    in_scope(async move {
+        let run = AssertUnwindSafe(handle(&ctx, &delivery)).catch_unwind();
+        let outcome = match run.await {
+            Ok(outcome) => outcome,
+            Err(_) => poison::panicked(&ctx, &delivery).await,
+        };
+        if let Err(e) = outcome {
+            log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
+        }
+        leases.remove(&delivery.tag);
+        drop(permit);
+    })
+    .await
+}
 
 /// Runs `delivery` (the whole of one delivery's handling) in a log and trace scope of its own,
 /// which [`handle`] fills in once the message is decoded.

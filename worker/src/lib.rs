@@ -2,6 +2,7 @@
 //!
 //! Read in this order:
 //! - [`worker`] — the worker as a value: build, step (one fetch), run, shut down;
+//! - [`waits`] — the idle worker's blocking waits, one per consumed queue;
 //! - [`execute`] — one delivery from decode to its end;
 //! - [`tasks`] — what each task does (`process_order`, `send_notification`);
 //! - [`ending`], [`retry`], [`poison`]: the ways a delivery ends;
@@ -28,6 +29,7 @@ pub mod retry;
 pub mod start;
 pub mod tasks;
 pub mod upkeep;
+pub mod waits;
 pub mod webhook;
 pub mod worker;
 

@@ -92,15 +92,12 @@ async fn answer(ctx: Arc<Context>, req: Request<Incoming>) -> Result<Response<St
     })
 }
 
-/// Reads the gauges that need Redis (one pipeline, bounded), then encodes everything.
+/// Reads the gauges that need Redis (one pipeline per consumed queue, bounded), then encodes
+/// everything.
 async fn scrape(ctx: &Context) -> String {
-    let stats = tokio::time::timeout(TIMEOUT, ctx.broker.stats()).await;
-    let reading = match stats {
-        Ok(Ok(s)) => Some(s.reading()),
-        _ => None,
-    };
+    let counted = tokio::time::timeout(TIMEOUT, ctx.broker.stats_of(&ctx.queues)).await;
     let m = &ctx.metrics;
-    m.fleet.set(ctx.broker.queue(), reading);
+    celery_redis::broker::export(&m.fleet, counted.ok().and_then(Result::ok));
     let host = host(ctx);
     let active = i64::try_from(ctx.registry.active_count()).unwrap_or(i64::MAX);
     m.worker.tasks_active.get_or_create(&host).set(active);

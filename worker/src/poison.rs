@@ -18,7 +18,7 @@ pub async fn dead_letter(
 ) -> Result<(), ExecuteError> {
     log::warn!("dead-lettering message {}: {err}", delivery.tag);
     let mut entry =
-        DeadLetter::about(err.to_string(), delivery.raw.clone()).in_queue(ctx.broker.queue());
+        DeadLetter::about(err.to_string(), delivery.raw.clone()).in_queue(&delivery.queue);
     entry.at = delivery.taken_at;
     let exc_type = match err {
         DecodeError::ContentType(_) => "ContentDisallowed",
@@ -41,7 +41,7 @@ pub async fn dead_letter(
 pub async fn panicked(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
     let reason = "the worker panicked running it";
     log::error!("dead-lettering message {}: {reason}", delivery.tag);
-    let mut entry = DeadLetter::about(reason, delivery.raw.clone()).in_queue(ctx.broker.queue());
+    let mut entry = DeadLetter::about(reason, delivery.raw.clone()).in_queue(&delivery.queue);
     entry.at = delivery.taken_at;
     let task = entry.task.as_deref();
     store_failure(
@@ -57,9 +57,9 @@ pub async fn panicked(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteE
 }
 
 /// Dead-letters a claimed entry that is not UTF-8 (the claim could not hand it over).
-pub async fn unreadable(ctx: &Context, tag: &[u8], raw: &str) {
-    log::warn!("dead-lettering a queue entry that is not valid UTF-8");
-    if let Err(e) = ctx.broker.dead_letter_unreadable(tag, raw).await {
+pub async fn unreadable(ctx: &Context, tag: &[u8], raw: &str, queue: &str) {
+    log::warn!("dead-lettering an entry of {queue} that is not valid UTF-8");
+    if let Err(e) = ctx.broker.dead_letter_unreadable(tag, raw, queue).await {
         log::warn!("could not dead-letter it ({e}); it comes back after the visibility timeout");
     }
 }

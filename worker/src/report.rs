@@ -12,8 +12,8 @@ use observe::metrics::{FailedLabels, TaskLabels};
 
 use crate::context::Context;
 
-fn labels<'a>(ctx: &'a Context, name: &str) -> &'a TaskLabels {
-    ctx.labels.of(name)
+fn labels<'a>(ctx: &'a Context, msg: &Message) -> &'a TaskLabels {
+    ctx.labels.of(msg.task(), msg.envelope.routing_key())
 }
 
 fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
@@ -24,7 +24,7 @@ pub fn received(ctx: &Context, msg: &Message) {
     ctx.metrics
         .tasks
         .received
-        .get_or_create(labels(ctx, msg.task()))
+        .get_or_create(labels(ctx, msg))
         .inc();
     if !ctx.events.task_events() {
         return;
@@ -56,13 +56,13 @@ pub fn started(ctx: &Context, msg: &Message) {
     ctx.metrics
         .tasks
         .started
-        .get_or_create(labels(ctx, msg.task()))
+        .get_or_create(labels(ctx, msg))
         .inc();
     ctx.events.task("task-started", msg.id(), Map::new());
 }
 
 pub fn succeeded(ctx: &Context, msg: &Message, result: Option<&Value>, runtime: f64) {
-    let l = labels(ctx, msg.task());
+    let l = labels(ctx, msg);
     ctx.metrics.tasks.runtime.get_or_create(l).observe(runtime);
     ctx.metrics.tasks.succeeded.get_or_create(l).inc();
     let Some(result) = result else {
@@ -77,7 +77,7 @@ pub fn succeeded(ctx: &Context, msg: &Message, result: Option<&Value>, runtime: 
 
 /// `task-failed`, or `task-retried` when the task goes round again.
 pub fn failed(ctx: &Context, msg: &Message, exc: &ExceptionInfo, retried: bool) {
-    let l = labels(ctx, msg.task());
+    let l = labels(ctx, msg);
     if retried {
         ctx.metrics.tasks.retried.get_or_create(l).inc();
     } else {
@@ -115,7 +115,7 @@ pub fn revoked(ctx: &Context, msg: &Message, signum: Option<i32>, expired: bool)
     ctx.metrics
         .tasks
         .revoked
-        .get_or_create(labels(ctx, msg.task()))
+        .get_or_create(labels(ctx, msg))
         .inc();
     let event = fields(vec![
         ("terminated", json!(signum.is_some())),
@@ -127,7 +127,7 @@ pub fn revoked(ctx: &Context, msg: &Message, signum: Option<i32>, expired: bool)
 
 /// `task-rejected`: a message dead-lettered instead of run.
 pub fn rejected(ctx: &Context, id: &str, name: Option<&str>) {
-    let l = labels(ctx, name.unwrap_or_default());
+    let l = ctx.labels.of(name.unwrap_or_default(), None);
     ctx.metrics.tasks.rejected.get_or_create(l).inc();
     ctx.events
         .task("task-rejected", id, fields(vec![("requeue", json!(false))]));

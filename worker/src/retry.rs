@@ -38,7 +38,7 @@ pub async fn retry_or_give_up(
             ),
             delivery.raw.clone(),
         )
-        .in_queue(ctx.broker.queue());
+        .in_queue(&delivery.queue);
         entry.task = Some(msg.task().to_owned());
         entry.task_id = Some(msg.id().to_owned());
         entry.at = delivery.taken_at;

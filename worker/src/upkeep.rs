@@ -66,8 +66,8 @@ pub async fn promote_scheduled(broker: Broker, scheduled: Arc<Notify>, mut stop:
 }
 
 /// At shutdown: hands every delivery still held back to its queue at once, then returns the
-/// processing list (fetched but not yet claimed) to the queue.
-pub async fn hand_back(broker: &Broker, leases: &Leases) {
+/// processing list of each of `queues` (fetched but not yet claimed) to its queue.
+pub async fn hand_back(broker: &Broker, leases: &Leases, queues: &[String]) {
     for delivery in leases.drain() {
         match broker.requeue(&delivery).await {
             Ok(true) => log::info!("handed delivery {} back to the queue", delivery.tag),
@@ -78,9 +78,13 @@ pub async fn hand_back(broker: &Broker, leases: &Leases) {
             ),
         }
     }
-    match broker.return_processing().await {
-        Ok(0) => {}
-        Ok(n) => log::info!("returned {n} fetched-but-unclaimed message(s) to the queue"),
-        Err(e) => log::warn!("could not return the processing list ({e}); the next claim takes it"),
+    for queue in queues {
+        match broker.for_queue(queue).return_processing().await {
+            Ok(0) => {}
+            Ok(n) => log::info!("returned {n} fetched-but-unclaimed message(s) to {queue}"),
+            Err(e) => log::warn!(
+                "could not return the processing list of {queue} ({e}); the next claim takes it"
+            ),
+        }
     }
 }

@@ -3,29 +3,26 @@
 //! [`Worker::shutdown`]: running tasks finish within the grace period (their leases renewed all
 //! along), the rest is handed back to the queue at once.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celery_redis::broker::{Broker, Claim};
-use celery_redis::connection::{Conn, Waits};
+use celery_redis::broker::{Broker, Claim, Rotation};
+use celery_redis::connection::Waits;
 use celery_redis::control::Lamport;
 use celery_redis::events::{Batcher, Events};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use celery_redis::stores::Stores;
-use futures_util::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
 use crate::registry::Registry;
+use crate::waits::Blocking;
 use crate::webhook::Webhooks;
 use crate::{execute, heartbeat, poison, upkeep};
 
-/// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
-const BLOCK: Duration = Duration::from_secs(1);
 /// Most messages one claim takes (when that many slots are free).
 const MAX_CLAIM: usize = 32;
 /// Pauses after a Redis error while fetching: the first, and the longest.
@@ -62,7 +59,9 @@ pub struct Worker {
     cfg: WorkerConfig,
     ctx: Arc<Context>,
     stores: Stores,
-    blocking: Conn,
+    /// The queues it consumes, in the order of the next claim.
+    rotation: Rotation,
+    blocking: Blocking,
     leases: Leases,
     slots: Arc<Semaphore>,
     running: JoinSet<()>,
@@ -81,10 +80,11 @@ impl Worker {
             connect_retries: CONNECT_RETRIES,
         };
         let stores = Stores::connect(&cfg.redis, waits(RESPONSE_TIMEOUT))?;
-        let blocking = Conn::new(&cfg.redis.url, waits(BLOCK + Duration::from_secs(5)))?;
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
+            .with_routes(cfg.redis.routes.clone())
             .with_results(stores.results.clone())
             .with_retention(cfg.redis.retention);
+        let blocking = Blocking::new(&broker, &cfg.queues, &cfg.redis.url, CONNECT_RETRIES)?;
         let checked = stores.clone();
         let (events, batcher) = Events::new(
             stores.redis.clone(),
@@ -97,7 +97,8 @@ impl Worker {
             registry: Arc::new(Registry::new(&node)),
             events,
             metrics: observe::metrics::Metrics::new(),
-            labels: crate::labels::Labels::new(crate::tasks::NAMES, &node, &cfg.redis.queue),
+            labels: crate::labels::Labels::new(crate::tasks::NAMES, &node, &cfg.queues),
+            queues: cfg.queues.clone(),
             broker,
             results: stores.results,
             redis: stores.redis,
@@ -112,6 +113,7 @@ impl Worker {
         });
         Ok(Worker {
             slots: Arc::new(Semaphore::new(cfg.concurrency)),
+            rotation: Rotation::new(cfg.queues.clone()),
             cfg,
             ctx,
             stores: checked,
@@ -162,11 +164,13 @@ impl Worker {
             self.ctx.metrics.worker.leases_restored.clone(),
             stop.clone(),
         ));
-        self.background.spawn(upkeep::promote_scheduled(
-            broker,
-            self.ctx.scheduled.clone(),
-            stop.clone(),
-        ));
+        for queue in &self.cfg.queues {
+            self.background.spawn(upkeep::promote_scheduled(
+                broker.for_queue(queue),
+                self.ctx.scheduled.clone(),
+                stop.clone(),
+            ));
+        }
     }
 
     /// Waits for a free slot.
@@ -192,42 +196,34 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        let claims = self.ctx.broker.claim_many(permits.len()).await?;
+        let claims = self
+            .ctx
+            .broker
+            .claim_from(self.rotation.order(), permits.len())
+            .await?;
         if claims.is_empty() {
             drop(permits);
-            // Not cancelled on shutdown: a cancelled BLMOVE stays blocked in Redis and would
-            // swallow the messages this worker hands back. It lasts at most BLOCK.
-            self.ctx
-                .broker
-                .wait_for_message(&mut self.blocking, BLOCK)
-                .await?;
+            self.blocking.any().await?;
             return Ok(Step::Idle);
         }
+        self.rotation
+            .delivered(claims.iter().filter_map(|c| match c {
+                Claim::Message(d) => Some(d.queue.as_str()),
+                _ => None,
+            }));
         let mut started = 0;
         for (claim, permit) in claims.into_iter().zip(permits) {
             match claim {
                 Claim::Message(delivery) => {
                     self.leases.insert(&delivery);
                     let (ctx, leases) = (self.ctx.clone(), self.leases.clone());
-                    self.running.spawn(execute::in_scope(async move {
-                        // A panic in a task must not leave its delivery held (and renewed)
-                        // forever: it is dead-lettered like any message that cannot be run.
-                        let run = AssertUnwindSafe(execute::handle(&ctx, &delivery)).catch_unwind();
-                        let outcome = match run.await {
-                            Ok(outcome) => outcome,
-                            Err(_) => poison::panicked(&ctx, &delivery).await,
-                        };
-                        if let Err(e) = outcome {
-                            log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
-                        }
-                        leases.remove(&delivery.tag);
-                        drop(permit);
-                    }));
+                    self.running
+                        .spawn(execute::guarded(ctx, leases, delivery, permit));
                     started += 1;
                 }
-                Claim::Unreadable { tag, raw } => {
+                Claim::Unreadable { tag, raw, queue } => {
                     drop(permit);
-                    poison::unreadable(&self.ctx, &tag, &raw).await;
+                    poison::unreadable(&self.ctx, &tag, &raw, &queue).await;
                 }
                 Claim::DeadLettered { reason, raw } => {
                     poison::claimed_dead(&self.ctx, &raw, &reason).await;
@@ -274,9 +270,9 @@ impl Worker {
             log::warn!("remote control is not subscribed yet; consuming anyway");
         }
         log::info!(
-            "worker {} consuming queue {} with concurrency {} on {} thread(s) (acks_late={}, visibility_timeout={}s)",
+            "worker {} consuming queue(s) {} with concurrency {} on {} thread(s) (acks_late={}, visibility_timeout={}s)",
             self.ctx.node,
-            self.cfg.redis.queue,
+            self.cfg.queues.join(", "),
             self.cfg.concurrency,
             self.cfg.threads,
             self.cfg.acks_late,
@@ -327,7 +323,9 @@ impl Worker {
             self.running.abort_all();
             while self.running.join_next().await.is_some() {}
         }
-        upkeep::hand_back(&self.ctx.broker, &self.leases).await;
+        // No wait may move a message into a processing list after those are returned.
+        self.blocking.finish().await;
+        upkeep::hand_back(&self.ctx.broker, &self.leases, &self.cfg.queues).await;
         if let Some(trigger) = self.lease_stop.take() {
             trigger.fire();
         }

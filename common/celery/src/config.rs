@@ -8,12 +8,14 @@
 use std::time::Duration;
 
 use crate::keys;
+use crate::routes::Routes;
 
 /// Variables every process reads (through [`RedisConfig`]), plus logging.
 pub const REDIS_VARIABLES: &[&str] = &[
     "REDIS_URL",
     "RESULT_BACKEND_URL",
     "CELERY_QUEUE",
+    "TASK_ROUTES",
     "RESULT_EXPIRES_SECS",
     "REDIS_TIMEOUT_MS",
     "RETENTION_SECS",
@@ -279,8 +281,10 @@ pub struct RedisConfig {
     pub url: RedisUrl,
     /// Result backend: `RESULT_BACKEND_URL` (default: the broker URL, as one Redis db).
     pub result_url: RedisUrl,
-    /// `CELERY_QUEUE` (default `celery`).
+    /// `CELERY_QUEUE` (default `celery`): Celery's `task_default_queue`.
     pub queue: String,
+    /// `TASK_ROUTES`: the queue of each task by name (default: every task to `queue`).
+    pub routes: Routes,
     /// `RESULT_EXPIRES_SECS`: TTL of stored results; 0 keeps them forever (default 86400, Celery's).
     pub result_expires: Duration,
     /// `REDIS_TIMEOUT_MS`: bound on one Redis call made while answering a request (default 2000).
@@ -296,10 +300,19 @@ impl RedisConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let url = redis_url(src, "REDIS_URL", None)?;
         let result_url = redis_url(src, "RESULT_BACKEND_URL", Some(&url))?;
+        let queue = queue_name(src)?;
+        let routes = match raw(src, "TASK_ROUTES")? {
+            None => Routes::to(queue.clone()),
+            Some(spec) => Routes::parse(&spec, &queue).map_err(|reason| ConfigError {
+                var: "TASK_ROUTES",
+                reason,
+            })?,
+        };
         Ok(RedisConfig {
             url,
             result_url,
-            queue: queue_name(src)?,
+            queue,
+            routes,
             result_expires: Duration::from_secs(number(
                 src,
                 "RESULT_EXPIRES_SECS",
@@ -361,6 +374,7 @@ mod tests {
     fn defaults_are_celerys() {
         let c = RedisConfig::from_source(&src(&[])).unwrap();
         assert_eq!(c.queue, "celery");
+        assert_eq!(c.routes.queue_for("process_order"), "celery");
         assert_eq!(c.result_expires, Duration::from_secs(86_400));
         assert!(c.results_in_broker_db());
         assert_eq!(c.url.redacted(), "127.0.0.1:6379/0");
@@ -398,6 +412,8 @@ mod tests {
             ("CELERY_QUEUE", "a b"),
             ("CELERY_QUEUE", "unacked"),
             ("CELERY_QUEUE", "fleet:stock:A"),
+            ("TASK_ROUTES", "process_order"),
+            ("TASK_ROUTES", "process_order=unacked"),
         ] {
             let err = RedisConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{value}");

@@ -7,6 +7,7 @@
 //! - [`node`] — this process's node name (`origin`, a worker's `hostname`).
 //! - [`protocol`] — the wire format: the kombu envelope, the `[args, kwargs, embed]` body, and
 //!   [`protocol::TaskMessage`], a task to publish.
+//! - [`routes`] — the queue of each task by name, the queues a worker consumes.
 //! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
 //! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
 //! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
@@ -21,7 +22,7 @@
 //! - [`stores`] — the broker's and the result backend's connections of a process.
 //!
 //! The path of one task: a producer builds a [`protocol::TaskMessage`] and
-//! [`broker::Broker::publish`]es it; a worker [`broker::Broker::claim_many`]s it, decodes it with
+//! [`broker::Broker::publish`]es it; a worker [`broker::Broker::claim_from`]s it, decodes it with
 //! [`protocol::Message::decode`], runs it and ends it with [`broker::Broker::finish`], which
 //! publishes what the task sends on, stores its result and acknowledges it.
 
@@ -37,6 +38,7 @@ pub mod node;
 pub mod protocol;
 pub mod result;
 pub mod revoked;
+pub mod routes;
 pub(crate) mod scripts;
 pub mod shutdown;
 pub mod stores;

@@ -11,7 +11,8 @@ use celery_redis::broker::Broker;
 
 use crate::body::with_state;
 
-/// `GET /metrics`: `metrics`, with the queue gauges of `broker` read within `timeout`; behind
+/// `GET /metrics`: `metrics`, with the gauges of the queues `broker` routes to read within
+/// `timeout`; behind
 /// the API's bearer tokens when they are configured (Prometheus sends one with
 /// `authorization: {credentials: ...}`).
 pub fn route(
@@ -25,12 +26,10 @@ pub fn route(
         .and(crate::auth::required(auth))
         .and(with_state((metrics, broker)))
         .then(move |(metrics, broker): (Metrics, Broker)| async move {
-            let reading = tokio::time::timeout(timeout, broker.stats()).await;
-            let reading = match reading {
-                Ok(Ok(stats)) => Some(stats.reading()),
-                _ => None,
-            };
-            metrics.fleet.set(broker.queue(), reading);
+            // Every queue this service can route a task to.
+            let queues = broker.routes().queues();
+            let counted = tokio::time::timeout(timeout, broker.stats_of(&queues)).await;
+            celery_redis::broker::export(&metrics.fleet, counted.ok().and_then(Result::ok));
             let mut response = warp::reply::Response::new(metrics.encode().into());
             if let Ok(v) = warp::http::HeaderValue::from_str(CONTENT_TYPE) {
                 response
@@ -77,8 +76,13 @@ fn task_of(route: &str) -> Option<&'static str> {
     }
 }
 
-/// Accounts one exchange.
-pub fn record(metrics: &Metrics, origin: &str, queue: &str, info: &warp::log::Info<'_>) {
+/// Accounts one exchange (a task sent is counted in the queue `routes` sent it to).
+pub fn record(
+    metrics: &Metrics,
+    origin: &str,
+    routes: &celery_redis::routes::Routes,
+    info: &warp::log::Info<'_>,
+) {
     let status = info.status();
     let route = template(info.path(), status);
     let method = match *info.method() {
@@ -126,7 +130,7 @@ pub fn record(metrics: &Metrics, origin: &str, queue: &str, info: &warp::log::In
             .get_or_create(&TaskLabels {
                 name: task.into(),
                 hostname: origin.into(),
-                queue_name: queue.into(),
+                queue_name: routes.queue_for(task).into(),
             })
             .inc();
     }

@@ -50,6 +50,7 @@ impl AppState {
         let stores = Stores::connect(&cfg.redis, waits)?;
         Ok(AppState {
             broker: Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), origin)
+                .with_routes(cfg.redis.routes.clone())
                 .with_max_depth(cfg.max_queue_depth)
                 .with_retention(cfg.redis.retention),
             redis: stores.redis.clone(),
@@ -109,7 +110,7 @@ where
     let state = AppState::connect(&cfg, &celery_redis::node::unique())?;
     state.stores.check(&cfg.redis).await?;
     let (metrics, origin) = (state.metrics.clone(), state.origin.clone());
-    let queue = state.broker.queue().to_owned();
+    let task_routes = state.broker.routes().clone();
     // Every exchange is accounted, whichever route (or none) answered it.
     let metrics_route = crate::metrics::route(
         metrics.clone(),
@@ -124,7 +125,7 @@ where
         .or(api)
         .unify()
         .with(warp::log::custom(move |info| {
-            crate::metrics::record(&metrics, &origin, &queue, &info)
+            crate::metrics::record(&metrics, &origin, &task_routes, &info)
         }))
         .boxed()
         // The route table recovers every rejection itself; this only satisfies the type.

@@ -21,7 +21,8 @@ pub async fn submit_with_headers<C: Submission, K: Into<String>>(
     contract: &C,
     headers: impl IntoIterator<Item = (K, String)>,
 ) -> RedisResult<Submitted> {
-    let msg = TaskMessage::new(C::NAME, broker.queue(), contract.to_kwargs()).with_headers(headers);
+    let msg = TaskMessage::new(C::NAME, broker.route(C::NAME), contract.to_kwargs())
+        .with_headers(headers);
     broker
         .publish_once(&keys::submitted_task(C::KIND, contract.id()), &msg)
         .await

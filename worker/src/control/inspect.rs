@@ -86,6 +86,7 @@ pub fn conf(cfg: &WorkerConfig, task_events: bool) -> Value {
         "enable_utc": true,
         "timezone": "UTC",
         "task_default_queue": cfg.redis.queue,
+        "task_routes": cfg.redis.routes.rules().map(|(pattern, queue)| (pattern.to_owned(), json!({"queue": queue}))).collect::<serde_json::Map<_, _>>(),
         "task_acks_late": cfg.acks_late,
         "task_track_started": cfg.track_started,
         "worker_concurrency": cfg.concurrency,
@@ -97,8 +98,8 @@ pub fn conf(cfg: &WorkerConfig, task_events: bool) -> Value {
 
 /// `active_queues`: kombu's `Queue.as_dict(recurse=True)` of each queue consumed.
 pub fn active_queues(cfg: &WorkerConfig) -> Value {
-    let q = &cfg.redis.queue;
-    json!([{
+    let queue = |q: &String| {
+        json!({
         "name": q,
         "exchange": {"name": q, "type": "direct", "arguments": null, "durable": true,
                      "passive": false, "auto_delete": false, "delivery_mode": null,
@@ -107,5 +108,7 @@ pub fn active_queues(cfg: &WorkerConfig) -> Value {
         "consumer_arguments": null, "durable": true, "exclusive": false, "auto_delete": false,
         "no_ack": false, "alias": null, "bindings": [], "no_declare": null, "expires": null,
         "message_ttl": null, "max_length": null, "max_length_bytes": null, "max_priority": null,
-    }])
+        })
+    };
+    Value::Array(cfg.queues.iter().map(queue).collect())
 }

@@ -53,8 +53,12 @@ fn confirmation(
         ),
         url: None,
     };
-    let mut msg = TaskMessage::new(SendNotification::NAME, ctx.broker.queue(), note.to_kwargs())
-        .child_of(&req.id, &req.root_id);
+    let mut msg = TaskMessage::new(
+        SendNotification::NAME,
+        ctx.broker.route(SendNotification::NAME),
+        note.to_kwargs(),
+    )
+    .child_of(&req.id, &req.root_id);
     msg.id = Uuid::new_v5(
         &Uuid::NAMESPACE_OID,
         format!("{}/confirmation", req.id).as_bytes(),

@@ -17,6 +17,8 @@ pub struct Delivery {
     pub tag: String,
     /// When it was taken, by the server's clock (Unix seconds).
     pub taken_at: f64,
+    /// The queue it was taken from: its retries and eta wait in that queue's schedule.
+    pub queue: String,
 }
 
 /// What a claim found.
@@ -34,7 +36,37 @@ pub enum Claim {
     Unreadable {
         tag: Vec<u8>,
         raw: String,
+        queue: String,
     },
+}
+
+/// The order in which a worker offers its queues to [`Broker::claim_from`]: a queue that just
+/// delivered goes to the back (kombu's round-robin cycle), so a busy queue cannot starve the
+/// others.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    queues: Vec<String>,
+}
+
+impl Rotation {
+    pub fn new(queues: Vec<String>) -> Self {
+        Rotation { queues }
+    }
+
+    /// The queues, in the order of the next claim.
+    pub fn order(&self) -> &[String] {
+        &self.queues
+    }
+
+    /// After a claim: the queues that delivered move to the back, in their order.
+    pub fn delivered<'a>(&mut self, from: impl IntoIterator<Item = &'a str>) {
+        let from: Vec<&str> = from.into_iter().collect();
+        let (served, rest): (Vec<String>, Vec<String>) = std::mem::take(&mut self.queues)
+            .into_iter()
+            .partition(|q| from.contains(&q.as_str()));
+        self.queues = rest;
+        self.queues.extend(served);
+    }
 }
 
 impl Broker {
@@ -47,15 +79,28 @@ impl Broker {
     /// Like [`Broker::claim`] for up to `max` messages in one script call (a worker with several
     /// free slots fills them in one round trip). Returns fewer when the queue holds fewer.
     pub async fn claim_many(&self, max: usize) -> RedisResult<Vec<Claim>> {
+        self.claim_from(std::slice::from_ref(&self.queue), max)
+            .await
+    }
+
+    /// Takes up to `max` messages from several queues in one script call, as kombu's BRPOP over
+    /// a worker's queues: first every processing list, then priority 0 of each queue in the
+    /// order given, then priority 3 of each, and so on. The caller rotates the order between
+    /// calls (see [`Rotation`]) so that no queue waits behind another.
+    pub async fn claim_from(&self, queues: &[String], max: usize) -> RedisResult<Vec<Claim>> {
         let mut inv = CLAIM.prepare_invoke();
         inv.key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
-            .key(keys::DEAD_LETTER)
-            .key(keys::processing(&self.queue));
-        for list in keys::queue_lists(&self.queue) {
-            inv.key(list);
+            .key(keys::DEAD_LETTER);
+        inv.arg(max.max(1));
+        for queue in queues {
+            inv.key(keys::processing(queue)).arg(queue);
         }
-        inv.arg(&self.queue).arg(max.max(1));
+        for step in keys::PRIORITY_STEPS {
+            for queue in queues {
+                inv.key(keys::queue_list(queue, i64::from(step))).arg(queue);
+            }
+        }
         // Bytes, not strings: any producer can push an entry that is not UTF-8, and one such
         // entry must not make the whole batch (already recorded in `unacked`) unreadable.
         let reply: Vec<Vec<u8>> = inv.invoke_async(&mut self.conn.clone()).await?;
@@ -66,19 +111,28 @@ impl Broker {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0);
         let mut claims = Vec::new();
-        while let (Some(raw), Some(tag), Some(reason)) = (parts.next(), parts.next(), parts.next())
+        while let (Some(raw), Some(tag), Some(reason), Some(queue)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         {
             let reason = String::from_utf8_lossy(&reason).into_owned();
+            // One of the names passed in, so UTF-8.
+            let queue = String::from_utf8_lossy(&queue).into_owned();
             let raw = String::from_utf8(raw)
                 .map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             claims.push(match (raw, String::from_utf8(tag)) {
                 (Ok(raw) | Err(raw), _) if !reason.is_empty() => {
                     Claim::DeadLettered { reason, raw }
                 }
-                (Ok(raw), Ok(tag)) => Claim::Message(Delivery { raw, tag, taken_at }),
+                (Ok(raw), Ok(tag)) => Claim::Message(Delivery {
+                    raw,
+                    tag,
+                    taken_at,
+                    queue,
+                }),
                 (Ok(raw) | Err(raw), tag) => Claim::Unreadable {
                     tag: tag.map_or_else(|e| e.into_bytes(), String::into_bytes),
                     raw,
+                    queue,
                 },
             });
         }

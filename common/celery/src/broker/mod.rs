@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::keys;
 use crate::protocol::TaskMessage;
 use crate::result::ResultBackend;
+use crate::routes::Routes;
 use crate::scripts::PUBLISH_ONCE;
 
 pub mod consume;
@@ -27,7 +28,7 @@ pub mod restore;
 pub mod schedule;
 pub mod settle;
 
-pub use consume::{Claim, Delivery};
+pub use consume::{Claim, Delivery, Rotation};
 pub use dead::DeadLetter;
 
 /// Most entries one restore or promotion pass moves.
@@ -61,6 +62,17 @@ impl QueueStats {
     }
 }
 
+/// Sets `fleet`'s gauges from one scrape's counts of several queues (`None`: Redis could not
+/// be read).
+pub fn export(fleet: &observe::metrics::Fleet, counted: Option<Vec<QueueStats>>) {
+    match counted {
+        Some(all) => all
+            .iter()
+            .for_each(|s| fleet.set(&s.queue, Some(s.reading()))),
+        None => fleet.set("", None),
+    }
+}
+
 /// What [`Broker::publish_once`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Submitted {
@@ -76,7 +88,10 @@ pub enum Submitted {
 #[derive(Clone)]
 pub struct Broker {
     conn: Conn,
+    /// The queue this broker consumes, counts and schedules for.
     queue: String,
+    /// Where the tasks it publishes go, by name.
+    routes: Routes,
     /// The node name written as `origin` in every message this broker publishes.
     origin: String,
     /// Backpressure for [`Broker::publish_once`]: most messages waiting (0: no limit).
@@ -91,9 +106,11 @@ pub struct Broker {
 impl Broker {
     /// `origin` is the sender's node name (Celery's `origin` header).
     pub fn new(conn: Conn, queue: impl Into<String>, origin: impl Into<String>) -> Self {
+        let queue = queue.into();
         Broker {
             conn,
-            queue: queue.into(),
+            routes: Routes::to(queue.clone()),
+            queue,
             origin: origin.into(),
             max_depth: 0,
             retention: std::time::Duration::from_secs(7 * 86_400),
@@ -119,8 +136,31 @@ impl Broker {
         self
     }
 
+    /// Routes the tasks it publishes by name (default: all to its own queue).
+    pub fn with_routes(mut self, routes: Routes) -> Self {
+        self.routes = routes;
+        self
+    }
+
+    /// The same broker, consuming (counting, scheduling for) `queue`.
+    pub fn for_queue(&self, queue: &str) -> Self {
+        Broker {
+            queue: queue.to_owned(),
+            ..self.clone()
+        }
+    }
+
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// The queue a task named `task` is published to (its route, else the default queue).
+    pub fn route(&self, task: &str) -> &str {
+        self.routes.queue_for(task)
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
     }
 
     pub fn origin(&self) -> &str {
@@ -193,6 +233,15 @@ impl Broker {
         }
         let lens: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(lens.iter().sum())
+    }
+
+    /// [`Broker::stats`] of each of `queues`, in their order.
+    pub async fn stats_of<Q: AsRef<str>>(&self, queues: &[Q]) -> RedisResult<Vec<QueueStats>> {
+        let mut all = Vec::with_capacity(queues.len());
+        for queue in queues {
+            all.push(self.for_queue(queue.as_ref()).stats().await?);
+        }
+        Ok(all)
     }
 
     /// Counts for operators: waiting per priority step, scheduled, held, dead.

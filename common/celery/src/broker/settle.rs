@@ -179,7 +179,7 @@ impl Broker {
     /// Hands a held message back to the consuming end of its queue, to be delivered next (to
     /// the dead-letter list when that queue's key holds another type of value).
     pub async fn requeue(&self, delivery: &Delivery) -> RedisResult<bool> {
-        let list = self.list_of(&delivery.raw);
+        let list = list_of(&delivery.raw, &delivery.queue);
         match self
             .settle(delivery.tag.as_bytes(), "rpush", &list, &delivery.raw, 0.0)
             .await?
@@ -187,7 +187,7 @@ impl Broker {
             -1 => {
                 let entry =
                     DeadLetter::about("its queue's key holds another type of value", &delivery.raw)
-                        .in_queue(&self.queue);
+                        .in_queue(&delivery.queue);
                 let dead = self.dead_letter(delivery, &entry).await?;
                 if dead {
                     self.report_dead(std::slice::from_ref(&entry)).await;
@@ -198,22 +198,23 @@ impl Broker {
         }
     }
 
-    /// Parks a held message until `due` (Unix seconds, server clock) in the schedule.
+    /// Parks a held message until `due` (Unix seconds, server clock) in the schedule of the
+    /// queue it came from.
     pub async fn schedule(&self, delivery: &Delivery, due: f64) -> RedisResult<bool> {
-        let dest = keys::scheduled(&self.queue);
+        let dest = keys::scheduled(&delivery.queue);
         self.settle_own(delivery.tag.as_bytes(), "zadd", &dest, &delivery.raw, due)
             .await
     }
 
     /// Acknowledges a held message and, in the same step, schedules `replacement` (a retry of
-    /// it) to run `delay` from now by the server's clock.
+    /// it) to run `delay` from now by the server's clock, in the schedule of its queue.
     pub async fn retry(
         &self,
         delivery: &Delivery,
         replacement: &str,
         delay: Duration,
     ) -> RedisResult<bool> {
-        let dest = keys::scheduled(&self.queue);
+        let dest = keys::scheduled(&delivery.queue);
         self.settle_own(
             delivery.tag.as_bytes(),
             "zadd_in",
@@ -229,10 +230,16 @@ impl Broker {
         self.settle_dead(delivery.tag.as_bytes(), entry).await
     }
 
-    /// Dead-letters an entry a claim found not to be UTF-8 ([`super::Claim::Unreadable`]).
-    pub async fn dead_letter_unreadable(&self, tag: &[u8], raw: &str) -> RedisResult<bool> {
+    /// Dead-letters an entry a claim found not to be UTF-8 ([`super::Claim::Unreadable`]),
+    /// taken from `queue`.
+    pub async fn dead_letter_unreadable(
+        &self,
+        tag: &[u8],
+        raw: &str,
+        queue: &str,
+    ) -> RedisResult<bool> {
         let entry = DeadLetter::new("the entry is not valid UTF-8 (raw shown lossily)", raw)
-            .in_queue(&self.queue);
+            .in_queue(queue);
         self.settle_dead(tag, &entry).await
     }
 
@@ -241,17 +248,17 @@ impl Broker {
         self.settle_own(tag, "lpush", keys::DEAD_LETTER, &entry.to_json(), 0.0)
             .await
     }
+}
 
-    /// The list a held message goes back to: its routing key when that is a usable queue,
-    /// else this queue; at its priority.
-    pub(super) fn list_of(&self, raw: &str) -> String {
-        match Envelope::from_json(raw.as_bytes()) {
-            Ok(env) => {
-                let queue = env.routing_key().filter(|q| keys::is_queue_name(q));
-                keys::queue_list(queue.unwrap_or(&self.queue), env.priority())
-            }
-            Err(_) => self.queue.clone(),
+/// The list a held message goes back to: its routing key when that is a usable queue, else
+/// `queue` (where it was taken from); at its priority.
+fn list_of(raw: &str, queue: &str) -> String {
+    match Envelope::from_json(raw.as_bytes()) {
+        Ok(env) => {
+            let routed = env.routing_key().filter(|q| keys::is_queue_name(q));
+            keys::queue_list(routed.unwrap_or(queue), env.priority())
         }
+        Err(_) => queue.to_owned(),
     }
 }
 

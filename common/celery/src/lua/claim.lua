@@ -1,10 +1,12 @@
--- Takes up to ARGV[2] messages and records each as unacknowledged, in one step (kombu's layout),
+-- Takes up to ARGV[1] messages and records each as unacknowledged, in one step (kombu's layout),
 -- so a message is at every instant either in a list or in `unacked`: never only in a worker's memory.
 -- KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
--- KEYS[4..] lists to take from, in order (the processing list first, then the priority lists).
--- ARGV[1] queue name, used as routing key when an envelope lacks one; ARGV[2] most to take.
--- Returns {now, raw1, tag1, reason1, raw2, ...}: `now` is the server's clock; `reason` is '' for a
--- message now held, or why the entry went to the dead-letter list (no delivery tag).
+-- KEYS[4..] lists to take from, in order (the processing lists first, then the priority lists).
+-- ARGV[1] most to take; ARGV[2..] the queue of each list (KEYS[n] belongs to queue ARGV[n - 2]),
+-- used as routing key when an envelope lacks one.
+-- Returns {now, raw1, tag1, reason1, queue1, raw2, ...}: `now` is the server's clock; `reason` is
+-- '' for a message now held, or why the entry went to the dead-letter list (no delivery tag);
+-- `queue` is the queue of the list it came from.
 -- Refuses (an error, nothing taken) when `unacked`, `unacked_index` or the dead-letter list
 -- holds another type; a list of another type is skipped, so no popped message is ever lost.
 
@@ -22,7 +24,7 @@ if not (writable(KEYS[1], 'hash') and writable(KEYS[2], 'zset') and writable(KEY
 end
 local now = server_now()
 local out = {tostring(now)}
-local want = tonumber(ARGV[2]) or 1
+local want = tonumber(ARGV[1]) or 1
 -- Held messages are recorded with one HSET and one ZADD per (at most) 100.
 local entries, scores, seen = {}, {}, {}
 local function record()
@@ -42,6 +44,7 @@ while want > 0 and list <= #KEYS do
     list = list + 1
   else
     want = want - 1
+    local queue = ARGV[list - 2]
     -- Read the three fields kombu needs without decoding the whole envelope (this runs once
     -- per task inside Redis): they sit in `properties`, at the end of kombu's and our
     -- envelopes. Fall back to a full decode when the text is unusual.
@@ -70,13 +73,14 @@ while want > 0 and list <= #KEYS do
     if type(tag) ~= 'string' or tag == '' then
       local reason = 'envelope has no properties.delivery_tag'
       if not ok or type(env) ~= 'table' then reason = 'envelope is not a JSON object' end
-      redis.call('LPUSH', KEYS[3], cjson.encode({reason = reason, queue = ARGV[1], raw = raw, at = now}))
+      redis.call('LPUSH', KEYS[3], cjson.encode({reason = reason, queue = queue, raw = raw, at = now}))
       table.insert(out, raw)
       table.insert(out, '')
       table.insert(out, reason)
+      table.insert(out, queue)
     else
       if type(exchange) ~= 'string' then exchange = '' end
-      if type(rk) ~= 'string' or rk == '' then rk = ARGV[1] end
+      if type(rk) ~= 'string' or rk == '' then rk = queue end
       seen[tag] = true
       table.insert(entries, tag)
       table.insert(entries, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
@@ -86,6 +90,7 @@ while want > 0 and list <= #KEYS do
       table.insert(out, raw)
       table.insert(out, tag)
       table.insert(out, '')
+      table.insert(out, queue)
     end
   end
 end
