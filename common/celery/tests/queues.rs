@@ -1,0 +1,212 @@
+//! Several queues against a real redis-server: routing by task name, claims across queues in
+//! kombu's order with no queue starved, and each delivery's retries, eta and hand-back kept in
+//! its own queue.
+
+use std::time::Duration;
+
+use celery_redis::broker::{Broker, Claim, Delivery, Rotation};
+use celery_redis::keys;
+use celery_redis::protocol::{Envelope, TaskMessage};
+use celery_redis::routes::Routes;
+use redis::AsyncCommands;
+use serde_json::Map;
+use testkit::TestRedis;
+
+fn task(name: &str, queue: &str, priority: i64) -> TaskMessage {
+    let mut m = TaskMessage::new(name, queue, Map::new());
+    m.priority = priority;
+    m
+}
+
+fn queues(names: &[&str]) -> Vec<String> {
+    names.iter().map(|q| q.to_string()).collect()
+}
+
+fn held(claims: Vec<Claim>) -> Vec<Delivery> {
+    claims
+        .into_iter()
+        .map(|c| match c {
+            Claim::Message(d) => d,
+            other => panic!("expected a message, got {other:?}"),
+        })
+        .collect()
+}
+
+fn task_id(d: &Delivery) -> String {
+    Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id
+}
+
+#[tokio::test]
+async fn producers_route_by_task_name_and_the_rest_goes_to_the_default_queue() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let routes = Routes::parse("process_order=orders,send_*=notifications", "celery").unwrap();
+    let broker = Broker::new(conn.clone(), "celery", "test@host").with_routes(routes);
+    for name in ["process_order", "send_notification", "other"] {
+        let msg = task(name, broker.route(name), 0);
+        broker
+            .publish_once(&format!("key:{name}"), &msg)
+            .await
+            .unwrap();
+    }
+    for q in ["orders", "notifications", "celery"] {
+        assert_eq!(conn.llen::<_, i64>(q).await.unwrap(), 1, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn one_claim_serves_priorities_across_queues_then_rotates_the_queue_that_delivered() {
+    let redis = TestRedis::start();
+    let conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let a9 = task("t", "a", 9);
+    let a0 = task("t", "a", 0);
+    let b0 = task("t", "b", 0);
+    let b3 = task("t", "b", 3);
+    broker
+        .publish_many(&[a9.clone(), a0.clone(), b3.clone(), b0.clone()])
+        .await
+        .unwrap();
+
+    // kombu's BRPOP key order: priority 0 of every queue, then 3 of every queue, and so on.
+    let got = held(broker.claim_from(&queues(&["a", "b"]), 10).await.unwrap());
+    let ids: Vec<String> = got.iter().map(task_id).collect();
+    assert_eq!(ids, [a0.id, b0.id, b3.id, a9.id]);
+    let from: Vec<&str> = got.iter().map(|d| d.queue.as_str()).collect();
+    assert_eq!(from, ["a", "b", "b", "a"]);
+
+    let mut rotation = Rotation::new(queues(&["a", "b", "c"]));
+    rotation.delivered(["a"]);
+    assert_eq!(rotation.order(), ["b", "c", "a"]);
+    rotation.delivered(["c", "b"]);
+    assert_eq!(rotation.order(), ["a", "b", "c"]);
+}
+
+#[tokio::test]
+async fn a_busy_queue_does_not_starve_another() {
+    let redis = TestRedis::start();
+    let conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let bulk: Vec<TaskMessage> = (0..50).map(|_| task("t", "bulk", 0)).collect();
+    broker.publish_many(&bulk).await.unwrap();
+    let urgent = task("t", "urgent", 0);
+    broker.publish(&urgent).await.unwrap();
+
+    // One slot at a time, as a worker with concurrency 1 claims.
+    let mut rotation = Rotation::new(queues(&["bulk", "urgent"]));
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let got = held(broker.claim_from(rotation.order(), 1).await.unwrap());
+        rotation.delivered(got.iter().map(|d| d.queue.as_str()));
+        served.extend(got);
+    }
+    let order: Vec<&str> = served.iter().map(|d| d.queue.as_str()).collect();
+    assert_eq!(order, ["bulk", "urgent", "bulk"]);
+    assert_eq!(task_id(&served[1]), urgent.id);
+}
+
+#[tokio::test]
+async fn retries_and_eta_wait_in_the_schedule_of_their_own_queue() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    broker
+        .publish(&task("t", "notifications", 0))
+        .await
+        .unwrap();
+    broker
+        .publish(&task("t", "notifications", 0))
+        .await
+        .unwrap();
+    let got = held(
+        broker
+            .claim_from(&queues(&["orders", "notifications"]), 2)
+            .await
+            .unwrap(),
+    );
+    assert!(got.iter().all(|d| d.queue == "notifications"));
+
+    // One parked for later, one retried: both in the notifications schedule only.
+    assert!(broker.schedule(&got[0], 1.0).await.unwrap());
+    assert!(broker
+        .retry(&got[1], &got[1].raw, Duration::ZERO)
+        .await
+        .unwrap());
+    assert_eq!(
+        conn.zcard::<_, i64>(keys::scheduled("notifications"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        conn.zcard::<_, i64>(keys::scheduled("celery"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        conn.zcard::<_, i64>(keys::scheduled("orders"))
+            .await
+            .unwrap(),
+        0
+    );
+
+    // That queue's scheduler promotes them back to it (due by the server's clock).
+    let (moved, _) = broker
+        .for_queue("notifications")
+        .promote_due()
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    assert_eq!(conn.llen::<_, i64>("notifications").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_handed_back_delivery_returns_to_its_own_queue() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    broker.publish(&task("t", "orders", 0)).await.unwrap();
+    let got = held(broker.claim_from(&queues(&["orders"]), 1).await.unwrap());
+    assert!(broker.requeue(&got[0]).await.unwrap());
+    assert_eq!(conn.llen::<_, i64>("orders").await.unwrap(), 1);
+    assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 0);
+
+    // Stats per queue: each counts its own lists.
+    let stats = broker.stats_of(&["orders", "celery"]).await.unwrap();
+    assert_eq!(
+        (stats[0].queue.as_str(), stats[0].waiting[0]),
+        ("orders", 1)
+    );
+    assert_eq!(
+        (stats[1].queue.as_str(), stats[1].waiting[0]),
+        ("celery", 0)
+    );
+}
+
+#[tokio::test]
+async fn an_entry_without_a_routing_key_is_recorded_under_the_queue_it_came_from() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let msg = task("t", "orders", 0);
+    let mut env: serde_json::Value =
+        serde_json::from_str(&msg.to_envelope("test@host").to_json()).unwrap();
+    env["properties"]["delivery_info"]
+        .as_object_mut()
+        .unwrap()
+        .remove("routing_key");
+    conn.lpush::<_, _, ()>("orders", env.to_string())
+        .await
+        .unwrap();
+    let got = held(
+        broker
+            .claim_from(&queues(&["celery", "orders"]), 1)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got[0].queue, "orders");
+    let stored: String = conn.hget(keys::UNACKED, &got[0].tag).await.unwrap();
+    let triple: (serde_json::Value, String, String) = serde_json::from_str(&stored).unwrap();
+    assert_eq!(triple.2, "orders", "kombu restores it to that queue");
+}

@@ -1,0 +1,176 @@
+//! Routed queues with the real binaries and a private redis-server: orders and their
+//! notifications on queues of their own, each served by its own worker; one worker on several
+//! queues starving none; `worker stats` per queue.
+
+use std::process::Command;
+use std::time::Duration;
+
+use celery_redis::broker::Broker;
+use celery_redis::keys;
+use celery_redis::protocol::TaskMessage;
+use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ROUTES: &str = "process_order=orders,send_notification=notifications";
+const WORKER: &str = env!("CARGO_BIN_EXE_worker");
+
+fn env(redis: &TestRedis, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut vars = vec![
+        ("REDIS_URL", redis.url()),
+        ("TASK_ROUTES", ROUTES.to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    vars
+}
+
+fn worker(redis: &TestRedis, queues: &str, extra: &[(&'static str, &str)]) -> Proc {
+    let mut vars = env(redis, extra);
+    vars.push(("WORKER_QUEUES", queues.to_owned()));
+    Proc::spawn(WORKER.as_ref(), &[], &vars, "consuming queue").0
+}
+
+fn service(redis: &TestRedis, name: &str, bind: &'static str) -> (Proc, String) {
+    let (proc, line) = Proc::spawn(
+        &sibling_binary(WORKER, name),
+        &[],
+        &env(redis, &[(bind, "127.0.0.1:0")]),
+        "listening on",
+    );
+    (proc, format!("http://{}", listening_addr(&line)))
+}
+
+async fn results(redis: &TestRedis) -> ResultBackend {
+    ResultBackend::new(
+        redis.manager().await,
+        redis.client(),
+        Duration::from_secs(600),
+        true,
+    )
+}
+
+/// Waits for a task's ready state through the result backend's pub/sub.
+async fn finished(results: &ResultBackend, id: &str) -> ResultMeta {
+    let meta = results.wait(id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    meta
+}
+
+async fn post(url: String, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    resp.json().await.unwrap()
+}
+
+fn note(id: &str) -> serde_json::Map<String, Value> {
+    let v = json!({"notification_id": id, "recipient": "ada@example.com", "channel": "log",
+                   "subject": "s", "body": "b"});
+    v.as_object().cloned().unwrap()
+}
+
+#[tokio::test]
+async fn orders_and_their_notifications_run_on_the_workers_of_their_own_queues() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let results = results(&redis).await;
+    let (order_svc, order_url) = service(&redis, "service-order", "ORDER_BIND");
+    let orders = worker(&redis, "orders", &[]);
+    conn.set::<_, _, ()>("fleet:stock:A", 5).await.unwrap();
+
+    let accepted = post(
+        format!("{order_url}/orders"),
+        json!({"customer": {"id": "c1", "email": "ada@example.com"},
+               "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 100}]}),
+    )
+    .await;
+    let meta = finished(&results, accepted["task_id"].as_str().unwrap()).await;
+    let child = meta.children.unwrap()[0][0][0].as_str().unwrap().to_owned();
+
+    // The chained notification was published with the order's result, to its own route,
+    // which the orders worker does not consume.
+    assert_eq!(conn.llen::<_, i64>("notifications").await.unwrap(), 1);
+    assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 0);
+    assert_eq!(conn.llen::<_, i64>("orders").await.unwrap(), 0);
+    assert!(!conn
+        .exists::<_, bool>(keys::task_meta(&child))
+        .await
+        .unwrap());
+
+    // `worker stats`: one line per queue it would consume.
+    let out = Command::new(WORKER)
+        .arg("stats")
+        .env_clear()
+        .envs(env(&redis, &[("WORKER_QUEUES", "orders,notifications")]))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (&lines[0]["queue"], &lines[0]["waiting"][0]),
+        (&json!("orders"), &json!(0))
+    );
+    assert_eq!(
+        (&lines[1]["queue"], &lines[1]["waiting"][0]),
+        (&json!("notifications"), &json!(1))
+    );
+
+    // Its own worker runs it; so does it a notification submitted to the other service.
+    let notifications = worker(&redis, "notifications", &[]);
+    finished(&results, &child).await;
+    let (note_svc, note_url) = service(&redis, "service-notification", "NOTIFICATION_BIND");
+    let accepted = post(
+        format!("{note_url}/notifications"),
+        json!({"recipient": "ops@example.com", "channel": "log", "subject": "s", "body": "b"}),
+    )
+    .await;
+    finished(&results, accepted["task_id"].as_str().unwrap()).await;
+
+    for p in [orders, notifications, order_svc, note_svc] {
+        let name = p.name.clone();
+        assert!(p.terminate().success(), "{name} exits cleanly");
+    }
+    for q in ["orders", "notifications", "celery"] {
+        let processing = keys::processing(q);
+        assert_eq!(conn.llen::<_, i64>(&processing).await.unwrap(), 0, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn one_worker_on_two_queues_serves_both_and_starves_neither() {
+    let redis = TestRedis::start();
+    let conn = redis.manager().await;
+    let results = results(&redis).await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let bulk: Vec<TaskMessage> = (0..100)
+        .map(|i| TaskMessage::new("send_notification", "bulk", note(&format!("n-bulk-{i}"))))
+        .collect();
+    broker.publish_many(&bulk).await.unwrap();
+    let urgent = TaskMessage::new("send_notification", "urgent", note("n-urgent"));
+    broker.publish(&urgent).await.unwrap();
+
+    let w = worker(&redis, "bulk,urgent", &[("WORKER_CONCURRENCY", "1")]);
+    let urgent_done = finished(&results, &urgent.id).await.date_done.unwrap();
+    let mut before = 0;
+    for m in &bulk {
+        let done = finished(&results, &m.id).await.date_done.unwrap();
+        // ISO 8601 in UTC with microseconds: text order is time order.
+        if done < urgent_done {
+            before += 1;
+        }
+    }
+    // One slot: the first claim takes from `bulk`, which then goes to the back.
+    assert!(before <= 1, "{before} bulk tasks ran before the urgent one");
+    assert!(w.terminate().success());
+}
