@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use celery_redis::broker::{Broker, Claim, Delivery, Rotation};
+use celery_redis::broker::{Broker, Claim, Delivery, Rotation, Submitted};
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
 use celery_redis::routes::Routes;
@@ -209,4 +209,28 @@ async fn an_entry_without_a_routing_key_is_recorded_under_the_queue_it_came_from
     let stored: String = conn.hget(keys::UNACKED, &got[0].tag).await.unwrap();
     let triple: (serde_json::Value, String, String) = serde_json::from_str(&stored).unwrap();
     assert_eq!(triple.2, "orders", "kombu restores it to that queue");
+}
+
+#[tokio::test]
+async fn backpressure_counts_the_queue_a_task_is_routed_to() {
+    let redis = TestRedis::start();
+    let conn = redis.manager().await;
+    let routes = Routes::parse("process_order=orders", "celery").unwrap();
+    let broker = Broker::new(conn.clone(), "celery", "test@host")
+        .with_routes(routes)
+        .with_max_depth(1);
+    let send = |key: &'static str, name: &'static str| {
+        let broker = broker.clone();
+        async move {
+            let msg = task(name, broker.route(name), 0);
+            broker.publish_once(key, &msg).await.unwrap()
+        }
+    };
+    assert!(matches!(
+        send("k1", "process_order").await,
+        Submitted::Created(_)
+    ));
+    assert_eq!(send("k2", "process_order").await, Submitted::QueueFull(1));
+    // A full `orders` queue does not hold back what goes elsewhere.
+    assert!(matches!(send("k3", "other").await, Submitted::Created(_)));
 }
