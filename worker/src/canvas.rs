@@ -73,11 +73,9 @@ fn from_signature(
             .map(str::to_owned)
     };
     let headers = &parent.envelope.headers;
-    // Its own `queue` option, else its route, else the queue its parent came from.
-    let queue = opt_str("queue")
-        .or_else(|| routes.explicit(&sig.task).map(str::to_owned))
-        .or_else(|| parent.envelope.routing_key().map(str::to_owned))
-        .unwrap_or_else(|| routes.default_queue().to_owned());
+    // Its own `queue` option, else its route (the default queue without one), as Celery
+    // sends callbacks and chain steps through its router.
+    let queue = opt_str("queue").unwrap_or_else(|| routes.queue_for(&sig.task).to_owned());
     let mut args = Vec::with_capacity(sig.args.len() + 1);
     if let (false, Some(v)) = (sig.immutable, first_arg) {
         args.push(v.clone());

@@ -234,3 +234,106 @@ async fn backpressure_counts_the_queue_a_task_is_routed_to() {
     // A full `orders` queue does not hold back what goes elsewhere.
     assert!(matches!(send("k3", "other").await, Submitted::Created(_)));
 }
+
+/// A message as a Python producer publishes it to a named exchange: kombu delivered it into
+/// `orders` through the binding `shop.orders -> orders`, and its routing key is the exchange's.
+fn published_to_exchange() -> (TaskMessage, String) {
+    let msg = task("t", "orders", 0);
+    let mut env: serde_json::Value =
+        serde_json::from_str(&msg.to_envelope("py@host").to_json()).unwrap();
+    env["properties"]["delivery_info"] =
+        serde_json::json!({"exchange": "shop", "routing_key": "shop.orders"});
+    (msg, env.to_string())
+}
+
+#[tokio::test]
+async fn a_message_from_a_named_exchange_goes_back_to_the_queue_it_was_taken_from() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let (_, raw) = published_to_exchange();
+    conn.lpush::<_, _, ()>("orders", &raw).await.unwrap();
+    let orders = queues(&["orders"]);
+
+    // Recorded under the queue it came from, so any worker's restore (kombu's too) returns it.
+    let got = held(broker.claim_from(&orders, 1).await.unwrap());
+    let stored: String = conn.hget(keys::UNACKED, &got[0].tag).await.unwrap();
+    let triple: (serde_json::Value, String, String) = serde_json::from_str(&stored).unwrap();
+    assert_eq!((triple.1.as_str(), triple.2.as_str()), ("", "orders"));
+
+    // Handed back: to `orders`, not to a list named after the routing key.
+    assert!(broker.requeue(&got[0]).await.unwrap());
+    assert_eq!(conn.llen::<_, i64>("orders").await.unwrap(), 1);
+
+    // Parked for its eta, then due: to `orders` too.
+    let got = held(broker.claim_from(&orders, 1).await.unwrap());
+    assert!(broker.schedule(&got[0], 1.0).await.unwrap());
+    broker.for_queue("orders").promote_due().await.unwrap();
+    assert_eq!(conn.llen::<_, i64>("orders").await.unwrap(), 1);
+    assert!(!conn.exists::<_, bool>("shop.orders").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_kombu_entry_for_a_named_exchange_is_restored_through_its_binding_or_dead_lettered() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let (first, raw) = published_to_exchange();
+    let (second, raw2) = published_to_exchange();
+    // As a Python worker records what it took: the producer's exchange and routing key.
+    for (tag, raw) in [("t1", &raw), ("t2", &raw2)] {
+        let entry = format!(r#"[{raw}, "shop", "shop.orders"]"#);
+        conn.hset::<_, _, _, ()>(keys::UNACKED, tag, entry)
+            .await
+            .unwrap();
+        conn.zadd::<_, _, _, ()>(keys::UNACKED_INDEX, tag, 1_000.0)
+            .await
+            .unwrap();
+    }
+    // kombu's binding table of the exchange: `routing_key SEP pattern SEP queue`.
+    let binding = format!("shop.orders{0}{0}orders", keys::SEP);
+    conn.sadd::<_, _, ()>("_kombu.binding.shop", &binding)
+        .await
+        .unwrap();
+    conn.sadd::<_, _, ()>("_kombu.binding.shop", format!("other{0}{0}x", keys::SEP))
+        .await
+        .unwrap();
+
+    // The first restore finds the binding; then the binding is gone and the second entry,
+    // unroutable, is dead-lettered rather than pushed to a list nobody reads.
+    conn.hdel::<_, _, ()>(keys::UNACKED, "t2").await.unwrap();
+    conn.zrem::<_, _, ()>(keys::UNACKED_INDEX, "t2")
+        .await
+        .unwrap();
+    assert_eq!(
+        broker
+            .restore_expired(Duration::from_secs(5))
+            .await
+            .unwrap(),
+        1
+    );
+    let back: String = conn.lindex("orders", 0).await.unwrap();
+    assert!(back.contains(&first.id));
+
+    conn.del::<_, ()>("_kombu.binding.shop").await.unwrap();
+    let entry = format!(r#"[{raw2}, "shop", "shop.orders"]"#);
+    conn.hset::<_, _, _, ()>(keys::UNACKED, "t2", entry)
+        .await
+        .unwrap();
+    conn.zadd::<_, _, _, ()>(keys::UNACKED_INDEX, "t2", 1_000.0)
+        .await
+        .unwrap();
+    assert_eq!(
+        broker
+            .restore_expired(Duration::from_secs(5))
+            .await
+            .unwrap(),
+        1
+    );
+    let dead = broker.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].raw.contains(&second.id));
+    assert!(dead[0].reason.contains("shop"), "{}", dead[0].reason);
+    assert_eq!(conn.llen::<_, i64>("orders").await.unwrap(), 1);
+    assert!(!conn.exists::<_, bool>("shop.orders").await.unwrap());
+}

@@ -75,7 +75,13 @@ impl Broker {
                 }
                 continue;
             };
-            let (envelope, list) = match restorable(value, &self.queue) {
+            let bound = match bound_exchange(value) {
+                Some((exchange, routing_key)) => {
+                    Some(bound_queue(conn, &exchange, &routing_key).await?)
+                }
+                None => None,
+            };
+            let (envelope, list) = match restorable(value, &self.queue, bound) {
                 Restorable::To(envelope, list) => (envelope, list),
                 Restorable::Unroutable(reason, envelope) => {
                     log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
@@ -130,9 +136,65 @@ enum Restorable {
     Unreadable,
 }
 
+/// Most bindings read from one exchange's binding table while restoring (kombu's tables hold
+/// one member per queue bound; a bigger one is not kombu's).
+const MAX_BINDINGS: u64 = 1000;
+
+/// The named exchange and routing key of an `unacked` entry a kombu worker wrote for a message
+/// published to that exchange (entries of this project always name the queue, with exchange "").
+fn bound_exchange(value: &str) -> Option<(String, String)> {
+    let (_, exchange, routing_key) =
+        serde_json::from_str::<(serde::de::IgnoredAny, String, String)>(value).ok()?;
+    (!exchange.is_empty()).then_some((exchange, routing_key))
+}
+
+/// The queue kombu's binding table (`_kombu.binding.<exchange>`, members `rk SEP pattern SEP
+/// queue`) binds to `routing_key` on `exchange`, as kombu's direct exchange routes; with several,
+/// the first by name (kombu would push a copy to each: a duplicate on restore). `Err(reason)`
+/// when none is bound, or the table is not kombu's.
+async fn bound_queue(
+    conn: &mut Conn,
+    exchange: &str,
+    routing_key: &str,
+) -> RedisResult<Result<String, String>> {
+    if !keys::is_key_part(exchange) {
+        return Ok(Err(format!("exchange {exchange:?} is not a usable name")));
+    }
+    let table = format!("_kombu.binding.{exchange}");
+    let kind: String = redis::cmd("TYPE").arg(&table).query_async(conn).await?;
+    let size: u64 = match kind.as_str() {
+        "set" => redis::cmd("SCARD").arg(&table).query_async(conn).await?,
+        _ => 0,
+    };
+    if kind != "set" || size > MAX_BINDINGS {
+        return Ok(Err(format!(
+            "no usable binding table for exchange {exchange:?} ({kind}, {size} members)"
+        )));
+    }
+    let members: Vec<String> = redis::cmd("SMEMBERS").arg(&table).query_async(conn).await?;
+    let mut bound: Vec<&str> = members
+        .iter()
+        .filter_map(|m| {
+            let mut parts = m.split(keys::SEP);
+            let (rk, _pattern, queue) = (parts.next()?, parts.next()?, parts.next()?);
+            (rk == routing_key).then_some(queue)
+        })
+        .collect();
+    bound.sort_unstable();
+    Ok(bound.first().map(|q| q.to_string()).ok_or_else(|| {
+        format!("no queue is bound to exchange {exchange:?} with routing key {routing_key:?}")
+    }))
+}
+
 /// Parses kombu's `[envelope, exchange, routing_key]` and returns the envelope with the
-/// redelivered flags set, and the list to push it to.
-fn restorable(value: &str, default_queue: &str) -> Restorable {
+/// redelivered flags set, and the list to push it to: the routing key's queue for the default
+/// exchange (every entry of this project), `bound` (looked up in kombu's binding table) for a
+/// named one.
+fn restorable(
+    value: &str,
+    default_queue: &str,
+    bound: Option<Result<String, String>>,
+) -> Restorable {
     let Ok((envelope, exchange, routing_key)) =
         serde_json::from_str::<(serde_json::Value, String, String)>(value)
     else {
@@ -142,11 +204,13 @@ fn restorable(value: &str, default_queue: &str) -> Restorable {
         return Restorable::Unreadable;
     };
     env.mark_redelivered();
-    let queue = if exchange.is_empty() && !routing_key.is_empty() {
-        routing_key
-    } else {
-        // Named exchanges would need kombu's binding table; this fleet publishes to "" only.
-        env.routing_key().unwrap_or(default_queue).to_owned()
+    let queue = match bound {
+        Some(Ok(queue)) if !exchange.is_empty() => queue,
+        Some(Err(reason)) if !exchange.is_empty() => {
+            return Restorable::Unroutable(reason, env.to_json())
+        }
+        _ if !routing_key.is_empty() => routing_key,
+        _ => env.routing_key().unwrap_or(default_queue).to_owned(),
     };
     if !keys::is_queue_name(&queue) {
         let reason = format!("routing key {queue:?} is not a usable queue name");

@@ -1,5 +1,6 @@
 //! eta messages (countdowns, retries) wait in a sorted set scored by their due time; when it
-//! comes they move back to the consuming end of their queue. Rust computes each destination.
+//! comes they move back to the consuming end of the queue they were taken from (each queue has
+//! its own schedule). Rust computes each destination.
 
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use crate::protocol::Envelope;
 use crate::scripts::{DUE, MOVE_DUE};
 
 impl Broker {
-    /// Moves due scheduled messages back to their queues (one with no routing key goes to the
-    /// dead-letter list); returns how many moved and how long until the next one is due.
+    /// Moves due messages of this queue's schedule back to this queue (each was taken from it;
+    /// an entry that is not a task envelope goes to the dead-letter list); returns how many
+    /// moved and how long until the next one is due.
     pub async fn promote_due(&self) -> RedisResult<(usize, Option<Duration>)> {
         let schedule = keys::scheduled(&self.queue);
         let listed: Vec<String> = DUE
@@ -34,15 +36,15 @@ impl Broker {
         let mut moves: Vec<(String, String, &str)> = Vec::with_capacity(due.len());
         let mut dead = Vec::new();
         for raw in due {
-            let routed = Envelope::from_json(raw.as_bytes()).ok().and_then(|env| {
-                let queue = env.routing_key().filter(|q| keys::is_queue_name(q))?;
-                Some(keys::queue_list(queue, env.priority()))
-            });
+            // Back to this queue, where it was taken from (its routing key may be a named
+            // exchange's, not a queue's), at its priority.
+            let routed = Envelope::from_json(raw.as_bytes())
+                .ok()
+                .map(|env| keys::queue_list(&self.queue, env.priority()));
             moves.push(match routed {
                 Some(list) => (list, raw.clone(), "rpush"),
                 None => {
-                    let entry =
-                        self.due_dead_letter(raw, "scheduled entry has no usable routing key");
+                    let entry = self.due_dead_letter(raw, "scheduled entry is not a task envelope");
                     let json = entry.to_json();
                     dead.push(entry);
                     (keys::DEAD_LETTER.to_owned(), json, "lpush")

@@ -250,14 +250,12 @@ impl Broker {
     }
 }
 
-/// The list a held message goes back to: its routing key when that is a usable queue, else
-/// `queue` (where it was taken from); at its priority.
+/// The list a held message goes back to: the one of its priority in `queue`, where it was taken
+/// from (not its routing key: a message published to a named exchange carries that exchange's
+/// routing key, which need not be a queue's name).
 fn list_of(raw: &str, queue: &str) -> String {
     match Envelope::from_json(raw.as_bytes()) {
-        Ok(env) => {
-            let routed = env.routing_key().filter(|q| keys::is_queue_name(q));
-            keys::queue_list(routed.unwrap_or(queue), env.priority())
-        }
+        Ok(env) => keys::queue_list(queue, env.priority()),
         Err(_) => queue.to_owned(),
     }
 }

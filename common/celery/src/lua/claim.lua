@@ -2,8 +2,11 @@
 -- so a message is at every instant either in a list or in `unacked`: never only in a worker's memory.
 -- KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
 -- KEYS[4..] lists to take from, in order (the processing lists first, then the priority lists).
--- ARGV[1] most to take; ARGV[2..] the queue of each list (KEYS[n] belongs to queue ARGV[n - 2]),
--- used as routing key when an envelope lacks one.
+-- ARGV[1] most to take; ARGV[2..] the queue of each list (KEYS[n] belongs to queue ARGV[n - 2]).
+-- Each held message is recorded as kombu's [envelope, exchange, routing_key] with exchange "" and
+-- the queue it was taken from as routing key, so a restore by any worker (kombu's too: an empty
+-- exchange routes by routing key) puts it back where it was, whatever exchange and routing key its
+-- producer used (a message published to a named exchange carries that exchange's routing key).
 -- Returns {now, raw1, tag1, reason1, queue1, raw2, ...}: `now` is the server's clock; `reason` is
 -- '' for a message now held, or why the entry went to the dead-letter list (no delivery tag);
 -- `queue` is the queue of the list it came from.
@@ -45,24 +48,17 @@ while want > 0 and list <= #KEYS do
   else
     want = want - 1
     local queue = ARGV[list - 2]
-    -- Read the three fields kombu needs without decoding the whole envelope (this runs once
-    -- per task inside Redis): they sit in `properties`, at the end of kombu's and our
-    -- envelopes. Fall back to a full decode when the text is unusual.
+    -- Read the delivery tag without decoding the whole envelope (this runs once per task
+    -- inside Redis): it sits in `properties`, at the end of kombu's and our envelopes. Fall back
+    -- to a full decode when the text is unusual.
     local info = string.find(raw, '"delivery_info"', 1, true) or 1
     local tag = field(raw, 'delivery_tag', info) or field(raw, 'delivery_tag', 1)
     if tag == '' then tag = nil end
-    local exchange = field(raw, 'exchange', info)
-    local rk = field(raw, 'routing_key', info)
     local ok, env = true, nil
     if not tag then
       ok, env = pcall(cjson.decode, raw)
       if ok and type(env) == 'table' and type(env.properties) == 'table' then
         tag = env.properties.delivery_tag
-        local info = env.properties.delivery_info
-        if type(info) == 'table' then
-          exchange = info.exchange
-          rk = info.routing_key
-        end
       end
     end
     -- A tag already held (a producer reused another message's tag) gets a suffix: recording it
@@ -79,11 +75,9 @@ while want > 0 and list <= #KEYS do
       table.insert(out, reason)
       table.insert(out, queue)
     else
-      if type(exchange) ~= 'string' then exchange = '' end
-      if type(rk) ~= 'string' or rk == '' then rk = queue end
       seen[tag] = true
       table.insert(entries, tag)
-      table.insert(entries, '[' .. raw .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(rk) .. ']')
+      table.insert(entries, '[' .. raw .. ', "", ' .. cjson.encode(queue) .. ']')
       table.insert(scores, now)
       table.insert(scores, tag)
       if #scores >= 200 then record() end
