@@ -47,10 +47,6 @@ in
 {
   imports = [ services-flake.processComposeModules.default ];
 
-  # process-compose's own API would listen on localhost:8080, service-order's port: a unix
-  # socket instead, /tmp/process-compose-<pid>.sock (`process-compose -u <it> process list`).
-  cli.options.use-uds = true;
-
   services.redis.redis = {
     enable = true;
     port = ports.redis;
