@@ -11,9 +11,10 @@
 , redisDatabase ? 0 # the db in redis-url, for the KEDA scaler
 , redisTLS ? false # true when redis-url is rediss://
 , serviceReplicas ? 2
-, scaling ? { min = 1; max = 20; listLength = 50; pollingInterval = 15; cooldownPeriod = 300; }
+, scaling ? { } # over { min = 1; max = 20; listLength = 50; pollingInterval = 15; cooldownPeriod = 300; }
 }:
 let
+  scale = { min = 1; max = 20; listLength = 50; pollingInterval = 15; cooldownPeriod = 300; } // scaling;
   inherit (settings) ports paths;
   listen = "0.0.0.0";
   partOf = "celery-fleet";
@@ -171,9 +172,9 @@ let
       metadata = meta pool.name "worker";
       spec = {
         scaleTargetRef = { apiVersion = "apps/v1"; kind = "Deployment"; inherit (pool) name; };
-        minReplicaCount = scaling.min;
-        maxReplicaCount = scaling.max;
-        inherit (scaling) pollingInterval cooldownPeriod;
+        minReplicaCount = scale.min;
+        maxReplicaCount = scale.max;
+        inherit (scale) pollingInterval cooldownPeriod;
         # One trigger per queue, on its main list only: Celery's priority lists
         # (<queue>\x06\x163, \x06\x166, \x06\x169) are not counted (docs/kubernetes.md).
         triggers = map
@@ -184,7 +185,7 @@ let
               addressFromEnv = "KEDA_REDIS_ADDRESS";
               passwordFromEnv = "KEDA_REDIS_PASSWORD";
               listName = queue;
-              listLength = toString scaling.listLength;
+              listLength = toString scale.listLength;
               databaseIndex = toString redisDatabase;
               enableTLS = if redisTLS then "true" else "false";
             };
