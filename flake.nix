@@ -30,6 +30,16 @@
             root = ./.;
           };
           images = import ./nix/images.nix { inherit pkgs lib; binaries = rust.packages; };
+          # Kubernetes manifests (pure Nix, nix/kubernetes.nix), one JSON file each; the
+          # development-only Redis under dev/ (docs/kubernetes.md).
+          manifestFiles = dir: map (m: rec {
+            name = "${dir}${lib.toLower m.kind}-${m.metadata.name}.json";
+            path = pkgs.writeText (baseNameOf name) (builtins.toJSON m);
+          });
+          kubernetes = pkgs.linkFarm "kubernetes" (
+            manifestFiles "" (import ./nix/kubernetes.nix { })
+            ++ manifestFiles "dev/" (import ./nix/kubernetes-dev-redis.nix { })
+          );
           nixFiles = lib.cleanSourceWith {
             src = ./.;
             name = "nix-files";
@@ -38,6 +48,7 @@
         in
         {
           packages = rust.packages // images // {
+            inherit kubernetes;
             default = pkgs.symlinkJoin {
               name = "celery-fleet";
               paths = builtins.attrValues rust.packages;
@@ -51,6 +62,11 @@
             '';
             deadnix = pkgs.runCommand "deadnix" { nativeBuildInputs = [ pkgs.deadnix ]; } ''
               deadnix --fail ${nixFiles}
+              touch $out
+            '';
+            # KEDA's ScaledObject and the cross-references (the schemas: .ci/kubernetes).
+            kubernetes = pkgs.runCommand "kubernetes-manifests" { nativeBuildInputs = [ pkgs.python3 ]; } ''
+              python3 ${./.ci/kubernetes.py} check ${kubernetes}
               touch $out
             '';
           };

@@ -1,7 +1,11 @@
 # `arion up` (see README): Redis and the flake's own three images, each service waiting for a
-# healthy Redis. `pkgs.project` is the flake's package set (nix/arion-pkgs.nix adds it).
+# healthy Redis. `pkgs.project` is the flake's package set (nix/arion-pkgs.nix adds it); the
+# ports are nix/settings.nix's.
 { pkgs, lib, ... }:
 let
+  inherit (import ./settings.nix { }) ports;
+  # Published on the host's loopback only.
+  loopback = port: "127.0.0.1:${toString port}:${toString port}";
   flakeImage = name: {
     # arion would build its own image; run the flake's instead (arion issue #169).
     build.image = lib.mkForce pkgs.project."image-${name}";
@@ -35,7 +39,7 @@ in
       (flakeImage "worker")
       {
         # Metrics and /healthz, published on the host's loopback only.
-        service.ports = [ "127.0.0.1:9808:9808" ];
+        service.ports = [ (loopback ports.workerMetrics) ];
         service.healthcheck = selfCheck "worker";
       }
     ];
@@ -44,7 +48,7 @@ in
       (flakeImage "service-order")
       {
         # Published on the host's loopback only: the API runs without tokens here.
-        service.ports = [ "127.0.0.1:8080:8080" ];
+        service.ports = [ (loopback ports.order) ];
         service.environment.API_PUBLIC = "true";
         service.healthcheck = selfCheck "service-order";
       }
@@ -54,7 +58,7 @@ in
       (flakeImage "service-notification")
       {
         # Published on the host's loopback only: the API runs without tokens here.
-        service.ports = [ "127.0.0.1:8081:8081" ];
+        service.ports = [ (loopback ports.notification) ];
         service.environment.API_PUBLIC = "true";
         service.healthcheck = selfCheck "service-notification";
       }

@@ -1,27 +1,48 @@
-# `nix run`: Redis (services-flake) plus the worker and both services, each started only once
-# Redis is healthy; the services are ready when their /readyz answers, the worker when it
-# answers `worker healthcheck`. Environment in one place.
+# `nix run`: Redis (services-flake) plus one worker per pool and both services, each started
+# only once Redis is healthy; the services are ready when their /readyz answers, a worker when
+# it answers `worker healthcheck`. Ports, environment and pools come from nix/settings.nix.
 { services-flake, binaries }:
 let
-  ports = { redis = 6379; order = 8080; notification = 8081; };
-  environment = {
-    REDIS_URL = "redis://127.0.0.1:${toString ports.redis}/0";
-    CELERY_QUEUE = "celery";
-    RUST_LOG = "info";
-    ORDER_BIND = "127.0.0.1:${toString ports.order}";
-    NOTIFICATION_BIND = "127.0.0.1:${toString ports.notification}";
-    WORKER_NAME = "worker@%h";
-    # The worker's /metrics and /healthz (the services serve /metrics on their own ports).
-    WORKER_METRICS_BIND = "127.0.0.1:9808";
-  };
+  settings = import ./settings.nix { };
+  inherit (settings) ports;
+  listen = "127.0.0.1";
+  common = settings.common { redisUrl = "redis://${listen}:${toString ports.redis}/0"; };
   afterRedis = { depends_on.redis.condition = "process_healthy"; };
-  ready = port: {
-    readiness_probe.http_get = {
-      host = "127.0.0.1";
-      inherit port;
-      path = "/readyz";
+  # SIGKILL only after the process's own grace period (process-compose waits 10 s by default).
+  stop = kind: {
+    availability.restart = "on_failure";
+    shutdown.timeout_seconds = settings.killAfterSecs kind;
+  };
+
+  service = name: {
+    inherit name;
+    value = afterRedis // stop "service" // {
+      command = "${binaries.${name}}/bin/${name}";
+      environment = common // settings.serviceEnv { inherit listen; } name;
+      readiness_probe.http_get = {
+        host = listen;
+        port = settings.services.${name}.port;
+        path = settings.paths.ready;
+      };
     };
   };
+
+  # Pool i serves /metrics and /healthz on ports.workerMetrics + i.
+  worker = i:
+    let
+      pool = builtins.elemAt settings.pools i;
+    in
+    {
+      inherit (pool) name;
+      value = afterRedis // stop "worker" // {
+        command = "${binaries.worker}/bin/worker";
+        environment = common // settings.workerEnv
+          { inherit listen; metricsPort = ports.workerMetrics + i; }
+          pool;
+        # Ready once its node answers a remote-control ping (what the image's HEALTHCHECK runs).
+        readiness_probe.exec.command = "${binaries.worker}/bin/worker healthcheck";
+      };
+    };
 in
 {
   imports = [ services-flake.processComposeModules.default ];
@@ -32,23 +53,8 @@ in
     extraConfig = "appendonly yes";
   };
 
-  settings.processes = {
-    worker = afterRedis // {
-      command = "${binaries.worker}/bin/worker";
-      inherit environment;
-      # Ready once its node answers a remote-control ping (what the image's HEALTHCHECK runs).
-      readiness_probe.exec.command = "${binaries.worker}/bin/worker healthcheck";
-      availability.restart = "on_failure";
-    };
-    service-order = afterRedis // ready ports.order // {
-      command = "${binaries.service-order}/bin/service-order";
-      inherit environment;
-      availability.restart = "on_failure";
-    };
-    service-notification = afterRedis // ready ports.notification // {
-      command = "${binaries.service-notification}/bin/service-notification";
-      inherit environment;
-      availability.restart = "on_failure";
-    };
-  };
+  settings.processes = builtins.listToAttrs (
+    map service (builtins.attrNames settings.services)
+    ++ builtins.genList worker (builtins.length settings.pools)
+  );
 }
