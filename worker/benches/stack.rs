@@ -2,9 +2,11 @@
 //! on the same machine and the same (private) redis-server. Not a test: it prints one table.
 //!
 //! 1. enqueue rate through the `celery_redis` producer API, one at a time and in pipelined batches;
-//! 2. drain rate: N `process_order` tasks queued, then a worker at concurrency 1, 8 and 64;
+//! 2. drain rate: N `process_order` tasks queued, then a worker at concurrency 1, 8 and 64 (the
+//!    highest again with task events on, and with the notifications routed to a second queue);
 //! 3. round trip submit -> result through the result backend's pub/sub, p50/p99/max;
-//! 4. `POST /orders` throughput and latency at 1, 16 and 64 connections (own tokio client);
+//! 4. `POST /orders` throughput, latency and Redis CPU per request at 1, 16 and 64 connections
+//!    (own tokio client);
 //! 5. peak RSS of the worker and of each service under that load;
 //! 6. workloads 1-3 run by Python Celery 5.7 (prefork 2 and threads) in a venv it creates.
 //!
@@ -184,17 +186,34 @@ async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(Str
 }
 
 fn worker(redis: &TestRedis, concurrency: usize) -> Proc {
-    worker_with(redis, concurrency, false)
+    worker_with(redis, concurrency, Extra::Nothing)
 }
 
-/// A worker; `task_events` switches Celery's task events on (as `celery worker -E`).
-fn worker_with(redis: &TestRedis, concurrency: usize, task_events: bool) -> Proc {
-    let env = vec![
+/// What a drain runs with besides its concurrency.
+#[derive(Clone, Copy, PartialEq)]
+enum Extra {
+    Nothing,
+    /// Celery's task events on (as `celery worker -E`).
+    TaskEvents,
+    /// The chained notifications routed to a second queue, which the same worker consumes.
+    TwoQueues,
+}
+
+/// A worker at `concurrency`, with `extra`.
+fn worker_with(redis: &TestRedis, concurrency: usize, extra: Extra) -> Proc {
+    let mut env = vec![
         ("REDIS_URL", redis.url()),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
-        ("WORKER_SEND_TASK_EVENTS", task_events.to_string()),
+        (
+            "WORKER_SEND_TASK_EVENTS",
+            (extra == Extra::TaskEvents).to_string(),
+        ),
         ("RUST_LOG", "warn,worker::worker=info".into()),
     ];
+    if extra == Extra::TwoQueues {
+        env.push(("TASK_ROUTES", "send_notification=notifications".into()));
+        env.push(("WORKER_QUEUES", "celery,notifications".into()));
+    }
     Proc::spawn(
         env!("CARGO_BIN_EXE_worker").as_ref(),
         &[],
@@ -221,10 +240,11 @@ struct Rust {
     enqueue_concurrent: Stat,
     enqueue_floor: Stat,
     enqueue_batch: Stat,
-    /// Per drain: its concurrency and whether task events were on.
-    drain: Vec<((usize, bool), Drain)>,
+    /// Per drain: its concurrency and what else was on.
+    drain: Vec<((usize, Extra), Drain)>,
     roundtrip: Latency,
-    http: Vec<(usize, Stat, Latency)>,
+    /// Per load: connections, rate, latency, Redis CPU per request (µs).
+    http: Vec<(usize, Stat, Latency, Stat)>,
     rss_worker: f64,
     rss_order: f64,
     rss_notification: f64,
@@ -329,16 +349,18 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
     if selected("drain") {
         let commandstats = std::env::var_os("BENCH_COMMANDSTATS").is_some();
         let levels = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "1,8,64".into());
-        let mut runs: Vec<(usize, bool)> = levels
+        let mut runs: Vec<(usize, Extra)> = levels
             .split(',')
             .filter_map(|c| c.trim().parse::<usize>().ok())
-            .map(|c| (c, false))
+            .map(|c| (c, Extra::Nothing))
             .collect();
-        // The cost of task events: the highest level again with them on.
+        // The cost of task events, and of routing the notifications to a second queue the same
+        // worker consumes: the highest level again with each.
         if let Some(&(top, _)) = runs.iter().max_by_key(|(c, _)| *c) {
-            runs.push((top, true));
+            runs.push((top, Extra::TaskEvents));
+            runs.push((top, Extra::TwoQueues));
         }
-        for (concurrency, events) in runs {
+        for (concurrency, extra) in runs {
             let mut d = Drain::default();
             for _ in 0..reps {
                 flush(&mut conn).await;
@@ -364,7 +386,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                         .await
                         .unwrap();
                 }
-                let w = worker_with(redis, concurrency, events);
+                let w = worker_with(redis, concurrency, extra);
                 let (redis_cpu, commands) =
                     (cpu_seconds(redis.pid()), redis_commands(&mut conn).await);
                 let t = Instant::now();
@@ -395,7 +417,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                 out.rss_worker = out.rss_worker.max(peak_rss_mb(w.child.id()));
                 w.terminate();
             }
-            out.drain.push(((concurrency, events), d));
+            out.drain.push(((concurrency, extra), d));
         }
     }
 
@@ -456,8 +478,10 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                                 "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
         for conns in [1, 16, 64] {
             let (mut rate, mut latency) = (Stat::default(), Latency::default());
+            let mut redis_us = Stat::default();
             for _ in 0..reps {
                 flush(&mut conn).await;
+                let redis_cpu = cpu_seconds(redis.pid());
                 let lat = http_load(
                     &orders_url,
                     &order_body,
@@ -466,9 +490,12 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                 )
                 .await;
                 rate.0.push(lat.len() as f64 / http_secs as f64);
+                redis_us
+                    .0
+                    .push((cpu_seconds(redis.pid()) - redis_cpu) / lat.len().max(1) as f64 * 1e6);
                 latency.push(lat);
             }
-            out.http.push((conns, rate, latency));
+            out.http.push((conns, rate, latency, redis_us));
         }
         let note_body =
             json!({"recipient": "r@example.com", "channel": "log", "subject": "s", "body": "b"});
@@ -732,10 +759,14 @@ fn main() {
             ratio(rust.enqueue_batch.median(), c_enq)
         );
     }
-    let label = |(conc, events): &(usize, bool)| {
+    let label = |(conc, extra): &(usize, Extra)| {
         format!(
             "concurrency {conc}{}",
-            if *events { ", task events on" } else { "" }
+            match extra {
+                Extra::Nothing => "",
+                Extra::TaskEvents => ", task events on",
+                Extra::TwoQueues => ", notifications on a second queue",
+            }
         )
     };
     for (run, d) in &rust.drain {
@@ -772,12 +803,13 @@ fn main() {
             ))
         );
     }
-    for (conns, rate, latency) in &rust.http {
+    for (conns, rate, latency, redis_us) in &rust.http {
         println!(
-            "| POST /orders, {conns} connections | {}; p50 {}, p99 {} | | |",
+            "| POST /orders, {conns} connections | {}; p50 {}, p99 {}; Redis CPU {:.1} µs per request | | |",
             rate.show("req/s"),
             latency.p50.show_with("ms", 2),
-            latency.p99.show_with("ms", 2)
+            latency.p99.show_with("ms", 2),
+            redis_us.median()
         );
     }
     if !rust.drain.is_empty() {
