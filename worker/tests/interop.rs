@@ -1,6 +1,8 @@
 //! Interoperability with real Python Celery, both ways: Python clients and workers from the
 //! virtual environment in `CELERY_PYTHON` (a python with `celery[redis]`), the Rust binaries,
 //! and a private redis-server. CI runs this once with Celery 5.4 and once with the newest 5.x.
+//! The last tests route by task name (Celery's `task_routes` and `-Q`, `TASK_ROUTES` and
+//! `WORKER_QUEUES`) across a fleet of both.
 //! Every test here is ignored by the plain test command (it needs Python); run them with
 //! `CELERY_PYTHON=<venv>/bin/python cargo test -p worker --test interop -- --ignored`.
 
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use celery_redis::keys;
 use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
 use serde_json::{json, Value};
 use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
@@ -65,6 +68,11 @@ fn rust_worker(redis: &TestRedis, extra: &[(&str, &str)]) -> Proc {
 }
 
 fn python_worker(py: &Path, redis: &TestRedis, extra: &[(&str, &str)]) -> Proc {
+    python_worker_with(py, redis, &[], extra)
+}
+
+/// A Python worker with more command-line arguments (`-Q orders`).
+fn python_worker_with(py: &Path, redis: &TestRedis, args: &[&str], extra: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(py);
     cmd.args([
         "-m",
@@ -79,7 +87,8 @@ fn python_worker(py: &Path, redis: &TestRedis, extra: &[(&str, &str)]) -> Proc {
         "--without-gossip",
     ])
     .args(["--without-mingle", "--without-heartbeat", "-n"])
-    .arg(format!("py-{}@localhost", uuid::Uuid::new_v4()));
+    .arg(format!("py-{}@localhost", uuid::Uuid::new_v4()))
+    .args(args);
     python_env(&mut cmd, redis, extra);
     Proc::spawn_command(cmd, " ready.").0
 }
@@ -441,4 +450,370 @@ async fn a_rust_worker_restores_the_task_of_a_killed_python_worker() {
         "run by the Rust worker: {}",
         meta.result
     );
+}
+
+/// The fleet's routes, as every Rust process reads them (the Python side: `ROUTES` in client.py).
+const ROUTES: &str = "process_order=orders,send_notification=notifications";
+
+/// The messages waiting in `queue` (each of its priority lists, oldest first), parsed.
+async fn waiting(redis: &TestRedis, queue: &str) -> Vec<Value> {
+    let mut conn = redis.manager().await;
+    let mut all = Vec::new();
+    for list in keys::queue_lists(queue) {
+        let raws: Vec<String> = redis::cmd("LRANGE")
+            .arg(&list)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // Producers push on the left, consumers take from the right.
+        all.extend(raws.iter().rev().map(|r| serde_json::from_str(r).unwrap()));
+    }
+    all
+}
+
+/// What a worker fetched from `queue` but has not claimed yet.
+async fn fetched(redis: &TestRedis, queue: &str) -> usize {
+    redis::cmd("LLEN")
+        .arg(keys::processing(queue))
+        .query_async(&mut redis.manager().await)
+        .await
+        .unwrap()
+}
+
+/// The entries of kombu's `unacked` hash: `[envelope, exchange, routing_key]` each.
+async fn unacked(redis: &TestRedis) -> Vec<Value> {
+    let all: Vec<String> = redis::cmd("HVALS")
+        .arg(keys::UNACKED)
+        .query_async(&mut redis.manager().await)
+        .await
+        .unwrap();
+    all.iter()
+        .map(|v| serde_json::from_str(v).unwrap())
+        .collect()
+}
+
+/// Asserts `msg` is a `task` message routed to `queue` as Celery 5.x routes by `task_routes`:
+/// kombu's default exchange `""`, the queue's name as routing key (so kombu's restore, which
+/// looks a non-empty exchange up in its bindings, sends it back to that queue by name).
+fn assert_routed(msg: &Value, task: &str, queue: &str) {
+    assert_eq!(msg["headers"]["task"], task, "{msg}");
+    let info = &msg["properties"]["delivery_info"];
+    assert_eq!(info["exchange"], "", "{msg}");
+    assert_eq!(info["routing_key"], queue, "{msg}");
+}
+
+/// The id of the confirmation the Rust `process_order` task `order_task` sends on.
+fn confirmation_task_id(order_task: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("{order_task}/confirmation").as_bytes(),
+    )
+    .to_string()
+}
+
+/// Runs the `publish-routed` client scenario (task_routes as in `ROUTES`): the task ids.
+async fn publish_routed(py: &Path, redis: TestRedis, specs: &[&str]) -> (Vec<String>, TestRedis) {
+    let py = py.to_owned();
+    let args: Vec<String> = std::iter::once("publish-routed")
+        .chain(specs.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ids = client(&py, &redis, &args);
+        let ids = ids.as_array().unwrap().iter();
+        (ids.map(|i| i.as_str().unwrap().to_owned()).collect(), redis)
+    })
+    .await
+    .unwrap()
+}
+
+/// The Python client reads `ids` (AsyncResult.get): every one must be a success.
+async fn python_reads_successes(py: &Path, redis: TestRedis, ids: &[String]) -> TestRedis {
+    let (py, ids) = (py.to_owned(), json!(ids).to_string());
+    let (read, redis) =
+        tokio::task::spawn_blocking(move || (client(&py, &redis, &["wait-all", &ids]), redis))
+            .await
+            .unwrap();
+    for outcome in read.as_array().unwrap() {
+        assert!(outcome.get("ok").is_some(), "{read}");
+    }
+    redis
+}
+
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn python_routes_orders_to_a_rust_worker_whose_notifications_go_to_a_python_worker() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let (orders, redis) =
+        publish_routed(&py, redis, &["order:py-routed-1", "order:py-routed-2"]).await;
+    let queued = waiting(&redis, "orders").await;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    queued
+        .iter()
+        .for_each(|m| assert_routed(m, "process_order", "orders"));
+    assert!(waiting(&redis, "celery").await.is_empty());
+
+    // One slot: the second order is claimed after the first one's notification was published,
+    // so a worker that consumed `notifications` would have taken that notification first.
+    let _rust = rust_worker(
+        &redis,
+        &[
+            ("WORKER_QUEUES", "orders"),
+            ("TASK_ROUTES", ROUTES),
+            ("WORKER_CONCURRENCY", "1"),
+        ],
+    );
+    let results = backend(&redis).await;
+    let mut notes = Vec::new();
+    for id in &orders {
+        let meta = results.wait(id, WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+        assert_eq!(meta.result["status"], "confirmed");
+        assert!(meta.result.get("runner").is_none(), "{}", meta.result);
+        let note = confirmation_task_id(id);
+        assert!(
+            meta.children.as_ref().unwrap().to_string().contains(&note),
+            "{meta:?}"
+        );
+        notes.push(note);
+    }
+    // Published in the step that stored each SUCCESS: both wait in `notifications` alone.
+    let queued = waiting(&redis, "notifications").await;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    for (msg, note) in queued.iter().zip(&notes) {
+        assert_routed(msg, "send_notification", "notifications");
+        assert_eq!(msg["headers"]["id"], *note);
+    }
+    assert_eq!(fetched(&redis, "notifications").await, 0);
+    assert!(waiting(&redis, "orders").await.is_empty());
+    assert!(waiting(&redis, "celery").await.is_empty());
+
+    let _py_worker = python_worker_with(&py, &redis, &["-Q", "notifications"], &[]);
+    for note in &notes {
+        let meta = results.wait(note, WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+        assert_eq!(meta.result["runner"], "python", "{}", meta.result);
+    }
+    // The Rust task records the deliveries it makes; the Python one does not.
+    let conn = redis.manager().await;
+    for order in ["py-routed-1", "py-routed-2"] {
+        let id = shop::contracts::notification::confirmation_id(order);
+        assert!(shop::notifications::delivery(&conn, &id)
+            .await
+            .unwrap()
+            .is_none());
+    }
+    python_reads_successes(&py, redis, &[orders, notes].concat()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn rust_routes_orders_to_a_python_worker_and_python_routes_notifications_to_a_rust_worker() {
+    let py = python();
+    let redis = TestRedis::start();
+    let _rust = rust_worker(
+        &redis,
+        &[("WORKER_QUEUES", "notifications"), ("TASK_ROUTES", ROUTES)],
+    );
+    let (_orders, line) = Proc::spawn(
+        &sibling_binary(env!("CARGO_BIN_EXE_worker"), "service-order"),
+        &[],
+        &[
+            ("REDIS_URL", redis.url()),
+            ("ORDER_BIND", "127.0.0.1:0".to_owned()),
+            ("TASK_ROUTES", ROUTES.to_owned()),
+        ],
+        "listening on",
+    );
+    let orders = format!("http://{}", listening_addr(&line));
+    let http = reqwest::Client::new();
+    let order = json!({"order_id": "routed-to-python", "customer": {"id": "c", "email": "c@example.com"},
+                       "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 100}]});
+    let accepted: Value = http
+        .post(format!("{orders}/orders"))
+        .json(&order)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queued = waiting(&redis, "orders").await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_routed(&queued[0], "process_order", "orders");
+    assert_eq!(queued[0]["headers"]["id"], accepted["task_id"]);
+    assert!(waiting(&redis, "celery").await.is_empty());
+
+    let _py_worker = python_worker_with(&py, &redis, &["-Q", "orders"], &[]);
+    let results = backend(&redis).await;
+    let meta = results
+        .wait(accepted["task_id"].as_str().unwrap(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(meta.result["runner"], "python");
+    let view: Value = http
+        .get(format!("{orders}/orders/routed-to-python"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["state"], "SUCCESS", "{view}");
+    assert_eq!(view["result"]["total_cents"], 200);
+
+    // The Python process_order sends nothing on: the Python client routes a notification.
+    let (notes, redis) = publish_routed(&py, redis, &["note:py-routed-to-rust"]).await;
+    let meta = results.wait(&notes[0], WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert!(meta.result.get("runner").is_none(), "{}", meta.result);
+    let conn = redis.manager().await;
+    assert!(shop::notifications::delivery(&conn, "py-routed-to-rust")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(waiting(&redis, "celery").await.is_empty());
+}
+
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_rust_worker_on_two_queues_serves_what_python_routes_to_each() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let specs = [
+        "order:py-two-1",
+        "note:py-two-n1",
+        "order:py-two-2",
+        "note:py-two-n2",
+    ];
+    let (ids, redis) = publish_routed(&py, redis, &specs).await;
+    assert_eq!(waiting(&redis, "orders").await.len(), 2);
+    assert_eq!(waiting(&redis, "notifications").await.len(), 2);
+    assert!(waiting(&redis, "celery").await.is_empty());
+
+    let _rust = rust_worker(
+        &redis,
+        &[
+            ("WORKER_QUEUES", "orders,notifications"),
+            ("TASK_ROUTES", ROUTES),
+        ],
+    );
+    let results = backend(&redis).await;
+    let confirmations = [confirmation_task_id(&ids[0]), confirmation_task_id(&ids[2])];
+    for id in ids.iter().chain(&confirmations) {
+        let meta = results.wait(id, WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+        assert!(meta.result.get("runner").is_none(), "{}", meta.result);
+    }
+    let conn = redis.manager().await;
+    let mut recorded = vec!["py-two-n1".to_owned(), "py-two-n2".to_owned()];
+    recorded.extend(["py-two-1", "py-two-2"].map(shop::contracts::notification::confirmation_id));
+    for note in &recorded {
+        assert!(
+            shop::notifications::delivery(&conn, note)
+                .await
+                .unwrap()
+                .is_some(),
+            "{note}"
+        );
+    }
+    for queue in ["orders", "notifications", "celery"] {
+        assert!(waiting(&redis, queue).await.is_empty(), "{queue}");
+    }
+    python_reads_successes(&py, redis, &[ids, confirmations.to_vec()].concat()).await;
+}
+
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_python_routed_message_a_rust_worker_held_goes_back_to_its_own_queue() {
+    let py = python();
+    let redis = TestRedis::start();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("hook:http://{}/hook", listener.local_addr().unwrap());
+    let (ids, redis) = publish_routed(&py, redis, &[&hook]).await;
+    let held = [
+        ("TASK_ROUTES", ROUTES),
+        ("WEBHOOK_TIMEOUT_MS", "600000"),
+        ("VISIBILITY_TIMEOUT_SECS", "2"),
+        ("WORKER_SHUTDOWN_TIMEOUT_SECS", "0"),
+    ];
+
+    // Handed back at shutdown: to `notifications`, though the worker consumes two queues.
+    let both = rust_worker(
+        &redis,
+        &[&held[..], &[("WORKER_QUEUES", "orders,notifications")]].concat(),
+    );
+    let (_first, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let entries = unacked(&redis).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(
+        entries[0][1], "",
+        "kombu restores by routing key: {entries:?}"
+    );
+    assert_eq!(entries[0][2], "notifications", "{entries:?}");
+    both.terminate();
+    let queued = waiting(&redis, "notifications").await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_routed(&queued[0], "send_notification", "notifications");
+    assert!(unacked(&redis).await.is_empty());
+    assert!(waiting(&redis, "orders").await.is_empty());
+    assert!(waiting(&redis, "celery").await.is_empty());
+
+    // Restored after its worker died, by a worker of another queue: to `notifications` again.
+    let notes = rust_worker(
+        &redis,
+        &[&held[..], &[("WORKER_QUEUES", "notifications")]].concat(),
+    );
+    let (_second, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    notes.kill_group();
+    past_visibility(2).await;
+    let _orders = rust_worker(
+        &redis,
+        &[&held[..], &[("WORKER_QUEUES", "orders")]].concat(),
+    );
+    let peek = "interop:restored";
+    let mut blocking = redis.manager().await;
+    let restored: Option<String> = redis::cmd("BLMOVE")
+        .arg("notifications")
+        .arg(peek)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .arg(WAIT.as_secs())
+        .query_async(&mut blocking)
+        .await
+        .unwrap();
+    let restored: Value = serde_json::from_str(&restored.expect("restored in time")).unwrap();
+    assert_routed(&restored, "send_notification", "notifications");
+    assert_eq!(restored["headers"]["id"], ids[0]);
+    assert_eq!(restored["headers"]["redelivered"], true, "{restored}");
+    assert!(unacked(&redis).await.is_empty());
+    assert!(waiting(&redis, "orders").await.is_empty());
+    assert!(waiting(&redis, "celery").await.is_empty());
+    let _: String = redis::cmd("LMOVE")
+        .arg(peek)
+        .arg("notifications")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .query_async(&mut blocking)
+        .await
+        .unwrap();
+
+    // Where a Python worker of that queue runs it.
+    let _py_worker = python_worker_with(&py, &redis, &["-Q", "notifications"], &[]);
+    let meta = backend(&redis).await.wait(&ids[0], WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(meta.result["runner"], "python");
 }

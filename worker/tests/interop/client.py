@@ -196,13 +196,33 @@ def send_one(kind):
     return send_notification.apply_async(kwargs=note("py-slow-note", "webhook", kind)).id
 
 
+# A routed fleet's task_routes: orders and notifications each on a queue of their own.
+ROUTES = {"process_order": {"queue": "orders"}, "send_notification": {"queue": "notifications"}}
+
+
+def publish_routed(*specs):
+    """Publishes through ROUTES, as a routed Python fleet does, and returns the task ids in order:
+    each spec is order:ORDER_ID, note:NOTIFICATION_ID or hook:URL (a webhook notification)."""
+    app.conf.task_routes = ROUTES
+    ids = []
+    for spec in specs:
+        kind, _, arg = spec.partition(":")
+        if kind == "order":
+            ids.append(process_order.apply_async(kwargs=order(arg)).id)
+        elif kind == "note":
+            ids.append(send_notification.apply_async(kwargs=note(arg)).id)
+        else:
+            ids.append(send_notification.apply_async(kwargs=note("py-routed-hook", "webhook", arg)).id)
+    return ids
+
+
 def wait_all(ids_json):
     return [outcome(AsyncResult(i, app=app)) for i in json.loads(ids_json)]
 
 
 SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
              "publish-priorities": publish_priorities, "send-many": send_many,
-             "send-one": send_one, "wait-all": wait_all}
+             "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
