@@ -5,9 +5,13 @@
 //! A wait is never cancelled: a BLMOVE abandoned in Redis would still move the next message into
 //! the processing list after this worker stopped looking. One that is still running when another
 //! queue woke the worker is kept, and collected by the next idle step or at shutdown; each lasts
-//! at most the block time.
+//! at most the block time. A queue whose key holds another type of value (another program's key)
+//! is left out of the waits for a while, with a warning, so it neither stops the worker from
+//! waiting on its other queues nor makes it spin; the claims skip it too.
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use celery_redis::broker::Broker;
 use celery_redis::config::RedisUrl;
@@ -19,11 +23,16 @@ use tokio::task::JoinHandle;
 /// How long one blocking wait for new messages lasts (kombu's BRPOP uses 1 s).
 pub const BLOCK: Duration = Duration::from_secs(1);
 
+/// How long a queue whose key holds another type of value is left out of the waits.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
+
 type Running = JoinHandle<(Conn, RedisResult<bool>)>;
 
 enum Wait {
     Idle(Box<Conn>),
     Running(Running),
+    /// Its key holds another type of value; not waited on until then.
+    Refused(Box<Conn>, Instant),
 }
 
 /// The blocking waits of one worker.
@@ -62,19 +71,25 @@ impl Blocking {
         })
     }
 
-    /// Starts a wait of up to [`BLOCK`] on every queue not waiting yet, then returns when the
-    /// first of all running waits ends: whether it saw a message (moved into its queue's
-    /// processing list, where the next claim takes it).
+    /// Starts a wait of up to [`BLOCK`] on every queue not waiting yet (nor refused), then
+    /// returns when the first of all running waits ends: whether it saw a message (moved into
+    /// its queue's processing list, where the next claim takes it).
     pub async fn any(&mut self) -> RedisResult<bool> {
+        let now = Instant::now();
         for (broker, wait) in &mut self.queues {
-            if let Some(Wait::Idle(conn)) = wait.take() {
-                let mut conn = *conn;
-                let broker = broker.clone();
-                *wait = Some(Wait::Running(tokio::spawn(async move {
-                    let moved = broker.wait_for_message(&mut conn, BLOCK).await;
-                    (conn, moved)
-                })));
-            }
+            let idle = match wait.take() {
+                Some(Wait::Idle(conn)) => conn,
+                Some(Wait::Refused(conn, until)) if until <= now => conn,
+                other => {
+                    *wait = other;
+                    continue;
+                }
+            };
+            let (mut conn, broker) = (*idle, broker.clone());
+            *wait = Some(Wait::Running(tokio::spawn(async move {
+                let moved = broker.wait_for_message(&mut conn, BLOCK).await;
+                (conn, moved)
+            })));
         }
         let (index, running): (Vec<usize>, Vec<&mut Running>) = self
             .queues
@@ -86,6 +101,8 @@ impl Blocking {
             })
             .unzip();
         if running.is_empty() {
+            // Every queue is refused: the claims go on, at the pace of the block time.
+            tokio::time::sleep(BLOCK).await;
             return Ok(false);
         }
         let (ended, first, _) = select_all(running).await;
@@ -102,10 +119,24 @@ impl Blocking {
                 ))),
             ),
         };
-        if let Some((_, wait)) = self.queues.get_mut(slot) {
-            *wait = Some(Wait::Idle(Box::new(conn)));
+        let Some((broker, wait)) = self.queues.get_mut(slot) else {
+            return moved;
+        };
+        match moved {
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                log::warn!(
+                    "the key of queue {} holds another type of value: nothing there is taken; not waiting on it for {}s",
+                    broker.queue(),
+                    REFUSED_FOR.as_secs()
+                );
+                *wait = Some(Wait::Refused(Box::new(conn), Instant::now() + REFUSED_FOR));
+                Ok(false)
+            }
+            moved => {
+                *wait = Some(Wait::Idle(Box::new(conn)));
+                moved
+            }
         }
-        moved
     }
 
     /// Waits for every running wait to end (at shutdown, before the processing lists are

@@ -130,7 +130,10 @@ async fn an_eta_task_whose_routing_key_names_another_key_comes_back_to_its_own_q
     for id in ["eta-0", "eta-1"] {
         let meta = w.result(id).await;
         assert_eq!(meta.status, TaskState::Failure, "{id}");
-        assert!(meta.result.to_string().contains("NotRegistered"), "{meta:?}");
+        assert!(
+            meta.result.to_string().contains("NotRegistered"),
+            "{meta:?}"
+        );
     }
     assert_eq!(
         conn.zcard::<_, i64>(keys::scheduled("celery"))

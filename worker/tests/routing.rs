@@ -174,3 +174,41 @@ async fn one_worker_on_two_queues_serves_both_and_starves_neither() {
     assert!(before <= 1, "{before} bulk tasks ran before the urgent one");
     assert!(w.terminate().success());
 }
+
+#[tokio::test]
+async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    conn.set::<_, _, ()>("stringy", "someone else's")
+        .await
+        .unwrap();
+    let vars: std::collections::HashMap<String, String> = [
+        ("REDIS_URL", redis.url()),
+        ("WORKER_QUEUES", "good,stringy".to_owned()),
+        ("WORKER_CONCURRENCY", "2".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let cfg =
+        worker::config::WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let mut w = worker::Worker::build(cfg, "refusing@test".into()).unwrap();
+    // Its blocking wait on `stringy` fails at once: that queue is set aside, not an error of
+    // the whole fetch (which would back the worker off, its other queues included).
+    use worker::worker::Step;
+    assert_eq!(w.step().await.unwrap(), Step::Idle);
+    assert_eq!(w.step().await.unwrap(), Step::Idle);
+
+    let msg = TaskMessage::new("send_notification", "good", note("n-good"));
+    Broker::new(conn.clone(), "celery", "test@host")
+        .publish(&msg)
+        .await
+        .unwrap();
+    assert_eq!(w.step().await.unwrap(), Step::Started(1));
+    finished(&results(&redis).await, &msg.id).await;
+    w.shutdown().await;
+    assert_eq!(
+        conn.get::<_, String>("stringy").await.unwrap(),
+        "someone else's"
+    );
+}

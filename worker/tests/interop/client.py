@@ -13,6 +13,7 @@ import uuid
 
 from celery import chain, group
 from celery.result import AsyncResult
+from kombu import Exchange, Queue
 
 from fleet import app, process_order, send_notification
 
@@ -216,13 +217,49 @@ def publish_routed(*specs):
     return ids
 
 
+# A fleet that publishes to a named exchange: `orders` is bound to the direct exchange "shop"
+# with routing key "shop.orders", so kombu delivers what is published there into the list
+# `orders`, with delivery_info {"exchange": "shop", "routing_key": "shop.orders"}.
+SHOP = Exchange("shop", type="direct")
+SHOP_ORDERS = Queue("orders", SHOP, routing_key="shop.orders")
+# A route naming the queue alone publishes to the default exchange (Celery turns a direct
+# queue's route into exchange "", routing key "orders"): it takes the exchange and its routing
+# key to publish to the exchange.
+TO_SHOP = {"queue": "orders", "exchange": "shop", "routing_key": "shop.orders"}
+# Seconds a `later:` order waits (its eta): longer than a worker takes to start and claim it.
+COUNTDOWN = 3
+
+
+def publish_to_exchange(*specs):
+    """Publishes to the exchange "shop" and returns the task ids in order: order:ORDER_ID and
+    later:ORDER_ID (countdown=COUNTDOWN) through task_routes, hook:URL (a webhook notification)
+    through apply_async(exchange=, routing_key=). Declares SHOP_ORDERS first, as a worker or
+    producer with these task_queues does: kombu writes the binding `_kombu.binding.shop`."""
+    app.conf.task_queues = [SHOP_ORDERS]
+    app.conf.task_routes = {"process_order": TO_SHOP}
+    with app.connection_for_write() as conn:
+        SHOP_ORDERS(conn.default_channel).declare()
+    ids = []
+    for spec in specs:
+        kind, _, arg = spec.partition(":")
+        if kind == "order":
+            ids.append(process_order.apply_async(kwargs=order(arg)).id)
+        elif kind == "later":
+            ids.append(process_order.apply_async(kwargs=order(arg), countdown=COUNTDOWN).id)
+        else:
+            ids.append(send_notification.apply_async(
+                kwargs=note("py-shop-hook", "webhook", arg), exchange="shop", routing_key="shop.orders").id)
+    return ids
+
+
 def wait_all(ids_json):
     return [outcome(AsyncResult(i, app=app)) for i in json.loads(ids_json)]
 
 
 SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
              "publish-priorities": publish_priorities, "send-many": send_many,
-             "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed}
+             "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed,
+             "publish-to-exchange": publish_to_exchange}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
