@@ -93,7 +93,16 @@ impl Broker {
                     continue;
                 }
                 Restorable::Unreadable => {
-                    log::warn!("unacked entry {tag} is not a kombu [envelope, exchange, routing_key] triple; leaving it");
+                    // Left in place it would come first in every pass and, a batch of them,
+                    // hold every later orphan back for good.
+                    log::warn!("unacked entry {tag} is not a kombu [envelope, exchange, routing_key] triple; dead-lettering it");
+                    let entry = DeadLetter::new(
+                        "unacked entry is not a kombu [envelope, exchange, routing_key] triple",
+                        value,
+                    );
+                    if self.settle_dead(tag_bytes, &entry).await? {
+                        restored = restored.saturating_add(1);
+                    }
                     continue;
                 }
             };
@@ -171,13 +180,14 @@ async fn bound_queue(
             "no usable binding table for exchange {exchange:?} ({kind}, {size} members)"
         )));
     }
-    let members: Vec<String> = redis::cmd("SMEMBERS").arg(&table).query_async(conn).await?;
+    // Bytes: a member that is not UTF-8 is skipped, not an error that stops every restore.
+    let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(&table).query_async(conn).await?;
     let mut bound: Vec<&str> = members
         .iter()
         .filter_map(|m| {
-            let mut parts = m.split(keys::SEP);
+            let mut parts = std::str::from_utf8(m).ok()?.split(keys::SEP);
             let (rk, _pattern, queue) = (parts.next()?, parts.next()?, parts.next()?);
-            (rk == routing_key).then_some(queue)
+            (rk == routing_key && keys::is_queue_name(queue)).then_some(queue)
         })
         .collect();
     bound.sort_unstable();
