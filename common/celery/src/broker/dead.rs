@@ -116,16 +116,18 @@ impl Broker {
     /// object stay where they are.
     pub async fn requeue_dead(&self, limit: usize) -> RedisResult<usize> {
         let mut conn = self.conn.clone();
-        let entries: Vec<String> = conn.lrange(keys::DEAD_LETTER, 0, -1).await?;
+        // Bytes: an entry that is not UTF-8 (a claim dead-letters raw entries as they are) must
+        // not stop the others; it stays where it is.
+        let entries: Vec<Vec<u8>> = conn.lrange(keys::DEAD_LETTER, 0, -1).await?;
         let mut moved = 0usize;
         for entry in entries.iter().rev() {
             if limit > 0 && moved >= limit {
                 break;
             }
-            let Ok(dead) = serde_json::from_str::<DeadLetter>(entry) else {
+            let Ok(dead) = serde_json::from_slice::<DeadLetter>(entry) else {
                 continue;
             };
-            let queue = dead.queue.as_deref().filter(|q| keys::is_key_part(q));
+            let queue = dead.queue.as_deref().filter(|q| keys::is_queue_name(q));
             let list = keys::queue_list(queue.unwrap_or(&self.queue), 0);
             let done: i64 = REQUEUE_DEAD
                 .key(keys::DEAD_LETTER)
@@ -169,14 +171,15 @@ impl Broker {
 
     /// The newest dead letters first.
     pub async fn dead_letters(&self, limit: isize) -> RedisResult<Vec<DeadLetter>> {
-        let raw: Vec<String> = self
+        // Bytes, shown lossily: an entry holding a raw message that is not UTF-8 is listed too.
+        let raw: Vec<Vec<u8>> = self
             .conn
             .clone()
             .lrange(keys::DEAD_LETTER, 0, limit.saturating_sub(1))
             .await?;
         Ok(raw
             .iter()
-            .filter_map(|r| serde_json::from_str(r).ok())
+            .filter_map(|r| serde_json::from_str(&String::from_utf8_lossy(r)).ok())
             .collect())
     }
 }

@@ -17,7 +17,8 @@ impl Broker {
     /// moved and how long until the next one is due.
     pub async fn promote_due(&self) -> RedisResult<(usize, Option<Duration>)> {
         let schedule = keys::scheduled(&self.queue);
-        let listed: Vec<String> = DUE
+        // Bytes: a member another program added that is not UTF-8 must not stop the schedule.
+        let listed: Vec<Vec<u8>> = DUE
             .key(&schedule)
             .arg(BATCH)
             .invoke_async(&mut self.conn.clone())
@@ -25,9 +26,9 @@ impl Broker {
         let Some((wait, due)) = listed.split_first() else {
             return Ok((0, None));
         };
-        let wait = wait
-            .parse::<f64>()
+        let wait = std::str::from_utf8(wait)
             .ok()
+            .and_then(|w| w.parse::<f64>().ok())
             .filter(|w| *w >= 0.0 && w.is_finite())
             .map(Duration::from_secs_f64);
         if due.is_empty() {
@@ -35,16 +36,22 @@ impl Broker {
         }
         let mut moves: Vec<(String, String, &str)> = Vec::with_capacity(due.len());
         let mut dead = Vec::new();
-        for raw in due {
+        for member in due {
             // Back to this queue, where it was taken from (its routing key may be a named
             // exchange's, not a queue's), at its priority.
-            let routed = Envelope::from_json(raw.as_bytes())
-                .ok()
+            let raw = std::str::from_utf8(member).ok();
+            let routed = raw
+                .and_then(|raw| Envelope::from_json(raw.as_bytes()).ok())
                 .map(|env| keys::queue_list(&self.queue, env.priority()));
-            moves.push(match routed {
-                Some(list) => (list, raw.clone(), "rpush"),
-                None => {
-                    let entry = self.due_dead_letter(raw, "scheduled entry is not a task envelope");
+            moves.push(match (raw, routed) {
+                (Some(raw), Some(list)) => (list, raw.to_owned(), "rpush"),
+                (raw, _) => {
+                    let shown = String::from_utf8_lossy(member);
+                    let reason = match raw {
+                        Some(_) => "scheduled entry is not a task envelope",
+                        None => "scheduled entry is not valid UTF-8 (raw shown lossily)",
+                    };
+                    let entry = self.due_dead_letter(&shown, reason);
                     let json = entry.to_json();
                     dead.push(entry);
                     (keys::DEAD_LETTER.to_owned(), json, "lpush")
@@ -54,10 +61,16 @@ impl Broker {
         let (mut moved, refused) = self.move_due(&schedule, due, &moves).await?;
         if !refused.is_empty() {
             // Their queue's key holds another type of value: dead-letter them instead.
-            let listed: Vec<String> = refused.iter().map(|&i| due[i].clone()).collect();
+            let listed: Vec<Vec<u8>> = refused
+                .iter()
+                .filter_map(|&i| due.get(i).cloned())
+                .collect();
             let entries: Vec<DeadLetter> = listed
                 .iter()
-                .map(|raw| self.due_dead_letter(raw, "the queue's key holds another type of value"))
+                .map(|raw| {
+                    let raw = String::from_utf8_lossy(raw);
+                    self.due_dead_letter(&raw, "the queue's key holds another type of value")
+                })
                 .collect();
             let moves: Vec<(String, String, &str)> = entries
                 .iter()
@@ -80,7 +93,7 @@ impl Broker {
     async fn move_due(
         &self,
         schedule: &str,
-        listed: &[String],
+        listed: &[Vec<u8>],
         moves: &[(String, String, &str)],
     ) -> RedisResult<(usize, Vec<usize>)> {
         let mut inv = MOVE_DUE.key(schedule);
