@@ -75,7 +75,13 @@ fn from_signature(
     let headers = &parent.envelope.headers;
     // Its own `queue` option, else its route (the default queue without one), as Celery
     // sends callbacks and chain steps through its router.
-    let queue = opt_str("queue").unwrap_or_else(|| routes.queue_for(&sig.task).to_owned());
+    // The option may be a name or a kombu `Queue` as a dict (`{"name": ...}`).
+    let queue = opt_str("queue")
+        .or_else(|| {
+            let named = sig.options.get("queue")?.get("name")?.as_str()?;
+            Some(named.to_owned())
+        })
+        .unwrap_or_else(|| routes.queue_for(&sig.task).to_owned());
     let mut args = Vec::with_capacity(sig.args.len() + 1);
     if let (false, Some(v)) = (sig.immutable, first_arg) {
         args.push(v.clone());

@@ -206,11 +206,8 @@ impl Worker {
             self.blocking.any().await?;
             return Ok(Step::Idle);
         }
-        self.rotation
-            .delivered(claims.iter().filter_map(|c| match c {
-                Claim::Message(d) => Some(d.queue.as_str()),
-                _ => None,
-            }));
+        // Junk counts as served too: a queue full of it must not stay first.
+        self.rotation.delivered(claims.iter().map(Claim::queue));
         let mut started = 0;
         for (claim, permit) in claims.into_iter().zip(permits) {
             match claim {
@@ -225,7 +222,7 @@ impl Worker {
                     drop(permit);
                     poison::unreadable(&self.ctx, &tag, &raw, &queue).await;
                 }
-                Claim::DeadLettered { reason, raw } => {
+                Claim::DeadLettered { reason, raw, .. } => {
                     poison::claimed_dead(&self.ctx, &raw, &reason).await;
                 }
             }

@@ -66,12 +66,16 @@ pub fn is_key_part(s: &str) -> bool {
 
 /// Whether `name` may be a queue: a plain key part that is none of kombu's, Celery's or this
 /// project's own keys. A message naming any other queue (in its routing key, or a callback's
-/// `options.queue`) is dead-lettered rather than pushed onto, say, `unacked`.
+/// `options.queue`) is dead-lettered rather than pushed onto, say, `unacked` or a chord's join
+/// list.
 pub fn is_queue_name(name: &str) -> bool {
     is_key_part(name)
         && ![UNACKED, UNACKED_INDEX, UNACKED_MUTEX].contains(&name)
         && !name.starts_with("fleet:")
         && !name.starts_with("celery-task-meta-")
+        // The result backend's group results and chord join lists, and Celery's chord unlock.
+        && !name.starts_with("celery-taskset-meta-")
+        && !name.starts_with("chord-unlock-")
         && !name.starts_with("_kombu.")
         && !name.ends_with(PIDBOX_SUFFIX)
 }

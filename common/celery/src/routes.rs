@@ -37,6 +37,9 @@ impl Routes {
     /// Reads a `TASK_ROUTES` value (see the module documentation); `default` must already be a
     /// valid queue name. The error says which entry is wrong and why.
     pub fn parse(spec: &str, default: &str) -> Result<Self, String> {
+        if spec.split(',').nth(MAX_ENTRIES).is_some() {
+            return Err(format!("more than {MAX_ENTRIES} entries"));
+        }
         let mut rules: Vec<(String, String)> = Vec::new();
         for entry in spec.split(',') {
             let entry = entry.trim();
@@ -57,9 +60,6 @@ impl Routes {
                 return Err(format!("{pattern:?} is routed twice"));
             }
             rules.push((pattern.to_owned(), queue.to_owned()));
-        }
-        if rules.len() > MAX_ENTRIES {
-            return Err(format!("more than {MAX_ENTRIES} entries"));
         }
         Ok(Routes {
             default: default.to_owned(),
@@ -105,6 +105,9 @@ impl Routes {
 /// Reads a `WORKER_QUEUES` value: queue names separated by commas, each once, at most
 /// [`MAX_ENTRIES`].
 pub fn parse_queues(spec: &str) -> Result<Vec<String>, String> {
+    if spec.split(',').nth(MAX_ENTRIES).is_some() {
+        return Err(format!("more than {MAX_ENTRIES} queues"));
+    }
     let mut queues: Vec<String> = Vec::new();
     for queue in spec.split(',').map(str::trim) {
         if !keys::is_queue_name(queue) {
@@ -114,9 +117,6 @@ pub fn parse_queues(spec: &str) -> Result<Vec<String>, String> {
             return Err(format!("{queue:?} is listed twice"));
         }
         queues.push(queue.to_owned());
-    }
-    if queues.len() > MAX_ENTRIES {
-        return Err(format!("more than {MAX_ENTRIES} queues"));
     }
     Ok(queues)
 }

@@ -21,7 +21,7 @@ pub struct Delivery {
     pub queue: String,
 }
 
-/// What a claim found.
+/// What a claim found, and from which queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     Message(Delivery),
@@ -30,6 +30,7 @@ pub enum Claim {
     DeadLettered {
         reason: String,
         raw: String,
+        queue: String,
     },
     /// The entry (or its tag) is not UTF-8: it is held under `tag` (its exact bytes) and must be
     /// dead-lettered with [`Broker::dead_letter_unreadable`]; `raw` shows it lossily.
@@ -46,6 +47,16 @@ pub enum Claim {
 #[derive(Debug, Clone)]
 pub struct Rotation {
     queues: Vec<String>,
+}
+
+impl Claim {
+    /// The queue it was taken from.
+    pub fn queue(&self) -> &str {
+        match self {
+            Claim::Message(d) => &d.queue,
+            Claim::DeadLettered { queue, .. } | Claim::Unreadable { queue, .. } => queue,
+        }
+    }
 }
 
 impl Rotation {
@@ -121,7 +132,7 @@ impl Broker {
                 .map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             claims.push(match (raw, String::from_utf8(tag)) {
                 (Ok(raw) | Err(raw), _) if !reason.is_empty() => {
-                    Claim::DeadLettered { reason, raw }
+                    Claim::DeadLettered { reason, raw, queue }
                 }
                 (Ok(raw), Ok(tag)) => Claim::Message(Delivery {
                     raw,
@@ -147,7 +158,8 @@ impl Broker {
         blocking: &mut Conn,
         timeout: Duration,
     ) -> RedisResult<bool> {
-        let moved: Option<String> = redis::cmd("BLMOVE")
+        // Bytes: an entry that is not UTF-8 is moved all the same (the claim dead-letters it).
+        let moved: Option<Vec<u8>> = redis::cmd("BLMOVE")
             .arg(&self.queue)
             .arg(keys::processing(&self.queue))
             .arg("RIGHT")
@@ -164,7 +176,7 @@ impl Broker {
         let mut conn = self.conn.clone();
         let mut moved = 0usize;
         loop {
-            let m: Option<String> = redis::cmd("LMOVE")
+            let m: Option<Vec<u8>> = redis::cmd("LMOVE")
                 .arg(keys::processing(&self.queue))
                 .arg(&self.queue)
                 .arg("RIGHT")

@@ -12,7 +12,7 @@
 //! - [`restore`] — giving back what dead workers held;
 //! - [`dead`] — the dead-letter list.
 
-use crate::connection::Conn;
+use crate::connection::{Conn, Transient};
 use redis::{AsyncCommands, RedisResult};
 use serde::Serialize;
 
@@ -235,11 +235,22 @@ impl Broker {
         Ok(lens.iter().sum())
     }
 
-    /// [`Broker::stats`] of each of `queues`, in their order.
+    /// [`Broker::stats`] of each of `queues`, in their order; a queue one of whose keys holds
+    /// another type of value (another program's key) is left out with a warning, so it does not
+    /// blind the counts of the others.
     pub async fn stats_of<Q: AsRef<str>>(&self, queues: &[Q]) -> RedisResult<Vec<QueueStats>> {
         let mut all = Vec::with_capacity(queues.len());
         for queue in queues {
-            all.push(self.for_queue(queue.as_ref()).stats().await?);
+            match self.for_queue(queue.as_ref()).stats().await {
+                Ok(stats) => all.push(stats),
+                // Redis answered, with an error (a key of another type): that queue alone.
+                Err(e) if !e.is_transient() => log::warn!(
+                    "not counting queue {}: one of its keys holds another type of value ({})",
+                    queue.as_ref(),
+                    e.category()
+                ),
+                Err(e) => return Err(e),
+            }
         }
         Ok(all)
     }
