@@ -89,9 +89,9 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };
     enter(&msg);
-    report::received(ctx, &msg);
+    report::received(ctx, &msg, &delivery.queue);
     if ctx.registry.is_revoked(msg.id()) {
-        return refuse_revoked(ctx, &msg, &delivery.tag).await;
+        return refuse_revoked(ctx, &msg, delivery).await;
     }
     let headers = &msg.envelope.headers;
     if let Some(eta) = msg.eta() {
@@ -117,27 +117,31 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         );
         let revoked = ResultMeta::revoked(msg.id(), "expired");
         ending::end(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
-        report::revoked(ctx, &msg, None, true);
+        report::revoked(ctx, &msg, &delivery.queue, None, true);
         return Ok(());
     }
     let running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !ctx.acks_late);
     // A revoke that came between the check above and the start is honoured too.
     if ctx.registry.is_revoked(msg.id()) {
-        return refuse_revoked(ctx, &msg, &delivery.tag).await;
+        return refuse_revoked(ctx, &msg, delivery).await;
     }
     run(ctx, delivery, &msg, &running).await
 }
 
 /// A revoked task is never run: REVOKED, acknowledged, `task-revoked`.
-async fn refuse_revoked(ctx: &Context, msg: &Message, tag: &str) -> Result<(), ExecuteError> {
+async fn refuse_revoked(
+    ctx: &Context,
+    msg: &Message,
+    delivery: &Delivery,
+) -> Result<(), ExecuteError> {
     log::info!(
         "task {} [{}] was revoked; storing REVOKED without running it",
         msg.task(),
         msg.id()
     );
     let revoked = ResultMeta::revoked(msg.id(), "revoked");
-    ending::end(ctx, msg, revoked, Some(tag), &[]).await?;
-    report::revoked(ctx, msg, None, false);
+    ending::end(ctx, msg, revoked, Some(&delivery.tag), &[]).await?;
+    report::revoked(ctx, msg, &delivery.queue, None, false);
     Ok(())
 }
 
@@ -189,7 +193,7 @@ async fn run(
     if !ctx.acks_late {
         ctx.broker.ack(&delivery.tag).await?;
     }
-    report::started(ctx, msg);
+    report::started(ctx, msg, &delivery.queue);
     let began = std::time::Instant::now();
     // With acks_late the final result and the ack go together, after the task.
     let ack = ctx.acks_late.then_some(delivery.tag.as_str());
@@ -199,7 +203,7 @@ async fn run(
             log::warn!("task {} [{}] terminated by a revoke", msg.task(), msg.id());
             let revoked = ResultMeta::revoked(msg.id(), "terminated");
             ending::end(ctx, msg, revoked, ack, &[]).await?;
-            report::revoked(ctx, msg, Some(signum), false);
+            report::revoked(ctx, msg, &delivery.queue, Some(signum), false);
             return Ok(());
         }
     };
@@ -207,11 +211,17 @@ async fn run(
         Ok(output) => {
             let shown = ctx.events.task_events().then(|| output.value.clone());
             ending::succeed(ctx, msg, output, ack).await?;
-            report::succeeded(ctx, msg, shown.as_ref(), began.elapsed().as_secs_f64());
+            report::succeeded(
+                ctx,
+                msg,
+                &delivery.queue,
+                shown.as_ref(),
+                began.elapsed().as_secs_f64(),
+            );
         }
         Err(TaskError::Failed(exc)) => {
             ending::fail(ctx, msg, &exc, ack).await?;
-            report::failed(ctx, msg, &exc, false);
+            report::failed(ctx, msg, &delivery.queue, &exc, false);
         }
         Err(TaskError::Retry(exc)) => {
             return retry::retry_or_give_up(ctx, msg, delivery, exc).await

@@ -12,19 +12,21 @@ use observe::metrics::{FailedLabels, TaskLabels};
 
 use crate::context::Context;
 
-fn labels<'a>(ctx: &'a Context, msg: &Message) -> &'a TaskLabels {
-    ctx.labels.of(msg.task(), msg.envelope.routing_key())
+/// The labels of `msg` taken from queue `from` (not its routing key: a named exchange's key
+/// need not be a queue's name).
+fn labels<'a>(ctx: &'a Context, msg: &Message, from: &str) -> &'a TaskLabels {
+    ctx.labels.of(msg.task(), Some(from))
 }
 
 fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-pub fn received(ctx: &Context, msg: &Message) {
+pub fn received(ctx: &Context, msg: &Message, from: &str) {
     ctx.metrics
         .tasks
         .received
-        .get_or_create(labels(ctx, msg))
+        .get_or_create(labels(ctx, msg, from))
         .inc();
     if !ctx.events.task_events() {
         return;
@@ -52,17 +54,17 @@ pub fn received(ctx: &Context, msg: &Message) {
     ctx.events.task("task-received", msg.id(), event);
 }
 
-pub fn started(ctx: &Context, msg: &Message) {
+pub fn started(ctx: &Context, msg: &Message, from: &str) {
     ctx.metrics
         .tasks
         .started
-        .get_or_create(labels(ctx, msg))
+        .get_or_create(labels(ctx, msg, from))
         .inc();
     ctx.events.task("task-started", msg.id(), Map::new());
 }
 
-pub fn succeeded(ctx: &Context, msg: &Message, result: Option<&Value>, runtime: f64) {
-    let l = labels(ctx, msg);
+pub fn succeeded(ctx: &Context, msg: &Message, from: &str, result: Option<&Value>, runtime: f64) {
+    let l = labels(ctx, msg, from);
     ctx.metrics.tasks.runtime.get_or_create(l).observe(runtime);
     ctx.metrics.tasks.succeeded.get_or_create(l).inc();
     let Some(result) = result else {
@@ -76,8 +78,8 @@ pub fn succeeded(ctx: &Context, msg: &Message, result: Option<&Value>, runtime: 
 }
 
 /// `task-failed`, or `task-retried` when the task goes round again.
-pub fn failed(ctx: &Context, msg: &Message, exc: &ExceptionInfo, retried: bool) {
-    let l = labels(ctx, msg);
+pub fn failed(ctx: &Context, msg: &Message, from: &str, exc: &ExceptionInfo, retried: bool) {
+    let l = labels(ctx, msg, from);
     if retried {
         ctx.metrics.tasks.retried.get_or_create(l).inc();
     } else {
@@ -110,12 +112,12 @@ pub fn failed(ctx: &Context, msg: &Message, exc: &ExceptionInfo, retried: bool) 
 }
 
 /// `task-revoked`: refused as revoked, stopped by a terminate (with its signal), or expired.
-pub fn revoked(ctx: &Context, msg: &Message, signum: Option<i32>, expired: bool) {
+pub fn revoked(ctx: &Context, msg: &Message, from: &str, signum: Option<i32>, expired: bool) {
     let id = msg.id();
     ctx.metrics
         .tasks
         .revoked
-        .get_or_create(labels(ctx, msg))
+        .get_or_create(labels(ctx, msg, from))
         .inc();
     let event = fields(vec![
         ("terminated", json!(signum.is_some())),

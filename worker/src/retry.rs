@@ -29,7 +29,7 @@ pub async fn retry_or_give_up(
     let attempts = retries.saturating_add(1);
     if retries >= i64::from(ctx.max_retries) {
         ending::fail(ctx, msg, &exc, None).await?;
-        crate::report::failed(ctx, msg, &exc, false);
+        crate::report::failed(ctx, msg, &delivery.queue, &exc, false);
         let mut entry = DeadLetter::new(
             format!(
                 "gave up after {attempts} attempts: {}: {}",
@@ -65,7 +65,7 @@ pub async fn retry_or_give_up(
     ctx.broker
         .retry(delivery, &replacement.to_json(), delay)
         .await?;
-    crate::report::failed(ctx, msg, &exc, true);
+    crate::report::failed(ctx, msg, &delivery.queue, &exc, true);
     ctx.scheduled.notify_one();
     Ok(())
 }
