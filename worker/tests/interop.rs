@@ -2,7 +2,8 @@
 //! virtual environment in `CELERY_PYTHON` (a python with `celery[redis]`), the Rust binaries,
 //! and a private redis-server. CI runs this once with Celery 5.4 and once with the newest 5.x.
 //! The last tests route by task name (Celery's `task_routes` and `-Q`, `TASK_ROUTES` and
-//! `WORKER_QUEUES`) across a fleet of both.
+//! `WORKER_QUEUES`) across a fleet of both; the very last publish to a named exchange, which
+//! kombu routes to a queue through its bindings.
 //! Every test here is ignored by the plain test command (it needs Python); run them with
 //! `CELERY_PYTHON=<venv>/bin/python cargo test -p worker --test interop -- --ignored`.
 
@@ -515,8 +516,18 @@ fn confirmation_task_id(order_task: &str) -> String {
 
 /// Runs the `publish-routed` client scenario (task_routes as in `ROUTES`): the task ids.
 async fn publish_routed(py: &Path, redis: TestRedis, specs: &[&str]) -> (Vec<String>, TestRedis) {
+    publish(py, redis, "publish-routed", specs).await
+}
+
+/// Runs a publishing client `scenario` with `specs`: the task ids it printed, in order.
+async fn publish(
+    py: &Path,
+    redis: TestRedis,
+    scenario: &str,
+    specs: &[&str],
+) -> (Vec<String>, TestRedis) {
     let py = py.to_owned();
-    let args: Vec<String> = std::iter::once("publish-routed")
+    let args: Vec<String> = std::iter::once(scenario)
         .chain(specs.iter().copied())
         .map(str::to_owned)
         .collect();
@@ -816,4 +827,355 @@ async fn a_python_routed_message_a_rust_worker_held_goes_back_to_its_own_queue()
     let meta = backend(&redis).await.wait(&ids[0], WAIT).await.unwrap();
     assert_eq!(meta.status, TaskState::Success, "{meta:?}");
     assert_eq!(meta.result["runner"], "python");
+}
+
+/// kombu's binding of `orders` to the exchange "shop" (`routing_key SEP pattern SEP queue`), as
+/// the `publish-to-exchange` client's declare writes it to `_kombu.binding.shop`.
+fn shop_binding() -> String {
+    format!("shop.orders{0}{0}orders", keys::SEP)
+}
+
+/// The members of kombu's binding table of the exchange "shop".
+async fn shop_bindings(redis: &TestRedis) -> Vec<String> {
+    redis::cmd("SMEMBERS")
+        .arg("_kombu.binding.shop")
+        .query_async(&mut redis.manager().await)
+        .await
+        .unwrap()
+}
+
+/// Asserts `msg` is a `task` message a Python producer published to the exchange "shop": kombu
+/// delivered it into `orders` through the binding, and it carries that exchange's routing key,
+/// which names no queue.
+fn assert_from_shop(msg: &Value, task: &str) {
+    assert_eq!(msg["headers"]["task"], task, "{msg}");
+    let info = &msg["properties"]["delivery_info"];
+    assert_eq!(info["exchange"], "shop", "{msg}");
+    assert_eq!(info["routing_key"], "shop.orders", "{msg}");
+}
+
+/// Whether any list of the queue named after the routing key `shop.orders` exists.
+async fn shop_orders_exists(redis: &TestRedis) -> bool {
+    let mut conn = redis.manager().await;
+    for list in keys::queue_lists("shop.orders") {
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(&list)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if n != 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// The keyspace events (`key`, `event`) Redis publishes for the keys matching some patterns,
+/// in the order it ran the commands, from the moment `watch` returns.
+struct KeyEvents {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    seen: Vec<(String, String)>,
+    conn: celery_redis::connection::Conn,
+}
+
+const MARK: &str = "interop:mark";
+
+impl KeyEvents {
+    async fn watch(redis: &TestRedis, patterns: &[&str]) -> Self {
+        use futures_util::StreamExt;
+        let mut conn = redis.manager().await;
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("KA")
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+        let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
+        for pattern in patterns.iter().chain([&MARK]) {
+            pubsub
+                .psubscribe(format!("__keyspace@0__:{pattern}"))
+                .await
+                .unwrap();
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(msg) = messages.next().await {
+                let key = msg.get_channel_name()["__keyspace@0__:".len()..].to_owned();
+                if tx.send((key, msg.get_payload().unwrap())).is_err() {
+                    break;
+                }
+            }
+        });
+        KeyEvents {
+            rx,
+            seen: Vec::new(),
+            conn,
+        }
+    }
+
+    /// Waits for `event` on `key` (after those already awaited).
+    async fn until(&mut self, key: &str, event: &str) {
+        let wanted = (key.to_owned(), event.to_owned());
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let got = self.rx.recv().await.expect("keyspace events");
+                let found = got == wanted;
+                self.seen.push(got);
+                if found {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {event} on {key}; seen {:?}", self.seen));
+    }
+
+    /// Every event so far on the watched keys: Redis publishes them in order, so once the event
+    /// of a command run now arrives, every earlier one has.
+    async fn all(&mut self) -> Vec<(String, String)> {
+        redis::cmd("SET")
+            .arg(MARK)
+            .arg(self.seen.len())
+            .query_async::<()>(&mut self.conn)
+            .await
+            .unwrap();
+        self.until(MARK, "set").await;
+        let watched = self.seen.iter().filter(|(key, _)| key != MARK);
+        watched.cloned().collect()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn python_messages_published_to_a_named_exchange_stay_in_their_queue_on_a_rust_worker() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let schedule = keys::scheduled("orders");
+    let mut events = KeyEvents::watch(&redis, &["orders", &schedule, "shop.orders*"]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("hook:http://{}/hook", listener.local_addr().unwrap());
+    let (ids, redis) = publish(
+        &py,
+        redis,
+        "publish-to-exchange",
+        &["later:py-shop-later", &hook],
+    )
+    .await;
+    // Both in `orders`, through the binding the client declared, with the exchange's key.
+    assert_eq!(shop_bindings(&redis).await, vec![shop_binding()]);
+    let queued = waiting(&redis, "orders").await;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert_from_shop(&queued[0], "process_order");
+    assert!(queued[0]["headers"]["eta"].is_string(), "{}", queued[0]);
+    assert_from_shop(&queued[1], "send_notification");
+    assert!(waiting(&redis, "celery").await.is_empty());
+
+    let rust = rust_worker(
+        &redis,
+        &[
+            ("WORKER_QUEUES", "orders"),
+            ("TASK_ROUTES", ROUTES),
+            ("WEBHOOK_TIMEOUT_MS", "600000"),
+            ("WORKER_SHUTDOWN_TIMEOUT_SECS", "0"),
+        ],
+    );
+    // The order waits for its eta in the schedule of `orders`, and goes back to `orders` when
+    // due (in the same script), where the worker takes it again and runs it.
+    events.until(&schedule, "zadd").await;
+    events.until(&schedule, "zrem").await;
+    events.until("orders", "rpush").await;
+    let results = backend(&redis).await;
+    let meta = results.wait(&ids[0], WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(meta.result["status"], "confirmed");
+    assert!(meta.result.get("runner").is_none(), "{}", meta.result);
+
+    // The notification, held by a webhook that never answers, is recorded under `orders`.
+    let (_socket, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let entries = unacked(&redis).await;
+    let held: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e[0]["headers"]["id"] == ids[1])
+        .collect();
+    assert_eq!(held.len(), 1, "{entries:?}");
+    assert_from_shop(&held[0][0], "send_notification");
+    for entry in &entries {
+        assert_eq!(
+            (&entry[1], &entry[2]),
+            (&json!(""), &json!("orders")),
+            "{entry}"
+        );
+    }
+
+    // Handed back at shutdown: to `orders`.
+    rust.terminate();
+    let queued = waiting(&redis, "orders").await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_from_shop(&queued[0], "send_notification");
+    assert_eq!(queued[0]["headers"]["id"], ids[1]);
+    assert!(unacked(&redis).await.is_empty());
+    let parked: i64 = redis::cmd("ZCARD")
+        .arg(&schedule)
+        .query_async(&mut redis.manager().await)
+        .await
+        .unwrap();
+    assert_eq!(parked, 0);
+    let touched: Vec<_> = events
+        .all()
+        .await
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("shop.orders"))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
+    assert!(!shop_orders_exists(&redis).await);
+    assert!(waiting(&redis, "celery").await.is_empty());
+
+    // Where a Python worker of `orders` runs it.
+    let _py_worker = python_worker_with(&py, &redis, &["-Q", "orders"], &[]);
+    let meta = results.wait(&ids[1], WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(meta.result["runner"], "python");
+}
+
+/// A Python worker of `orders` (its tasks sleep a minute, its visibility timeout 2 s) takes an
+/// order a Python producer published to the exchange "shop" and is killed while it runs: kombu
+/// recorded it in `unacked` under the producer's exchange and routing key. Returns its id, once
+/// the visibility timeout has passed.
+async fn held_by_a_killed_python_worker(py: &Path, redis: TestRedis) -> (String, TestRedis) {
+    stock(&redis, "A", 1000).await;
+    let python = python_worker_with(
+        py,
+        &redis,
+        &["-Q", "orders"],
+        &[("VISIBILITY_TIMEOUT_SECS", "2"), ("PY_TASK_SLEEP", "60")],
+    );
+    let (ids, redis) = publish(py, redis, "publish-to-exchange", &["order:py-shop-killed"]).await;
+    let started: ResultMeta = backend(&redis)
+        .await
+        .wait_for(&ids[0], WAIT, |s| *s == TaskState::Started)
+        .await
+        .unwrap();
+    assert_eq!(started.status, TaskState::Started);
+    let entries = unacked(&redis).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_from_shop(&entries[0][0], "process_order");
+    assert_eq!(
+        (&entries[0][1], &entries[0][2]),
+        (&json!("shop"), &json!("shop.orders")),
+        "kombu records the producer's exchange and routing key"
+    );
+    python.kill_group();
+    past_visibility(2).await;
+    (ids[0].clone(), redis)
+}
+
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_rust_worker_restores_through_kombus_binding_what_a_killed_python_worker_took_from_a_named_exchange(
+) {
+    let py = python();
+    let redis = TestRedis::start();
+    let mut events = KeyEvents::watch(&redis, &["shop.orders*"]).await;
+    let (id, redis) = held_by_a_killed_python_worker(&py, redis).await;
+    assert!(shop_bindings(&redis).await.contains(&shop_binding()));
+
+    // Restored by a worker of another queue: where the binding of "shop" says, `orders`.
+    let restorer = [
+        ("VISIBILITY_TIMEOUT_SECS", "2"),
+        ("TASK_ROUTES", ROUTES),
+        ("WORKER_QUEUES", "notifications"),
+    ];
+    let _notes = rust_worker(&redis, &restorer);
+    let peek = "interop:restored";
+    let mut blocking = redis.manager().await;
+    let restored: Option<String> = redis::cmd("BLMOVE")
+        .arg("orders")
+        .arg(peek)
+        .arg("RIGHT")
+        .arg("LEFT")
+        .arg(WAIT.as_secs())
+        .query_async(&mut blocking)
+        .await
+        .unwrap();
+    let restored: Value = serde_json::from_str(&restored.expect("restored in time")).unwrap();
+    assert_from_shop(&restored, "process_order");
+    assert_eq!(restored["headers"]["id"], id);
+    assert_eq!(restored["headers"]["redelivered"], true, "{restored}");
+    assert!(unacked(&redis).await.is_empty());
+    let dead: i64 = redis::cmd("LLEN")
+        .arg(keys::DEAD_LETTER)
+        .query_async(&mut blocking)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
+    let _: String = redis::cmd("LMOVE")
+        .arg(peek)
+        .arg("orders")
+        .arg("LEFT")
+        .arg("RIGHT")
+        .query_async(&mut blocking)
+        .await
+        .unwrap();
+
+    // Where a Rust worker of `orders` runs it.
+    let _orders = rust_worker(
+        &redis,
+        &[&restorer[..2], &[("WORKER_QUEUES", "orders")]].concat(),
+    );
+    let meta = backend(&redis).await.wait(&id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(meta.result["status"], "confirmed");
+    assert!(meta.result.get("runner").is_none(), "{}", meta.result);
+    let touched = events.all().await;
+    assert!(touched.is_empty(), "shop.orders: {touched:?}");
+    assert!(!shop_orders_exists(&redis).await);
+}
+
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_killed_python_workers_message_from_an_exchange_nothing_is_bound_to_is_dead_lettered() {
+    let py = python();
+    let redis = TestRedis::start();
+    let (id, redis) = held_by_a_killed_python_worker(&py, redis).await;
+    // The binding is gone (the queue was unbound from the exchange; kombu 5.7 keeps a copy in
+    // `_kombu.binding_permanent.shop` for its sweep of expiring bindings, not for routing).
+    redis::cmd("DEL")
+        .arg("_kombu.binding.shop")
+        .arg("_kombu.binding_permanent.shop")
+        .query_async::<()>(&mut redis.manager().await)
+        .await
+        .unwrap();
+
+    let _rust = rust_worker(
+        &redis,
+        &[
+            ("VISIBILITY_TIMEOUT_SECS", "2"),
+            ("WORKER_QUEUES", "orders"),
+        ],
+    );
+    let peek = "interop:dead";
+    let mut blocking = redis.manager().await;
+    let dead: Option<String> = redis::cmd("BLMOVE")
+        .arg(keys::DEAD_LETTER)
+        .arg(peek)
+        .arg("LEFT")
+        .arg("LEFT")
+        .arg(WAIT.as_secs())
+        .query_async(&mut blocking)
+        .await
+        .unwrap();
+    let dead: Value = serde_json::from_str(&dead.expect("dead-lettered in time")).unwrap();
+    assert!(dead["reason"].as_str().unwrap().contains("shop"), "{dead}");
+    let raw: Value = serde_json::from_str(dead["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["headers"]["id"], id, "{dead}");
+    assert_from_shop(&raw, "process_order");
+    assert!(unacked(&redis).await.is_empty());
+    assert!(waiting(&redis, "orders").await.is_empty());
+    assert!(!shop_orders_exists(&redis).await);
 }
