@@ -38,6 +38,21 @@ struct Scenario {
     orders: usize,
     notifications: usize,
     fault: Fault,
+    /// Orders and notifications on queues of their own, served by workers on one, the other,
+    /// and both (`TASK_ROUTES`, `WORKER_QUEUES`), instead of one `celery` queue for all.
+    routed: bool,
+}
+
+/// The routes of a routed scenario, and the queues of the worker in each of the three slots.
+const ROUTES: &str = "process_order=orders,send_notification=notifications";
+const SLOT_QUEUES: [&str; 3] = ["orders", "notifications", "orders,notifications"];
+
+/// What every process of a routed scenario reads besides its own variables.
+fn routing(routed: bool) -> Vec<(&'static str, String)> {
+    match routed {
+        true => vec![("TASK_ROUTES", ROUTES.to_owned())],
+        false => Vec::new(),
+    }
 }
 
 fn worker_env(url: &str) -> Vec<(&'static str, String)> {
@@ -57,10 +72,15 @@ fn worker_env(url: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
-/// Every other worker runs on a two-thread runtime, so the fleet mixes both runtimes.
-fn spawn_worker(url: &str) -> Proc {
+/// Every other worker runs on a two-thread runtime, so the fleet mixes both runtimes; in a
+/// routed scenario, the worker of `slot` consumes that slot's queues.
+fn spawn_worker(url: &str, slot: usize, routed: bool) -> Proc {
     static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut env = worker_env(url);
+    env.extend(routing(routed));
+    if routed {
+        env.push(("WORKER_QUEUES", SLOT_QUEUES[slot % 3].to_owned()));
+    }
     let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     env.push(("WORKER_THREADS", (1 + n % 2).to_string()));
     Proc::spawn(
@@ -72,12 +92,13 @@ fn spawn_worker(url: &str) -> Proc {
     .0
 }
 
-fn spawn_service(url: &str, name: &str, var: &'static str) -> (Proc, String) {
-    let env = vec![
+fn spawn_service(url: &str, name: &str, var: &'static str, routed: bool) -> (Proc, String) {
+    let mut env = vec![
         ("REDIS_URL", url.to_owned()),
         (var, "127.0.0.1:0".to_owned()),
         ("REDIS_TIMEOUT_MS", "1000".into()),
     ];
+    env.extend(routing(routed));
     let (p, line) = Proc::spawn(
         &sibling_binary(env!("CARGO_BIN_EXE_worker"), name),
         &[],
@@ -320,8 +341,10 @@ fn poison_entries(n: usize) -> Vec<String> {
 }
 
 /// Injects the scenario's fault until the load is done and at least `min` faults happened.
+#[allow(clippy::too_many_arguments)]
 fn inject(
     fault: Fault,
+    routed: bool,
     redis: Arc<Mutex<TestRedis>>,
     workers: Arc<Mutex<Vec<Proc>>>,
     url: String,
@@ -346,7 +369,8 @@ fn inject(
                     250
                 });
                 let i = fastrand::usize(0..3);
-                let old = std::mem::replace(&mut workers.lock().unwrap()[i], spawn_worker(&url));
+                let fresh = spawn_worker(&url, i, routed);
+                let old = std::mem::replace(&mut workers.lock().unwrap()[i], fresh);
                 at.push(Instant::now());
                 if fault == Fault::KillWorkers {
                     old.kill_group();
@@ -480,10 +504,13 @@ async fn run(s: Scenario) {
     let listener = tokio::spawn(listen(client.clone(), tracker.clone(), tx));
     subscribed.await.unwrap();
     let workers = Arc::new(Mutex::new(
-        (0..3).map(|_| spawn_worker(&url)).collect::<Vec<_>>(),
+        (0..3)
+            .map(|slot| spawn_worker(&url, slot, s.routed))
+            .collect::<Vec<_>>(),
     ));
-    let (_orders, orders_url) = spawn_service(&url, "service-order", "ORDER_BIND");
-    let (_notes, notes_url) = spawn_service(&url, "service-notification", "NOTIFICATION_BIND");
+    let (_orders, orders_url) = spawn_service(&url, "service-order", "ORDER_BIND", s.routed);
+    let (_notes, notes_url) =
+        spawn_service(&url, "service-notification", "NOTIFICATION_BIND", s.routed);
     let redis = Arc::new(Mutex::new(redis));
 
     let (acked, done) = (
@@ -499,7 +526,8 @@ async fn run(s: Scenario) {
             done.clone(),
         );
         let total = s.orders + s.notifications;
-        std::thread::spawn(move || inject(s.fault, redis, workers, url, acked, total, done))
+        let (fault, routed) = (s.fault, s.routed);
+        std::thread::spawn(move || inject(fault, routed, redis, workers, url, acked, total, done))
     };
     let started = Instant::now();
     let accepted = submit_all(&orders_url, &notes_url, &hook.url, &s, acked.clone()).await;
@@ -647,6 +675,7 @@ async fn sigkill_workers_at_random_moments() {
         orders: 5000,
         notifications: 1000,
         fault: Fault::KillWorkers,
+        routed: false,
     })
     .await;
 }
@@ -659,6 +688,7 @@ async fn restart_redis_with_aof_mid_run() {
         orders: 2000,
         notifications: 400,
         fault: Fault::RestartRedis,
+        routed: false,
     })
     .await;
 }
@@ -671,6 +701,7 @@ async fn kill_all_client_connections() {
         orders: 2000,
         notifications: 400,
         fault: Fault::KillConnections,
+        routed: false,
     })
     .await;
 }
@@ -683,6 +714,7 @@ async fn sigterm_workers_under_load() {
         orders: 2000,
         notifications: 400,
         fault: Fault::TermWorkers,
+        routed: false,
     })
     .await;
 }
@@ -695,6 +727,22 @@ async fn poison_messages_among_real_ones() {
         orders: 2000,
         notifications: 400,
         fault: Fault::Poison,
+        routed: false,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn sigkill_workers_on_routed_queues() {
+    // Orders and notifications on queues of their own; the three workers consume orders,
+    // notifications, and both, and are SIGKILLed at random as in `sigkill`.
+    run(Scenario {
+        name: "sigkill-routed",
+        orders: 3000,
+        notifications: 600,
+        fault: Fault::KillWorkers,
+        routed: true,
     })
     .await;
 }
