@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use crate::keys;
 
+pub mod sentinel;
+
 /// Variables every process reads (through [`RedisConfig`]), plus logging.
 pub const REDIS_VARIABLES: &[&str] = &[
     "REDIS_URL",
@@ -171,6 +173,8 @@ pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<boo
 #[derive(Clone)]
 pub struct RedisUrl {
     client: redis::Client,
+    /// The sentinels of a `sentinel://` URL (see [`sentinel`]), and the `WAIT` policy.
+    topology: crate::sentinel::Topology,
 }
 
 impl RedisUrl {
@@ -178,10 +182,17 @@ impl RedisUrl {
         init_tls();
         Ok(RedisUrl {
             client: redis::Client::open(url)?,
+            topology: Default::default(),
         })
     }
 
-    /// A client for this URL (cheap: it holds no connection).
+    /// The sentinels (for a `sentinel://` URL) and the `WAIT` policy.
+    pub fn topology(&self) -> &crate::sentinel::Topology {
+        &self.topology
+    }
+
+    /// A client for this URL (cheap: it holds no connection). For a `sentinel://` URL it has
+    /// the master's settings at the first sentinel's address: connect with `topology().resolve`.
     pub fn client(&self) -> &redis::Client {
         &self.client
     }
@@ -203,7 +214,8 @@ impl RedisUrl {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        format!("{user}{}/{}", info.addr(), info.redis_settings().db())
+        let db = info.redis_settings().db();
+        self.topology.redacted(&user, info.addr(), db)
     }
 
     /// The socket's path, for a `redis+unix://` URL.
@@ -223,6 +235,7 @@ impl RedisUrl {
         a.addr() == b.addr()
             && a.redis_settings().db() == b.redis_settings().db()
             && a.redis_settings().username() == b.redis_settings().username()
+            && self.topology.same_servers(&other.topology)
     }
 }
 
@@ -249,6 +262,7 @@ fn redis_url(
 ) -> Result<RedisUrl, ConfigError> {
     match (raw(src, var)?, default) {
         (None, Some(default)) => Ok(default.clone()),
+        (Some(raw), _) if crate::sentinel::is_url(&raw) => sentinel::url(src, var, &raw),
         (raw, _) => {
             RedisUrl::parse(raw.as_deref().unwrap_or("redis://127.0.0.1:6379/0")).map_err(|e| {
                 ConfigError {
@@ -296,6 +310,7 @@ impl RedisConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let url = redis_url(src, "REDIS_URL", None)?;
         let result_url = redis_url(src, "RESULT_BACKEND_URL", Some(&url))?;
+        let (url, result_url) = sentinel::with_wait(src, url, result_url)?;
         Ok(RedisConfig {
             url,
             result_url,

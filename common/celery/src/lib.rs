@@ -7,9 +7,11 @@
 //! - [`node`] — this process's node name (`origin`, a worker's `hostname`).
 //! - [`protocol`] — the wire format: the kombu envelope, the `[args, kwargs, embed]` body, and
 //!   [`protocol::TaskMessage`], a task to publish.
+//! - [`sentinel`] — Redis Sentinel (`sentinel://` URLs, finding the master) and the `WAIT` policy.
 //! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
 //! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
 //! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
+//! - [`replicated`] — a connection that waits for replicas (`WAIT`) after the writes that matter.
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
 //! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
 //!   schedule, restores and dead letters.
@@ -35,8 +37,10 @@ pub mod keys;
 pub mod leases;
 pub mod node;
 pub mod protocol;
+pub mod replicated;
 pub mod result;
 pub mod revoked;
 pub(crate) mod scripts;
+pub mod sentinel;
 pub mod shutdown;
 pub mod stores;
