@@ -98,9 +98,10 @@ pub fn parse_url(url: &str) -> Result<SentinelUrl, String> {
 }
 
 type Credentials = (Option<String>, Option<String>);
+type One = ((String, u16), Credentials, Option<i64>);
 
 /// One `[[user]:password@]host[:port][/db]`.
-fn one(rest: &str) -> Result<((String, u16), Credentials, Option<i64>), String> {
+fn one(rest: &str) -> Result<One, String> {
     if rest.contains(['?', '#']) {
         return Err("has a query or fragment, which sentinel URLs do not take".into());
     }
@@ -245,7 +246,7 @@ impl Topology {
                         .into_connection_info()?
                         .set_redis_settings(settings.clone());
                     match is_master(&info).await {
-                        Ok(true) => return Ok(redis::Client::open(info)?),
+                        Ok(true) => return redis::Client::open(info),
                         Ok(false) => why.push(format!(
                             "{host}:{port} names {mhost}:{mport}, which is not a master"
                         )),
