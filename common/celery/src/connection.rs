@@ -94,7 +94,7 @@ pub async fn ping(conn: &Conn, limit: Duration) -> RedisResult<()> {
 ///
 /// For a `sentinel://` URL the manager is made for the master the sentinels name, and dropped
 /// after an error that says the master went away or is one no more (see
-/// [`crate::sentinel::needs_new_master`]): the next call asks the sentinels again.
+/// [`crate::failover::needs_new_master`]): the next call asks the sentinels again.
 #[derive(Clone)]
 pub struct Conn {
     current: Arc<RwLock<(u64, Option<ConnectionManager>)>>,
@@ -102,6 +102,8 @@ pub struct Conn {
     waits: Waits,
     /// Held while asking the sentinels, so that concurrent calls ask once.
     resolving: Arc<tokio::sync::Mutex<()>>,
+    /// Whether the sentinels' `+switch-master` is watched (from the first resolution on).
+    watching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Conn {
@@ -116,6 +118,7 @@ impl Conn {
             url: url.clone(),
             waits,
             resolving: Arc::new(tokio::sync::Mutex::new(())),
+            watching: Arc::default(),
         })
     }
 
@@ -146,14 +149,51 @@ impl Conn {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         *current = (current.0.wrapping_add(1), Some(fresh.clone()));
         log::info!("connected to the master the sentinels name");
-        Ok((current.0, fresh))
+        let generation = current.0;
+        drop(current);
+        if !self
+            .watching
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.watch_failovers();
+        }
+        Ok((generation, fresh))
+    }
+
+    /// Drops the master on each failover the sentinels announce (the next call asks them
+    /// again), until every clone of this connection is gone.
+    fn watch_failovers(&self) {
+        let Some(sentinels) = self.url.topology().sentinels().cloned() else {
+            return;
+        };
+        let current = Arc::downgrade(&self.current);
+        tokio::spawn(crate::failover::watch(sentinels, move |switched| {
+            let Some(current) = current.upgrade() else {
+                return false;
+            };
+            if switched {
+                log::warn!("the sentinels announced a failover; asking them for the new master");
+                let mut current = current.write().unwrap_or_else(|p| p.into_inner());
+                *current = (current.0.wrapping_add(1), None);
+            }
+            true
+        }));
+    }
+
+    /// Forgets the master the sentinels named (no-op for a plain URL): the next call asks them
+    /// again. For a sign that it may be one no more, e.g. a `WAIT` that no replica answered.
+    pub fn forget_master(&self) {
+        if self.url.topology().sentinels().is_some() {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            *current = (current.0.wrapping_add(1), None);
+        }
     }
 
     /// After `e` on the manager of `generation`: a new manager when the old one would keep
     /// answering with the same error (once per generation, however many calls saw it).
     fn renew_after(&self, generation: u64, e: &RedisError) {
         let on_sentinels = self.url.topology().sentinels().is_some();
-        let again = on_sentinels && crate::sentinel::needs_new_master(e);
+        let again = on_sentinels && crate::failover::needs_new_master(e);
         if !needs_new_connection(e) && !again {
             return;
         }

@@ -10,6 +10,7 @@
 //! - [`sentinel`] — Redis Sentinel (`sentinel://` URLs, finding the master) and the `WAIT` policy.
 //! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
 //! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
+//! - [`failover`] — the sentinels' announcement of a failover, watched by each connection.
 //! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
 //! - [`replicated`] — a connection that waits for replicas (`WAIT`) after the writes that matter.
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
@@ -33,6 +34,7 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod events;
+pub mod failover;
 pub mod keys;
 pub mod leases;
 pub mod node;

@@ -86,6 +86,8 @@ impl Replicated {
             return Ok(());
         }
         SHORT_WAITS.fetch_add(1, Ordering::Relaxed);
+        // A master whose replica left may be one the sentinels demoted: ask them again.
+        self.conn.forget_master();
         let e = short(reached, self.wait);
         log::warn!("{e}");
         if self.fail_short {

@@ -31,7 +31,7 @@ pub struct Topology {
 }
 
 /// The sentinels of one URL and the master name they are asked about.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sentinels {
     pub addrs: Vec<(String, u16)>,
     pub master: String,
@@ -238,26 +238,32 @@ impl Topology {
             return Ok(client.clone());
         };
         let settings = client.get_connection_info().redis_settings().clone();
+        // Every sentinel at once; the newest configuration (highest epoch) first, so that a
+        // sentinel that has not yet seen a failover does not send us back to the old master.
+        let asked = s.addrs.iter().map(|(h, p)| ask(h, *p, &s.master));
+        let answers = futures_util::future::join_all(asked).await;
         let mut why = Vec::new();
-        for (host, port) in &s.addrs {
-            match ask(host, *port, &s.master).await {
-                Ok(Some((mhost, mport))) => {
-                    let info = ConnectionAddr::Tcp(mhost.clone(), mport)
-                        .into_connection_info()?
-                        .set_redis_settings(settings.clone());
-                    match is_master(&info).await {
-                        Ok(true) => return redis::Client::open(info),
-                        Ok(false) => why.push(format!(
-                            "{host}:{port} names {mhost}:{mport}, which is not a master"
-                        )),
-                        Err(e) => why.push(format!(
-                            "{host}:{port} names {mhost}:{mport}, which does not answer ({})",
-                            e.category()
-                        )),
-                    }
-                }
+        let mut found: Vec<(u64, String, u16)> = Vec::new();
+        for ((host, port), answer) in s.addrs.iter().zip(answers) {
+            match answer {
+                Ok(Some(m)) => found.push(m),
                 Ok(None) => why.push(format!("{host}:{port} knows no master {:?}", s.master)),
                 Err(e) => why.push(format!("{host}:{port}: {e}")),
+            }
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.dedup_by(|a, b| (&a.1, a.2) == (&b.1, b.2));
+        for (_, mhost, mport) in found {
+            let info = ConnectionAddr::Tcp(mhost.clone(), mport)
+                .into_connection_info()?
+                .set_redis_settings(settings.clone());
+            match is_master(&info).await {
+                Ok(true) => return redis::Client::open(info),
+                Ok(false) => why.push(format!("{mhost}:{mport} is named, but not a master")),
+                Err(e) => why.push(format!(
+                    "{mhost}:{mport} is named, but does not answer ({})",
+                    e.category()
+                )),
             }
         }
         // The detail names sentinels and addresses, never credentials.
@@ -284,9 +290,9 @@ pub fn misconfigured(e: &RedisError) -> Option<String> {
         .then(|| detail.to_owned())
 }
 
-/// `SENTINEL GET-MASTER-ADDR-BY-NAME`: the master's address, `None` when the sentinel does not
-/// know the name. The error is a short reason, without credentials.
-async fn ask(host: &str, port: u16, master: &str) -> Result<Option<(String, u16)>, String> {
+/// `SENTINEL MASTER`: the master's configuration epoch and address, `None` when the sentinel
+/// does not know the name. The error is a short reason, without credentials.
+async fn ask(host: &str, port: u16, master: &str) -> Result<Option<(u64, String, u16)>, String> {
     let info = ConnectionAddr::Tcp(host.to_owned(), port)
         .into_connection_info()
         .map_err(|e| e.category().to_owned())?
@@ -294,24 +300,31 @@ async fn ask(host: &str, port: u16, master: &str) -> Result<Option<(String, u16)
     let asked = tokio::time::timeout(ASK_WAIT, async {
         let client = redis::Client::open(info)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("SENTINEL")
-            .arg("GET-MASTER-ADDR-BY-NAME")
-            .arg(master)
-            .query_async::<Option<(String, String)>>(&mut conn)
-            .await
+        let cmd = redis::cmd("SENTINEL").arg("MASTER").arg(master).clone();
+        cmd.query_async::<Vec<String>>(&mut conn).await
     })
     .await;
-    match asked {
-        Err(_) => Err("did not answer in time".into()),
-        Ok(Err(e)) if e.code() == Some("ERR") && e.to_string().contains("unknown command") => {
-            Err("is not a sentinel (it does not know SENTINEL)".into())
+    let fields = match asked {
+        Err(_) => return Err("did not answer in time".into()),
+        Ok(Err(e)) if e.to_string().contains("No such master") => return Ok(None),
+        Ok(Err(e)) if e.to_string().contains("unknown command") => {
+            return Err("is not a sentinel (it does not know SENTINEL)".into())
         }
-        Ok(Err(e)) => Err(format!("did not answer ({})", e.category())),
-        Ok(Ok(None)) => Ok(None),
-        Ok(Ok(Some((h, p)))) => match p.parse::<u16>() {
-            Ok(p) if p > 0 && !h.is_empty() && h.len() <= 253 => Ok(Some((h, p))),
-            _ => Err("answered an address that is not host and port".into()),
-        },
+        Ok(Err(e)) => return Err(format!("did not answer ({})", e.category())),
+        Ok(Ok(fields)) => fields,
+    };
+    let field = |name: &str| {
+        let at = fields.iter().step_by(2).position(|f| f == name)?;
+        fields.get(at.checked_mul(2)?.checked_add(1)?)
+    };
+    let host = field("ip").filter(|h| !h.is_empty() && h.len() <= 253);
+    let port = field("port")
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p > 0);
+    let epoch = field("config-epoch").and_then(|e| e.parse::<u64>().ok());
+    match (host, port) {
+        (Some(h), Some(p)) => Ok(Some((epoch.unwrap_or(0), h.clone(), p))),
+        _ => Err("answered an address that is not host and port".into()),
     }
 }
 
@@ -334,17 +347,4 @@ async fn is_master(info: &ConnectionInfo) -> redis::RedisResult<bool> {
             "the master did not answer in time",
         )))
     })
-}
-
-/// Errors after which a connection must ask the sentinels again: the server went away, or it
-/// is no longer the master (`READONLY` on a write, `UNBLOCKED` for a blocking call when it was
-/// demoted, `MASTERDOWN`/`LOADING` on a replica or a restarted server).
-pub fn needs_new_master(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || matches!(
-            e.code(),
-            Some("READONLY" | "UNBLOCKED" | "MASTERDOWN" | "LOADING")
-        )
 }

@@ -39,7 +39,7 @@ async fn incr_after_failover(conn: &mut Conn) -> i64 {
     match conn.incr::<_, _, i64>("counter", 1).await {
         Ok(n) => n,
         Err(e) => {
-            assert!(celery_redis::sentinel::needs_new_master(&e), "{e}");
+            assert!(celery_redis::failover::needs_new_master(&e), "{e}");
             conn.incr("counter", 1).await.unwrap()
         }
     }
