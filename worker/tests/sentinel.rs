@@ -196,6 +196,9 @@ async fn listen(
     }
 }
 
+/// An acknowledged order: its id, task id and (sku, quantity) items.
+type Accepted = (String, String, Vec<(usize, i64)>);
+
 struct Run {
     name: &'static str,
     orders: usize,
@@ -277,7 +280,7 @@ async fn run(r: Run) -> Outcome {
         .build()
         .unwrap();
     let started = Instant::now();
-    let accepted: Vec<(String, String, Vec<(usize, i64)>)> = futures_util::stream::iter(0..r.orders)
+    let accepted: Vec<Accepted> = futures_util::stream::iter(0..r.orders)
         .map(|i| {
             let (http, acked, refused, url) = (http.clone(), acked.clone(), refused.clone(), orders_url.clone());
             let id = format!("{}-o{i}", r.name);

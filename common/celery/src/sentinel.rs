@@ -251,7 +251,7 @@ impl Topology {
                 Err(e) => why.push(format!("{host}:{port}: {e}")),
             }
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|m| std::cmp::Reverse(m.0));
         found.dedup_by(|a, b| (&a.1, a.2) == (&b.1, b.2));
         for (_, mhost, mport) in found {
             let info = ConnectionAddr::Tcp(mhost.clone(), mport)
