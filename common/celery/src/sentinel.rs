@@ -13,6 +13,8 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionI
 pub const MAX_SENTINELS: usize = 16;
 /// Sentinel's port when a URL gives none (kombu's default too).
 pub const DEFAULT_PORT: u16 = 26379;
+/// How the error of a resolution that found no master begins.
+const NO_MASTER: &str = "no master found: ";
 /// Bound on each exchange with one sentinel or one candidate master while resolving.
 const ASK_WAIT: Duration = Duration::from_secs(1);
 
@@ -266,22 +268,17 @@ impl Topology {
                 )),
             }
         }
-        // The detail names sentinels and addresses, never credentials.
-        Err(RedisError::from((
-            redis::ErrorKind::Io,
-            "no master found",
-            why.join("; "),
-        )))
+        // A refusal: nothing was sent to any master. It names sentinels and addresses only.
+        let why = format!("{NO_MASTER}{}", why.join("; "));
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, why).into())
     }
 }
 
 /// When a resolution failed because of the configuration rather than an outage: every
 /// sentinel answered and none knows the master, or a "sentinel" is not one.
 pub fn misconfigured(e: &RedisError) -> Option<String> {
-    if !e.to_string().contains("no master found") {
-        return None;
-    }
-    let detail = e.detail()?;
+    let shown = e.to_string();
+    let detail = &shown[shown.find(NO_MASTER)?.checked_add(NO_MASTER.len())?..];
     let parts: Vec<&str> = detail.split("; ").collect();
     if parts.iter().any(|p| p.contains("is not a sentinel")) {
         return Some(detail.to_owned());
