@@ -59,6 +59,8 @@ pub async fn watch(sentinels: Sentinels, mut keep: impl FnMut(bool) -> bool + Se
                 return;
             }
         }
+        // The subscription ended (the sentinel went away): the next one, after a pause.
+        tokio::time::sleep(RETRY).await;
     }
 }
 
