@@ -181,6 +181,18 @@ async fn listen(
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut subscribed = Some(subscribed);
+    // Like the fleet's own connections, the listener leaves the old master when the sentinels
+    // announce a failover (it would otherwise hear the demoted master until it is reconfigured).
+    let switched = Arc::new(Notify::new());
+    if let Some(sentinels) = url.topology().sentinels().cloned() {
+        let switched = switched.clone();
+        tokio::spawn(celery_redis::failover::watch(sentinels, move |s| {
+            if s {
+                switched.notify_waiters();
+            }
+            true
+        }));
+    }
     loop {
         let client = match url.topology().resolve(url.client()).await {
             Ok(c) => c,
@@ -201,7 +213,12 @@ async fn listen(
         }
         tracker.catch_up(&client).await;
         let mut stream = pubsub.on_message();
-        while let Some(msg) = stream.next().await {
+        loop {
+            let msg = tokio::select! {
+                _ = switched.notified() => break,
+                msg = stream.next() => msg,
+            };
+            let Some(msg) = msg else { break };
             if let Ok(meta) = serde_json::from_slice::<ResultMeta>(msg.get_payload_bytes()) {
                 tracker.record(meta);
             }
