@@ -19,7 +19,7 @@ pub const GHOST: &str = "ghostmaster";
 pub const PASSWORD: &str = "sentinel-test-s3cret";
 /// What a replica prints once its sync with the master is done.
 const SYNCED: &str = "MASTER <-> REPLICA sync: Finished with success";
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(90);
 
 /// The lines a server printed so far, and a way to wait for more.
 type Lines = Arc<(Mutex<Vec<String>>, Condvar)>;
@@ -252,15 +252,20 @@ impl TestSentinels {
     }
 
     /// SIGKILLs the master, waits until the sentinels promoted the replica, then starts the
-    /// killed server again (empty: no persistence) and waits until it is a replica of the new
-    /// master with its first sync done.
+    /// killed server again (empty: no persistence) as a replica of the new master and waits
+    /// until its first sync is done.
     pub fn kill_master(&mut self) {
         let before = self.switches();
         let port = self.master_port();
         let i = self.data.iter().position(|d| d.port == port).unwrap();
         self.data[i].kill();
         self.wait_switches(before + 1);
-        let (child, lines) = spawn(&self.data[i].args);
+        // Back as a replica of the new master at once (as its configuration would say after
+        // Sentinel rewrote it), rather than after Sentinel's next look at a stray master.
+        let mut args = self.data[i].args.clone();
+        let new = self.master_port().to_string();
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), new]);
+        let (child, lines) = spawn(&args);
         self.data[i].child = child;
         self.data[i].lines = lines;
         self.data[i].wait_lines(SYNCED, 1);
