@@ -124,3 +124,56 @@ fn an_address_in_use_exits_2_naming_the_bind_variable() {
         "{stderr}"
     );
 }
+
+/// Sentinel URLs that point at the wrong thing stop every binary at start (a master name the
+/// sentinels do not know; a plain Redis given as a sentinel), naming the variable and never the
+/// password, even at `RUST_LOG=debug`; a good one serves the admin subcommands.
+#[test]
+fn wrong_sentinel_targets_are_refused_and_a_right_one_serves_the_admin_commands() {
+    use testkit::sentinel::{TestSentinels, MASTER, PASSWORD};
+    let sentinels = TestSentinels::start();
+    let plain = TestRedis::start();
+    let not_a_sentinel = format!("sentinel://:{PASSWORD}@127.0.0.1:{}", plain.port());
+    for (url, master, says) in [
+        (sentinels.url(), "nosuchmaster", "knows no master"),
+        (not_a_sentinel, MASTER, "is not a sentinel"),
+    ] {
+        for name in BINARIES {
+            let (code, stderr) = run(
+                name,
+                &[
+                    ("REDIS_URL", url.clone()),
+                    ("REDIS_SENTINEL_MASTER", master.into()),
+                    ("RUST_LOG", "debug".into()),
+                    ("ORDER_BIND", "127.0.0.1:0".into()),
+                    ("NOTIFICATION_BIND", "127.0.0.1:0".into()),
+                ],
+            );
+            assert_eq!(code, Some(2), "{name}: {stderr}");
+            assert!(
+                stderr.contains("invalid REDIS_URL") && stderr.contains(says),
+                "{name}: {stderr}"
+            );
+            assert!(!stderr.contains(PASSWORD), "{name}: {stderr}");
+        }
+    }
+    let out = Command::new(binary("worker"))
+        .arg("stats")
+        .env_clear()
+        .env("REDIS_URL", sentinels.url())
+        .env("REDIS_SENTINEL_MASTER", MASTER)
+        .env("RUST_LOG", "debug")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run worker stats");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("celery"), "{stdout}");
+    assert!(
+        !stdout.contains(PASSWORD) && !stderr.contains(PASSWORD),
+        "{stdout}\n{stderr}"
+    );
+}

@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use crate::keys;
 use crate::routes::Routes;
+
+mod queues;
+pub mod sentinel;
 
 /// Variables every process reads (through [`RedisConfig`]), plus logging.
 pub const REDIS_VARIABLES: &[&str] = &[
@@ -173,6 +175,8 @@ pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<boo
 #[derive(Clone)]
 pub struct RedisUrl {
     client: redis::Client,
+    /// The sentinels of a `sentinel://` URL (see [`sentinel`]), and the `WAIT` policy.
+    topology: crate::sentinel::Topology,
 }
 
 impl RedisUrl {
@@ -180,10 +184,17 @@ impl RedisUrl {
         init_tls();
         Ok(RedisUrl {
             client: redis::Client::open(url)?,
+            topology: Default::default(),
         })
     }
 
-    /// A client for this URL (cheap: it holds no connection).
+    /// The sentinels (for a `sentinel://` URL) and the `WAIT` policy.
+    pub fn topology(&self) -> &crate::sentinel::Topology {
+        &self.topology
+    }
+
+    /// A client for this URL (cheap: it holds no connection). For a `sentinel://` URL it has
+    /// the master's settings at the first sentinel's address: connect with `topology().resolve`.
     pub fn client(&self) -> &redis::Client {
         &self.client
     }
@@ -205,7 +216,8 @@ impl RedisUrl {
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        format!("{user}{}/{}", info.addr(), info.redis_settings().db())
+        let db = info.redis_settings().db();
+        self.topology.redacted(&user, info.addr(), db)
     }
 
     /// The socket's path, for a `redis+unix://` URL.
@@ -225,6 +237,7 @@ impl RedisUrl {
         a.addr() == b.addr()
             && a.redis_settings().db() == b.redis_settings().db()
             && a.redis_settings().username() == b.redis_settings().username()
+            && self.topology.same_servers(&other.topology)
     }
 }
 
@@ -251,6 +264,7 @@ fn redis_url(
 ) -> Result<RedisUrl, ConfigError> {
     match (raw(src, var)?, default) {
         (None, Some(default)) => Ok(default.clone()),
+        (Some(raw), _) if crate::sentinel::is_url(&raw) => sentinel::url(src, var, &raw),
         (raw, _) => {
             RedisUrl::parse(raw.as_deref().unwrap_or("redis://127.0.0.1:6379/0")).map_err(|e| {
                 ConfigError {
@@ -261,17 +275,6 @@ fn redis_url(
             })
         }
     }
-}
-
-fn queue_name(src: &dyn Source) -> Result<String, ConfigError> {
-    let queue = raw(src, "CELERY_QUEUE")?.unwrap_or_else(|| "celery".into());
-    if !keys::is_queue_name(&queue) {
-        return Err(ConfigError {
-            var: "CELERY_QUEUE",
-            reason: "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', and not one of kombu's, Celery's or this project's own keys".into(),
-        });
-    }
-    Ok(queue)
 }
 
 /// What every process needs to reach the broker and the result backend.
@@ -300,14 +303,9 @@ impl RedisConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let url = redis_url(src, "REDIS_URL", None)?;
         let result_url = redis_url(src, "RESULT_BACKEND_URL", Some(&url))?;
-        let queue = queue_name(src)?;
-        let routes = match raw(src, "TASK_ROUTES")? {
-            None => Routes::to(queue.clone()),
-            Some(spec) => Routes::parse(&spec, &queue).map_err(|reason| ConfigError {
-                var: "TASK_ROUTES",
-                reason,
-            })?,
-        };
+        let queue = queues::default_queue(src)?;
+        let routes = queues::task_routes(src, &queue)?;
+        let (url, result_url) = sentinel::with_wait(src, url, result_url)?;
         Ok(RedisConfig {
             url,
             result_url,

@@ -22,13 +22,13 @@ pub struct Waits {
 
 /// A multiplexed connection that reconnects by itself with backoff. It is created lazily, so a
 /// process starts (and reports "not ready") while Redis is still down.
-fn manager(url: &RedisUrl, waits: Waits) -> RedisResult<ConnectionManager> {
+fn manager(client: redis::Client, waits: Waits) -> RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(waits.response)
         .set_number_of_retries(waits.connect_retries)
         .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(url.client().clone(), config)
+    ConnectionManager::new_lazy_with_config(client, config)
 }
 
 /// Runs one Redis call with an upper bound on its duration, so nothing waits on Redis forever.
@@ -91,24 +91,43 @@ pub async fn ping(conn: &Conn, limit: Duration) -> RedisResult<()> {
 /// by a fresh one when connecting failed in a way the manager never retries by itself (a
 /// refused password: once the password is right again, the next call connects). Cheap to
 /// clone; every clone shares the connection.
+///
+/// For a `sentinel://` URL the manager is made for the master the sentinels name, and dropped
+/// after an error that says the master went away or is one no more (see
+/// [`crate::failover::needs_new_master`]): the next call asks the sentinels again.
 #[derive(Clone)]
 pub struct Conn {
-    current: Arc<RwLock<(u64, ConnectionManager)>>,
+    current: Arc<RwLock<(u64, Option<ConnectionManager>)>>,
     url: RedisUrl,
     waits: Waits,
+    /// Held while asking the sentinels, so that concurrent calls ask once.
+    resolving: Arc<tokio::sync::Mutex<()>>,
+    /// Whether the sentinels' `+switch-master` is watched (from the first resolution on).
+    watching: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Conn {
     /// Connects lazily: nothing is sent before the first call.
     pub fn new(url: &RedisUrl, waits: Waits) -> RedisResult<Self> {
+        let direct = match url.topology().sentinels() {
+            None => Some(manager(url.client().clone(), waits)?),
+            Some(_) => None,
+        };
         Ok(Conn {
-            current: Arc::new(RwLock::new((0, manager(url, waits)?))),
+            current: Arc::new(RwLock::new((0, direct))),
             url: url.clone(),
             waits,
+            resolving: Arc::new(tokio::sync::Mutex::new(())),
+            watching: Arc::default(),
         })
     }
 
-    fn current(&self) -> (u64, ConnectionManager) {
+    /// The URL this connection was made for (its `WAIT` policy included).
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    fn read(&self) -> (u64, Option<ConnectionManager>) {
         // A panic while holding this lock cannot leave the pair inconsistent.
         self.current
             .read()
@@ -116,23 +135,87 @@ impl Conn {
             .clone()
     }
 
+    /// The manager to use, asking the sentinels for the master first when there is none.
+    async fn current(&self) -> RedisResult<(u64, ConnectionManager)> {
+        if let (generation, Some(m)) = self.read() {
+            return Ok((generation, m));
+        }
+        let _asking = self.resolving.lock().await;
+        if let (generation, Some(m)) = self.read() {
+            return Ok((generation, m));
+        }
+        let client = self.url.topology().resolve(self.url.client()).await?;
+        let fresh = manager(client, self.waits)?;
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = (current.0.wrapping_add(1), Some(fresh.clone()));
+        log::info!("connected to the master the sentinels name");
+        let generation = current.0;
+        drop(current);
+        if !self
+            .watching
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.watch_failovers();
+        }
+        Ok((generation, fresh))
+    }
+
+    /// Drops the master on each failover the sentinels announce (the next call asks them
+    /// again), until every clone of this connection is gone.
+    fn watch_failovers(&self) {
+        let Some(sentinels) = self.url.topology().sentinels().cloned() else {
+            return;
+        };
+        let current = Arc::downgrade(&self.current);
+        tokio::spawn(crate::failover::watch(sentinels, move |switched| {
+            let Some(current) = current.upgrade() else {
+                return false;
+            };
+            if switched {
+                log::warn!("the sentinels announced a failover; asking them for the new master");
+                let mut current = current.write().unwrap_or_else(|p| p.into_inner());
+                *current = (current.0.wrapping_add(1), None);
+            }
+            true
+        }));
+    }
+
+    /// Forgets the master the sentinels named (no-op for a plain URL): the next call asks them
+    /// again. For a sign that it may be one no more, e.g. a `WAIT` that no replica answered.
+    pub fn forget_master(&self) {
+        if self.url.topology().sentinels().is_some() {
+            let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+            *current = (current.0.wrapping_add(1), None);
+        }
+    }
+
     /// After `e` on the manager of `generation`: a new manager when the old one would keep
     /// answering with the same error (once per generation, however many calls saw it).
     fn renew_after(&self, generation: u64, e: &RedisError) {
-        if !needs_new_connection(e) {
+        let on_sentinels = self.url.topology().sentinels().is_some();
+        let again = on_sentinels && crate::failover::needs_new_master(e);
+        if !needs_new_connection(e) && !again {
             return;
         }
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         if current.0 != generation {
             return;
         }
-        match manager(&self.url, self.waits) {
+        if on_sentinels {
+            log::warn!(
+                "lost the master ({}); asking the sentinels again",
+                e.category()
+            );
+            *current = (generation.wrapping_add(1), None);
+            return;
+        }
+        match manager(self.url.client().clone(), self.waits) {
             Ok(fresh) => {
                 log::warn!(
                     "redis refused the connection ({}); connecting anew",
                     e.category()
                 );
-                *current = (generation.wrapping_add(1), fresh);
+                *current = (generation.wrapping_add(1), Some(fresh));
             }
             Err(e) => log::warn!("cannot make a new redis connection: {e}"),
         }
@@ -149,7 +232,7 @@ fn needs_new_connection(e: &RedisError) -> bool {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let (generation, mut conn) = self.current();
+            let (generation, mut conn) = self.current().await?;
             let result = conn.req_packed_command(cmd).await;
             if let Err(e) = &result {
                 self.renew_after(generation, e);
@@ -165,7 +248,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let (generation, mut conn) = self.current();
+            let (generation, mut conn) = self.current().await?;
             let result = conn.req_packed_commands(pipeline, offset, count).await;
             if let Err(e) = &result {
                 self.renew_after(generation, e);
@@ -175,6 +258,6 @@ impl ConnectionLike for Conn {
     }
 
     fn get_db(&self) -> i64 {
-        self.current().1.get_db()
+        self.url.db()
     }
 }

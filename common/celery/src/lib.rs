@@ -8,9 +8,12 @@
 //! - [`protocol`] — the wire format: the kombu envelope, the `[args, kwargs, embed]` body, and
 //!   [`protocol::TaskMessage`], a task to publish.
 //! - [`routes`] — the queue of each task by name, the queues a worker consumes.
+//! - [`sentinel`] — Redis Sentinel (`sentinel://` URLs, finding the master) and the `WAIT` policy.
 //! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
 //! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
+//! - [`failover`] — the sentinels' announcement of a failover, watched by each connection.
 //! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
+//! - [`replicated`] — a connection that waits for replicas (`WAIT`) after the writes that matter.
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
 //! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
 //!   schedule, restores and dead letters.
@@ -32,13 +35,16 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod events;
+pub mod failover;
 pub mod keys;
 pub mod leases;
 pub mod node;
 pub mod protocol;
+pub mod replicated;
 pub mod result;
 pub mod revoked;
 pub mod routes;
 pub(crate) mod scripts;
+pub mod sentinel;
 pub mod shutdown;
 pub mod stores;

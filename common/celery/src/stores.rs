@@ -31,7 +31,7 @@ impl Stores {
             redis,
             results: ResultBackend::new(
                 results_conn,
-                cfg.result_url.client().clone(),
+                cfg.result_url.clone(),
                 cfg.result_expires,
                 shared,
             ),
@@ -86,6 +86,12 @@ impl Stores {
                     }
                     _ => {}
                 },
+                Err(e) if crate::sentinel::misconfigured(&e).is_some() => {
+                    return Err(ConfigError {
+                        var,
+                        reason: crate::sentinel::misconfigured(&e).unwrap_or_default(),
+                    });
+                }
                 Err(e) if e.to_string().contains("DB index is out of range") => {
                     return Err(ConfigError {
                         var,

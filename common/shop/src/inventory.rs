@@ -65,7 +65,7 @@ pub async fn reserve(
         inv.arg(*sku);
     }
     inv.arg(retention.as_secs().max(1));
-    let record: String = inv.invoke_async(&mut conn.clone()).await?;
+    let record: String = inv.invoke_async(&mut conn.must_replicate()).await?;
     serde_json::from_str(&record).map_err(|e| {
         redis::RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,

@@ -47,7 +47,7 @@ pub async fn record(
         .arg(&d.notification_id)
         .arg(retention.as_secs().max(1))
         .arg(RECIPIENT_KEEP)
-        .invoke_async(&mut conn.clone())
+        .invoke_async(&mut conn.must_replicate())
         .await?;
     Ok(recorded == 1)
 }

@@ -2,6 +2,7 @@
 //! binary links it).
 //!
 //! - [`redis`] — [`TestRedis`], a private `redis-server` on a free port.
+//! - [`sentinel`] — [`TestSentinels`], a primary, a replica and three sentinels.
 //! - [`process`] — the project's binaries (and Python) as child processes, awaited line by line.
 //! - [`webhook`] — [`WebhookReceiver`], a local webhook that scripts its answers.
 //! - [`http`] — route-test helpers (`warp::test` requests, a service configuration, the queue).
@@ -15,12 +16,14 @@ pub mod http;
 pub mod openapi;
 pub mod process;
 pub mod redis;
+pub mod sentinel;
 pub mod tempdir;
 pub mod webhook;
 
 pub use crate::http::{call, queued, service_config};
 pub use crate::process::{listening_addr, sibling_binary, Proc};
 pub use crate::redis::{free_port, unreachable_redis_url, TestRedis};
+pub use crate::sentinel::TestSentinels;
 pub use crate::tempdir::TempDir;
 pub use crate::webhook::{Hit, WebhookReceiver};
 

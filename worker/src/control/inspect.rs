@@ -43,7 +43,11 @@ fn broker(url: &RedisUrl) -> Value {
         "port": port,
         "insist": false,
         "ssl": ssl,
-        "transport": if url.unix_socket().is_some() { "redis+socket" } else { "redis" },
+        "transport": match (url.unix_socket(), url.topology().sentinels()) {
+            (Some(_), _) => "redis+socket",
+            (None, Some(_)) => "sentinel",
+            (None, None) => "redis",
+        },
         "connect_timeout": Value::Null,
         "transport_options": {},
         "login_method": Value::Null,

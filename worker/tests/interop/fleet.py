@@ -2,8 +2,8 @@
 that shares Redis with the Rust services and worker, and Python implementations of the two
 tasks (same names and arguments as the Rust contracts) for when a Python worker serves them.
 
-Configured from the environment: REDIS_URL, RESULT_BACKEND_URL, VISIBILITY_TIMEOUT_SECS,
-PY_TASK_SLEEP (seconds a Python task sleeps, to be killed mid-task).
+Configured from the environment: REDIS_URL, RESULT_BACKEND_URL, REDIS_SENTINEL_MASTER (for
+sentinel:// URLs), VISIBILITY_TIMEOUT_SECS, PY_TASK_SLEEP (seconds a Python task sleeps, to be killed mid-task).
 """
 import os
 import sys
@@ -26,6 +26,10 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": int(os.environ.get("VISIBILITY_TIMEOUT_SECS", "30"))},
 )
+if os.environ.get("REDIS_SENTINEL_MASTER"):
+    # sentinel:// URLs (sentinel.rs): kombu and the result backend take the master's name here.
+    app.conf.broker_transport_options["master_name"] = os.environ["REDIS_SENTINEL_MASTER"]
+    app.conf.result_backend_transport_options = {"master_name": os.environ["REDIS_SENTINEL_MASTER"]}
 
 
 @worker_ready.connect

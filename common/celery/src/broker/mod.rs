@@ -180,7 +180,10 @@ impl Broker {
     pub async fn publish(&self, msg: &TaskMessage) -> RedisResult<()> {
         let list = keys::queue_list(&msg.queue, msg.priority);
         let envelope = self.envelope_json(msg);
-        self.conn.clone().lpush::<_, _, ()>(list, envelope).await
+        self.conn
+            .must_replicate()
+            .lpush::<_, _, ()>(list, envelope)
+            .await
     }
 
     /// Publishes many tasks in one pipelined round trip (one LPUSH per priority list).
@@ -196,7 +199,7 @@ impl Broker {
         for (list, envelopes) in by_list {
             pipe.lpush(list, envelopes).ignore();
         }
-        pipe.query_async(&mut self.conn.clone()).await
+        pipe.query_async(&mut self.conn.must_replicate()).await
     }
 
     /// Publishes `msg` unless a task was already published under `idempotency_key`, or the
@@ -216,7 +219,7 @@ impl Broker {
             .arg(self.envelope_json(msg))
             .arg(self.max_depth)
             .arg(self.retention.as_secs())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.must_replicate())
             .await?;
         Ok(match what.as_str() {
             "created" => Submitted::Created(value),

@@ -50,7 +50,7 @@ impl Broker {
             .arg(action)
             .arg(value)
             .arg(score)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.should_replicate())
             .await
     }
 
@@ -133,7 +133,7 @@ impl Broker {
             for send in &sends {
                 inv.key(&send.list).arg(&send.value);
             }
-            let reply: i64 = inv.invoke_async(&mut self.conn.clone()).await?;
+            let reply: i64 = inv.invoke_async(&mut self.conn.should_replicate()).await?;
             match reply {
                 -1 => {
                     log::error!(

@@ -38,7 +38,10 @@ pub async fn subscribe(
 ) -> RedisResult<Subscription> {
     let pidbox = keys::fanout_channel(url.db(), PIDBOX_EXCHANGE, "");
     let open = async {
-        let mut pubsub = url.client().get_async_pubsub().await?;
+        // For sentinels, the master they name now: a subscription renewed after a failover
+        // goes to the new master.
+        let client = url.topology().resolve(url.client()).await?;
+        let mut pubsub = client.get_async_pubsub().await?;
         pubsub.psubscribe(&pidbox).await?;
         pubsub.psubscribe(format!("?*{pidbox}")).await?;
         pubsub.psubscribe(watch).await?;

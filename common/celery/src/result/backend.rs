@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::config::RedisUrl;
 use crate::connection::{Conn, Transient};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
@@ -44,7 +45,7 @@ pub struct Encoded {
 #[derive(Clone)]
 pub struct ResultBackend {
     conn: Conn,
-    client: redis::Client,
+    client: RedisUrl,
     expires: Duration,
     in_broker_db: bool,
 }
@@ -53,10 +54,15 @@ impl ResultBackend {
     /// `client` opens the pub/sub connection of [`ResultBackend::wait`]; `in_broker_db` says
     /// whether `conn` is the broker's database (then the broker writes final results itself,
     /// in the script that acknowledges the task).
-    pub fn new(conn: Conn, client: redis::Client, expires: Duration, in_broker_db: bool) -> Self {
+    pub fn new(
+        conn: Conn,
+        client: impl Into<RedisUrl>,
+        expires: Duration,
+        in_broker_db: bool,
+    ) -> Self {
         ResultBackend {
             conn,
-            client,
+            client: client.into(),
             expires,
             in_broker_db,
         }
@@ -135,7 +141,8 @@ impl ResultBackend {
     ) -> Result<ResultMeta, ResultError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let channel = keys::task_meta(task_id);
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let client = self.client.topology().resolve(self.client.client()).await?;
+        let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;
         let current = self.get(task_id).await?;
         if done(&current.status) {
