@@ -11,8 +11,7 @@ use serde_json::json;
 use crate::config::WorkerConfig;
 
 /// The subcommands `worker` understands besides running.
-pub const USAGE: &str =
-    "usage: worker [run | healthcheck | stats | dead-letters [N] | requeue-dead [N] | purge-dead]";
+pub const USAGE: &str = "usage: worker [run | healthcheck | stats | dead-letters [N] | requeue-dead [N] | purge-dead] [--queue QUEUE]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -37,6 +36,8 @@ pub async fn run(worker: &WorkerConfig, args: &[String]) -> Result<String, Admin
         return healthcheck(worker, &conn).await;
     }
     let broker = Broker::new(conn, cfg.queue.clone(), celery_redis::node::unique());
+    let (args, only) = queue_option(args)?;
+    let args = args.as_slice();
     let count = |default: usize| -> Result<usize, AdminError> {
         match args.get(1) {
             None => Ok(default),
@@ -46,26 +47,25 @@ pub async fn run(worker: &WorkerConfig, args: &[String]) -> Result<String, Admin
         }
     };
     match args.first().map(String::as_str) {
-        // One line per queue it consumes (`WORKER_QUEUES`).
+        // One line per queue it consumes (`WORKER_QUEUES`), or for the one named.
         Some("stats") => {
-            let lines: Vec<String> = broker
-                .stats_of(&worker.queues)
-                .await?
-                .iter()
-                .map(json)
-                .collect();
+            let queues = match only {
+                Some(q) => vec![q.to_owned()],
+                None => worker.queues.clone(),
+            };
+            let lines: Vec<String> = broker.stats_of(&queues).await?.iter().map(json).collect();
             Ok(lines.join("\n"))
         }
         Some("dead-letters") => {
-            let limit = isize::try_from(count(20)?).unwrap_or(isize::MAX);
-            let lines: Vec<String> = broker.dead_letters(limit).await?.iter().map(json).collect();
+            let dead = broker.dead_letters_of(count(20)?, only).await?;
+            let lines: Vec<String> = dead.iter().map(json).collect();
             Ok(lines.join("\n"))
         }
         Some("requeue-dead") => Ok(format!(
             "requeued {}",
-            broker.requeue_dead(count(0)?).await?
+            broker.requeue_dead_of(count(0)?, only).await?
         )),
-        Some("purge-dead") => Ok(format!("purged {}", broker.purge_dead().await?)),
+        Some("purge-dead") => Ok(format!("purged {}", broker.purge_dead_of(only).await?)),
         other => Err(AdminError::Usage(format!(
             "unknown command {other:?}\n{USAGE}"
         ))),
@@ -111,6 +111,26 @@ async fn healthcheck(
             worker.redis.timeout
         ))),
     }
+}
+
+/// `args` without `--queue QUEUE`, and that queue (a usable queue name): the dead-letter
+/// commands then see only its dead letters, `stats` only its counts.
+fn queue_option(args: &[String]) -> Result<(Vec<String>, Option<&str>), AdminError> {
+    let Some(at) = args.iter().position(|a| a == "--queue") else {
+        return Ok((args.to_vec(), None));
+    };
+    let queue = args
+        .get(at.saturating_add(1))
+        .map(String::as_str)
+        .filter(|q| celery_redis::keys::is_queue_name(q))
+        .ok_or_else(|| AdminError::Usage(format!("--queue needs a queue name\n{USAGE}")))?;
+    let rest = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != at && *i != at.saturating_add(1))
+        .map(|(_, a)| a.clone())
+        .collect();
+    Ok((rest, Some(queue)))
 }
 
 /// One line of JSON.

@@ -212,3 +212,64 @@ async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
         "someone else's"
     );
 }
+
+/// `worker <command> --queue Q`, as an operator runs it.
+fn admin(redis: &TestRedis, args: &[&str]) -> (bool, String) {
+    let out = Command::new(WORKER)
+        .args(args)
+        .env_clear()
+        .envs(env(redis, &[]))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_dead_letter_commands_work_per_queue() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    // Dead letters of two queues, as workers leave them (each names its queue).
+    for (i, queue) in ["orders", "notifications", "orders"].iter().enumerate() {
+        let msg = TaskMessage::new("send_notification", queue, note(&format!("n-{i}")));
+        let entry =
+            celery_redis::broker::DeadLetter::about("test", msg.to_envelope("t@h").to_json())
+                .in_queue(queue);
+        conn.lpush::<_, _, ()>(keys::DEAD_LETTER, entry.to_json())
+            .await
+            .unwrap();
+    }
+    let listed = |text: String| text.lines().count();
+    assert_eq!(listed(admin(&redis, &["dead-letters"]).1), 3);
+    assert_eq!(
+        listed(admin(&redis, &["dead-letters", "--queue", "orders"]).1),
+        2
+    );
+    assert_eq!(
+        listed(admin(&redis, &["dead-letters", "1", "--queue", "orders"]).1),
+        1
+    );
+    assert_eq!(
+        admin(&redis, &["requeue-dead", "--queue", "notifications"])
+            .1
+            .trim(),
+        "requeued 1"
+    );
+    assert_eq!(conn.llen::<_, i64>("notifications").await.unwrap(), 1);
+    assert_eq!(conn.llen::<_, i64>("orders").await.unwrap(), 0);
+    assert_eq!(
+        admin(&redis, &["purge-dead", "--queue", "orders"]).1.trim(),
+        "purged 2"
+    );
+    assert_eq!(conn.llen::<_, i64>(keys::DEAD_LETTER).await.unwrap(), 0);
+    let stats = admin(&redis, &["stats", "--queue", "notifications"]).1;
+    let line: Value = serde_json::from_str(stats.trim()).unwrap();
+    assert_eq!(
+        (&line["queue"], &line["waiting"][0]),
+        (&json!("notifications"), &json!(1))
+    );
+    // A name that is no usable queue is refused before anything is read.
+    let (ok, text) = admin(&redis, &["purge-dead", "--queue", "unacked"]);
+    assert!(!ok && text.contains("--queue"), "{text}");
+}

@@ -115,6 +115,19 @@ impl Broker {
     /// (or this queue when the entry names none). Entries whose raw message is not a JSON
     /// object stay where they are.
     pub async fn requeue_dead(&self, limit: usize) -> RedisResult<usize> {
+        self.requeue_dead_of(limit, None).await
+    }
+
+    /// The queue a dead letter belongs to: the usable queue it names, else this broker's.
+    fn queue_of<'a>(&'a self, dead: &'a DeadLetter) -> &'a str {
+        dead.queue
+            .as_deref()
+            .filter(|q| keys::is_queue_name(q))
+            .unwrap_or(&self.queue)
+    }
+
+    /// [`Broker::requeue_dead`] for the dead letters of `only` (all when `None`).
+    pub async fn requeue_dead_of(&self, limit: usize, only: Option<&str>) -> RedisResult<usize> {
         let mut conn = self.conn.clone();
         // Bytes: an entry that is not UTF-8 (a claim dead-letters raw entries as they are) must
         // not stop the others; it stays where it is.
@@ -127,8 +140,11 @@ impl Broker {
             let Ok(dead) = serde_json::from_slice::<DeadLetter>(entry) else {
                 continue;
             };
-            let queue = dead.queue.as_deref().filter(|q| keys::is_queue_name(q));
-            let list = keys::queue_list(queue.unwrap_or(&self.queue), 0);
+            let queue = self.queue_of(&dead);
+            if only.is_some_and(|q| q != queue) {
+                continue;
+            }
+            let list = keys::queue_list(queue, 0);
             let done: i64 = REQUEUE_DEAD
                 .key(keys::DEAD_LETTER)
                 .key(list)
@@ -160,6 +176,30 @@ impl Broker {
 
     /// Deletes every dead letter; returns how many there were.
     pub async fn purge_dead(&self) -> RedisResult<u64> {
+        self.purge_dead_of(None).await
+    }
+
+    /// [`Broker::purge_dead`] of the dead letters of `only` (all when `None`): each removed by
+    /// its exact value, so entries added meanwhile stay.
+    pub async fn purge_dead_of(&self, only: Option<&str>) -> RedisResult<u64> {
+        let Some(only) = only else {
+            return self.purge_all_dead().await;
+        };
+        let mut conn = self.conn.clone();
+        let entries: Vec<Vec<u8>> = conn.lrange(keys::DEAD_LETTER, 0, -1).await?;
+        let mut purged = 0u64;
+        for entry in &entries {
+            let belongs = serde_json::from_str::<DeadLetter>(&String::from_utf8_lossy(entry))
+                .is_ok_and(|dead| self.queue_of(&dead) == only);
+            if belongs {
+                let n: u64 = conn.lrem(keys::DEAD_LETTER, 1, entry).await?;
+                purged = purged.saturating_add(n);
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn purge_all_dead(&self) -> RedisResult<u64> {
         let (n, _): (u64, i64) = redis::pipe()
             .atomic()
             .llen(keys::DEAD_LETTER)
@@ -167,6 +207,37 @@ impl Broker {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(n)
+    }
+
+    /// The newest `limit` dead letters of `only` (all when `None`), newest first; read in pages
+    /// of a thousand until that many are found.
+    pub async fn dead_letters_of(
+        &self,
+        limit: usize,
+        only: Option<&str>,
+    ) -> RedisResult<Vec<DeadLetter>> {
+        const PAGE: isize = 1000;
+        let mut found = Vec::new();
+        let mut start: isize = 0;
+        while found.len() < limit {
+            let page: Vec<Vec<u8>> = self
+                .conn
+                .clone()
+                .lrange(keys::DEAD_LETTER, start, start.saturating_add(PAGE - 1))
+                .await?;
+            let last = page.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
+            found.extend(
+                page.iter()
+                    .filter_map(|r| serde_json::from_str(&String::from_utf8_lossy(r)).ok())
+                    .filter(|dead: &DeadLetter| only.is_none_or(|q| self.queue_of(dead) == q)),
+            );
+            if last {
+                break;
+            }
+            start = start.saturating_add(PAGE);
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     /// The newest dead letters first.
