@@ -263,7 +263,14 @@ impl TestSentinels {
         // Back as a replica of the new master at once (as its configuration would say after
         // Sentinel rewrote it), rather than after Sentinel's next look at a stray master.
         let mut args = self.data[i].args.clone();
-        let new = self.master_port().to_string();
+        // The promoted server is the other data server (a primary and one replica), whatever
+        // a sentinel that has not caught up yet would answer.
+        let new = self
+            .data
+            .iter()
+            .find(|d| d.port != port)
+            .map_or_else(|| self.master_port(), |d| d.port)
+            .to_string();
         args.extend(["--replicaof".into(), "127.0.0.1".into(), new]);
         let (child, lines) = spawn(&args);
         self.data[i].child = child;
