@@ -256,7 +256,13 @@ mod tests {
             ("ISATAP", |v4| format!("2620:0:1cfe:face:0:5efe:{v4}")),
         ];
         for (form, make) in forms {
-            for inner in ["127.0.0.1", "10.0.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0"] {
+            for inner in [
+                "127.0.0.1",
+                "10.0.0.1",
+                "192.168.1.1",
+                "169.254.169.254",
+                "0.0.0.0",
+            ] {
                 let v6 = make(inner);
                 assert!(!p.allows("x", ip(&v6)), "{form} {v6} ({inner})");
             }
@@ -271,23 +277,27 @@ mod tests {
     fn ipv6_outside_global_unicast_is_refused() {
         let p = Policy::default();
         for bad in [
-            "fec0::1",               // site-local
-            "feff::1",               // site-local, top of the range
-            "64:ff9b:1::7f00:1",     // local-use NAT64: the embedding is the operator's choice
+            "fec0::1",                  // site-local
+            "feff::1",                  // site-local, top of the range
+            "64:ff9b:1::7f00:1",        // local-use NAT64: the embedding is the operator's choice
             "64:ff9b:1:5db8:d8:2200::", // (a public address in its /48 form: still refused)
-            "100::1",                // discard-only
-            "2001:db8::1",           // documentation
-            "3fff::1",               // documentation
-            "2001:2::1",             // benchmarking
-            "2001:10::1",            // ORCHID
-            "5f00::1",               // SRv6 SIDs
-            "::2:0:0:1",             // reserved
+            "100::1",                   // discard-only
+            "2001:db8::1",              // documentation
+            "3fff::1",                  // documentation
+            "2001:2::1",                // benchmarking
+            "2001:10::1",               // ORCHID
+            "5f00::1",                  // SRv6 SIDs
+            "::2:0:0:1",                // reserved
         ] {
             assert!(!p.allows("x", ip(bad)), "{bad}");
             let url = reqwest::Url::parse(&format!("http://[{bad}]/h")).unwrap();
             assert!(p.check_url(&url).is_err(), "{bad}");
         }
-        for good in ["2606:4700::1111", "2001:4860:4860::8888", "2a00:1450:4001:80b::200e"] {
+        for good in [
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2a00:1450:4001:80b::200e",
+        ] {
             assert!(p.allows("x", ip(good)), "{good}");
         }
     }
@@ -295,7 +305,13 @@ mod tests {
     #[test]
     fn ipv4_reserved_ranges_are_refused() {
         let p = Policy::default();
-        for bad in ["192.0.0.8", "198.18.0.1", "198.19.255.1", "240.0.0.1", "255.255.255.255"] {
+        for bad in [
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.1",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
             assert!(!p.allows("x", ip(bad)), "{bad}");
         }
         assert!(p.allows("x", ip("198.20.0.1")));
