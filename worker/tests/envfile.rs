@@ -2,30 +2,12 @@
 //! file with one bad line stops each binary (the worker, its admin subcommands, both services)
 //! with exit status 2 naming the line and never its text, whatever `RUST_LOG` says.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use testkit::{sibling_binary, TestRedis};
+use testkit::{sibling_binary, TempDir, TestRedis};
 
 const BINARIES: [&str; 3] = ["worker", "service-order", "service-notification"];
-
-/// A fresh directory under the system's temporary one, removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("envfile-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Runs `name args` in `dir` with exactly `env`. A binary still running after 20 s did not
 /// refuse its `.env`: it is killed and the test fails.
@@ -62,7 +44,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn a_malformed_line_stops_every_binary_before_anything_starts() {
     let redis = TestRedis::start();
-    let dir = Dir::new("malformed");
+    let dir = TempDir::new("envfile");
     // Everything a binary needs to start sits above the bad line: applied up to it, the
     // services would serve without the tokens below it.
     let env_file = format!(
@@ -71,7 +53,7 @@ fn a_malformed_line_stops_every_binary_before_anything_starts() {
          API_TOKENS=t0ken-in-dotenv\n",
         redis.url()
     );
-    std::fs::write(dir.0.join(".env"), env_file).unwrap();
+    std::fs::write(dir.path().join(".env"), env_file).unwrap();
     let runs: [(&str, &[&str]); 4] = [
         ("worker", &[]),
         ("worker", &["stats"]),
@@ -79,7 +61,7 @@ fn a_malformed_line_stops_every_binary_before_anything_starts() {
         ("service-notification", &[]),
     ];
     for (name, args) in runs {
-        let out = run(name, args, &dir.0, &[("RUST_LOG", "error")]);
+        let out = run(name, args, &dir.path(), &[("RUST_LOG", "error")]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {stderr}");
         assert!(
@@ -101,11 +83,15 @@ fn a_malformed_line_stops_every_binary_before_anything_starts() {
 #[test]
 fn dotenv_is_read_from_the_working_directory_only_and_the_environment_wins() {
     let redis = TestRedis::start();
-    let parent = Dir::new("parent");
-    let here = parent.0.join("here");
+    let parent = TempDir::new("envfile");
+    let here = parent.path().join("here");
     std::fs::create_dir_all(&here).unwrap();
     // A parent's .env is not this process's: read, it would stop every binary.
-    std::fs::write(parent.0.join(".env"), "WORKER_THREADS=5000\nnot an entry\n").unwrap();
+    std::fs::write(
+        parent.path().join(".env"),
+        "WORKER_THREADS=5000\nnot an entry\n",
+    )
+    .unwrap();
     for name in BINARIES {
         // A binary that starts did not read it: with a bad variable of its own it then stops
         // naming that variable, not the parent's file.
