@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use http_kit::body::json_reply;
 use http_kit::openapi::{
-    BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable, Unreadable,
+    BadHeader, BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable,
+    Unreadable,
 };
 use http_kit::submit;
 use http_kit::ApiError;
@@ -94,7 +95,7 @@ pub async fn create(body: Map<String, Value>, state: State) -> Reply {
     params(("notification_id" = String, Path, description = "The notification's id", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
     security(("bearer" = [])),
     responses((status = 200, description = "The notification's state", body = NotificationView),
-        Unauthorized, NotFound, Unreadable, Unavailable))]
+        BadHeader, Unauthorized, NotFound, Unreadable, Unavailable))]
 pub async fn get_one(id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<SendNotification>(&id, &state).await?;
     let delivery = state
@@ -116,7 +117,7 @@ pub async fn get_one(id: String, state: State) -> Reply {
     params(("recipient" = String, Query, description = "An e-mail address", pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", max_length = 254)),
     security(("bearer" = [])),
     responses((status = 200, description = "The recipient's notifications", body = Deliveries),
-        (status = 400, description = "`invalid_query`: the query string cannot be read", body = http_kit::error::ErrorBody),
+        (status = 400, description = "`invalid_query`: the query string cannot be read; `invalid_header`: an `Authorization` value that is not visible ASCII text", body = http_kit::error::ErrorBody),
         Unauthorized, Invalid, Unavailable))]
 pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
     let recipient = match query.get("recipient") {
