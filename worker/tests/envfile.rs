@@ -61,7 +61,7 @@ fn a_malformed_line_stops_every_binary_before_anything_starts() {
         ("service-notification", &[]),
     ];
     for (name, args) in runs {
-        let out = run(name, args, &dir.path(), &[("RUST_LOG", "error")]);
+        let out = run(name, args, dir.path(), &[("RUST_LOG", "error")]);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name} {args:?}: {stderr}");
         assert!(

@@ -240,7 +240,8 @@ mod tests {
     #[test]
     fn ipv6_forms_embedding_an_ipv4_address_are_judged_by_it() {
         let p = Policy::default();
-        let forms: [(&str, fn(&str) -> String); 7] = [
+        type Form = (&'static str, fn(&str) -> String);
+        let forms: [Form; 7] = [
             ("IPv4-compatible", |v4| format!("::{v4}")),
             ("IPv4-mapped", |v4| format!("::ffff:{v4}")),
             ("IPv4-translated", |v4| format!("::ffff:0:{v4}")),
