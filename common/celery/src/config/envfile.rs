@@ -211,4 +211,23 @@ mod tests {
             .is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn the_shipped_examples_parse_whole() {
+        // Copied to `.env`, each must start the binaries, not stop them.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for file in [
+            ".env.example",
+            "worker/.env.example",
+            "service-order/.env.example",
+            "service-notification/.env.example",
+        ] {
+            let text = std::fs::read(root.join(file)).unwrap();
+            let parsed = parse(&text);
+            assert!(
+                parsed.as_ref().is_ok_and(|v| !v.is_empty()),
+                "{file}: {parsed:?}"
+            );
+        }
+    }
 }
