@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use http_kit::body::json_reply;
 use http_kit::openapi::{
-    BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable, Unreadable,
+    BadHeader, BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable,
+    Unreadable,
 };
 use http_kit::submit;
 use http_kit::ApiError;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use shop::contracts::{Channel, NewNotification, SendNotification};
 use shop::notifications::{self, Delivery};
-use shop::validation::{is_email, ValidationErrors, EMAIL_RULE};
+use shop::validation::{is_email, Fields, ValidationErrors, EMAIL_RULE};
 use utoipa::ToSchema;
 use warp::http::StatusCode;
 use warp::Rejection;
@@ -68,12 +69,17 @@ pub struct DeliveryRecord {
     pub delivered_at: String,
 }
 
-/// What a recipient was sent, newest first (at most 100).
+/// One page of what a recipient was sent, newest first.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Deliveries {
     pub recipient: String,
+    /// At most `limit`, and about 256 KiB of records (at least one).
     #[schema(value_type = Vec<DeliveryRecord>)]
     pub notifications: Vec<Delivery>,
+    /// Pass as `cursor` for the next (older) page; `null` after the oldest kept. It stays
+    /// right while new deliveries arrive.
+    #[schema(required = true, pattern = "^[0-9]{1,16}$")]
+    pub next_cursor: Option<String>,
 }
 
 /// Validates and enqueues `send_notification` once per notification id.
@@ -94,7 +100,7 @@ pub async fn create(body: Map<String, Value>, state: State) -> Reply {
     params(("notification_id" = String, Path, description = "The notification's id", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
     security(("bearer" = [])),
     responses((status = 200, description = "The notification's state", body = NotificationView),
-        Unauthorized, NotFound, Unreadable, Unavailable))]
+        BadHeader, Unauthorized, NotFound, Unreadable, Unavailable))]
 pub async fn get_one(id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<SendNotification>(&id, &state).await?;
     let delivery = state
@@ -111,29 +117,65 @@ pub async fn get_one(id: String, state: State) -> Reply {
     submit::task_reply::<SendNotification>(&id, task_id, &state, extra).await
 }
 
-/// What was delivered to `?recipient=`, newest first (at most 100).
+/// What was delivered to `?recipient=`, newest first, a page at a time.
 #[utoipa::path(get, path = "/notifications", tag = "notifications",
-    params(("recipient" = String, Query, description = "An e-mail address", pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", max_length = 254)),
+    params(
+        ("recipient" = String, Query, description = "An e-mail address", pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", max_length = 254),
+        ("limit" = Option<u32>, Query, description = "Most notifications on the page (default 20)", minimum = 1, maximum = 100, example = 20),
+        ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before; absent for the newest", pattern = "^[0-9]{1,16}$")),
     security(("bearer" = [])),
-    responses((status = 200, description = "The recipient's notifications", body = Deliveries),
-        (status = 400, description = "`invalid_query`: the query string cannot be read", body = http_kit::error::ErrorBody),
+    responses((status = 200, description = "A page of the recipient's notifications", body = Deliveries),
+        (status = 400, description = "`invalid_query`: the query string cannot be read; `invalid_header`: an `Authorization` value that is not visible ASCII text", body = http_kit::error::ErrorBody),
         Unauthorized, Invalid, Unavailable))]
 pub async fn list(query: HashMap<String, String>, state: State) -> Reply {
-    let recipient = match query.get("recipient") {
-        None => Err("is required as a query parameter"),
-        Some(r) if !is_email(r) => Err(EMAIL_RULE),
-        Some(r) => Ok(r.clone()),
-    }
-    .map_err(|why| ApiError::validation(ValidationErrors::single("recipient", why)).reject())?;
-    let notifications = state
-        .call(|| notifications::delivered_to(&state.redis, &recipient))
+    let (recipient, limit, cursor) =
+        list_query(&query).map_err(|e| ApiError::validation(e).reject())?;
+    let page = state
+        .call(|| notifications::page(&state.redis, &recipient, cursor, limit))
         .await
         .map_err(ApiError::reject)?;
     Ok(json_reply(
         StatusCode::OK,
         &Deliveries {
             recipient,
-            notifications,
+            notifications: page.deliveries,
+            next_cursor: page.next.map(|n| n.to_string()),
         },
     ))
+}
+
+/// `recipient`, `limit` (default [`notifications::PAGE_DEFAULT`]) and `cursor`, each checked.
+fn list_query(
+    query: &HashMap<String, String>,
+) -> Result<(String, usize, Option<u64>), ValidationErrors> {
+    let mut f = Fields::new();
+    let recipient = match query.get("recipient") {
+        None => Err("is required as a query parameter"),
+        Some(r) if !is_email(r) => Err(EMAIL_RULE),
+        Some(r) => Ok(r.clone()),
+    }
+    .unwrap_or_else(|why| {
+        f.error("recipient", why);
+        String::new()
+    });
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => notifications::PAGE_DEFAULT,
+        Some(Ok(n)) if (1..=notifications::PAGE_MAX).contains(&n) => n,
+        Some(_) => {
+            let max = notifications::PAGE_MAX;
+            f.error("limit", format!("must be a whole number from 1 to {max}"));
+            notifications::PAGE_DEFAULT
+        }
+    };
+    let cursor = match query.get("cursor") {
+        None => None,
+        Some(c) if (1..=16).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()) => {
+            c.parse().ok()
+        }
+        Some(_) => {
+            f.error("cursor", "must be the next_cursor of an earlier page");
+            None
+        }
+    };
+    f.finish((recipient, limit, cursor))
 }

@@ -16,7 +16,7 @@ const ROUTES: &[openapi::Route] = &[
     (
         "get",
         "/notifications/{notification_id}",
-        &[200, 401, 404, 500, 503],
+        &[200, 400, 401, 404, 500, 503],
     ),
     ("get", "/notifications", &[200, 400, 401, 422, 503]),
     ("get", "/healthz", &[200]),

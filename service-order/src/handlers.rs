@@ -5,7 +5,8 @@
 
 use http_kit::body::{json_reply, validated};
 use http_kit::openapi::{
-    BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable, Unreadable,
+    BadHeader, BodyErrors, Invalid, NotFound, QueueFull, TaskError, Unauthorized, Unavailable,
+    Unreadable,
 };
 use http_kit::submit;
 use http_kit::ApiError;
@@ -106,7 +107,7 @@ pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
     params(("order_id" = String, Path, description = "The order's id", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
     security(("bearer" = [])),
     responses((status = 200, description = "The order's state", body = OrderView),
-        Unauthorized, NotFound, Unreadable, Unavailable))]
+        BadHeader, Unauthorized, NotFound, Unreadable, Unavailable))]
 pub async fn get_order(order_id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<ProcessOrder>(&order_id, &state).await?;
     let mut view = submit::task_state::<ProcessOrder>(&order_id, task_id, &state).await?;
@@ -144,7 +145,7 @@ pub async fn put_stock(sku: String, body: Map<String, Value>, state: State) -> R
     params(("sku" = String, Path, description = "An id: letters, digits, `. _ : -`", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
     security(("bearer" = [])),
     responses((status = 200, description = "The stock (0 when never set)", body = StockLevel),
-        Unauthorized, Invalid, Unavailable))]
+        BadHeader, Unauthorized, Invalid, Unavailable))]
 pub async fn get_stock(sku: String, state: State) -> Reply {
     let sku = valid_sku(sku)?;
     let available = state

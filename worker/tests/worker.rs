@@ -708,6 +708,7 @@ async fn every_key_an_order_writes_has_a_lifetime() {
         shop::keys::order_reservation("o-ttl"),
         shop::keys::notification_delivery(&confirmation),
         shop::keys::recipient_deliveries("ada@example.com"),
+        shop::keys::recipient_pushed("ada@example.com"),
     ] {
         let ttl: i64 = conn.ttl(&key).await.unwrap();
         assert!((1..=100).contains(&ttl), "{key} lives {ttl}");

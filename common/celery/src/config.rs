@@ -1,6 +1,7 @@
 //! Configuration from environment variables, read once at start-up into typed values.
 //!
-//! `.env` is loaded with dotenvy first (real environment variables win). A bad value stops the
+//! `.env` is loaded first, from the working directory, whole or not at all ([`envfile`]; real
+//! environment variables win). A bad value stops the
 //! program with a message that names the variable; URLs are never echoed (they may hold
 //! passwords). This module has the reading helpers every process uses and [`RedisConfig`]; the
 //! worker's and the services' own settings live in their crates, built with the same helpers.
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use crate::routes::Routes;
 
+pub mod envfile;
 mod queues;
 pub mod sentinel;
 
@@ -66,15 +68,17 @@ impl<F: Fn(&str) -> Option<String>> Source for F {
     }
 }
 
-/// Loads `.env` (if present) and starts logging in the `LOG_FORMAT` (stopping the program when
-/// it is not valid); the first thing every `main` does.
+/// Loads `.env` from the working directory ([`envfile`]) and starts logging in the
+/// `LOG_FORMAT`, stopping the program when either cannot be used; the first thing every `main`
+/// does (the worker, its admin subcommands and both services).
 pub fn init() {
-    let dotenv = dotenvy::dotenv();
+    let loaded = envfile::load().unwrap_or_else(|e| fail(&e));
     observe::log::init(log_format(&ProcessEnv).unwrap_or_else(|e| fail(&e)));
-    match dotenv {
-        Ok(path) => log::info!("loaded {}", path.display()),
-        Err(e) if e.not_found() => {}
-        Err(e) => log::warn!("ignoring .env: {e}"),
+    if let Some(count) = loaded {
+        log::info!(
+            "loaded {} ({count} variables; the environment's own win)",
+            envfile::ENV_FILE
+        );
     }
 }
 

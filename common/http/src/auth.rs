@@ -82,7 +82,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Passes requests that carry an accepted bearer token; the others get 401.
 pub fn required(auth: Arc<Auth>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
+    crate::header::optional_text("Authorization")
         .and_then(move |header: Option<String>| {
             let auth = auth.clone();
             async move {

@@ -55,7 +55,7 @@ pub fn with_state<S: Clone + Send>(
 pub fn json_object(
     timeout: Duration,
 ) -> impl Filter<Extract = (Map<String, Value>,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("content-type")
+    crate::header::optional_text("Content-Type")
         .and_then(|ct: Option<String>| async move {
             let essence = ct
                 .as_deref()

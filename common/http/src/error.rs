@@ -75,6 +75,16 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A request header whose value is not visible ASCII text (`crate::header`). The value is
+    /// not echoed: it may be a credential.
+    pub fn invalid_header(name: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_header",
+            format!("the {name} header must be visible ASCII text"),
+        )
+    }
+
     /// Redis is down or slow: the caller may retry. The cause goes to the log, not the client.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
         log::warn!("redis unavailable: {cause}");

@@ -4,6 +4,7 @@
 //! Map:
 //! - [`auth`] — bearer tokens, and the rule that an exposed API has them.
 //! - [`error`] — the JSON error shape.
+//! - [`header`] — request headers read as text (400 for a value that is not).
 //! - [`body`] — JSON replies, the JSON body filter and its size limit, state injection.
 //! - [`rejection`] — every rejection mapped to the error shape, once.
 //! - [`health`] — `/healthz`, `/readyz`, and the `healthcheck` subcommand's client.
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod header;
 pub mod health;
 pub mod metrics;
 pub mod openapi;

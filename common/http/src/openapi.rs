@@ -47,12 +47,22 @@ pub struct HealthStatus {
 )]
 pub struct Unauthorized(#[allow(dead_code)] ErrorBody);
 
+/// 400 for a route without a body: an `Authorization` value that is not text.
+#[derive(IntoResponses)]
+#[response(
+    status = 400,
+    description = "`invalid_header`: an `Authorization` value that is not visible ASCII text"
+)]
+pub struct BadHeader(#[allow(dead_code)] ErrorBody);
+
 /// What reading a JSON body may answer, before any field is looked at.
 #[derive(IntoResponses)]
 pub enum BodyErrors {
     #[response(
         status = 400,
-        description = "`malformed_json`, `invalid_body`: not JSON, not an object, or unreadable"
+        description = "`malformed_json`, `invalid_body`: not JSON, not an object, or unreadable; \
+                       `invalid_header`: an `Authorization` or `Content-Type` value that is not \
+                       visible ASCII text"
     )]
     BadRequest(#[allow(dead_code)] ErrorBody),
     #[response(

@@ -43,6 +43,9 @@ pub async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible
         e.clone()
     } else if err.is_not_found() {
         ApiError::not_found("no such route")
+    } else if let Some(h) = err.find::<warp::reject::InvalidHeader>() {
+        // Before 405: another route's method must not hide the request's own fault.
+        ApiError::invalid_header(h.name())
     } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -27,3 +27,9 @@ pub fn notification_delivery(notification_id: &str) -> String {
 pub fn recipient_deliveries(recipient: &str) -> String {
     format!("fleet:recipient:{recipient}:deliveries")
 }
+
+/// How many ids were ever pushed onto a recipient's list (the listing's cursor numbers its
+/// entries by it).
+pub fn recipient_pushed(recipient: &str) -> String {
+    format!("fleet:recipient:{recipient}:pushed")
+}

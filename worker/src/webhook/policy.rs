@@ -1,10 +1,11 @@
 //! Where a webhook may go. By default anywhere public: loopback, link-local (cloud metadata),
-//! private, shared, multicast and unspecified addresses are refused, as are URLs with
-//! credentials or another scheme than http(s). `WEBHOOK_ALLOW` names the exceptions, as host
+//! private, shared, multicast, reserved and unspecified addresses are refused, IPv6 forms that
+//! embed an IPv4 address are judged by that address and IPv6 outside global unicast is refused
+//! ([`is_public`]), as are URLs with credentials or another scheme than http(s). `WEBHOOK_ALLOW` names the exceptions, as host
 //! names or CIDRs. The check runs on the addresses a name resolves to, inside the HTTP client's
 //! resolver, so the connection goes only to an address that was checked (no DNS rebinding).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use celery_redis::config::{raw, ConfigError, Source};
@@ -116,34 +117,63 @@ fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     }
 }
 
-/// Publicly routable: none of loopback, private, link-local, shared (CGNAT), multicast,
-/// broadcast, documentation or unspecified, for IPv4, IPv6 and IPv4-mapped IPv6.
+/// Publicly routable. IPv4: none of loopback, private, link-local, shared (CGNAT), multicast,
+/// broadcast, reserved (240/4), documentation, benchmarking (198.18/15), IETF protocol
+/// assignments (192.0.0/24) or "this network" (0/8). IPv6: an address that stands for an IPv4
+/// address ([`embedded_ipv4`]) is judged by that address; any other must be global unicast
+/// (`2000::/3`, which leaves out loopback, unspecified, unique-local, link-local, site-local,
+/// multicast, discard-only, SRv6 and local-use NAT64), outside documentation (`2001:db8::/32`,
+/// `3fff::/20`) and the IETF protocol assignments (`2001::/23`: benchmarking, ORCHID, ...).
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || v4.is_unspecified()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b)))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match embedded_ipv4(v6) {
+            Some(inner) => inner.into_iter().all(is_public_v4),
+            None => {
+                let [first, second, ..] = v6.segments();
+                first & 0xe000 == 0x2000
+                    && !(first == 0x2001 && (second & 0xfe00 == 0 || second == 0x0db8))
+                    && first & 0xfff0 != 0x3ff0
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
+        },
     }
+}
+
+fn is_public_v4(v4: Ipv4Addr) -> bool {
+    let [a, b, c, _] = v4.octets();
+    !(v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local()
+        || v4.is_multicast()
+        || v4.is_documentation()
+        || v4.is_unspecified()
+        || a == 0
+        || a >= 240
+        || (a == 100 && (64..128).contains(&b))
+        || (a == 192 && b == 0 && c == 0)
+        || (a == 198 && (b & 0xfe) == 18))
+}
+
+/// The IPv4 addresses an IPv6 address stands for, when it embeds any: IPv4-compatible
+/// (`::a.b.c.d`) and IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291), IPv4-translated
+/// (`::ffff:0:a.b.c.d`, RFC 2765), NAT64's well-known prefix (`64:ff9b::/96`, RFC 6052), 6to4
+/// (`2002:AABB:CCDD::/48`, RFC 3056), Teredo (`2001::/32`: the server, and the client's address
+/// inverted, RFC 4380) and ISATAP interface identifiers (`…:0:5efe:a.b.c.d`, RFC 5214). Each
+/// is routed (by a tunnel, a translator or the host itself) towards the address it carries.
+/// Two addresses for Teredo, the same one twice otherwise.
+pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<[Ipv4Addr; 2]> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let last = v4(s[6], s[7]);
+    let found = match s {
+        [0, 0, 0, 0, 0, 0 | 0xffff, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => [last, last],
+        [0x64, 0xff9b, 0, 0, 0, 0, ..] => [last, last],
+        [0x2002, hi, lo, ..] => [v4(hi, lo), v4(hi, lo)],
+        [0x2001, 0, hi, lo, ..] => [v4(hi, lo), v4(!s[6], !s[7])],
+        [.., iid, 0x5efe, _, _] if iid & 0xfdff == 0 => [last, last],
+        _ => return None,
+    };
+    Some(found)
 }
 
 /// The HTTP client's resolver: resolves a name, then keeps only the addresses the policy
@@ -178,6 +208,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ip4(s: &str) -> std::net::Ipv4Addr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn internal_addresses_are_refused_by_default() {
         let p = Policy::default();
@@ -199,6 +233,104 @@ mod tests {
         }
         assert!(p.allows("x", ip("93.184.216.34")));
         assert!(p.allows("x", ip("2606:4700::1111")));
+    }
+
+    /// Each IPv6 form that stands for an IPv4 address is judged by that address: refused
+    /// exactly when the IPv4 address itself is, whatever form carries it.
+    #[test]
+    fn ipv6_forms_embedding_an_ipv4_address_are_judged_by_it() {
+        let p = Policy::default();
+        type Form = (&'static str, fn(&str) -> String);
+        let forms: [Form; 7] = [
+            ("IPv4-compatible", |v4| format!("::{v4}")),
+            ("IPv4-mapped", |v4| format!("::ffff:{v4}")),
+            ("IPv4-translated", |v4| format!("::ffff:0:{v4}")),
+            ("NAT64", |v4| format!("64:ff9b::{v4}")),
+            ("6to4", |v4| {
+                let [a, b, c, d] = ip4(v4).octets();
+                format!("2002:{a:02x}{b:02x}:{c:02x}{d:02x}::1")
+            }),
+            ("Teredo client", |v4| {
+                let [a, b, c, d] = (!u32::from(ip4(v4))).to_be_bytes();
+                format!("2001:0:4136:e378:8000:63bf:{a:02x}{b:02x}:{c:02x}{d:02x}")
+            }),
+            ("ISATAP", |v4| format!("2620:0:1cfe:face:0:5efe:{v4}")),
+        ];
+        for (form, make) in forms {
+            for inner in [
+                "127.0.0.1",
+                "10.0.0.1",
+                "192.168.1.1",
+                "169.254.169.254",
+                "0.0.0.0",
+            ] {
+                let v6 = make(inner);
+                assert!(!p.allows("x", ip(&v6)), "{form} {v6} ({inner})");
+            }
+            let v6 = make("93.184.216.34");
+            assert!(p.allows("x", ip(&v6)), "{form} {v6} (public)");
+        }
+        // Teredo's server address counts too.
+        assert!(!p.allows("x", ip("2001:0:a00:1:8000:63bf:a247:d7dd")));
+    }
+
+    #[test]
+    fn ipv6_outside_global_unicast_is_refused() {
+        let p = Policy::default();
+        for bad in [
+            "fec0::1",                  // site-local
+            "feff::1",                  // site-local, top of the range
+            "64:ff9b:1::7f00:1",        // local-use NAT64: the embedding is the operator's choice
+            "64:ff9b:1:5db8:d8:2200::", // (a public address in its /48 form: still refused)
+            "100::1",                   // discard-only
+            "2001:db8::1",              // documentation
+            "3fff::1",                  // documentation
+            "2001:2::1",                // benchmarking
+            "2001:10::1",               // ORCHID
+            "5f00::1",                  // SRv6 SIDs
+            "::2:0:0:1",                // reserved
+        ] {
+            assert!(!p.allows("x", ip(bad)), "{bad}");
+            let url = reqwest::Url::parse(&format!("http://[{bad}]/h")).unwrap();
+            assert!(p.check_url(&url).is_err(), "{bad}");
+        }
+        for good in [
+            "2606:4700::1111",
+            "2001:4860:4860::8888",
+            "2a00:1450:4001:80b::200e",
+        ] {
+            assert!(p.allows("x", ip(good)), "{good}");
+        }
+    }
+
+    #[test]
+    fn ipv4_reserved_ranges_are_refused() {
+        let p = Policy::default();
+        for bad in [
+            "192.0.0.8",
+            "198.18.0.1",
+            "198.19.255.1",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
+            assert!(!p.allows("x", ip(bad)), "{bad}");
+        }
+        assert!(p.allows("x", ip("198.20.0.1")));
+    }
+
+    #[test]
+    fn embedded_loopback_urls_are_refused_as_written_by_an_attacker() {
+        let p = Policy::default();
+        for bad in [
+            "http://[::127.0.0.1]:6379/",
+            "http://[::ffff:0:127.0.0.1]/",
+            "http://[64:ff9b::7f00:1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://[fec0::1]/",
+        ] {
+            let url = reqwest::Url::parse(bad).unwrap();
+            assert!(p.check_url(&url).is_err(), "{bad}");
+        }
     }
 
     #[test]
