@@ -68,6 +68,9 @@ pub struct WorkerConfig {
     /// `WORKER_METRICS_BIND`: where `/metrics` and `/healthz` listen (default
     /// `127.0.0.1:9808`, celery-exporter's port; `0.0.0.0:9808` in the image).
     pub metrics_bind: std::net::SocketAddr,
+    /// Whether `WORKER_METRICS_BIND` was set: only the default gives way to a free port when
+    /// taken (a second worker on the host); an address asked for must be had.
+    pub metrics_bind_set: bool,
 }
 
 impl WorkerConfig {
@@ -130,6 +133,7 @@ impl WorkerConfig {
                 ([127, 0, 0, 1], 9808).into(),
                 "an address:port",
             )?,
+            metrics_bind_set: raw(src, "WORKER_METRICS_BIND")?.is_some(),
             dead_letter_max: count(src, "DEAD_LETTER_MAX", 10_000, (1, 10_000_000))?,
             max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
                 .unwrap_or(1000),

@@ -10,10 +10,12 @@
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
-//! - [`context`], [`config`], [`upkeep`], [`webhook`], [`admin`]: what they say.
+//! - [`cli`], [`admin`] — the command line and the operator subcommands;
+//! - [`context`], [`config`], [`upkeep`], [`webhook`]: what they say.
 
 pub mod admin;
 pub mod canvas;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod control;
