@@ -15,6 +15,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_SHUTDOWN_TIMEOUT_SECS",
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
+    "RESULT_EXTENDED",
     "WEBHOOK_TIMEOUT_MS",
     "WEBHOOK_ALLOW",
     "TASK_MAX_RETRIES",
@@ -46,6 +47,9 @@ pub struct WorkerConfig {
     pub acks_late: bool,
     /// `WORKER_TRACK_STARTED`: store STARTED when a task begins (default true).
     pub track_started: bool,
+    /// `RESULT_EXTENDED`: Celery's `result_extended`: stored results carry the task's name,
+    /// args, kwargs, worker, retries and queue (default false, as Celery's).
+    pub result_extended: bool,
     /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
     pub webhook_timeout: Duration,
     /// `WEBHOOK_ALLOW`: destinations allowed besides public addresses (hosts, CIDRs).
@@ -109,6 +113,7 @@ impl WorkerConfig {
             )?),
             acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
             track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
+            result_extended: boolean(src, "RESULT_EXTENDED", false)?,
             webhook_timeout: Duration::from_millis(number(
                 src,
                 "WEBHOOK_TIMEOUT_MS",

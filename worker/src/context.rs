@@ -22,6 +22,8 @@ pub struct Context {
     pub node: String,
     pub acks_late: bool,
     pub track_started: bool,
+    /// `RESULT_EXTENDED`: results carry the request (Celery's `result_extended`).
+    pub result_extended: bool,
     pub max_retries: u32,
     /// How long the shop's per-task keys (reservations, delivery records) live.
     pub retention: Duration,

@@ -106,6 +106,7 @@ impl Worker {
             node,
             acks_late: cfg.acks_late,
             track_started: cfg.track_started,
+            result_extended: cfg.result_extended,
             max_retries: cfg.max_retries,
             retention: cfg.redis.retention,
             retry_backoff: cfg.retry_backoff,

@@ -109,6 +109,32 @@ async fn stock(redis: &TestRedis, sku: &str, n: i64) {
         .unwrap();
 }
 
+/// `RESULT_EXTENDED` is Celery's `result_extended`: `AsyncResult.name`, `.args`, `.kwargs`,
+/// `.worker`, `.queue` and `.retries` read what the Rust worker stored (all `None` without it).
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn extended_results_read_back_in_python() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 10).await;
+    let _worker = rust_worker(
+        &redis,
+        &[("RESULT_EXTENDED", "true"), ("WORKER_NAME", "ext@%h")],
+    );
+    let r = tokio::task::spawn_blocking(move || client(&py, &redis, &["extended"]))
+        .await
+        .unwrap();
+    assert_eq!(r["name"], "process_order", "{r}");
+    assert_eq!(r["args"], json!(["py-extended"]), "{r}");
+    assert_eq!(r["kwargs"]["items"][0]["sku"], "A", "{r}");
+    assert!(r["worker"].as_str().unwrap().starts_with("ext@"), "{r}");
+    assert_eq!(
+        (&r["queue"], &r["retries"]),
+        (&json!("celery"), &json!(0)),
+        "{r}"
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
 async fn python_clients_call_the_rust_worker_and_get_its_results_and_exceptions() {
