@@ -1,5 +1,5 @@
-//! Operator subcommands: queue counts, the dead-letter list (list, requeue, purge) and the
-//! health check (a remote-control ping of this worker's node, as `celery inspect ping -d`).
+//! Operator subcommands: queue counts, the dead-letter list (list, requeue, purge), parked
+//! messages returned to their queues (a rollback), and the health check (a remote-control ping of this worker's node, as `celery inspect ping -d`).
 
 use std::time::Duration;
 
@@ -54,6 +54,19 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
             "requeued {}",
             broker.requeue_dead_of(*count, queue.as_deref()).await?
         ),
+        // One line per queue: how many parked messages went back to it.
+        Command::ReturnScheduled { queue } => {
+            let queues = match queue {
+                Some(q) => vec![q.clone()],
+                None => worker.queues.clone(),
+            };
+            let mut out = Vec::with_capacity(queues.len());
+            for q in &queues {
+                let n = broker.for_queue(q).return_scheduled().await?;
+                out.push(format!("returned {n} to {q}"));
+            }
+            lines(out)
+        }
         Command::PurgeDead { queue } => {
             format!("purged {}", broker.purge_dead_of(queue.as_deref()).await?)
         }

@@ -47,6 +47,13 @@ pub enum Command {
         #[arg(long, value_name = "QUEUE", value_parser = queue_name)]
         queue: Option<String>,
     },
+    /// Return every parked eta/countdown/retry message to its queue (a rollback to Python
+    /// workers: run it once the Rust workers are stopped).
+    ReturnScheduled {
+        /// Only this queue's schedule (default: every queue of WORKER_QUEUES).
+        #[arg(long, value_name = "QUEUE", value_parser = queue_name)]
+        queue: Option<String>,
+    },
     /// Delete dead letters.
     PurgeDead {
         /// Only the dead letters taken from this queue.

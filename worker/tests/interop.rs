@@ -109,6 +109,41 @@ async fn stock(redis: &TestRedis, sku: &str, n: i64) {
         .unwrap();
 }
 
+/// A rollback: a countdown task a Rust worker parked runs on a Python worker once the Rust
+/// workers are stopped and `worker return-scheduled` put it back on its queue.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn after_return_scheduled_a_python_worker_runs_what_rust_parked() {
+    use redis::AsyncCommands;
+    let py = python();
+    let redis = TestRedis::start();
+    let rust = rust_worker(&redis, &[]);
+    let id = client(&py, &redis, &["send-later", "5"]);
+    let id = id.as_str().unwrap().to_owned();
+    let mut conn = redis.manager().await;
+    let schedule = keys::scheduled("celery");
+    let deadline = std::time::Instant::now() + WAIT;
+    while conn.zcard::<_, usize>(&schedule).await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rust.terminate().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg("return-scheduled")
+        .env_clear()
+        .env("REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "returned 1 to celery"
+    );
+    let _python = python_worker(&py, &redis, &[]);
+    let meta = backend(&redis).await.wait(&id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success);
+    assert_eq!(meta.result["runner"], "python", "{:?}", meta.result);
+}
+
 /// `RESULT_EXTENDED` is Celery's `result_extended`: `AsyncResult.name`, `.args`, `.kwargs`,
 /// `.worker`, `.queue` and `.retries` read what the Rust worker stored (all `None` without it).
 #[tokio::test]

@@ -252,6 +252,10 @@ def publish_to_exchange(*specs):
     return ids
 
 
+def send_later(countdown):
+    return process_order.apply_async(kwargs=order("py-later"), countdown=int(countdown)).id
+
+
 def extended():
     """What AsyncResult reads of a result stored with result_extended (RESULT_EXTENDED)."""
     o = order("py-extended")
@@ -268,7 +272,7 @@ def wait_all(ids_json):
 SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
              "publish-priorities": publish_priorities, "send-many": send_many,
              "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed,
-             "publish-to-exchange": publish_to_exchange, "extended": extended}
+             "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
