@@ -20,6 +20,8 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WEBHOOK_ALLOW",
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
+    "UNKNOWN_TASK_HANDBACKS",
+    "UNKNOWN_TASK_HANDBACK_DELAY_MS",
     "DEAD_LETTER_MAX",
     "WORKER_NAME",
     "WORKER_SEND_TASK_EVENTS",
@@ -58,6 +60,10 @@ pub struct WorkerConfig {
     pub max_retries: u32,
     /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
     pub retry_backoff: Duration,
+    /// `UNKNOWN_TASK_HANDBACKS` (default 0: FAILURE `NotRegistered` at once, as Celery) and
+    /// `UNKNOWN_TASK_HANDBACK_DELAY_MS` (default 1000): a task name this worker does not run
+    /// is handed back to its queue that many times, after that delay, for another worker.
+    pub unknown: crate::unknown::Unknown,
     /// `DEAD_LETTER_MAX`: dead letters kept, newest first (default 10000); older ones are
     /// dropped and counted.
     pub dead_letter_max: usize,
@@ -139,6 +145,16 @@ impl WorkerConfig {
                 "an address:port",
             )?,
             metrics_bind_set: raw(src, "WORKER_METRICS_BIND")?.is_some(),
+            unknown: crate::unknown::Unknown {
+                handbacks: u32::try_from(number(src, "UNKNOWN_TASK_HANDBACKS", 0, (0, 1000))?)
+                    .unwrap_or(1000),
+                delay: Duration::from_millis(number(
+                    src,
+                    "UNKNOWN_TASK_HANDBACK_DELAY_MS",
+                    1000,
+                    (1, 3_600_000),
+                )?),
+            },
             dead_letter_max: count(src, "DEAD_LETTER_MAX", 10_000, (1, 10_000_000))?,
             max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
                 .unwrap_or(1000),
@@ -192,6 +208,8 @@ mod tests {
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("TASK_MAX_RETRIES", "4294967296"),
             ("TASK_RETRY_BACKOFF_MS", "0"),
+            ("UNKNOWN_TASK_HANDBACKS", "1001"),
+            ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "0"),
             ("WORKER_NAME", "w@%x"),
             ("WORKER_NAME", "a b@h"),
             ("WORKER_SEND_TASK_EVENTS", "yes please"),

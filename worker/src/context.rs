@@ -28,6 +28,8 @@ pub struct Context {
     /// How long the shop's per-task keys (reservations, delivery records) live.
     pub retention: Duration,
     pub retry_backoff: Duration,
+    /// What happens to a task name this worker does not run.
+    pub unknown: crate::unknown::Unknown,
     /// What runs here now, what was parked, what is revoked (remote control reads it).
     pub registry: Arc<Registry>,
     /// This worker's events (task events only while switched on).

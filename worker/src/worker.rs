@@ -110,6 +110,7 @@ impl Worker {
             max_retries: cfg.max_retries,
             retention: cfg.redis.retention,
             retry_backoff: cfg.retry_backoff,
+            unknown: cfg.unknown,
             scheduled: Arc::new(Notify::new()),
         });
         Ok(Worker {

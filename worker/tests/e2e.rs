@@ -348,3 +348,39 @@ async fn return_scheduled_hands_parked_messages_back_to_their_queue() {
         "returned 0 to celery"
     );
 }
+
+/// A task nobody here runs, with `UNKNOWN_TASK_HANDBACKS=2`: handed back to its queue twice
+/// (for another worker), then FAILURE `NotRegistered` and a dead letter saying so.
+#[tokio::test]
+async fn unknown_tasks_are_handed_back_a_bounded_number_of_times_then_failed() {
+    let redis = TestRedis::start();
+    let conn = redis.manager().await;
+    let _worker = Proc::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[],
+        &[
+            ("REDIS_URL", redis.url()),
+            ("UNKNOWN_TASK_HANDBACKS", "2".into()),
+            ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "20".into()),
+        ],
+        "consuming queue",
+    );
+    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60), true);
+    let msg = celery_redis::protocol::TaskMessage::new("py_only", "celery", Default::default());
+    celery_redis::broker::Broker::new(conn.clone(), "celery", "test@host")
+        .publish(&msg)
+        .await
+        .unwrap();
+    let meta = results.wait(&msg.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Failure);
+    assert_eq!(meta.exception().unwrap().exc_type, "NotRegistered");
+    let listed = admin(&redis, &["dead-letters"]);
+    let dead: Value = serde_json::from_str(listed.trim()).unwrap();
+    assert!(
+        dead["reason"].as_str().unwrap().contains("2 hand-backs"),
+        "{dead}"
+    );
+    // The dead letter keeps the message as it came the last time: counted twice.
+    let raw: Value = serde_json::from_str(dead["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["headers"]["fleet_handbacks"], 2);
+}

@@ -109,6 +109,31 @@ async fn stock(redis: &TestRedis, sku: &str, n: i64) {
         .unwrap();
 }
 
+/// On a queue shared with a Python worker, tasks only Python registers are handed back by the
+/// Rust worker (`UNKNOWN_TASK_HANDBACKS`) and all run on Python: none fails `NotRegistered`.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_shared_queue_hands_python_only_tasks_back_to_python() {
+    let py = python();
+    let redis = TestRedis::start();
+    let _rust = rust_worker(
+        &redis,
+        &[
+            ("UNKNOWN_TASK_HANDBACKS", "50"),
+            ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "50"),
+            ("WORKER_CONCURRENCY", "8"),
+        ],
+    );
+    let _python = python_worker(&py, &redis, &[]);
+    let ids = client(&py, &redis, &["send-py-only", "40"]);
+    let results = backend(&redis).await;
+    for id in ids.as_array().unwrap() {
+        let meta = results.wait(id.as_str().unwrap(), WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Success, "{:?}", meta.result);
+        assert_eq!(meta.result["runner"], "python");
+    }
+}
+
 /// A rollback: a countdown task a Rust worker parked runs on a Python worker once the Rust
 /// workers are stopped and `worker return-scheduled` put it back on its queue.
 #[tokio::test]
