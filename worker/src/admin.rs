@@ -1,5 +1,5 @@
-//! Operator subcommands: queue counts, the dead-letter list (list, requeue, purge) and the
-//! health check (a remote-control ping of this worker's node, as `celery inspect ping -d`).
+//! Operator subcommands: queue counts, the dead-letter list (list, requeue, purge), parked
+//! messages returned to their queues (a rollback), and the health check (a remote-control ping of this worker's node, as `celery inspect ping -d`).
 
 use std::time::Duration;
 
@@ -8,23 +8,20 @@ use celery_redis::control::client::{self, Target};
 use celery_redis::control::Lamport;
 use serde_json::json;
 
+use crate::cli::Command;
 use crate::config::WorkerConfig;
-
-/// The subcommands `worker` understands besides running.
-pub const USAGE: &str = "usage: worker [run | healthcheck | stats | dead-letters [N] | requeue-dead [N] | purge-dead] [--queue QUEUE]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{0}")]
-    Usage(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("unhealthy: {0}")]
     Unhealthy(String),
 }
 
-/// Runs one subcommand and returns what to print (JSON for machines, one line per entry).
-pub async fn run(worker: &WorkerConfig, args: &[String]) -> Result<String, AdminError> {
+/// Runs one operator subcommand and returns what to print (JSON for machines, one line per
+/// entry). `Command::Run` is not one: it prints nothing.
+pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, AdminError> {
     let cfg = &worker.redis;
     let waits = celery_redis::connection::Waits {
         // The health check blocks for a reply up to the timeout, on this connection.
@@ -32,105 +29,82 @@ pub async fn run(worker: &WorkerConfig, args: &[String]) -> Result<String, Admin
         connect_retries: 2,
     };
     let conn = celery_redis::connection::Conn::new(&cfg.url, waits)?;
-    if args.first().map(String::as_str) == Some("healthcheck") {
-        return healthcheck(worker, &conn).await;
-    }
-    let broker = Broker::new(conn, cfg.queue.clone(), celery_redis::node::unique());
-    let (args, only) = queue_option(args)?;
-    let args = args.as_slice();
-    let count = |default: usize| -> Result<usize, AdminError> {
-        match args.get(1) {
-            None => Ok(default),
-            Some(n) => n
-                .parse()
-                .map_err(|_| AdminError::Usage(format!("{n:?} is not a count\n{USAGE}"))),
-        }
-    };
-    match args.first().map(String::as_str) {
+    let broker = Broker::new(
+        conn.clone(),
+        cfg.queue.clone(),
+        celery_redis::node::unique(),
+    );
+    let lines = |items: Vec<String>| items.join("\n");
+    Ok(match command {
+        Command::Run => String::new(),
+        Command::Healthcheck => healthcheck(worker, &conn).await?,
         // One line per queue it consumes (`WORKER_QUEUES`), or for the one named.
-        Some("stats") => {
-            let queues = match only {
-                Some(q) => vec![q.to_owned()],
+        Command::Stats { queue } => {
+            let queues = match queue {
+                Some(q) => vec![q.clone()],
                 None => worker.queues.clone(),
             };
-            let lines: Vec<String> = broker.stats_of(&queues).await?.iter().map(json).collect();
-            Ok(lines.join("\n"))
+            lines(broker.stats_of(&queues).await?.iter().map(json).collect())
         }
-        Some("dead-letters") => {
-            let dead = broker.dead_letters_of(count(20)?, only).await?;
-            let lines: Vec<String> = dead.iter().map(json).collect();
-            Ok(lines.join("\n"))
+        Command::DeadLetters { count, queue } => {
+            let dead = broker.dead_letters_of(*count, queue.as_deref()).await?;
+            lines(dead.iter().map(json).collect())
         }
-        Some("requeue-dead") => Ok(format!(
+        Command::RequeueDead { count, queue } => format!(
             "requeued {}",
-            broker.requeue_dead_of(count(0)?, only).await?
-        )),
-        Some("purge-dead") => Ok(format!("purged {}", broker.purge_dead_of(only).await?)),
-        other => Err(AdminError::Usage(format!(
-            "unknown command {other:?}\n{USAGE}"
-        ))),
-    }
+            broker.requeue_dead_of(*count, queue.as_deref()).await?
+        ),
+        // One line per queue: how many parked messages went back to it.
+        Command::ReturnScheduled { queue } => {
+            let queues = match queue {
+                Some(q) => vec![q.clone()],
+                None => worker.queues.clone(),
+            };
+            let mut out = Vec::with_capacity(queues.len());
+            for q in &queues {
+                let n = broker.for_queue(q).return_scheduled().await?;
+                out.push(format!("returned {n} to {q}"));
+            }
+            lines(out)
+        }
+        Command::PurgeDead { queue } => {
+            format!("purged {}", broker.purge_dead_of(queue.as_deref()).await?)
+        }
+    })
 }
 
-/// Pings this worker's node (`WORKER_NAME`), or without a name any worker on this host (one
-/// container, one worker), through the pidbox; healthy when it answers within
-/// `REDIS_TIMEOUT_MS`.
+/// Pings this worker through the pidbox, as `celery inspect ping -d NODE` does; healthy when
+/// it answers within `REDIS_TIMEOUT_MS`. This worker is the node `WORKER_NAME` names or,
+/// without one, the node that the worker listening on `WORKER_METRICS_BIND` says it is: never
+/// just any node on this host (a Python worker beside a dead Rust one is not this worker).
 async fn healthcheck(
     worker: &WorkerConfig,
     conn: &celery_redis::connection::Conn,
 ) -> Result<String, AdminError> {
-    let target = if worker.named {
-        Target::Nodes(vec![worker.node.clone()])
-    } else {
-        Target::Glob(format!("*@{}", celery_redis::node::hostname()))
+    let timeout = worker.redis.timeout;
+    let node = match worker.named {
+        true => worker.node.clone(),
+        false => crate::metrics::node_at(worker.metrics_bind, timeout)
+            .await
+            .map_err(|why| {
+                AdminError::Unhealthy(format!(
+                    "no worker answers on {} ({why}); several workers on one host need a \
+                     WORKER_NAME and a WORKER_METRICS_BIND each",
+                    worker.metrics_bind
+                ))
+            })?,
     };
     let clock = Lamport::default();
     let db = worker.redis.url.db();
-    let replies = client::call(
-        conn,
-        db,
-        &clock,
-        "ping",
-        json!({}),
-        &target,
-        worker.redis.timeout,
-    )
-    .await?;
-    // Only this worker's answer counts (by name, or on this host).
-    let ours = |node: &str| match &target {
-        Target::Nodes(names) => names.iter().any(|n| n == node),
-        _ => node.ends_with(&format!("@{}", celery_redis::node::hostname())),
-    };
-    match replies
-        .into_iter()
-        .find(|(node, v)| ours(node) && v["ok"] == "pong")
-    {
-        Some((node, _)) => Ok(format!("{node}: pong")),
-        None => Err(AdminError::Unhealthy(format!(
-            "no worker answered a ping for {target:?} within {:?}",
-            worker.redis.timeout
+    let target = Target::Nodes(vec![node.clone()]);
+    let replies = client::call(conn, db, &clock, "ping", json!({}), &target, timeout).await?;
+    match replies.iter().any(|(n, v)| *n == node && v["ok"] == "pong") {
+        true => Ok(format!("{node}: pong")),
+        false => Err(AdminError::Unhealthy(format!(
+            "{node} did not answer a ping within {} ms",
+            timeout.as_millis()
         ))),
     }
-}
-
-/// `args` without `--queue QUEUE`, and that queue (a usable queue name): the dead-letter
-/// commands then see only its dead letters, `stats` only its counts.
-fn queue_option(args: &[String]) -> Result<(Vec<String>, Option<&str>), AdminError> {
-    let Some(at) = args.iter().position(|a| a == "--queue") else {
-        return Ok((args.to_vec(), None));
-    };
-    let queue = args
-        .get(at.saturating_add(1))
-        .map(String::as_str)
-        .filter(|q| celery_redis::keys::is_queue_name(q))
-        .ok_or_else(|| AdminError::Usage(format!("--queue needs a queue name\n{USAGE}")))?;
-    let rest = args
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != at && *i != at.saturating_add(1))
-        .map(|(_, a)| a.clone())
-        .collect();
-    Ok((rest, Some(queue)))
 }
 
 /// One line of JSON.

@@ -15,10 +15,13 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_SHUTDOWN_TIMEOUT_SECS",
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
+    "RESULT_EXTENDED",
     "WEBHOOK_TIMEOUT_MS",
     "WEBHOOK_ALLOW",
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
+    "UNKNOWN_TASK_HANDBACKS",
+    "UNKNOWN_TASK_HANDBACK_DELAY_MS",
     "DEAD_LETTER_MAX",
     "WORKER_NAME",
     "WORKER_SEND_TASK_EVENTS",
@@ -46,6 +49,9 @@ pub struct WorkerConfig {
     pub acks_late: bool,
     /// `WORKER_TRACK_STARTED`: store STARTED when a task begins (default true).
     pub track_started: bool,
+    /// `RESULT_EXTENDED`: Celery's `result_extended`: stored results carry the task's name,
+    /// args, kwargs, worker, retries and queue (default false, as Celery's).
+    pub result_extended: bool,
     /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
     pub webhook_timeout: Duration,
     /// `WEBHOOK_ALLOW`: destinations allowed besides public addresses (hosts, CIDRs).
@@ -54,6 +60,10 @@ pub struct WorkerConfig {
     pub max_retries: u32,
     /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
     pub retry_backoff: Duration,
+    /// `UNKNOWN_TASK_HANDBACKS` (default 0: FAILURE `NotRegistered` at once, as Celery) and
+    /// `UNKNOWN_TASK_HANDBACK_DELAY_MS` (default 1000): a task name this worker does not run
+    /// is handed back to its queue that many times, after that delay, for another worker.
+    pub unknown: crate::unknown::Unknown,
     /// `DEAD_LETTER_MAX`: dead letters kept, newest first (default 10000); older ones are
     /// dropped and counted.
     pub dead_letter_max: usize,
@@ -68,6 +78,9 @@ pub struct WorkerConfig {
     /// `WORKER_METRICS_BIND`: where `/metrics` and `/healthz` listen (default
     /// `127.0.0.1:9808`, celery-exporter's port; `0.0.0.0:9808` in the image).
     pub metrics_bind: std::net::SocketAddr,
+    /// Whether `WORKER_METRICS_BIND` was set: only the default gives way to a free port when
+    /// taken (a second worker on the host); an address asked for must be had.
+    pub metrics_bind_set: bool,
 }
 
 impl WorkerConfig {
@@ -106,6 +119,7 @@ impl WorkerConfig {
             )?),
             acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
             track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
+            result_extended: boolean(src, "RESULT_EXTENDED", false)?,
             webhook_timeout: Duration::from_millis(number(
                 src,
                 "WEBHOOK_TIMEOUT_MS",
@@ -130,6 +144,17 @@ impl WorkerConfig {
                 ([127, 0, 0, 1], 9808).into(),
                 "an address:port",
             )?,
+            metrics_bind_set: raw(src, "WORKER_METRICS_BIND")?.is_some(),
+            unknown: crate::unknown::Unknown {
+                handbacks: u32::try_from(number(src, "UNKNOWN_TASK_HANDBACKS", 0, (0, 1000))?)
+                    .unwrap_or(1000),
+                delay: Duration::from_millis(number(
+                    src,
+                    "UNKNOWN_TASK_HANDBACK_DELAY_MS",
+                    1000,
+                    (1, 3_600_000),
+                )?),
+            },
             dead_letter_max: count(src, "DEAD_LETTER_MAX", 10_000, (1, 10_000_000))?,
             max_retries: u32::try_from(number(src, "TASK_MAX_RETRIES", 4, (0, 1000))?)
                 .unwrap_or(1000),
@@ -183,6 +208,8 @@ mod tests {
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("TASK_MAX_RETRIES", "4294967296"),
             ("TASK_RETRY_BACKOFF_MS", "0"),
+            ("UNKNOWN_TASK_HANDBACKS", "1001"),
+            ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "0"),
             ("WORKER_NAME", "w@%x"),
             ("WORKER_NAME", "a b@h"),
             ("WORKER_SEND_TASK_EVENTS", "yes please"),

@@ -22,10 +22,14 @@ pub struct Context {
     pub node: String,
     pub acks_late: bool,
     pub track_started: bool,
+    /// `RESULT_EXTENDED`: results carry the request (Celery's `result_extended`).
+    pub result_extended: bool,
     pub max_retries: u32,
     /// How long the shop's per-task keys (reservations, delivery records) live.
     pub retention: Duration,
     pub retry_backoff: Duration,
+    /// What happens to a task name this worker does not run.
+    pub unknown: crate::unknown::Unknown,
     /// What runs here now, what was parked, what is revoked (remote control reads it).
     pub registry: Arc<Registry>,
     /// This worker's events (task events only while switched on).

@@ -2,7 +2,7 @@
 //! through the broker's one way to end a task ([`celery_redis::broker::Broker::finish`]).
 
 use celery_redis::protocol::{Message, TaskMessage};
-use celery_redis::result::{ExceptionInfo, ResultError, ResultMeta};
+use celery_redis::result::{ExceptionInfo, Extended, ResultError, ResultMeta};
 
 use crate::canvas;
 use crate::context::Context;
@@ -19,12 +19,26 @@ pub enum ExecuteError {
     Transient(String, String),
 }
 
-/// `meta` with the request's `parent_id`/`group_id`, as Celery stores them; `None` when the
-/// message asked for no result (`ignore_result`).
-fn result_of(msg: &Message, meta: ResultMeta) -> Option<ResultMeta> {
+/// `meta` with the request's `parent_id`/`group_id`, as Celery stores them, and with
+/// `RESULT_EXTENDED` the request's name, args, kwargs, worker, retries and queue; `None` when
+/// the message asked for no result (`ignore_result`).
+fn result_of(ctx: &Context, msg: &Message, meta: ResultMeta) -> Option<ResultMeta> {
     let headers = &msg.envelope.headers;
-    (!headers.ignore_result)
-        .then(|| meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref()))
+    if headers.ignore_result {
+        return None;
+    }
+    let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());
+    Some(match ctx.result_extended {
+        false => meta,
+        true => meta.with_extended(Extended {
+            name: msg.task(),
+            args: &msg.body.args,
+            kwargs: &msg.body.kwargs,
+            worker: &ctx.node,
+            retries: headers.retries,
+            queue: msg.envelope.routing_key(),
+        }),
+    })
 }
 
 /// Ends the task: publishes `publish`, stores `meta` and acknowledges `ack`, as one step when
@@ -36,7 +50,7 @@ pub async fn end(
     ack: Option<&str>,
     publish: &[TaskMessage],
 ) -> Result<(), ExecuteError> {
-    let result = result_of(msg, meta);
+    let result = result_of(ctx, msg, meta);
     ctx.broker
         .finish(&ctx.results, ack, result.as_ref(), publish)
         .await?;
@@ -45,7 +59,7 @@ pub async fn end(
 
 /// Records a state that ends nothing (STARTED, RETRY), unless the message asked for no result.
 pub async fn record(ctx: &Context, msg: &Message, meta: ResultMeta) -> Result<(), ExecuteError> {
-    if let Some(meta) = result_of(msg, meta) {
+    if let Some(meta) = result_of(ctx, msg, meta) {
         ctx.results.store(&meta).await?;
     }
     Ok(())

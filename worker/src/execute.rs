@@ -93,6 +93,10 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
     if ctx.registry.is_revoked(msg.id()) {
         return refuse_revoked(ctx, &msg, delivery).await;
     }
+    // Not ours to run, on a queue shared with another fleet's workers: handed back to them.
+    if ctx.unknown.handbacks > 0 && !tasks::NAMES.contains(&msg.task()) {
+        return crate::unknown::hand_back_or_fail(ctx, &msg, delivery).await;
+    }
     let headers = &msg.envelope.headers;
     if let Some(eta) = msg.eta() {
         let due = clock::unix_seconds(eta);
@@ -251,11 +255,7 @@ async fn run_within_limit(
         }
         match tasks::dispatch(ctx, msg.task(), req, &msg.body).await {
             Some(outcome) => outcome,
-            None => Err(TaskError::Failed(ExceptionInfo::new(
-                "celery.exceptions",
-                "NotRegistered",
-                msg.task(),
-            ))),
+            None => Err(TaskError::Failed(crate::unknown::not_registered(msg))),
         }
     };
     let [hard, soft] = msg

@@ -17,7 +17,7 @@ impl Labels {
     pub fn new(names: &[&str], node: &str, queues: &[String]) -> Self {
         let make = |name: &str, queue: &str| TaskLabels {
             name: name.to_owned(),
-            hostname: node.to_owned(),
+            hostname: celery_redis::node::host_of(node).to_owned(),
             queue_name: queue.to_owned(),
         };
         let first = queues.first().map_or("celery", String::as_str);

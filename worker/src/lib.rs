@@ -5,15 +5,17 @@
 //! - [`waits`] — the idle worker's blocking waits, one per consumed queue;
 //! - [`execute`] — one delivery from decode to its end;
 //! - [`tasks`] — what each task does (`process_order`, `send_notification`);
-//! - [`ending`], [`retry`], [`poison`]: the ways a delivery ends;
+//! - [`ending`], [`retry`], [`poison`], [`unknown`]: the ways a delivery ends;
 //! - [`canvas`] — callbacks and chain steps a task sends on;
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
-//! - [`context`], [`config`], [`upkeep`], [`webhook`], [`admin`]: what they say.
+//! - [`cli`], [`admin`] — the command line and the operator subcommands;
+//! - [`context`], [`config`], [`upkeep`], [`webhook`]: what they say.
 
 pub mod admin;
 pub mod canvas;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod control;
@@ -28,6 +30,7 @@ pub mod report;
 pub mod retry;
 pub mod start;
 pub mod tasks;
+pub mod unknown;
 pub mod upkeep;
 pub mod waits;
 pub mod webhook;

@@ -1,7 +1,9 @@
 //! The worker binary: `worker` (or `worker run`) consumes until SIGTERM/SIGINT; the other
-//! subcommands are for operators (see `worker::admin`).
+//! subcommands are for operators (see `worker::admin`); `worker --help` lists them.
 
 use celery_redis::config::{self, ProcessEnv};
+use clap::Parser;
+use worker::cli::{Cli, Command};
 use worker::config::WorkerConfig;
 
 /// Every task allocates and frees many short strings (envelopes, JSON, Redis replies); mimalloc
@@ -10,6 +12,8 @@ use worker::config::WorkerConfig;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // `--help` and `--version` answer before any setting is read.
+    let command = Cli::parse().into_command();
     config::init();
     let cfg = WorkerConfig::from_source(&ProcessEnv).unwrap_or_else(|e| config::fail(&e));
     // Tasks wait on Redis and HTTP: one thread avoids cross-thread wake-ups between tasks and
@@ -23,24 +27,19 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
-    runtime.block_on(run(cfg))
+    runtime.block_on(run(cfg, command))
 }
 
-async fn run(cfg: WorkerConfig) -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args[0] == "run" {
+async fn run(cfg: WorkerConfig, command: Command) -> anyhow::Result<()> {
+    if command == Command::Run {
         match worker::run(cfg, celery_redis::shutdown::on_signals()).await {
             Err(worker::worker::WorkerError::Config(e)) => config::fail(&e),
             other => other?,
         }
         return Ok(());
     }
-    match worker::admin::run(&cfg, &args).await {
+    match worker::admin::run(&cfg, &command).await {
         Ok(out) => println!("{out}"),
-        Err(worker::admin::AdminError::Usage(msg)) => {
-            eprintln!("{msg}");
-            std::process::exit(2);
-        }
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(1);

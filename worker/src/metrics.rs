@@ -28,8 +28,42 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The labels of this worker's own gauges.
 pub fn host(ctx: &Context) -> HostLabels {
     HostLabels {
-        hostname: ctx.node.clone(),
+        hostname: celery_redis::node::host_of(&ctx.node).to_owned(),
     }
+}
+
+/// Asks the worker listening on `addr` (its `WORKER_METRICS_BIND`) which node it is: one
+/// `GET /healthz` (a plain HTTP/1.0 exchange, the answer read up to 4 KiB within `timeout`).
+pub async fn node_at(addr: std::net::SocketAddr, timeout: Duration) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").await?;
+        let mut answer = Vec::new();
+        stream.take(4096).read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => return Err("no answer in time".into()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(answer)) => answer,
+    };
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(head.lines().next().unwrap_or("no answer").to_owned());
+    }
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("node")?.as_str().map(str::to_owned))
+        .ok_or_else(|| "not this project's worker".into())
 }
 
 /// Serves until `stop`.
@@ -80,7 +114,7 @@ async fn answer(ctx: Arc<Context>, req: Request<Incoming>) -> Result<Response<St
             Ok(()) => reply(
                 StatusCode::OK,
                 "application/json",
-                "{\"status\":\"ok\"}".into(),
+                serde_json::json!({"status": "ok", "node": ctx.node}).to_string(),
             ),
             Err(_) => reply(
                 StatusCode::SERVICE_UNAVAILABLE,

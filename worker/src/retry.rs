@@ -49,15 +49,20 @@ pub async fn retry_or_give_up(
     let delay = backoff(ctx.retry_backoff, retries);
     let replacement = retry_envelope(msg, OffsetDateTime::now_utc() + delay);
     log::info!(
-        "task {} [{}] retry {attempts} in {delay:?}: {}",
+        "task {} [{}] retry {attempts} in {:.3}s: {}",
         msg.task(),
         msg.id(),
+        delay.as_secs_f64(),
         exc.message()
     );
     let mut meta = ResultMeta::failure(
         msg.id(),
         &exc,
-        Some(format!("Retry in {delay:?}: {}", exc.message())),
+        Some(format!(
+            "Retry in {:.3}s: {}",
+            delay.as_secs_f64(),
+            exc.message()
+        )),
     );
     meta.status = TaskState::Retry;
     meta.date_done = None;

@@ -1,5 +1,6 @@
-//! Starting a worker process: its metrics listener bound (a bad `WORKER_METRICS_BIND` is a
-//! configuration error), the worker built under its node name, what its configuration points
+//! Starting a worker process: its metrics listener bound (an address set in
+//! `WORKER_METRICS_BIND` that cannot be had is a configuration error; the default, when taken,
+//! gives way to a free port), the worker built under its node name, what its configuration points
 //! at checked, then run until `stop`.
 
 use celery_redis::shutdown::Shutdown;
@@ -11,15 +12,28 @@ use crate::worker::{Worker, WorkerError};
 /// it until `stop` fires.
 pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
     let node = cfg.node.clone();
-    let bind = cfg.metrics_bind;
+    let (bind, set_bind) = (cfg.metrics_bind, cfg.metrics_bind_set);
     let worker = Worker::build(cfg, node)?;
     worker.check().await?;
-    let metrics = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
-        celery_redis::config::ConfigError {
-            var: "WORKER_METRICS_BIND",
-            reason: format!("cannot listen on {bind}: {e}"),
+    let refused = |e: std::io::Error| celery_redis::config::ConfigError {
+        var: "WORKER_METRICS_BIND",
+        reason: format!("cannot listen on {bind}: {e}"),
+    };
+    let metrics = match tokio::net::TcpListener::bind(bind).await {
+        Ok(listener) => listener,
+        // The default port taken (another worker on this host, as Celery users run them): a
+        // free port on the same address, said in the log, beats not starting.
+        Err(e) if !set_bind && e.kind() == std::io::ErrorKind::AddrInUse => {
+            let free = std::net::SocketAddr::new(bind.ip(), 0);
+            let listener = tokio::net::TcpListener::bind(free).await.map_err(refused)?;
+            log::warn!(
+                "{bind} is taken (another worker on this host?): metrics and health on {} instead; set WORKER_METRICS_BIND (and WORKER_NAME) per worker to choose",
+                listener.local_addr()?
+            );
+            listener
         }
-    })?;
+        Err(e) => return Err(refused(e).into()),
+    };
     log::info!("metrics and health listening on {}", metrics.local_addr()?);
     worker.run_serving(stop, Some(metrics)).await;
     Ok(())

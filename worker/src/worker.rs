@@ -106,9 +106,11 @@ impl Worker {
             node,
             acks_late: cfg.acks_late,
             track_started: cfg.track_started,
+            result_extended: cfg.result_extended,
             max_retries: cfg.max_retries,
             retention: cfg.redis.retention,
             retry_backoff: cfg.retry_backoff,
+            unknown: cfg.unknown,
             scheduled: Arc::new(Notify::new()),
         });
         Ok(Worker {

@@ -299,3 +299,88 @@ async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
     assert_eq!(admin(&redis, &["purge-dead"]).trim(), "purged 1");
     assert_eq!(admin(&redis, &["dead-letters"]).trim(), "");
 }
+
+/// A rollback to Python workers: `worker return-scheduled` puts every parked eta/retry message
+/// back on its queue as a producer put it (eta header unchanged), so whichever worker takes
+/// it next, a Python one included, runs it at its time; nothing stays parked where only Rust
+/// workers look.
+#[tokio::test]
+async fn return_scheduled_hands_parked_messages_back_to_their_queue() {
+    use celery_redis::broker::{Broker, Claim};
+    use redis::AsyncCommands;
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let mut later = celery_redis::protocol::TaskMessage::new("add", "celery", Default::default());
+    later.eta = Some(time::macros::datetime!(2999-01-01 0:00 UTC));
+    broker.publish(&later).await.unwrap();
+    // Parked as a worker parks it: claimed, then moved to the queue's schedule.
+    let claims = broker.claim_from(&["celery".to_owned()], 1).await.unwrap();
+    let Some(Claim::Message(delivery)) = claims.into_iter().next() else {
+        panic!("nothing claimed")
+    };
+    assert!(broker.schedule(&delivery, 32_503_680_000.0).await.unwrap());
+    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    assert_eq!(
+        (&stats["scheduled"], &stats["waiting"][0]),
+        (&json!(1), &json!(0))
+    );
+
+    assert_eq!(
+        admin(&redis, &["return-scheduled"]).trim(),
+        "returned 1 to celery"
+    );
+    let queued: Vec<String> = conn.lrange("celery", 0, -1).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    let env: Value = serde_json::from_str(&queued[0]).unwrap();
+    assert_eq!(env["headers"]["id"], json!(later.id));
+    let eta = env["headers"]["eta"].as_str().unwrap();
+    assert!(eta.starts_with("2999-01-01T00:00:00"), "{eta}");
+    let parked: usize = conn
+        .zcard(celery_redis::keys::scheduled("celery"))
+        .await
+        .unwrap();
+    let held: usize = conn.hlen(celery_redis::keys::UNACKED).await.unwrap();
+    assert_eq!((parked, held), (0, 0));
+    // Nothing left: a second run returns nothing.
+    assert_eq!(
+        admin(&redis, &["return-scheduled"]).trim(),
+        "returned 0 to celery"
+    );
+}
+
+/// A task nobody here runs, with `UNKNOWN_TASK_HANDBACKS=2`: handed back to its queue twice
+/// (for another worker), then FAILURE `NotRegistered` and a dead letter saying so.
+#[tokio::test]
+async fn unknown_tasks_are_handed_back_a_bounded_number_of_times_then_failed() {
+    let redis = TestRedis::start();
+    let conn = redis.manager().await;
+    let _worker = Proc::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[],
+        &[
+            ("REDIS_URL", redis.url()),
+            ("UNKNOWN_TASK_HANDBACKS", "2".into()),
+            ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "20".into()),
+        ],
+        "consuming queue",
+    );
+    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60), true);
+    let msg = celery_redis::protocol::TaskMessage::new("py_only", "celery", Default::default());
+    celery_redis::broker::Broker::new(conn.clone(), "celery", "test@host")
+        .publish(&msg)
+        .await
+        .unwrap();
+    let meta = results.wait(&msg.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Failure);
+    assert_eq!(meta.exception().unwrap().exc_type, "NotRegistered");
+    let listed = admin(&redis, &["dead-letters"]);
+    let dead: Value = serde_json::from_str(listed.trim()).unwrap();
+    assert!(
+        dead["reason"].as_str().unwrap().contains("2 hand-backs"),
+        "{dead}"
+    );
+    // The dead letter keeps the message as it came the last time: counted twice.
+    let raw: Value = serde_json::from_str(dead["raw"].as_str().unwrap()).unwrap();
+    assert_eq!(raw["headers"]["fleet_handbacks"], 2);
+}

@@ -1,5 +1,6 @@
 //! `worker healthcheck`, the image's HEALTHCHECK and a Kubernetes probe: the real binary pings
-//! a running worker binary over the pidbox, by name or by host, and fails when none answers.
+//! a running worker binary over the pidbox, by name or by the node its metrics address names,
+//! and fails when that one does not answer; two workers on one host; the command line.
 
 use std::process::Command;
 
@@ -60,14 +61,119 @@ fn passes_by_name_while_the_named_worker_runs_and_fails_once_it_stopped() {
     assert_eq!(code, Some(1), "{stderr}");
 }
 
+/// Without `WORKER_NAME`, the worker on `WORKER_METRICS_BIND` says which node it is.
 #[test]
-fn without_a_name_any_worker_on_this_host_answers() {
+fn without_a_name_it_pings_the_worker_listening_on_its_metrics_address() {
     let redis = TestRedis::start();
-    let env = [("REDIS_URL", redis.url())];
+    let bind = format!("127.0.0.1:{}", testkit::free_port());
+    let env = [("REDIS_URL", redis.url()), ("WORKER_METRICS_BIND", bind)];
     let _running = worker(&env);
     let (code, stdout, stderr) = healthcheck(&env);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.starts_with("rust"), "{stdout}");
+    assert!(
+        stdout.starts_with("rust") && stdout.contains(": pong"),
+        "{stdout}"
+    );
+}
+
+/// Another node alive on the host (a Python worker, another Rust worker) never answers for
+/// this one: with ours gone, the check fails although a node of the host still pongs.
+#[test]
+fn another_worker_on_the_host_does_not_answer_for_a_dead_one() {
+    let redis = TestRedis::start();
+    let other = [
+        ("REDIS_URL", redis.url()),
+        ("WORKER_NAME", "py1@%h".to_owned()),
+    ];
+    let _alive = worker(&other);
+    let env = [
+        ("REDIS_URL", redis.url()),
+        // Where this (dead) worker would listen: nobody does.
+        (
+            "WORKER_METRICS_BIND",
+            format!("127.0.0.1:{}", testkit::free_port()),
+        ),
+        ("REDIS_TIMEOUT_MS", "300".to_owned()),
+    ];
+    let (code, stdout, stderr) = healthcheck(&env);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("unhealthy: no worker answers on"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("py1@"), "{stdout}");
+}
+
+/// A second worker on a host whose default metrics port is taken starts on a free port (as
+/// Celery users run several workers per host); an address asked for and taken still exits 2.
+#[test]
+fn a_taken_default_metrics_port_gives_way_and_a_taken_chosen_one_refuses() {
+    let redis = TestRedis::start();
+    // Hold the default port (if something else holds it, it is taken all the same).
+    let _held = std::net::TcpListener::bind("127.0.0.1:9808");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    cmd.env_clear()
+        .env("RUST_LOG", "info")
+        .env("REDIS_URL", redis.url())
+        .current_dir(std::env::temp_dir());
+    let (second, line) = Proc::spawn_command(cmd, "instead;");
+    assert!(line.contains("127.0.0.1:9808 is taken"), "{line}");
+    assert!(second.terminate().success());
+
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .env("REDIS_URL", redis.url())
+        .env(
+            "WORKER_METRICS_BIND",
+            held.local_addr().unwrap().to_string(),
+        )
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WORKER_METRICS_BIND"));
+}
+
+/// `--help` and `--version` answer without any setting; an unknown command is a usage error.
+#[test]
+fn the_command_line_explains_itself() {
+    let run = |arg: &str| {
+        Command::new(env!("CARGO_BIN_EXE_worker"))
+            .arg(arg)
+            .env_clear()
+            // A setting that would be refused: --help must not read it.
+            .env("WORKER_CONCURRENCY", "lots")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    for flag in ["--help", "-h"] {
+        let out = run(flag);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        for sub in [
+            "run",
+            "healthcheck",
+            "stats",
+            "dead-letters",
+            "requeue-dead",
+            "purge-dead",
+        ] {
+            assert!(text.contains(sub), "{flag} lacks {sub}: {text}");
+        }
+        assert!(text.contains(".env.example"), "{text}");
+    }
+    let out = run("--version");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("worker "));
+    let out = run("frobnicate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("frobnicate") && !err.contains("Some("),
+        "{err}"
+    );
 }
 
 #[test]

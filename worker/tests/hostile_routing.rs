@@ -723,7 +723,7 @@ async fn a_task_is_counted_in_the_queue_it_was_taken_from_not_the_one_its_routin
     assert!(meta.status.is_ready());
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let series = |q: &str| {
-        format!("celery_task_received_total{{name=\"send_notification\",hostname=\"labels@test\",queue_name=\"{q}\"}}")
+        format!("celery_task_received_total{{name=\"send_notification\",hostname=\"test\",queue_name=\"{q}\"}}")
     };
     assert_eq!(
         (sample(&text, &series("a")), sample(&text, &series("b"))),

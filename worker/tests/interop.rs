@@ -109,6 +109,92 @@ async fn stock(redis: &TestRedis, sku: &str, n: i64) {
         .unwrap();
 }
 
+/// On a queue shared with a Python worker, tasks only Python registers are handed back by the
+/// Rust worker (`UNKNOWN_TASK_HANDBACKS`) and all run on Python: none fails `NotRegistered`.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_shared_queue_hands_python_only_tasks_back_to_python() {
+    let py = python();
+    let redis = TestRedis::start();
+    let _rust = rust_worker(
+        &redis,
+        &[
+            ("UNKNOWN_TASK_HANDBACKS", "50"),
+            ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "50"),
+            ("WORKER_CONCURRENCY", "8"),
+        ],
+    );
+    let _python = python_worker(&py, &redis, &[]);
+    let ids = client(&py, &redis, &["send-py-only", "40"]);
+    let results = backend(&redis).await;
+    for id in ids.as_array().unwrap() {
+        let meta = results.wait(id.as_str().unwrap(), WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Success, "{:?}", meta.result);
+        assert_eq!(meta.result["runner"], "python");
+    }
+}
+
+/// A rollback: a countdown task a Rust worker parked runs on a Python worker once the Rust
+/// workers are stopped and `worker return-scheduled` put it back on its queue.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn after_return_scheduled_a_python_worker_runs_what_rust_parked() {
+    use redis::AsyncCommands;
+    let py = python();
+    let redis = TestRedis::start();
+    let rust = rust_worker(&redis, &[]);
+    let id = client(&py, &redis, &["send-later", "5"]);
+    let id = id.as_str().unwrap().to_owned();
+    let mut conn = redis.manager().await;
+    let schedule = keys::scheduled("celery");
+    let deadline = std::time::Instant::now() + WAIT;
+    while conn.zcard::<_, usize>(&schedule).await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rust.terminate().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg("return-scheduled")
+        .env_clear()
+        .env("REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "returned 1 to celery"
+    );
+    let _python = python_worker(&py, &redis, &[]);
+    let meta = backend(&redis).await.wait(&id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success);
+    assert_eq!(meta.result["runner"], "python", "{:?}", meta.result);
+}
+
+/// `RESULT_EXTENDED` is Celery's `result_extended`: `AsyncResult.name`, `.args`, `.kwargs`,
+/// `.worker`, `.queue` and `.retries` read what the Rust worker stored (all `None` without it).
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn extended_results_read_back_in_python() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 10).await;
+    let _worker = rust_worker(
+        &redis,
+        &[("RESULT_EXTENDED", "true"), ("WORKER_NAME", "ext@%h")],
+    );
+    let r = tokio::task::spawn_blocking(move || client(&py, &redis, &["extended"]))
+        .await
+        .unwrap();
+    assert_eq!(r["name"], "process_order", "{r}");
+    assert_eq!(r["args"], json!(["py-extended"]), "{r}");
+    assert_eq!(r["kwargs"]["items"][0]["sku"], "A", "{r}");
+    assert!(r["worker"].as_str().unwrap().starts_with("ext@"), "{r}");
+    assert_eq!(
+        (&r["queue"], &r["retries"]),
+        (&json!("celery"), &json!(0)),
+        "{r}"
+    );
+}
+
 #[tokio::test]
 #[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
 async fn python_clients_call_the_rust_worker_and_get_its_results_and_exceptions() {

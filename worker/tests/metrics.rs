@@ -81,7 +81,7 @@ async fn worker_and_service_count_what_happened_with_celery_exporter_names() {
             TaskState::Success
         );
     }
-    let labels = "{name=\"process_order\",hostname=\"metrics@test\",queue_name=\"celery\"}";
+    let labels = "{name=\"process_order\",hostname=\"test\",queue_name=\"celery\"}";
     let text = http
         .get(format!("{worker_url}/metrics"))
         .send()
@@ -99,7 +99,7 @@ async fn worker_and_service_count_what_happened_with_celery_exporter_names() {
         Some(3.0)
     );
     assert_eq!(
-        sample(&text, "celery_worker_up{hostname=\"metrics@test\"}"),
+        sample(&text, "celery_worker_up{hostname=\"test\"}"),
         Some(1.0)
     );
     assert_eq!(sample(&text, "fleet_redis_up"), Some(1.0), "{text}");

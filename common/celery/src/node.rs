@@ -15,6 +15,13 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The host part of a node name `name@host` (the whole name when it has no `@`): the
+/// `hostname` label of metrics, as celery-exporter makes it, so a restart (which gives the
+/// default name a new boot id) keeps its series.
+pub fn host_of(node: &str) -> &str {
+    node.rsplit_once('@').map_or(node, |(_, host)| host)
+}
+
 /// A name unique per process start (a random boot id), so a restart or a replica with the same
 /// host and pid is never mistaken for another.
 pub fn unique() -> String {
@@ -62,6 +69,15 @@ pub fn from_template(template: &str, host: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_part_is_what_follows_the_last_at() {
+        assert_eq!(host_of("rust12-ab34cd56@web-1"), "web-1");
+        assert_eq!(host_of("a@b@c"), "c");
+        assert_eq!(host_of("plain"), "plain");
+        // Two starts of one worker on one host share their series.
+        assert_eq!(host_of(&unique()), host_of(&unique()));
+    }
 
     #[test]
     fn expands_like_celery() {

@@ -21,7 +21,7 @@ const ASK_WAIT: Duration = Duration::from_secs(1);
 /// How many replicas must acknowledge a write that matters (`WAIT`), and for how long to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Wait {
-    pub replicas: u64, // 0: off (the default)
+    pub replicas: u64, // 0: off (the default for a plain URL; 1 for a `sentinel://` one)
     pub timeout: Duration,
 }
 

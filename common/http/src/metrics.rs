@@ -129,7 +129,7 @@ pub fn record(
             .sent
             .get_or_create(&TaskLabels {
                 name: task.into(),
-                hostname: origin.into(),
+                hostname: celery_redis::node::host_of(origin).into(),
                 queue_name: routes.queue_for(task).into(),
             })
             .inc();

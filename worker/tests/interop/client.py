@@ -252,6 +252,23 @@ def publish_to_exchange(*specs):
     return ids
 
 
+def send_py_only(count):
+    return [app.send_task("py_only", args=(i,)).id for i in range(int(count))]
+
+
+def send_later(countdown):
+    return process_order.apply_async(kwargs=order("py-later"), countdown=int(countdown)).id
+
+
+def extended():
+    """What AsyncResult reads of a result stored with result_extended (RESULT_EXTENDED)."""
+    o = order("py-extended")
+    r = process_order.apply_async(args=(o["order_id"],), kwargs={"customer": o["customer"], "items": o["items"]})
+    r.get(timeout=TIMEOUT)
+    return {"name": r.name, "args": r.args, "kwargs": r.kwargs, "worker": r.worker,
+            "queue": r.queue, "retries": r.retries}
+
+
 def wait_all(ids_json):
     return [outcome(AsyncResult(i, app=app)) for i in json.loads(ids_json)]
 
@@ -259,7 +276,7 @@ def wait_all(ids_json):
 SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
              "publish-priorities": publish_priorities, "send-many": send_many,
              "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed,
-             "publish-to-exchange": publish_to_exchange}
+             "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later, "send-py-only": send_py_only}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]

@@ -57,3 +57,9 @@ def send_notification(notification_id, recipient, channel, subject, body, url=No
     """Python twin of the Rust task (records nothing): marked runner=python."""
     _pause()
     return {"notification_id": notification_id, "status": "delivered", "channel": channel, "runner": "python"}
+
+
+@app.task(name="py_only")
+def py_only(n):
+    """A task only the Python side registers (a shared queue's other tasks)."""
+    return {"n": n, "runner": "python"}

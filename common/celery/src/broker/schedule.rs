@@ -16,11 +16,32 @@ impl Broker {
     /// an entry that is not a task envelope goes to the dead-letter list); returns how many
     /// moved and how long until the next one is due.
     pub async fn promote_due(&self) -> RedisResult<(usize, Option<Duration>)> {
+        self.promote(false).await
+    }
+
+    /// Returns every message parked in this queue's schedule (eta, countdown, retry) to this
+    /// queue now, its `eta` header unchanged, as kombu's producers put it there: whichever
+    /// worker takes it, a Python one included, waits for its eta itself. For a rollback to a
+    /// Python fleet, once the Rust workers are stopped. Returns how many were returned.
+    pub async fn return_scheduled(&self) -> RedisResult<usize> {
+        let mut total = 0usize;
+        loop {
+            let (moved, more) = self.promote(true).await?;
+            total = total.saturating_add(moved);
+            if moved == 0 || more != Some(Duration::ZERO) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Moves up to a batch of this queue's schedule (the due part, or `all`) to the queue.
+    async fn promote(&self, all: bool) -> RedisResult<(usize, Option<Duration>)> {
         let schedule = keys::scheduled(&self.queue);
         // Bytes: a member another program added that is not UTF-8 must not stop the schedule.
         let listed: Vec<Vec<u8>> = DUE
             .key(&schedule)
             .arg(BATCH)
+            .arg(if all { "all" } else { "due" })
             .invoke_async(&mut self.conn.clone())
             .await?;
         let Some((wait, due)) = listed.split_first() else {

@@ -80,12 +80,25 @@ pub(super) fn with_wait(
             });
         }
     }
-    let wait = Wait {
-        replicas: number(src, "REDIS_WAIT_REPLICAS", 0, (0, MAX_WAIT_REPLICAS))?,
-        timeout: Duration::from_millis(number(src, "REDIS_WAIT_TIMEOUT_MS", 500, (1, 60_000))?),
+    // Unset, a `sentinel://` URL waits for one replica (a failover without it loses accepted
+    // writes: docs/reliability.md) and a plain URL for none; a value set applies to both.
+    let replicas = match raw(src, "REDIS_WAIT_REPLICAS")? {
+        Some(_) => Some(number(
+            src,
+            "REDIS_WAIT_REPLICAS",
+            0,
+            (0, MAX_WAIT_REPLICAS),
+        )?),
+        None => None,
     };
-    url.topology = url.topology.with_wait(wait);
-    result_url.topology = result_url.topology.with_wait(wait);
+    let timeout = Duration::from_millis(number(src, "REDIS_WAIT_TIMEOUT_MS", 500, (1, 60_000))?);
+    let wait = |url: &RedisUrl| Wait {
+        replicas: replicas.unwrap_or(u64::from(url.topology.sentinels().is_some())),
+        timeout,
+    };
+    let (for_url, for_results) = (wait(&url), wait(&result_url));
+    url.topology = url.topology.with_wait(for_url);
+    result_url.topology = result_url.topology.with_wait(for_results);
     Ok((url, result_url))
 }
 
@@ -159,13 +172,32 @@ mod tests {
             shown.contains("sentinel:***@10.0.0.1:26380,h2:26379,::1:26381/3 (master mymaster)"),
             "{shown}"
         );
+        // Unset, a sentinel URL waits for one replica: a failover loses nothing accepted.
         assert_eq!(
             c.url.topology().wait(),
             Wait {
-                replicas: 0,
+                replicas: 1,
                 timeout: Duration::from_millis(500)
             }
         );
+    }
+
+    #[test]
+    fn wait_defaults_to_one_replica_on_sentinel_urls_only_and_zero_opts_out() {
+        let mixed = [
+            ("REDIS_URL", "sentinel://h:1/0"),
+            ("REDIS_SENTINEL_MASTER", "m"),
+            ("RESULT_BACKEND_URL", "redis://h:2/1"),
+        ];
+        let c = RedisConfig::from_source(&src(&mixed)).unwrap();
+        assert_eq!(c.url.topology().wait().replicas, 1);
+        // A plain Redis (maybe without replicas) is never made to wait by default.
+        assert_eq!(c.result_url.topology().wait().replicas, 0);
+        let plain = RedisConfig::from_source(&src(&[])).unwrap();
+        assert_eq!(plain.url.topology().wait().replicas, 0);
+        let off = [&mixed[..], &[("REDIS_WAIT_REPLICAS", "0")]].concat();
+        let c = RedisConfig::from_source(&src(&off)).unwrap();
+        assert_eq!(c.url.topology().wait().replicas, 0);
     }
 
     #[test]

@@ -96,6 +96,17 @@ impl ExceptionInfo {
     }
 }
 
+/// What `result_extended` adds to a stored result, borrowed from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Extended<'a> {
+    pub name: &'a str,
+    pub args: &'a [Value],
+    pub kwargs: &'a Map<String, Value>,
+    pub worker: &'a str,
+    pub retries: i64,
+    pub queue: Option<&'a str>,
+}
+
 /// The value of `celery-task-meta-<id>`, fields in the order Celery writes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultMeta {
@@ -172,6 +183,24 @@ impl ResultMeta {
         self
     }
 
+    /// Celery's `result_extended` fields: the task's name, args, kwargs, the worker that ran it,
+    /// its retries and its queue (the routing key it was published with), so that
+    /// `AsyncResult.name`/`.args`/`.kwargs`/`.worker`/`.queue` read them.
+    pub fn with_extended(mut self, request: Extended<'_>) -> Self {
+        let fields = [
+            ("name", Value::from(request.name)),
+            ("args", Value::Array(request.args.to_vec())),
+            ("kwargs", Value::Object(request.kwargs.clone())),
+            ("worker", Value::from(request.worker)),
+            ("retries", Value::from(request.retries)),
+            ("queue", request.queue.map_or(Value::Null, Value::from)),
+        ];
+        for (name, value) in fields {
+            self.extra.insert(name.to_owned(), value);
+        }
+        self
+    }
+
     /// Names tasks this one sent: `[[[id, null], null], ...]`.
     pub fn with_children(mut self, ids: &[String]) -> Self {
         self.children = Some(Value::Array(
@@ -190,4 +219,39 @@ impl ResultMeta {
 
 fn exc_value(exc: &ExceptionInfo) -> Value {
     serde_json::to_value(exc).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Python Celery 5.7 worker's stored SUCCESS with `result_extended = True` (captured).
+    const CAPTURE: &str = include_str!(
+        "../../tests/fixtures/celery-vectors/worker_extended/result_success_process_order.json"
+    );
+
+    #[test]
+    fn extended_results_carry_what_celery_stores() {
+        let doc: Value = serde_json::from_str(CAPTURE).unwrap();
+        let stored = &doc["result"]["decoded"];
+        let kwargs = stored["kwargs"].as_object().unwrap().clone();
+        let meta = ResultMeta::success(
+            stored["task_id"].as_str().unwrap(),
+            stored["result"].clone(),
+        )
+        .with_extended(Extended {
+            name: "process_order",
+            args: &[],
+            kwargs: &kwargs,
+            worker: "capture@localhost",
+            retries: 0,
+            queue: Some("celery"),
+        });
+        let mut ours = serde_json::to_value(&meta).unwrap();
+        let mut theirs = stored.clone();
+        for v in [&mut ours, &mut theirs] {
+            v.as_object_mut().unwrap().remove("date_done");
+        }
+        assert_eq!(ours, theirs);
+    }
 }

@@ -5,4 +5,4 @@ pub mod backend;
 pub mod meta;
 
 pub use backend::{Encoded, ResultBackend, ResultError};
-pub use meta::{ExceptionInfo, ResultMeta, TaskState};
+pub use meta::{ExceptionInfo, Extended, ResultMeta, TaskState};
