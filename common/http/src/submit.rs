@@ -36,15 +36,17 @@ pub async fn create<C: Submission>(body: Map<String, Value>, state: AppState) ->
         }
         .reject()
     };
-    bounded(state.timeout, async {
+    // Asked once per connection; a connection found dead is asked again on a fresh one.
+    let confirm = || async {
         state
             .stores
             .confirm()
             .await
             .map_err(redis::RedisError::from)
-    })
-    .await
-    .map_err(|e| unavailable(&e))?;
+    };
+    bounded(state.timeout, retry_once(confirm))
+        .await
+        .map_err(|e| unavailable(&e))?;
     // The task continues the request's trace (a new span of the same trace id).
     let trace = observe::trace::current()
         .map(|t| t.child().headers())
