@@ -104,7 +104,10 @@ pub async fn hand_back_refused(
             "redis refused a write of delivery {} for lack of memory ({why}); handed it back to its queue",
             delivery.tag
         ),
-        Ok(false) => log::info!("delivery {} was already restored elsewhere", delivery.tag),
+        Ok(false) => log::warn!(
+            "redis refused a write of delivery {} for lack of memory ({why}); it is no longer held here (acknowledged or restored), nothing to hand back",
+            delivery.tag
+        ),
         Err(e) => log::error!(
             "redis refused a write of delivery {} for lack of memory ({why}) and its hand-back ({e}); it returns after the visibility timeout",
             delivery.tag

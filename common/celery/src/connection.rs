@@ -172,6 +172,9 @@ impl Conn {
             None => Ok(()),
             Some(guard) => {
                 let epoch = self.epoch.load(Ordering::Acquire);
+                if guard.is_confirmed(epoch) {
+                    return Ok(());
+                }
                 guard.confirm(&mut self.clone(), epoch).await
             }
         }

@@ -109,7 +109,8 @@ impl Guard {
         }
     }
 
-    fn is_confirmed(&self, epoch: u64) -> bool {
+    /// Whether the connection of `epoch` was confirmed (no call to Redis).
+    pub fn is_confirmed(&self, epoch: u64) -> bool {
         self.confirmed.load(Ordering::Acquire) == epoch.wrapping_add(1)
     }
 
