@@ -383,6 +383,8 @@ async fn a_killed_connection_is_retried_once_not_answered_503() {
 async fn a_stalled_redis_answers_outcome_unknown_with_the_id_to_retry_with() {
     let f = Fixture::new();
     assert_eq!(f.call("GET", "/inventory/A", None).await.0, 200);
+    // As the service's start-up check does: the Redis is confirmed to keep every key.
+    f.state.stores.confirm().await.unwrap();
     // Redis stalls for longer than REDIS_TIMEOUT_MS (500 ms in the test configuration): every
     // client is paused for 1.5 s. The submission is sent meanwhile and runs when Redis resumes.
     let mut admin = f.redis.manager().await;

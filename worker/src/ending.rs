@@ -17,6 +17,25 @@ pub enum ExecuteError {
     Result(#[from] ResultError),
     #[error("task {0} hit a transient error: {1}")]
     Transient(String, String),
+    /// Redis refused a write of task {0} for lack of memory, before writing anything.
+    #[error("task {0}: redis is out of memory: {1}")]
+    NoMemory(String, String),
+}
+
+impl ExecuteError {
+    /// Redis refused a write for lack of memory and nothing of it was written: the delivery
+    /// is handed back at once (the hand-back itself is allowed while Redis is out of memory)
+    /// instead of waiting for its lease to expire.
+    pub fn refused_for_memory(&self) -> bool {
+        use celery_redis::refusal::refused_for_memory;
+        match self {
+            ExecuteError::Redis(e) | ExecuteError::Result(ResultError::Redis(e)) => {
+                refused_for_memory(e)
+            }
+            ExecuteError::NoMemory(..) => true,
+            ExecuteError::Result(_) | ExecuteError::Transient(..) => false,
+        }
+    }
 }
 
 /// `meta` with the request's `parent_id`/`group_id`, as Celery stores them, and with

@@ -2,10 +2,11 @@
 //! (within its time limit, unless a revoke terminates it), then [`crate::ending`] (success or
 //! failure), [`crate::retry`] or [`crate::poison`]; [`crate::report`] sends the task events
 //! along the way and [`crate::registry`] knows it runs. Redis failures leave the message
-//! unacknowledged (it comes back after the visibility timeout); nothing here can crash the
-//! worker. Each delivery runs in a log and trace scope ([`in_scope`]): once decoded, the task
-//! continues the W3C trace its `traceparent` header carries (a new root when absent or
-//! invalid), and its ids and trace id are in every log line about it.
+//! unacknowledged (it comes back after the visibility timeout; a write refused for lack of
+//! memory hands it back at once); nothing here can crash the worker. Each delivery runs in a
+//! log and trace scope ([`in_scope`]): once decoded, the task continues the W3C trace its
+//! `traceparent` header carries (a new root when absent or invalid), and its ids and trace id
+//! are in every log line about it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,25 +30,36 @@ use crate::tasks::{self, Output, Request, TaskError};
 use crate::{poison, report, retry};
 
 /// The whole life of one held delivery as the worker spawns it: [`handle`]d in a scope of its
-/// own; a panic dead-letters it (it must not stay held and renewed forever); then its lease is
-/// let go and its slot (`permit`) freed.
+/// own; a panic dead-letters it (it must not stay held and renewed forever); a write Redis
+/// refused for lack of memory hands it back at once; then its lease is let go and its slot
+/// (`permit`) freed. Returns whether Redis refused a write for lack of memory (the worker then
+/// pauses its claims).
 pub async fn guarded(
     ctx: Arc<Context>,
     leases: Leases,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
-) {
+) -> bool {
     in_scope(async move {
         let run = AssertUnwindSafe(handle(&ctx, &delivery)).catch_unwind();
         let outcome = match run.await {
             Ok(outcome) => outcome,
             Err(_) => poison::panicked(&ctx, &delivery).await,
         };
-        if let Err(e) = outcome {
-            log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
-        }
+        let no_memory = match outcome {
+            Err(e) if e.refused_for_memory() => {
+                crate::upkeep::hand_back_refused(&ctx.broker, &delivery, &e).await;
+                true
+            }
+            Err(e) => {
+                log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
+                false
+            }
+            Ok(()) => false,
+        };
         leases.remove(&delivery.tag);
         drop(permit);
+        no_memory
     })
     .await
 }
@@ -232,6 +244,9 @@ async fn run(
         }
         Err(TaskError::Transient(why)) => {
             return Err(ExecuteError::Transient(msg.id().to_owned(), why))
+        }
+        Err(TaskError::NoMemory(why)) => {
+            return Err(ExecuteError::NoMemory(msg.id().to_owned(), why))
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //!
 //! Read in this order:
 //! - [`worker`] — the worker as a value: build, step (one fetch), run, shut down;
+//! - [`pacing`] — the pauses between fetches (Redis errors, Redis out of memory);
 //! - [`waits`] — the idle worker's blocking waits, one per consumed queue;
 //! - [`execute`] — one delivery from decode to its end;
 //! - [`tasks`] — what each task does (`process_order`, `send_notification`);
@@ -24,6 +25,7 @@ pub mod execute;
 pub mod heartbeat;
 pub mod labels;
 pub mod metrics;
+pub mod pacing;
 pub mod poison;
 pub mod registry;
 pub mod report;

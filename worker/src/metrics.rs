@@ -1,6 +1,6 @@
 //! The worker's small HTTP listener (`WORKER_METRICS_BIND`): `GET /metrics` (Prometheus text;
 //! the queue gauges read from Redis at scrape time, bounded) and `GET /healthz` (200 while the
-//! worker runs and its Redis answers, 503 otherwise). Plain hyper: the worker has no web
+//! worker runs and its Redis answers and is confirmed to keep every key, 503 otherwise). Plain hyper: the worker has no web
 //! framework.
 
 use std::convert::Infallible;
@@ -110,7 +110,7 @@ async fn answer(ctx: Arc<Context>, req: Request<Incoming>) -> Result<Response<St
     }
     Ok(match req.uri().path() {
         "/metrics" => reply(StatusCode::OK, CONTENT_TYPE, scrape(&ctx).await),
-        "/healthz" => match celery_redis::connection::ping(&ctx.redis, TIMEOUT).await {
+        "/healthz" => match healthy(&ctx).await {
             Ok(()) => reply(
                 StatusCode::OK,
                 "application/json",
@@ -124,6 +124,14 @@ async fn answer(ctx: Arc<Context>, req: Request<Incoming>) -> Result<Response<St
         },
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     })
+}
+
+/// Whether the worker's Redis answers and is confirmed to keep every key (no claim is made
+/// otherwise: `Conn::confirm`).
+async fn healthy(ctx: &Context) -> redis::RedisResult<()> {
+    celery_redis::connection::ping(&ctx.redis, TIMEOUT).await?;
+    let confirmed = async { ctx.redis.confirm().await.map_err(redis::RedisError::from) };
+    celery_redis::connection::bounded(TIMEOUT, confirmed).await
 }
 
 /// Reads the gauges that need Redis (one pipeline per consumed queue, bounded), then encodes

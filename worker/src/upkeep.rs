@@ -1,10 +1,11 @@
 //! The worker's background loops besides lease renewal (`celery_redis::leases`): restoring what
-//! dead workers left, and moving eta tasks whose time has come back to the queue.
+//! dead workers left, and moving eta tasks whose time has come back to the queue; and handing
+//! held deliveries back (at shutdown, or when Redis refused a write for lack of memory).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use celery_redis::broker::Broker;
+use celery_redis::broker::{Broker, Delivery};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::Shutdown;
 use tokio::sync::Notify;
@@ -13,8 +14,8 @@ use tokio::sync::Notify;
 const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(1);
 
 /// Gives back messages whose worker stopped renewing their lease (at start, then every half
-/// visibility timeout; one worker at a time, under kombu's lock), and keeps the dead-letter list
-/// within `dead_letter_max`.
+/// visibility timeout; one worker at a time, under kombu's lock, as many passes as the backlog
+/// needs), and keeps the dead-letter list within `dead_letter_max`.
 pub async fn restore_orphans(
     broker: Broker,
     visibility: Duration,
@@ -86,5 +87,30 @@ pub async fn hand_back(broker: &Broker, leases: &Leases, queues: &[String]) {
                 "could not return the processing list of {queue} ({e}); the next claim takes it"
             ),
         }
+    }
+}
+
+/// A delivery one of whose writes Redis refused for lack of memory (`why`), nothing of it
+/// written: handed back to its queue at once (the hand-back runs while Redis is out of memory;
+/// its first write frees what the message takes in `unacked`), rather than after its lease.
+/// The next claim of it waits until Redis accepts writes again (claims are refused meanwhile).
+pub async fn hand_back_refused(
+    broker: &Broker,
+    delivery: &Delivery,
+    why: &(dyn std::fmt::Display + Sync),
+) {
+    match broker.requeue(delivery).await {
+        Ok(true) => log::warn!(
+            "redis refused a write of delivery {} for lack of memory ({why}); handed it back to its queue",
+            delivery.tag
+        ),
+        Ok(false) => log::warn!(
+            "redis refused a write of delivery {} for lack of memory ({why}); it is no longer held here (acknowledged or restored), nothing to hand back",
+            delivery.tag
+        ),
+        Err(e) => log::error!(
+            "redis refused a write of delivery {} for lack of memory ({why}) and its hand-back ({e}); it returns after the visibility timeout",
+            delivery.tag
+        ),
     }
 }

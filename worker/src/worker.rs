@@ -1,7 +1,9 @@
 //! The worker as a value: [`Worker::build`] it, [`Worker::step`] it (one fetch: claim as many
 //! messages as slots are free and start each), [`Worker::run`] it until a shutdown, then
 //! [`Worker::shutdown`]: running tasks finish within the grace period (their leases renewed all
-//! along), the rest is handed back to the queue at once.
+//! along), the rest is handed back to the queue at once. No claim is made on a Redis not
+//! confirmed to keep every key (`celery_redis::eviction`), and none while Redis refuses writes
+//! for lack of memory (see [`crate::pacing`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
+use crate::pacing::Pacing;
 use crate::registry::Registry;
 use crate::waits::Blocking;
 use crate::webhook::Webhooks;
@@ -25,9 +28,6 @@ use crate::{execute, heartbeat, poison, upkeep};
 
 /// Most messages one claim takes (when that many slots are free).
 const MAX_CLAIM: usize = 32;
-/// Pauses after a Redis error while fetching: the first, and the longest.
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Connection attempts one Redis call makes before it fails (the fetch loop then backs off).
 const CONNECT_RETRIES: usize = 2;
 /// Bound on one Redis reply for the worker's shared connection.
@@ -52,6 +52,9 @@ pub enum Step {
     Started(usize),
     /// The queue was empty; the step waited up to a second for a message.
     Idle,
+    /// Redis refused a write of a delivery for lack of memory since the last step (it was
+    /// handed back): nothing was claimed; the caller pauses before the next step.
+    NoMemory,
 }
 
 /// A worker: its connections, the tasks it runs and the leases it holds.
@@ -64,7 +67,8 @@ pub struct Worker {
     blocking: Blocking,
     leases: Leases,
     slots: Arc<Semaphore>,
-    running: JoinSet<()>,
+    /// Each ends with whether Redis refused one of its writes for lack of memory.
+    running: JoinSet<bool>,
     background: JoinSet<()>,
     /// Stops lease renewal; fired by [`Worker::shutdown`] once nothing is held any more.
     lease_stop: Option<Trigger>,
@@ -190,7 +194,15 @@ impl Worker {
     }
 
     async fn fetch(&mut self, first: OwnedSemaphorePermit) -> Result<Step, redis::RedisError> {
-        while self.running.try_join_next().is_some() {}
+        let mut no_memory = false;
+        while let Some(ended) = self.running.try_join_next() {
+            no_memory |= matches!(ended, Ok(true));
+        }
+        if no_memory {
+            return Ok(Step::NoMemory);
+        }
+        // Nothing is taken from a Redis that may evict it (asked once per connection).
+        self.stores.confirm().await?;
         let mut permits = vec![first];
         while permits.len() < MAX_CLAIM {
             match self.slots.clone().try_acquire_owned() {
@@ -278,7 +290,7 @@ impl Worker {
             self.cfg.visibility_timeout.as_secs()
         );
         let mut watch = stop.clone();
-        let mut backoff = MIN_BACKOFF;
+        let mut pacing = Pacing::default();
         loop {
             let permit = tokio::select! {
                 _ = watch.wait() => break,
@@ -290,15 +302,11 @@ impl Worker {
             if stop.is_fired() {
                 break;
             }
-            match self.fetch(permit).await {
-                Ok(_) => backoff = MIN_BACKOFF,
-                Err(e) => {
-                    log::warn!("redis error while fetching ({e}); retrying in {backoff:?}");
-                    tokio::select! {
-                        _ = watch.wait() => {}
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+            let fetched = self.fetch(permit).await;
+            if let Some(pause) = pacing.after(fetched.as_ref().map(|s| *s == Step::NoMemory)) {
+                tokio::select! {
+                    _ = watch.wait() => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! The fault-injection suite: the real binaries (three workers, both services) against a
 //! redis-server with AOF, thousands of submissions over HTTP, and faults injected while they
 //! run: SIGKILLed workers, a Redis restart, killed client connections, SIGTERMed workers,
-//! poison messages. Each scenario asserts that every acknowledged submission reaches a final
+//! poison messages, a Redis out of memory for 3 s. Each scenario asserts that every acknowledged submission reaches a final
 //! state (lost = 0) and that no effect happened twice (stock reserved once per confirmed order,
 //! one delivery per notification), and prints one line of figures.
 //!
@@ -31,6 +31,23 @@ enum Fault {
     KillConnections,
     TermWorkers,
     Poison,
+    /// `maxmemory` just below what Redis uses, for [`BLIP`], then back (`noeviction`: Redis
+    /// refuses writes meanwhile).
+    MemoryBlip,
+}
+
+/// How long the Redis of [`Fault::MemoryBlip`] is out of memory.
+const BLIP: Duration = Duration::from_secs(3);
+
+impl Fault {
+    /// The workers' `VISIBILITY_TIMEOUT_SECS`: 2 s, so that what a killed worker held comes
+    /// back soon; far longer in the memory blip, whose recovery must not wait for any lease.
+    fn visibility_secs(self) -> u64 {
+        match self {
+            Fault::MemoryBlip => 120,
+            _ => 2,
+        }
+    }
 }
 
 struct Scenario {
@@ -55,11 +72,12 @@ fn routing(routed: bool) -> Vec<(&'static str, String)> {
     }
 }
 
-fn worker_env(url: &str) -> Vec<(&'static str, String)> {
+fn worker_env(url: &str, fault: Fault) -> Vec<(&'static str, String)> {
+    let visibility = fault.visibility_secs().to_string();
     [
         ("REDIS_URL", url),
         ("WORKER_CONCURRENCY", "8"),
-        ("VISIBILITY_TIMEOUT_SECS", "2"),
+        ("VISIBILITY_TIMEOUT_SECS", visibility.as_str()),
         ("WORKER_SHUTDOWN_TIMEOUT_SECS", "5"),
         ("TASK_RETRY_BACKOFF_MS", "100"),
         ("TASK_MAX_RETRIES", "20"),
@@ -74,9 +92,9 @@ fn worker_env(url: &str) -> Vec<(&'static str, String)> {
 
 /// Every other worker runs on a two-thread runtime, so the fleet mixes both runtimes; in a
 /// routed scenario, the worker of `slot` consumes that slot's queues.
-fn spawn_worker(url: &str, slot: usize, routed: bool) -> Proc {
+fn spawn_worker(url: &str, slot: usize, routed: bool, fault: Fault) -> Proc {
     static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let mut env = worker_env(url);
+    let mut env = worker_env(url, fault);
     env.extend(routing(routed));
     if routed {
         env.push(("WORKER_QUEUES", SLOT_QUEUES[slot % 3].to_owned()));
@@ -114,6 +132,8 @@ struct Seen {
     ready: HashMap<String, ResultMeta>,
     started: HashMap<String, u32>,
     completions: Vec<Instant>,
+    /// When each task was first seen ready.
+    ready_at: HashMap<String, Instant>,
     expected: HashSet<String>,
 }
 
@@ -133,6 +153,7 @@ impl Tracker {
             *seen.started.entry(meta.task_id.clone()).or_default() += 1;
         } else if meta.status.is_ready() && !seen.ready.contains_key(&meta.task_id) {
             seen.completions.push(Instant::now());
+            seen.ready_at.insert(meta.task_id.clone(), Instant::now());
             seen.ready.insert(meta.task_id.clone(), meta);
         }
         drop(seen);
@@ -224,6 +245,8 @@ struct Accepted {
     notifications: Vec<String>,
     webhook_notifications: Vec<String>,
     task_ids: Vec<String>,
+    /// When each task was acknowledged to its client, by task id.
+    accepted_at: HashMap<String, Instant>,
 }
 
 /// POSTs every submission with `concurrency` clients. A submission that is not acknowledged
@@ -293,6 +316,7 @@ async fn submit_all(
                                 items,
                                 webhook,
                                 url.ends_with("/orders"),
+                                Instant::now(),
                             ));
                         }
                         Ok(r) if [429, 503].contains(&r.status().as_u16()) => {}
@@ -312,8 +336,10 @@ async fn submit_all(
         notifications: Vec::new(),
         webhook_notifications: Vec::new(),
         task_ids: Vec::new(),
+        accepted_at: HashMap::new(),
     };
-    for (id, task, items, webhook, is_order) in results.into_iter().flatten() {
+    for (id, task, items, webhook, is_order, at) in results.into_iter().flatten() {
+        acc.accepted_at.insert(task.clone(), at);
         acc.task_ids.push(task);
         if is_order {
             acc.order_items.insert(id, items);
@@ -357,7 +383,7 @@ fn inject(
         Fault::KillWorkers => 20,
         Fault::TermWorkers => 6,
         Fault::KillConnections => 5,
-        Fault::RestartRedis | Fault::Poison => 1,
+        Fault::RestartRedis | Fault::Poison | Fault::MemoryBlip => 1,
     };
     let pause = |ms: u64| std::thread::sleep(Duration::from_millis(ms + fastrand::u64(0..ms)));
     while !(done.load(Ordering::Relaxed) && at.len() >= min) {
@@ -369,7 +395,7 @@ fn inject(
                     250
                 });
                 let i = fastrand::usize(0..3);
-                let fresh = spawn_worker(&url, i, routed);
+                let fresh = spawn_worker(&url, i, routed, fault);
                 let old = std::mem::replace(&mut workers.lock().unwrap()[i], fresh);
                 at.push(Instant::now());
                 if fault == Fault::KillWorkers {
@@ -420,10 +446,67 @@ fn inject(
                 }
                 at.push(Instant::now());
             }
-            Fault::RestartRedis | Fault::Poison => std::thread::sleep(Duration::from_millis(20)),
+            Fault::MemoryBlip if at.is_empty() => {
+                while acked.load(Ordering::Relaxed) < total * 2 / 5 && !done.load(Ordering::Relaxed)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                at.push(memory_blip(&url));
+            }
+            Fault::RestartRedis | Fault::Poison | Fault::MemoryBlip => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
         }
     }
     at
+}
+
+/// One `INFO` field of the Redis at `url`, as a number.
+fn info_number(conn: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim_start_matches("count=").split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Puts Redis out of memory for [`BLIP`] (`maxmemory` 512 KiB below what it uses), then lifts
+/// the limit; returns when it ended.
+fn memory_blip(url: &str) -> Instant {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let used = info_number(&mut conn, "memory", "used_memory");
+    let limit = used.saturating_sub(512 * 1024).max(1);
+    let set = |conn: &mut redis::Connection, limit: u64| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(limit)
+            .query::<()>(conn)
+            .unwrap()
+    };
+    set(&mut conn, limit);
+    std::thread::sleep(BLIP);
+    set(&mut conn, 0);
+    let refused = info_number(&mut conn, "errorstats", "errorstat_OOM");
+    println!(
+        "memory blip: used_memory={used} maxmemory={limit} for {BLIP:?}; OOM refusals={refused}"
+    );
+    assert!(refused > 0, "the blip refused nothing: it tested nothing");
+    Instant::now()
+}
+
+/// After a memory blip that ended at `end`: how long until every task acknowledged before its
+/// end was ready (the backlog the blip left drained).
+fn backlog_recovery(seen: &Seen, accepted: &Accepted, end: Instant) -> Duration {
+    accepted
+        .accepted_at
+        .iter()
+        .filter(|(_, at)| **at <= end)
+        .filter_map(|(task, _)| seen.ready_at.get(task))
+        .map(|ready| ready.saturating_duration_since(end))
+        .max()
+        .unwrap_or_default()
 }
 
 struct Figures {
@@ -505,7 +588,7 @@ async fn run(s: Scenario) {
     subscribed.await.unwrap();
     let workers = Arc::new(Mutex::new(
         (0..3)
-            .map(|slot| spawn_worker(&url, slot, s.routed))
+            .map(|slot| spawn_worker(&url, slot, s.routed, s.fault))
             .collect::<Vec<_>>(),
     ));
     let (_orders, orders_url) = spawn_service(&url, "service-order", "ORDER_BIND", s.routed);
@@ -652,6 +735,20 @@ async fn run(s: Scenario) {
         delivered + confirmations.len(),
         "every confirmation delivered once"
     );
+    if let (Fault::MemoryBlip, Some(end)) = (s.fault, faults.first()) {
+        let recovery = backlog_recovery(&tracker.lock(), &accepted, *end);
+        let visibility = Duration::from_secs(s.fault.visibility_secs());
+        println!(
+            "scenario={} backlog_recovery_ms={} (from the end of the blip until every task acknowledged before it was ready; visibility timeout {}s)",
+            s.name,
+            recovery.as_millis(),
+            visibility.as_secs()
+        );
+        assert!(
+            recovery < visibility / 4,
+            "recovery took {recovery:?}: something waited for a lease"
+        );
+    }
     match s.fault {
         Fault::Poison => {
             assert_eq!(dead, 60, "every poison message dead-lettered");
@@ -743,6 +840,19 @@ async fn sigkill_workers_on_routed_queues() {
         notifications: 600,
         fault: Fault::KillWorkers,
         routed: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn redis_out_of_memory_for_three_seconds() {
+    run(Scenario {
+        name: "redis-oom",
+        orders: 2000,
+        notifications: 400,
+        fault: Fault::MemoryBlip,
+        routed: false,
     })
     .await;
 }

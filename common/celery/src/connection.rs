@@ -1,13 +1,16 @@
-//! Redis connections: one reconnecting, multiplexed connection per database, with bounded waits.
+//! Redis connections: one reconnecting, multiplexed connection per database, with bounded waits,
+//! each (re)connection counted so that the eviction check ([`crate::eviction`]) runs on it.
 
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisUrl;
+use crate::eviction::{Guard, Unconfirmed};
 
 /// How a process waits on Redis: for each reply, and for a connection.
 #[derive(Debug, Clone, Copy)]
@@ -21,13 +24,36 @@ pub struct Waits {
 }
 
 /// A multiplexed connection that reconnects by itself with backoff. It is created lazily, so a
-/// process starts (and reports "not ready") while Redis is still down.
-fn manager(client: redis::Client, waits: Waits) -> RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
+/// process starts (and reports "not ready") while Redis is still down. A dead connection is
+/// found by the next call, whose error makes the manager reconnect (counted in `epoch` by
+/// `Conn::after_error`); over RESP3 redis-rs also announces it (a disconnection push, on which
+/// the manager reconnects even with no call under way), counted here as well.
+fn manager(
+    client: redis::Client,
+    waits: Waits,
+    epoch: &Arc<AtomicU64>,
+) -> RedisResult<ConnectionManager> {
+    let resp3 = client
+        .get_connection_info()
+        .redis_settings()
+        .protocol()
+        .supports_resp3();
+    let mut config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(waits.response)
         .set_number_of_retries(waits.connect_retries)
         .set_max_delay(Duration::from_millis(500));
+    if resp3 {
+        let epoch = Arc::downgrade(epoch);
+        config = config.set_push_sender(move |push: PushInfo| {
+            if push.kind == PushKind::Disconnection {
+                if let Some(epoch) = epoch.upgrade() {
+                    epoch.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
@@ -104,13 +130,19 @@ pub struct Conn {
     resolving: Arc<tokio::sync::Mutex<()>>,
     /// Whether the sentinels' `+switch-master` is watched (from the first resolution on).
     watching: Arc<std::sync::atomic::AtomicBool>,
+    /// Counts (re)connections: a new manager, an error after which the manager reconnects, a
+    /// RESP3 disconnection. The eviction check is valid for one value.
+    epoch: Arc<AtomicU64>,
+    /// The eviction check of this connection ([`Conn::checking_eviction`]), if any.
+    guard: Option<Arc<Guard>>,
 }
 
 impl Conn {
     /// Connects lazily: nothing is sent before the first call.
     pub fn new(url: &RedisUrl, waits: Waits) -> RedisResult<Self> {
+        let epoch = Arc::new(AtomicU64::new(0));
         let direct = match url.topology().sentinels() {
-            None => Some(manager(url.client().clone(), waits)?),
+            None => Some(manager(url.client().clone(), waits, &epoch)?),
             Some(_) => None,
         };
         Ok(Conn {
@@ -119,7 +151,38 @@ impl Conn {
             waits,
             resolving: Arc::new(tokio::sync::Mutex::new(())),
             watching: Arc::default(),
+            epoch,
+            guard: None,
         })
+    }
+
+    /// This connection, checked by [`Conn::confirm`] for a server that keeps every key (the
+    /// URL is named by `var` in messages; `allow_eviction` is `ALLOW_EVICTION`). Clones share
+    /// the check.
+    pub fn checking_eviction(mut self, var: &'static str, allow_eviction: bool) -> Self {
+        self.guard = Some(Arc::new(Guard::new(var, allow_eviction)));
+        self
+    }
+
+    /// Ok when the server this connection reaches now was confirmed to keep every key (and to
+    /// be Redis 7 or later), asking it once per (re)connection; always Ok without a check. Call
+    /// it before taking or accepting work.
+    pub async fn confirm(&self) -> Result<(), Unconfirmed> {
+        match &self.guard {
+            None => Ok(()),
+            Some(guard) => {
+                let epoch = self.epoch.load(Ordering::Acquire);
+                if guard.is_confirmed(epoch) {
+                    return Ok(());
+                }
+                guard.confirm(&mut self.clone(), epoch).await
+            }
+        }
+    }
+
+    /// A (re)connection happened or is under way: the next [`Conn::confirm`] asks again.
+    fn reconnected(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The URL this connection was made for (its `WAIT` policy included).
@@ -145,7 +208,8 @@ impl Conn {
             return Ok((generation, m));
         }
         let client = self.url.topology().resolve(self.url.client()).await?;
-        let fresh = manager(client, self.waits)?;
+        let fresh = manager(client, self.waits, &self.epoch)?;
+        self.reconnected();
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         *current = (current.0.wrapping_add(1), Some(fresh.clone()));
         log::info!("connected to the master the sentinels name");
@@ -209,8 +273,9 @@ impl Conn {
             *current = (generation.wrapping_add(1), None);
             return;
         }
-        match manager(self.url.client().clone(), self.waits) {
+        match manager(self.url.client().clone(), self.waits, &self.epoch) {
             Ok(fresh) => {
+                self.reconnected();
                 log::warn!(
                     "redis refused the connection ({}); connecting anew",
                     e.category()
@@ -219,6 +284,17 @@ impl Conn {
             }
             Err(e) => log::warn!("cannot make a new redis connection: {e}"),
         }
+    }
+}
+
+impl Conn {
+    /// After `e` on the manager of `generation`: counts the reconnection the manager starts
+    /// after such an error, and replaces the manager when it would not reconnect by itself.
+    fn after_error(&self, generation: u64, e: &RedisError) {
+        if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
+            self.reconnected();
+        }
+        self.renew_after(generation, e);
     }
 }
 
@@ -235,7 +311,7 @@ impl ConnectionLike for Conn {
             let (generation, mut conn) = self.current().await?;
             let result = conn.req_packed_command(cmd).await;
             if let Err(e) = &result {
-                self.renew_after(generation, e);
+                self.after_error(generation, e);
             }
             result
         })
@@ -251,7 +327,7 @@ impl ConnectionLike for Conn {
             let (generation, mut conn) = self.current().await?;
             let result = conn.req_packed_commands(pipeline, offset, count).await;
             if let Err(e) = &result {
-                self.renew_after(generation, e);
+                self.after_error(generation, e);
             }
             result
         })

@@ -12,7 +12,10 @@
 //! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
 //! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
 //! - [`failover`] — the sentinels' announcement of a failover, watched by each connection.
+//! - [`eviction`] — whether a Redis keeps every key (`noeviction`, Redis 7+), asked on every
+//!   (re)connection before work is taken or accepted.
 //! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
+//! - [`refusal`] — what a failed call says it wrote: nothing (refused, e.g. out of memory).
 //! - [`replicated`] — a connection that waits for replicas (`WAIT`) after the writes that matter.
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
 //! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
@@ -35,11 +38,13 @@ pub mod config;
 pub mod connection;
 pub mod control;
 pub mod events;
+pub mod eviction;
 pub mod failover;
 pub mod keys;
 pub mod leases;
 pub mod node;
 pub mod protocol;
+pub mod refusal;
 pub mod replicated;
 pub mod result;
 pub mod revoked;

@@ -1,15 +1,29 @@
 //! The Lua scripts of the Celery layer, in one place. Each is sent with `lua/prelude.lua` in
 //! front (the server clock, kombu's ack, Celery's result write), so those rules have one home.
 //! Every script touches only the keys Rust passes in `KEYS`; each file's header says which.
+//!
+//! Each script also opens with Redis 7's `#!lua` line, which says what it does when Redis is
+//! out of memory (`maxmemory` reached under `noeviction`), decided here for all of them:
+//! - [`deny_oom!`]: refused whole before it runs (an `OOM` error, nothing done). For the
+//!   scripts that take new work or add data: a claim, a submission, a task state, a revoke. A
+//!   script without the line would be refused only at its first write that may grow memory:
+//!   the claim's first write (`RPOP`) frees memory, so Redis let the rest of it run.
+//! - [`allow_oom!`]: runs anyway. For the scripts that end, move or drop what is already held
+//!   (an ack, a hand-back, a restore, a task's end, a lease renewal): their first write frees
+//!   what the rest adds back (a held message goes back to a list), or what they add is bounded
+//!   by the deliveries already held, since no claim runs meanwhile.
+//!   `due.lua` only reads (`no-writes`).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
 macro_rules! script {
-    ($file:literal) => {
+    ($shebang:literal, $file:literal) => {
         LazyLock::new(|| {
             Script::new(concat!(
+                $shebang,
+                "\n",
                 include_str!("lua/prelude.lua"),
                 include_str!(concat!("lua/", $file))
             ))
@@ -17,34 +31,48 @@ macro_rules! script {
     };
 }
 
+/// A script Redis refuses whole while out of memory.
+macro_rules! deny_oom {
+    ($file:literal) => {
+        script!("#!lua", $file)
+    };
+}
+
+/// A script Redis runs even while out of memory.
+macro_rules! allow_oom {
+    ($file:literal) => {
+        script!("#!lua flags=allow-oom", $file)
+    };
+}
+
 /// Takes messages and records them in `unacked` (the consumer's fetch).
-pub static CLAIM: LazyLock<Script> = script!("claim.lua");
+pub static CLAIM: LazyLock<Script> = deny_oom!("claim.lua");
 /// Ends a held delivery, optionally moving its message elsewhere (requeue, schedule, retry,
 /// dead letter).
-pub static SETTLE: LazyLock<Script> = script!("settle.lua");
+pub static SETTLE: LazyLock<Script> = allow_oom!("settle.lua");
 /// Ends a task: ack, follow-up messages and result in one step.
-pub static FINISH: LazyLock<Script> = script!("finish.lua");
+pub static FINISH: LazyLock<Script> = allow_oom!("finish.lua");
 /// Stores a task state without ending a delivery.
-pub static STORE: LazyLock<Script> = script!("store.lua");
+pub static STORE: LazyLock<Script> = deny_oom!("store.lua");
 /// Publishes once per idempotency key, within the backpressure limit.
-pub static PUBLISH_ONCE: LazyLock<Script> = script!("publish_once.lua");
+pub static PUBLISH_ONCE: LazyLock<Script> = deny_oom!("publish_once.lua");
 /// Lists due eta messages; [`MOVE_DUE`] moves them.
-pub static DUE: LazyLock<Script> = script!("due.lua");
-pub static MOVE_DUE: LazyLock<Script> = script!("move_due.lua");
+pub static DUE: LazyLock<Script> = script!("#!lua flags=no-writes", "due.lua");
+pub static MOVE_DUE: LazyLock<Script> = allow_oom!("move_due.lua");
 /// Renews leases.
-pub static RENEW: LazyLock<Script> = script!("renew.lua");
-/// Lists expired leases; [`RESTORE_ONE`] gives one back if unchanged.
-pub static EXPIRED: LazyLock<Script> = script!("expired.lua");
-pub static RESTORE_ONE: LazyLock<Script> = script!("restore_one.lua");
+pub static RENEW: LazyLock<Script> = allow_oom!("renew.lua");
+/// Lists expired leases; [`RESTORE`] gives them back if unchanged.
+pub static EXPIRED: LazyLock<Script> = allow_oom!("expired.lua");
+pub static RESTORE: LazyLock<Script> = allow_oom!("restore.lua");
 /// Moves one dead letter back to its queue.
-pub static REQUEUE_DEAD: LazyLock<Script> = script!("requeue_dead.lua");
+pub static REQUEUE_DEAD: LazyLock<Script> = allow_oom!("requeue_dead.lua");
 /// Caps the dead-letter list, counting what it drops.
-pub static TRIM_DEAD: LazyLock<Script> = script!("trim_dead.lua");
+pub static TRIM_DEAD: LazyLock<Script> = allow_oom!("trim_dead.lua");
 /// Pushes a remote-control reply with a short life.
-pub static PUSH_REPLY: LazyLock<Script> = script!("push_reply.lua");
+pub static PUSH_REPLY: LazyLock<Script> = deny_oom!("push_reply.lua");
 /// Remembers revoked ids fleet-wide, within Celery's horizon and cap.
-pub static REMEMBER_REVOKED: LazyLock<Script> = script!("remember_revoked.lua");
-/// Stores REVOKED for a task that has not started.
-pub static REVOKE_RESULT: LazyLock<Script> = script!("revoke_result.lua");
+pub static REMEMBER_REVOKED: LazyLock<Script> = deny_oom!("remember_revoked.lua");
+/// Stores REVOKED for tasks that have not started.
+pub static REVOKE_RESULT: LazyLock<Script> = deny_oom!("revoke_result.lua");
 /// Releases a lock its holder still owns.
-pub static UNLOCK: LazyLock<Script> = script!("unlock.lua");
+pub static UNLOCK: LazyLock<Script> = allow_oom!("unlock.lua");

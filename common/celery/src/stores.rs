@@ -1,12 +1,12 @@
 //! The connections a process needs, made once at start-up: the broker's database and the
-//! result backend (the same connection when they are one database).
-
-use std::time::Duration;
+//! result backend (the same connection when they are one database), each checked for a server
+//! that keeps every key ([`crate::eviction`]) before work is taken or accepted on it.
 
 use redis::RedisResult;
 
 use crate::config::{ConfigError, RedisConfig};
-use crate::connection::{bounded, Conn, Waits};
+use crate::connection::{Conn, Waits};
+use crate::eviction::Unconfirmed;
 use crate::result::ResultBackend;
 
 /// The connections a process needs: the broker's database and the result backend.
@@ -18,14 +18,16 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Connects lazily to the broker and, when it is another database, to the result backend.
+    /// Connects lazily to the broker and, when it is another database, to the result backend;
+    /// both connections check the eviction policy (see [`Stores::confirm`]).
     pub fn connect(cfg: &RedisConfig, waits: Waits) -> RedisResult<Self> {
-        let redis = Conn::new(&cfg.url, waits)?;
+        let redis = Conn::new(&cfg.url, waits)?.checking_eviction("REDIS_URL", cfg.allow_eviction);
         let shared = cfg.results_in_broker_db();
         let results_conn = if shared {
             redis.clone()
         } else {
             Conn::new(&cfg.result_url, waits)?
+                .checking_eviction("RESULT_BACKEND_URL", cfg.allow_eviction)
         };
         Ok(Stores {
             redis,
@@ -37,17 +39,21 @@ impl Stores {
             ),
         })
     }
-}
 
-/// How long the start-up checks wait for Redis before giving up on them (a Redis that is down
-/// at start is no configuration error: the process starts and reports "not ready").
-const CHECK_WAIT: Duration = Duration::from_secs(2);
+    /// Ok when the servers both connections reach now are confirmed to keep every key (asked
+    /// once per (re)connection; see [`Conn::confirm`]). The worker asks before each claim, a
+    /// service before each submission: nothing is taken or accepted on a server that may evict
+    /// keys or that cannot be asked.
+    pub async fn confirm(&self) -> Result<(), Unconfirmed> {
+        self.redis.confirm().await?;
+        self.results.connection().confirm().await
+    }
 
-impl Stores {
-    /// Start-up checks of what the configuration points at: a database the server does not
-    /// have, and a `maxmemory-policy` that may evict keys (queue lists, results and idempotency
-    /// keys would silently vanish), refused unless `ALLOW_EVICTION=true`. A Redis that cannot
-    /// be asked (down, or CONFIG disabled) is logged, not refused.
+    /// Start-up checks of what the configuration points at: a Unix socket that does not exist,
+    /// a database the server does not have, sentinels that do not know the master, and a server
+    /// that may evict keys (or is older than Redis 7) are refused. A Redis that cannot be asked
+    /// (down) is logged, not refused: the process starts and takes no work until
+    /// [`Stores::confirm`] succeeds.
     pub async fn check(&self, cfg: &RedisConfig) -> Result<(), ConfigError> {
         let conns = [
             ("REDIS_URL", &self.redis, &cfg.url),
@@ -68,38 +74,22 @@ impl Stores {
                     ),
                 });
             }
-            let asked = bounded(
-                CHECK_WAIT,
-                redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg("maxmemory-policy")
-                    .query_async::<Vec<String>>(&mut conn.clone()),
-            )
-            .await;
-            match asked {
-                Ok(reply) => match reply.get(1) {
-                    Some(policy) if policy != "noeviction" && !cfg.allow_eviction => {
+            match conn.confirm().await {
+                Ok(()) => {}
+                Err(Unconfirmed::Refused { var, reason }) => {
+                    return Err(ConfigError { var, reason });
+                }
+                Err(Unconfirmed::Unasked { error, .. }) => {
+                    if let Some(reason) = crate::sentinel::misconfigured(&error) {
+                        return Err(ConfigError { var, reason });
+                    }
+                    if error.to_string().contains("DB index is out of range") {
                         return Err(ConfigError {
-                            var: "ALLOW_EVICTION",
-                            reason: format!("the Redis of {var} has maxmemory-policy {policy}, which may silently drop queued tasks, results and idempotency keys: set maxmemory-policy noeviction, or ALLOW_EVICTION=true to start anyway"),
+                            var,
+                            reason: "names a database this Redis does not have".into(),
                         });
                     }
-                    _ => {}
-                },
-                Err(e) if crate::sentinel::misconfigured(&e).is_some() => {
-                    return Err(ConfigError {
-                        var,
-                        reason: crate::sentinel::misconfigured(&e).unwrap_or_default(),
-                    });
-                }
-                Err(e) if e.to_string().contains("DB index is out of range") => {
-                    return Err(ConfigError {
-                        var,
-                        reason: "names a database this Redis does not have".into(),
-                    });
-                }
-                Err(e) => {
-                    log::warn!("could not read the maxmemory-policy of {var} ({e}); not checked")
+                    // Logged by the check itself; it is asked again before any work.
                 }
             }
         }

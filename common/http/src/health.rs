@@ -1,10 +1,11 @@
-//! Health: `GET /healthz` (the process answers), `GET /readyz` (Redis answers), and the client
-//! behind the `healthcheck` subcommand (the images have no shell or curl).
+//! Health: `GET /healthz` (the process answers), `GET /readyz` (Redis answers and is confirmed
+//! to keep every key), and the client behind the `healthcheck` subcommand (the images have no
+//! shell or curl).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use celery_redis::connection::Conn;
+use celery_redis::connection::{bounded, Conn};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -15,7 +16,8 @@ use crate::error::ApiError;
 /// How long the `healthcheck` subcommand waits for an answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `GET /healthz` and `GET /readyz` (Redis answers within `limit`).
+/// `GET /healthz` and `GET /readyz` (Redis answers within `limit`, and `redis` is confirmed to
+/// reach a server that keeps every key: `Conn::confirm`).
 pub fn routes(
     redis: Conn,
     limit: Duration,
@@ -27,7 +29,14 @@ pub fn routes(
         .and(warp::get())
         .and(with_state(redis))
         .then(move |redis: Conn| async move {
-            match celery_redis::connection::ping(&redis, limit).await {
+            let confirmed = bounded(limit, async {
+                redis.confirm().await.map_err(redis::RedisError::from)
+            });
+            let ready = match celery_redis::connection::ping(&redis, limit).await {
+                Ok(()) => confirmed.await,
+                Err(e) => Err(e),
+            };
+            match ready {
                 Ok(()) => json_reply(StatusCode::OK, &json!({"status": "ready"})),
                 Err(e) => ApiError::unavailable(&e).into_response(),
             }

@@ -3,6 +3,7 @@
 
 use celery_redis::broker::Submitted;
 use celery_redis::connection::{bounded, retry_once};
+use celery_redis::refusal::nothing_written;
 use celery_redis::result::{ResultError, ResultMeta, TaskState};
 use serde_json::{json, Map, Value};
 use shop::contracts::Submission;
@@ -19,11 +20,33 @@ type Reply = Result<warp::reply::Response, Rejection>;
 
 /// Validates a submission (generating its id when none is given) and enqueues it once per id:
 /// 202 for a new id, 200 with the same task for an id seen before, 429 with `Retry-After` when
-/// the queue is full. Nothing is enqueued when the request is refused.
+/// the queue is full. Nothing is enqueued when the request is refused, nor while the Redis it
+/// would go to is not confirmed to keep every key (`celery_redis::eviction`): 503
+/// `redis_unavailable`. A write Redis refused before writing anything (out of memory, a
+/// replica...) is `redis_unavailable` too; only a write that may have happened is
+/// `outcome_unknown` (see `celery_redis::refusal::nothing_written`).
 pub async fn create<C: Submission>(body: Map<String, Value>, state: AppState) -> Reply {
     let contract =
         shop::contracts::submitted::<C>(&body).map_err(|e| ApiError::validation(e).reject())?;
     let id = contract.id();
+    let unavailable = |e: &dyn std::fmt::Display| {
+        ApiError {
+            context: Some((C::ID_FIELD, id.to_owned())),
+            ..ApiError::unavailable(e)
+        }
+        .reject()
+    };
+    // Asked once per connection; a connection found dead is asked again on a fresh one.
+    let confirm = || async {
+        state
+            .stores
+            .confirm()
+            .await
+            .map_err(redis::RedisError::from)
+    };
+    bounded(state.timeout, retry_once(confirm))
+        .await
+        .map_err(|e| unavailable(&e))?;
     // The task continues the request's trace (a new span of the same trace id).
     let trace = observe::trace::current()
         .map(|t| t.child().headers())
@@ -34,16 +57,11 @@ pub async fn create<C: Submission>(body: Map<String, Value>, state: AppState) ->
     )
     .await
     .map_err(|e| {
-        // Refused before anything was sent: nothing written. Otherwise the script may have run.
-        if e.is_connection_refusal() {
-            ApiError {
-                context: Some((C::ID_FIELD, id.to_owned())),
-                ..ApiError::unavailable(&e)
-            }
+        if nothing_written(&e) {
+            unavailable(&e)
         } else {
-            ApiError::outcome_unknown(&e, C::ID_FIELD, id)
+            ApiError::outcome_unknown(&e, C::ID_FIELD, id).reject()
         }
-        .reject()
     })?;
     let (status, task_id) = match outcome {
         Submitted::Created(task) => {

@@ -59,6 +59,13 @@ impl TestRedis {
             .unwrap_or_else(|e| panic!("redis-server did not restart: {e}"));
     }
 
+    /// [`TestRedis::restart`] with other extra arguments, from now on (e.g. another
+    /// `--maxmemory-policy`).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -42,6 +42,10 @@ pub enum TaskError {
     /// back after the visibility timeout.
     #[error("transient: {0}")]
     Transient(String),
+    /// Redis refused a write for lack of memory before writing anything (see
+    /// `celery_redis::refusal`): the message goes back to its queue at once.
+    #[error("redis is out of memory: {0}")]
+    NoMemory(String),
 }
 
 impl From<ValidationErrors> for TaskError {
@@ -53,6 +57,9 @@ impl From<ValidationErrors> for TaskError {
 
 impl From<redis::RedisError> for TaskError {
     fn from(e: redis::RedisError) -> Self {
+        if celery_redis::refusal::refused_for_memory(&e) {
+            return TaskError::NoMemory(e.to_string());
+        }
         TaskError::Transient(e.to_string())
     }
 }

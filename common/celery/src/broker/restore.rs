@@ -1,5 +1,8 @@
 //! Giving back what dead workers held: deliveries whose lease is older than the visibility
 //! timeout go back to their queue, under kombu's `unacked_mutex`, with kombu's redelivered flags.
+//! A pass restores at most [`BATCH`] entries in one script call; passes follow each other while
+//! full batches come back, so the time to give back a backlog grows with the backlog, not with
+//! the number of upkeep ticks it would otherwise wait for.
 
 use std::time::Duration;
 
@@ -9,20 +12,45 @@ use redis::RedisResult;
 use super::{Broker, DeadLetter, BATCH};
 use crate::keys;
 use crate::protocol::Envelope;
-use crate::scripts::{EXPIRED, RESTORE_ONE, UNLOCK};
+use crate::scripts::{EXPIRED, RESTORE, UNLOCK};
 
 /// How long a restorer may hold `unacked_mutex`. kombu takes it for 300 s, so a restorer that
 /// dies holding it (or a Redis restart that keeps it in the AOF) stops every restore for five
-/// minutes; ours lasts 2 s. A pass takes milliseconds, and two passes at once are harmless
-/// anyway (each restore is one atomic step that checks the entry is unchanged): the lock only
-/// spares the work twice.
+/// minutes; ours lasts 2 s. A pass takes milliseconds (three script calls), and two passes at
+/// once are harmless anyway (each entry is restored in an atomic step that checks it is
+/// unchanged): the lock only spares the work twice.
 pub const MUTEX_TTL_MS: u64 = 2_000;
+
+/// What one pass did.
+struct Pass {
+    /// Entries listed as expired (a full [`BATCH`]: there may be more).
+    listed: usize,
+    /// Entries given back or dead-lettered.
+    restored: usize,
+}
 
 impl Broker {
     /// Gives back to their queues the deliveries whose lease is older than `visibility` (their
-    /// worker is gone), one at a time under kombu's `unacked_mutex`, with kombu's redelivered
-    /// flags. Understands entries written by Python workers too. Returns how many came back.
+    /// worker is gone), under kombu's `unacked_mutex`, with kombu's redelivered flags: pass after
+    /// pass (the lock taken and released around each) while full batches come back. Understands
+    /// entries written by Python workers too. Returns how many came back (or were dead-lettered).
     pub async fn restore_expired(&self, visibility: Duration) -> RedisResult<usize> {
+        let mut total = 0usize;
+        loop {
+            let Some(pass) = self.restore_pass(visibility).await? else {
+                // Another restorer holds the lock: it is doing this work.
+                return Ok(total);
+            };
+            total = total.saturating_add(pass.restored);
+            // A batch that moved nothing (every entry changed meanwhile) is not a backlog.
+            if pass.listed < BATCH || pass.restored == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One pass under the lock; `None` when another restorer holds it.
+    async fn restore_pass(&self, visibility: Duration) -> RedisResult<Option<Pass>> {
         let mut conn = self.conn.clone();
         let token = uuid::Uuid::new_v4().to_string();
         let locked: Option<String> = redis::cmd("SET")
@@ -34,18 +62,18 @@ impl Broker {
             .query_async(&mut conn)
             .await?;
         if locked.is_none() {
-            return Ok(0);
+            return Ok(None);
         }
-        let restored = self.restore_locked(&mut conn, visibility).await;
+        let pass = self.restore_locked(&mut conn, visibility).await;
         let _: RedisResult<i64> = UNLOCK
             .key(keys::UNACKED_MUTEX)
             .arg(&token)
             .invoke_async(&mut conn)
             .await;
-        restored
+        pass.map(Some)
     }
 
-    async fn restore_locked(&self, conn: &mut Conn, visibility: Duration) -> RedisResult<usize> {
+    async fn restore_locked(&self, conn: &mut Conn, visibility: Duration) -> RedisResult<Pass> {
         // Bytes: an entry a producer made that is not UTF-8 must not stop every restore.
         let listed: Vec<Vec<u8>> = EXPIRED
             .key(keys::UNACKED_INDEX)
@@ -55,9 +83,14 @@ impl Broker {
             .invoke_async(conn)
             .await?;
         let Some((cutoff, pairs)) = listed.split_first() else {
-            return Ok(0);
+            return Ok(Pass {
+                listed: 0,
+                restored: 0,
+            });
         };
         let mut restored = 0usize;
+        // Restorable entries, given back together below: (tag, value listed, envelope, list).
+        let mut back: Vec<(&str, &str, String, String)> = Vec::new();
         for pair in pairs.chunks_exact(2) {
             let (tag_bytes, value_bytes) = (&pair[0], &pair[1]);
             let (Ok(tag), Ok(value)) = (
@@ -81,8 +114,8 @@ impl Broker {
                 }
                 None => None,
             };
-            let (envelope, list) = match restorable(value, &self.queue, bound) {
-                Restorable::To(envelope, list) => (envelope, list),
+            match restorable(value, &self.queue, bound) {
+                Restorable::To(envelope, list) => back.push((tag, value, envelope, list)),
                 Restorable::Unroutable(reason, envelope) => {
                     log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
                     let entry = DeadLetter::about(reason, envelope);
@@ -90,7 +123,6 @@ impl Broker {
                         restored = restored.saturating_add(1);
                         self.report_dead(std::slice::from_ref(&entry)).await;
                     }
-                    continue;
                 }
                 Restorable::Unreadable => {
                     // Left in place it would come first in every pass and, a batch of them,
@@ -103,35 +135,52 @@ impl Broker {
                     if self.settle_dead(tag_bytes, &entry).await? {
                         restored = restored.saturating_add(1);
                     }
-                    continue;
                 }
-            };
-            let done: i64 = RESTORE_ONE
-                .key(keys::UNACKED)
-                .key(keys::UNACKED_INDEX)
-                .key(&list)
-                .arg(tag)
-                .arg(cutoff)
-                .arg(value)
-                .arg(&envelope)
-                .invoke_async(conn)
-                .await?;
-            match done {
-                1 => restored = restored.saturating_add(1),
+            }
+        }
+        let moved = self.give_back(conn, cutoff, &back).await?;
+        Ok(Pass {
+            listed: pairs.len() / 2,
+            restored: restored.saturating_add(moved),
+        })
+    }
+
+    /// Gives `back` (tag, value listed, envelope, list) back to their lists in one script call,
+    /// each only if unchanged since it was listed; an entry whose list holds another type of
+    /// value is dead-lettered. Returns how many were given back or dead-lettered.
+    async fn give_back(
+        &self,
+        conn: &mut Conn,
+        cutoff: &[u8],
+        back: &[(&str, &str, String, String)],
+    ) -> RedisResult<usize> {
+        if back.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = RESTORE.key(keys::UNACKED);
+        inv.key(keys::UNACKED_INDEX).arg(cutoff);
+        for (tag, value, envelope, list) in back {
+            inv.key(list).arg(*tag).arg(*value).arg(envelope);
+        }
+        let codes: Vec<i64> = inv.invoke_async(conn).await?;
+        let mut moved = 0usize;
+        for ((tag, _, envelope, list), code) in back.iter().zip(codes) {
+            match code {
+                1 => moved = moved.saturating_add(1),
                 -1 => {
                     let entry = DeadLetter::about(
                         format!("restore: the list {list:?} holds another type of value"),
-                        envelope,
+                        envelope.as_str(),
                     );
-                    if self.settle_dead(tag_bytes, &entry).await? {
-                        restored = restored.saturating_add(1);
+                    if self.settle_dead(tag.as_bytes(), &entry).await? {
+                        moved = moved.saturating_add(1);
                         self.report_dead(std::slice::from_ref(&entry)).await;
                     }
                 }
                 _ => {}
             }
         }
-        Ok(restored)
+        Ok(moved)
     }
 }
 
