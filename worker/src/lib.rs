@@ -8,6 +8,7 @@
 //! - [`ending`], [`retry`], [`poison`]: the ways a delivery ends;
 //! - [`canvas`] — callbacks and chain steps a task sends on;
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
+//! - [`stop`] — whether a running task may still be stopped (terminate, time limit);
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
 //! - [`context`], [`config`], [`upkeep`], [`webhook`], [`admin`]: what they say.
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod report;
 pub mod retry;
 pub mod start;
+pub mod stop;
 pub mod tasks;
 pub mod upkeep;
 pub mod waits;

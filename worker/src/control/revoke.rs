@@ -107,6 +107,21 @@ pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value
         None
     };
     node.registry.revoke(&ids, celery_redis::clock::unix_now());
+    let mut terminated = 0;
+    let mut unstarted = Vec::new();
+    for id in &ids {
+        match signum {
+            Some(signum) if node.registry.is_active(id) => {
+                let (stopped, finishing) = node.registry.terminate(id, signum);
+                terminated += stopped;
+                if finishing > 0 {
+                    log::info!("task {id} is past its point of no return: it runs to its end");
+                }
+            }
+            _ if node.registry.is_active(id) => {}
+            _ => unstarted.push((*id).to_owned()),
+        }
+    }
     match revoked::remember(&node.conn, &ids).await {
         Ok(Some(_)) => {}
         Ok(None) => log::warn!(
@@ -118,17 +133,6 @@ pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value
             "revoke of {} task(s) not saved for the fleet ({e}); held by this worker only",
             ids.len()
         ),
-    }
-    let mut terminated = 0;
-    let mut unstarted = Vec::new();
-    for id in &ids {
-        match signum {
-            Some(signum) if node.registry.is_active(id) => {
-                terminated += node.registry.terminate(id, signum);
-            }
-            _ if node.registry.is_active(id) => {}
-            _ => unstarted.push((*id).to_owned()),
-        }
     }
     // Stored REVOKED off the request loop (a revoke may name 50,000 ids).
     node.revoke_results.store(unstarted).await;

@@ -1,4 +1,7 @@
-//! The task registry: which names this worker runs, and what a task returns.
+//! The task registry: which names this worker runs, what a task returns, and the one thing a
+//! task tells the runtime: its point of no return ([`Request::commit`]).
+
+use std::sync::Arc;
 
 use celery_redis::protocol::{Body, TaskMessage};
 use celery_redis::result::ExceptionInfo;
@@ -7,6 +10,7 @@ use shop::contracts::{PROCESS_ORDER, SEND_NOTIFICATION};
 use shop::validation::ValidationErrors;
 
 use crate::context::Context;
+use crate::stop::{Stop, Stopped};
 
 pub mod process_order;
 pub mod send_notification;
@@ -14,11 +18,23 @@ pub mod send_notification;
 /// Every task name this worker runs, sorted (`inspect registered`).
 pub const NAMES: &[&str] = &[PROCESS_ORDER, SEND_NOTIFICATION];
 
-/// The running task's identity, from its headers.
+/// The running task's identity, from its headers, and its stop.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub id: String,
     pub root_id: String,
+    pub stop: Arc<Stop>,
+}
+
+impl Request {
+    /// The task's point of no return, called just before its effect (a write that must not be
+    /// left without the task's result): from here a terminate or a time limit no longer stops
+    /// it. `Err` when one came first: the task returns it without applying its effect, and is
+    /// stored REVOKED (or failed by its time limit). Before this call a task may be dropped at
+    /// any await point, so nothing before it may change anything.
+    pub fn commit(&self) -> Result<(), TaskError> {
+        self.stop.commit().map_err(TaskError::Stopped)
+    }
 }
 
 /// A task's return value and the tasks it sends on (published before its result is stored).
@@ -42,6 +58,9 @@ pub enum TaskError {
     /// back after the visibility timeout.
     #[error("transient: {0}")]
     Transient(String),
+    /// Stopped before its point of no return (see [`Request::commit`]).
+    #[error("{0}")]
+    Stopped(Stopped),
 }
 
 impl From<ValidationErrors> for TaskError {

@@ -37,6 +37,10 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
                 }
             })?;
     }
+    // Delivered (or logged): from here it is recorded and the task ends normally. A terminate
+    // during the POST cuts it; the receiver may have had it, and the `Idempotency-Key` lets it
+    // drop the next attempt of the same notification.
+    req.commit()?;
     let delivery = Delivery {
         notification_id: n.notification_id,
         recipient: n.recipient,
