@@ -123,12 +123,32 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         report::revoked(ctx, &msg, &delivery.queue, None, true);
         return Ok(());
     }
+    let _place = match tasks::admit(ctx, msg.task(), &msg.body) {
+        Ok(place) => place,
+        Err(delay) => return defer(ctx, &msg, delivery, delay).await,
+    };
     let running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !ctx.acks_late);
     // A revoke that came between the check above and the start is honoured too.
     if ctx.registry.is_revoked(msg.id()) {
         return refuse_revoked(ctx, &msg, delivery).await;
     }
     run(ctx, delivery, &msg, &running).await
+}
+
+/// A task that cannot start yet (see [`tasks::admit`]) goes back to its queue's schedule for
+/// `delay`, as an eta task: unchanged (no attempt counted), holding no slot meanwhile.
+async fn defer(
+    ctx: &Context,
+    msg: &Message,
+    delivery: &Delivery,
+    delay: Duration,
+) -> Result<(), ExecuteError> {
+    log::debug!("task {} [{}] waits {delay:?} for a webhook place", msg.task(), msg.id());
+    let due = delivery.taken_at + delay.as_secs_f64();
+    ctx.broker.schedule(delivery, due).await?;
+    ctx.registry.park(msg, due);
+    ctx.scheduled.notify_one();
+    Ok(())
 }
 
 /// A revoked task is never run: REVOKED, acknowledged, `task-revoked`.

@@ -2,12 +2,14 @@
 //! task tells the runtime: its point of no return ([`Request::commit`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use celery_redis::protocol::{Body, TaskMessage};
 use celery_redis::result::ExceptionInfo;
 use serde_json::Value;
 use shop::contracts::{PROCESS_ORDER, SEND_NOTIFICATION};
 use shop::validation::ValidationErrors;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::context::Context;
 use crate::stop::{Stop, Stopped};
@@ -74,6 +76,23 @@ impl From<redis::RedisError> for TaskError {
     fn from(e: redis::RedisError) -> Self {
         TaskError::Transient(e.to_string())
     }
+}
+
+/// What a task holds besides its slot while it runs: a webhook notification one of the
+/// `WEBHOOK_CONCURRENCY` places (until it ends). `Err` with a delay when none is free: the
+/// delivery goes back to the schedule for that long instead of waiting in a slot.
+pub fn admit(
+    ctx: &Context,
+    name: &str,
+    body: &Body,
+) -> Result<Option<OwnedSemaphorePermit>, Duration> {
+    if name == SEND_NOTIFICATION && send_notification::posts_webhook(body) {
+        return match ctx.webhooks.place() {
+            Some(place) => Ok(Some(place)),
+            None => Err(ctx.webhooks.busy_delay()),
+        };
+    }
+    Ok(None)
 }
 
 /// Runs the named task, or `None` when this worker does not know the name.

@@ -3,7 +3,7 @@
 use celery_redis::clock;
 use celery_redis::protocol::Body;
 use celery_redis::result::ExceptionInfo;
-use serde_json::json;
+use serde_json::{json, Value};
 use shop::contracts::{Channel, Contract, SendNotification};
 use shop::notifications::{self, Delivery};
 
@@ -53,6 +53,17 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
     };
     let first = notifications::record(&ctx.redis, &delivery, ctx.retention).await?;
     Ok(output(&delivery, first))
+}
+
+/// Whether the call asks for the webhook channel, read from its arguments without validating
+/// them (the run does): what [`super::admit`] needs before the task starts.
+pub fn posts_webhook(body: &Body) -> bool {
+    let position = SendNotification::PARAMS.iter().position(|p| *p == "channel");
+    let channel = body
+        .kwargs
+        .get("channel")
+        .or_else(|| position.and_then(|i| body.args.get(i)));
+    channel.and_then(Value::as_str) == Some("webhook")
 }
 
 fn output(d: &Delivery, first: bool) -> Output {
