@@ -193,7 +193,11 @@ mod tests {
         assert_eq!(set.webhook_concurrency, 8);
         let over = c(&[("WORKER_CONCURRENCY", "8"), ("WEBHOOK_CONCURRENCY", "9")]).unwrap_err();
         assert_eq!(over.var, "WEBHOOK_CONCURRENCY");
-        assert!(over.reason.contains("at most WORKER_CONCURRENCY"), "{}", over.reason);
+        assert!(
+            over.reason.contains("at most WORKER_CONCURRENCY"),
+            "{}",
+            over.reason
+        );
     }
 
     #[test]

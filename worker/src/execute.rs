@@ -143,7 +143,11 @@ async fn defer(
     delivery: &Delivery,
     delay: Duration,
 ) -> Result<(), ExecuteError> {
-    log::debug!("task {} [{}] waits {delay:?} for a webhook place", msg.task(), msg.id());
+    log::debug!(
+        "task {} [{}] waits {delay:?} for a webhook place",
+        msg.task(),
+        msg.id()
+    );
     let due = delivery.taken_at + delay.as_secs_f64();
     ctx.broker.schedule(delivery, due).await?;
     ctx.registry.park(msg, due);

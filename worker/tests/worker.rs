@@ -377,7 +377,10 @@ async fn webhooks_that_never_answer_cannot_hold_every_slot() {
     hook.next().await;
     let mut orders = Vec::new();
     for i in 0..SLOTS {
-        orders.push(w.send("process_order", order(&format!("o-busy-{i}"), 1)).await);
+        orders.push(
+            w.send("process_order", order(&format!("o-busy-{i}"), 1))
+                .await,
+        );
     }
     for o in &orders {
         let meta = w

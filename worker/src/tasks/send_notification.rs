@@ -58,7 +58,9 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
 /// Whether the call asks for the webhook channel, read from its arguments without validating
 /// them (the run does): what [`super::admit`] needs before the task starts.
 pub fn posts_webhook(body: &Body) -> bool {
-    let position = SendNotification::PARAMS.iter().position(|p| *p == "channel");
+    let position = SendNotification::PARAMS
+        .iter()
+        .position(|p| *p == "channel");
     let channel = body
         .kwargs
         .get("channel")

@@ -48,7 +48,11 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// A client for at most `concurrency` deliveries at once, each within `timeout`.
-    pub fn new(policy: Policy, timeout: Duration, concurrency: usize) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        policy: Policy,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
             .dns_resolver(Resolver(policy.clone()))
