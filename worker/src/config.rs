@@ -17,6 +17,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_TRACK_STARTED",
     "RESULT_EXTENDED",
     "WEBHOOK_TIMEOUT_MS",
+    "WEBHOOK_CONCURRENCY",
     "WEBHOOK_ALLOW",
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
@@ -54,6 +55,10 @@ pub struct WorkerConfig {
     pub result_extended: bool,
     /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
     pub webhook_timeout: Duration,
+    /// `WEBHOOK_CONCURRENCY`: webhook deliveries at once (default half of `WORKER_CONCURRENCY`,
+    /// at least 1; at most `WORKER_CONCURRENCY`), so receivers that do not answer cannot hold
+    /// every slot; a notification over it waits in the schedule, not in a slot.
+    pub webhook_concurrency: usize,
     /// `WEBHOOK_ALLOW`: destinations allowed besides public addresses (hosts, CIDRs).
     pub webhook_policy: Policy,
     /// `TASK_MAX_RETRIES`: retries of a transient failure before the task fails (default 4).
@@ -87,6 +92,12 @@ impl WorkerConfig {
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let redis = RedisConfig::from_source(src)?;
+        let concurrency = count(
+            src,
+            "WORKER_CONCURRENCY",
+            u64::try_from(cores).unwrap_or(1),
+            (1, 10_000),
+        )?;
         Ok(WorkerConfig {
             queues: match raw(src, "WORKER_QUEUES")? {
                 None => vec![redis.queue.clone()],
@@ -98,12 +109,8 @@ impl WorkerConfig {
                 }
             },
             redis,
-            concurrency: count(
-                src,
-                "WORKER_CONCURRENCY",
-                u64::try_from(cores).unwrap_or(1),
-                (1, 10_000),
-            )?,
+            concurrency,
+            webhook_concurrency: webhook_concurrency(src, concurrency)?,
             threads: count(src, "WORKER_THREADS", 1, (1, 256))?,
             visibility_timeout: Duration::from_secs(number(
                 src,
@@ -168,6 +175,15 @@ impl WorkerConfig {
     }
 }
 
+/// `WEBHOOK_CONCURRENCY`, within 1 and `concurrency` (default: half of it, at least 1).
+fn webhook_concurrency(src: &dyn Source, concurrency: usize) -> Result<usize, ConfigError> {
+    let max = u64::try_from(concurrency).unwrap_or(u64::MAX);
+    count(src, "WEBHOOK_CONCURRENCY", (max / 2).max(1), (1, max)).map_err(|e| ConfigError {
+        var: e.var,
+        reason: format!("{} (at most WORKER_CONCURRENCY)", e.reason),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +210,22 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_take_half_the_slots_unless_told() {
+        let c = |pairs: &[(&str, &str)]| WorkerConfig::from_source(&src(pairs));
+        let with = |n: &str| c(&[("WORKER_CONCURRENCY", n)]).unwrap().webhook_concurrency;
+        assert_eq!((with("1"), with("2"), with("5"), with("8")), (1, 1, 2, 4));
+        let set = c(&[("WORKER_CONCURRENCY", "8"), ("WEBHOOK_CONCURRENCY", "8")]).unwrap();
+        assert_eq!(set.webhook_concurrency, 8);
+        let over = c(&[("WORKER_CONCURRENCY", "8"), ("WEBHOOK_CONCURRENCY", "9")]).unwrap_err();
+        assert_eq!(over.var, "WEBHOOK_CONCURRENCY");
+        assert!(
+            over.reason.contains("at most WORKER_CONCURRENCY"),
+            "{}",
+            over.reason
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("WORKER_CONCURRENCY", "lots"),
@@ -206,6 +238,8 @@ mod tests {
             ("VISIBILITY_TIMEOUT_SECS", "18446744073709551615"),
             ("WORKER_SHUTDOWN_TIMEOUT_SECS", "18446744073709551615"),
             ("WEBHOOK_TIMEOUT_MS", "0"),
+            ("WEBHOOK_CONCURRENCY", "0"),
+            ("WEBHOOK_CONCURRENCY", "half"),
             ("TASK_MAX_RETRIES", "4294967296"),
             ("TASK_RETRY_BACKOFF_MS", "0"),
             ("UNKNOWN_TASK_HANDBACKS", "1001"),

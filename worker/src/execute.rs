@@ -1,5 +1,6 @@
 //! One delivery, from the raw envelope to its end: decode, revoked, eta and expiry, STARTED, run
-//! (within its time limit, unless a revoke terminates it), then [`crate::ending`] (success or
+//! (within its time limit, unless a revoke terminates it; either stops it only before its point
+//! of no return, see [`crate::stop`]), then [`crate::ending`] (success or
 //! failure), [`crate::retry`] or [`crate::poison`]; [`crate::report`] sends the task events
 //! along the way and [`crate::registry`] knows it runs. Redis failures leave the message
 //! unacknowledged (it comes back after the visibility timeout; a write refused for lack of
@@ -8,6 +9,7 @@
 //! `traceparent` header carries (a new root when absent or invalid), and its ids and trace id
 //! are in every log line about it.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::context::Context;
 use crate::ending::{self, ExecuteError};
 use crate::registry::Registry;
+use crate::stop::{Stop, Stopped};
 use crate::tasks::{self, Output, Request, TaskError};
 use crate::{poison, report, retry};
 
@@ -136,12 +139,37 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         report::revoked(ctx, &msg, &delivery.queue, None, true);
         return Ok(());
     }
+    let _place = match tasks::admit(ctx, msg.task(), &msg.body) {
+        Ok(place) => place,
+        Err(delay) => return defer(ctx, &msg, delivery, delay).await,
+    };
     let running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !ctx.acks_late);
     // A revoke that came between the check above and the start is honoured too.
     if ctx.registry.is_revoked(msg.id()) {
         return refuse_revoked(ctx, &msg, delivery).await;
     }
     run(ctx, delivery, &msg, &running).await
+}
+
+/// A task that cannot start yet (see [`tasks::admit`]) goes back to its queue's schedule for
+/// `delay`, as an eta task: unchanged (no attempt counted), holding no slot meanwhile.
+async fn defer(
+    ctx: &Context,
+    msg: &Message,
+    delivery: &Delivery,
+    delay: Duration,
+) -> Result<(), ExecuteError> {
+    log::debug!(
+        "task {} [{}] waits {:.3}s for a webhook place",
+        msg.task(),
+        msg.id(),
+        delay.as_secs_f64()
+    );
+    let due = delivery.taken_at + delay.as_secs_f64();
+    ctx.broker.schedule(delivery, due).await?;
+    ctx.registry.park(msg, due);
+    ctx.scheduled.notify_one();
+    Ok(())
 }
 
 /// A revoked task is never run: REVOKED, acknowledged, `task-revoked`.
@@ -166,7 +194,7 @@ struct Running<'a> {
     registry: &'a Registry,
     tag: &'a str,
     msg: Arc<Message>,
-    stop: Arc<crate::registry::Stop>,
+    stop: Arc<Stop>,
 }
 
 impl<'a> Running<'a> {
@@ -188,7 +216,7 @@ impl Drop for Running<'_> {
     }
 }
 
-/// STARTED, the run (or its termination by a revoke), and the end.
+/// STARTED, the run (or its stop by a terminate or the time limit), and the end.
 async fn run(
     ctx: &Context,
     delivery: &Delivery,
@@ -196,12 +224,14 @@ async fn run(
     running: &Running<'_>,
 ) -> Result<(), ExecuteError> {
     let headers = &msg.envelope.headers;
+    let stop = &running.stop;
     let req = Request {
         id: msg.id().to_owned(),
         root_id: headers
             .root_id
             .clone()
             .unwrap_or_else(|| msg.id().to_owned()),
+        stop: stop.clone(),
     };
     if ctx.track_started {
         ending::record(ctx, msg, ResultMeta::started(msg.id(), &ctx.node)).await?;
@@ -213,15 +243,19 @@ async fn run(
     let began = std::time::Instant::now();
     // With acks_late the final result and the ack go together, after the task.
     let ack = ctx.acks_late.then_some(delivery.tag.as_str());
+    // A stop drops the task where it waits, which is always before its point of no return
+    // (`Stop` lets no stop through after it); the limit stops it the same way.
     let outcome = tokio::select! {
-        outcome = run_within_limit(ctx, msg, &req) => outcome,
-        signum = running.stop.fired() => {
-            log::warn!("task {} [{}] terminated by a revoke", msg.task(), msg.id());
-            let revoked = ResultMeta::revoked(msg.id(), "terminated");
-            ending::end(ctx, msg, revoked, ack, &[]).await?;
-            report::revoked(ctx, msg, &delivery.queue, Some(signum), false);
-            return Ok(());
-        }
+        biased;
+        why = stop.stopped() => Err(TaskError::Stopped(why)),
+        outcome = run_task(ctx, msg, &req) => outcome,
+        never = time_limit(msg, stop) => match never {},
+    };
+    // A task that ended without passing its point of no return changed nothing: a stop that
+    // came as it ended still wins, so `Registry::terminate` is always right about what stops.
+    let outcome = match stop.commit() {
+        Ok(()) => outcome,
+        Err(why) => Err(TaskError::Stopped(why)),
     };
     match outcome {
         Ok(output) => {
@@ -234,6 +268,31 @@ async fn run(
                 shown.as_ref(),
                 began.elapsed().as_secs_f64(),
             );
+        }
+        Err(TaskError::Stopped(Stopped::Terminated(signum))) => {
+            log::warn!("task {} [{}] terminated by a revoke", msg.task(), msg.id());
+            let revoked = ResultMeta::revoked(msg.id(), "terminated");
+            ending::end(ctx, msg, revoked, ack, &[]).await?;
+            report::revoked(ctx, msg, &delivery.queue, Some(signum), false);
+        }
+        Err(TaskError::Stopped(Stopped::TimeLimit { seconds, soft })) => {
+            log::warn!(
+                "task {} [{}] exceeded its time limit of {seconds}s",
+                msg.task(),
+                msg.id()
+            );
+            let exc = ExceptionInfo {
+                exc_type: if soft {
+                    "SoftTimeLimitExceeded"
+                } else {
+                    "TimeLimitExceeded"
+                }
+                .to_owned(),
+                exc_message: Value::Array(vec![serde_json::json!(seconds)]),
+                exc_module: "billiard.exceptions".to_owned(),
+            };
+            ending::fail(ctx, msg, &exc, ack).await?;
+            report::failed(ctx, msg, &delivery.queue, &exc, false);
         }
         Err(TaskError::Failed(exc)) => {
             ending::fail(ctx, msg, &exc, ack).await?;
@@ -252,55 +311,49 @@ async fn run(
     Ok(())
 }
 
-/// Runs the task; an unknown name is Celery's NotRegistered, and `timelimit` ([hard, soft]
-/// seconds) stops the task with (Soft)TimeLimitExceeded, as billiard names them.
-async fn run_within_limit(
-    ctx: &Context,
-    msg: &Message,
-    req: &Request,
-) -> Result<Output, TaskError> {
-    let run = async {
-        if msg.body.embed.chord.as_ref().is_some_and(|c| !c.is_null()) {
-            // The chord's body would need Celery's chord counter; refusing beats never running it.
-            return Err(TaskError::Failed(ExceptionInfo::new(
-                "builtins",
-                "NotImplementedError",
-                "chords are not supported by the Rust worker; use a chain or a group",
-            )));
-        }
-        match tasks::dispatch(ctx, msg.task(), req, &msg.body).await {
-            Some(outcome) => outcome,
-            None => Err(TaskError::Failed(crate::unknown::not_registered(msg))),
-        }
-    };
+/// Runs the task; an unknown name is Celery's NotRegistered.
+async fn run_task(ctx: &Context, msg: &Message, req: &Request) -> Result<Output, TaskError> {
+    if msg.body.embed.chord.as_ref().is_some_and(|c| !c.is_null()) {
+        // The chord's body would need Celery's chord counter; refusing beats never running it.
+        return Err(TaskError::Failed(ExceptionInfo::new(
+            "builtins",
+            "NotImplementedError",
+            "chords are not supported by the Rust worker; use a chain or a group",
+        )));
+    }
+    match tasks::dispatch(ctx, msg.task(), req, &msg.body).await {
+        Some(outcome) => outcome,
+        None => Err(TaskError::Failed(crate::unknown::not_registered(msg))),
+    }
+}
+
+/// Fires `stop` when the task's `timelimit` ([hard, soft] seconds) passes, (Soft)
+/// TimeLimitExceeded as billiard names them; never resolves. A task past its point of no
+/// return is not stopped: it runs to its end.
+async fn time_limit(msg: &Message, stop: &Stop) -> Infallible {
     let [hard, soft] = msg
         .envelope
         .headers
         .timelimit
         .map(|l| l.filter(|s| *s > 0.0 && s.is_finite()));
-    let (limit, name) = match (hard, soft) {
-        (Some(h), Some(s)) if s < h => (s, "SoftTimeLimitExceeded"),
-        (Some(h), _) => (h, "TimeLimitExceeded"),
-        (None, Some(s)) => (s, "SoftTimeLimitExceeded"),
-        (None, None) => return run.await,
+    let limit = match (hard, soft) {
+        (Some(h), Some(s)) if s < h => Some((s, true)),
+        (Some(h), _) => Some((h, false)),
+        (None, Some(s)) => Some((s, true)),
+        (None, None) => None,
     };
     // A limit too large for a Duration (say 1e300 s) is no limit at all.
-    let Ok(limit_duration) = Duration::try_from_secs_f64(limit) else {
-        return run.await;
-    };
-    match tokio::time::timeout(limit_duration, run).await {
-        Ok(outcome) => outcome,
-        Err(_) => {
-            log::warn!(
-                "task {} [{}] exceeded its time limit of {limit}s",
-                msg.task(),
-                msg.id()
-            );
-            Err(TaskError::Failed(ExceptionInfo {
-                exc_type: name.to_owned(),
-                exc_message: Value::Array(vec![serde_json::json!(limit)]),
-                exc_module: "billiard.exceptions".to_owned(),
-            }))
+    if let Some((seconds, soft)) = limit {
+        if let Ok(limit) = Duration::try_from_secs_f64(seconds) {
+            tokio::time::sleep(limit).await;
+            if !stop.fire(Stopped::TimeLimit { seconds, soft }) {
+                log::warn!(
+                    "task {} [{}] is past its time limit of {seconds}s after its point of no return: it runs to its end",
+                    msg.task(),
+                    msg.id()
+                );
+            }
         }
     }
+    std::future::pending().await
 }

@@ -9,6 +9,7 @@
 //! - [`ending`], [`retry`], [`poison`], [`unknown`]: the ways a delivery ends;
 //! - [`canvas`] — callbacks and chain steps a task sends on;
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
+//! - [`stop`] — whether a running task may still be stopped (terminate, time limit);
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
 //! - [`cli`], [`admin`] — the command line and the operator subcommands;
@@ -31,6 +32,7 @@ pub mod registry;
 pub mod report;
 pub mod retry;
 pub mod start;
+pub mod stop;
 pub mod tasks;
 pub mod unknown;
 pub mod upkeep;

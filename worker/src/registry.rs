@@ -4,40 +4,20 @@
 //! in Redis (`celery_redis::revoked`) and is mirrored here so a check costs no round trip.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use celery_redis::protocol::{pyrepr, Message};
 use celery_redis::revoked::{HORIZON, MAX_REVOKED};
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+
+use crate::stop::{Stop, Stopped};
 
 /// Most parked eta tasks listed by `scheduled` (they wait in Redis; this is only the listing).
 pub const MAX_PARKED_LISTED: usize = 1_000;
 /// Largest `args`/`kwargs` kept as JSON in a listing; larger ones are shown as a cut repr.
 const MAX_LISTED_ARGS: usize = 1024;
-
-/// How a running task is stopped from outside (`revoke(terminate=True)`).
-#[derive(Debug, Default)]
-pub struct Stop {
-    notify: Notify,
-    signum: AtomicI32,
-}
-
-impl Stop {
-    /// Stops the task; `signum` is reported in `task-revoked` (15 for SIGTERM).
-    pub fn fire(&self, signum: i32) {
-        self.signum.store(signum, Ordering::Relaxed);
-        self.notify.notify_one();
-    }
-
-    /// Resolves once fired, with the signal number.
-    pub async fn fired(&self) -> i32 {
-        self.notify.notified().await;
-        self.signum.load(Ordering::Relaxed)
-    }
-}
 
 struct Active {
     msg: Arc<Message>,
@@ -186,15 +166,19 @@ impl Registry {
         self.lock().revoked.when.contains_key(id)
     }
 
-    /// Stops every running delivery of task `id`; returns how many.
-    pub fn terminate(&self, id: &str, signum: i32) -> usize {
+    /// Stops every running delivery of task `id` that has not passed its point of no return
+    /// ([`Stop::commit`]); returns how many stop and how many run to their end.
+    pub fn terminate(&self, id: &str, signum: i32) -> (usize, usize) {
         let inner = self.lock();
-        let mut stopped = 0;
+        let (mut stopped, mut finishing) = (0, 0);
         for a in inner.active.values().filter(|a| a.msg.id() == id) {
-            a.stop.fire(signum);
-            stopped += 1;
+            if a.stop.fire(Stopped::Terminated(signum)) {
+                stopped += 1;
+            } else {
+                finishing += 1;
+            }
         }
-        stopped
+        (stopped, finishing)
     }
 
     pub fn is_active(&self, id: &str) -> bool {

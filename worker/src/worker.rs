@@ -106,7 +106,11 @@ impl Worker {
             broker,
             results: stores.results,
             redis: stores.redis,
-            webhooks: Webhooks::new(cfg.webhook_policy.clone(), cfg.webhook_timeout)?,
+            webhooks: Webhooks::new(
+                cfg.webhook_policy.clone(),
+                cfg.webhook_timeout,
+                cfg.webhook_concurrency,
+            )?,
             node,
             acks_late: cfg.acks_late,
             track_started: cfg.track_started,

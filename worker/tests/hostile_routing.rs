@@ -761,6 +761,8 @@ async fn held_deliveries_of_several_queues_go_back_to_their_own_queues_once_at_s
         ("WORKER_QUEUES", "a,b"),
         ("WORKER_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("WEBHOOK_TIMEOUT_MS", "60000"),
+        // All four run at once (by default webhooks take half the slots).
+        ("WEBHOOK_CONCURRENCY", "4"),
     ])
     .await;
     let mut conn = w.conn.clone();

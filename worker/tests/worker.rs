@@ -351,6 +351,64 @@ async fn a_4xx_fails_at_once_and_exhausted_retries_end_in_the_dead_letter_list()
     w.stop().await.all_acknowledged();
 }
 
+// Issue 19, item 5: webhook receivers that never answer held every worker slot: 8 such
+// notifications delayed 20 orders by 90 s. Now at most `WEBHOOK_CONCURRENCY` deliveries (by
+// default half the slots) wait on receivers; a notification over the limit goes back to the
+// schedule for a moment instead of taking a slot.
+#[tokio::test]
+async fn webhooks_that_never_answer_cannot_hold_every_slot() {
+    const SLOTS: usize = 4;
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let mut hook = WebhookReceiver::hanging().await;
+    let w = start(&[
+        ("WORKER_CONCURRENCY", "4"),
+        ("WEBHOOK_TIMEOUT_MS", "10000"),
+        ("TASK_MAX_RETRIES", "0"),
+    ])
+    .await;
+    shop::inventory::set_stock(&w.conn, "A", 100).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "B", 100).await.unwrap();
+    let mut notes = Vec::new();
+    for i in 0..SLOTS {
+        let note = webhook_note(&format!("n-hung-{i}"), &hook.url);
+        notes.push(w.send("send_notification", note).await);
+    }
+    // The first ones are stuck at the receiver; the orders queue behind them all.
+    hook.next().await;
+    let mut orders = Vec::new();
+    for i in 0..SLOTS {
+        orders.push(
+            w.send("process_order", order(&format!("o-busy-{i}"), 1))
+                .await,
+        );
+    }
+    for o in &orders {
+        let meta = w
+            .results
+            .wait(&o.id, TIMEOUT / 4)
+            .await
+            .expect("an order waited for the hung webhooks");
+        assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    }
+    // Each hung notification ends as the webhook timeout says (no retry allowed here).
+    for n in &notes {
+        let meta = w.results.wait(&n.id, WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Failure, "{meta:?}");
+        let exc = meta.exception().unwrap();
+        assert!(
+            exc.message().contains("no answer within 10000 ms"),
+            "{}",
+            exc.message()
+        );
+    }
+    let mut posted = 1;
+    while hook.hits.try_recv().is_ok() {
+        posted += 1;
+    }
+    assert_eq!(posted, SLOTS, "each hung notification was POSTed once");
+    w.stop().await.all_acknowledged();
+}
+
 #[tokio::test]
 async fn a_time_limit_stops_the_task_with_time_limit_exceeded() {
     let (url, accepted) = silent_webhook().await;

@@ -1,6 +1,7 @@
 //! Revoked task ids, remembered fleet-wide in one sorted set so that every Rust worker, and a
 //! worker that restarts, refuses them; kept for Celery's horizon (`REVOKE_EXPIRES`, 3 hours)
-//! and cap (`REVOKES_MAX`, 50,000), as a Celery worker keeps its own in-memory set.
+//! and cap (`REVOKES_MAX`, 50,000), as a Celery worker keeps its own in-memory set; and how
+//! many one request may name ([`MAX_PER_REVOKE`]).
 
 use std::time::Duration;
 
@@ -14,16 +15,33 @@ use crate::scripts::REMEMBER_REVOKED;
 pub const HORIZON: Duration = Duration::from_secs(10_800);
 /// Most ids remembered (Celery's `REVOKES_MAX`); the oldest are forgotten first.
 pub const MAX_REVOKED: usize = 50_000;
+/// Most ids one `revoke` request acts on (Celery has no limit); the rest are ignored, and the
+/// reply says how many. Bounds what one request costs: the fleet-wide write, the REVOKED
+/// results stored for tasks that run nowhere (one per id, kept `RESULT_EXPIRES_SECS`).
+pub const MAX_PER_REVOKE: usize = 1_000;
 /// Longest task id remembered (Celery's are 36-character uuids).
 pub const MAX_ID_LEN: usize = 256;
 
-/// The ids of a revoke that may be remembered: non-empty, at most [`MAX_ID_LEN`] bytes, at most
-/// [`MAX_REVOKED`] of them.
+/// Whether `id` may be remembered: non-empty, at most [`MAX_ID_LEN`] bytes.
+fn is_acceptable(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN
+}
+
+/// The ids that may be remembered (mingle's `hello` hands over a whole set): acceptable ones, at
+/// most [`MAX_REVOKED`] of them.
 pub fn acceptable<'a>(ids: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
     ids.into_iter()
-        .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
+        .filter(|id| is_acceptable(id))
         .take(MAX_REVOKED)
         .collect()
+}
+
+/// The ids one `revoke` request acts on: its first [`MAX_PER_REVOKE`] acceptable ones, and how
+/// many acceptable ids after them it ignores.
+pub fn per_revoke<'a>(ids: impl IntoIterator<Item = &'a str>) -> (Vec<&'a str>, usize) {
+    let mut valid = ids.into_iter().filter(|id| is_acceptable(id));
+    let taken = valid.by_ref().take(MAX_PER_REVOKE).collect();
+    (taken, valid.count())
 }
 
 /// Adds `ids` to the fleet's set; returns the server time they were given.
@@ -61,4 +79,21 @@ pub async fn since(conn: &Conn, since: f64) -> RedisResult<Vec<(String, f64)>> {
         .arg(MAX_REVOKED)
         .query_async(&mut conn)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_revoke_takes_its_first_acceptable_ids_up_to_the_cap() {
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        let mut ids: Vec<String> = vec![String::new(), long];
+        ids.extend((0..MAX_PER_REVOKE + 7).map(|i| i.to_string()));
+        let (taken, ignored) = per_revoke(ids.iter().map(String::as_str));
+        assert_eq!((taken.len(), ignored), (MAX_PER_REVOKE, 7));
+        assert_eq!(taken[0], "0");
+        let (taken, ignored) = per_revoke(["a", "b"]);
+        assert_eq!((taken, ignored), (vec!["a", "b"], 0));
+    }
 }

@@ -238,3 +238,73 @@ async fn compressed_values_are_reported_not_misread() {
     let err = backend(&redis, 60).await.get("z").await.unwrap_err();
     assert!(matches!(err, ResultError::Compressed));
 }
+
+/// The most memory the server process has held so far (`VmHWM`, in KiB).
+fn peak_kib(redis: &TestRedis) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", redis.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+// Issue 19, item 11: a revoke stores REVOKED for the ids that run nowhere, up to a thousand per
+// request; the script read each stored result whole and decoded it, so one big result (any
+// producer can write one) cost Redis many times its size in Lua memory (a list of numbers
+// decodes into a table of 16 bytes per element, outside `maxmemory`) and its decoding time.
+// It reads the state from the head of the value now, and leaves alone what it cannot read.
+#[tokio::test]
+async fn revoke_unstarted_writes_only_where_nothing_started_reading_a_results_head_only() {
+    let redis = TestRedis::start();
+    let results = backend(&redis, 3600).await;
+    let mut conn = redis.manager().await;
+    // 8 MB of `0,`: 4 million elements.
+    let big = format!(
+        r#"{{"status": "PENDING", "result": [{}0]}}"#,
+        "0,".repeat(4 << 20)
+    );
+    for (id, value) in [
+        (
+            "pending",
+            r#"{"status": "PENDING", "result": null}"#.to_owned(),
+        ),
+        ("retry", r#"{"status":"RETRY","result":null}"#.to_owned()),
+        (
+            "started",
+            r#"{"status": "STARTED", "result": {"pid": 1}}"#.to_owned(),
+        ),
+        ("success", r#"{"status":"SUCCESS","result":1}"#.to_owned()),
+        ("junk", "not json".to_owned()),
+        ("big", big),
+    ] {
+        let _: () = conn.set(keys::task_meta(id), value).await.unwrap();
+    }
+    let _: () = conn.lpush(keys::task_meta("list"), "x").await.unwrap();
+    let before = peak_kib(&redis);
+    let ids = [
+        "missing", "pending", "retry", "started", "success", "junk", "list", "big",
+    ];
+    let written = results.revoke_unstarted(&ids).await.unwrap();
+    let grew = peak_kib(&redis) - before;
+    assert_eq!(
+        written, 4,
+        "missing, pending, retry and big are stored REVOKED"
+    );
+    for (id, state) in [
+        ("missing", TaskState::Revoked),
+        ("pending", TaskState::Revoked),
+        ("retry", TaskState::Revoked),
+        ("big", TaskState::Revoked),
+        ("started", TaskState::Started),
+        ("success", TaskState::Success),
+    ] {
+        assert_eq!(results.get(id).await.unwrap().status, state, "{id}");
+    }
+    let junk: String = conn.get(keys::task_meta("junk")).await.unwrap();
+    assert_eq!(junk, "not json");
+    assert!(
+        grew < 16 << 10,
+        "the server's peak memory grew by {grew} KiB reading an 8 MB result"
+    );
+}

@@ -10,7 +10,8 @@ pub struct Hit {
 }
 
 /// A local HTTP server standing in for a webhook: answers the scripted statuses in order (then
-/// 200) and reports every request on a channel the test awaits.
+/// 200), or never ([`WebhookReceiver::hanging`]), and reports every request on a channel the
+/// test awaits.
 pub struct WebhookReceiver {
     pub url: String,
     pub hits: tokio::sync::mpsc::UnboundedReceiver<Hit>,
@@ -19,6 +20,16 @@ pub struct WebhookReceiver {
 
 impl WebhookReceiver {
     pub async fn start(statuses: Vec<u16>) -> Self {
+        Self::serve(statuses, false).await
+    }
+
+    /// A receiver that reads each request whole, reports it, and never answers (the connection
+    /// stays open until the client gives up).
+    pub async fn hanging() -> Self {
+        Self::serve(Vec::new(), true).await
+    }
+
+    async fn serve(statuses: Vec<u16>, hang: bool) -> Self {
         use std::sync::{Arc, Mutex};
         use warp::Filter;
         let (tx, hits) = tokio::sync::mpsc::unbounded_channel();
@@ -27,7 +38,7 @@ impl WebhookReceiver {
             .and(warp::path!("hook"))
             .and(warp::header::optional::<String>("idempotency-key"))
             .and(warp::body::json())
-            .map(move |key: Option<String>, body: serde_json::Value| {
+            .then(move |key: Option<String>, body: serde_json::Value| {
                 let _ = tx.send(Hit {
                     idempotency_key: key,
                     body,
@@ -35,7 +46,12 @@ impl WebhookReceiver {
                 let status = script.lock().ok().and_then(|mut s| s.next()).unwrap_or(200);
                 let status =
                     warp::http::StatusCode::from_u16(status).unwrap_or(warp::http::StatusCode::OK);
-                warp::reply::with_status("ok", status)
+                async move {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    warp::reply::with_status("ok", status)
+                }
             });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,7 +1,8 @@
 //! `revoke` and `hello`: a revoked id is remembered here and in the fleet's set in Redis (so
 //! every Rust worker, and this one after a restart, refuses it), a running task is stopped when
-//! `terminate` asks, and a task that has not started anywhere is stored REVOKED at once, as
-//! Celery's handler does.
+//! `terminate` asks, and a task that has not started anywhere is stored REVOKED soon after, as
+//! Celery's handler does. One request acts on at most `revoked::MAX_PER_REVOKE` ids, and its
+//! REVOKED writes go in the background, in chunks, never holding up the requests after it.
 
 use celery_redis::result::ResultBackend;
 use celery_redis::revoked;
@@ -11,15 +12,12 @@ use tokio::sync::mpsc;
 use super::{ControlError, Node};
 
 /// The ids in `arguments[key]`: one string or a list of strings (others are ignored).
-fn ids(arguments: &Map<String, Value>, key: &str) -> Vec<String> {
+fn ids<'a>(arguments: &'a Map<String, Value>, key: &str) -> Vec<&'a str> {
     match arguments.get(key) {
-        Some(Value::String(id)) => vec![id.clone()],
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
+        Some(Value::String(id)) => vec![id.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
         // Newer Celery sends `hello`'s revoked as {id: time}.
-        Some(Value::Object(map)) => map.keys().cloned().collect(),
+        Some(Value::Object(map)) => map.keys().map(String::as_str).collect(),
         _ => Vec::new(),
     }
 }
@@ -60,9 +58,11 @@ fn signum(signal: Option<&Value>) -> Result<i32, ControlError> {
 pub struct RevokeResults(mpsc::Sender<Vec<String>>);
 
 /// Ids per script call.
-const CHUNK: usize = 500;
-/// Revokes waiting for their writes; beyond this the request loop waits (backpressure).
-const PENDING: usize = 16;
+const CHUNK: usize = 250;
+/// Revokes waiting for their writes (each at most `MAX_PER_REVOKE` ids); beyond this a revoke's
+/// REVOKED results are not stored at once (each of its tasks is stored REVOKED when a worker
+/// takes it), so the request loop never waits for Redis to catch up.
+const PENDING: usize = 32;
 
 impl RevokeResults {
     /// The sender, and the writer to run (it ends when every sender is gone).
@@ -78,22 +78,39 @@ impl RevokeResults {
                             chunk.len()
                         );
                     }
+                    // Requests waiting (a ping) go first on a one-thread runtime.
+                    tokio::task::yield_now().await;
                 }
             }
         };
         (RevokeResults(tx), writer)
     }
 
-    async fn store(&self, ids: Vec<String>) {
-        if !ids.is_empty() && self.0.send(ids).await.is_err() {
-            log::warn!("REVOKED not stored: the worker is stopping");
+    /// Queues the REVOKED writes of `ids`; returns whether they were taken (not when too many
+    /// revokes wait already, or the worker is stopping).
+    fn store(&self, ids: Vec<String>) -> bool {
+        if ids.is_empty() {
+            return true;
+        }
+        let n = ids.len();
+        match self.0.try_send(ids) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                log::warn!(
+                    "REVOKED not stored now for {n} revoked task(s) that run nowhere: {PENDING} revokes wait for their writes already; each is stored REVOKED when a worker takes it"
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                log::warn!("REVOKED not stored for {n} task(s): the worker is stopping");
+                false
+            }
         }
     }
 }
 
 pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value, ControlError> {
-    let all = ids(arguments, "task_id");
-    let ids = revoked::acceptable(all.iter().map(String::as_str));
+    let (ids, ignored) = revoked::per_revoke(ids(arguments, "task_id"));
     if ids.is_empty() {
         return Err(ControlError::BadArgument("task_id names no task".into()));
     }
@@ -106,7 +123,29 @@ pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value
     } else {
         None
     };
+    if ignored > 0 {
+        log::warn!(
+            "a revoke named {ignored} id(s) beyond the limit of {} per request; they are ignored",
+            revoked::MAX_PER_REVOKE
+        );
+    }
     node.registry.revoke(&ids, celery_redis::clock::unix_now());
+    // Terminated before the fleet-wide write: a terminate waits for no Redis round trip.
+    let mut terminated = 0;
+    let mut unstarted = Vec::new();
+    for id in &ids {
+        match signum {
+            Some(signum) if node.registry.is_active(id) => {
+                let (stopped, finishing) = node.registry.terminate(id, signum);
+                terminated += stopped;
+                if finishing > 0 {
+                    log::info!("task {id} is past its point of no return: it runs to its end");
+                }
+            }
+            _ if node.registry.is_active(id) => {}
+            _ => unstarted.push((*id).to_owned()),
+        }
+    }
     match revoked::remember(&node.conn, &ids).await {
         Ok(Some(_)) => {}
         Ok(None) => log::warn!(
@@ -119,19 +158,8 @@ pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value
             ids.len()
         ),
     }
-    let mut terminated = 0;
-    let mut unstarted = Vec::new();
-    for id in &ids {
-        match signum {
-            Some(signum) if node.registry.is_active(id) => {
-                terminated += node.registry.terminate(id, signum);
-            }
-            _ if node.registry.is_active(id) => {}
-            _ => unstarted.push((*id).to_owned()),
-        }
-    }
-    // Stored REVOKED off the request loop (a revoke may name 50,000 ids).
-    node.revoke_results.store(unstarted).await;
+    let unstarted_count = unstarted.len();
+    let stored = node.revoke_results.store(unstarted);
     log::info!(
         "revoked {} task(s){}",
         ids.len(),
@@ -147,13 +175,24 @@ pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value
     } else {
         format!("{} ({} in all)", ids[..10].join(", "), ids.len())
     };
-    Ok(json!({"ok": format!("tasks {named} flagged as revoked")}))
+    let mut text = format!("tasks {named} flagged as revoked");
+    if ignored > 0 {
+        text.push_str(&format!(
+            "; {ignored} id(s) beyond the limit of {} per revoke ignored",
+            revoked::MAX_PER_REVOKE
+        ));
+    }
+    if !stored {
+        text.push_str(&format!(
+            "; REVOKED not stored yet for {unstarted_count} that run nowhere (stored when a worker takes them)"
+        ));
+    }
+    Ok(json!({"ok": text}))
 }
 
 /// `hello` (mingle): takes in the sender's revoked ids, answers with ours and our clock.
 pub async fn hello(node: &Node, arguments: &Map<String, Value>) -> Result<Value, ControlError> {
-    let theirs = ids(arguments, "revoked");
-    let theirs = revoked::acceptable(theirs.iter().map(String::as_str));
+    let theirs = revoked::acceptable(ids(arguments, "revoked"));
     if !theirs.is_empty() {
         node.registry
             .revoke(&theirs, celery_redis::clock::unix_now());

@@ -14,6 +14,9 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
     let order = ProcessOrder::from_call(&body.args, &body.kwargs)?;
     // Validation has already refused orders whose total overflows.
     let total_cents = order.total_cents().unwrap_or(i64::MAX);
+    // The reservation is the order's effect: once asked for, the order runs to its end (its
+    // result and the confirmation), whatever terminate or time limit comes meanwhile.
+    req.commit()?;
     let reservation =
         inventory::reserve(&ctx.redis, &order.order_id, &order.items, ctx.retention).await?;
     let outcome = OrderOutcome {

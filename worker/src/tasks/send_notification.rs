@@ -3,7 +3,7 @@
 use celery_redis::clock;
 use celery_redis::protocol::Body;
 use celery_redis::result::ExceptionInfo;
-use serde_json::json;
+use serde_json::{json, Value};
 use shop::contracts::{Channel, Contract, SendNotification};
 use shop::notifications::{self, Delivery};
 
@@ -37,6 +37,10 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
                 }
             })?;
     }
+    // Delivered (or logged): from here it is recorded and the task ends normally. A terminate
+    // during the POST cuts it; the receiver may have had it, and the `Idempotency-Key` lets it
+    // drop the next attempt of the same notification.
+    req.commit()?;
     let delivery = Delivery {
         notification_id: n.notification_id,
         recipient: n.recipient,
@@ -49,6 +53,19 @@ pub async fn run(ctx: &Context, req: &Request, body: &Body) -> Result<Output, Ta
     };
     let first = notifications::record(&ctx.redis, &delivery, ctx.retention).await?;
     Ok(output(&delivery, first))
+}
+
+/// Whether the call asks for the webhook channel, read from its arguments without validating
+/// them (the run does): what [`super::admit`] needs before the task starts.
+pub fn posts_webhook(body: &Body) -> bool {
+    let position = SendNotification::PARAMS
+        .iter()
+        .position(|p| *p == "channel");
+    let channel = body
+        .kwargs
+        .get("channel")
+        .or_else(|| position.and_then(|i| body.args.get(i)));
+    channel.and_then(Value::as_str) == Some("webhook")
 }
 
 fn output(d: &Delivery, first: bool) -> Output {

@@ -1,12 +1,15 @@
 //! Webhook delivery: one POST of JSON with an `Idempotency-Key`, only to destinations the
-//! [`policy`] allows, never following a redirect. Timeouts, connection errors and 5xx are
-//! transient (the task is retried the Celery way); a refused destination, a redirect and a 4xx
-//! are final. The response body is never read.
+//! [`policy`] allows, never following a redirect, and at most `WEBHOOK_CONCURRENCY` at once
+//! ([`Webhooks::place`]; a notification that finds none free waits [`Webhooks::busy_delay`] in
+//! the schedule, not in a slot). Timeouts, connection errors and 5xx are transient (the task is
+//! retried the Celery way); a refused destination, a redirect and a 4xx are final. The response
+//! body is never read.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub mod policy;
 
@@ -31,15 +34,25 @@ impl WebhookError {
     }
 }
 
-/// The webhook client: one connection pool, the destination policy, the time limit.
+/// Longest wait in the schedule of a notification that found every webhook place taken (it
+/// waits between half of this and this, or of `WEBHOOK_TIMEOUT_MS` when shorter).
+const MAX_BUSY_DELAY: Duration = Duration::from_secs(1);
+
+/// The webhook client: one connection pool, the destination policy, the time limit, the places.
 pub struct Webhooks {
     http: reqwest::Client,
     policy: Arc<Policy>,
     timeout: Duration,
+    places: Arc<Semaphore>,
 }
 
 impl Webhooks {
-    pub fn new(policy: Policy, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A client for at most `concurrency` deliveries at once, each within `timeout`.
+    pub fn new(
+        policy: Policy,
+        timeout: Duration,
+        concurrency: usize,
+    ) -> Result<Self, reqwest::Error> {
         let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
             .dns_resolver(Resolver(policy.clone()))
@@ -51,7 +64,23 @@ impl Webhooks {
             http,
             policy,
             timeout,
+            places: Arc::new(Semaphore::new(concurrency.max(1))),
         })
+    }
+
+    /// One of the `WEBHOOK_CONCURRENCY` places, held by a delivery until it ends; `None` when
+    /// all are taken (the caller does not wait for one).
+    pub fn place(&self) -> Option<OwnedSemaphorePermit> {
+        self.places.clone().try_acquire_owned().ok()
+    }
+
+    /// How long a notification that found no place waits in the schedule: long enough not to
+    /// spin while receivers hang, short enough to follow a place that frees (jittered, so the
+    /// ones put back together do not all come back together).
+    pub fn busy_delay(&self) -> Duration {
+        self.timeout
+            .min(MAX_BUSY_DELAY)
+            .mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
     /// POSTs `payload` to `url` once. The same key goes with every attempt of the same
@@ -86,6 +115,10 @@ impl Webhooks {
             Ok(resp) => Err(WebhookError::Transient(format!(
                 "HTTP {}",
                 resp.status().as_u16()
+            ))),
+            Err(e) if e.is_timeout() => Err(WebhookError::Transient(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
             ))),
             Err(e) => Err(WebhookError::Transient(e.to_string())),
         }

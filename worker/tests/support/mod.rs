@@ -30,8 +30,15 @@ pub struct Running {
 
 pub async fn start(extra: &[(&str, &str)]) -> Running {
     let redis = TestRedis::start();
+    let url = redis.url();
+    start_on(redis, &url, extra).await
+}
+
+/// [`start`] on `redis`, the worker reaching it through `url` (a proxy in front of it, say);
+/// the test's own connections go to `redis` directly.
+pub async fn start_on(redis: TestRedis, url: &str, extra: &[(&str, &str)]) -> Running {
     let mut vars: HashMap<String, String> = HashMap::from([
-        ("REDIS_URL".into(), redis.url()),
+        ("REDIS_URL".into(), url.to_owned()),
         ("WORKER_CONCURRENCY".into(), "4".into()),
         // The tests' webhook receivers listen on loopback, refused unless allowed.
         ("WEBHOOK_ALLOW".into(), "127.0.0.1".into()),
