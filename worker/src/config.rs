@@ -12,6 +12,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_CONCURRENCY",
     "WORKER_THREADS",
     "VISIBILITY_TIMEOUT_SECS",
+    "BROKER_VISIBILITY_TIMEOUT_SECS",
     "WORKER_SHUTDOWN_TIMEOUT_SECS",
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
@@ -44,6 +45,9 @@ pub struct WorkerConfig {
     pub threads: usize,
     /// `VISIBILITY_TIMEOUT_SECS`: a task whose worker stops renewing its lease comes back after this (default 30).
     pub visibility_timeout: Duration,
+    /// `BROKER_VISIBILITY_TIMEOUT_SECS`: kombu's `visibility_timeout` of the fleet (default
+    /// 3600, Celery's): what a Python worker holds comes back only after this.
+    pub broker_visibility_timeout: Duration,
     /// `WORKER_SHUTDOWN_TIMEOUT_SECS`: grace period for in-flight tasks on SIGTERM (default 30).
     pub shutdown_timeout: Duration,
     /// `WORKER_ACKS_LATE`: acknowledge after the result is stored (default true).
@@ -116,6 +120,12 @@ impl WorkerConfig {
                 src,
                 "VISIBILITY_TIMEOUT_SECS",
                 30,
+                (1, 7 * 86_400),
+            )?),
+            broker_visibility_timeout: Duration::from_secs(number(
+                src,
+                "BROKER_VISIBILITY_TIMEOUT_SECS",
+                3600,
                 (1, 7 * 86_400),
             )?),
             shutdown_timeout: Duration::from_secs(number(
@@ -236,6 +246,7 @@ mod tests {
             ("WORKER_ACKS_LATE", "maybe"),
             ("WORKER_ACKS_LATE", ""),
             ("VISIBILITY_TIMEOUT_SECS", "18446744073709551615"),
+            ("BROKER_VISIBILITY_TIMEOUT_SECS", "0"),
             ("WORKER_SHUTDOWN_TIMEOUT_SECS", "18446744073709551615"),
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("WEBHOOK_CONCURRENCY", "0"),

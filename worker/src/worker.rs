@@ -169,7 +169,10 @@ impl Worker {
         );
         self.background.spawn(upkeep::restore_orphans(
             broker.clone(),
-            visibility,
+            celery_redis::broker::Visibility {
+                own: visibility,
+                foreign: self.cfg.broker_visibility_timeout,
+            },
             self.cfg.dead_letter_max,
             self.ctx.metrics.worker.leases_restored.clone(),
             stop.clone(),

@@ -14,6 +14,12 @@ pub const UNACKED: &str = "unacked";
 pub const UNACKED_INDEX: &str = "unacked_index";
 /// kombu's lock that lets one worker at a time restore expired unacknowledged messages.
 pub const UNACKED_MUTEX: &str = "unacked_mutex";
+/// Ends the field under which this project's workers record a delivery they hold in `unacked`
+/// (the message's delivery tag, then this): they renew its lease while they run, kombu's
+/// workers do not, so a restore gives theirs back after the lease (`VISIBILITY_TIMEOUT_SECS`)
+/// and anybody else's only after the fleet's kombu visibility timeout. kombu restores either
+/// kind by field name, whatever it is.
+pub const LEASE_SUFFIX: &str = "~lease";
 /// Messages that cannot be run (undecodable, poison): JSON entries with the reason.
 pub const DEAD_LETTER: &str = "fleet:dead_letter";
 /// How many dead letters were dropped (oldest first) to keep the list within its cap.

@@ -1,6 +1,7 @@
 //! The broker against a real redis-server: kombu's list and unacked layout, atomic claims,
 //! acknowledgement, leases, the eta schedule and restores (including a Python worker's entry).
 
+use celery_redis::broker::Visibility;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim, Delivery, Submitted};
@@ -254,7 +255,13 @@ async fn settling_a_lost_delivery_does_not_duplicate_it() {
     broker.publish(&task(0)).await.unwrap();
     let held = claim(&broker).await;
     // Someone else restored it meanwhile.
-    assert_eq!(broker.restore_expired(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(!broker.requeue(&held).await.unwrap());
     assert_eq!(
         conn.llen::<_, i64>("celery").await.unwrap(),
@@ -317,7 +324,7 @@ async fn renewed_leases_are_not_restored_and_expired_ones_are() {
     );
     assert_eq!(
         broker
-            .restore_expired(Duration::from_secs(60))
+            .restore_expired(Visibility::both(Duration::from_secs(60)))
             .await
             .unwrap(),
         1
@@ -370,7 +377,7 @@ async fn restore_understands_a_python_workers_unacked_entry() {
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     assert_eq!(
         broker
-            .restore_expired(Duration::from_secs(5))
+            .restore_expired(Visibility::both(Duration::from_secs(5)))
             .await
             .unwrap(),
         1
@@ -497,7 +504,10 @@ async fn a_restore_lock_left_behind_holds_restores_off_for_two_seconds_at_most()
     let mut events = redis.client().get_async_pubsub().await.unwrap();
     events.subscribe("__keyevent@0__:expired").await.unwrap();
     assert_eq!(
-        broker.restore_expired(Duration::ZERO).await.unwrap(),
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap(),
         0,
         "locked"
     );
@@ -512,5 +522,11 @@ async fn a_restore_lock_left_behind_holds_restores_off_for_two_seconds_at_most()
     })
     .await;
     assert!(gone.is_ok(), "the lock outlived three seconds");
-    assert_eq!(broker.restore_expired(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
 }

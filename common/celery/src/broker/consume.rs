@@ -103,7 +103,7 @@ impl Broker {
         inv.key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(keys::DEAD_LETTER);
-        inv.arg(max.max(1));
+        inv.arg(max.max(1)).arg(keys::LEASE_SUFFIX);
         for queue in queues {
             inv.key(keys::processing(queue)).arg(queue);
         }

@@ -30,6 +30,7 @@ pub mod settle;
 
 pub use consume::{Claim, Delivery, Rotation};
 pub use dead::DeadLetter;
+pub use restore::Visibility;
 
 /// Most entries one restore or promotion pass moves.
 const BATCH: usize = 100;
@@ -101,6 +102,8 @@ pub struct Broker {
     /// Where a FAILURE goes for a message the broker dead-letters on its own (an eta message or
     /// a restore that cannot be routed), so its caller does not wait forever.
     results: Option<ResultBackend>,
+    /// Where the next restore pass starts in `unacked_index` (entries still held passed over).
+    restore_skip: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Broker {
@@ -115,6 +118,7 @@ impl Broker {
             max_depth: 0,
             retention: std::time::Duration::from_secs(7 * 86_400),
             results: None,
+            restore_skip: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! full batches come back, so the time to give back a backlog grows with the backlog, not with
 //! the number of upkeep ticks it would otherwise wait for.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::connection::Conn;
@@ -21,6 +22,30 @@ use crate::scripts::{EXPIRED, RESTORE, UNLOCK};
 /// unchanged): the lock only spares the work twice.
 pub const MUTEX_TTL_MS: u64 = 2_000;
 
+/// How long a holder may keep a delivery before a restore gives it back: this project's
+/// workers' (their lease, renewed while they run) and anybody else's (kombu's visibility
+/// timeout: a Python worker holds an eta task or a long task for its whole wait, unrenewed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visibility {
+    /// `VISIBILITY_TIMEOUT_SECS`: entries recorded under [`keys::LEASE_SUFFIX`].
+    pub own: Duration,
+    /// `BROKER_VISIBILITY_TIMEOUT_SECS`: every other entry (kombu's, 3600 s by default).
+    pub foreign: Duration,
+}
+
+impl Visibility {
+    /// The same timeout for both kinds (tests, tools).
+    pub fn both(timeout: Duration) -> Self {
+        Visibility {
+            own: timeout,
+            foreign: timeout,
+        }
+    }
+}
+
+/// Most `unacked_index` entries one pass looks at (those still held are passed over).
+const WINDOW: usize = 1000;
+
 /// What one pass did.
 struct Pass {
     /// Entries listed as expired (a full [`BATCH`]: there may be more).
@@ -34,7 +59,7 @@ impl Broker {
     /// worker is gone), under kombu's `unacked_mutex`, with kombu's redelivered flags: pass after
     /// pass (the lock taken and released around each) while full batches come back. Understands
     /// entries written by Python workers too. Returns how many came back (or were dead-lettered).
-    pub async fn restore_expired(&self, visibility: Duration) -> RedisResult<usize> {
+    pub async fn restore_expired(&self, visibility: Visibility) -> RedisResult<usize> {
         let mut total = 0usize;
         loop {
             let Some(pass) = self.restore_pass(visibility).await? else {
@@ -50,7 +75,7 @@ impl Broker {
     }
 
     /// One pass under the lock; `None` when another restorer holds it.
-    async fn restore_pass(&self, visibility: Duration) -> RedisResult<Option<Pass>> {
+    async fn restore_pass(&self, visibility: Visibility) -> RedisResult<Option<Pass>> {
         let mut conn = self.conn.clone();
         let token = uuid::Uuid::new_v4().to_string();
         let locked: Option<String> = redis::cmd("SET")
@@ -73,21 +98,30 @@ impl Broker {
         pass.map(Some)
     }
 
-    async fn restore_locked(&self, conn: &mut Conn, visibility: Duration) -> RedisResult<Pass> {
+    async fn restore_locked(&self, conn: &mut Conn, visibility: Visibility) -> RedisResult<Pass> {
+        let skip = self.restore_skip.load(Ordering::Relaxed);
         // Bytes: an entry a producer made that is not UTF-8 must not stop every restore.
         let listed: Vec<Vec<u8>> = EXPIRED
             .key(keys::UNACKED_INDEX)
             .key(keys::UNACKED)
-            .arg(visibility.as_secs_f64())
+            .arg(visibility.own.as_secs_f64())
+            .arg(visibility.foreign.as_secs_f64())
+            .arg(keys::LEASE_SUFFIX)
             .arg(BATCH)
+            .arg(WINDOW)
+            .arg(skip)
             .invoke_async(conn)
             .await?;
-        let Some((cutoff, pairs)) = listed.split_first() else {
+        let [own, foreign, next, pairs @ ..] = listed.as_slice() else {
             return Ok(Pass {
                 listed: 0,
                 restored: 0,
             });
         };
+        let next = std::str::from_utf8(next).ok().and_then(|n| n.parse().ok());
+        self.restore_skip
+            .store(next.unwrap_or(0), Ordering::Relaxed);
+        let cutoffs = [own.as_slice(), foreign.as_slice()];
         let mut restored = 0usize;
         // Restorable entries, given back together below: (tag, value listed, envelope, list).
         let mut back: Vec<(&str, &str, String, String)> = Vec::new();
@@ -138,7 +172,7 @@ impl Broker {
                 }
             }
         }
-        let moved = self.give_back(conn, cutoff, &back).await?;
+        let moved = self.give_back(conn, cutoffs, &back).await?;
         Ok(Pass {
             listed: pairs.len() / 2,
             restored: restored.saturating_add(moved),
@@ -151,14 +185,17 @@ impl Broker {
     async fn give_back(
         &self,
         conn: &mut Conn,
-        cutoff: &[u8],
+        [own, foreign]: [&[u8]; 2],
         back: &[(&str, &str, String, String)],
     ) -> RedisResult<usize> {
         if back.is_empty() {
             return Ok(0);
         }
         let mut inv = RESTORE.key(keys::UNACKED);
-        inv.key(keys::UNACKED_INDEX).arg(cutoff);
+        inv.key(keys::UNACKED_INDEX)
+            .arg(own)
+            .arg(foreign)
+            .arg(keys::LEASE_SUFFIX);
         for (tag, value, envelope, list) in back {
             inv.key(list).arg(*tag).arg(*value).arg(envelope);
         }

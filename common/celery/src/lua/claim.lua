@@ -2,7 +2,10 @@
 -- so a message is at every instant either in a list or in `unacked`: never only in a worker's memory.
 -- KEYS[1] unacked hash, KEYS[2] unacked_index zset, KEYS[3] dead-letter list,
 -- KEYS[4..] lists to take from, in order (the processing lists first, then the priority lists).
--- ARGV[1] most to take; ARGV[2..] the queue of each list (KEYS[n] belongs to queue ARGV[n - 2]).
+-- ARGV[1] most to take; ARGV[2] the suffix of a held delivery's field (`keys::LEASE_SUFFIX`);
+-- ARGV[3..] the queue of each list (KEYS[n] belongs to queue ARGV[n - 1]).
+-- A held message is recorded under its delivery tag followed by the suffix: this project's
+-- workers renew its lease, and restores tell their entries from kombu's by it.
 -- Each held message is recorded as kombu's [envelope, exchange, routing_key] with exchange "" and
 -- the queue it was taken from as routing key, so a restore by any worker (kombu's too: an empty
 -- exchange routes by routing key) puts it back where it was, whatever exchange and routing key its
@@ -47,7 +50,7 @@ while want > 0 and list <= #KEYS do
     list = list + 1
   else
     want = want - 1
-    local queue = ARGV[list - 2]
+    local queue = ARGV[list - 1]
     -- Read the delivery tag without decoding the whole envelope (this runs once per task
     -- inside Redis): it sits in `properties`, at the end of kombu's and our envelopes. Fall back
     -- to a full decode when the text is unusual.
@@ -65,10 +68,13 @@ while want > 0 and list <= #KEYS do
         tag = env.properties.delivery_tag
       end
     end
-    -- A tag already held (a producer reused another message's tag) gets a suffix: recording it
+    -- A tag already held (a producer reused another message's tag) gets a mark: recording it
     -- under the same field would overwrite the other message's entry and lose it.
-    if type(tag) == 'string' and tag ~= '' and (seen[tag] or redis.call('HEXISTS', KEYS[1], tag) == 1) then
-      tag = tag .. ':' .. tostring(now) .. ':' .. tostring(#out)
+    if type(tag) == 'string' and tag ~= '' then
+      if seen[tag .. ARGV[2]] or redis.call('HEXISTS', KEYS[1], tag .. ARGV[2]) == 1 then
+        tag = tag .. ':' .. tostring(now) .. ':' .. tostring(#out)
+      end
+      tag = tag .. ARGV[2]
     end
     if type(tag) ~= 'string' or tag == '' then
       local reason = 'envelope has no properties.delivery_tag'
