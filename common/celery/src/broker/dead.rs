@@ -2,12 +2,17 @@
 //! [`DeadLetter`] is the one shape of an entry (the claim script writes the same fields).
 
 use redis::{AsyncCommands, RedisResult};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Broker;
 use crate::keys;
 use crate::result::{ExceptionInfo, ResultBackend, ResultError, ResultMeta};
 use crate::scripts::{REQUEUE_DEAD, TRIM_DEAD};
+
+/// Most bytes of the raw text a dead letter keeps of an entry refused for its size (the claim
+/// script keeps as many of one it does not even decode).
+pub const DEAD_RAW_KEEP: usize = 4096;
 
 /// One dead-letter entry, as stored (newest first) in [`keys::DEAD_LETTER`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +26,10 @@ pub struct DeadLetter {
     #[serde(default)]
     pub task_id: Option<String>,
     pub raw: String,
+    /// The size in bytes of the entry when `raw` keeps only its first [`DEAD_RAW_KEEP`] bytes
+    /// (it was refused for its size); such an entry cannot be requeued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_bytes: Option<u64>,
     /// Unix seconds.
     pub at: f64,
     /// How many times the task ran before it was given up (retried tasks).
@@ -40,9 +49,24 @@ impl DeadLetter {
             task: None,
             task_id: None,
             raw: raw.into(),
+            raw_bytes: None,
             at,
             attempts: None,
         }
+    }
+
+    /// Keeps only the first [`DEAD_RAW_KEEP`] bytes of `raw` (cut at a character boundary) and
+    /// records the whole size in `raw_bytes`, when it is longer.
+    pub fn keep_prefix(mut self) -> Self {
+        if self.raw.len() > DEAD_RAW_KEEP {
+            let mut end = DEAD_RAW_KEEP;
+            while !self.raw.is_char_boundary(end) {
+                end = end.saturating_sub(1);
+            }
+            self.raw_bytes = u64::try_from(self.raw.len()).ok();
+            self.raw = self.raw[..end].to_owned();
+        }
+        self
     }
 
     /// An entry for `raw` with its task name and id when they can be read from it at all (the
@@ -67,20 +91,64 @@ impl DeadLetter {
 }
 
 /// `headers.task` and `headers.id` of a raw envelope, read leniently (any other field may be
-/// malformed); an empty id counts as none.
+/// malformed); an empty id counts as none. Nothing else of the entry is built: whatever its
+/// size, this costs the two strings.
 pub fn readable_task(raw: &str) -> (Option<String>, Option<String>) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw) else {
+    #[derive(Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        headers: Option<Ids>,
+    }
+    #[derive(Deserialize)]
+    struct Ids {
+        #[serde(default, deserialize_with = "text")]
+        task: Option<String>,
+        #[serde(default, deserialize_with = "text")]
+        id: Option<String>,
+    }
+    let Ok(Entry { headers: Some(ids) }) = serde_json::from_str::<Entry>(raw) else {
         return (None, None);
     };
-    let field = |name: &str| {
-        value
-            .get("headers")
-            .and_then(|h| h.get(name))
-            .and_then(serde_json::Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    (field("task"), field("id"))
+    let present = |s: Option<String>| s.filter(|s| !s.is_empty());
+    (present(ids.task), present(ids.id))
+}
+
+/// A string, or `None` for any other value (skipped without building it).
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Text;
+    impl<'de> Visitor<'de> for Text {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(Some(s.to_owned()))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Text)
 }
 
 /// The FAILURE a caller reads for a task the broker dead-lettered because it could not route
@@ -112,8 +180,8 @@ impl Broker {
     }
 
     /// Puts up to `limit` dead letters (0: all), oldest first, back at the end of their queue
-    /// (or this queue when the entry names none). Entries whose raw message is not a JSON
-    /// object stay where they are.
+    /// (or this queue when the entry names none). Entries that keep only a prefix of their
+    /// message (`raw_bytes`) stay where they are.
     pub async fn requeue_dead(&self, limit: usize) -> RedisResult<usize> {
         self.requeue_dead_of(limit, None).await
     }
@@ -137,9 +205,13 @@ impl Broker {
             if limit > 0 && moved >= limit {
                 break;
             }
+            // An entry that keeps only a prefix of a message is not that message.
             let Ok(dead) = serde_json::from_slice::<DeadLetter>(entry) else {
                 continue;
             };
+            if dead.raw_bytes.is_some() {
+                continue;
+            }
             let queue = self.queue_of(&dead);
             if only.is_some_and(|q| q != queue) {
                 continue;
