@@ -29,7 +29,11 @@ pub struct Running {
 }
 
 pub async fn start(extra: &[(&str, &str)]) -> Running {
-    let redis = TestRedis::start();
+    start_on(TestRedis::start(), extra).await
+}
+
+/// [`start`] on a redis-server the test prepared.
+pub async fn start_on(redis: TestRedis, extra: &[(&str, &str)]) -> Running {
     let mut vars: HashMap<String, String> = HashMap::from([
         ("REDIS_URL".into(), redis.url()),
         ("WORKER_CONCURRENCY".into(), "4".into()),
