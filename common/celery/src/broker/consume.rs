@@ -250,8 +250,8 @@ impl Broker {
                     "CLIENT REPLY refused; replace this connection",
                 ))
             })?;
-        let _: i64 = redis::from_redis_value(queued)?;
-        let waiting: i64 = redis::from_redis_value(waiting)?;
+        queued.extract_error()?;
+        let waiting: i64 = redis::from_redis_value(waiting.extract_error()?)?;
         Ok(waiting > 0)
     }
 
