@@ -34,14 +34,14 @@ use crate::{poison, report, retry};
 pub async fn guarded(
     ctx: Arc<Context>,
     leases: Leases,
-    mut delivery: Delivery,
+    delivery: Delivery,
     permit: OwnedSemaphorePermit,
 ) {
     in_scope(async move {
-        let run = AssertUnwindSafe(handle(&ctx, &mut delivery)).catch_unwind();
+        let run = AssertUnwindSafe(handle(&ctx, &delivery)).catch_unwind();
         let outcome = match run.await {
             Ok(outcome) => outcome,
-            Err(_) => poison::panicked(&ctx, &mut delivery).await,
+            Err(_) => poison::panicked(&ctx, &delivery).await,
         };
         if let Err(e) = outcome {
             log::error!("delivery {} left unacknowledged: {e}", delivery.tag);
@@ -82,9 +82,9 @@ fn enter(msg: &Message) {
 }
 
 /// Handles one delivery; `delivery.taken_at` (the server's clock) is "now" for eta and expiry.
-/// One delivered too often, or that does not decode within the limits, is dead-lettered (its
-/// text moves into the dead letter).
-pub async fn handle(ctx: &Context, delivery: &mut Delivery) -> Result<(), ExecuteError> {
+/// One delivered too often, or that does not decode within the limits, is dead-lettered.
+pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
+    let now = delivery.taken_at;
     let limits = ctx.broker.limits();
     if delivery.deliveries > limits.max_deliveries {
         return poison::delivered_too_often(ctx, delivery, limits.max_deliveries).await;
@@ -93,8 +93,6 @@ pub async fn handle(ctx: &Context, delivery: &mut Delivery) -> Result<(), Execut
         Ok(msg) => Arc::new(msg),
         Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };
-    let delivery = &*delivery;
-    let now = delivery.taken_at;
     enter(&msg);
     report::received(ctx, &msg, &delivery.queue);
     if ctx.registry.is_revoked(msg.id()) {

@@ -1,8 +1,9 @@
 //! A message that cannot be run goes to the dead-letter list with the reason (acknowledged in
 //! the same step); if its task id is readable at all, the id gets a FAILURE so no caller waits
-//! forever. The entry takes the delivery's text (no copy); one refused for its size keeps only
-//! a prefix of it.
+//! forever. The entry holds the delivery's text as it is written (no copy); one refused for its
+//! size keeps only a prefix of it.
 
+use celery_redis::broker::dead::{prefix, readable_task, DEAD_RAW_KEEP};
 use celery_redis::broker::{Claim, DeadLetter, Delivery};
 use celery_redis::protocol::DecodeError;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
@@ -11,9 +12,10 @@ use crate::context::Context;
 use crate::ending::ExecuteError;
 
 /// Dead-letters a held delivery that does not decode, with a FAILURE for its id if readable.
+/// One refused for its size keeps only a prefix of its text.
 pub async fn dead_letter(
     ctx: &Context,
-    delivery: &mut Delivery,
+    delivery: &Delivery,
     err: DecodeError,
 ) -> Result<(), ExecuteError> {
     log::warn!("dead-lettering message {}: {err}", delivery.tag);
@@ -22,25 +24,27 @@ pub async fn dead_letter(
         _ => "DecodeError",
     };
     let mut entry = entry(err.to_string(), delivery);
-    if err.is_over_budget() {
-        entry = entry.keep_prefix();
+    let mut raw = delivery.raw.as_str();
+    if err.is_over_budget() && raw.len() > DEAD_RAW_KEEP {
+        entry.raw_bytes = u64::try_from(raw.len()).ok();
+        raw = prefix(raw);
     }
-    give_up(ctx, delivery, &entry, exc_type).await
+    give_up(ctx, delivery, &entry, raw, exc_type).await
 }
 
 /// Dead-letters a held delivery whose run panicked, with a FAILURE for its id if readable.
-pub async fn panicked(ctx: &Context, delivery: &mut Delivery) -> Result<(), ExecuteError> {
+pub async fn panicked(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
     let reason = "the worker panicked running it";
     log::error!("dead-lettering message {}: {reason}", delivery.tag);
     let entry = entry(reason.to_owned(), delivery);
-    give_up(ctx, delivery, &entry, "WorkerLostError").await
+    give_up(ctx, delivery, &entry, &delivery.raw, "WorkerLostError").await
 }
 
 /// Dead-letters a held delivery that restores gave back more than `max` times (each worker that
 /// took it died or lost its lease), with a FAILURE for its id if readable, before decoding it.
 pub async fn delivered_too_often(
     ctx: &Context,
-    delivery: &mut Delivery,
+    delivery: &Delivery,
     max: u32,
 ) -> Result<(), ExecuteError> {
     let reason = format!(
@@ -49,27 +53,30 @@ pub async fn delivered_too_often(
     );
     log::error!("dead-lettering message {}: {reason}", delivery.tag);
     let entry = entry(reason, delivery);
-    give_up(ctx, delivery, &entry, "WorkerLostError").await
+    give_up(ctx, delivery, &entry, &delivery.raw, "WorkerLostError").await
 }
 
-/// The dead letter of a held delivery, holding its text (taken from it, not copied).
-fn entry(reason: String, delivery: &mut Delivery) -> DeadLetter {
-    let mut entry =
-        DeadLetter::about(reason, std::mem::take(&mut delivery.raw)).in_queue(&delivery.queue);
+/// The dead letter of a held delivery, with its task's name and id when readable; the text is
+/// added when it is written, borrowed from the delivery.
+fn entry(reason: String, delivery: &Delivery) -> DeadLetter {
+    let mut entry = DeadLetter::new(reason, String::new()).in_queue(&delivery.queue);
+    (entry.task, entry.task_id) = readable_task(&delivery.raw);
     entry.at = delivery.taken_at;
     entry
 }
 
-/// FAILURE for the entry's id (when readable), then the dead letter and the ack in one step.
+/// FAILURE for the entry's id (when readable), then the dead letter holding `raw` and the ack
+/// in one step.
 async fn give_up(
     ctx: &Context,
     delivery: &Delivery,
     entry: &DeadLetter,
+    raw: &str,
     exc_type: &str,
 ) -> Result<(), ExecuteError> {
     let (id, task) = (entry.task_id.as_deref(), entry.task.as_deref());
     store_failure(ctx, id, task, exc_type, &entry.reason).await?;
-    ctx.broker.dead_letter(delivery, entry).await?;
+    ctx.broker.dead_letter_holding(delivery, entry, raw).await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 //! - [`settle`] — the ways a held delivery ends (ack, finish, requeue, schedule, retry, dead letter);
 //! - [`schedule`] — eta messages coming due;
 //! - [`restore`] — giving back what dead workers held;
-//! - [`dead`] — the dead-letter list.
+//! - [`dead`] — the dead-letter list; `letter`, the shape of one entry.
 
 use crate::connection::{Conn, Transient};
 use redis::{AsyncCommands, RedisResult};
@@ -24,6 +24,7 @@ use crate::scripts::PUBLISH_ONCE;
 
 pub mod consume;
 pub mod dead;
+mod letter;
 pub mod restore;
 pub mod schedule;
 pub mod settle;
