@@ -30,10 +30,11 @@ fn envelope(id: &str, edit: impl FnOnce(&mut Value)) -> String {
     v.to_string()
 }
 
-/// The review's zlib bomb: ~21 KB on the queue, 16 MB of `0,` under one kwarg once inflated.
+/// The review's zlib bomb: ~21 KB on the queue, 16.0 MB of `0,` under one kwarg once inflated
+/// (just under the old 16 MiB bound on inflated bodies).
 pub fn zlib_bomb(id: &str) -> String {
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    z.write_all(&zeros_body(16 * 1024 * 1024)).unwrap();
+    z.write_all(&zeros_body(16_000_000)).unwrap();
     let compressed = z.finish().unwrap();
     envelope(id, |v| {
         v["body"] = json!(B64.encode(&compressed));
