@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use celery_redis::config::{boolean, count, number, parse, raw, ConfigError, RedisConfig, Source};
 use celery_redis::node;
+use celery_redis::protocol::{Limits, MAX_DELIVERIES, MAX_MESSAGE_BYTES};
 
 use crate::webhook::policy::Policy;
 
@@ -29,6 +30,8 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_SEND_TASK_EVENTS",
     "WORKER_METRICS_BIND",
     "WORKER_QUEUES",
+    "MESSAGE_MAX_BYTES",
+    "MESSAGE_MAX_DELIVERIES",
 ];
 
 /// The worker's settings.
@@ -90,6 +93,10 @@ pub struct WorkerConfig {
     /// Whether `WORKER_METRICS_BIND` was set: only the default gives way to a free port when
     /// taken (a second worker on the host); an address asked for must be had.
     pub metrics_bind_set: bool,
+    /// `MESSAGE_MAX_BYTES` (default 1 MiB: largest entry, and body once inflated; each part may
+    /// hold 1/16 as many JSON values) and `MESSAGE_MAX_DELIVERIES` (default 5: a message given
+    /// back this many times by restores is dead-lettered at its next delivery).
+    pub limits: Limits,
 }
 
 impl WorkerConfig {
@@ -181,6 +188,21 @@ impl WorkerConfig {
                 1000,
                 (1, 3_600_000),
             )?),
+            limits: Limits {
+                max_bytes: count(
+                    src,
+                    "MESSAGE_MAX_BYTES",
+                    u64::try_from(MAX_MESSAGE_BYTES).unwrap_or(u64::MAX),
+                    (16 * 1024, 64 * 1024 * 1024),
+                )?,
+                max_deliveries: u32::try_from(number(
+                    src,
+                    "MESSAGE_MAX_DELIVERIES",
+                    u64::from(MAX_DELIVERIES),
+                    (1, 1000),
+                )?)
+                .unwrap_or(1000),
+            },
         })
     }
 }
@@ -262,6 +284,9 @@ mod tests {
             ("WORKER_QUEUES", "orders,,notifications"),
             ("WORKER_QUEUES", "orders,orders"),
             ("WORKER_QUEUES", "unacked"),
+            ("MESSAGE_MAX_BYTES", "1000"),
+            ("MESSAGE_MAX_BYTES", "1e9"),
+            ("MESSAGE_MAX_DELIVERIES", "0"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

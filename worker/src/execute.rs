@@ -97,9 +97,14 @@ fn enter(msg: &Message) {
 }
 
 /// Handles one delivery; `delivery.taken_at` (the server's clock) is "now" for eta and expiry.
+/// One delivered too often, or that does not decode within the limits, is dead-lettered.
 pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
     let now = delivery.taken_at;
-    let msg = match Message::decode(delivery.raw.as_bytes()) {
+    let limits = ctx.broker.limits();
+    if delivery.deliveries > limits.max_deliveries {
+        return poison::delivered_too_often(ctx, delivery, limits.max_deliveries).await;
+    }
+    let msg = match Message::decode_within(delivery.raw.as_bytes(), limits) {
         Ok(msg) => Arc::new(msg),
         Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };

@@ -1,9 +1,10 @@
 //! A message that cannot be run goes to the dead-letter list with the reason (acknowledged in
 //! the same step); if its task id is readable at all, the id gets a FAILURE so no caller waits
-//! forever.
+//! forever. The entry holds the delivery's text as it is written (no copy); one refused for its
+//! size keeps only a prefix of it.
 
-use celery_redis::broker::dead::readable_task;
-use celery_redis::broker::{DeadLetter, Delivery};
+use celery_redis::broker::dead::{prefix, readable_task, DEAD_RAW_KEEP};
+use celery_redis::broker::{Claim, DeadLetter, Delivery};
 use celery_redis::protocol::DecodeError;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
 
@@ -11,48 +12,71 @@ use crate::context::Context;
 use crate::ending::ExecuteError;
 
 /// Dead-letters a held delivery that does not decode, with a FAILURE for its id if readable.
+/// One refused for its size keeps only a prefix of its text.
 pub async fn dead_letter(
     ctx: &Context,
     delivery: &Delivery,
     err: DecodeError,
 ) -> Result<(), ExecuteError> {
     log::warn!("dead-lettering message {}: {err}", delivery.tag);
-    let mut entry =
-        DeadLetter::about(err.to_string(), delivery.raw.clone()).in_queue(&delivery.queue);
-    entry.at = delivery.taken_at;
     let exc_type = match err {
         DecodeError::ContentType(_) => "ContentDisallowed",
         _ => "DecodeError",
     };
-    let task = entry.task.as_deref();
-    store_failure(
-        ctx,
-        entry.task_id.as_deref(),
-        task,
-        exc_type,
-        &err.to_string(),
-    )
-    .await?;
-    ctx.broker.dead_letter(delivery, &entry).await?;
-    Ok(())
+    let mut entry = entry(err.to_string(), delivery);
+    let mut raw = delivery.raw.as_str();
+    if err.is_over_budget() && raw.len() > DEAD_RAW_KEEP {
+        entry.raw_bytes = u64::try_from(raw.len()).ok();
+        raw = prefix(raw);
+    }
+    give_up(ctx, delivery, &entry, raw, exc_type).await
 }
 
 /// Dead-letters a held delivery whose run panicked, with a FAILURE for its id if readable.
 pub async fn panicked(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
     let reason = "the worker panicked running it";
     log::error!("dead-lettering message {}: {reason}", delivery.tag);
-    let mut entry = DeadLetter::about(reason, delivery.raw.clone()).in_queue(&delivery.queue);
+    let entry = entry(reason.to_owned(), delivery);
+    give_up(ctx, delivery, &entry, &delivery.raw, "WorkerLostError").await
+}
+
+/// Dead-letters a held delivery that restores gave back more than `max` times (each worker that
+/// took it died or lost its lease), with a FAILURE for its id if readable, before decoding it.
+pub async fn delivered_too_often(
+    ctx: &Context,
+    delivery: &Delivery,
+    max: u32,
+) -> Result<(), ExecuteError> {
+    let reason = format!(
+        "delivered {} times without finishing (at most {max}): each worker that took it died or lost its lease",
+        delivery.deliveries
+    );
+    log::error!("dead-lettering message {}: {reason}", delivery.tag);
+    let entry = entry(reason, delivery);
+    give_up(ctx, delivery, &entry, &delivery.raw, "WorkerLostError").await
+}
+
+/// The dead letter of a held delivery, with its task's name and id when readable; the text is
+/// added when it is written, borrowed from the delivery.
+fn entry(reason: String, delivery: &Delivery) -> DeadLetter {
+    let mut entry = DeadLetter::new(reason, String::new()).in_queue(&delivery.queue);
+    (entry.task, entry.task_id) = readable_task(&delivery.raw);
     entry.at = delivery.taken_at;
-    let task = entry.task.as_deref();
-    store_failure(
-        ctx,
-        entry.task_id.as_deref(),
-        task,
-        "WorkerLostError",
-        reason,
-    )
-    .await?;
-    ctx.broker.dead_letter(delivery, &entry).await?;
+    entry
+}
+
+/// FAILURE for the entry's id (when readable), then the dead letter holding `raw` and the ack
+/// in one step.
+async fn give_up(
+    ctx: &Context,
+    delivery: &Delivery,
+    entry: &DeadLetter,
+    raw: &str,
+    exc_type: &str,
+) -> Result<(), ExecuteError> {
+    let (id, task) = (entry.task_id.as_deref(), entry.task.as_deref());
+    store_failure(ctx, id, task, exc_type, &entry.reason).await?;
+    ctx.broker.dead_letter_holding(delivery, entry, raw).await?;
     Ok(())
 }
 
@@ -65,17 +89,21 @@ pub async fn unreadable(ctx: &Context, tag: &[u8], raw: &str, queue: &str) {
 }
 
 /// Reports an entry the claim itself dead-lettered: FAILURE for its id, when readable.
-pub async fn claimed_dead(ctx: &Context, raw: &str, reason: &str) {
+pub async fn claimed_dead(ctx: &Context, claim: &Claim) {
+    let Claim::DeadLettered {
+        reason,
+        task,
+        task_id,
+        ..
+    } = claim
+    else {
+        return;
+    };
     log::warn!("dead-lettered an undecodable queue entry: {reason}");
-    if let Err(e) = fail_readable(ctx, raw, reason).await {
+    let (id, task) = (task_id.as_deref(), task.as_deref());
+    if let Err(e) = store_failure(ctx, id, task, "DecodeError", reason).await {
         log::warn!("could not store FAILURE for a dead-lettered entry: {e}");
     }
-}
-
-/// Stores a FAILURE for an entry the claim already dead-lettered, when its id is readable.
-pub async fn fail_readable(ctx: &Context, raw: &str, reason: &str) -> Result<(), ExecuteError> {
-    let (task, id) = readable_task(raw);
-    store_failure(ctx, id.as_deref(), task.as_deref(), "DecodeError", reason).await
 }
 
 async fn store_failure(

@@ -132,6 +132,11 @@ impl Blocking {
                 *wait = Some(Wait::Refused(Box::new(conn), Instant::now() + REFUSED_FOR));
                 Ok(false)
             }
+            // A connection that failed (or is out of step) is replaced, not reused.
+            Err(e) => {
+                *wait = Some(Wait::Idle(Box::new(Conn::new(&self.url, self.waits)?)));
+                Err(e)
+            }
             moved => {
                 *wait = Some(Wait::Idle(Box::new(conn)));
                 moved

@@ -87,7 +87,8 @@ impl Worker {
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
             .with_routes(cfg.redis.routes.clone())
             .with_results(stores.results.clone())
-            .with_retention(cfg.redis.retention);
+            .with_retention(cfg.redis.retention)
+            .with_limits(cfg.limits);
         let blocking = Blocking::new(&broker, &cfg.queues, &cfg.redis.url, CONNECT_RETRIES)?;
         let checked = stores.clone();
         let (events, batcher) = Events::new(
@@ -243,8 +244,8 @@ impl Worker {
                     drop(permit);
                     poison::unreadable(&self.ctx, &tag, &raw, &queue).await;
                 }
-                Claim::DeadLettered { reason, raw, .. } => {
-                    poison::claimed_dead(&self.ctx, &raw, &reason).await;
+                dead @ Claim::DeadLettered { .. } => {
+                    poison::claimed_dead(&self.ctx, &dead).await;
                 }
             }
         }

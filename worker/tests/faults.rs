@@ -6,6 +6,11 @@
 //! one delivery per notification), and prints one line of figures.
 //!
 //! Run: `cargo test --release -p worker --test faults -- --ignored --nocapture --test-threads 1`
+//!
+//! Also here: [`capped`], hostile messages against one worker under a memory cap.
+
+mod bombs;
+mod capped;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -455,6 +455,8 @@ async fn task_received_events_carry_reprs_cut_as_celery_cuts_them() {
         ("WORKER_NAME".into(), NODE.into()),
         ("WORKER_SEND_TASK_EVENTS".into(), "true".into()),
         ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
+        // Its 4 MB of reprs is over the default message limit, which would refuse it first.
+        ("MESSAGE_MAX_BYTES".into(), "8388608".into()),
     ]);
     let cfg =
         worker::config::WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
@@ -512,7 +514,8 @@ async fn task_received_events_carry_reprs_cut_as_celery_cuts_them() {
 // ---------------------------------------------------------------------------------------------
 #[tokio::test]
 async fn scheduled_replies_stay_small_however_big_the_parked_bodies() {
-    let w = named(&[]).await;
+    // Bodies of 1 MB are over the default message limit, which would refuse them first.
+    let w = named(&[("MESSAGE_MAX_BYTES", "4194304")]).await;
     ask_node(&w.conn, "ping", json!({})).await;
     let big = "p".repeat(1024 * 1024);
     for i in 0..20 {

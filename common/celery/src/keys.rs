@@ -25,6 +25,10 @@ pub const DEAD_LETTER: &str = "fleet:dead_letter";
 /// How many dead letters were dropped (oldest first) to keep the list within its cap.
 pub const DEAD_LETTER_DROPPED: &str = "fleet:dead_letter:dropped";
 
+/// The prefix of a redelivered message's delivery counter; the claim script appends the SHA-1
+/// of its delivery tag (only that script reads the tag).
+pub const DELIVERIES_PREFIX: &str = "fleet:deliveries:";
+
 /// Fleet-wide revoked task ids, scored by when they were revoked (server time, seconds).
 pub const REVOKED: &str = "fleet:revoked";
 

@@ -47,7 +47,11 @@ async fn publish_pushes_left_and_claim_records_in_kombus_unacked_layout() {
         env.headers.id, first.id,
         "FIFO: LPUSH then pop from the right"
     );
-    assert_eq!(Some(d.tag.as_str()), env.delivery_tag());
+    // Held under its tag and the lease mark (restores tell this project's leases by it).
+    assert_eq!(
+        d.tag,
+        format!("{}{}", env.delivery_tag().unwrap(), keys::LEASE_SUFFIX)
+    );
 
     let stored: String = conn.hget(keys::UNACKED, &d.tag).await.unwrap();
     let triple: (Value, String, String) = serde_json::from_str(&stored).unwrap();
@@ -120,11 +124,15 @@ async fn claim_reads_kombus_fields_from_properties_in_any_key_order() {
     for raw in [normal, first] {
         conn.lpush::<_, _, ()>("celery", &raw).await.unwrap();
         let d = claim(&broker).await;
-        assert_eq!((d.tag.as_str(), d.raw.as_str()), ("tag-1", raw.as_str()));
-        let stored: String = conn.hget(keys::UNACKED, "tag-1").await.unwrap();
+        let held = format!("tag-1{}", keys::LEASE_SUFFIX);
+        assert_eq!(
+            (d.tag.as_str(), d.raw.as_str()),
+            (held.as_str(), raw.as_str())
+        );
+        let stored: String = conn.hget(keys::UNACKED, &held).await.unwrap();
         let triple: (Value, String, String) = serde_json::from_str(&stored).unwrap();
         assert_eq!((triple.1.as_str(), triple.2.as_str()), ("", "celery"));
-        assert!(broker.ack("tag-1").await.unwrap());
+        assert!(broker.ack(&held).await.unwrap());
     }
 }
 
@@ -341,7 +349,7 @@ async fn renewed_leases_are_not_restored_and_expired_ones_are() {
     assert_eq!(v["properties"]["delivery_info"]["redelivered"], json!(true));
     assert_eq!(
         v["properties"]["delivery_tag"],
-        json!(dead.tag),
+        json!(dead.tag.strip_suffix(keys::LEASE_SUFFIX).unwrap()),
         "keeps its tag"
     );
     assert!(

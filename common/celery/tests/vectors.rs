@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use celery_redis::protocol::{Envelope, Message, TaskMessage};
+use celery_redis::protocol::{Envelope, Limits, Message, TaskMessage};
 use celery_redis::result::{ResultMeta, TaskState};
 use serde_json::{Map, Value};
 
@@ -45,6 +45,18 @@ fn captured_messages() -> Vec<(String, Value, String)> {
         }
     }
     out
+}
+
+/// The smallest `MESSAGE_MAX_BYTES` still runs every message a Python producer sent.
+#[test]
+fn every_captured_producer_message_decodes_within_the_smallest_limits() {
+    let smallest = Limits {
+        max_bytes: 16 * 1024,
+        ..Limits::default()
+    };
+    for (name, _, raw) in captured_messages() {
+        Message::decode_within(raw.as_bytes(), &smallest).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
 }
 
 #[test]

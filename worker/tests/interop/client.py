@@ -256,6 +256,13 @@ def send_py_only(count):
     return [app.send_task("py_only", args=(i,)).id for i in range(int(count))]
 
 
+def send_held(countdown):
+    """On the queue `py` (a Python worker's): one order with a countdown, one without."""
+    later = process_order.apply_async(kwargs=order("py-held-later"), countdown=int(countdown), queue="py")
+    now = process_order.apply_async(kwargs=order("py-held-now"), queue="py")
+    return [later.id, now.id]
+
+
 def send_later(countdown):
     return process_order.apply_async(kwargs=order("py-later"), countdown=int(countdown)).id
 
@@ -276,7 +283,7 @@ def wait_all(ids_json):
 SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
              "publish-priorities": publish_priorities, "send-many": send_many,
              "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed,
-             "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later, "send-py-only": send_py_only}
+             "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later, "send-py-only": send_py_only, "send-held": send_held}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]

@@ -1,14 +1,22 @@
 //! Taking messages: the claim script (pop and record in kombu's `unacked` in one step), the
 //! blocking wait for a message, and lease renewal.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::connection::Conn;
+use redis::aio::ConnectionLike;
 use redis::RedisResult;
 
-use super::Broker;
+use super::dead::DEAD_RAW_KEEP;
+use super::{Broker, DeadLetter};
 use crate::keys;
 use crate::scripts::{CLAIM, RENEW};
+
+/// Largest entry the claim script decodes in full (inside Redis) when it cannot find its delivery
+/// tag by searching the text: decoding costs Redis ~30 times the entry's size in its Lua heap.
+/// A larger one is dead-lettered without decoding it.
+pub const SCRIPT_DECODE_MAX: usize = 16 * 1024;
 
 /// A message this worker holds: it is recorded in `unacked` under `tag`.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,18 +27,24 @@ pub struct Delivery {
     pub taken_at: f64,
     /// The queue it was taken from: its retries and eta wait in that queue's schedule.
     pub queue: String,
+    /// Which delivery of the message this is: 1, or more once a restore gave it back after its
+    /// worker died or lost its lease (counted by the claim from kombu's `redelivered` flag).
+    pub deliveries: u32,
 }
 
 /// What a claim found, and from which queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     Message(Delivery),
-    /// The entry has no delivery tag (or is not even JSON): it is already in the dead-letter
-    /// list, as `raw`.
+    /// The entry has no delivery tag (or is not even JSON), or is larger than the limit: it is
+    /// already in the dead-letter list, with `raw` as stored there (for a large entry, only its
+    /// first bytes) and its task name and id when they could be read.
     DeadLettered {
         reason: String,
         raw: String,
         queue: String,
+        task: Option<String>,
+        task_id: Option<String>,
     },
     /// The entry (or its tag) is not UTF-8: it is held under `tag` (its exact bytes) and must be
     /// dead-lettered with [`Broker::dead_letter_unreadable`]; `raw` shows it lossily.
@@ -56,6 +70,23 @@ impl Claim {
             Claim::Message(d) => &d.queue,
             Claim::DeadLettered { queue, .. } | Claim::Unreadable { queue, .. } => queue,
         }
+    }
+}
+
+/// A claim of an entry the script dead-lettered: `entry` is the dead letter as stored (bounded;
+/// read lossily, as a prefix may end inside a character).
+fn dead_lettered(entry: &[u8], reason: String, queue: String) -> Claim {
+    let text = String::from_utf8_lossy(entry);
+    let (raw, task, task_id) = match serde_json::from_str::<DeadLetter>(&text) {
+        Ok(dead) => (dead.raw, dead.task, dead.task_id),
+        Err(_) => (text.into_owned(), None, None),
+    };
+    Claim::DeadLettered {
+        reason,
+        raw,
+        queue,
+        task,
+        task_id,
     }
 }
 
@@ -103,7 +134,15 @@ impl Broker {
         inv.key(keys::UNACKED)
             .key(keys::UNACKED_INDEX)
             .key(keys::DEAD_LETTER);
-        inv.arg(max.max(1)).arg(keys::LEASE_SUFFIX);
+        let limits = &self.limits;
+        inv.arg(max.max(1))
+            .arg(limits.max_bytes)
+            .arg(SCRIPT_DECODE_MAX.min(limits.max_bytes))
+            .arg(DEAD_RAW_KEEP)
+            .arg(keys::DELIVERIES_PREFIX)
+            .arg(limits.max_deliveries)
+            .arg(self.retention.as_secs().max(86_400))
+            .arg(keys::LEASE_SUFFIX);
         for queue in queues {
             inv.key(keys::processing(queue)).arg(queue);
         }
@@ -122,23 +161,33 @@ impl Broker {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0);
         let mut claims = Vec::new();
-        while let (Some(raw), Some(tag), Some(reason), Some(queue)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        {
+        while let (Some(raw), Some(tag), Some(reason), Some(queue), Some(deliveries)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
             let reason = String::from_utf8_lossy(&reason).into_owned();
             // One of the names passed in, so UTF-8.
             let queue = String::from_utf8_lossy(&queue).into_owned();
+            if !reason.is_empty() {
+                claims.push(dead_lettered(&raw, reason, queue));
+                continue;
+            }
+            let deliveries = std::str::from_utf8(&deliveries)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
             let raw = String::from_utf8(raw)
                 .map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
             claims.push(match (raw, String::from_utf8(tag)) {
-                (Ok(raw) | Err(raw), _) if !reason.is_empty() => {
-                    Claim::DeadLettered { reason, raw, queue }
-                }
                 (Ok(raw), Ok(tag)) => Claim::Message(Delivery {
                     raw,
                     tag,
                     taken_at,
                     queue,
+                    deliveries,
                 }),
                 (Ok(raw) | Err(raw), tag) => Claim::Unreadable {
                     tag: tag.map_or_else(|e| e.into_bytes(), String::into_bytes),
@@ -152,22 +201,59 @@ impl Broker {
 
     /// Blocks (on a connection of its own) until the queue has a message, moving it atomically
     /// into the processing list, from where the next [`Broker::claim`] of any worker takes it.
-    /// Returns whether a message arrived within `timeout`.
+    /// Returns whether a message waits there now (one arrived within `timeout`, or was left).
+    ///
+    /// The message itself is not sent back (`CLIENT REPLY SKIP` drops BLMOVE's reply): an entry
+    /// of any size costs this worker nothing before the claim bounds it. A server that refuses
+    /// `CLIENT REPLY` (an ACL without `+client|reply`) gets a plain BLMOVE from then on, with a
+    /// warning, after an error that makes the caller replace this connection.
     pub async fn wait_for_message(
         &self,
         blocking: &mut Conn,
         timeout: Duration,
     ) -> RedisResult<bool> {
-        // Bytes: an entry that is not UTF-8 is moved all the same (the claim dead-letters it).
-        let moved: Option<Vec<u8>> = redis::cmd("BLMOVE")
+        let processing = keys::processing(&self.queue);
+        let mut blmove = redis::cmd("BLMOVE");
+        blmove
             .arg(&self.queue)
-            .arg(keys::processing(&self.queue))
+            .arg(&processing)
             .arg("RIGHT")
             .arg("LEFT")
-            .arg(timeout.as_secs_f64())
-            .query_async(blocking)
-            .await?;
-        Ok(moved.is_some())
+            .arg(timeout.as_secs_f64());
+        if self.reply_refused.load(Ordering::Relaxed) {
+            // Bytes: an entry that is not UTF-8 is moved all the same (the claim dead-letters it).
+            let moved: Option<Vec<u8>> = blmove.query_async(blocking).await?;
+            return Ok(moved.is_some());
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLIENT").arg("REPLY").arg("SKIP");
+        pipe.add_command(blmove);
+        pipe.cmd("LLEN").arg(&processing);
+        // Fails WRONGTYPE when the queue's key holds another type (BLMOVE's error is skipped).
+        pipe.cmd("LLEN").arg(&self.queue);
+        let replies = blocking.req_packed_commands(&pipe, 0, 2).await?;
+        let counted = |v: &redis::Value| match v {
+            redis::Value::Int(_) => true,
+            redis::Value::ServerError(e) => e.code() == "WRONGTYPE",
+            _ => false,
+        };
+        let [waiting, queued] = <[redis::Value; 2]>::try_from(replies)
+            .ok()
+            .filter(|r| r.iter().all(counted))
+            .ok_or_else(|| {
+                // Not LLEN's answers: `CLIENT REPLY` was refused (its error came first), and
+                // this connection is out of step.
+                if !self.reply_refused.swap(true, Ordering::Relaxed) {
+                    log::warn!("redis refused CLIENT REPLY (allow +client|reply): the blocking waits now receive each message whole");
+                }
+                redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "CLIENT REPLY refused; replace this connection",
+                ))
+            })?;
+        queued.extract_error()?;
+        let waiting: i64 = redis::from_redis_value(waiting.extract_error()?)?;
+        Ok(waiting > 0)
     }
 
     /// Moves whatever waits in the processing list back to the consuming end of the queue

@@ -2,86 +2,12 @@
 //! [`DeadLetter`] is the one shape of an entry (the claim script writes the same fields).
 
 use redis::{AsyncCommands, RedisResult};
-use serde::{Deserialize, Serialize};
 
+pub use super::letter::{prefix, readable_task, DeadLetter, DEAD_RAW_KEEP};
 use super::Broker;
 use crate::keys;
 use crate::result::{ExceptionInfo, ResultBackend, ResultError, ResultMeta};
 use crate::scripts::{REQUEUE_DEAD, TRIM_DEAD};
-
-/// One dead-letter entry, as stored (newest first) in [`keys::DEAD_LETTER`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub reason: String,
-    /// The queue it was taken from; `requeue-dead` puts it back there.
-    #[serde(default)]
-    pub queue: Option<String>,
-    #[serde(default)]
-    pub task: Option<String>,
-    #[serde(default)]
-    pub task_id: Option<String>,
-    pub raw: String,
-    /// Unix seconds.
-    pub at: f64,
-    /// How many times the task ran before it was given up (retried tasks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempts: Option<i64>,
-}
-
-impl DeadLetter {
-    /// An entry for `raw`, dead now by this host's clock (the scripts use the server's).
-    pub fn new(reason: impl Into<String>, raw: impl Into<String>) -> Self {
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        DeadLetter {
-            reason: reason.into(),
-            queue: None,
-            task: None,
-            task_id: None,
-            raw: raw.into(),
-            at,
-            attempts: None,
-        }
-    }
-
-    /// An entry for `raw` with its task name and id when they can be read from it at all (the
-    /// envelope may be poison precisely because other fields are malformed).
-    pub fn about(reason: impl Into<String>, raw: impl Into<String>) -> Self {
-        let mut entry = DeadLetter::new(reason, raw);
-        let (task, id) = readable_task(&entry.raw);
-        entry.task = task;
-        entry.task_id = id;
-        entry
-    }
-
-    pub fn in_queue(mut self, queue: &str) -> Self {
-        self.queue = Some(queue.to_owned());
-        self
-    }
-
-    pub fn to_json(&self) -> String {
-        // Serializing plain data into a String cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// `headers.task` and `headers.id` of a raw envelope, read leniently (any other field may be
-/// malformed); an empty id counts as none.
-pub fn readable_task(raw: &str) -> (Option<String>, Option<String>) {
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(raw) else {
-        return (None, None);
-    };
-    let field = |name: &str| {
-        value
-            .get("headers")
-            .and_then(|h| h.get(name))
-            .and_then(serde_json::Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
-    (field("task"), field("id"))
-}
 
 /// The FAILURE a caller reads for a task the broker dead-lettered because it could not route
 /// or read it (kombu's `OperationalError`, with the reason).
@@ -112,8 +38,8 @@ impl Broker {
     }
 
     /// Puts up to `limit` dead letters (0: all), oldest first, back at the end of their queue
-    /// (or this queue when the entry names none). Entries whose raw message is not a JSON
-    /// object stay where they are.
+    /// (or this queue when the entry names none). Entries that keep only a prefix of their
+    /// message (`raw_bytes`) stay where they are.
     pub async fn requeue_dead(&self, limit: usize) -> RedisResult<usize> {
         self.requeue_dead_of(limit, None).await
     }
@@ -137,9 +63,13 @@ impl Broker {
             if limit > 0 && moved >= limit {
                 break;
             }
+            // An entry that keeps only a prefix of a message is not that message.
             let Ok(dead) = serde_json::from_slice::<DeadLetter>(entry) else {
                 continue;
             };
+            if dead.raw_bytes.is_some() {
+                continue;
+            }
             let queue = self.queue_of(&dead);
             if only.is_some_and(|q| q != queue) {
                 continue;

@@ -10,20 +10,21 @@
 //! - [`settle`] — the ways a held delivery ends (ack, finish, requeue, schedule, retry, dead letter);
 //! - [`schedule`] — eta messages coming due;
 //! - [`restore`] — giving back what dead workers held;
-//! - [`dead`] — the dead-letter list.
+//! - [`dead`] — the dead-letter list; `letter`, the shape of one entry.
 
 use crate::connection::{Conn, Transient};
 use redis::{AsyncCommands, RedisResult};
 use serde::Serialize;
 
 use crate::keys;
-use crate::protocol::TaskMessage;
+use crate::protocol::{Limits, TaskMessage};
 use crate::result::ResultBackend;
 use crate::routes::Routes;
 use crate::scripts::PUBLISH_ONCE;
 
 pub mod consume;
 pub mod dead;
+mod letter;
 pub mod restore;
 pub mod schedule;
 pub mod settle;
@@ -104,6 +105,11 @@ pub struct Broker {
     results: Option<ResultBackend>,
     /// Where the next restore pass starts in `unacked_index` (entries still held passed over).
     restore_skip: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// What a message it claims may cost: larger entries are dead-lettered by the claim.
+    limits: Limits,
+    /// Whether the server refused `CLIENT REPLY` (see [`Broker::wait_for_message`]); shared by
+    /// every clone.
+    reply_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Broker {
@@ -119,7 +125,19 @@ impl Broker {
             retention: std::time::Duration::from_secs(7 * 86_400),
             results: None,
             restore_skip: Default::default(),
+            limits: Limits::default(),
+            reply_refused: Default::default(),
         }
+    }
+
+    /// Claims within `limits` (entry size, deliveries).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Idempotency keys of [`Broker::publish_once`] live this long (at least a second).

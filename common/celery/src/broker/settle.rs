@@ -230,6 +230,25 @@ impl Broker {
         self.settle_dead(delivery.tag.as_bytes(), entry).await
     }
 
+    /// [`Broker::dead_letter`] with `raw` in the entry instead of `entry.raw`: the delivery's
+    /// text, or what is kept of it ([`super::dead::prefix`]), borrowed rather than copied.
+    pub async fn dead_letter_holding(
+        &self,
+        delivery: &Delivery,
+        entry: &DeadLetter,
+        raw: &str,
+    ) -> RedisResult<bool> {
+        let json = entry.json_holding(raw);
+        self.settle_own(
+            delivery.tag.as_bytes(),
+            "lpush",
+            keys::DEAD_LETTER,
+            &json,
+            0.0,
+        )
+        .await
+    }
+
     /// Dead-letters an entry a claim found not to be UTF-8 ([`super::Claim::Unreadable`]),
     /// taken from `queue`.
     pub async fn dead_letter_unreadable(

@@ -12,7 +12,7 @@ local own, foreign = now - tonumber(ARGV[1]), now - tonumber(ARGV[2])
 local suffix, most, window, skip = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local listed = redis.call('ZRANGE', KEYS[1], '-inf', math.max(own, foreign), 'BYSCORE',
   'LIMIT', skip, window, 'WITHSCORES')
-local out = {tostring(own), tostring(foreign), 0}
+local out = {tostring(own), tostring(foreign), '0'}
 local held, found = 0, 0
 for i = 1, #listed, 2 do
   if found >= most then break end
@@ -32,5 +32,5 @@ for i = 1, #listed, 2 do
   end
 end
 -- A full window goes on past what it passed over; a short one reached the end: start again.
-if #listed / 2 >= window then out[3] = skip + held end
+if #listed / 2 >= window then out[3] = tostring(skip + held) end
 return out

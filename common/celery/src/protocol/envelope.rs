@@ -1,6 +1,7 @@
 //! The kombu envelope (one JSON object per Redis list entry) with Celery's headers and kombu's
 //! properties, and the decoding of a list entry into a runnable [`Message`].
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -11,14 +12,11 @@ use time::OffsetDateTime;
 
 use super::body::Body;
 use super::error::DecodeError;
+use super::limits::Limits;
 use crate::clock;
 
 /// The only serializer this fleet speaks; pickle and friends are refused on purpose.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
-/// Largest list entry decoded (a task message is kilobytes; Redis would hold 512 MB).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
-/// Largest body after base64 and zlib decoding.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// kombu's name for zlib compression in the `compression` header.
 pub const COMPRESSION_ZLIB: &str = "application/x-gzip";
 
@@ -161,14 +159,23 @@ impl Envelope {
             .filter(|rk| !rk.is_empty())
     }
 
-    /// Decodes the body: base64 (or raw text), optional zlib, then `[args, kwargs, embed]`.
+    /// Decodes the body within the default [`Limits`].
     pub fn decode_body(&self) -> Result<Body, DecodeError> {
+        self.decode_body_within(&Limits::default())
+    }
+
+    /// Decodes the body: base64 (or raw text), optional zlib, then `[args, kwargs, embed]`;
+    /// refused when, decoded or inflated, it is over the byte limit or holds too many values.
+    pub fn decode_body_within(&self, limits: &Limits) -> Result<Body, DecodeError> {
         if self.content_type.as_deref() != Some(CONTENT_TYPE_JSON) {
             return Err(DecodeError::ContentType(self.content_type.clone()));
         }
-        let bytes = match self.properties.body_encoding.as_deref() {
-            Some("base64") => B64.decode(self.body.trim()).map_err(DecodeError::Base64)?,
-            None => self.body.clone().into_bytes(),
+        let bytes: Cow<[u8]> = match self.properties.body_encoding.as_deref() {
+            Some("base64") => B64
+                .decode(self.body.trim())
+                .map_err(DecodeError::Base64)?
+                .into(),
+            None => self.body.as_bytes().into(),
             Some(other) => return Err(DecodeError::BodyEncoding(other.to_owned())),
         };
         let bytes = match self
@@ -182,17 +189,19 @@ impl Envelope {
                 // Inflate at most one byte past the limit: a small bomb must not take the
                 // worker's memory.
                 let mut out = Vec::new();
-                flate2::read::ZlibDecoder::new(bytes.as_slice())
-                    .take(MAX_BODY_BYTES as u64 + 1)
+                let most = u64::try_from(limits.max_bytes).unwrap_or(u64::MAX);
+                flate2::read::ZlibDecoder::new(bytes.as_ref())
+                    .take(most.saturating_add(1))
                     .read_to_end(&mut out)
                     .map_err(DecodeError::Decompress)?;
-                if out.len() > MAX_BODY_BYTES {
-                    return Err(DecodeError::TooLarge("decompressed body", MAX_BODY_BYTES));
+                if out.len() > limits.max_bytes {
+                    return Err(DecodeError::TooLarge("decompressed body", limits.max_bytes));
                 }
-                out
+                out.into()
             }
             Some(other) => return Err(DecodeError::Compression(other.to_owned())),
         };
+        limits.check(&bytes, "body")?;
         Body::from_json(&bytes)
     }
 
@@ -208,11 +217,16 @@ impl Envelope {
 }
 
 impl Message {
-    /// Decodes one Redis list entry into a runnable message, or says why it is poison.
+    /// Decodes one Redis list entry within the default [`Limits`].
     pub fn decode(raw: &[u8]) -> Result<Self, DecodeError> {
-        if raw.len() > MAX_MESSAGE_BYTES {
-            return Err(DecodeError::TooLarge("message", MAX_MESSAGE_BYTES));
-        }
+        Self::decode_within(raw, &Limits::default())
+    }
+
+    /// Decodes one Redis list entry into a runnable message, or says why it is poison. The
+    /// entry and its body are each checked against `limits` before anything is built from them,
+    /// so what it decodes into is bounded too.
+    pub fn decode_within(raw: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        limits.check(raw, "message")?;
         let envelope = Envelope::from_json(raw)?;
         if envelope.headers.task.is_empty() {
             return Err(DecodeError::MissingHeader("task"));
@@ -220,7 +234,7 @@ impl Message {
         if envelope.headers.id.is_empty() {
             return Err(DecodeError::MissingHeader("id"));
         }
-        let body = envelope.decode_body()?;
+        let body = envelope.decode_body_within(limits)?;
         Ok(Message { envelope, body })
     }
 

@@ -23,6 +23,19 @@ pub enum DecodeError {
     TooMany(&'static str, usize),
     #[error("{0} is larger than {1} bytes")]
     TooLarge(&'static str, usize),
+    #[error("{0} holds more than {1} JSON values")]
+    TooManyValues(&'static str, usize),
     #[error("header {0} is missing or empty")]
     MissingHeader(&'static str),
+}
+
+impl DecodeError {
+    /// Whether the entry was refused for what it would cost to decode (its bytes or values):
+    /// its dead letter keeps a bounded prefix of it, not the whole text.
+    pub fn is_over_budget(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::TooLarge(..) | DecodeError::TooManyValues(..)
+        )
+    }
 }

@@ -4,6 +4,7 @@
 //! - [`envelope`] — the kombu envelope with its headers and properties, and [`Message::decode`].
 //! - [`error`] — why an entry is not a runnable task (every variant is a poison message).
 //! - [`body`] — the `[args, kwargs, embed]` body and the canvas signatures inside it.
+//! - [`limits`] — what one message may cost: bytes, inflated body, JSON values, deliveries.
 //! - [`fanout`] — the envelope of broadcast traffic (events, remote control), any JSON body.
 //! - [`pyrepr`] — Python's `repr()` of JSON values, as task events carry them.
 //! - [`outgoing`] — [`TaskMessage`], a task to publish, shaped exactly as Python Celery 5.x does.
@@ -12,6 +13,7 @@ pub mod body;
 pub mod envelope;
 pub mod error;
 pub mod fanout;
+pub mod limits;
 pub mod outgoing;
 pub mod pyrepr;
 
@@ -21,4 +23,5 @@ pub use envelope::{
 };
 pub use error::DecodeError;
 pub use fanout::Fanout;
+pub use limits::{Limits, MAX_DELIVERIES, MAX_MESSAGE_BYTES};
 pub use outgoing::TaskMessage;
