@@ -25,6 +25,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_SEND_TASK_EVENTS",
     "WORKER_METRICS_BIND",
     "WORKER_QUEUES",
+    "BROKER_QUEUE_ORDER",
 ];
 
 /// The worker's settings.
@@ -33,6 +34,8 @@ pub struct WorkerConfig {
     pub redis: RedisConfig,
     /// `WORKER_QUEUES`: the queues it consumes, like Celery's `-Q` (default: `CELERY_QUEUE`).
     pub queues: Vec<String>,
+    /// `BROKER_QUEUE_ORDER`: kombu's `queue_order_strategy` (default `round_robin`).
+    pub queue_order: celery_redis::keys::QueueOrder,
     /// `WORKER_CONCURRENCY`: tasks run at once (default: number of cores).
     pub concurrency: usize,
     /// `WORKER_THREADS`: threads that run tasks (default 1: a current-thread runtime, which
@@ -92,6 +95,7 @@ impl WorkerConfig {
                 }
             },
             redis,
+            queue_order: celery_redis::config::layout::queue_order(src)?,
             concurrency: count(
                 src,
                 "WORKER_CONCURRENCY",
@@ -199,6 +203,7 @@ mod tests {
             ("WORKER_QUEUES", "orders,,notifications"),
             ("WORKER_QUEUES", "orders,orders"),
             ("WORKER_QUEUES", "unacked"),
+            ("BROKER_QUEUE_ORDER", "fair"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

@@ -54,9 +54,18 @@ async fn named(extra: &[(&str, &str)]) -> Running {
 async fn ask(conn: &Conn, method: &str, args: Value, target: &Target) -> Vec<(String, Value)> {
     let clock = Lamport::default();
     for _ in 0..30 {
-        let replies = call(conn, 0, &clock, method, args.clone(), target, SHORT)
-            .await
-            .unwrap();
+        let replies = call(
+            conn,
+            &Default::default(),
+            0,
+            &clock,
+            method,
+            args.clone(),
+            target,
+            SHORT,
+        )
+        .await
+        .unwrap();
         if !replies.is_empty() {
             return replies;
         }
@@ -123,9 +132,18 @@ async fn answers_ping_to_everyone_by_name_and_by_pattern_but_not_for_others() {
         Target::Nodes(vec!["other@box".into()]),
         Target::Glob("py*@*".into()),
     ] {
-        let none = call(&w.conn, 0, &clock, "ping", json!({}), &target, SHORT)
-            .await
-            .unwrap();
+        let none = call(
+            &w.conn,
+            &Default::default(),
+            0,
+            &clock,
+            "ping",
+            json!({}),
+            &target,
+            SHORT,
+        )
+        .await
+        .unwrap();
         assert!(none.is_empty(), "{target:?}: {none:?}");
     }
     w.stop().await.all_acknowledged();
@@ -231,6 +249,7 @@ async fn a_revoked_task_never_runs_and_the_revoke_survives_a_restart() {
     for id in [&first.id, &later.id] {
         call(
             &conn,
+            &Default::default(),
             0,
             &clock,
             "revoke",
@@ -280,9 +299,18 @@ async fn the_shutdown_command_stops_the_worker_gracefully_without_a_reply() {
     ask_node(&w.conn, "ping", json!({})).await;
     let clock = Lamport::default();
     let target = Target::Nodes(vec![NODE.into()]);
-    let replies = call(&w.conn, 0, &clock, "shutdown", json!({}), &target, SHORT)
-        .await
-        .unwrap();
+    let replies = call(
+        &w.conn,
+        &Default::default(),
+        0,
+        &clock,
+        "shutdown",
+        json!({}),
+        &target,
+        SHORT,
+    )
+    .await
+    .unwrap();
     assert!(replies.is_empty(), "{replies:?}");
     let Running { handle, .. } = w;
     tokio::time::timeout(WAIT, handle)

@@ -40,9 +40,18 @@ async fn ask_node(conn: &Conn, method: &str, args: Value) -> Value {
     let clock = Lamport::default();
     let target = Target::Nodes(vec![NODE.into()]);
     for _ in 0..30 {
-        let replies = call(conn, 0, &clock, method, args.clone(), &target, SHORT)
-            .await
-            .unwrap();
+        let replies = call(
+            conn,
+            &Default::default(),
+            0,
+            &clock,
+            method,
+            args.clone(),
+            &target,
+            SHORT,
+        )
+        .await
+        .unwrap();
         if let Some((node, value)) = replies.into_iter().next() {
             assert_eq!(node, NODE);
             return value;
@@ -55,9 +64,18 @@ async fn ask_node(conn: &Conn, method: &str, args: Value) -> Value {
 async fn pong_within(conn: &Conn, budget: Duration) -> bool {
     let clock = Lamport::default();
     let target = Target::Nodes(vec![NODE.into()]);
-    let replies = call(conn, 0, &clock, "ping", json!({}), &target, budget)
-        .await
-        .unwrap();
+    let replies = call(
+        conn,
+        &Default::default(),
+        0,
+        &clock,
+        "ping",
+        json!({}),
+        &target,
+        budget,
+    )
+    .await
+    .unwrap();
     replies.iter().any(|(_, v)| v["ok"] == "pong")
 }
 

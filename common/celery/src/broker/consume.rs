@@ -7,7 +7,7 @@ use crate::connection::Conn;
 use redis::RedisResult;
 
 use super::Broker;
-use crate::keys;
+use crate::keys::QueueOrder;
 use crate::scripts::{CLAIM, RENEW};
 
 /// A message this worker holds: it is recorded in `unacked` under `tag`.
@@ -43,10 +43,11 @@ pub enum Claim {
 
 /// The order in which a worker offers its queues to [`Broker::claim_from`]: a queue that just
 /// delivered goes to the back (kombu's round-robin cycle), so a busy queue cannot starve the
-/// others.
+/// others; or a fixed order ([`QueueOrder`]).
 #[derive(Debug, Clone)]
 pub struct Rotation {
     queues: Vec<String>,
+    rotates: bool,
 }
 
 impl Claim {
@@ -61,7 +62,17 @@ impl Claim {
 
 impl Rotation {
     pub fn new(queues: Vec<String>) -> Self {
-        Rotation { queues }
+        Rotation::ordered(queues, QueueOrder::RoundRobin)
+    }
+
+    /// The queues in kombu's `queue_order_strategy`: `sorted` sorts them once; only
+    /// `round_robin` moves a queue that delivered to the back.
+    pub fn ordered(mut queues: Vec<String>, order: QueueOrder) -> Self {
+        if order == QueueOrder::Sorted {
+            queues.sort();
+        }
+        let rotates = order == QueueOrder::RoundRobin;
+        Rotation { queues, rotates }
     }
 
     /// The queues, in the order of the next claim.
@@ -71,6 +82,9 @@ impl Rotation {
 
     /// After a claim: the queues that delivered move to the back, in their order.
     pub fn delivered<'a>(&mut self, from: impl IntoIterator<Item = &'a str>) {
+        if !self.rotates {
+            return;
+        }
         let from: Vec<&str> = from.into_iter().collect();
         let (served, rest): (Vec<String>, Vec<String>) = std::mem::take(&mut self.queues)
             .into_iter()
@@ -81,7 +95,7 @@ impl Rotation {
 }
 
 impl Broker {
-    /// Takes the next message (processing list first, then priorities 0, 3, 6, 9) and records it
+    /// Takes the next message (processing list first, then each priority step) and records it
     /// in `unacked`/`unacked_index` in the same step. Never blocks.
     pub async fn claim(&self) -> RedisResult<Option<Claim>> {
         Ok(self.claim_many(1).await?.into_iter().next())
@@ -96,20 +110,22 @@ impl Broker {
 
     /// Takes up to `max` messages from several queues in one script call, as kombu's BRPOP over
     /// a worker's queues: first every processing list, then priority 0 of each queue in the
-    /// order given, then priority 3 of each, and so on. The caller rotates the order between
+    /// order given, then the next step of each, and so on. The caller rotates the order between
     /// calls (see [`Rotation`]) so that no queue waits behind another.
     pub async fn claim_from(&self, queues: &[String], max: usize) -> RedisResult<Vec<Claim>> {
+        let layout = &self.layout;
         let mut inv = CLAIM.prepare_invoke();
-        inv.key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
-            .key(keys::DEAD_LETTER);
+        inv.key(layout.unacked())
+            .key(layout.unacked_index())
+            .key(layout.dead_letter());
         inv.arg(max.max(1));
         for queue in queues {
-            inv.key(keys::processing(queue)).arg(queue);
+            inv.key(layout.processing(queue)).arg(queue);
         }
-        for step in keys::PRIORITY_STEPS {
+        for &step in layout.steps() {
             for queue in queues {
-                inv.key(keys::queue_list(queue, i64::from(step))).arg(queue);
+                inv.key(layout.queue_list(queue, i64::from(step)))
+                    .arg(queue);
             }
         }
         // Bytes, not strings: any producer can push an entry that is not UTF-8, and one such
@@ -160,8 +176,8 @@ impl Broker {
     ) -> RedisResult<bool> {
         // Bytes: an entry that is not UTF-8 is moved all the same (the claim dead-letters it).
         let moved: Option<Vec<u8>> = redis::cmd("BLMOVE")
-            .arg(&self.queue)
-            .arg(keys::processing(&self.queue))
+            .arg(self.layout.queue_list(&self.queue, 0))
+            .arg(self.layout.processing(&self.queue))
             .arg("RIGHT")
             .arg("LEFT")
             .arg(timeout.as_secs_f64())
@@ -177,8 +193,8 @@ impl Broker {
         let mut moved = 0usize;
         loop {
             let m: Option<Vec<u8>> = redis::cmd("LMOVE")
-                .arg(keys::processing(&self.queue))
-                .arg(&self.queue)
+                .arg(self.layout.processing(&self.queue))
+                .arg(self.layout.queue_list(&self.queue, 0))
                 .arg("RIGHT")
                 .arg("RIGHT")
                 .query_async(&mut conn)
@@ -195,7 +211,7 @@ impl Broker {
         if tags.is_empty() {
             return Ok(0);
         }
-        let mut inv = RENEW.key(keys::UNACKED_INDEX);
+        let mut inv = RENEW.key(self.layout.unacked_index());
         for tag in tags {
             inv.arg(tag);
         }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::lamport::Lamport;
 use crate::connection::Conn;
-use crate::keys::{self, PIDBOX_EXCHANGE, REPLY_BINDINGS, REPLY_EXCHANGE};
+use crate::keys::{Layout, PIDBOX_EXCHANGE, REPLY_EXCHANGE};
 use crate::protocol::fanout::{Fanout, PERSISTENT};
 
 /// Who a call is for.
@@ -24,9 +24,10 @@ pub enum Target {
 
 /// Publishes `method(arguments)` to `target` and returns the replies, `(node, value)` in
 /// arrival order, collected for at most `timeout`. `conn` must be a connection of its own (the
-/// collection blocks on it); `db` is its database index.
+/// collection blocks on it); `db` is its database index, `layout` the fleet's key layout.
 pub async fn call(
     conn: &Conn,
+    layout: &Layout,
     db: i64,
     clock: &Lamport,
     method: &str,
@@ -37,7 +38,7 @@ pub async fn call(
     let mut conn = conn.clone();
     let oid = uuid::Uuid::new_v4().to_string();
     // A uuid always names a reply list; the binding is the one a node checks before replying.
-    let Some((member, queue)) = super::reply::reply_list(&oid) else {
+    let Some((member, queue)) = super::reply::reply_list(layout, &oid) else {
         return Ok(Vec::new());
     };
     let (destination, pattern, matcher, limit) = match target {
@@ -57,13 +58,13 @@ pub async fn call(
     ]);
     let request = Fanout::encode(&body, headers, PERSISTENT, PIDBOX_EXCHANGE, "");
     let _: () = redis::cmd("SADD")
-        .arg(REPLY_BINDINGS)
+        .arg(layout.reply_bindings())
         .arg(&member)
         .query_async(&mut conn)
         .await?;
     let collected = async {
         let _: () = redis::cmd("PUBLISH")
-            .arg(keys::fanout_channel(db, PIDBOX_EXCHANGE, ""))
+            .arg(layout.fanout_channel(db, PIDBOX_EXCHANGE, ""))
             .arg(&request)
             .query_async(&mut conn)
             .await?;
@@ -72,7 +73,7 @@ pub async fn call(
     .await;
     let _: RedisResult<()> = redis::pipe()
         .cmd("SREM")
-        .arg(REPLY_BINDINGS)
+        .arg(layout.reply_bindings())
         .arg(&member)
         .ignore()
         .cmd("DEL")
