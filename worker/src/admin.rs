@@ -98,18 +98,11 @@ async fn healthcheck(
     let clock = Lamport::default();
     let db = worker.redis.url.db();
     let target = Target::Nodes(vec![node.clone()]);
-    let layout = &worker.redis.layout;
-    let replies = client::call(
-        conn,
-        layout,
+    let mailbox = client::Mailbox {
+        layout: &worker.redis.layout,
         db,
-        &clock,
-        "ping",
-        json!({}),
-        &target,
-        timeout,
-    )
-    .await?;
+    };
+    let replies = client::call(conn, mailbox, &clock, "ping", json!({}), &target, timeout).await?;
     match replies.iter().any(|(n, v)| *n == node && v["ok"] == "pong") {
         true => Ok(format!("{node}: pong")),
         false => Err(AdminError::Unhealthy(format!(

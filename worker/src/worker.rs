@@ -137,9 +137,7 @@ impl Worker {
     /// of lists of its queues in another key layout than its own.
     pub async fn check(&self) -> Result<(), celery_redis::config::ConfigError> {
         self.stores.check(&self.cfg.redis).await?;
-        if let Err(e) = self.ctx.broker.warn_foreign(&self.cfg.queues).await {
-            log::warn!("could not look for lists in another key layout: {e}");
-        }
+        self.ctx.broker.warn_foreign(&self.cfg.queues).await;
         Ok(())
     }
 

@@ -46,7 +46,8 @@ pub const REPLY_BINDINGS: &str = "_kombu.binding.reply.celery.pidbox";
 /// `<oid>.reply.celery.pidbox`): never a task queue.
 const PIDBOX_SUFFIX: &str = ".celery.pidbox";
 
-/// The pub/sub channel of a fanout exchange: `/<db>.<exchange>[/<routing key>]` (kombu).
+/// The pub/sub channel of a fanout exchange: `/<db>.<exchange>[/<routing key>]` (kombu), without
+/// a key prefix ([`Layout::fanout_channel`] puts the fleet's in front).
 pub fn fanout_channel(db: i64, exchange: &str, routing_key: &str) -> String {
     if routing_key.is_empty() {
         format!("/{db}.{exchange}")
@@ -95,6 +96,11 @@ pub fn is_queue_name(name: &str) -> bool {
 /// kombu's default layout (no prefix, steps 0/3/6/9, its separator).
 static DEFAULT: std::sync::LazyLock<Layout> = std::sync::LazyLock::new(Layout::default);
 
+/// kombu's default layout, made once.
+pub fn default_layout() -> &'static Layout {
+    &DEFAULT
+}
+
 /// The list of the default layout that holds a queue's messages of the given priority.
 pub fn queue_list(queue: &str, priority: i64) -> String {
     DEFAULT.queue_list(queue, priority)
@@ -105,14 +111,18 @@ pub fn queue_lists(queue: &str) -> Vec<String> {
     DEFAULT.queue_lists(queue)
 }
 
+/// How the name of a queue's processing list and schedule begin.
+const PROCESSING: &str = "fleet:processing:";
+const SCHEDULED: &str = "fleet:scheduled:";
+
 /// The short-lived list a blocking fetch moves a message into before it is claimed (see `broker`).
 pub fn processing(queue: &str) -> String {
-    format!("fleet:processing:{queue}")
+    format!("{PROCESSING}{queue}")
 }
 
 /// Messages with a future `eta`, scored by when they are due (server time, seconds).
 pub fn scheduled(queue: &str) -> String {
-    format!("fleet:scheduled:{queue}")
+    format!("{SCHEDULED}{queue}")
 }
 
 /// Celery's result key (and the pub/sub channel of the same name).

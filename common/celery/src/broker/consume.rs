@@ -124,8 +124,7 @@ impl Broker {
         }
         for &step in layout.steps() {
             for queue in queues {
-                inv.key(layout.queue_list(queue, i64::from(step)))
-                    .arg(queue);
+                inv.key(layout.step_list(queue, step)).arg(queue);
             }
         }
         // Bytes, not strings: any producer can push an entry that is not UTF-8, and one such

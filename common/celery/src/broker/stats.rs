@@ -159,10 +159,18 @@ impl Broker {
     }
 
     /// Logs a warning for each list of `queues` in another layout (at a worker's start); returns
-    /// how many there are. A queue that cannot be counted is left out (as by [`Broker::stats_of`]).
-    pub async fn warn_foreign<Q: AsRef<str>>(&self, queues: &[Q]) -> RedisResult<usize> {
+    /// how many there are. A queue that cannot be counted is left out (as by [`Broker::stats_of`]);
+    /// when Redis cannot be read, that is logged and 0 returned (this only informs).
+    pub async fn warn_foreign<Q: AsRef<str>>(&self, queues: &[Q]) -> usize {
+        let counted = match self.stats_of(queues).await {
+            Ok(counted) => counted,
+            Err(e) => {
+                log::warn!("could not look for lists in another key layout: {e}");
+                return 0;
+            }
+        };
         let mut found = 0usize;
-        for stats in self.stats_of(queues).await? {
+        for stats in counted {
             for f in &stats.foreign {
                 found = found.saturating_add(1);
                 log::warn!(
@@ -174,6 +182,6 @@ impl Broker {
                 );
             }
         }
-        Ok(found)
+        found
     }
 }

@@ -22,19 +22,27 @@ pub enum Target {
     Glob(String),
 }
 
-/// Publishes `method(arguments)` to `target` and returns the replies, `(node, value)` in
-/// arrival order, collected for at most `timeout`. `conn` must be a connection of its own (the
-/// collection blocks on it); `db` is its database index, `layout` the fleet's key layout.
+/// Where a fleet's remote control is: its key layout (prefix, separator) and the database index
+/// of its connection (kombu's channels are named `/<db>.`).
+#[derive(Debug, Clone, Copy)]
+pub struct Mailbox<'a> {
+    pub layout: &'a Layout,
+    pub db: i64,
+}
+
+/// Publishes `method(arguments)` to `target` in `mailbox` and returns the replies, `(node,
+/// value)` in arrival order, collected for at most `timeout`. `conn` must be a connection of its
+/// own (the collection blocks on it).
 pub async fn call(
     conn: &Conn,
-    layout: &Layout,
-    db: i64,
+    mailbox: Mailbox<'_>,
     clock: &Lamport,
     method: &str,
     arguments: Value,
     target: &Target,
     timeout: Duration,
 ) -> RedisResult<Vec<(String, Value)>> {
+    let (layout, db) = (mailbox.layout, mailbox.db);
     let mut conn = conn.clone();
     let oid = uuid::Uuid::new_v4().to_string();
     // A uuid always names a reply list; the binding is the one a node checks before replying.

@@ -9,8 +9,8 @@
 //! a value (the queue names in `unacked` entries and binding members stay bare).
 
 use super::{
-    DEAD_LETTER, DEAD_LETTER_DROPPED, PRIORITY_STEPS, REPLY_BINDINGS, SEP, UNACKED, UNACKED_INDEX,
-    UNACKED_MUTEX,
+    DEAD_LETTER, DEAD_LETTER_DROPPED, PRIORITY_STEPS, PROCESSING, REPLY_BINDINGS, SCHEDULED, SEP,
+    UNACKED, UNACKED_INDEX, UNACKED_MUTEX,
 };
 
 /// The highest Celery priority (kombu's `max_priority`); the lowest is 0.
@@ -157,7 +157,8 @@ impl Layout {
         self.step_list(queue, self.step(priority))
     }
 
-    fn step_list(&self, queue: &str, step: u8) -> String {
+    /// The list of `queue` for `step` (one of [`Layout::steps`]).
+    pub fn step_list(&self, queue: &str, step: u8) -> String {
         match step {
             0 => format!("{}{queue}", self.prefix),
             step => format!("{}{queue}{}{step}", self.prefix, self.sep),
@@ -203,14 +204,14 @@ impl Layout {
         format!("{}{key}", self.prefix)
     }
 
-    /// [`super::processing`] of `queue`, prefixed.
+    /// [`super::processing`] of `queue`, prefixed (one allocation: a claim names it).
     pub fn processing(&self, queue: &str) -> String {
-        self.key(&super::processing(queue))
+        format!("{}{PROCESSING}{queue}", self.prefix)
     }
 
     /// [`super::scheduled`] of `queue`, prefixed.
     pub fn scheduled(&self, queue: &str) -> String {
-        self.key(&super::scheduled(queue))
+        format!("{}{SCHEDULED}{queue}", self.prefix)
     }
 
     /// kombu's binding table of `exchange` (members `routing_key SEP pattern SEP queue`).
@@ -234,7 +235,10 @@ impl Layout {
     /// The pub/sub channel of a fanout exchange ([`super::fanout_channel`]), prefixed as kombu's
     /// prefixed client PUBLISHes and (P)SUBSCRIBEs it.
     pub fn fanout_channel(&self, db: i64, exchange: &str, routing_key: &str) -> String {
-        self.key(&super::fanout_channel(db, exchange, routing_key))
+        match routing_key {
+            "" => format!("{}/{db}.{exchange}", self.prefix),
+            rk => format!("{}/{db}.{exchange}/{rk}", self.prefix),
+        }
     }
 
     /// The lists of `queue` in another layout than this one that this one never reads: steps
@@ -336,8 +340,8 @@ mod tests {
         let ten = ten_colon();
         let lists: Vec<String> = (0..=9).map(|p| ten.queue_list("celery", p)).collect();
         assert_eq!(lists[0], "celery");
-        for p in 1..=9 {
-            assert_eq!(lists[p], format!("celery:{p}"));
+        for (p, list) in lists.iter().enumerate().skip(1) {
+            assert_eq!(*list, format!("celery:{p}"));
         }
         assert_eq!(ten.queue_list("celery", 42), "celery:9");
         assert_eq!(
