@@ -218,6 +218,9 @@ async fn the_global_prefix_goes_in_front_of_every_broker_key() {
     assert_eq!(len(&mut conn, "app:celery").await, 1);
     let stats = broker.stats().await.unwrap();
     assert_eq!((stats.waiting, stats.scheduled), (vec![1, 0, 0, 1], 1));
+    // A rollback's return-scheduled puts the parked one back on its prefixed list too.
+    assert_eq!(broker.return_scheduled().await.unwrap(), 1);
+    assert_eq!(len(&mut conn, "app:celery").await, 2);
 
     let all: Vec<String> = redis::cmd("KEYS")
         .arg("*")

@@ -107,7 +107,7 @@ impl Node {
                         match next {
                             Some(Incoming::Request(raw)) => self.handle(&raw).await,
                             Some(Incoming::Prefixed(channel)) => log::warn!(
-                                "refusing a control request on {}: a client with another global_keyprefix than this fleet's BROKER_KEY_PREFIX ({:?})",
+                                "refusing a control request on {}: a client with another global_keyprefix than this fleet's (BROKER_KEY_PREFIX={})",
                                 celery_redis::keys::shown(&channel),
                                 layout.prefix()
                             ),

@@ -68,7 +68,7 @@ async fn python_priorities_under_celerys_priority_setup_run_on_rust_in_order() {
     assert_eq!(counted["foreign"], json!([]), "{counted}");
 
     let mut env = PRIORITY_SETUP.to_vec();
-    env.push(("WORKER_CONCURRENCY", "1"));
+    env.extend([("WORKER_CONCURRENCY", "1"), ("WORKER_NAME", "prio@%h")]);
     let _worker = rust_worker(&redis, &env);
     let results = backend(&redis).await;
     let mut done = Vec::new();
@@ -80,6 +80,20 @@ async fn python_priorities_under_celerys_priority_setup_run_on_rust_in_order() {
     done.sort();
     let order: Vec<&str> = done.iter().map(|(_, p)| *p).collect();
     assert_eq!(order, ["1", "5", "9"]);
+    // kombu's binding members use the separator too: the Python client's ping binds its reply
+    // list as `oid::oid.reply.celery.pidbox`, which the Rust node must find to answer.
+    let py = python();
+    let nodes =
+        tokio::task::spawn_blocking(move || client_with(&py, &redis, &["ping"], &PRIORITY_SETUP))
+            .await
+            .unwrap();
+    let nodes: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(nodes.iter().any(|n| n.starts_with("prio@")), "{nodes:?}");
 }
 
 /// An order the Rust worker runs (queue `orders`) sends its callback, at priority 5, to the
