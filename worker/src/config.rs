@@ -32,6 +32,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_QUEUES",
     "MESSAGE_MAX_BYTES",
     "MESSAGE_MAX_DELIVERIES",
+    "BROKER_QUEUE_ORDER",
 ];
 
 /// The worker's settings.
@@ -40,6 +41,8 @@ pub struct WorkerConfig {
     pub redis: RedisConfig,
     /// `WORKER_QUEUES`: the queues it consumes, like Celery's `-Q` (default: `CELERY_QUEUE`).
     pub queues: Vec<String>,
+    /// `BROKER_QUEUE_ORDER`: kombu's `queue_order_strategy` (default `round_robin`).
+    pub queue_order: celery_redis::keys::QueueOrder,
     /// `WORKER_CONCURRENCY`: tasks run at once (default: number of cores).
     pub concurrency: usize,
     /// `WORKER_THREADS`: threads that run tasks (default 1: a current-thread runtime, which
@@ -120,6 +123,7 @@ impl WorkerConfig {
                 }
             },
             redis,
+            queue_order: celery_redis::config::layout::queue_order(src)?,
             concurrency,
             webhook_concurrency: webhook_concurrency(src, concurrency)?,
             threads: count(src, "WORKER_THREADS", 1, (1, 256))?,
@@ -287,6 +291,7 @@ mod tests {
             ("MESSAGE_MAX_BYTES", "1000"),
             ("MESSAGE_MAX_BYTES", "1e9"),
             ("MESSAGE_MAX_DELIVERIES", "0"),
+            ("BROKER_QUEUE_ORDER", "fair"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

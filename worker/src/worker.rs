@@ -85,6 +85,7 @@ impl Worker {
         };
         let stores = Stores::connect(&cfg.redis, waits(RESPONSE_TIMEOUT))?;
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
+            .with_layout(cfg.redis.layout.clone())
             .with_routes(cfg.redis.routes.clone())
             .with_results(stores.results.clone())
             .with_retention(cfg.redis.retention)
@@ -93,6 +94,7 @@ impl Worker {
         let checked = stores.clone();
         let (events, batcher) = Events::new(
             stores.redis.clone(),
+            &cfg.redis.layout,
             cfg.redis.url.db(),
             &node,
             Arc::new(Lamport::default()),
@@ -124,7 +126,7 @@ impl Worker {
         });
         Ok(Worker {
             slots: Arc::new(Semaphore::new(cfg.concurrency)),
-            rotation: Rotation::new(cfg.queues.clone()),
+            rotation: Rotation::ordered(cfg.queues.clone(), cfg.queue_order),
             cfg,
             ctx,
             stores: checked,
@@ -141,9 +143,12 @@ impl Worker {
         &self.ctx.node
     }
 
-    /// Checks what the configuration points at (eviction policy, database, socket).
+    /// Checks what the configuration points at (eviction policy, database, socket), and warns
+    /// of lists of its queues in another key layout than its own.
     pub async fn check(&self) -> Result<(), celery_redis::config::ConfigError> {
-        self.stores.check(&self.cfg.redis).await
+        self.stores.check(&self.cfg.redis).await?;
+        self.ctx.broker.warn_foreign(&self.cfg.queues).await;
+        Ok(())
     }
 
     /// Starts the background upkeep: lease renewal (until [`Worker::shutdown`] has nothing

@@ -260,7 +260,7 @@ async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
     let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
     assert_eq!(
         stats,
-        json!({"queue": "celery", "waiting": [0, 0, 0, 0], "scheduled": 0, "in_flight": 0, "dead": 0, "dead_dropped": 0})
+        json!({"queue": "celery", "steps": [0, 3, 6, 9], "waiting": [0, 0, 0, 0], "scheduled": 0, "in_flight": 0, "dead": 0, "dead_dropped": 0, "foreign": []})
     );
     // Two poison entries: the worker dead-letters them.
     conn.lpush::<_, _, ()>("celery", "not json").await.unwrap();

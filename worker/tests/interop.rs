@@ -18,6 +18,10 @@ use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// kombu's transport options set on both sides.
+#[path = "interop/layout.rs"]
+mod layout;
+
 /// The python of a venv with Celery, from `CELERY_PYTHON`; a run without it is a mistake.
 fn python() -> PathBuf {
     std::env::var_os("CELERY_PYTHON")
@@ -38,9 +42,14 @@ fn python_env(cmd: &mut Command, redis: &TestRedis, extra: &[(&str, &str)]) {
 
 /// Runs a client scenario and returns its JSON report.
 fn client(py: &Path, redis: &TestRedis, args: &[&str]) -> Value {
+    client_with(py, redis, args, &[])
+}
+
+/// [`client`] with more environment variables (kombu's transport options: see `fleet.py`).
+fn client_with(py: &Path, redis: &TestRedis, args: &[&str], extra: &[(&str, &str)]) -> Value {
     let mut cmd = Command::new(py);
     cmd.arg("client.py").args(args);
-    python_env(&mut cmd, redis, &[]);
+    python_env(&mut cmd, redis, extra);
     let out = cmd.output().expect("run the Python client");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -11,7 +11,7 @@ use crate::connection::Conn;
 use redis::RedisResult;
 
 use super::{Broker, DeadLetter, BATCH};
-use crate::keys;
+use crate::keys::{self, Layout};
 use crate::protocol::Envelope;
 use crate::scripts::{EXPIRED, RESTORE, UNLOCK};
 
@@ -79,7 +79,7 @@ impl Broker {
         let mut conn = self.conn.clone();
         let token = uuid::Uuid::new_v4().to_string();
         let locked: Option<String> = redis::cmd("SET")
-            .arg(keys::UNACKED_MUTEX)
+            .arg(self.layout.unacked_mutex())
             .arg(&token)
             .arg("NX")
             .arg("PX")
@@ -91,7 +91,7 @@ impl Broker {
         }
         let pass = self.restore_locked(&mut conn, visibility).await;
         let _: RedisResult<i64> = UNLOCK
-            .key(keys::UNACKED_MUTEX)
+            .key(self.layout.unacked_mutex())
             .arg(&token)
             .invoke_async(&mut conn)
             .await;
@@ -102,8 +102,8 @@ impl Broker {
         let skip = self.restore_skip.load(Ordering::Relaxed);
         // Bytes: an entry a producer made that is not UTF-8 must not stop every restore.
         let listed: Vec<Vec<u8>> = EXPIRED
-            .key(keys::UNACKED_INDEX)
-            .key(keys::UNACKED)
+            .key(self.layout.unacked_index())
+            .key(self.layout.unacked())
             .arg(visibility.own.as_secs_f64())
             .arg(visibility.foreign.as_secs_f64())
             .arg(keys::LEASE_SUFFIX)
@@ -144,11 +144,11 @@ impl Broker {
             };
             let bound = match bound_exchange(value) {
                 Some((exchange, routing_key)) => {
-                    Some(bound_queue(conn, &exchange, &routing_key).await?)
+                    Some(bound_queue(conn, &self.layout, &exchange, &routing_key).await?)
                 }
                 None => None,
             };
-            match restorable(value, &self.queue, bound) {
+            match restorable(value, &self.layout, &self.queue, bound) {
                 Restorable::To(envelope, list) => back.push((tag, value, envelope, list)),
                 Restorable::Unroutable(reason, envelope) => {
                     log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
@@ -191,8 +191,8 @@ impl Broker {
         if back.is_empty() {
             return Ok(0);
         }
-        let mut inv = RESTORE.key(keys::UNACKED);
-        inv.key(keys::UNACKED_INDEX)
+        let mut inv = RESTORE.key(self.layout.unacked());
+        inv.key(self.layout.unacked_index())
             .arg(own)
             .arg(foreign)
             .arg(keys::LEASE_SUFFIX);
@@ -249,13 +249,14 @@ fn bound_exchange(value: &str) -> Option<(String, String)> {
 /// when none is bound, or the table is not kombu's.
 async fn bound_queue(
     conn: &mut Conn,
+    layout: &Layout,
     exchange: &str,
     routing_key: &str,
 ) -> RedisResult<Result<String, String>> {
     if !keys::is_key_part(exchange) {
         return Ok(Err(format!("exchange {exchange:?} is not a usable name")));
     }
-    let table = format!("_kombu.binding.{exchange}");
+    let table = layout.binding_table(exchange);
     let kind: String = redis::cmd("TYPE").arg(&table).query_async(conn).await?;
     let size: u64 = match kind.as_str() {
         "set" => redis::cmd("SCARD").arg(&table).query_async(conn).await?,
@@ -271,8 +272,7 @@ async fn bound_queue(
     let mut bound: Vec<&str> = members
         .iter()
         .filter_map(|m| {
-            let mut parts = std::str::from_utf8(m).ok()?.split(keys::SEP);
-            let (rk, _pattern, queue) = (parts.next()?, parts.next()?, parts.next()?);
+            let (rk, _pattern, queue) = layout.binding_parts(std::str::from_utf8(m).ok()?)?;
             (rk == routing_key && keys::is_queue_name(queue)).then_some(queue)
         })
         .collect();
@@ -288,6 +288,7 @@ async fn bound_queue(
 /// named one.
 fn restorable(
     value: &str,
+    layout: &Layout,
     default_queue: &str,
     bound: Option<Result<String, String>>,
 ) -> Restorable {
@@ -312,5 +313,5 @@ fn restorable(
         let reason = format!("routing key {queue:?} is not a usable queue name");
         return Restorable::Unroutable(reason, env.to_json());
     }
-    Restorable::To(env.to_json(), keys::queue_list(&queue, env.priority()))
+    Restorable::To(env.to_json(), layout.queue_list(&queue, env.priority()))
 }
