@@ -35,6 +35,15 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "BROKER_QUEUE_ORDER",
 ];
 
+/// What to do with a task nobody here runs (see [`crate::unknown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unknown {
+    /// Hand-backs before giving up (0: fail at once, as Celery does).
+    pub handbacks: u32,
+    /// How long a handed-back message waits before it is on its queue again.
+    pub delay: Duration,
+}
+
 /// The worker's settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -78,7 +87,7 @@ pub struct WorkerConfig {
     /// `UNKNOWN_TASK_HANDBACKS` (default 0: FAILURE `NotRegistered` at once, as Celery) and
     /// `UNKNOWN_TASK_HANDBACK_DELAY_MS` (default 1000): a task name this worker does not run
     /// is handed back to its queue that many times, after that delay, for another worker.
-    pub unknown: crate::unknown::Unknown,
+    pub unknown: Unknown,
     /// `DEAD_LETTER_MAX`: dead letters kept, newest first (default 10000); older ones are
     /// dropped and counted.
     pub dead_letter_max: usize,
@@ -173,7 +182,7 @@ impl WorkerConfig {
                 "an address:port",
             )?,
             metrics_bind_set: raw(src, "WORKER_METRICS_BIND")?.is_some(),
-            unknown: crate::unknown::Unknown {
+            unknown: Unknown {
                 handbacks: u32::try_from(number(src, "UNKNOWN_TASK_HANDBACKS", 0, (0, 1000))?)
                     .unwrap_or(1000),
                 delay: Duration::from_millis(number(

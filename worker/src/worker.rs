@@ -15,15 +15,13 @@ use celery_redis::events::{Batcher, Events};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use celery_redis::stores::Stores;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
 use crate::pacing::Pacing;
-use crate::registry::Registry;
 use crate::waits::Blocking;
-use crate::webhook::Webhooks;
 use crate::{execute, heartbeat, poison, upkeep};
 
 /// Most messages one claim takes (when that many slots are free).
@@ -100,30 +98,14 @@ impl Worker {
             Arc::new(Lamport::default()),
             cfg.task_events,
         );
-        let ctx = Arc::new(Context {
-            registry: Arc::new(Registry::new(&node)),
-            events,
-            metrics: observe::metrics::Metrics::new(),
-            labels: crate::labels::Labels::new(crate::tasks::NAMES, &node, &cfg.queues),
-            queues: cfg.queues.clone(),
-            broker,
-            results: stores.results,
-            redis: stores.redis,
-            webhooks: Webhooks::new(
-                cfg.webhook_policy.clone(),
-                cfg.webhook_timeout,
-                cfg.webhook_concurrency,
-            )?,
+        let ctx = Arc::new(Context::new(
+            &cfg,
+            crate::tasks::NAMES,
             node,
-            acks_late: cfg.acks_late,
-            track_started: cfg.track_started,
-            result_extended: cfg.result_extended,
-            max_retries: cfg.max_retries,
-            retention: cfg.redis.retention,
-            retry_backoff: cfg.retry_backoff,
-            unknown: cfg.unknown,
-            scheduled: Arc::new(Notify::new()),
-        });
+            broker,
+            stores,
+            events,
+        )?);
         Ok(Worker {
             slots: Arc::new(Semaphore::new(cfg.concurrency)),
             rotation: Rotation::ordered(cfg.queues.clone(), cfg.queue_order),
