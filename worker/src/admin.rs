@@ -33,7 +33,8 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
         conn.clone(),
         cfg.queue.clone(),
         celery_redis::node::unique(),
-    );
+    )
+    .with_layout(cfg.layout.clone());
     let lines = |items: Vec<String>| items.join("\n");
     Ok(match command {
         Command::Run => String::new(),
@@ -97,7 +98,11 @@ async fn healthcheck(
     let clock = Lamport::default();
     let db = worker.redis.url.db();
     let target = Target::Nodes(vec![node.clone()]);
-    let replies = client::call(conn, db, &clock, "ping", json!({}), &target, timeout).await?;
+    let mailbox = client::Mailbox {
+        layout: &worker.redis.layout,
+        db,
+    };
+    let replies = client::call(conn, mailbox, &clock, "ping", json!({}), &target, timeout).await?;
     match replies.iter().any(|(n, v)| *n == node && v["ok"] == "pong") {
         true => Ok(format!("{node}: pong")),
         false => Err(AdminError::Unhealthy(format!(

@@ -13,6 +13,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_CONCURRENCY",
     "WORKER_THREADS",
     "VISIBILITY_TIMEOUT_SECS",
+    "BROKER_VISIBILITY_TIMEOUT_SECS",
     "WORKER_SHUTDOWN_TIMEOUT_SECS",
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
@@ -31,7 +32,17 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_QUEUES",
     "MESSAGE_MAX_BYTES",
     "MESSAGE_MAX_DELIVERIES",
+    "BROKER_QUEUE_ORDER",
 ];
+
+/// What to do with a task nobody here runs (see [`crate::unknown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unknown {
+    /// Hand-backs before giving up (0: fail at once, as Celery does).
+    pub handbacks: u32,
+    /// How long a handed-back message waits before it is on its queue again.
+    pub delay: Duration,
+}
 
 /// The worker's settings.
 #[derive(Debug, Clone)]
@@ -39,6 +50,8 @@ pub struct WorkerConfig {
     pub redis: RedisConfig,
     /// `WORKER_QUEUES`: the queues it consumes, like Celery's `-Q` (default: `CELERY_QUEUE`).
     pub queues: Vec<String>,
+    /// `BROKER_QUEUE_ORDER`: kombu's `queue_order_strategy` (default `round_robin`).
+    pub queue_order: celery_redis::keys::QueueOrder,
     /// `WORKER_CONCURRENCY`: tasks run at once (default: number of cores).
     pub concurrency: usize,
     /// `WORKER_THREADS`: threads that run tasks (default 1: a current-thread runtime, which
@@ -47,6 +60,9 @@ pub struct WorkerConfig {
     pub threads: usize,
     /// `VISIBILITY_TIMEOUT_SECS`: a task whose worker stops renewing its lease comes back after this (default 30).
     pub visibility_timeout: Duration,
+    /// `BROKER_VISIBILITY_TIMEOUT_SECS`: kombu's `visibility_timeout` of the fleet (default
+    /// 3600, Celery's): what a Python worker holds comes back only after this.
+    pub broker_visibility_timeout: Duration,
     /// `WORKER_SHUTDOWN_TIMEOUT_SECS`: grace period for in-flight tasks on SIGTERM (default 30).
     pub shutdown_timeout: Duration,
     /// `WORKER_ACKS_LATE`: acknowledge after the result is stored (default true).
@@ -71,7 +87,7 @@ pub struct WorkerConfig {
     /// `UNKNOWN_TASK_HANDBACKS` (default 0: FAILURE `NotRegistered` at once, as Celery) and
     /// `UNKNOWN_TASK_HANDBACK_DELAY_MS` (default 1000): a task name this worker does not run
     /// is handed back to its queue that many times, after that delay, for another worker.
-    pub unknown: crate::unknown::Unknown,
+    pub unknown: Unknown,
     /// `DEAD_LETTER_MAX`: dead letters kept, newest first (default 10000); older ones are
     /// dropped and counted.
     pub dead_letter_max: usize,
@@ -116,6 +132,7 @@ impl WorkerConfig {
                 }
             },
             redis,
+            queue_order: celery_redis::config::layout::queue_order(src)?,
             concurrency,
             webhook_concurrency: webhook_concurrency(src, concurrency)?,
             threads: count(src, "WORKER_THREADS", 1, (1, 256))?,
@@ -123,6 +140,12 @@ impl WorkerConfig {
                 src,
                 "VISIBILITY_TIMEOUT_SECS",
                 30,
+                (1, 7 * 86_400),
+            )?),
+            broker_visibility_timeout: Duration::from_secs(number(
+                src,
+                "BROKER_VISIBILITY_TIMEOUT_SECS",
+                3600,
                 (1, 7 * 86_400),
             )?),
             shutdown_timeout: Duration::from_secs(number(
@@ -159,7 +182,7 @@ impl WorkerConfig {
                 "an address:port",
             )?,
             metrics_bind_set: raw(src, "WORKER_METRICS_BIND")?.is_some(),
-            unknown: crate::unknown::Unknown {
+            unknown: Unknown {
                 handbacks: u32::try_from(number(src, "UNKNOWN_TASK_HANDBACKS", 0, (0, 1000))?)
                     .unwrap_or(1000),
                 delay: Duration::from_millis(number(
@@ -258,6 +281,7 @@ mod tests {
             ("WORKER_ACKS_LATE", "maybe"),
             ("WORKER_ACKS_LATE", ""),
             ("VISIBILITY_TIMEOUT_SECS", "18446744073709551615"),
+            ("BROKER_VISIBILITY_TIMEOUT_SECS", "0"),
             ("WORKER_SHUTDOWN_TIMEOUT_SECS", "18446744073709551615"),
             ("WEBHOOK_TIMEOUT_MS", "0"),
             ("WEBHOOK_CONCURRENCY", "0"),
@@ -276,6 +300,7 @@ mod tests {
             ("MESSAGE_MAX_BYTES", "1000"),
             ("MESSAGE_MAX_BYTES", "1e9"),
             ("MESSAGE_MAX_DELIVERIES", "0"),
+            ("BROKER_QUEUE_ORDER", "fair"),
         ] {
             let err = WorkerConfig::from_source(&src(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var);

@@ -96,9 +96,7 @@ pub async fn succeed(
     children.extend(canvas::on_success(msg, &output.value, ctx.broker.routes()));
     let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
     let meta = ResultMeta::success(msg.id(), output.value).with_children(&ids);
-    end(ctx, msg, meta, ack, &children).await?;
-    log::info!("task {} [{}] succeeded", msg.task(), msg.id());
-    Ok(())
+    end(ctx, msg, meta, ack, &children).await
 }
 
 /// Publishes the errbacks, then stores FAILURE.
@@ -108,12 +106,12 @@ pub async fn fail(
     exc: &ExceptionInfo,
     ack: Option<&str>,
 ) -> Result<(), ExecuteError> {
-    log::warn!(
-        "task {} [{}] failed: {}: {}",
+    // Celery's line for a failure, at ERROR as Celery logs it.
+    log::error!(
+        "Task {}[{}] raised unexpected: {}",
         msg.task(),
         msg.id(),
-        exc.exc_type,
-        exc.message()
+        celery_redis::protocol::pyrepr::exception_repr(&exc.exc_type, &exc.exc_message)
     );
     let traceback = Some(format!("{}: {}", exc.exc_type, exc.message()));
     let meta = ResultMeta::failure(msg.id(), exc, traceback);

@@ -9,7 +9,6 @@
 //! `traceparent` header carries (a new root when absent or invalid), and its ids and trace id
 //! are in every log line about it.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use std::panic::AssertUnwindSafe;
 use celery_redis::broker::Delivery;
 use celery_redis::clock;
 use celery_redis::leases::Leases;
+use celery_redis::protocol::pyrepr;
 use celery_redis::protocol::Message;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
 use futures_util::FutureExt;
@@ -254,7 +254,7 @@ async fn run(
         biased;
         why = stop.stopped() => Err(TaskError::Stopped(why)),
         outcome = run_task(ctx, msg, &req) => outcome,
-        never = time_limit(msg, stop) => match never {},
+        never = crate::stop::time_limit(msg, stop) => match never {},
     };
     // A task that ended without passing its point of no return changed nothing: a stop that
     // came as it ended still wins, so `Registry::terminate` is always right about what stops.
@@ -265,14 +265,18 @@ async fn run(
     match outcome {
         Ok(output) => {
             let shown = ctx.events.task_events().then(|| output.value.clone());
+            // Celery's line, its result's repr made only when the line is written.
+            let said = log::log_enabled!(log::Level::Info).then(|| pyrepr::repr(&output.value));
             ending::succeed(ctx, msg, output, ack).await?;
-            report::succeeded(
-                ctx,
-                msg,
-                &delivery.queue,
-                shown.as_ref(),
-                began.elapsed().as_secs_f64(),
-            );
+            let runtime = began.elapsed().as_secs_f64();
+            if let Some(result) = said {
+                log::info!(
+                    "Task {}[{}] succeeded in {runtime:.6}s: {result}",
+                    msg.task(),
+                    msg.id()
+                );
+            }
+            report::succeeded(ctx, msg, &delivery.queue, shown.as_ref(), runtime);
         }
         Err(TaskError::Stopped(Stopped::Terminated(signum))) => {
             log::warn!("task {} [{}] terminated by a revoke", msg.task(), msg.id());
@@ -330,35 +334,4 @@ async fn run_task(ctx: &Context, msg: &Message, req: &Request) -> Result<Output,
         Some(outcome) => outcome,
         None => Err(TaskError::Failed(crate::unknown::not_registered(msg))),
     }
-}
-
-/// Fires `stop` when the task's `timelimit` ([hard, soft] seconds) passes, (Soft)
-/// TimeLimitExceeded as billiard names them; never resolves. A task past its point of no
-/// return is not stopped: it runs to its end.
-async fn time_limit(msg: &Message, stop: &Stop) -> Infallible {
-    let [hard, soft] = msg
-        .envelope
-        .headers
-        .timelimit
-        .map(|l| l.filter(|s| *s > 0.0 && s.is_finite()));
-    let limit = match (hard, soft) {
-        (Some(h), Some(s)) if s < h => Some((s, true)),
-        (Some(h), _) => Some((h, false)),
-        (None, Some(s)) => Some((s, true)),
-        (None, None) => None,
-    };
-    // A limit too large for a Duration (say 1e300 s) is no limit at all.
-    if let Some((seconds, soft)) = limit {
-        if let Ok(limit) = Duration::try_from_secs_f64(seconds) {
-            tokio::time::sleep(limit).await;
-            if !stop.fire(Stopped::TimeLimit { seconds, soft }) {
-                log::warn!(
-                    "task {} [{}] is past its time limit of {seconds}s after its point of no return: it runs to its end",
-                    msg.task(),
-                    msg.id()
-                );
-            }
-        }
-    }
-    std::future::pending().await
 }

@@ -16,6 +16,7 @@
 //! - [`context`], [`config`], [`upkeep`], [`webhook`]: what they say.
 
 pub mod admin;
+pub mod banner;
 pub mod canvas;
 pub mod cli;
 pub mod config;

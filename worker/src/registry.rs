@@ -242,8 +242,8 @@ impl Registry {
         json!({
             "id": msg.id(),
             "name": msg.task(),
-            "args": listed(Value::Array(msg.body.args.clone())),
-            "kwargs": listed(Value::Object(msg.body.kwargs.clone())),
+            "args": listed(pyrepr::shown(&Value::Array(msg.body.args.clone()))),
+            "kwargs": listed(pyrepr::shown(&Value::Object(msg.body.kwargs.clone()))),
             "type": msg.task(),
             "hostname": self.node,
             "time_start": time_start,

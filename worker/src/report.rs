@@ -23,6 +23,7 @@ fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
 }
 
 pub fn received(ctx: &Context, msg: &Message, from: &str) {
+    log::info!("Task {}[{}] received", msg.task(), msg.id());
     ctx.metrics
         .tasks
         .received
@@ -32,13 +33,13 @@ pub fn received(ctx: &Context, msg: &Message, from: &str) {
         return;
     }
     let h = &msg.envelope.headers;
-    // A producer's reprs are taken as they come, cut as Celery cuts its own.
+    // A producer's reprs are taken as they come, cut as Celery cuts its own, URLs cut too.
     let args = match &h.argsrepr {
-        Some(r) => pyrepr::cut(r),
+        Some(r) => pyrepr::cut(&pyrepr::shown_text(r)),
         None => pyrepr::args_repr(&msg.body.args),
     };
     let kwargs = match &h.kwargsrepr {
-        Some(r) => pyrepr::cut(r),
+        Some(r) => pyrepr::cut(&pyrepr::shown_text(r)),
         None => pyrepr::repr(&Value::Object(msg.body.kwargs.clone())),
     };
     let event = fields(vec![

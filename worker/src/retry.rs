@@ -49,7 +49,7 @@ pub async fn retry_or_give_up(
     let delay = backoff(ctx.retry_backoff, retries);
     let replacement = retry_envelope(msg, OffsetDateTime::now_utc() + delay);
     log::info!(
-        "task {} [{}] retry {attempts} in {:.3}s: {}",
+        "Task {}[{}] retry {attempts}: Retry in {:.3}s: {}",
         msg.task(),
         msg.id(),
         delay.as_secs_f64(),

@@ -13,6 +13,9 @@ use crate::worker::{Worker, WorkerError};
 pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
     let node = cfg.node.clone();
     let (bind, set_bind) = (cfg.metrics_bind, cfg.metrics_bind_set);
+    for line in crate::banner::lines(&cfg, &node, crate::tasks::NAMES) {
+        log::info!("{line}");
+    }
     let worker = Worker::build(cfg, node)?;
     worker.check().await?;
     let refused = |e: std::io::Error| celery_redis::config::ConfigError {

@@ -6,6 +6,10 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use celery_redis::protocol::Message;
 use tokio::sync::Notify;
 
 /// Why a running task was stopped.
@@ -97,6 +101,37 @@ impl Stop {
             self.notify.notified().await;
         }
     }
+}
+
+/// Fires `stop` when the task's `timelimit` ([hard, soft] seconds) passes, (Soft)
+/// TimeLimitExceeded as billiard names them; never resolves. A task past its point of no
+/// return is not stopped: it runs to its end.
+pub async fn time_limit(msg: &Message, stop: &Stop) -> Infallible {
+    let [hard, soft] = msg
+        .envelope
+        .headers
+        .timelimit
+        .map(|l| l.filter(|s| *s > 0.0 && s.is_finite()));
+    let limit = match (hard, soft) {
+        (Some(h), Some(s)) if s < h => Some((s, true)),
+        (Some(h), _) => Some((h, false)),
+        (None, Some(s)) => Some((s, true)),
+        (None, None) => None,
+    };
+    // A limit too large for a Duration (say 1e300 s) is no limit at all.
+    if let Some((seconds, soft)) = limit {
+        if let Ok(limit) = Duration::try_from_secs_f64(seconds) {
+            tokio::time::sleep(limit).await;
+            if !stop.fire(Stopped::TimeLimit { seconds, soft }) {
+                log::warn!(
+                    "task {} [{}] is past its time limit of {seconds}s after its point of no return: it runs to its end",
+                    msg.task(),
+                    msg.id()
+                );
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 #[cfg(test)]

@@ -3,8 +3,6 @@
 //! its queue after `UNKNOWN_TASK_HANDBACK_DELAY_MS` for another worker of the fleet, at most N
 //! times (counted in the message), then failed and dead-lettered with the reason.
 
-use std::time::Duration;
-
 use celery_redis::broker::{DeadLetter, Delivery};
 use celery_redis::protocol::{Envelope, Message};
 use celery_redis::result::ExceptionInfo;
@@ -16,15 +14,6 @@ use crate::ending::{self, ExecuteError};
 /// The header counting how often Rust workers handed a message back (Python workers ignore
 /// headers they do not know).
 pub const HANDBACKS: &str = "fleet_handbacks";
-
-/// What to do with a task nobody here runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Unknown {
-    /// Hand-backs before giving up (0: fail at once, as Celery does).
-    pub handbacks: u32,
-    /// How long a handed-back message waits before it is on its queue again.
-    pub delay: Duration,
-}
 
 /// Handles a delivery of a task this worker does not run: handed back while the message's
 /// count is below the setting, else FAILURE `NotRegistered` and a dead letter.

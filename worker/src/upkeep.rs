@@ -18,12 +18,12 @@ const MAX_SCHEDULER_SLEEP: Duration = Duration::from_secs(1);
 /// needs), and keeps the dead-letter list within `dead_letter_max`.
 pub async fn restore_orphans(
     broker: Broker,
-    visibility: Duration,
+    visibility: celery_redis::broker::Visibility,
     dead_letter_max: usize,
     restored: observe::metrics::Counter,
     mut stop: Shutdown,
 ) {
-    let mut tick = tokio::time::interval((visibility / 2).max(Duration::from_secs(1)));
+    let mut tick = tokio::time::interval((visibility.own / 2).max(Duration::from_secs(1)));
     loop {
         tokio::select! {
             _ = stop.wait() => return,

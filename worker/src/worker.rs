@@ -15,15 +15,13 @@ use celery_redis::events::{Batcher, Events};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use celery_redis::stores::Stores;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
 use crate::pacing::Pacing;
-use crate::registry::Registry;
 use crate::waits::Blocking;
-use crate::webhook::Webhooks;
 use crate::{execute, heartbeat, poison, upkeep};
 
 /// Most messages one claim takes (when that many slots are free).
@@ -85,6 +83,7 @@ impl Worker {
         };
         let stores = Stores::connect(&cfg.redis, waits(RESPONSE_TIMEOUT))?;
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
+            .with_layout(cfg.redis.layout.clone())
             .with_routes(cfg.redis.routes.clone())
             .with_results(stores.results.clone())
             .with_retention(cfg.redis.retention)
@@ -93,38 +92,23 @@ impl Worker {
         let checked = stores.clone();
         let (events, batcher) = Events::new(
             stores.redis.clone(),
+            &cfg.redis.layout,
             cfg.redis.url.db(),
             &node,
             Arc::new(Lamport::default()),
             cfg.task_events,
         );
-        let ctx = Arc::new(Context {
-            registry: Arc::new(Registry::new(&node)),
-            events,
-            metrics: observe::metrics::Metrics::new(),
-            labels: crate::labels::Labels::new(crate::tasks::NAMES, &node, &cfg.queues),
-            queues: cfg.queues.clone(),
-            broker,
-            results: stores.results,
-            redis: stores.redis,
-            webhooks: Webhooks::new(
-                cfg.webhook_policy.clone(),
-                cfg.webhook_timeout,
-                cfg.webhook_concurrency,
-            )?,
+        let ctx = Arc::new(Context::new(
+            &cfg,
+            crate::tasks::NAMES,
             node,
-            acks_late: cfg.acks_late,
-            track_started: cfg.track_started,
-            result_extended: cfg.result_extended,
-            max_retries: cfg.max_retries,
-            retention: cfg.redis.retention,
-            retry_backoff: cfg.retry_backoff,
-            unknown: cfg.unknown,
-            scheduled: Arc::new(Notify::new()),
-        });
+            broker,
+            stores,
+            events,
+        )?);
         Ok(Worker {
             slots: Arc::new(Semaphore::new(cfg.concurrency)),
-            rotation: Rotation::new(cfg.queues.clone()),
+            rotation: Rotation::ordered(cfg.queues.clone(), cfg.queue_order),
             cfg,
             ctx,
             stores: checked,
@@ -141,9 +125,12 @@ impl Worker {
         &self.ctx.node
     }
 
-    /// Checks what the configuration points at (eviction policy, database, socket).
+    /// Checks what the configuration points at (eviction policy, database, socket), and warns
+    /// of lists of its queues in another key layout than its own.
     pub async fn check(&self) -> Result<(), celery_redis::config::ConfigError> {
-        self.stores.check(&self.cfg.redis).await
+        self.stores.check(&self.cfg.redis).await?;
+        self.ctx.broker.warn_foreign(&self.cfg.queues).await;
+        Ok(())
     }
 
     /// Starts the background upkeep: lease renewal (until [`Worker::shutdown`] has nothing
@@ -170,7 +157,10 @@ impl Worker {
         );
         self.background.spawn(upkeep::restore_orphans(
             broker.clone(),
-            visibility,
+            celery_redis::broker::Visibility {
+                own: visibility,
+                foreign: self.cfg.broker_visibility_timeout,
+            },
             self.cfg.dead_letter_max,
             self.ctx.metrics.worker.leases_restored.clone(),
             stop.clone(),

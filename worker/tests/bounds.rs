@@ -6,6 +6,7 @@
 mod bombs;
 mod support;
 
+use celery_redis::broker::Visibility;
 use std::time::Duration;
 
 use celery_redis::broker::dead::DEAD_RAW_KEEP;
@@ -108,7 +109,9 @@ async fn a_message_restored_past_its_limit_is_dead_lettered_with_a_failure_and_c
         conn.zadd::<_, _, _, ()>(keys::UNACKED_INDEX, &d.tag, 1.0)
             .await
             .unwrap();
-        let restored = dying.restore_expired(Duration::from_secs(1)).await;
+        let restored = dying
+            .restore_expired(Visibility::both(Duration::from_secs(1)))
+            .await;
         assert_eq!(restored.unwrap(), 1);
     }
     let url = redis.url();

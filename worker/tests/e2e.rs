@@ -260,7 +260,7 @@ async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
     let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
     assert_eq!(
         stats,
-        json!({"queue": "celery", "waiting": [0, 0, 0, 0], "scheduled": 0, "in_flight": 0, "dead": 0, "dead_dropped": 0})
+        json!({"queue": "celery", "steps": [0, 3, 6, 9], "waiting": [0, 0, 0, 0], "scheduled": 0, "in_flight": 0, "dead": 0, "dead_dropped": 0, "foreign": []})
     );
     // Two poison entries: the worker dead-letters them.
     conn.lpush::<_, _, ()>("celery", "not json").await.unwrap();
@@ -383,4 +383,80 @@ async fn unknown_tasks_are_handed_back_a_bounded_number_of_times_then_failed() {
     // The dead letter keeps the message as it came the last time: counted twice.
     let raw: Value = serde_json::from_str(dead["raw"].as_str().unwrap()).unwrap();
     assert_eq!(raw["headers"]["fleet_handbacks"], 2);
+}
+
+/// The worker's log reads like Celery's: a start-up banner with its queues and tasks,
+/// `Task name[id] received`, `... succeeded in Xs: result`, and failures at ERROR as
+/// `... raised unexpected: Exception(...)`.
+#[tokio::test]
+async fn the_log_reads_like_celerys() {
+    use std::io::BufRead;
+    let redis = TestRedis::start();
+    let conn = redis.manager().await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .env("REDIS_URL", redis.url())
+        .env("RUST_LOG", "info")
+        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
+        .current_dir(std::env::temp_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let broker = celery_redis::broker::Broker::new(conn.clone(), "celery", "test@host");
+    let kwargs = json!({"notification_id": "n-log", "recipient": "a@example.com",
+        "channel": "log", "subject": "s", "body": "b"});
+    let good = celery_redis::protocol::TaskMessage::new(
+        "send_notification",
+        "celery",
+        kwargs.as_object().unwrap().clone(),
+    );
+    let bad =
+        celery_redis::protocol::TaskMessage::new("no_such_task", "celery", Default::default());
+    broker.publish(&good).await.unwrap();
+    broker.publish(&bad).await.unwrap();
+    let wanted = [
+        "[queues]".to_owned(),
+        ".> celery".to_owned(),
+        "  . send_notification".to_owned(),
+        format!("Task send_notification[{}] received", good.id),
+        format!("Task send_notification[{}] succeeded in ", good.id),
+        format!(
+            "Task no_such_task[{}] raised unexpected: NotRegistered('no_such_task')",
+            bad.id
+        ),
+    ];
+    let mut seen: Vec<Option<String>> = vec![None; wanted.len()];
+    let deadline = std::time::Instant::now() + WAIT;
+    while seen.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("missing: {seen:?}"));
+        for (w, s) in wanted.iter().zip(seen.iter_mut()) {
+            if line.contains(w.as_str()) {
+                *s = Some(line.clone());
+            }
+        }
+    }
+    let failed = seen[5].as_deref().unwrap();
+    assert!(failed.contains("ERROR"), "{failed}");
+    assert!(
+        seen[4]
+            .as_deref()
+            .unwrap()
+            .contains("'status': 'delivered'"),
+        "{seen:?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use celery_redis::connection::Conn;
-use celery_redis::control::client::{call, Target};
+use celery_redis::control::client::{call, Mailbox, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;
 use celery_redis::protocol::{Fanout, TaskMessage};
@@ -22,6 +22,14 @@ use serde_json::{json, Map, Value};
 use support::{start, Running, WAIT};
 use testkit::TestRedis;
 use worker::registry::Registry;
+
+/// Remote control of a fleet with kombu's default key layout, on database 0.
+fn bare() -> Mailbox<'static> {
+    Mailbox {
+        layout: celery_redis::keys::default_layout(),
+        db: 0,
+    }
+}
 
 const NODE: &str = "rust-test@box";
 const SHORT: Duration = Duration::from_secs(1);
@@ -40,7 +48,7 @@ async fn ask_node(conn: &Conn, method: &str, args: Value) -> Value {
     let clock = Lamport::default();
     let target = Target::Nodes(vec![NODE.into()]);
     for _ in 0..30 {
-        let replies = call(conn, 0, &clock, method, args.clone(), &target, SHORT)
+        let replies = call(conn, bare(), &clock, method, args.clone(), &target, SHORT)
             .await
             .unwrap();
         if let Some((node, value)) = replies.into_iter().next() {
@@ -55,7 +63,7 @@ async fn ask_node(conn: &Conn, method: &str, args: Value) -> Value {
 async fn pong_within(conn: &Conn, budget: Duration) -> bool {
     let clock = Lamport::default();
     let target = Target::Nodes(vec![NODE.into()]);
-    let replies = call(conn, 0, &clock, "ping", json!({}), &target, budget)
+    let replies = call(conn, bare(), &clock, "ping", json!({}), &target, budget)
         .await
         .unwrap();
     replies.iter().any(|(_, v)| v["ok"] == "pong")

@@ -6,6 +6,7 @@
 
 mod support;
 
+use celery_redis::broker::Visibility;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -246,7 +247,13 @@ async fn a_tag_reused_across_two_queues_in_one_claim_holds_both_and_each_returns
     // Taken again and left to expire: the restore puts each back in its own queue, once.
     let claims = broker.claim_from(&ab, 2).await.unwrap();
     assert_eq!(held(&claims).len(), 2);
-    assert_eq!(broker.restore_expired(Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(), 0);
     let (back_a, back_b) = (all_of(&mut conn, "a").await, all_of(&mut conn, "b").await);
     assert_eq!(
@@ -459,7 +466,7 @@ async fn hostile_binding_tables_dead_letter_the_orphan_and_write_no_reserved_key
         ids.push(msg.id);
     }
     let restored = broker
-        .restore_expired(Duration::from_secs(5))
+        .restore_expired(Visibility::both(Duration::from_secs(5)))
         .await
         .unwrap();
     assert_eq!(restored, exchanges.len());
@@ -514,7 +521,9 @@ async fn a_binding_member_that_is_not_utf8_does_not_stop_every_restore() {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    let restored = broker.restore_expired(Duration::from_secs(5)).await;
+    let restored = broker
+        .restore_expired(Visibility::both(Duration::from_secs(5)))
+        .await;
     assert_eq!(
         restored.expect("the restore pass fails on the binding table"),
         2
@@ -866,7 +875,10 @@ async fn entries_the_restore_cannot_read_do_not_block_every_later_orphan() {
         1
     );
     for _ in 0..3 {
-        broker.restore_expired(Duration::ZERO).await.unwrap();
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap();
     }
     let back = all_of(&mut conn, "b").await;
     let left: i64 = conn.hlen(keys::UNACKED).await.unwrap();
@@ -915,7 +927,7 @@ async fn orphans_with_hostile_routing_keys_are_dead_lettered_and_none_is_lost() 
     orphan(&mut conn, "bare", &raw, "", "").await;
 
     let restored = broker
-        .restore_expired(Duration::from_secs(5))
+        .restore_expired(Visibility::both(Duration::from_secs(5)))
         .await
         .unwrap();
     assert_eq!(restored, keys_named.len() + 1);

@@ -18,6 +18,10 @@ use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// kombu's transport options set on both sides.
+#[path = "interop/layout.rs"]
+mod layout;
+
 /// The python of a venv with Celery, from `CELERY_PYTHON`; a run without it is a mistake.
 fn python() -> PathBuf {
     std::env::var_os("CELERY_PYTHON")
@@ -38,9 +42,14 @@ fn python_env(cmd: &mut Command, redis: &TestRedis, extra: &[(&str, &str)]) {
 
 /// Runs a client scenario and returns its JSON report.
 fn client(py: &Path, redis: &TestRedis, args: &[&str]) -> Value {
+    client_with(py, redis, args, &[])
+}
+
+/// [`client`] with more environment variables (kombu's transport options: see `fleet.py`).
+fn client_with(py: &Path, redis: &TestRedis, args: &[&str], extra: &[(&str, &str)]) -> Value {
     let mut cmd = Command::new(py);
     cmd.arg("client.py").args(args);
-    python_env(&mut cmd, redis, &[]);
+    python_env(&mut cmd, redis, extra);
     let out = cmd.output().expect("run the Python client");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -107,6 +116,49 @@ async fn stock(redis: &TestRedis, sku: &str, n: i64) {
     shop::inventory::set_stock(&redis.manager().await, sku, n)
         .await
         .unwrap();
+}
+
+/// A Python worker holds a countdown task (for its whole wait) and a long task in kombu's
+/// `unacked`, never renewing them, while Rust workers with a 2 s lease run beside it: the Rust
+/// workers leave them to it until the fleet's kombu visibility timeout (Celery's 3600 s), so
+/// each runs once. (They were restored after 2 s and ran twice.)
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn rust_workers_leave_what_a_live_python_worker_holds_alone() {
+    use redis::AsyncCommands;
+    let py = python();
+    let redis = TestRedis::start();
+    let bind = format!("127.0.0.1:{}", testkit::free_port());
+    let _rust = rust_worker(
+        &redis,
+        &[
+            ("VISIBILITY_TIMEOUT_SECS", "2"),
+            ("WORKER_METRICS_BIND", &bind),
+        ],
+    );
+    let _python = python_worker_with(&py, &redis, &["-Q", "py"], &[("PY_TASK_SLEEP", "6")]);
+    let ids = client(&py, &redis, &["send-held", "6"]);
+    let results = backend(&redis).await;
+    for id in ids.as_array().unwrap() {
+        let meta = results.wait(id.as_str().unwrap(), WAIT).await.unwrap();
+        assert_eq!(meta.status, TaskState::Success, "{:?}", meta.result);
+        assert_eq!(meta.result["runner"], "python");
+    }
+    // Held well past the Rust lease (6 s and 12 s against 2 s), restored by nobody.
+    let text = reqwest::get(format!("http://{bind}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let restored = text
+        .lines()
+        .find(|l| l.starts_with("fleet_leases_restored_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or("missing");
+    assert_eq!(restored, "0", "{text}");
+    let queued: usize = redis.manager().await.llen("py").await.unwrap();
+    assert_eq!(queued, 0, "nothing given back to the Python worker's queue");
 }
 
 /// On a queue shared with a Python worker, tasks only Python registers are handed back by the
@@ -528,7 +580,9 @@ async fn a_rust_worker_restores_the_task_of_a_killed_python_worker() {
         .unwrap();
     assert_eq!(started.status, TaskState::Started);
     python.kill_group();
-    let _rust = rust_worker(&redis, &[("VISIBILITY_TIMEOUT_SECS", "2")]);
+    // The fleet's kombu visibility timeout (the Python side's, 2 s here) is when what a Python
+    // worker held comes back.
+    let _rust = rust_worker(&redis, &[("BROKER_VISIBILITY_TIMEOUT_SECS", "2")]);
     let meta = results.wait(&id, WAIT).await.unwrap();
     assert_eq!(meta.status, TaskState::Success, "{meta:?}");
     assert_eq!(meta.result["status"], "confirmed");
@@ -1173,7 +1227,7 @@ async fn a_rust_worker_restores_through_kombus_binding_what_a_killed_python_work
 
     // Restored by a worker of another queue: where the binding of "shop" says, `orders`.
     let restorer = [
-        ("VISIBILITY_TIMEOUT_SECS", "2"),
+        ("BROKER_VISIBILITY_TIMEOUT_SECS", "2"),
         ("TASK_ROUTES", ROUTES),
         ("WORKER_QUEUES", "notifications"),
     ];
@@ -1241,7 +1295,7 @@ async fn a_killed_python_workers_message_from_an_exchange_nothing_is_bound_to_is
     let _rust = rust_worker(
         &redis,
         &[
-            ("VISIBILITY_TIMEOUT_SECS", "2"),
+            ("BROKER_VISIBILITY_TIMEOUT_SECS", "2"),
             ("WORKER_QUEUES", "orders"),
         ],
     );

@@ -81,6 +81,10 @@ fn bad_values_exit_2_naming_the_variable_even_with_logging_silenced() {
         ("service-order", "REDIS_TIMEOUT_MS", "18446744073709551615"),
         ("service-order", "ORDER_BIND", "0.0.0.0:0"),
         ("service-notification", "MAX_QUEUE_DEPTH", ""),
+        ("worker", "BROKER_KEY_SEP", "x"),
+        ("worker", "BROKER_QUEUE_ORDER", "fair"),
+        ("service-order", "BROKER_PRIORITY_STEPS", "3,6,9"),
+        ("service-notification", "BROKER_KEY_PREFIX", "a b"),
     ] {
         let (code, stderr) = run(name, &base((var, value)));
         assert_eq!(code, Some(2), "{name} {var}={value:?}: {stderr}");

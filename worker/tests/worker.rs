@@ -396,7 +396,7 @@ async fn webhooks_that_never_answer_cannot_hold_every_slot() {
         assert_eq!(meta.status, TaskState::Failure, "{meta:?}");
         let exc = meta.exception().unwrap();
         assert!(
-            exc.message().contains("no answer within 10000 ms"),
+            exc.message().contains("did not answer within 10000 ms"),
             "{}",
             exc.message()
         );

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::routes::Routes;
 
 pub mod envfile;
+pub mod layout;
 mod queues;
 pub mod sentinel;
 
@@ -24,6 +25,9 @@ pub const REDIS_VARIABLES: &[&str] = &[
     "REDIS_TIMEOUT_MS",
     "RETENTION_SECS",
     "ALLOW_EVICTION",
+    "BROKER_PRIORITY_STEPS",
+    "BROKER_KEY_SEP",
+    "BROKER_KEY_PREFIX",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -301,6 +305,9 @@ pub struct RedisConfig {
     pub retention: Duration,
     /// `ALLOW_EVICTION`: start even when Redis's `maxmemory-policy` may evict keys (default false).
     pub allow_eviction: bool,
+    /// `BROKER_PRIORITY_STEPS`, `BROKER_KEY_SEP`, `BROKER_KEY_PREFIX`: where kombu's keys are
+    /// (its `priority_steps`, `sep` and `global_keyprefix` transport options; see [`layout`]).
+    pub layout: crate::keys::Layout,
 }
 
 impl RedisConfig {
@@ -329,6 +336,7 @@ impl RedisConfig {
                 (1, MAX_RESULT_EXPIRES_SECS),
             )?),
             allow_eviction: boolean(src, "ALLOW_EVICTION", false)?,
+            layout: layout::layout(src)?,
         })
     }
 

@@ -1,4 +1,4 @@
-//! Celery events: PUBLISHed on `/<db>.celeryev/<type with '-' as '.'>`, each stamped with the
+//! Celery events: PUBLISHed on `/<db>.celeryev/<type with '-' as '.'>` (behind the key prefix), each stamped with the
 //! node, pid, Lamport clock and time. Worker events go out at once; task events are batched as
 //! Celery's Redis workers send them (a JSON list on `task.multi`, up to [`MAX_BATCH`] per
 //! message), and only while task events are switched on (`-E`, `enable_events`).
@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::Conn;
 use crate::control::Lamport;
-use crate::keys::{self, EVENT_EXCHANGE};
+use crate::keys::{Layout, EVENT_EXCHANGE};
 use crate::protocol::fanout::{Fanout, TRANSIENT};
 
 /// Most task events in one `task.multi` message (Celery flushes at 24, or on the next tick).
@@ -31,6 +31,8 @@ enum Item {
 pub struct Events {
     conn: Conn,
     db: i64,
+    /// The fleet's key layout: its prefix goes in front of every channel.
+    layout: Arc<Layout>,
     node: Arc<str>,
     clock: Arc<Lamport>,
     task_events: Arc<AtomicBool>,
@@ -49,6 +51,7 @@ pub struct Batcher {
 impl Events {
     pub fn new(
         conn: Conn,
+        layout: &Layout,
         db: i64,
         node: &str,
         clock: Arc<Lamport>,
@@ -58,12 +61,13 @@ impl Events {
         let batcher = Batcher {
             conn: conn.clone(),
             node: node.to_owned(),
-            channel: keys::fanout_channel(db, EVENT_EXCHANGE, "task.multi"),
+            channel: layout.fanout_channel(db, EVENT_EXCHANGE, "task.multi"),
             rx,
         };
         let events = Events {
             conn,
             db,
+            layout: Arc::new(layout.clone()),
             node: node.into(),
             clock,
             task_events: Arc::new(AtomicBool::new(task_events)),
@@ -108,7 +112,9 @@ impl Events {
     /// Publishes one event now, unbatched (worker events, and `task-sent` from producers).
     pub async fn send_now(&self, kind: &str, fields: Map<String, Value>) -> RedisResult<()> {
         let event = self.stamp(kind, fields);
-        let channel = keys::fanout_channel(self.db, EVENT_EXCHANGE, &kind.replace('-', "."));
+        let channel = self
+            .layout
+            .fanout_channel(self.db, EVENT_EXCHANGE, &kind.replace('-', "."));
         publish(&self.conn, &channel, &self.node, &event).await
     }
 

@@ -3,10 +3,20 @@
 //! Celery/kombu keys keep kombu's names exactly (so Python workers and clients share them); keys
 //! that only this project uses carry the `fleet:` prefix. Rust computes every key a script
 //! touches and passes it in `KEYS`. The shop's own keys are in `shop::keys`.
+//!
+//! The names here are kombu's defaults; what a process uses is its [`Layout`] (the fleet's
+//! priority steps, separator and global key prefix, from the configuration), which every broker,
+//! control and event sender holds. The free functions below name the default layout's keys
+//! (for tests and tools); production code asks its `Layout`.
 
-/// kombu's separator between a queue name and its priority step, and inside binding members.
+mod layout;
+
+pub use layout::{shown, Layout, LayoutError, QueueOrder, KNOWN_SEPS, MAX_PREFIX_LEN, MAX_SEP_LEN};
+
+/// kombu's default separator between a queue name and its priority step, and inside binding
+/// members (its `sep` transport option).
 pub const SEP: &str = "\x06\x16";
-/// kombu's priority steps on Redis; 0 is served first.
+/// kombu's default priority steps on Redis (its `priority_steps`); 0 is served first.
 pub const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
 /// kombu's hash of delivered-but-unacknowledged messages: delivery tag -> `[envelope, exchange, routing_key]`.
 pub const UNACKED: &str = "unacked";
@@ -14,6 +24,12 @@ pub const UNACKED: &str = "unacked";
 pub const UNACKED_INDEX: &str = "unacked_index";
 /// kombu's lock that lets one worker at a time restore expired unacknowledged messages.
 pub const UNACKED_MUTEX: &str = "unacked_mutex";
+/// Ends the field under which this project's workers record a delivery they hold in `unacked`
+/// (the message's delivery tag, then this): they renew its lease while they run, kombu's
+/// workers do not, so a restore gives theirs back after the lease (`VISIBILITY_TIMEOUT_SECS`)
+/// and anybody else's only after the fleet's kombu visibility timeout. kombu restores either
+/// kind by field name, whatever it is.
+pub const LEASE_SUFFIX: &str = "~lease";
 /// Messages that cannot be run (undecodable, poison): JSON entries with the reason.
 pub const DEAD_LETTER: &str = "fleet:dead_letter";
 /// How many dead letters were dropped (oldest first) to keep the list within its cap.
@@ -23,7 +39,9 @@ pub const DEAD_LETTER_DROPPED: &str = "fleet:dead_letter:dropped";
 /// of its delivery tag (only that script reads the tag).
 pub const DELIVERIES_PREFIX: &str = "fleet:deliveries:";
 
-/// Fleet-wide revoked task ids, scored by when they were revoked (server time, seconds).
+/// Fleet-wide revoked task ids, scored by when they were revoked (server time, seconds). The one
+/// key of the broker's that no global key prefix changes: task ids are unique whichever fleet
+/// sent them, so a revoke holds wherever its task lands.
 pub const REVOKED: &str = "fleet:revoked";
 
 /// kombu's exchange of events (a fanout: Redis pub/sub).
@@ -38,7 +56,8 @@ pub const REPLY_BINDINGS: &str = "_kombu.binding.reply.celery.pidbox";
 /// `<oid>.reply.celery.pidbox`): never a task queue.
 const PIDBOX_SUFFIX: &str = ".celery.pidbox";
 
-/// The pub/sub channel of a fanout exchange: `/<db>.<exchange>[/<routing key>]` (kombu).
+/// The pub/sub channel of a fanout exchange: `/<db>.<exchange>[/<routing key>]` (kombu), without
+/// a key prefix ([`Layout::fanout_channel`] puts the fleet's in front).
 pub fn fanout_channel(db: i64, exchange: &str, routing_key: &str) -> String {
     if routing_key.is_empty() {
         format!("/{db}.{exchange}")
@@ -84,37 +103,36 @@ pub fn is_queue_name(name: &str) -> bool {
         && !name.ends_with(PIDBOX_SUFFIX)
 }
 
-/// Rounds a Celery priority down to kombu's Redis step (0-2 -> 0, 3-5 -> 3, 6-8 -> 6, 9 -> 9).
-pub fn priority_step(priority: i64) -> u8 {
-    // Clamped to 0..=9 first, so the conversion cannot fail.
-    let p = u8::try_from(priority.clamp(0, 9)).unwrap_or(0);
-    p - p % 3
+/// kombu's default layout (no prefix, steps 0/3/6/9, its separator).
+static DEFAULT: std::sync::LazyLock<Layout> = std::sync::LazyLock::new(Layout::default);
+
+/// kombu's default layout, made once.
+pub fn default_layout() -> &'static Layout {
+    &DEFAULT
 }
 
-/// The Redis list that holds a queue's messages of the given priority.
+/// The list of the default layout that holds a queue's messages of the given priority.
 pub fn queue_list(queue: &str, priority: i64) -> String {
-    match priority_step(priority) {
-        0 => queue.to_owned(),
-        step => format!("{queue}{SEP}{step}"),
-    }
+    DEFAULT.queue_list(queue, priority)
 }
 
-/// All lists of a queue in the order kombu's BRPOP serves them.
+/// All lists of a queue in the default layout, in the order kombu's BRPOP serves them.
 pub fn queue_lists(queue: &str) -> Vec<String> {
-    PRIORITY_STEPS
-        .iter()
-        .map(|&p| queue_list(queue, i64::from(p)))
-        .collect()
+    DEFAULT.queue_lists(queue)
 }
+
+/// How the name of a queue's processing list and schedule begin.
+const PROCESSING: &str = "fleet:processing:";
+const SCHEDULED: &str = "fleet:scheduled:";
 
 /// The short-lived list a blocking fetch moves a message into before it is claimed (see `broker`).
 pub fn processing(queue: &str) -> String {
-    format!("fleet:processing:{queue}")
+    format!("{PROCESSING}{queue}")
 }
 
 /// Messages with a future `eta`, scored by when they are due (server time, seconds).
 pub fn scheduled(queue: &str) -> String {
-    format!("fleet:scheduled:{queue}")
+    format!("{SCHEDULED}{queue}")
 }
 
 /// Celery's result key (and the pub/sub channel of the same name).
@@ -127,9 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn priorities_round_down_to_kombu_steps() {
-        let steps: Vec<u8> = (-1..=10).map(priority_step).collect();
-        assert_eq!(steps, vec![0, 0, 0, 0, 3, 3, 3, 6, 6, 6, 9, 9]);
+    fn the_default_layout_is_kombus() {
         assert_eq!(queue_list("celery", 5), "celery\x06\x163");
         assert_eq!(queue_list("celery", 0), "celery");
         assert_eq!(

@@ -3,7 +3,8 @@
 //!
 //! Map, bottom up (each module uses only the ones above it):
 //! - [`clock`] — timestamps as Celery writes them.
-//! - [`keys`] — every Redis key name kombu and Celery use, priorities included.
+//! - [`keys`] — every Redis key name kombu and Celery use, and the fleet's layout of them
+//!   (priority steps, separator, global key prefix).
 //! - [`node`] — this process's node name (`origin`, a worker's `hostname`).
 //! - [`protocol`] — the wire format: the kombu envelope, the `[args, kwargs, embed]` body, and
 //!   [`protocol::TaskMessage`], a task to publish.

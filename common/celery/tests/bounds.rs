@@ -2,6 +2,7 @@
 //! size-bounded operations, never decoded whole inside Redis, never held and never handed over
 //! whole; and a message restores keep giving back is counted, delivery by delivery.
 
+use celery_redis::broker::Visibility;
 use std::time::Duration;
 
 use celery_redis::broker::dead::DEAD_RAW_KEEP;
@@ -172,7 +173,7 @@ async fn lapse_and_restore(broker: &Broker, conn: &mut celery_redis::connection:
     }
     assert_eq!(
         broker
-            .restore_expired(Duration::from_secs(1))
+            .restore_expired(Visibility::both(Duration::from_secs(1)))
             .await
             .unwrap(),
         tags.len()

@@ -2,6 +2,7 @@
 //! writes for lack of memory (`maxmemory` reached under `noeviction`), restores of a large
 //! backlog, and the eviction check of every (re)connection, over RESP2 and RESP3.
 
+use celery_redis::broker::Visibility;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim, Delivery};
@@ -155,7 +156,7 @@ async fn one_restore_gives_back_a_backlog_of_five_thousand_expired_deliveries() 
         .unwrap();
 
     let restored = broker
-        .restore_expired(Duration::from_secs(60))
+        .restore_expired(Visibility::both(Duration::from_secs(60)))
         .await
         .unwrap();
     assert_eq!(restored, BACKLOG);

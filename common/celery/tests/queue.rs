@@ -1,6 +1,7 @@
 //! The broker against a real redis-server: kombu's list and unacked layout, atomic claims,
 //! acknowledgement, leases, the eta schedule and restores (including a Python worker's entry).
 
+use celery_redis::broker::Visibility;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim, Delivery, Submitted};
@@ -46,7 +47,11 @@ async fn publish_pushes_left_and_claim_records_in_kombus_unacked_layout() {
         env.headers.id, first.id,
         "FIFO: LPUSH then pop from the right"
     );
-    assert_eq!(Some(d.tag.as_str()), env.delivery_tag());
+    // Held under its tag and the lease mark (restores tell this project's leases by it).
+    assert_eq!(
+        d.tag,
+        format!("{}{}", env.delivery_tag().unwrap(), keys::LEASE_SUFFIX)
+    );
 
     let stored: String = conn.hget(keys::UNACKED, &d.tag).await.unwrap();
     let triple: (Value, String, String) = serde_json::from_str(&stored).unwrap();
@@ -119,11 +124,15 @@ async fn claim_reads_kombus_fields_from_properties_in_any_key_order() {
     for raw in [normal, first] {
         conn.lpush::<_, _, ()>("celery", &raw).await.unwrap();
         let d = claim(&broker).await;
-        assert_eq!((d.tag.as_str(), d.raw.as_str()), ("tag-1", raw.as_str()));
-        let stored: String = conn.hget(keys::UNACKED, "tag-1").await.unwrap();
+        let held = format!("tag-1{}", keys::LEASE_SUFFIX);
+        assert_eq!(
+            (d.tag.as_str(), d.raw.as_str()),
+            (held.as_str(), raw.as_str())
+        );
+        let stored: String = conn.hget(keys::UNACKED, &held).await.unwrap();
         let triple: (Value, String, String) = serde_json::from_str(&stored).unwrap();
         assert_eq!((triple.1.as_str(), triple.2.as_str()), ("", "celery"));
-        assert!(broker.ack("tag-1").await.unwrap());
+        assert!(broker.ack(&held).await.unwrap());
     }
 }
 
@@ -254,7 +263,13 @@ async fn settling_a_lost_delivery_does_not_duplicate_it() {
     broker.publish(&task(0)).await.unwrap();
     let held = claim(&broker).await;
     // Someone else restored it meanwhile.
-    assert_eq!(broker.restore_expired(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(!broker.requeue(&held).await.unwrap());
     assert_eq!(
         conn.llen::<_, i64>("celery").await.unwrap(),
@@ -317,7 +332,7 @@ async fn renewed_leases_are_not_restored_and_expired_ones_are() {
     );
     assert_eq!(
         broker
-            .restore_expired(Duration::from_secs(60))
+            .restore_expired(Visibility::both(Duration::from_secs(60)))
             .await
             .unwrap(),
         1
@@ -334,7 +349,7 @@ async fn renewed_leases_are_not_restored_and_expired_ones_are() {
     assert_eq!(v["properties"]["delivery_info"]["redelivered"], json!(true));
     assert_eq!(
         v["properties"]["delivery_tag"],
-        json!(dead.tag),
+        json!(dead.tag.strip_suffix(keys::LEASE_SUFFIX).unwrap()),
         "keeps its tag"
     );
     assert!(
@@ -370,7 +385,7 @@ async fn restore_understands_a_python_workers_unacked_entry() {
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     assert_eq!(
         broker
-            .restore_expired(Duration::from_secs(5))
+            .restore_expired(Visibility::both(Duration::from_secs(5)))
             .await
             .unwrap(),
         1
@@ -497,7 +512,10 @@ async fn a_restore_lock_left_behind_holds_restores_off_for_two_seconds_at_most()
     let mut events = redis.client().get_async_pubsub().await.unwrap();
     events.subscribe("__keyevent@0__:expired").await.unwrap();
     assert_eq!(
-        broker.restore_expired(Duration::ZERO).await.unwrap(),
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap(),
         0,
         "locked"
     );
@@ -512,5 +530,11 @@ async fn a_restore_lock_left_behind_holds_restores_off_for_two_seconds_at_most()
     })
     .await;
     assert!(gone.is_ok(), "the lock outlived three seconds");
-    assert_eq!(broker.restore_expired(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(
+        broker
+            .restore_expired(Visibility::both(Duration::ZERO))
+            .await
+            .unwrap(),
+        1
+    );
 }

@@ -2,6 +2,7 @@
 //! kombu's order with no queue starved, and each delivery's retries, eta and hand-back kept in
 //! its own queue.
 
+use celery_redis::broker::Visibility;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim, Delivery, Rotation, Submitted};
@@ -307,7 +308,7 @@ async fn a_kombu_entry_for_a_named_exchange_is_restored_through_its_binding_or_d
         .unwrap();
     assert_eq!(
         broker
-            .restore_expired(Duration::from_secs(5))
+            .restore_expired(Visibility::both(Duration::from_secs(5)))
             .await
             .unwrap(),
         1
@@ -325,7 +326,7 @@ async fn a_kombu_entry_for_a_named_exchange_is_restored_through_its_binding_or_d
         .unwrap();
     assert_eq!(
         broker
-            .restore_expired(Duration::from_secs(5))
+            .restore_expired(Visibility::both(Duration::from_secs(5)))
             .await
             .unwrap(),
         1

@@ -90,7 +90,7 @@ async fn a_blocking_wait_and_a_subscription_end_on_failover_and_resume_on_the_ne
         connect_retries: 0,
     };
     let mut blocking = Conn::new(&cfg.url, blocking_waits).unwrap();
-    let mut sub = listen::subscribe(&cfg.url, "watch", Duration::from_secs(5))
+    let mut sub = listen::subscribe(&cfg.url, &cfg.layout, "watch", Duration::from_secs(5))
         .await
         .unwrap();
     let waiting = {
@@ -131,7 +131,7 @@ async fn a_blocking_wait_and_a_subscription_end_on_failover_and_resume_on_the_ne
         "the old subscription closed"
     );
     // Both go on against the new master.
-    let mut sub = listen::subscribe(&cfg.url, "watch", Duration::from_secs(5))
+    let mut sub = listen::subscribe(&cfg.url, &cfg.layout, "watch", Duration::from_secs(5))
         .await
         .unwrap();
     let mut pusher = conn.clone();

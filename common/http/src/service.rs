@@ -50,6 +50,7 @@ impl AppState {
         let stores = Stores::connect(&cfg.redis, waits)?;
         Ok(AppState {
             broker: Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), origin)
+                .with_layout(cfg.redis.layout.clone())
                 .with_routes(cfg.redis.routes.clone())
                 .with_max_depth(cfg.max_queue_depth)
                 .with_retention(cfg.redis.retention),

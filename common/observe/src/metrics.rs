@@ -95,6 +95,8 @@ pub struct Fleet {
     pub eta_waiting: Family<QueueLabels, Gauge>,
     pub dead_letters: Gauge,
     pub dead_letters_dropped: Gauge,
+    /// Lists of a queue in another key layout than the configured one (nothing reads them).
+    pub foreign_keys: Family<QueueLabels, Gauge>,
     /// 1 when the last scrape could read Redis, 0 when it could not (the gauges above then keep
     /// their last values).
     pub redis_up: Gauge,
@@ -108,6 +110,7 @@ pub struct QueueReading {
     pub unacked: u64,
     pub dead_letters: u64,
     pub dead_letters_dropped: u64,
+    pub foreign_keys: u64,
 }
 
 impl Fleet {
@@ -129,6 +132,9 @@ impl Fleet {
         self.dead_letters.set(as_i64(r.dead_letters));
         self.dead_letters_dropped
             .set(as_i64(r.dead_letters_dropped));
+        self.foreign_keys
+            .get_or_create(&q)
+            .set(as_i64(r.foreign_keys));
         self.redis_up.set(1);
     }
 }
@@ -287,6 +293,11 @@ impl Metrics {
             "fleet_dead_letters_dropped",
             "Dead letters dropped so far to keep the list within its cap",
             fleet.dead_letters_dropped.clone(),
+        );
+        r.register(
+            "fleet_queue_foreign_keys",
+            "Lists of the queue in another key layout (priority steps, separator, key prefix) that nothing here reads",
+            fleet.foreign_keys.clone(),
         );
         r.register(
             "fleet_redis_up",

@@ -16,7 +16,7 @@ use celery_redis::connection::Conn;
 use celery_redis::control::listen::{self, Incoming};
 use celery_redis::control::{reply, Request};
 use celery_redis::events::Events;
-use celery_redis::keys::{self, EVENT_EXCHANGE};
+use celery_redis::keys::EVENT_EXCHANGE;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
@@ -84,13 +84,14 @@ impl Node {
     /// Serves requests until `stop`; `ready` is told once the first subscription is active.
     pub async fn serve(self, mut stop: Shutdown, ready: oneshot::Sender<()>) {
         let url: RedisUrl = self.cfg.redis.url.clone();
-        let watch = keys::fanout_channel(url.db(), EVENT_EXCHANGE, "worker.heartbeat");
+        let layout = &self.cfg.redis.layout;
+        let watch = layout.fanout_channel(url.db(), EVENT_EXCHANGE, "worker.heartbeat");
         let mut ready = Some(ready);
         let mut backoff = MIN_BACKOFF;
         loop {
             let subscribed = tokio::select! {
                 _ = stop.wait() => return,
-                s = listen::subscribe(&url, &watch, self.cfg.redis.timeout) => s,
+                s = listen::subscribe(&url, layout, &watch, self.cfg.redis.timeout) => s,
             };
             match subscribed {
                 Ok(mut sub) => {
@@ -106,7 +107,9 @@ impl Node {
                         match next {
                             Some(Incoming::Request(raw)) => self.handle(&raw).await,
                             Some(Incoming::Prefixed(channel)) => log::warn!(
-                                "refusing a control request on {channel:?}: kombu's global_keyprefix is not supported by this fleet"
+                                "refusing a control request on {}: a client with another global_keyprefix than this fleet's (BROKER_KEY_PREFIX={})",
+                                celery_redis::keys::shown(&channel),
+                                layout.prefix()
                             ),
                             Some(Incoming::Alive) => {}
                             None => {
@@ -150,7 +153,9 @@ impl Node {
         let (Some(to), Some(ticket)) = (&req.reply_to, &req.ticket) else {
             return;
         };
-        if let Err(e) = reply::send(&self.conn, to, ticket, &self.name, clock, value).await {
+        let layout = &self.cfg.redis.layout;
+        let sent = reply::send(&self.conn, layout, to, ticket, &self.name, clock, value).await;
+        if let Err(e) = sent {
             log::warn!("could not reply to {:?}: {e}", req.method);
         }
     }

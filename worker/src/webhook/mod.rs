@@ -25,12 +25,14 @@ pub enum WebhookError {
     Redirected(u16),
     #[error("webhook not reachable: {0}")]
     Transient(String),
+    #[error("webhook receiver did not answer within {0} ms")]
+    TimedOut(u128),
 }
 
 impl WebhookError {
     /// Whether another attempt may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, WebhookError::Transient(_))
+        matches!(self, WebhookError::Transient(_) | WebhookError::TimedOut(_))
     }
 }
 
@@ -116,11 +118,9 @@ impl Webhooks {
                 "HTTP {}",
                 resp.status().as_u16()
             ))),
-            Err(e) if e.is_timeout() => Err(WebhookError::Transient(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
-            Err(e) => Err(WebhookError::Transient(e.to_string())),
+            Err(e) if e.is_timeout() => Err(WebhookError::TimedOut(self.timeout.as_millis())),
+            // reqwest's text names the URL, whose path may be a secret (Slack's, Teams').
+            Err(e) => Err(WebhookError::Transient(e.without_url().to_string())),
         }
     }
 
@@ -144,5 +144,28 @@ impl Webhooks {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a failed delivery says (it is stored in the task's FAILURE and logged) never
+    /// names the URL's path, which may be a secret.
+    #[tokio::test]
+    async fn errors_do_not_name_the_urls_secret_path() {
+        let policy = Policy::from_source(&testkit::vars(&[("WEBHOOK_ALLOW", "127.0.0.1")]))
+            .unwrap();
+        let hooks = Webhooks::new(policy, Duration::from_secs(5), 1).unwrap();
+        // A port nobody listens on: the connection is refused.
+        let port = testkit::free_port();
+        let url = format!("http://127.0.0.1:{port}/services/T0/B0/s3cr3t");
+        let err = hooks
+            .post(&url, "n-1", &serde_json::json!({}))
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 }

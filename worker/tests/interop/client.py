@@ -180,11 +180,27 @@ def options():
     return report
 
 
-def publish_priorities():
+def publish_priorities(*priorities):
     ids = {}
-    for p in (9, 5, 0):
+    for p in [int(p) for p in priorities] or [9, 5, 0]:
         ids[p] = process_order.apply_async(kwargs=order(f"py-prio-{p}"), priority=p).id
     return ids
+
+
+def link_to_python(priority):
+    """An order for the queue `orders` (a Rust worker's) whose callback, a notification for the
+    queue `notifications` (a Python worker's) at `priority`, the Rust worker publishes: returns
+    both ids."""
+    note_id = str(uuid.uuid4())
+    callback = send_notification.si(**note("py-linked")).set(
+        task_id=note_id, queue="notifications", priority=int(priority))
+    parent = process_order.apply_async(kwargs=order("py-linked"), queue="orders", link=callback)
+    return {"order": parent.id, "notification": note_id}
+
+
+def ping():
+    """The nodes that answer a broadcast ping (remote control over kombu's pidbox)."""
+    return sorted(name for reply in app.control.ping(timeout=2.0) for name in reply)
 
 
 def send_many(count):
@@ -256,6 +272,13 @@ def send_py_only(count):
     return [app.send_task("py_only", args=(i,)).id for i in range(int(count))]
 
 
+def send_held(countdown):
+    """On the queue `py` (a Python worker's): one order with a countdown, one without."""
+    later = process_order.apply_async(kwargs=order("py-held-later"), countdown=int(countdown), queue="py")
+    now = process_order.apply_async(kwargs=order("py-held-now"), queue="py")
+    return [later.id, now.id]
+
+
 def send_later(countdown):
     return process_order.apply_async(kwargs=order("py-later"), countdown=int(countdown)).id
 
@@ -276,7 +299,8 @@ def wait_all(ids_json):
 SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
              "publish-priorities": publish_priorities, "send-many": send_many,
              "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed,
-             "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later, "send-py-only": send_py_only}
+             "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later,
+             "send-py-only": send_py_only, "send-held": send_held, "link-to-python": link_to_python, "ping": ping}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]

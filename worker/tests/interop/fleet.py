@@ -3,7 +3,9 @@ that shares Redis with the Rust services and worker, and Python implementations 
 tasks (same names and arguments as the Rust contracts) for when a Python worker serves them.
 
 Configured from the environment: REDIS_URL, RESULT_BACKEND_URL, REDIS_SENTINEL_MASTER (for
-sentinel:// URLs), VISIBILITY_TIMEOUT_SECS, PY_TASK_SLEEP (seconds a Python task sleeps, to be killed mid-task).
+sentinel:// URLs), VISIBILITY_TIMEOUT_SECS, PY_TASK_SLEEP (seconds a Python task sleeps, to be killed mid-task),
+and kombu's transport options under the Rust side's names: BROKER_PRIORITY_STEPS (priority_steps),
+BROKER_KEY_SEP (sep), BROKER_KEY_PREFIX (global_keyprefix), BROKER_QUEUE_ORDER (queue_order_strategy).
 """
 import os
 import sys
@@ -26,6 +28,16 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": int(os.environ.get("VISIBILITY_TIMEOUT_SECS", "30"))},
 )
+# kombu's Redis transport options, from the variables the Rust side reads (unset: kombu's defaults).
+_layout = {
+    "priority_steps": [int(p) for p in os.environ["BROKER_PRIORITY_STEPS"].split(",")]
+    if os.environ.get("BROKER_PRIORITY_STEPS") else None,
+    "sep": os.environ["BROKER_KEY_SEP"].encode("latin-1").decode("unicode_escape")
+    if os.environ.get("BROKER_KEY_SEP") else None,
+    "global_keyprefix": os.environ.get("BROKER_KEY_PREFIX"),
+    "queue_order_strategy": os.environ.get("BROKER_QUEUE_ORDER"),
+}
+app.conf.broker_transport_options.update({k: v for k, v in _layout.items() if v is not None})
 if os.environ.get("REDIS_SENTINEL_MASTER"):
     # sentinel:// URLs (sentinel.rs): kombu and the result backend take the master's name here.
     app.conf.broker_transport_options["master_name"] = os.environ["REDIS_SENTINEL_MASTER"]

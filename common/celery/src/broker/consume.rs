@@ -11,6 +11,7 @@ use redis::RedisResult;
 use super::dead::DEAD_RAW_KEEP;
 use super::{Broker, DeadLetter};
 use crate::keys;
+use crate::keys::QueueOrder;
 use crate::scripts::{CLAIM, RENEW};
 
 /// Largest entry the claim script decodes in full (inside Redis) when it cannot find its delivery
@@ -57,10 +58,11 @@ pub enum Claim {
 
 /// The order in which a worker offers its queues to [`Broker::claim_from`]: a queue that just
 /// delivered goes to the back (kombu's round-robin cycle), so a busy queue cannot starve the
-/// others.
+/// others; or a fixed order ([`QueueOrder`]).
 #[derive(Debug, Clone)]
 pub struct Rotation {
     queues: Vec<String>,
+    rotates: bool,
 }
 
 impl Claim {
@@ -92,7 +94,17 @@ fn dead_lettered(entry: &[u8], reason: String, queue: String) -> Claim {
 
 impl Rotation {
     pub fn new(queues: Vec<String>) -> Self {
-        Rotation { queues }
+        Rotation::ordered(queues, QueueOrder::RoundRobin)
+    }
+
+    /// The queues in kombu's `queue_order_strategy`: `sorted` sorts them once; only
+    /// `round_robin` moves a queue that delivered to the back.
+    pub fn ordered(mut queues: Vec<String>, order: QueueOrder) -> Self {
+        if order == QueueOrder::Sorted {
+            queues.sort();
+        }
+        let rotates = order == QueueOrder::RoundRobin;
+        Rotation { queues, rotates }
     }
 
     /// The queues, in the order of the next claim.
@@ -102,6 +114,9 @@ impl Rotation {
 
     /// After a claim: the queues that delivered move to the back, in their order.
     pub fn delivered<'a>(&mut self, from: impl IntoIterator<Item = &'a str>) {
+        if !self.rotates {
+            return;
+        }
         let from: Vec<&str> = from.into_iter().collect();
         let (served, rest): (Vec<String>, Vec<String>) = std::mem::take(&mut self.queues)
             .into_iter()
@@ -112,7 +127,7 @@ impl Rotation {
 }
 
 impl Broker {
-    /// Takes the next message (processing list first, then priorities 0, 3, 6, 9) and records it
+    /// Takes the next message (processing list first, then each priority step) and records it
     /// in `unacked`/`unacked_index` in the same step. Never blocks.
     pub async fn claim(&self) -> RedisResult<Option<Claim>> {
         Ok(self.claim_many(1).await?.into_iter().next())
@@ -127,13 +142,14 @@ impl Broker {
 
     /// Takes up to `max` messages from several queues in one script call, as kombu's BRPOP over
     /// a worker's queues: first every processing list, then priority 0 of each queue in the
-    /// order given, then priority 3 of each, and so on. The caller rotates the order between
+    /// order given, then the next step of each, and so on. The caller rotates the order between
     /// calls (see [`Rotation`]) so that no queue waits behind another.
     pub async fn claim_from(&self, queues: &[String], max: usize) -> RedisResult<Vec<Claim>> {
+        let layout = &self.layout;
         let mut inv = CLAIM.prepare_invoke();
-        inv.key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
-            .key(keys::DEAD_LETTER);
+        inv.key(layout.unacked())
+            .key(layout.unacked_index())
+            .key(layout.dead_letter());
         let limits = &self.limits;
         inv.arg(max.max(1))
             .arg(limits.max_bytes)
@@ -141,13 +157,14 @@ impl Broker {
             .arg(DEAD_RAW_KEEP)
             .arg(keys::DELIVERIES_PREFIX)
             .arg(limits.max_deliveries)
-            .arg(self.retention.as_secs().max(86_400));
+            .arg(self.retention.as_secs().max(86_400))
+            .arg(keys::LEASE_SUFFIX);
         for queue in queues {
-            inv.key(keys::processing(queue)).arg(queue);
+            inv.key(layout.processing(queue)).arg(queue);
         }
-        for step in keys::PRIORITY_STEPS {
+        for &step in layout.steps() {
             for queue in queues {
-                inv.key(keys::queue_list(queue, i64::from(step))).arg(queue);
+                inv.key(layout.step_list(queue, step)).arg(queue);
             }
         }
         // Bytes, not strings: any producer can push an entry that is not UTF-8, and one such
@@ -211,10 +228,11 @@ impl Broker {
         blocking: &mut Conn,
         timeout: Duration,
     ) -> RedisResult<bool> {
-        let processing = keys::processing(&self.queue);
+        let processing = self.layout.processing(&self.queue);
+        let queue = self.layout.queue_list(&self.queue, 0);
         let mut blmove = redis::cmd("BLMOVE");
         blmove
-            .arg(&self.queue)
+            .arg(&queue)
             .arg(&processing)
             .arg("RIGHT")
             .arg("LEFT")
@@ -229,7 +247,7 @@ impl Broker {
         pipe.add_command(blmove);
         pipe.cmd("LLEN").arg(&processing);
         // Fails WRONGTYPE when the queue's key holds another type (BLMOVE's error is skipped).
-        pipe.cmd("LLEN").arg(&self.queue);
+        pipe.cmd("LLEN").arg(&queue);
         let replies = blocking.req_packed_commands(&pipe, 0, 2).await?;
         let counted = |v: &redis::Value| match v {
             redis::Value::Int(_) => true,
@@ -262,8 +280,8 @@ impl Broker {
         let mut moved = 0usize;
         loop {
             let m: Option<Vec<u8>> = redis::cmd("LMOVE")
-                .arg(keys::processing(&self.queue))
-                .arg(&self.queue)
+                .arg(self.layout.processing(&self.queue))
+                .arg(self.layout.queue_list(&self.queue, 0))
                 .arg("RIGHT")
                 .arg("RIGHT")
                 .query_async(&mut conn)
@@ -280,7 +298,7 @@ impl Broker {
         if tags.is_empty() {
             return Ok(0);
         }
-        let mut inv = RENEW.key(keys::UNACKED_INDEX);
+        let mut inv = RENEW.key(self.layout.unacked_index());
         for tag in tags {
             inv.arg(tag);
         }

@@ -57,7 +57,7 @@ impl Broker {
         let mut conn = self.conn.clone();
         // Bytes: an entry that is not UTF-8 (a claim dead-letters raw entries as they are) must
         // not stop the others; it stays where it is.
-        let entries: Vec<Vec<u8>> = conn.lrange(keys::DEAD_LETTER, 0, -1).await?;
+        let entries: Vec<Vec<u8>> = conn.lrange(self.layout.dead_letter(), 0, -1).await?;
         let mut moved = 0usize;
         for entry in entries.iter().rev() {
             if limit > 0 && moved >= limit {
@@ -74,9 +74,9 @@ impl Broker {
             if only.is_some_and(|q| q != queue) {
                 continue;
             }
-            let list = keys::queue_list(queue, 0);
+            let list = self.layout.queue_list(queue, 0);
             let done: i64 = REQUEUE_DEAD
-                .key(keys::DEAD_LETTER)
+                .key(self.layout.dead_letter())
                 .key(list)
                 .arg(entry)
                 .arg(&dead.raw)
@@ -97,8 +97,8 @@ impl Broker {
     /// [`keys::DEAD_LETTER_DROPPED`]; returns how many were dropped now.
     pub async fn trim_dead(&self, keep: usize) -> RedisResult<u64> {
         TRIM_DEAD
-            .key(keys::DEAD_LETTER)
-            .key(keys::DEAD_LETTER_DROPPED)
+            .key(self.layout.dead_letter())
+            .key(self.layout.dead_letter_dropped())
             .arg(keep.max(1))
             .invoke_async(&mut self.conn.clone())
             .await
@@ -116,13 +116,13 @@ impl Broker {
             return self.purge_all_dead().await;
         };
         let mut conn = self.conn.clone();
-        let entries: Vec<Vec<u8>> = conn.lrange(keys::DEAD_LETTER, 0, -1).await?;
+        let entries: Vec<Vec<u8>> = conn.lrange(self.layout.dead_letter(), 0, -1).await?;
         let mut purged = 0u64;
         for entry in &entries {
             let belongs = serde_json::from_str::<DeadLetter>(&String::from_utf8_lossy(entry))
                 .is_ok_and(|dead| self.queue_of(&dead) == only);
             if belongs {
-                let n: u64 = conn.lrem(keys::DEAD_LETTER, 1, entry).await?;
+                let n: u64 = conn.lrem(self.layout.dead_letter(), 1, entry).await?;
                 purged = purged.saturating_add(n);
             }
         }
@@ -132,8 +132,8 @@ impl Broker {
     async fn purge_all_dead(&self) -> RedisResult<u64> {
         let (n, _): (u64, i64) = redis::pipe()
             .atomic()
-            .llen(keys::DEAD_LETTER)
-            .del(keys::DEAD_LETTER)
+            .llen(self.layout.dead_letter())
+            .del(self.layout.dead_letter())
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(n)
@@ -153,7 +153,11 @@ impl Broker {
             let page: Vec<Vec<u8>> = self
                 .conn
                 .clone()
-                .lrange(keys::DEAD_LETTER, start, start.saturating_add(PAGE - 1))
+                .lrange(
+                    self.layout.dead_letter(),
+                    start,
+                    start.saturating_add(PAGE - 1),
+                )
                 .await?;
             let last = page.len() < usize::try_from(PAGE).unwrap_or(usize::MAX);
             found.extend(
@@ -176,7 +180,7 @@ impl Broker {
         let raw: Vec<Vec<u8>> = self
             .conn
             .clone()
-            .lrange(keys::DEAD_LETTER, 0, limit.saturating_sub(1))
+            .lrange(self.layout.dead_letter(), 0, limit.saturating_sub(1))
             .await?;
         Ok(raw
             .iter()

@@ -10,13 +10,15 @@
 //! - [`settle`] — the ways a held delivery ends (ack, finish, requeue, schedule, retry, dead letter);
 //! - [`schedule`] — eta messages coming due;
 //! - [`restore`] — giving back what dead workers held;
-//! - [`dead`] — the dead-letter list; `letter`, the shape of one entry.
+//! - [`dead`] — the dead-letter list; `letter`, the shape of one entry;
+//! - [`stats`] — counts for operators and metrics, and lists of a queue laid out another way.
 
-use crate::connection::{Conn, Transient};
+use std::sync::Arc;
+
+use crate::connection::Conn;
 use redis::{AsyncCommands, RedisResult};
-use serde::Serialize;
 
-use crate::keys;
+use crate::keys::Layout;
 use crate::protocol::{Limits, TaskMessage};
 use crate::result::ResultBackend;
 use crate::routes::Routes;
@@ -28,51 +30,15 @@ mod letter;
 pub mod restore;
 pub mod schedule;
 pub mod settle;
+pub mod stats;
 
 pub use consume::{Claim, Delivery, Rotation};
 pub use dead::DeadLetter;
+pub use restore::Visibility;
+pub use stats::{export, Foreign, QueueStats};
 
 /// Most entries one restore or promotion pass moves.
 const BATCH: usize = 100;
-
-/// Queue counts, as `worker stats` prints them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QueueStats {
-    pub queue: String,
-    /// Waiting messages per priority step 0, 3, 6, 9.
-    pub waiting: [u64; 4],
-    /// Waiting for their eta (or a retry).
-    pub scheduled: u64,
-    /// Taken by a worker and not yet acknowledged (all queues: kombu's `unacked` is shared).
-    pub in_flight: u64,
-    pub dead: u64,
-    /// Dead letters dropped so far to keep the list within its cap.
-    pub dead_dropped: u64,
-}
-
-impl QueueStats {
-    /// The figures the metrics export.
-    pub fn reading(&self) -> observe::metrics::QueueReading {
-        observe::metrics::QueueReading {
-            waiting: self.waiting.iter().fold(0u64, |a, n| a.saturating_add(*n)),
-            eta_waiting: self.scheduled,
-            unacked: self.in_flight,
-            dead_letters: self.dead,
-            dead_letters_dropped: self.dead_dropped,
-        }
-    }
-}
-
-/// Sets `fleet`'s gauges from one scrape's counts of several queues (`None`: Redis could not
-/// be read).
-pub fn export(fleet: &observe::metrics::Fleet, counted: Option<Vec<QueueStats>>) {
-    match counted {
-        Some(all) => all
-            .iter()
-            .for_each(|s| fleet.set(&s.queue, Some(s.reading()))),
-        None => fleet.set("", None),
-    }
-}
 
 /// What [`Broker::publish_once`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,11 +68,15 @@ pub struct Broker {
     /// Where a FAILURE goes for a message the broker dead-letters on its own (an eta message or
     /// a restore that cannot be routed), so its caller does not wait forever.
     results: Option<ResultBackend>,
+    /// Where the next restore pass starts in `unacked_index` (entries still held passed over).
+    restore_skip: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// What a message it claims may cost: larger entries are dead-lettered by the claim.
     limits: Limits,
     /// Whether the server refused `CLIENT REPLY` (see [`Broker::wait_for_message`]); shared by
     /// every clone.
     reply_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Where kombu's keys are (priority steps, separator, global prefix).
+    layout: Arc<Layout>,
 }
 
 impl Broker {
@@ -121,8 +91,10 @@ impl Broker {
             max_depth: 0,
             retention: std::time::Duration::from_secs(7 * 86_400),
             results: None,
+            restore_skip: Default::default(),
             limits: Limits::default(),
             reply_refused: Default::default(),
+            layout: Arc::default(),
         }
     }
 
@@ -134,6 +106,16 @@ impl Broker {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Names kombu's keys by `layout` (default: kombu's default layout).
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = Arc::new(layout);
+        self
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// Idempotency keys of [`Broker::publish_once`] live this long (at least a second).
@@ -196,7 +178,7 @@ impl Broker {
 
     /// LPUSHes a task to the list for its queue and priority, as a Celery producer does.
     pub async fn publish(&self, msg: &TaskMessage) -> RedisResult<()> {
-        let list = keys::queue_list(&msg.queue, msg.priority);
+        let list = self.layout.queue_list(&msg.queue, msg.priority);
         let envelope = self.envelope_json(msg);
         self.conn
             .must_replicate()
@@ -209,7 +191,7 @@ impl Broker {
         let mut by_list: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for msg in msgs {
             by_list
-                .entry(keys::queue_list(&msg.queue, msg.priority))
+                .entry(self.layout.queue_list(&msg.queue, msg.priority))
                 .or_default()
                 .push(self.envelope_json(msg));
         }
@@ -228,8 +210,8 @@ impl Broker {
         msg: &TaskMessage,
     ) -> RedisResult<Submitted> {
         let mut inv = PUBLISH_ONCE.key(idempotency_key);
-        inv.key(keys::queue_list(&msg.queue, msg.priority));
-        for list in keys::queue_lists(&msg.queue) {
+        inv.key(self.layout.queue_list(&msg.queue, msg.priority));
+        for list in self.layout.queue_lists(&msg.queue) {
             inv.key(list);
         }
         let (what, value): (String, String) = inv
@@ -243,63 +225,6 @@ impl Broker {
             "created" => Submitted::Created(value),
             "full" => Submitted::QueueFull(value.parse().unwrap_or(self.max_depth)),
             _ => Submitted::Existing(value),
-        })
-    }
-
-    /// Messages waiting in the queue, all priorities.
-    pub async fn depth(&self) -> RedisResult<u64> {
-        let mut pipe = redis::pipe();
-        for list in keys::queue_lists(&self.queue) {
-            pipe.llen(list);
-        }
-        let lens: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(lens.iter().sum())
-    }
-
-    /// [`Broker::stats`] of each of `queues`, in their order; a queue one of whose keys holds
-    /// another type of value (another program's key) is left out with a warning, so it does not
-    /// blind the counts of the others.
-    pub async fn stats_of<Q: AsRef<str>>(&self, queues: &[Q]) -> RedisResult<Vec<QueueStats>> {
-        let mut all = Vec::with_capacity(queues.len());
-        for queue in queues {
-            match self.for_queue(queue.as_ref()).stats().await {
-                Ok(stats) => all.push(stats),
-                // Redis answered, with an error (a key of another type): that queue alone.
-                Err(e) if !e.is_transient() => log::warn!(
-                    "not counting queue {}: one of its keys holds another type of value ({})",
-                    queue.as_ref(),
-                    e.category()
-                ),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(all)
-    }
-
-    /// Counts for operators: waiting per priority step, scheduled, held, dead.
-    pub async fn stats(&self) -> RedisResult<QueueStats> {
-        let mut pipe = redis::pipe();
-        for list in keys::queue_lists(&self.queue) {
-            pipe.llen(list);
-        }
-        pipe.zcard(keys::scheduled(&self.queue))
-            .hlen(keys::UNACKED)
-            .llen(keys::processing(&self.queue))
-            .llen(keys::DEAD_LETTER);
-        pipe.cmd("GET").arg(keys::DEAD_LETTER_DROPPED);
-        let (n, dropped): ([u64; 8], Option<u64>) = {
-            let mut all: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
-            let dropped: Option<u64> = all.pop().and_then(|v| redis::from_redis_value(v).ok());
-            let counts: [u64; 8] = redis::from_redis_value(redis::Value::Array(all))?;
-            (counts, dropped)
-        };
-        Ok(QueueStats {
-            queue: self.queue.clone(),
-            waiting: [n[0], n[1], n[2], n[3]],
-            scheduled: n[4],
-            in_flight: n[5].saturating_add(n[6]),
-            dead: n[7],
-            dead_dropped: dropped.unwrap_or(0),
         })
     }
 }

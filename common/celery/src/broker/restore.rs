@@ -4,13 +4,14 @@
 //! full batches come back, so the time to give back a backlog grows with the backlog, not with
 //! the number of upkeep ticks it would otherwise wait for.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::connection::Conn;
 use redis::RedisResult;
 
 use super::{Broker, DeadLetter, BATCH};
-use crate::keys;
+use crate::keys::{self, Layout};
 use crate::protocol::Envelope;
 use crate::scripts::{EXPIRED, RESTORE, UNLOCK};
 
@@ -20,6 +21,30 @@ use crate::scripts::{EXPIRED, RESTORE, UNLOCK};
 /// once are harmless anyway (each entry is restored in an atomic step that checks it is
 /// unchanged): the lock only spares the work twice.
 pub const MUTEX_TTL_MS: u64 = 2_000;
+
+/// How long a holder may keep a delivery before a restore gives it back: this project's
+/// workers' (their lease, renewed while they run) and anybody else's (kombu's visibility
+/// timeout: a Python worker holds an eta task or a long task for its whole wait, unrenewed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visibility {
+    /// `VISIBILITY_TIMEOUT_SECS`: entries recorded under [`keys::LEASE_SUFFIX`].
+    pub own: Duration,
+    /// `BROKER_VISIBILITY_TIMEOUT_SECS`: every other entry (kombu's, 3600 s by default).
+    pub foreign: Duration,
+}
+
+impl Visibility {
+    /// The same timeout for both kinds (tests, tools).
+    pub fn both(timeout: Duration) -> Self {
+        Visibility {
+            own: timeout,
+            foreign: timeout,
+        }
+    }
+}
+
+/// Most `unacked_index` entries one pass looks at (those still held are passed over).
+const WINDOW: usize = 1000;
 
 /// What one pass did.
 struct Pass {
@@ -34,7 +59,7 @@ impl Broker {
     /// worker is gone), under kombu's `unacked_mutex`, with kombu's redelivered flags: pass after
     /// pass (the lock taken and released around each) while full batches come back. Understands
     /// entries written by Python workers too. Returns how many came back (or were dead-lettered).
-    pub async fn restore_expired(&self, visibility: Duration) -> RedisResult<usize> {
+    pub async fn restore_expired(&self, visibility: Visibility) -> RedisResult<usize> {
         let mut total = 0usize;
         loop {
             let Some(pass) = self.restore_pass(visibility).await? else {
@@ -50,11 +75,11 @@ impl Broker {
     }
 
     /// One pass under the lock; `None` when another restorer holds it.
-    async fn restore_pass(&self, visibility: Duration) -> RedisResult<Option<Pass>> {
+    async fn restore_pass(&self, visibility: Visibility) -> RedisResult<Option<Pass>> {
         let mut conn = self.conn.clone();
         let token = uuid::Uuid::new_v4().to_string();
         let locked: Option<String> = redis::cmd("SET")
-            .arg(keys::UNACKED_MUTEX)
+            .arg(self.layout.unacked_mutex())
             .arg(&token)
             .arg("NX")
             .arg("PX")
@@ -66,28 +91,37 @@ impl Broker {
         }
         let pass = self.restore_locked(&mut conn, visibility).await;
         let _: RedisResult<i64> = UNLOCK
-            .key(keys::UNACKED_MUTEX)
+            .key(self.layout.unacked_mutex())
             .arg(&token)
             .invoke_async(&mut conn)
             .await;
         pass.map(Some)
     }
 
-    async fn restore_locked(&self, conn: &mut Conn, visibility: Duration) -> RedisResult<Pass> {
+    async fn restore_locked(&self, conn: &mut Conn, visibility: Visibility) -> RedisResult<Pass> {
+        let skip = self.restore_skip.load(Ordering::Relaxed);
         // Bytes: an entry a producer made that is not UTF-8 must not stop every restore.
         let listed: Vec<Vec<u8>> = EXPIRED
-            .key(keys::UNACKED_INDEX)
-            .key(keys::UNACKED)
-            .arg(visibility.as_secs_f64())
+            .key(self.layout.unacked_index())
+            .key(self.layout.unacked())
+            .arg(visibility.own.as_secs_f64())
+            .arg(visibility.foreign.as_secs_f64())
+            .arg(keys::LEASE_SUFFIX)
             .arg(BATCH)
+            .arg(WINDOW)
+            .arg(skip)
             .invoke_async(conn)
             .await?;
-        let Some((cutoff, pairs)) = listed.split_first() else {
+        let [own, foreign, next, pairs @ ..] = listed.as_slice() else {
             return Ok(Pass {
                 listed: 0,
                 restored: 0,
             });
         };
+        let next = std::str::from_utf8(next).ok().and_then(|n| n.parse().ok());
+        self.restore_skip
+            .store(next.unwrap_or(0), Ordering::Relaxed);
+        let cutoffs = [own.as_slice(), foreign.as_slice()];
         let mut restored = 0usize;
         // Restorable entries, given back together below: (tag, value listed, envelope, list).
         let mut back: Vec<(&str, &str, String, String)> = Vec::new();
@@ -110,11 +144,11 @@ impl Broker {
             };
             let bound = match bound_exchange(value) {
                 Some((exchange, routing_key)) => {
-                    Some(bound_queue(conn, &exchange, &routing_key).await?)
+                    Some(bound_queue(conn, &self.layout, &exchange, &routing_key).await?)
                 }
                 None => None,
             };
-            match restorable(value, &self.queue, bound) {
+            match restorable(value, &self.layout, &self.queue, bound) {
                 Restorable::To(envelope, list) => back.push((tag, value, envelope, list)),
                 Restorable::Unroutable(reason, envelope) => {
                     log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
@@ -138,7 +172,7 @@ impl Broker {
                 }
             }
         }
-        let moved = self.give_back(conn, cutoff, &back).await?;
+        let moved = self.give_back(conn, cutoffs, &back).await?;
         Ok(Pass {
             listed: pairs.len() / 2,
             restored: restored.saturating_add(moved),
@@ -151,14 +185,17 @@ impl Broker {
     async fn give_back(
         &self,
         conn: &mut Conn,
-        cutoff: &[u8],
+        [own, foreign]: [&[u8]; 2],
         back: &[(&str, &str, String, String)],
     ) -> RedisResult<usize> {
         if back.is_empty() {
             return Ok(0);
         }
-        let mut inv = RESTORE.key(keys::UNACKED);
-        inv.key(keys::UNACKED_INDEX).arg(cutoff);
+        let mut inv = RESTORE.key(self.layout.unacked());
+        inv.key(self.layout.unacked_index())
+            .arg(own)
+            .arg(foreign)
+            .arg(keys::LEASE_SUFFIX);
         for (tag, value, envelope, list) in back {
             inv.key(list).arg(*tag).arg(*value).arg(envelope);
         }
@@ -212,13 +249,14 @@ fn bound_exchange(value: &str) -> Option<(String, String)> {
 /// when none is bound, or the table is not kombu's.
 async fn bound_queue(
     conn: &mut Conn,
+    layout: &Layout,
     exchange: &str,
     routing_key: &str,
 ) -> RedisResult<Result<String, String>> {
     if !keys::is_key_part(exchange) {
         return Ok(Err(format!("exchange {exchange:?} is not a usable name")));
     }
-    let table = format!("_kombu.binding.{exchange}");
+    let table = layout.binding_table(exchange);
     let kind: String = redis::cmd("TYPE").arg(&table).query_async(conn).await?;
     let size: u64 = match kind.as_str() {
         "set" => redis::cmd("SCARD").arg(&table).query_async(conn).await?,
@@ -234,8 +272,7 @@ async fn bound_queue(
     let mut bound: Vec<&str> = members
         .iter()
         .filter_map(|m| {
-            let mut parts = std::str::from_utf8(m).ok()?.split(keys::SEP);
-            let (rk, _pattern, queue) = (parts.next()?, parts.next()?, parts.next()?);
+            let (rk, _pattern, queue) = layout.binding_parts(std::str::from_utf8(m).ok()?)?;
             (rk == routing_key && keys::is_queue_name(queue)).then_some(queue)
         })
         .collect();
@@ -251,6 +288,7 @@ async fn bound_queue(
 /// named one.
 fn restorable(
     value: &str,
+    layout: &Layout,
     default_queue: &str,
     bound: Option<Result<String, String>>,
 ) -> Restorable {
@@ -275,5 +313,5 @@ fn restorable(
         let reason = format!("routing key {queue:?} is not a usable queue name");
         return Restorable::Unroutable(reason, env.to_json());
     }
-    Restorable::To(env.to_json(), keys::queue_list(&queue, env.priority()))
+    Restorable::To(env.to_json(), layout.queue_list(&queue, env.priority()))
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use redis::RedisResult;
 
 use super::{Broker, DeadLetter, BATCH};
-use crate::keys;
 use crate::protocol::Envelope;
 use crate::scripts::{DUE, MOVE_DUE};
 
@@ -36,7 +35,7 @@ impl Broker {
 
     /// Moves up to a batch of this queue's schedule (the due part, or `all`) to the queue.
     async fn promote(&self, all: bool) -> RedisResult<(usize, Option<Duration>)> {
-        let schedule = keys::scheduled(&self.queue);
+        let schedule = self.layout.scheduled(&self.queue);
         // Bytes: a member another program added that is not UTF-8 must not stop the schedule.
         let listed: Vec<Vec<u8>> = DUE
             .key(&schedule)
@@ -63,7 +62,7 @@ impl Broker {
             let raw = std::str::from_utf8(member).ok();
             let routed = raw
                 .and_then(|raw| Envelope::from_json(raw.as_bytes()).ok())
-                .map(|env| keys::queue_list(&self.queue, env.priority()));
+                .map(|env| self.layout.queue_list(&self.queue, env.priority()));
             moves.push(match (raw, routed) {
                 (Some(raw), Some(list)) => (list, raw.to_owned(), "rpush"),
                 (raw, _) => {
@@ -75,7 +74,7 @@ impl Broker {
                     let entry = self.due_dead_letter(&shown, reason);
                     let json = entry.to_json();
                     dead.push(entry);
-                    (keys::DEAD_LETTER.to_owned(), json, "lpush")
+                    (self.layout.dead_letter().to_owned(), json, "lpush")
                 }
             });
         }
@@ -95,7 +94,7 @@ impl Broker {
                 .collect();
             let moves: Vec<(String, String, &str)> = entries
                 .iter()
-                .map(|e| (keys::DEAD_LETTER.to_owned(), e.to_json(), "lpush"))
+                .map(|e| (self.layout.dead_letter().to_owned(), e.to_json(), "lpush"))
                 .collect();
             moved = moved.saturating_add(self.move_due(&schedule, &listed, &moves).await?.0);
             dead.extend(entries);

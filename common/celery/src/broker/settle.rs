@@ -43,8 +43,8 @@ impl Broker {
         score: f64,
     ) -> RedisResult<i64> {
         SETTLE
-            .key(keys::UNACKED)
-            .key(keys::UNACKED_INDEX)
+            .key(self.layout.unacked())
+            .key(self.layout.unacked_index())
             .key(dest)
             .arg(tag)
             .arg(action)
@@ -72,7 +72,7 @@ impl Broker {
 
     /// Acknowledges a delivery (kombu's ZREM + HDEL). Returns false if the lease had been lost.
     pub async fn ack(&self, tag: &str) -> RedisResult<bool> {
-        self.settle_own(tag.as_bytes(), "ack", keys::UNACKED, "", 0.0)
+        self.settle_own(tag.as_bytes(), "ack", self.layout.unacked(), "", 0.0)
             .await
     }
 
@@ -81,13 +81,13 @@ impl Broker {
         if keys::is_queue_name(&msg.queue) {
             return Outgoing {
                 msg,
-                list: keys::queue_list(&msg.queue, msg.priority),
+                list: self.layout.queue_list(&msg.queue, msg.priority),
                 value,
                 dead: None,
             };
         }
         let reason = format!("{:?} is not a usable queue name", msg.queue);
-        Outgoing::dead(msg, reason, value)
+        Outgoing::dead(msg, reason, value, self.layout.dead_letter())
     }
 
     /// A task's end: publishes `publish` (what it sends on: children, callbacks, the next chain
@@ -115,8 +115,8 @@ impl Broker {
         };
         let script_tag = if one_step { tag } else { None };
         let written = loop {
-            let mut inv = FINISH.key(keys::UNACKED);
-            inv.key(keys::UNACKED_INDEX);
+            let mut inv = FINISH.key(self.layout.unacked());
+            inv.key(self.layout.unacked_index());
             match &encoded {
                 Some(e) => inv
                     .key(&e.key)
@@ -125,7 +125,7 @@ impl Broker {
                     .arg(e.ttl_secs),
                 // Not touched by the script without a result; any key name will do.
                 None => inv
-                    .key(keys::UNACKED)
+                    .key(self.layout.unacked())
                     .arg(script_tag.unwrap_or_default())
                     .arg("")
                     .arg(0),
@@ -145,10 +145,11 @@ impl Broker {
                 n if n < -1 => {
                     let i = usize::try_from(-n - 2).unwrap_or(usize::MAX);
                     let Some(send) = sends.get_mut(i).filter(|s| s.dead.is_none()) else {
-                        return Err(refused(keys::DEAD_LETTER).into());
+                        return Err(refused(self.layout.dead_letter()).into());
                     };
                     let reason = format!("queue {:?} holds another type of value", send.msg.queue);
-                    *send = Outgoing::dead(send.msg, reason, send.value.clone());
+                    let dead = self.layout.dead_letter();
+                    *send = Outgoing::dead(send.msg, reason, send.value.clone(), dead);
                 }
                 n => break n == 1,
             }
@@ -179,7 +180,7 @@ impl Broker {
     /// Hands a held message back to the consuming end of its queue, to be delivered next (to
     /// the dead-letter list when that queue's key holds another type of value).
     pub async fn requeue(&self, delivery: &Delivery) -> RedisResult<bool> {
-        let list = list_of(&delivery.raw, &delivery.queue);
+        let list = self.list_of(&delivery.raw, &delivery.queue);
         match self
             .settle(delivery.tag.as_bytes(), "rpush", &list, &delivery.raw, 0.0)
             .await?
@@ -201,7 +202,7 @@ impl Broker {
     /// Parks a held message until `due` (Unix seconds, server clock) in the schedule of the
     /// queue it came from.
     pub async fn schedule(&self, delivery: &Delivery, due: f64) -> RedisResult<bool> {
-        let dest = keys::scheduled(&delivery.queue);
+        let dest = self.layout.scheduled(&delivery.queue);
         self.settle_own(delivery.tag.as_bytes(), "zadd", &dest, &delivery.raw, due)
             .await
     }
@@ -214,7 +215,7 @@ impl Broker {
         replacement: &str,
         delay: Duration,
     ) -> RedisResult<bool> {
-        let dest = keys::scheduled(&delivery.queue);
+        let dest = self.layout.scheduled(&delivery.queue);
         self.settle_own(
             delivery.tag.as_bytes(),
             "zadd_in",
@@ -264,30 +265,36 @@ impl Broker {
 
     /// Moves any `unacked` entry (held here or not) to the dead-letter list.
     pub(super) async fn settle_dead(&self, tag: &[u8], entry: &DeadLetter) -> RedisResult<bool> {
-        self.settle_own(tag, "lpush", keys::DEAD_LETTER, &entry.to_json(), 0.0)
-            .await
+        self.settle_own(
+            tag,
+            "lpush",
+            self.layout.dead_letter(),
+            &entry.to_json(),
+            0.0,
+        )
+        .await
     }
 }
 
-/// The list a held message goes back to: the one of its priority in `queue`, where it was taken
-/// from (not its routing key: a message published to a named exchange carries that exchange's
-/// routing key, which need not be a queue's name).
-fn list_of(raw: &str, queue: &str) -> String {
-    match Envelope::from_json(raw.as_bytes()) {
-        Ok(env) => keys::queue_list(queue, env.priority()),
-        Err(_) => queue.to_owned(),
+impl Broker {
+    /// The list a held message goes back to: the one of its priority in `queue`, where it was
+    /// taken from (not its routing key: a message published to a named exchange carries that
+    /// exchange's routing key, which need not be a queue's name).
+    fn list_of(&self, raw: &str, queue: &str) -> String {
+        let priority = Envelope::from_json(raw.as_bytes()).map_or(0, |env| env.priority());
+        self.layout.queue_list(queue, priority)
     }
 }
 
 impl<'a> Outgoing<'a> {
-    fn dead(msg: &'a TaskMessage, reason: String, envelope: String) -> Self {
+    fn dead(msg: &'a TaskMessage, reason: String, envelope: String, dead_letter: &str) -> Self {
         let mut entry = DeadLetter::new(reason.clone(), envelope);
         entry.task = Some(msg.task.clone());
         entry.task_id = Some(msg.id.clone());
         entry.queue = keys::is_queue_name(&msg.queue).then(|| msg.queue.clone());
         Outgoing {
             msg,
-            list: keys::DEAD_LETTER.to_owned(),
+            list: dead_letter.to_owned(),
             value: entry.to_json(),
             dead: Some(reason),
         }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::lamport::Lamport;
 use crate::connection::Conn;
-use crate::keys::{self, PIDBOX_EXCHANGE, REPLY_BINDINGS, REPLY_EXCHANGE};
+use crate::keys::{Layout, PIDBOX_EXCHANGE, REPLY_EXCHANGE};
 use crate::protocol::fanout::{Fanout, PERSISTENT};
 
 /// Who a call is for.
@@ -22,22 +22,31 @@ pub enum Target {
     Glob(String),
 }
 
-/// Publishes `method(arguments)` to `target` and returns the replies, `(node, value)` in
-/// arrival order, collected for at most `timeout`. `conn` must be a connection of its own (the
-/// collection blocks on it); `db` is its database index.
+/// Where a fleet's remote control is: its key layout (prefix, separator) and the database index
+/// of its connection (kombu's channels are named `/<db>.`).
+#[derive(Debug, Clone, Copy)]
+pub struct Mailbox<'a> {
+    pub layout: &'a Layout,
+    pub db: i64,
+}
+
+/// Publishes `method(arguments)` to `target` in `mailbox` and returns the replies, `(node,
+/// value)` in arrival order, collected for at most `timeout`. `conn` must be a connection of its
+/// own (the collection blocks on it).
 pub async fn call(
     conn: &Conn,
-    db: i64,
+    mailbox: Mailbox<'_>,
     clock: &Lamport,
     method: &str,
     arguments: Value,
     target: &Target,
     timeout: Duration,
 ) -> RedisResult<Vec<(String, Value)>> {
+    let (layout, db) = (mailbox.layout, mailbox.db);
     let mut conn = conn.clone();
     let oid = uuid::Uuid::new_v4().to_string();
     // A uuid always names a reply list; the binding is the one a node checks before replying.
-    let Some((member, queue)) = super::reply::reply_list(&oid) else {
+    let Some((member, queue)) = super::reply::reply_list(layout, &oid) else {
         return Ok(Vec::new());
     };
     let (destination, pattern, matcher, limit) = match target {
@@ -57,13 +66,13 @@ pub async fn call(
     ]);
     let request = Fanout::encode(&body, headers, PERSISTENT, PIDBOX_EXCHANGE, "");
     let _: () = redis::cmd("SADD")
-        .arg(REPLY_BINDINGS)
+        .arg(layout.reply_bindings())
         .arg(&member)
         .query_async(&mut conn)
         .await?;
     let collected = async {
         let _: () = redis::cmd("PUBLISH")
-            .arg(keys::fanout_channel(db, PIDBOX_EXCHANGE, ""))
+            .arg(layout.fanout_channel(db, PIDBOX_EXCHANGE, ""))
             .arg(&request)
             .query_async(&mut conn)
             .await?;
@@ -72,7 +81,7 @@ pub async fn call(
     .await;
     let _: RedisResult<()> = redis::pipe()
         .cmd("SREM")
-        .arg(REPLY_BINDINGS)
+        .arg(layout.reply_bindings())
         .arg(&member)
         .ignore()
         .cmd("DEL")

@@ -1,7 +1,8 @@
-//! A node's subscription to remote-control requests: PSUBSCRIBE on `/<db>.celery.pidbox`, as
-//! kombu's consumers do (and on any prefixed form of it, only to refuse what comes there by
-//! name). The subscription also listens to one `watch` channel (the worker
-//! passes its own heartbeat events), so that a connection that went silent is noticed.
+//! A node's subscription to remote-control requests: PSUBSCRIBE on `/<db>.celery.pidbox` behind
+//! the layout's key prefix, as kombu's consumers do (and on the same channel behind any other
+//! prefix, only to refuse what comes there by name: one pattern for both, so nothing arrives
+//! twice). The subscription also listens to one `watch` channel (the worker passes its own
+//! heartbeat events), so that a connection that went silent is noticed.
 
 use std::time::Duration;
 
@@ -10,15 +11,15 @@ use redis::aio::PubSub;
 use redis::RedisResult;
 
 use crate::config::RedisUrl;
-use crate::keys::{self, PIDBOX_EXCHANGE};
+use crate::keys::{self, Layout, PIDBOX_EXCHANGE};
 
 /// What one subscription yields.
 #[derive(Debug)]
 pub enum Incoming {
     /// A payload on the pidbox channel.
     Request(Vec<u8>),
-    /// A request on a prefixed pidbox channel (a client with kombu's `global_keyprefix`, which
-    /// this fleet does not support): the channel, to name in a refusal.
+    /// A request on the pidbox channel behind another key prefix (a client with another
+    /// `global_keyprefix` than this fleet's): the channel, to name in a refusal.
     Prefixed(String),
     /// A message on the watch channel: the connection is alive.
     Alive,
@@ -28,22 +29,27 @@ pub enum Incoming {
 pub struct Subscription {
     pubsub: PubSub,
     pidbox: String,
+    /// The pidbox channel without any prefix.
+    bare: String,
 }
 
-/// Subscribes to the pidbox channel of `url`'s database and to `watch`.
+/// Subscribes to the pidbox channel of `url`'s database in `layout` and to `watch`.
 pub async fn subscribe(
     url: &RedisUrl,
+    layout: &Layout,
     watch: &str,
     timeout: Duration,
 ) -> RedisResult<Subscription> {
-    let pidbox = keys::fanout_channel(url.db(), PIDBOX_EXCHANGE, "");
+    let pidbox = layout.fanout_channel(url.db(), PIDBOX_EXCHANGE, "");
+    // Behind every prefix (none included): the bare name has no glob character of its own.
+    let bare = keys::fanout_channel(url.db(), PIDBOX_EXCHANGE, "");
+    let any_prefix = format!("*{bare}");
     let open = async {
         // For sentinels, the master they name now: a subscription renewed after a failover
         // goes to the new master.
         let client = url.topology().resolve(url.client()).await?;
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.psubscribe(&pidbox).await?;
-        pubsub.psubscribe(format!("?*{pidbox}")).await?;
+        pubsub.psubscribe(&any_prefix).await?;
         pubsub.psubscribe(watch).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
@@ -53,7 +59,11 @@ pub async fn subscribe(
             "pidbox subscription timed out",
         ))
     })??;
-    Ok(Subscription { pubsub, pidbox })
+    Ok(Subscription {
+        pubsub,
+        pidbox,
+        bare,
+    })
 }
 
 impl Subscription {
@@ -66,7 +76,7 @@ impl Subscription {
         let channel = msg.get_channel_name();
         Some(if channel == pidbox {
             Incoming::Request(msg.get_payload_bytes().to_vec())
-        } else if channel.ends_with(pidbox.as_str()) {
+        } else if channel.ends_with(self.bare.as_str()) {
             Incoming::Prefixed(channel.to_owned())
         } else {
             Incoming::Alive

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::request::ReplyTo;
 use crate::connection::Conn;
-use crate::keys::{self, REPLY_BINDINGS, REPLY_EXCHANGE, SEP};
+use crate::keys::{self, Layout, REPLY_EXCHANGE};
 use crate::protocol::fanout::{Fanout, TRANSIENT};
 use crate::scripts::PUSH_REPLY;
 
@@ -16,11 +16,17 @@ use crate::scripts::PUSH_REPLY;
 /// one second by default; what nobody collects must not pile up).
 pub const REPLY_LIFE: Duration = Duration::from_secs(30);
 
-/// The reply list kombu's client binds for `routing_key` (its oid), and the binding member it
-/// writes; `None` when the routing key cannot name a reply list.
-pub fn reply_list(routing_key: &str) -> Option<(String, String)> {
+/// The binding member kombu's client writes for `routing_key` (its oid), and the key of the
+/// reply list it binds (in `layout`: the member names the list bare, the key is prefixed);
+/// `None` when the routing key cannot name a reply list.
+pub fn reply_list(layout: &Layout, routing_key: &str) -> Option<(String, String)> {
     let queue = format!("{routing_key}.reply.celery.pidbox");
-    keys::is_reply_queue(&queue).then(|| (format!("{routing_key}{SEP}{SEP}{queue}"), queue))
+    keys::is_reply_queue(&queue).then(|| {
+        (
+            layout.binding_member(routing_key, "", &queue),
+            layout.key(&queue),
+        )
+    })
 }
 
 /// Sends `{node: value}` to the client behind `to`; returns how many lists received it (0 when
@@ -28,6 +34,7 @@ pub fn reply_list(routing_key: &str) -> Option<(String, String)> {
 /// many other members name its routing key).
 pub async fn send(
     conn: &Conn,
+    layout: &Layout,
     to: &ReplyTo,
     ticket: &str,
     node: &str,
@@ -41,7 +48,7 @@ pub async fn send(
         );
         return Ok(0);
     }
-    let Some((member, queue)) = reply_list(&to.routing_key) else {
+    let Some((member, queue)) = reply_list(layout, &to.routing_key) else {
         return Ok(0);
     };
     let headers = Map::from_iter([
@@ -52,7 +59,7 @@ pub async fn send(
     let envelope = Fanout::encode(&body, headers, TRANSIENT, REPLY_EXCHANGE, &to.routing_key);
     let life = u64::try_from(REPLY_LIFE.as_millis()).unwrap_or(u64::MAX);
     let pushed: i64 = PUSH_REPLY
-        .key(REPLY_BINDINGS)
+        .key(layout.reply_bindings())
         .key(&queue)
         .arg(&envelope)
         .arg(life)
@@ -68,11 +75,16 @@ mod tests {
 
     #[test]
     fn only_a_plain_oid_names_a_reply_list() {
-        let (member, queue) = reply_list("oid-1").unwrap();
+        let (member, queue) = reply_list(&Layout::default(), "oid-1").unwrap();
         assert_eq!(queue, "oid-1.reply.celery.pidbox");
         assert_eq!(member, "oid-1\x06\x16\x06\x16oid-1.reply.celery.pidbox");
         for bad in ["", "a b", "x\x06\x16y", "*"] {
-            assert!(reply_list(bad).is_none(), "{bad:?}");
+            assert!(reply_list(&Layout::default(), bad).is_none(), "{bad:?}");
         }
+        // kombu's prefixed client: the list's key is prefixed, the member names it bare.
+        let prefixed = Layout::new(&[0, 3, 6, 9], ":", "app:").unwrap();
+        let (member, queue) = reply_list(&prefixed, "oid-1").unwrap();
+        assert_eq!(queue, "app:oid-1.reply.celery.pidbox");
+        assert_eq!(member, "oid-1::oid-1.reply.celery.pidbox");
     }
 }

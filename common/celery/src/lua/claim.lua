@@ -5,7 +5,10 @@
 -- ARGV[1] most to take; ARGV[2] largest entry held (bytes); ARGV[3] largest entry decoded here
 -- when its tag cannot be found; ARGV[4] bytes of an entry a dead letter keeps when it is larger;
 -- ARGV[5] prefix of the delivery counters; ARGV[6] most deliveries; ARGV[7] a counter's lifetime
--- (seconds); ARGV[8..] the queue of each list (KEYS[n] belongs to queue ARGV[n + 4]).
+-- (seconds); ARGV[8] the suffix of a held delivery's field (`keys::LEASE_SUFFIX`); ARGV[9..] the
+-- queue of each list (KEYS[n] belongs to queue ARGV[n + 5]).
+-- A held message is recorded under its delivery tag followed by the suffix: this project's
+-- workers renew its lease, and restores tell their entries from kombu's by it.
 -- Each held message is recorded as kombu's [envelope, exchange, routing_key] with exchange "" and
 -- the queue it was taken from as routing key, so a restore by any worker (kombu's too: an empty
 -- exchange routes by routing key) puts it back where it was, whatever exchange and routing key its
@@ -61,7 +64,7 @@ local now = server_now()
 local out = {tostring(now)}
 local want = tonumber(ARGV[1]) or 1
 local max_held, max_decoded, keep = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local counters, max_deliveries, counter_life = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local counters, max_deliveries, counter_life, lease = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
 
 -- Moves an entry that is not held to the dead-letter list: whole when it is at most
 -- `max_decoded` bytes, else its first `keep` bytes with its size (said in the reason too).
@@ -99,7 +102,7 @@ while want > 0 and list <= #KEYS do
     list = list + 1
   else
     want = want - 1
-    local queue = ARGV[list + 4]
+    local queue = ARGV[list + 5]
     local tag, reason, env, info = nil, nil, nil, 1
     if #raw > max_held then
       reason = 'message is larger than ' .. max_held .. ' bytes'
@@ -163,9 +166,10 @@ while want > 0 and list <= #KEYS do
       end
       -- A tag already held (a producer reused another message's tag) gets a suffix: recording it
       -- under the same field would overwrite the other message's entry and lose it.
-      if seen[tag] or redis.call('HEXISTS', KEYS[1], tag) == 1 then
+      if seen[tag .. lease] or redis.call('HEXISTS', KEYS[1], tag .. lease) == 1 then
         tag = tag .. ':' .. tostring(now) .. ':' .. tostring(#out)
       end
+      tag = tag .. lease
       seen[tag] = true
       table.insert(entries, tag)
       table.insert(entries, '[' .. raw .. ', "", ' .. cjson.encode(queue) .. ']')

@@ -1,6 +1,6 @@
 -- Publishes a task only if no task was published under this idempotency key before, and only
 -- while the queue is not deeper than the limit: nothing is written otherwise.
--- KEYS[1] idempotency key, KEYS[2] the list to push to, KEYS[3..6] the queue's priority lists.
+-- KEYS[1] idempotency key, KEYS[2] the list to push to, KEYS[3..] the queue's priority lists.
 -- ARGV[1] task id, ARGV[2] envelope, ARGV[3] most messages waiting (0: no limit),
 -- ARGV[4] seconds the idempotency key lives (its retention).
 -- Returns {'existing', id} | {'full', depth} | {'created', id} | {'unroutable', type} when the

@@ -5,7 +5,7 @@
 pub enum DecodeError {
     #[error("envelope is not a kombu JSON envelope: {0}")]
     Envelope(#[source] serde_json::Error),
-    #[error("content-type {0:?} is not accepted (only application/json)")]
+    #[error("content-type {} is not accepted (only application/json)", shown(.0))]
     ContentType(Option<String>),
     #[error("body_encoding {0:?} is not supported")]
     BodyEncoding(String),
@@ -38,4 +38,11 @@ impl DecodeError {
             DecodeError::TooLarge(..) | DecodeError::TooManyValues(..)
         )
     }
+}
+
+/// A content type as a person reads it: quoted, or `none` when the message has none.
+fn shown(content_type: &Option<String>) -> String {
+    content_type
+        .as_deref()
+        .map_or_else(|| "none".to_owned(), |t| format!("'{t}'"))
 }
