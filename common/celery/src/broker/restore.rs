@@ -149,13 +149,9 @@ impl Broker {
                 None => None,
             };
             match restorable(tag, value, &self.layout, &self.queue, bound) {
-                Restorable::To(envelope, list, ours) => back.push(Back {
-                    tag,
-                    value,
-                    envelope,
-                    list,
-                    ours,
-                }),
+                Restorable::To(envelope, list, ours) => {
+                    back.push((tag, value, envelope, list, ours))
+                }
                 Restorable::Unroutable(reason, envelope) => {
                     log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
                     let entry = DeadLetter::about(reason, envelope);
@@ -199,25 +195,13 @@ impl Broker {
         }
         let mut inv = RESTORE.key(self.layout.unacked());
         inv.key(self.layout.unacked_index()).arg(own).arg(foreign);
-        for b in back {
-            inv.key(&b.list)
-                .arg(b.tag)
-                .arg(b.value)
-                .arg(&b.envelope)
-                .arg(if b.ours { "1" } else { "0" });
+        for (tag, value, envelope, list, ours) in back {
+            let ours = if *ours { "1" } else { "0" };
+            inv.key(list).arg(*tag).arg(*value).arg(envelope).arg(ours);
         }
         let codes: Vec<i64> = inv.invoke_async(conn).await?;
         let mut moved = 0usize;
-        for (
-            Back {
-                tag,
-                envelope,
-                list,
-                ..
-            },
-            code,
-        ) in back.iter().zip(codes)
-        {
+        for ((tag, _, envelope, list, _), code) in back.iter().zip(codes) {
             match code {
                 1 => moved = moved.saturating_add(1),
                 -1 => {
@@ -237,17 +221,9 @@ impl Broker {
     }
 }
 
-/// An entry a pass gives back, if unchanged.
-struct Back<'a> {
-    tag: &'a str,
-    /// The value as listed.
-    value: &'a str,
-    /// The envelope to push, redelivered flags set.
-    envelope: String,
-    list: String,
-    /// A lease of this project's workers (see [`held_by_us`]).
-    ours: bool,
-}
+/// An entry a pass gives back if unchanged: tag, value as listed, envelope to push, list, and
+/// whether it is a lease of this project's workers ([`held_by_us`]).
+type Back<'a> = (&'a str, &'a str, String, String, bool);
 
 /// What an `unacked` entry restores to.
 enum Restorable {
