@@ -538,3 +538,95 @@ async fn a_restore_lock_left_behind_holds_restores_off_for_two_seconds_at_most()
         1
     );
 }
+
+/// kombu's `json.dumps`: `", "` and `": "` between items (what a Python worker writes into
+/// `unacked`), ASCII only is left to the caller.
+fn python_dumps(value: &Value) -> String {
+    use serde::Serialize;
+    struct Spaced;
+    impl serde_json::ser::Formatter for Spaced {
+        fn begin_array_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            w.write_all(if first { b"" } else { b", " })
+        }
+        fn begin_object_key<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> std::io::Result<()> {
+            w.write_all(if first { b"" } else { b", " })
+        }
+        fn begin_object_value<W: ?Sized + std::io::Write>(
+            &mut self,
+            w: &mut W,
+        ) -> std::io::Result<()> {
+            w.write_all(b": ")
+        }
+    }
+    let mut out = Vec::new();
+    value
+        .serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out, Spaced,
+        ))
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// A producer chooses a message's delivery tag, and a Python worker records the message it
+/// holds under that tag: a tag ending with `keys::LEASE_SUFFIX` must not make a restore take a
+/// Python worker's eta or long task after this project's short lease (it would run twice), nor
+/// may a hundred such entries hold back the restore of a real orphan behind them.
+#[tokio::test]
+async fn a_producer_chosen_tag_ending_like_a_lease_is_still_a_python_workers_entry() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let now = server_time(&mut conn).await;
+    // A Python worker holds forged entries taken 60 s ago (kombu's visibility timeout: 1 h):
+    // 101 with ASCII tags, and one whose tag json.dumps escapes (ensure_ascii).
+    let mut forged = Vec::new();
+    for n in 0..102 {
+        let tag = match n {
+            0 => format!("caf\u{e9}-{n}{}", keys::LEASE_SUFFIX),
+            n => format!("py-{n}{}", keys::LEASE_SUFFIX),
+        };
+        let mut doc = serde_json::to_value(task(0).to_envelope("py@host")).unwrap();
+        doc["properties"]["delivery_tag"] = json!(tag);
+        let value = python_dumps(&json!([doc, "", "celery"])).replace('\u{e9}', "\\u00e9");
+        conn.hset::<_, _, _, ()>(keys::UNACKED, &tag, &value)
+            .await
+            .unwrap();
+        conn.zadd::<_, _, _, ()>(keys::UNACKED_INDEX, &tag, now - 60.0 - f64::from(n))
+            .await
+            .unwrap();
+        forged.push(tag);
+    }
+    // And a Rust worker died holding one 40 s ago.
+    broker.publish(&task(0)).await.unwrap();
+    let orphan = claim(&broker).await;
+    conn.zadd::<_, _, _, ()>(keys::UNACKED_INDEX, &orphan.tag, now - 40.0)
+        .await
+        .unwrap();
+
+    let visibility = Visibility {
+        own: Duration::from_secs(30),
+        foreign: Duration::from_secs(3600),
+    };
+    assert_eq!(broker.restore_expired(visibility).await.unwrap(), 1);
+    assert!(!conn
+        .hexists::<_, _, bool>(keys::UNACKED, &orphan.tag)
+        .await
+        .unwrap());
+    for tag in &forged {
+        assert!(
+            conn.hexists::<_, _, bool>(keys::UNACKED, tag)
+                .await
+                .unwrap(),
+            "{tag} taken from the Python worker holding it"
+        );
+    }
+    assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 1);
+}

@@ -123,8 +123,8 @@ impl Broker {
             .store(next.unwrap_or(0), Ordering::Relaxed);
         let cutoffs = [own.as_slice(), foreign.as_slice()];
         let mut restored = 0usize;
-        // Restorable entries, given back together below: (tag, value listed, envelope, list).
-        let mut back: Vec<(&str, &str, String, String)> = Vec::new();
+        // Restorable entries, given back together below.
+        let mut back: Vec<Back> = Vec::new();
         for pair in pairs.chunks_exact(2) {
             let (tag_bytes, value_bytes) = (&pair[0], &pair[1]);
             let (Ok(tag), Ok(value)) = (
@@ -148,8 +148,10 @@ impl Broker {
                 }
                 None => None,
             };
-            match restorable(value, &self.layout, &self.queue, bound) {
-                Restorable::To(envelope, list) => back.push((tag, value, envelope, list)),
+            match restorable(tag, value, &self.layout, &self.queue, bound) {
+                Restorable::To(envelope, list, ours) => {
+                    back.push((tag, value, envelope, list, ours))
+                }
                 Restorable::Unroutable(reason, envelope) => {
                     log::warn!("unacked entry {tag}: {reason}; dead-lettering it");
                     let entry = DeadLetter::about(reason, envelope);
@@ -179,29 +181,27 @@ impl Broker {
         })
     }
 
-    /// Gives `back` (tag, value listed, envelope, list) back to their lists in one script call,
-    /// each only if unchanged since it was listed; an entry whose list holds another type of
-    /// value is dead-lettered. Returns how many were given back or dead-lettered.
+    /// Gives `back` to their lists in one script call, each only if unchanged since it was
+    /// listed and past its holder's cutoff; an entry whose list holds another type of value is
+    /// dead-lettered. Returns how many were given back or dead-lettered.
     async fn give_back(
         &self,
         conn: &mut Conn,
         [own, foreign]: [&[u8]; 2],
-        back: &[(&str, &str, String, String)],
+        back: &[Back<'_>],
     ) -> RedisResult<usize> {
         if back.is_empty() {
             return Ok(0);
         }
         let mut inv = RESTORE.key(self.layout.unacked());
-        inv.key(self.layout.unacked_index())
-            .arg(own)
-            .arg(foreign)
-            .arg(keys::LEASE_SUFFIX);
-        for (tag, value, envelope, list) in back {
-            inv.key(list).arg(*tag).arg(*value).arg(envelope);
+        inv.key(self.layout.unacked_index()).arg(own).arg(foreign);
+        for (tag, value, envelope, list, ours) in back {
+            let ours = if *ours { "1" } else { "0" };
+            inv.key(list).arg(*tag).arg(*value).arg(envelope).arg(ours);
         }
         let codes: Vec<i64> = inv.invoke_async(conn).await?;
         let mut moved = 0usize;
-        for ((tag, _, envelope, list), code) in back.iter().zip(codes) {
+        for ((tag, _, envelope, list, _), code) in back.iter().zip(codes) {
             match code {
                 1 => moved = moved.saturating_add(1),
                 -1 => {
@@ -221,10 +221,15 @@ impl Broker {
     }
 }
 
+/// An entry a pass gives back if unchanged: tag, value as listed, envelope to push, list, and
+/// whether it is a lease of this project's workers ([`held_by_us`]).
+type Back<'a> = (&'a str, &'a str, String, String, bool);
+
 /// What an `unacked` entry restores to.
 enum Restorable {
-    /// This envelope (with the redelivered flags set) back onto this list.
-    To(String, String),
+    /// This envelope (with the redelivered flags set) back onto this list; whether the entry
+    /// is a lease of this project's workers.
+    To(String, String, bool),
     /// Its routing key names no usable queue: the reason, and the envelope.
     Unroutable(String, String),
     /// Not kombu's `[envelope, exchange, routing_key]`.
@@ -287,6 +292,7 @@ async fn bound_queue(
 /// exchange (every entry of this project), `bound` (looked up in kombu's binding table) for a
 /// named one.
 fn restorable(
+    tag: &str,
     value: &str,
     layout: &Layout,
     default_queue: &str,
@@ -300,6 +306,7 @@ fn restorable(
     let Ok(mut env) = serde_json::from_value::<Envelope>(envelope) else {
         return Restorable::Unreadable;
     };
+    let ours = held_by_us(tag, &env);
     env.mark_redelivered();
     let queue = match bound {
         Some(Ok(queue)) if !exchange.is_empty() => queue,
@@ -313,5 +320,19 @@ fn restorable(
         let reason = format!("routing key {queue:?} is not a usable queue name");
         return Restorable::Unroutable(reason, env.to_json());
     }
-    Restorable::To(env.to_json(), layout.queue_list(&queue, env.priority()))
+    Restorable::To(
+        env.to_json(),
+        layout.queue_list(&queue, env.priority()),
+        ours,
+    )
+}
+
+/// Whether the `unacked` field `tag`, holding `env`, is a lease of this project's workers:
+/// they record a message under its delivery tag followed by [`keys::LEASE_SUFFIX`]. A kombu
+/// worker records it under the delivery tag itself, which its producer chose: one ending with
+/// the suffix is still a Python worker's entry, given back only after kombu's timeout.
+fn held_by_us(tag: &str, env: &Envelope) -> bool {
+    tag.len() > keys::LEASE_SUFFIX.len()
+        && tag.ends_with(keys::LEASE_SUFFIX)
+        && env.delivery_tag() != Some(tag)
 }

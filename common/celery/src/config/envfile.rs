@@ -2,9 +2,11 @@
 //! [`MAX_ENV_FILE_BYTES`], parsed whole in dotenvy's syntax before a single variable is set.
 //! A file that cannot be read or parsed whole is a configuration error naming the line (never
 //! its text, which may hold a secret): applying it up to the bad line would drop the rest, an
-//! `API_TOKENS` below it included. Real environment variables win over the file.
+//! `API_TOKENS` below it included. A name defined twice is refused too (readers disagree on
+//! which one wins). Real environment variables win over the file.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::io::Read;
 use std::rc::Rc;
 
@@ -68,6 +70,8 @@ pub fn parse(text: &[u8]) -> Result<Vec<(String, String)>, String> {
         at_line_start: true,
     };
     let mut vars = Vec::new();
+    // Where each name was defined (the line its entry ends on).
+    let mut defined: HashMap<String, usize> = HashMap::new();
     for item in dotenvy::from_read_iter(reader) {
         // The reader hands over one line at a time, so its count is the last line read.
         let end = line.get();
@@ -75,7 +79,20 @@ pub fn parse(text: &[u8]) -> Result<Vec<(String, String)>, String> {
             Ok((key, value)) if value.contains('\0') => {
                 return Err(format!("line {end}: the value of {key} holds a NUL byte"));
             }
-            Ok(pair) => vars.push(pair),
+            // Which one wins differs between readers (dotenvy the first; docker compose,
+            // python-dotenv and a shell the last): a token rotated by appending a line would
+            // leave the old one in force.
+            Ok((key, _)) if defined.contains_key(&key) => {
+                let first = defined.get(&key).copied().unwrap_or(0);
+                return Err(format!(
+                    "line {end} defines {key} again (first on line {first}): a name may be \
+                     defined once"
+                ));
+            }
+            Ok(pair) => {
+                defined.insert(pair.0.clone(), end);
+                vars.push(pair);
+            }
             Err(dotenvy::Error::LineParse(entry, _)) => {
                 let newlines = entry.matches('\n').count();
                 let inside = newlines.saturating_sub(usize::from(entry.ends_with('\n')));
@@ -185,6 +202,23 @@ mod tests {
         assert_eq!(err, "line 2 is not UTF-8");
         let err = parse(b"A=1\n\nB=x\0y\n").unwrap_err();
         assert!(err.starts_with("line 3:"), "{err}");
+    }
+
+    /// A name defined twice is refused, naming both lines: which one wins differs between
+    /// readers (dotenvy keeps the first; docker compose, python-dotenv and a shell's `. .env`
+    /// the last), so a token rotated by appending a line must not leave the old one in force.
+    #[test]
+    fn a_name_defined_twice_is_refused_with_both_lines() {
+        let text = "API_TOKENS=old-s3cr3t\nREDIS_URL=redis://x\n\nexport API_TOKENS=new-s3cr3t\n";
+        let err = parse(text.as_bytes()).unwrap_err();
+        assert!(
+            err.contains("line 4") && err.contains("line 1") && err.contains("API_TOKENS"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "{err}");
+        // After a multi-line value, lines still count as the file's.
+        let err = parse(b"A=1\nB=\"x\ny\"\nA=2\n").unwrap_err();
+        assert!(err.contains("line 4") && err.contains("line 1"), "{err}");
     }
 
     #[test]
