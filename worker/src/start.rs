@@ -1,6 +1,6 @@
 //! Starting a worker process: its metrics listener bound (an address set in
 //! `WORKER_METRICS_BIND` that cannot be had is a configuration error; the default, when taken,
-//! gives way to a free port), the worker built under its node name, what its configuration points
+//! gives way to a free port for a worker with a `WORKER_NAME`), the worker built under its node name, what its configuration points
 //! at checked, then run until `stop`.
 
 use celery_redis::shutdown::Shutdown;
@@ -12,7 +12,7 @@ use crate::worker::{Worker, WorkerError};
 /// it until `stop` fires.
 pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
     let node = cfg.node.clone();
-    let (bind, set_bind) = (cfg.metrics_bind, cfg.metrics_bind_set);
+    let (bind, set_bind, named) = (cfg.metrics_bind, cfg.metrics_bind_set, cfg.named);
     for line in crate::banner::lines(&cfg, &node, crate::tasks::NAMES) {
         log::info!("{line}");
     }
@@ -24,9 +24,11 @@ pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
     };
     let metrics = match tokio::net::TcpListener::bind(bind).await {
         Ok(listener) => listener,
-        // The default port taken (another worker on this host, as Celery users run them): a
-        // free port on the same address, said in the log, beats not starting.
-        Err(e) if !set_bind && e.kind() == std::io::ErrorKind::AddrInUse => {
+        // The default port taken by another worker of this host (Celery users run several, each
+        // named with -n): a named worker takes a free port on the same address, said in the
+        // log; its health check pings it by name. An unnamed one refuses: its health check,
+        // which finds its worker by this address, would vouch for the other.
+        Err(e) if !set_bind && named && e.kind() == std::io::ErrorKind::AddrInUse => {
             let free = std::net::SocketAddr::new(bind.ip(), 0);
             let listener = tokio::net::TcpListener::bind(free).await.map_err(refused)?;
             log::warn!(
@@ -34,6 +36,13 @@ pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
                 listener.local_addr()?
             );
             listener
+        }
+        Err(e) if !set_bind && e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(celery_redis::config::ConfigError {
+                var: "WORKER_METRICS_BIND",
+                reason: format!("{bind} is taken (another worker on this host?): give each worker of a host a WORKER_NAME (then a free port is taken) or a WORKER_METRICS_BIND of its own"),
+            }
+            .into())
         }
         Err(e) => return Err(refused(e).into()),
     };

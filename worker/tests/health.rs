@@ -104,8 +104,10 @@ fn another_worker_on_the_host_does_not_answer_for_a_dead_one() {
     assert!(!stdout.contains("py1@"), "{stdout}");
 }
 
-/// A second worker on a host whose default metrics port is taken starts on a free port (as
-/// Celery users run several workers per host); an address asked for and taken still exits 2.
+/// A second, named worker on a host whose default metrics port is taken starts on a free port
+/// (as Celery users run several workers per host, each with `-n`) and its health check finds
+/// it; an unnamed one, which its health check could not tell from the first, and an address
+/// asked for and taken exit 2.
 #[test]
 fn a_taken_default_metrics_port_gives_way_and_a_taken_chosen_one_refuses() {
     let redis = TestRedis::start();
@@ -115,10 +117,31 @@ fn a_taken_default_metrics_port_gives_way_and_a_taken_chosen_one_refuses() {
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("REDIS_URL", redis.url())
+        .env("WORKER_NAME", "second@%h")
         .current_dir(std::env::temp_dir());
     let (second, line) = Proc::spawn_command(cmd, "instead;");
     assert!(line.contains("127.0.0.1:9808 is taken"), "{line}");
+    // Its health check pings it by name, never the worker that holds the default port.
+    let (code, stdout, stderr) = healthcheck(&[
+        ("REDIS_URL", redis.url()),
+        ("WORKER_NAME", "second@%h".to_owned()),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("second@"), "{stdout}");
     assert!(second.terminate().success());
+    // Unnamed, it could not be told from the worker on the default port: it refuses to start.
+    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env_clear()
+        .env("REDIS_URL", redis.url())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WORKER_NAME") && err.contains("is taken"),
+        "{err}"
+    );
 
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_worker"))

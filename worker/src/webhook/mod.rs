@@ -155,8 +155,8 @@ mod tests {
     /// names the URL's path, which may be a secret.
     #[tokio::test]
     async fn errors_do_not_name_the_urls_secret_path() {
-        let policy = Policy::from_source(&testkit::vars(&[("WEBHOOK_ALLOW", "127.0.0.1")]))
-            .unwrap();
+        let policy =
+            Policy::from_source(&testkit::vars(&[("WEBHOOK_ALLOW", "127.0.0.1")])).unwrap();
         let hooks = Webhooks::new(policy, Duration::from_secs(5), 1).unwrap();
         // A port nobody listens on: the connection is refused.
         let port = testkit::free_port();
