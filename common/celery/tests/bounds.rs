@@ -228,6 +228,39 @@ async fn each_delivery_a_restore_gave_back_is_counted_and_the_count_ends_past_th
     assert!(ttl > 0 && ttl <= 7 * 86_400, "{ttl}");
 }
 
+/// Only a restore counts: a message restored once and then parked by a live worker (an eta
+/// wait, a webhook deferral) or handed back is not lost again at its next claim, however often
+/// that happens (each such claim counted one more lost delivery, and a notification deferred
+/// behind busy webhooks was dead-lettered as WorkerLostError).
+#[tokio::test]
+async fn parking_or_handing_back_a_restored_message_does_not_count_as_losing_it() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let limits = Limits {
+        max_deliveries: 3,
+        ..Limits::default()
+    };
+    let broker = Broker::new(conn.clone(), "celery", "test@host").with_limits(limits);
+    broker
+        .publish(&TaskMessage::new("process_order", "celery", Map::new()))
+        .await
+        .unwrap();
+    claim(&broker).await;
+    lapse_and_restore(&broker, &mut conn).await;
+    let mut d = claim(&broker).await;
+    assert_eq!(d.deliveries, 2);
+    for round in 0..6 {
+        if round % 2 == 0 {
+            assert!(broker.schedule(&d, 0.0).await.unwrap());
+            assert_eq!(broker.promote_due().await.unwrap().0, 1);
+        } else {
+            assert!(broker.requeue(&d).await.unwrap());
+        }
+        d = claim(&broker).await;
+        assert_eq!(d.deliveries, 1, "round {round}");
+    }
+}
+
 #[tokio::test]
 async fn a_message_a_python_worker_restored_is_counted_too() {
     let redis = TestRedis::start();

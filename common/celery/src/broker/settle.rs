@@ -182,7 +182,13 @@ impl Broker {
     pub async fn requeue(&self, delivery: &Delivery) -> RedisResult<bool> {
         let list = self.list_of(&delivery.raw, &delivery.queue);
         match self
-            .settle(delivery.tag.as_bytes(), "rpush", &list, &delivery.raw, 0.0)
+            .settle(
+                delivery.tag.as_bytes(),
+                "rpush",
+                &list,
+                &not_lost(&delivery.raw),
+                0.0,
+            )
             .await?
         {
             -1 => {
@@ -203,8 +209,14 @@ impl Broker {
     /// queue it came from.
     pub async fn schedule(&self, delivery: &Delivery, due: f64) -> RedisResult<bool> {
         let dest = self.layout.scheduled(&delivery.queue);
-        self.settle_own(delivery.tag.as_bytes(), "zadd", &dest, &delivery.raw, due)
-            .await
+        self.settle_own(
+            delivery.tag.as_bytes(),
+            "zadd",
+            &dest,
+            &not_lost(&delivery.raw),
+            due,
+        )
+        .await
     }
 
     /// Acknowledges a held message and, in the same step, schedules `replacement` (a retry of
@@ -299,4 +311,18 @@ impl<'a> Outgoing<'a> {
             dead: Some(reason),
         }
     }
+}
+
+/// `raw` as a live worker hands it back or parks it: kombu's `"redelivered": true` flags (set
+/// by a restore, which the claim counts toward `MESSAGE_MAX_DELIVERIES`) turned false, since
+/// this message was not lost. Left set, each later claim of a message restored once (after an
+/// eta wait, a webhook deferral, a hand-back) counted as one more lost delivery.
+fn not_lost(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains("\"redelivered\"") {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    std::borrow::Cow::Owned(
+        raw.replace("\"redelivered\": true", "\"redelivered\": false")
+            .replace("\"redelivered\":true", "\"redelivered\":false"),
+    )
 }
