@@ -152,12 +152,45 @@ impl Task for Needy {
     }
 }
 
+/// Says it started, then waits to be let go: acknowledged at its start and no STARTED stored,
+/// against the worker's settings (acks late, track started).
+struct Gated;
+
+#[derive(Default)]
+struct Gate {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Task for Gated {
+    const NAME: &'static str = "gated";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            acks_late: Some(false),
+            track_started: Some(false),
+            ..Options::default()
+        }
+    }
+
+    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        let gate = ctx.dep::<std::sync::Arc<Gate>>()?;
+        gate.started.notify_one();
+        gate.release.notified().await;
+        Ok(())
+    }
+}
+
 struct Running {
     _redis: TestRedis,
     conn: celery_redis::connection::Conn,
     broker: Broker,
     results: ResultBackend,
     trigger: shutdown::Trigger,
+    gate: std::sync::Arc<Gate>,
     handle: tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
 }
 
@@ -176,7 +209,10 @@ async fn start() -> Running {
         .task::<Slow>()
         .task::<Quiet>()
         .task::<Routed>()
-        .task::<Needy>();
+        .task::<Needy>()
+        .task::<Gated>();
+    let gate = std::sync::Arc::new(Gate::default());
+    let tasks = tasks.dep(gate.clone());
     let (trigger, stop) = shutdown::channel();
     let handle = tokio::spawn(worker::run(cfg, tasks, stop));
     let conn = redis.manager().await;
@@ -191,6 +227,7 @@ async fn start() -> Running {
         conn,
         _redis: redis,
         trigger,
+        gate,
         handle,
     }
 }
@@ -288,5 +325,21 @@ async fn ignore_result_stores_nothing_and_children_go_to_their_tasks_queue() {
     let needy = w.call("needy", json!([]), json!({})).await;
     let meta = w.results.wait(&needy.id, WAIT).await.unwrap();
     assert_eq!(meta.exception().unwrap().exc_type, "RuntimeError");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_tasks_acks_late_and_track_started_override_the_workers() {
+    let w = start().await;
+    let gated = w.call("gated", json!([]), json!({})).await;
+    w.gate.started.notified().await;
+    let mut conn = w.conn.clone();
+    let held: i64 = conn.hlen(celery_redis::keys::UNACKED).await.unwrap();
+    assert_eq!(held, 0, "acknowledged when it started");
+    let meta = w.results.get(&gated.id).await.unwrap();
+    assert_eq!(meta.status, TaskState::Pending, "no STARTED stored");
+    w.gate.release.notify_one();
+    let meta = w.results.wait(&gated.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success);
     w.stop().await;
 }
