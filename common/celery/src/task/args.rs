@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::TaskError;
+use crate::protocol::pyrepr;
 
 /// Decodes the arguments of a call of task `name` whose parameters are `params`.
 pub fn decode<A: DeserializeOwned>(
@@ -34,7 +35,7 @@ pub fn decode<A: DeserializeOwned>(
     if let Some(k) = kwargs.keys().find(|k| !params.contains(&k.as_str())) {
         return Err(type_error(format!(
             "got an unexpected keyword argument '{}'",
-            crate::protocol::pyrepr::cut(k)
+            pyrepr::cut(k)
         )));
     }
     let bound = params
@@ -49,7 +50,11 @@ pub fn decode<A: DeserializeOwned>(
                 "missing required argument: '{}'",
                 rest.trim_end_matches('`')
             )),
-            None => TaskError::builtin("ValueError", format!("{name}(): {text}")),
+            // serde quotes the offending value: shown cut, its URLs without their paths.
+            None => {
+                let shown = pyrepr::cut(&pyrepr::shown_text(&text));
+                TaskError::builtin("ValueError", format!("{name}(): {shown}"))
+            }
         }
     })
 }
@@ -111,5 +116,11 @@ mod tests {
         }
         let bad = call(json!(["one", 2]), json!({})).unwrap_err();
         assert!(bad.starts_with("ValueError: add(): invalid type"), "{bad}");
+        // A hostile value is shown cut, and a URL's path (a secret, often) not at all.
+        let long = "x".repeat(100_000);
+        let bad = call(json!([long, 2]), json!({})).unwrap_err();
+        assert!(bad.len() < 1_100, "{} bytes", bad.len());
+        let bad = call(json!(["https://hooks.example/T0/s3cr3t", 2]), json!({})).unwrap_err();
+        assert!(!bad.contains("s3cr3t"), "{bad}");
     }
 }
