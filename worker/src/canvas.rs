@@ -102,11 +102,4 @@ fn from_signature(
     traced(m.child_of(parent.id(), &root))
 }
 
-/// `msg` carrying the running task's trace as a new span (`traceparent`, `tracestate` where
-/// OpenTelemetry's Celery instrumentation puts them); unchanged outside a trace scope.
-pub fn traced(msg: TaskMessage) -> TaskMessage {
-    match observe::trace::current() {
-        Some(trace) => msg.with_headers(trace.child().headers()),
-        None => msg,
-    }
-}
+pub use celery_redis::task::context::traced;

@@ -6,7 +6,7 @@ use celery_redis::config::{boolean, count, number, parse, raw, ConfigError, Redi
 use celery_redis::node;
 use celery_redis::protocol::{Limits, MAX_DELIVERIES, MAX_MESSAGE_BYTES};
 
-use crate::webhook::policy::Policy;
+use shop::webhook::policy::Policy;
 
 /// Variables only the worker reads.
 pub const WORKER_VARIABLES: &[&str] = &[

@@ -11,16 +11,18 @@ use tokio::sync::Notify;
 
 use celery_redis::stores::Stores;
 
+use celery_redis::task::Tasks;
+
 use crate::config::WorkerConfig;
 use crate::registry::Registry;
-use crate::webhook::Webhooks;
 
 pub struct Context {
     pub broker: Broker,
     pub results: ResultBackend,
-    /// The broker's database (stock, notifications, idempotency records).
+    /// The broker's database (remote control, health; tasks borrow it as a dependency).
     pub redis: Conn,
-    pub webhooks: Webhooks,
+    /// The tasks it runs and their dependencies.
+    pub tasks: Tasks,
     /// This worker's node name (Celery's `hostname`).
     pub node: String,
     pub acks_late: bool,
@@ -28,8 +30,6 @@ pub struct Context {
     /// `RESULT_EXTENDED`: results carry the request (Celery's `result_extended`).
     pub result_extended: bool,
     pub max_retries: u32,
-    /// How long the shop's per-task keys (reservations, delivery records) live.
-    pub retention: Duration,
     pub retry_backoff: Duration,
     /// What happens to a task name this worker does not run.
     pub unknown: crate::config::Unknown,
@@ -48,39 +48,55 @@ pub struct Context {
 }
 
 impl Context {
-    /// What the tasks (`names`) of a worker named `node` share, from its configuration and
-    /// connections.
+    /// What the `tasks` of a worker named `node` share, from its configuration and
+    /// connections; the tasks get the broker's database connection as a dependency.
     pub fn new(
         cfg: &WorkerConfig,
-        names: &[&str],
+        mut tasks: Tasks,
         node: String,
         broker: Broker,
         stores: Stores,
         events: Events,
-    ) -> Result<Self, reqwest::Error> {
-        Ok(Context {
+    ) -> Self {
+        tasks.deps_mut().insert(stores.redis.clone());
+        Context {
             registry: Arc::new(Registry::new(&node)),
             events,
             metrics: observe::metrics::Metrics::new(),
-            labels: crate::labels::Labels::new(names, &node, &cfg.queues),
+            labels: crate::labels::Labels::new(&tasks.names(), &node, &cfg.queues),
+            tasks,
             queues: cfg.queues.clone(),
             broker,
             results: stores.results,
             redis: stores.redis,
-            webhooks: Webhooks::new(
-                cfg.webhook_policy.clone(),
-                cfg.webhook_timeout,
-                cfg.webhook_concurrency,
-            )?,
             node,
             acks_late: cfg.acks_late,
             track_started: cfg.track_started,
             result_extended: cfg.result_extended,
             max_retries: cfg.max_retries,
-            retention: cfg.redis.retention,
             retry_backoff: cfg.retry_backoff,
             unknown: cfg.unknown,
             scheduled: Arc::new(Notify::new()),
-        })
+        }
     }
+}
+
+/// The routes of what this worker sends: `TASK_ROUTES`, then each task's own default queue
+/// (its `queue` option) for a task no entry routes.
+pub fn routes(
+    cfg: &WorkerConfig,
+    tasks: &Tasks,
+) -> Result<celery_redis::routes::Routes, celery_redis::config::ConfigError> {
+    let mut routes = cfg.redis.routes.clone();
+    for task in tasks.iter() {
+        if let Some(queue) = task.options().queue {
+            routes = routes.or_route(task.name(), queue).map_err(|reason| {
+                celery_redis::config::ConfigError {
+                    var: "TASK_ROUTES",
+                    reason,
+                }
+            })?;
+        }
+    }
+    Ok(routes)
 }

@@ -6,7 +6,7 @@ use celery_redis::result::{ExceptionInfo, Extended, ResultError, ResultMeta};
 
 use crate::canvas;
 use crate::context::Context;
-use crate::tasks::Output;
+use celery_redis::task::Output;
 
 /// Why a delivery could not be finished; the message stays in `unacked`.
 #[derive(Debug, thiserror::Error)]
@@ -40,10 +40,11 @@ impl ExecuteError {
 
 /// `meta` with the request's `parent_id`/`group_id`, as Celery stores them, and with
 /// `RESULT_EXTENDED` the request's name, args, kwargs, worker, retries and queue; `None` when
-/// the message asked for no result (`ignore_result`).
+/// the message or its task asked for no result (`ignore_result`).
 fn result_of(ctx: &Context, msg: &Message, meta: ResultMeta) -> Option<ResultMeta> {
     let headers = &msg.envelope.headers;
-    if headers.ignore_result {
+    let task = ctx.tasks.get(msg.task());
+    if headers.ignore_result || task.is_some_and(|t| t.options().ignore_result) {
         return None;
     }
     let meta = meta.with_request(headers.parent_id.as_deref(), headers.group.as_deref());

@@ -20,6 +20,7 @@ use celery_redis::leases::Leases;
 use celery_redis::protocol::pyrepr;
 use celery_redis::protocol::Message;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
+use celery_redis::task::{Output, Registered, TaskContext, TaskError};
 use futures_util::FutureExt;
 use observe::trace::{TraceContext, TRACEPARENT, TRACESTATE};
 use serde_json::Value;
@@ -29,7 +30,6 @@ use crate::context::Context;
 use crate::ending::{self, ExecuteError};
 use crate::registry::Registry;
 use crate::stop::{Stop, Stopped};
-use crate::tasks::{self, Output, Request, TaskError};
 use crate::{poison, report, retry};
 
 /// The whole life of one held delivery as the worker spawns it: [`handle`]d in a scope of its
@@ -114,7 +114,8 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         return refuse_revoked(ctx, &msg, delivery).await;
     }
     // Not ours to run, on a queue shared with another fleet's workers: handed back to them.
-    if ctx.unknown.handbacks > 0 && !tasks::NAMES.contains(&msg.task()) {
+    let task = ctx.tasks.get(msg.task());
+    if ctx.unknown.handbacks > 0 && task.is_none() {
         return crate::unknown::hand_back_or_fail(ctx, &msg, delivery).await;
     }
     let headers = &msg.envelope.headers;
@@ -144,19 +145,23 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
         report::revoked(ctx, &msg, &delivery.queue, None, true);
         return Ok(());
     }
-    let _place = match tasks::admit(ctx, msg.task(), &msg.body) {
-        Ok(place) => place,
-        Err(delay) => return defer(ctx, &msg, delivery, delay).await,
+    let _place = match task.map(|t| t.admit(ctx.tasks.deps(), &msg.body)) {
+        Some(Err(delay)) => return defer(ctx, &msg, delivery, delay).await,
+        Some(Ok(place)) => place,
+        None => None,
     };
-    let running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !ctx.acks_late);
+    let acks_late = task.and_then(|t| t.options().acks_late);
+    let acks_late = acks_late.unwrap_or(ctx.acks_late);
+    let mut running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !acks_late);
+    running.counted = task.is_some();
     // A revoke that came between the check above and the start is honoured too.
     if ctx.registry.is_revoked(msg.id()) {
         return refuse_revoked(ctx, &msg, delivery).await;
     }
-    run(ctx, delivery, &msg, &running).await
+    run(ctx, delivery, &msg, task, &running).await
 }
 
-/// A task that cannot start yet (see [`tasks::admit`]) goes back to its queue's schedule for
+/// A task that cannot start yet (see [`Registered::admit`]) goes back to its queue's schedule for
 /// `delay`, as an eta task: unchanged (no attempt counted), holding no slot meanwhile.
 async fn defer(
     ctx: &Context,
@@ -200,6 +205,8 @@ struct Running<'a> {
     tag: &'a str,
     msg: Arc<Message>,
     stop: Arc<Stop>,
+    /// A registered task: counted in `stats.total`.
+    counted: bool,
 }
 
 impl<'a> Running<'a> {
@@ -210,14 +217,15 @@ impl<'a> Running<'a> {
             tag,
             msg,
             stop,
+            counted: false,
         }
     }
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        let counted = tasks::NAMES.contains(&self.msg.task());
-        self.registry.finish(self.tag, self.msg.task(), counted);
+        self.registry
+            .finish(self.tag, self.msg.task(), self.counted);
     }
 }
 
@@ -226,35 +234,34 @@ async fn run(
     ctx: &Context,
     delivery: &Delivery,
     msg: &Message,
+    task: Option<&Registered>,
     running: &Running<'_>,
 ) -> Result<(), ExecuteError> {
-    let headers = &msg.envelope.headers;
     let stop = &running.stop;
-    let req = Request {
-        id: msg.id().to_owned(),
-        root_id: headers
-            .root_id
-            .clone()
-            .unwrap_or_else(|| msg.id().to_owned()),
-        stop: stop.clone(),
-    };
-    if ctx.track_started {
+    let options = task.map(Registered::options);
+    let routes = ctx.broker.routes();
+    let deps = ctx.tasks.deps();
+    let req = TaskContext::new(msg, &ctx.node, &delivery.queue, routes, stop, deps);
+    let acks_late = options.and_then(|o| o.acks_late).unwrap_or(ctx.acks_late);
+    let track_started = options.and_then(|o| o.track_started);
+    if track_started.unwrap_or(ctx.track_started) {
         ending::record(ctx, msg, ResultMeta::started(msg.id(), &ctx.node)).await?;
     }
-    if !ctx.acks_late {
+    if !acks_late {
         ctx.broker.ack(&delivery.tag).await?;
     }
     report::started(ctx, msg, &delivery.queue);
     let began = std::time::Instant::now();
     // With acks_late the final result and the ack go together, after the task.
-    let ack = ctx.acks_late.then_some(delivery.tag.as_str());
+    let ack = acks_late.then_some(delivery.tag.as_str());
+    let limits = options.map_or([None, None], |o| [o.time_limit, o.soft_time_limit]);
     // A stop drops the task where it waits, which is always before its point of no return
     // (`Stop` lets no stop through after it); the limit stops it the same way.
     let outcome = tokio::select! {
         biased;
         why = stop.stopped() => Err(TaskError::Stopped(why)),
-        outcome = run_task(ctx, msg, &req) => outcome,
-        never = crate::stop::time_limit(msg, stop) => match never {},
+        outcome = run_task(msg, task, &req) => outcome,
+        never = crate::stop::time_limit(msg, limits, stop) => match never {},
     };
     // A task that ended without passing its point of no return changed nothing: a stop that
     // came as it ended still wins, so `Registry::terminate` is always right about what stops.
@@ -321,7 +328,11 @@ async fn run(
 }
 
 /// Runs the task; an unknown name is Celery's NotRegistered.
-async fn run_task(ctx: &Context, msg: &Message, req: &Request) -> Result<Output, TaskError> {
+async fn run_task(
+    msg: &Message,
+    task: Option<&Registered>,
+    req: &TaskContext<'_>,
+) -> Result<Output, TaskError> {
     if msg.body.embed.chord.as_ref().is_some_and(|c| !c.is_null()) {
         // The chord's body would need Celery's chord counter; refusing beats never running it.
         return Err(TaskError::Failed(ExceptionInfo::new(
@@ -330,8 +341,8 @@ async fn run_task(ctx: &Context, msg: &Message, req: &Request) -> Result<Output,
             "chords are not supported by the Rust worker; use a chain or a group",
         )));
     }
-    match tasks::dispatch(ctx, msg.task(), req, &msg.body).await {
-        Some(outcome) => outcome,
+    match task {
+        Some(task) => task.run(req, &msg.body).await,
         None => Err(TaskError::Failed(crate::unknown::not_registered(msg))),
     }
 }

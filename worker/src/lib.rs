@@ -5,7 +5,7 @@
 //! - [`pacing`] — the pauses between fetches (Redis errors, Redis out of memory);
 //! - [`waits`] — the idle worker's blocking waits, one per consumed queue;
 //! - [`execute`] — one delivery from decode to its end;
-//! - [`tasks`] — what each task does (`process_order`, `send_notification`);
+//! - [`shop`] — the shop's tasks (defined in `shop::tasks`) registered, with their dependencies;
 //! - [`ending`], [`retry`], [`poison`], [`unknown`]: the ways a delivery ends;
 //! - [`canvas`] — callbacks and chain steps a task sends on;
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
@@ -13,7 +13,10 @@
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
 //! - [`cli`], [`admin`] — the command line and the operator subcommands;
-//! - [`context`], [`config`], [`upkeep`], [`webhook`]: what they say.
+//! - [`context`], [`config`], [`upkeep`]: what they say.
+//!
+//! The task API (what a task is, its context, the table of registered tasks) is
+//! `celery_redis::task`; this crate runs whatever table it is given.
 
 pub mod admin;
 pub mod banner;
@@ -32,13 +35,12 @@ pub mod poison;
 pub mod registry;
 pub mod report;
 pub mod retry;
+pub mod shop;
 pub mod start;
 pub mod stop;
-pub mod tasks;
 pub mod unknown;
 pub mod upkeep;
 pub mod waits;
-pub mod webhook;
 pub mod worker;
 
 pub use start::run;

@@ -32,7 +32,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cfg: WorkerConfig, command: Command) -> anyhow::Result<()> {
     if command == Command::Run {
-        match worker::run(cfg, celery_redis::shutdown::on_signals()).await {
+        let tasks = worker::shop::tasks(&cfg)?;
+        match worker::run(cfg, tasks, celery_redis::shutdown::on_signals()).await {
             Err(worker::worker::WorkerError::Config(e)) => config::fail(&e),
             other => other?,
         }

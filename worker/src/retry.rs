@@ -27,7 +27,9 @@ pub async fn retry_or_give_up(
 ) -> Result<(), ExecuteError> {
     let retries = msg.envelope.headers.retries.max(0);
     let attempts = retries.saturating_add(1);
-    if retries >= i64::from(ctx.max_retries) {
+    let task = ctx.tasks.get(msg.task());
+    let max_retries = task.and_then(|t| t.options().max_retries);
+    if retries >= i64::from(max_retries.unwrap_or(ctx.max_retries)) {
         ending::fail(ctx, msg, &exc, None).await?;
         crate::report::failed(ctx, msg, &delivery.queue, &exc, false);
         let mut entry = DeadLetter::new(

@@ -4,19 +4,20 @@
 //! at checked, then run until `stop`.
 
 use celery_redis::shutdown::Shutdown;
+use celery_redis::task::Tasks;
 
 use crate::config::WorkerConfig;
 use crate::worker::{Worker, WorkerError};
 
-/// Builds a worker with a fresh node name, checks what its configuration points at, and runs
-/// it until `stop` fires.
-pub async fn run(cfg: WorkerConfig, stop: Shutdown) -> Result<(), WorkerError> {
+/// Builds a worker running `tasks`, checks what its configuration points at, and runs it
+/// until `stop` fires.
+pub async fn run(cfg: WorkerConfig, tasks: Tasks, stop: Shutdown) -> Result<(), WorkerError> {
     let node = cfg.node.clone();
     let (bind, set_bind, named) = (cfg.metrics_bind, cfg.metrics_bind_set, cfg.named);
-    for line in crate::banner::lines(&cfg, &node, crate::tasks::NAMES) {
+    for line in crate::banner::lines(&cfg, &node, &tasks.names()) {
         log::info!("{line}");
     }
-    let worker = Worker::build(cfg, node)?;
+    let worker = Worker::build(cfg, tasks, node)?;
     worker.check().await?;
     let refused = |e: std::io::Error| celery_redis::config::ConfigError {
         var: "WORKER_METRICS_BIND",

@@ -15,6 +15,7 @@ use celery_redis::events::{Batcher, Events};
 use celery_redis::leases::Leases;
 use celery_redis::shutdown::{self, Shutdown, Trigger};
 use celery_redis::stores::Stores;
+use celery_redis::task::Tasks;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -76,7 +77,7 @@ pub struct Worker {
 
 impl Worker {
     /// Prepares a worker named `node` (connections are opened lazily; nothing runs yet).
-    pub fn build(cfg: WorkerConfig, node: String) -> Result<Self, WorkerError> {
+    pub fn build(cfg: WorkerConfig, tasks: Tasks, node: String) -> Result<Self, WorkerError> {
         let waits = |response| Waits {
             response: Some(response),
             connect_retries: CONNECT_RETRIES,
@@ -84,7 +85,7 @@ impl Worker {
         let stores = Stores::connect(&cfg.redis, waits(RESPONSE_TIMEOUT))?;
         let broker = Broker::new(stores.redis.clone(), cfg.redis.queue.clone(), node.clone())
             .with_layout(cfg.redis.layout.clone())
-            .with_routes(cfg.redis.routes.clone())
+            .with_routes(crate::context::routes(&cfg, &tasks)?)
             .with_results(stores.results.clone())
             .with_retention(cfg.redis.retention)
             .with_limits(cfg.limits);
@@ -98,14 +99,7 @@ impl Worker {
             Arc::new(Lamport::default()),
             cfg.task_events,
         );
-        let ctx = Arc::new(Context::new(
-            &cfg,
-            crate::tasks::NAMES,
-            node,
-            broker,
-            stores,
-            events,
-        )?);
+        let ctx = Arc::new(Context::new(&cfg, tasks, node, broker, stores, events));
         Ok(Worker {
             slots: Arc::new(Semaphore::new(cfg.concurrency)),
             rotation: Rotation::ordered(cfg.queues.clone(), cfg.queue_order),

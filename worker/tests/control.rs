@@ -49,7 +49,14 @@ fn spawn_worker(url: &str, extra: &[(&str, &str)]) -> (Trigger, Handle) {
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
     let (trigger, stop) = shutdown::channel();
-    (trigger, tokio::spawn(worker::run(cfg, stop)))
+    (
+        trigger,
+        tokio::spawn(worker::run(
+            cfg.clone(),
+            worker::shop::tasks(&cfg).unwrap(),
+            stop,
+        )),
+    )
 }
 
 async fn named(extra: &[(&str, &str)]) -> Running {

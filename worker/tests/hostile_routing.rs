@@ -399,7 +399,12 @@ async fn junk_in_one_queue_does_not_starve_the_workers_other_queue() {
     conn.lpush::<_, _, ()>("real", real.to_envelope("p@h").to_json())
         .await
         .unwrap();
-    let mut w = Worker::build(cfg, "hostile@routing".into()).unwrap();
+    let mut w = Worker::build(
+        cfg.clone(),
+        worker::shop::tasks(&cfg).unwrap(),
+        "hostile@routing".into(),
+    )
+    .unwrap();
     let mut steps = 0;
     loop {
         steps += 1;

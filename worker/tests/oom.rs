@@ -27,7 +27,12 @@ fn worker(url: &str) -> Worker {
         ("WORKER_METRICS_BIND".to_owned(), "127.0.0.1:0".to_owned()),
     ]);
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
-    Worker::build(cfg, "oom@test".into()).unwrap()
+    Worker::build(
+        cfg.clone(),
+        worker::shop::tasks(&cfg).unwrap(),
+        "oom@test".into(),
+    )
+    .unwrap()
 }
 
 async fn config_set(redis: &TestRedis, name: &str, value: &str) {

@@ -192,7 +192,12 @@ async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
     .collect();
     let cfg =
         worker::config::WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
-    let mut w = worker::Worker::build(cfg, "refusing@test".into()).unwrap();
+    let mut w = worker::Worker::build(
+        cfg.clone(),
+        worker::shop::tasks(&cfg).unwrap(),
+        "refusing@test".into(),
+    )
+    .unwrap();
     // Its blocking wait on `stringy` fails at once: that queue is set aside, not an error of
     // the whole fetch (which would back the worker off, its other queues included).
     use worker::worker::Step;

@@ -639,7 +639,14 @@ fn watcher(
     vars.insert("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into());
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
     let (trigger, stop) = shutdown::channel();
-    (trigger, tokio::spawn(worker::run(cfg, stop)))
+    (
+        trigger,
+        tokio::spawn(worker::run(
+            cfg.clone(),
+            worker::shop::tasks(&cfg).unwrap(),
+            stop,
+        )),
+    )
 }
 
 #[tokio::test]
@@ -713,7 +720,12 @@ async fn a_worker_can_be_built_stepped_and_shut_down() {
         ("WORKER_CONCURRENCY".to_owned(), "4".to_owned()),
     ]);
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
-    let mut worker = worker::Worker::build(cfg, "stepper@test".into()).unwrap();
+    let mut worker = worker::Worker::build(
+        cfg.clone(),
+        worker::shop::tasks(&cfg).unwrap(),
+        "stepper@test".into(),
+    )
+    .unwrap();
     assert_eq!(worker.node(), "stepper@test");
     // Nothing queued: one step waits for a message and comes back idle.
     assert_eq!(worker.step().await.unwrap(), worker::worker::Step::Idle);

@@ -27,6 +27,8 @@
 //! - [`shutdown`] — one shutdown signal passed down to every loop.
 //! - [`leases`] — the deliveries a worker holds, renewed until each is finished or handed back.
 //! - [`stores`] — the broker's and the result backend's connections of a process.
+//! - [`task`] — the task API: a task's type, arguments, options and context, and the table of
+//!   a worker's registered tasks.
 //!
 //! The path of one task: a producer builds a [`protocol::TaskMessage`] and
 //! [`broker::Broker::publish`]es it; a worker [`broker::Broker::claim_from`]s it, decodes it with
@@ -54,3 +56,4 @@ pub(crate) mod scripts;
 pub mod sentinel;
 pub mod shutdown;
 pub mod stores;
+pub mod task;

@@ -67,6 +67,21 @@ impl Routes {
         })
     }
 
+    /// Routes `task` to `queue` unless an entry already matches it: a task's own default
+    /// queue (its `queue` option), after the table's entries, as Celery's `task_routes` win
+    /// over a task's `queue`. `Err` when `queue` is not a usable queue name.
+    pub fn or_route(mut self, task: &str, queue: &str) -> Result<Self, String> {
+        if !keys::is_queue_name(queue) {
+            return Err(format!(
+                "{queue:?} (the queue of task {task}) is not a usable queue name"
+            ));
+        }
+        if self.explicit(task).is_none() {
+            self.rules.push((task.to_owned(), queue.to_owned()));
+        }
+        Ok(self)
+    }
+
     /// The queue a task named `task` goes to.
     pub fn queue_for(&self, task: &str) -> &str {
         self.explicit(task).unwrap_or(&self.default)

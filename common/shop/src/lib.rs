@@ -1,5 +1,6 @@
-//! The shop, on top of the Celery layer (`celery_redis`): what the tasks mean. It knows nothing
-//! about HTTP; the services and the worker both use it.
+//! The shop, on top of the Celery layer (`celery_redis`): what the tasks mean, and the tasks
+//! themselves. It serves no HTTP (its one client posts webhooks); the services and the worker
+//! both use it.
 //!
 //! Map, bottom up:
 //! - [`keys`] — every Redis key the shop writes (`fleet:` prefix).
@@ -9,10 +10,15 @@
 //! - [`submission`] — a contract accepted once per id and enqueued (both services use it).
 //! - [`inventory`] — stock per SKU and the once-per-order reservation.
 //! - [`notifications`] — delivery records, once per notification id, listed per recipient.
+//! - [`webhook`] — the webhook client (its destination policy, its bounded concurrency).
+//! - [`tasks`] — `process_order` and `send_notification`, written with `celery_redis::task`
+//!   and registered by the worker binary.
 
 pub mod contracts;
 pub mod inventory;
 pub mod keys;
 pub mod notifications;
 pub mod submission;
+pub mod tasks;
 pub mod validation;
+pub mod webhook;

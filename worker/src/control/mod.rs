@@ -57,6 +57,7 @@ pub fn spawn(
         name: ctx.node.clone(),
         cfg: cfg.clone(),
         registry: ctx.registry.clone(),
+        registered: ctx.tasks.names(),
         events: ctx.events.clone(),
         conn: ctx.redis.clone(),
         revoke_results,
@@ -72,6 +73,8 @@ pub struct Node {
     pub name: String,
     pub cfg: WorkerConfig,
     pub registry: Arc<Registry>,
+    /// The registered task names, sorted (`inspect registered`).
+    pub registered: Vec<&'static str>,
     pub events: Events,
     pub conn: Conn,
     /// Stores REVOKED for revoked tasks that run nowhere, off the request loop.
@@ -172,7 +175,7 @@ impl Node {
             "reserved" => json!([]),
             "scheduled" => json!(reg.scheduled()),
             "revoked" => json!(reg.revoked()),
-            "registered" => json!(crate::tasks::NAMES),
+            "registered" => json!(self.registered),
             "active_queues" => inspect::active_queues(&self.cfg),
             "conf" => inspect::conf(&self.cfg, self.events.task_events()),
             "query_task" => {

@@ -47,7 +47,11 @@ pub async fn start_on(redis: TestRedis, url: &str, extra: &[(&str, &str)]) -> Ru
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
     let (trigger, stop) = shutdown::channel();
-    let handle = tokio::spawn(worker::run(cfg, stop));
+    let handle = tokio::spawn(worker::run(
+        cfg.clone(),
+        worker::shop::tasks(&cfg).unwrap(),
+        stop,
+    ));
     let conn = redis.manager().await;
     Running {
         broker: Broker::new(conn.clone(), "celery", "test@host"),

@@ -1,0 +1,16 @@
+//! A worker that runs the `add` task: configured from the environment like the shop's worker
+//! (`REDIS_URL`, `WORKER_QUEUES`, ...), it runs until SIGTERM/SIGINT.
+
+use celery_redis::task::Tasks;
+use example_add::Add;
+use worker::config::WorkerConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    celery_redis::config::init();
+    let env = celery_redis::config::ProcessEnv;
+    let cfg = WorkerConfig::from_source(&env).unwrap_or_else(|e| celery_redis::config::fail(&e));
+    let tasks = Tasks::new().task::<Add>();
+    worker::run(cfg, tasks, celery_redis::shutdown::on_signals()).await?;
+    Ok(())
+}
