@@ -313,3 +313,31 @@ fn our_result_values_have_the_fields_python_clients_need() {
     assert_eq!(keys(&ours), keys(&python));
     assert!(celery_redis::clock::parse_celery_iso(ours["date_done"].as_str().unwrap()).is_some());
 }
+
+/// `result_extended`: what `ResultMeta::with_extended` stores is what a Python Celery 5.7
+/// worker stored for the same task with `result_extended = True` (captured), date aside.
+#[test]
+fn extended_results_carry_what_celery_stores() {
+    use celery_redis::result::{Extended, ResultMeta};
+    let doc = read(&fixtures().join("worker_extended/result_success_process_order.json"));
+    let stored = &doc["result"]["decoded"];
+    let kwargs = stored["kwargs"].as_object().unwrap().clone();
+    let meta = ResultMeta::success(
+        stored["task_id"].as_str().unwrap(),
+        stored["result"].clone(),
+    )
+    .with_extended(Extended {
+        name: "process_order",
+        args: &[],
+        kwargs: &kwargs,
+        worker: "capture@localhost",
+        retries: 0,
+        queue: Some("celery"),
+    });
+    let mut ours = serde_json::to_value(&meta).unwrap();
+    let mut theirs = stored.clone();
+    for v in [&mut ours, &mut theirs] {
+        v.as_object_mut().unwrap().remove("date_done");
+    }
+    assert_eq!(ours, theirs);
+}

@@ -220,38 +220,3 @@ impl ResultMeta {
 fn exc_value(exc: &ExceptionInfo) -> Value {
     serde_json::to_value(exc).unwrap_or(Value::Null)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A Python Celery 5.7 worker's stored SUCCESS with `result_extended = True` (captured).
-    const CAPTURE: &str = include_str!(
-        "../../tests/fixtures/celery-vectors/worker_extended/result_success_process_order.json"
-    );
-
-    #[test]
-    fn extended_results_carry_what_celery_stores() {
-        let doc: Value = serde_json::from_str(CAPTURE).unwrap();
-        let stored = &doc["result"]["decoded"];
-        let kwargs = stored["kwargs"].as_object().unwrap().clone();
-        let meta = ResultMeta::success(
-            stored["task_id"].as_str().unwrap(),
-            stored["result"].clone(),
-        )
-        .with_extended(Extended {
-            name: "process_order",
-            args: &[],
-            kwargs: &kwargs,
-            worker: "capture@localhost",
-            retries: 0,
-            queue: Some("celery"),
-        });
-        let mut ours = serde_json::to_value(&meta).unwrap();
-        let mut theirs = stored.clone();
-        for v in [&mut ours, &mut theirs] {
-            v.as_object_mut().unwrap().remove("date_done");
-        }
-        assert_eq!(ours, theirs);
-    }
-}
