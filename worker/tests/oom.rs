@@ -35,16 +35,6 @@ fn worker(url: &str) -> Worker {
     .unwrap()
 }
 
-async fn config_set(redis: &TestRedis, name: &str, value: &str) {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query_async::<()>(&mut redis.manager().await)
-        .await
-        .unwrap();
-}
-
 async fn queued(redis: &TestRedis) -> i64 {
     redis.manager().await.llen("celery").await.unwrap()
 }
@@ -56,7 +46,7 @@ async fn no_claim_while_redis_refuses_writes_for_lack_of_memory() {
     let broker = Broker::new(redis.manager().await, "celery", "test@host");
     let msg = celery_redis::protocol::TaskMessage::new("no_such_task", "celery", Map::new());
     broker.publish(&msg).await.unwrap();
-    config_set(&redis, "maxmemory", "1").await;
+    redis.config_set("maxmemory", "1").await;
 
     for _ in 0..3 {
         let e = w.step().await.unwrap_err();
@@ -71,7 +61,7 @@ async fn no_claim_while_redis_refuses_writes_for_lack_of_memory() {
         .unwrap();
     assert_eq!(unacked, 0, "nothing taken");
 
-    config_set(&redis, "maxmemory", "0").await;
+    redis.config_set("maxmemory", "0").await;
     assert_eq!(w.step().await.unwrap(), Step::Started(1));
     w.shutdown().await;
 }
@@ -80,7 +70,7 @@ async fn no_claim_while_redis_refuses_writes_for_lack_of_memory() {
 async fn a_delivery_whose_started_write_is_refused_for_memory_goes_back_at_once() {
     // Results on a Redis of their own, out of memory: the claim works, STARTED is refused.
     let results_redis = TestRedis::start();
-    config_set(&results_redis, "maxmemory", "1").await;
+    results_redis.config_set("maxmemory", "1").await;
     let results_url = results_redis.url();
     let w = start(&[
         ("RESULT_BACKEND_URL", results_url.as_str()),
@@ -88,7 +78,7 @@ async fn a_delivery_whose_started_write_is_refused_for_memory_goes_back_at_once(
         ("VISIBILITY_TIMEOUT_SECS", "600"),
     ])
     .await;
-    config_set(&w._redis, "notify-keyspace-events", "Kl").await;
+    w._redis.config_set("notify-keyspace-events", "Kl").await;
     let mut events = w._redis.client().get_async_pubsub().await.unwrap();
     events.subscribe("__keyspace@0__:celery").await.unwrap();
     let mut events = events.into_on_message();
@@ -113,7 +103,7 @@ async fn a_delivery_whose_started_write_is_refused_for_memory_goes_back_at_once(
         .await
         .expect("handed back at once, not after the visibility timeout");
 
-    config_set(&results_redis, "maxmemory", "0").await;
+    results_redis.config_set("maxmemory", "0").await;
     let results = ResultBackend::new(
         results_redis.manager().await,
         results_redis.client(),
@@ -144,7 +134,7 @@ async fn no_claim_after_a_restart_with_an_evicting_policy(url_suffix: &str) {
     assert!(e.contains("allkeys-lru") && e.contains("REDIS_URL"), "{e}");
     assert_eq!(queued(&redis).await, 1, "nothing taken");
 
-    config_set(&redis, "maxmemory-policy", "noeviction").await;
+    redis.config_set("maxmemory-policy", "noeviction").await;
     assert_eq!(w.step().await.unwrap(), Step::Started(1));
     w.shutdown().await;
 }

@@ -192,14 +192,7 @@ async fn reconnect_to_an_evicting_redis(url_suffix: &str) {
     }
 
     // The policy changes back without a reconnection: asked again until confirmed.
-    let mut admin = redis.manager().await;
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
-        .query_async::<()>(&mut admin)
-        .await
-        .unwrap();
+    redis.config_set("maxmemory-policy", "noeviction").await;
     stores.confirm().await.unwrap();
 }
 

@@ -41,22 +41,12 @@ async fn readyz(state: &AppState) -> u16 {
     resp.status().as_u16()
 }
 
-async fn config_set(redis: &TestRedis, name: &str, value: &str) {
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg(name)
-        .arg(value)
-        .query_async::<()>(&mut redis.manager().await)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_submission_refused_for_lack_of_memory_is_redis_unavailable_and_writes_nothing() {
     let redis = TestRedis::start();
     let state = AppState::connect(&service_config(&redis.url()), "test@host").unwrap();
     assert_eq!(submit(&state, "o-before").await.0, 202);
-    config_set(&redis, "maxmemory", "1").await;
+    redis.config_set("maxmemory", "1").await;
 
     let (status, code, id) = submit(&state, "o-oom").await;
     assert_eq!(
@@ -74,7 +64,7 @@ async fn a_submission_refused_for_lack_of_memory_is_redis_unavailable_and_writes
         .await
         .unwrap());
 
-    config_set(&redis, "maxmemory", "0").await;
+    redis.config_set("maxmemory", "0").await;
     assert_eq!(submit(&state, "o-oom").await.0, 202);
 }
 
@@ -100,7 +90,7 @@ async fn after_a_restart_with_an_evicting_policy_nothing_is_accepted_until_it_ke
         "nothing enqueued"
     );
 
-    config_set(&redis, "maxmemory-policy", "noeviction").await;
+    redis.config_set("maxmemory-policy", "noeviction").await;
     assert_eq!(readyz(&state).await, 200);
     assert_eq!(submit(&state, "o-2").await.0, 202);
 }

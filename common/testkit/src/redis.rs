@@ -96,6 +96,17 @@ impl TestRedis {
             .clone()
     }
 
+    /// `CONFIG SET name value` on this server (memory limits, keyspace notifications).
+    pub async fn config_set(&self, name: &str, value: &str) {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async::<()>(&mut self.manager().await)
+            .await
+            .expect("CONFIG SET on the test redis");
+    }
+
     pub async fn manager(&self) -> Conn {
         let waits = celery_redis::connection::Waits {
             response: None,
