@@ -230,15 +230,17 @@ mod tests {
     fn other_content_types_are_refused() {
         let mut env = TaskMessage::new("t", "celery", Map::new()).to_envelope(ORIGIN);
         env.content_type = Some("application/x-python-serialize".into());
-        assert!(matches!(
-            env.decode_body(),
-            Err(DecodeError::ContentType(_))
-        ));
+        let err = env.decode_body().unwrap_err();
+        assert!(matches!(err, DecodeError::ContentType(_)));
+        // Stored in the task's FAILURE, read by a Python caller: no Rust `Some(...)` in it.
+        assert_eq!(
+            err.to_string(),
+            "content-type 'application/x-python-serialize' is not accepted (only application/json)"
+        );
         env.content_type = None;
-        assert!(matches!(
-            env.decode_body(),
-            Err(DecodeError::ContentType(None))
-        ));
+        let err = env.decode_body().unwrap_err();
+        assert!(matches!(err, DecodeError::ContentType(None)));
+        assert!(err.to_string().starts_with("content-type none "), "{err}");
     }
 
     #[test]
