@@ -35,7 +35,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "BROKER_QUEUE_ORDER",
 ];
 
-/// What to do with a task nobody here runs (see [`crate::unknown`]).
+/// What to do with a task nobody here runs (see [`crate::delivery::unknown`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unknown {
     /// Hand-backs before giving up (0: fail at once, as Celery does).

@@ -12,7 +12,7 @@ use celery_redis::protocol::{pyrepr, Message};
 use celery_redis::revoked::{HORIZON, MAX_REVOKED};
 use serde_json::{json, Value};
 
-use crate::stop::{Stop, Stopped};
+use celery_redis::task::{Stop, Stopped};
 
 /// Most parked eta tasks listed by `scheduled` (they wait in Redis; this is only the listing).
 pub const MAX_PARKED_LISTED: usize = 1_000;

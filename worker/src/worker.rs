@@ -21,9 +21,10 @@ use tokio::task::JoinSet;
 
 use crate::config::WorkerConfig;
 use crate::context::Context;
+use crate::delivery::{self, poison};
 use crate::pacing::Pacing;
 use crate::waits::Blocking;
-use crate::{execute, heartbeat, poison, upkeep};
+use crate::{heartbeat, upkeep};
 
 /// Most messages one claim takes (when that many slots are free).
 const MAX_CLAIM: usize = 32;
@@ -218,7 +219,7 @@ impl Worker {
                     self.leases.insert(&delivery);
                     let (ctx, leases) = (self.ctx.clone(), self.leases.clone());
                     self.running
-                        .spawn(execute::guarded(ctx, leases, delivery, permit));
+                        .spawn(delivery::guarded(ctx, leases, delivery, permit));
                     started += 1;
                 }
                 Claim::Unreadable { tag, raw, queue } => {

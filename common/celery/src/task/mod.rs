@@ -90,6 +90,18 @@ pub struct Options {
     pub time_limit: Option<f64>,
     /// Soft time limit in seconds (SoftTimeLimitExceeded), unless the message sets one.
     pub soft_time_limit: Option<f64>,
+    /// The first retry's delay after a [`TaskError::Retry`], doubled for each next one
+    /// (Celery's `retry_backoff`; the worker's `TASK_RETRY_BACKOFF_MS` if `None`).
+    pub retry_backoff: Option<Duration>,
+    /// No retry waits longer (Celery's `retry_backoff_max`; 600 s if `None`).
+    pub retry_backoff_max: Option<Duration>,
+    /// Full jitter: each retry waits a random part of its backoff (Celery's `retry_jitter`,
+    /// on if `None`), so that many tasks failing together do not retry together.
+    pub retry_jitter: Option<bool>,
+    /// Its `run` computes or blocks (CPU work, a blocking library): it runs on a thread of its
+    /// own, off the threads that renew leases, send heartbeats and answer remote control and
+    /// `/metrics`, which an `async` task that does not await would starve.
+    pub blocking: bool,
 }
 
 /// A task's return value and the tasks it sends on (published before its result is stored).
@@ -109,6 +121,10 @@ pub enum TaskError {
     /// Celery way (same id, `retries + 1`, an eta) until the retry budget is spent.
     #[error("retry after {}: {}", .0.exc_type, .0.message())]
     Retry(ExceptionInfo),
+    /// As [`TaskError::Retry`], re-sent after this countdown rather than the backoff (Celery's
+    /// `self.retry(countdown=...)`); the retry budget still counts it.
+    #[error("retry in {:.3}s after {}: {}", .1.as_secs_f64(), .0.exc_type, .0.message())]
+    RetryAfter(ExceptionInfo, Duration),
     /// A dependency (Redis) failed: nothing is stored, the message is not acknowledged and comes
     /// back after the visibility timeout.
     #[error("transient: {0}")]

@@ -4,7 +4,7 @@
 use celery_redis::protocol::{Message, TaskMessage};
 use celery_redis::result::{ExceptionInfo, Extended, ResultError, ResultMeta};
 
-use crate::canvas;
+use super::canvas;
 use crate::context::Context;
 use celery_redis::task::Output;
 

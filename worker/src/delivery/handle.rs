@@ -1,8 +1,7 @@
-//! One delivery, from the raw envelope to its end: decode, revoked, eta and expiry, STARTED, run
-//! (within its time limit, unless a revoke terminates it; either stops it only before its point
-//! of no return, see [`crate::stop`]), then [`crate::ending`] (success or
-//! failure), [`crate::retry`] or [`crate::poison`]; [`crate::report`] sends the task events
-//! along the way and [`crate::registry`] knows it runs. Redis failures leave the message
+//! One delivery, from the raw envelope to its end: decoded within the limits (else
+//! dead-lettered), then [`decide::start`] says whether it runs; a run (within its time limit,
+//! unless a revoke terminates it; either stops it only before its point of no return) ends in
+//! [`decide::end`], carried out by [`apply::end`]. Redis failures leave the message
 //! unacknowledged (it comes back after the visibility timeout; a write refused for lack of
 //! memory hands it back at once); nothing here can crash the worker. Each delivery runs in a
 //! log and trace scope ([`in_scope`]): once decoded, the task continues the W3C trace its
@@ -17,20 +16,20 @@ use std::panic::AssertUnwindSafe;
 use celery_redis::broker::Delivery;
 use celery_redis::clock;
 use celery_redis::leases::Leases;
-use celery_redis::protocol::pyrepr;
 use celery_redis::protocol::Message;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
-use celery_redis::task::{Output, Registered, TaskContext, TaskError};
+use celery_redis::task::{Output, Registered, Stop, TaskContext, TaskError};
 use futures_util::FutureExt;
 use observe::trace::{TraceContext, TRACEPARENT, TRACESTATE};
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::decide::{self, Facts, Start};
+use super::ending::{self, ExecuteError};
+use super::{apply, poison, retry, unknown};
 use crate::context::Context;
-use crate::ending::{self, ExecuteError};
 use crate::registry::Registry;
-use crate::stop::{Stop, Stopped};
-use crate::{poison, report, retry};
+use crate::report;
 
 /// The whole life of one held delivery as the worker spawns it: [`handle`]d in a scope of its
 /// own; a panic dead-letters it (it must not stay held and renewed forever); a write Redis
@@ -98,8 +97,7 @@ fn enter(msg: &Message) {
 
 /// Handles one delivery; `delivery.taken_at` (the server's clock) is "now" for eta and expiry.
 /// One delivered too often, or that does not decode within the limits, is dead-lettered.
-pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteError> {
-    let now = delivery.taken_at;
+pub async fn handle(ctx: &Arc<Context>, delivery: &Delivery) -> Result<(), ExecuteError> {
     let limits = ctx.broker.limits();
     if delivery.deliveries > limits.max_deliveries {
         return poison::delivered_too_often(ctx, delivery, limits.max_deliveries).await;
@@ -110,40 +108,39 @@ pub async fn handle(ctx: &Context, delivery: &Delivery) -> Result<(), ExecuteErr
     };
     enter(&msg);
     report::received(ctx, &msg, &delivery.queue);
-    if ctx.registry.is_revoked(msg.id()) {
-        return refuse_revoked(ctx, &msg, delivery).await;
-    }
-    // Not ours to run, on a queue shared with another fleet's workers: handed back to them.
     let task = ctx.tasks.get(msg.task());
-    if ctx.unknown.handbacks > 0 && task.is_none() {
-        return crate::unknown::hand_back_or_fail(ctx, &msg, delivery).await;
-    }
-    let headers = &msg.envelope.headers;
-    if let Some(eta) = msg.eta() {
-        let due = clock::unix_seconds(eta);
-        if due > now {
+    let facts = Facts {
+        now: delivery.taken_at,
+        revoked: ctx.registry.is_revoked(msg.id()),
+        // Not ours to run, on a queue shared with another fleet's workers.
+        foreign: ctx.unknown.handbacks > 0 && task.is_none(),
+        eta: msg.eta().map(clock::unix_seconds),
+        expires: msg.expires().map(clock::unix_seconds),
+    };
+    match decide::start(&facts) {
+        Start::Revoked => return refuse_revoked(ctx, &msg, delivery).await,
+        Start::HandBack => return unknown::hand_back_or_fail(ctx, &msg, delivery).await,
+        Start::Scheduled(due) => {
             log::info!(
                 "task {} [{}] scheduled for {}",
                 msg.task(),
                 msg.id(),
-                headers.eta.as_deref().unwrap_or_default()
+                msg.envelope.headers.eta.as_deref().unwrap_or_default()
             );
-            ctx.broker.schedule(delivery, due).await?;
-            ctx.registry.park(&msg, due);
-            ctx.scheduled.notify_one();
+            return schedule(ctx, &msg, delivery, due).await;
+        }
+        Start::Expired => {
+            log::info!(
+                "task {} [{}] expired; storing REVOKED",
+                msg.task(),
+                msg.id()
+            );
+            let revoked = ResultMeta::revoked(msg.id(), "expired");
+            ending::end(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
+            report::revoked(ctx, &msg, &delivery.queue, None, true);
             return Ok(());
         }
-    }
-    if msg.expires().is_some_and(|t| clock::unix_seconds(t) < now) {
-        log::info!(
-            "task {} [{}] expired; storing REVOKED",
-            msg.task(),
-            msg.id()
-        );
-        let revoked = ResultMeta::revoked(msg.id(), "expired");
-        ending::end(ctx, &msg, revoked, Some(&delivery.tag), &[]).await?;
-        report::revoked(ctx, &msg, &delivery.queue, None, true);
-        return Ok(());
+        Start::Run => {}
     }
     let _place = match task.map(|t| t.admit(ctx.tasks.deps(), &msg.body)) {
         Some(Err(delay)) => return defer(ctx, &msg, delivery, delay).await,
@@ -175,7 +172,16 @@ async fn defer(
         msg.id(),
         delay.as_secs_f64()
     );
-    let due = delivery.taken_at + delay.as_secs_f64();
+    schedule(ctx, msg, delivery, delivery.taken_at + delay.as_secs_f64()).await
+}
+
+/// Parks the delivery in its queue's schedule until `due` (unix seconds), holding no slot.
+async fn schedule(
+    ctx: &Context,
+    msg: &Message,
+    delivery: &Delivery,
+    due: f64,
+) -> Result<(), ExecuteError> {
     ctx.broker.schedule(delivery, due).await?;
     ctx.registry.park(msg, due);
     ctx.scheduled.notify_one();
@@ -229,19 +235,16 @@ impl Drop for Running<'_> {
     }
 }
 
-/// STARTED, the run (or its stop by a terminate or the time limit), and the end.
+/// STARTED, the run (or its stop by a terminate or the time limit), and its end.
 async fn run(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     delivery: &Delivery,
-    msg: &Message,
+    msg: &Arc<Message>,
     task: Option<&Registered>,
     running: &Running<'_>,
 ) -> Result<(), ExecuteError> {
     let stop = &running.stop;
     let options = task.map(Registered::options);
-    let routes = ctx.broker.routes();
-    let deps = ctx.tasks.deps();
-    let req = TaskContext::new(msg, &ctx.node, &delivery.queue, routes, stop, deps);
     let acks_late = options.and_then(|o| o.acks_late).unwrap_or(ctx.acks_late);
     let track_started = options.and_then(|o| o.track_started);
     if track_started.unwrap_or(ctx.track_started) {
@@ -254,14 +257,15 @@ async fn run(
     let began = std::time::Instant::now();
     // With acks_late the final result and the ack go together, after the task.
     let ack = acks_late.then_some(delivery.tag.as_str());
-    let limits = options.map_or([None, None], |o| [o.time_limit, o.soft_time_limit]);
+    let own = options.map_or([None, None], |o| [o.time_limit, o.soft_time_limit]);
+    let limit = decide::time_limit(msg.envelope.headers.timelimit, own);
     // A stop drops the task where it waits, which is always before its point of no return
     // (`Stop` lets no stop through after it); the limit stops it the same way.
     let outcome = tokio::select! {
         biased;
         why = stop.stopped() => Err(TaskError::Stopped(why)),
-        outcome = run_task(msg, task, &req) => outcome,
-        never = crate::stop::time_limit(msg, limits, stop) => match never {},
+        outcome = run_task(ctx, &delivery.queue, msg, task, stop) => outcome,
+        never = super::stop::time_limit(msg, limit, stop) => match never {},
     };
     // A task that ended without passing its point of no return changed nothing: a stop that
     // came as it ended still wins, so `Registry::terminate` is always right about what stops.
@@ -269,69 +273,19 @@ async fn run(
         Ok(()) => outcome,
         Err(why) => Err(TaskError::Stopped(why)),
     };
-    match outcome {
-        Ok(output) => {
-            let shown = ctx.events.task_events().then(|| output.value.clone());
-            // Celery's line, its result's repr made only when the line is written.
-            let said = log::log_enabled!(log::Level::Info).then(|| pyrepr::repr(&output.value));
-            ending::succeed(ctx, msg, output, ack).await?;
-            let runtime = began.elapsed().as_secs_f64();
-            if let Some(result) = said {
-                log::info!(
-                    "Task {}[{}] succeeded in {runtime:.6}s: {result}",
-                    msg.task(),
-                    msg.id()
-                );
-            }
-            report::succeeded(ctx, msg, &delivery.queue, shown.as_ref(), runtime);
-        }
-        Err(TaskError::Stopped(Stopped::Terminated(signum))) => {
-            log::warn!("task {} [{}] terminated by a revoke", msg.task(), msg.id());
-            let revoked = ResultMeta::revoked(msg.id(), "terminated");
-            ending::end(ctx, msg, revoked, ack, &[]).await?;
-            report::revoked(ctx, msg, &delivery.queue, Some(signum), false);
-        }
-        Err(TaskError::Stopped(Stopped::TimeLimit { seconds, soft })) => {
-            log::warn!(
-                "task {} [{}] exceeded its time limit of {seconds}s",
-                msg.task(),
-                msg.id()
-            );
-            let exc = ExceptionInfo {
-                exc_type: if soft {
-                    "SoftTimeLimitExceeded"
-                } else {
-                    "TimeLimitExceeded"
-                }
-                .to_owned(),
-                exc_message: Value::Array(vec![serde_json::json!(seconds)]),
-                exc_module: "billiard.exceptions".to_owned(),
-            };
-            ending::fail(ctx, msg, &exc, ack).await?;
-            report::failed(ctx, msg, &delivery.queue, &exc, false);
-        }
-        Err(TaskError::Failed(exc)) => {
-            ending::fail(ctx, msg, &exc, ack).await?;
-            report::failed(ctx, msg, &delivery.queue, &exc, false);
-        }
-        Err(TaskError::Retry(exc)) => {
-            return retry::retry_or_give_up(ctx, msg, delivery, exc).await
-        }
-        Err(TaskError::Transient(why)) => {
-            return Err(ExecuteError::Transient(msg.id().to_owned(), why))
-        }
-        Err(TaskError::NoMemory(why)) => {
-            return Err(ExecuteError::NoMemory(msg.id().to_owned(), why))
-        }
-    }
-    Ok(())
+    let retries = msg.envelope.headers.retries;
+    let end = decide::end(outcome, retries, &retry::policy(ctx, task), fastrand::f64());
+    apply::end(ctx, delivery, msg, end, ack, began).await
 }
 
-/// Runs the task; an unknown name is Celery's NotRegistered.
+/// Runs the task (a blocking one off the async threads); an unknown name is Celery's
+/// NotRegistered.
 async fn run_task(
-    msg: &Message,
+    ctx: &Arc<Context>,
+    queue: &str,
+    msg: &Arc<Message>,
     task: Option<&Registered>,
-    req: &TaskContext<'_>,
+    stop: &Arc<Stop>,
 ) -> Result<Output, TaskError> {
     if msg.body.embed.chord.as_ref().is_some_and(|c| !c.is_null()) {
         // The chord's body would need Celery's chord counter; refusing beats never running it.
@@ -341,8 +295,50 @@ async fn run_task(
             "chords are not supported by the Rust worker; use a chain or a group",
         )));
     }
-    match task {
-        Some(task) => task.run(req, &msg.body).await,
-        None => Err(TaskError::Failed(crate::unknown::not_registered(msg))),
+    let Some(task) = task else {
+        return Err(TaskError::Failed(unknown::not_registered(msg)));
+    };
+    if task.options().blocking {
+        return off_thread(ctx.clone(), queue.to_owned(), msg.clone(), stop.clone()).await;
+    }
+    let deps = ctx.tasks.deps();
+    let req = TaskContext::new(msg, &ctx.node, queue, ctx.broker.routes(), stop, deps);
+    task.run(&req, &msg.body).await
+}
+
+/// Runs a blocking task on a thread of the blocking pool, in the delivery's log and trace
+/// scope: the async threads (leases, heartbeats, remote control, `/metrics`, other tasks) go
+/// on meanwhile. A stop ends it at its next await; one that never awaits runs to its end and
+/// what it returns is dropped (it cannot pass its point of no return once stopped).
+async fn off_thread(
+    ctx: Arc<Context>,
+    queue: String,
+    msg: Arc<Message>,
+    stop: Arc<Stop>,
+) -> Result<Output, TaskError> {
+    let runtime = tokio::runtime::Handle::current();
+    let (fields, trace) = (observe::log::current(), observe::trace::current());
+    let joined = tokio::task::spawn_blocking(move || {
+        let Some(task) = ctx.tasks.get(msg.task()) else {
+            return Err(TaskError::Failed(unknown::not_registered(&msg)));
+        };
+        let deps = ctx.tasks.deps();
+        let req = TaskContext::new(&msg, &ctx.node, &queue, ctx.broker.routes(), &stop, deps);
+        let run = async {
+            tokio::select! {
+                biased;
+                why = stop.stopped() => Err(TaskError::Stopped(why)),
+                outcome = task.run(&req, &msg.body) => outcome,
+            }
+        };
+        let scoped = observe::log::scope(fields.unwrap_or_default(), run);
+        runtime.block_on(observe::trace::scope(trace, scoped))
+    })
+    .await;
+    match joined {
+        Ok(outcome) => outcome,
+        // The delivery's guard dead-letters a task that panicked, wherever it ran.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(TaskError::Transient(format!("blocking task not run: {e}"))),
     }
 }

@@ -8,8 +8,8 @@ use celery_redis::protocol::{Envelope, Message};
 use celery_redis::result::ExceptionInfo;
 use serde_json::Value;
 
+use super::ending::{self, ExecuteError};
 use crate::context::Context;
-use crate::ending::{self, ExecuteError};
 
 /// The header counting how often Rust workers handed a message back (Python workers ignore
 /// headers they do not know).

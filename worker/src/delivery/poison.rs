@@ -8,8 +8,8 @@ use celery_redis::broker::{Claim, DeadLetter, Delivery};
 use celery_redis::protocol::DecodeError;
 use celery_redis::result::{ExceptionInfo, ResultMeta};
 
+use super::ending::ExecuteError;
 use crate::context::Context;
-use crate::ending::ExecuteError;
 
 /// Dead-letters a held delivery that does not decode, with a FAILURE for its id if readable.
 /// One refused for its size keeps only a prefix of its text.
