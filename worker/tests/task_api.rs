@@ -1,7 +1,8 @@
 //! The task API as a user's task meets it, on an in-process worker built with a table of test
 //! tasks (no shop): the request a task sees, its arguments bound as Python binds them, its
 //! options (max_retries, time limits and the message's own limit winning, ignore_result, its
-//! default queue), tasks sent on, and a dependency the worker was not given.
+//! default queue, retry backoff and countdown, blocking), tasks sent on, and a dependency the
+//! worker was not given.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -184,6 +185,86 @@ impl Task for Gated {
     }
 }
 
+/// Asks for retries with the task's own backoff (no jitter), or after a countdown when called
+/// with `countdown_ms`; records when each attempt ran.
+struct Backoff;
+
+#[derive(Default)]
+struct Attempts(std::sync::Mutex<Vec<std::time::Instant>>);
+
+#[derive(Deserialize)]
+struct BackoffArgs {
+    #[serde(default)]
+    countdown_ms: Option<u64>,
+}
+
+impl Task for Backoff {
+    const NAME: &'static str = "backoff";
+    const PARAMS: &'static [&'static str] = &["countdown_ms"];
+    type Args = BackoffArgs;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            max_retries: Some(2),
+            retry_backoff: Some(Duration::from_millis(300)),
+            retry_backoff_max: Some(Duration::from_secs(60)),
+            retry_jitter: Some(false),
+            ..Options::default()
+        }
+    }
+
+    async fn run(ctx: &TaskContext<'_>, args: BackoffArgs) -> Result<(), TaskError> {
+        let attempts = ctx.dep::<std::sync::Arc<Attempts>>()?;
+        attempts.0.lock().unwrap().push(std::time::Instant::now());
+        let exc = celery_redis::result::ExceptionInfo::new("builtins", "OSError", "later");
+        Err(match args.countdown_ms {
+            Some(ms) => TaskError::RetryAfter(exc, Duration::from_millis(ms)),
+            None => TaskError::Retry(exc),
+        })
+    }
+}
+
+/// Spins a CPU (never awaits) until the test lets it go, or 30 s: blocking, so it runs off the
+/// async threads.
+struct Spin;
+
+#[derive(Default)]
+struct SpinGate {
+    started: tokio::sync::Notify,
+    release: std::sync::atomic::AtomicBool,
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+impl Task for Spin {
+    const NAME: &'static str = "spin";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = &'static str;
+
+    fn options() -> Options {
+        Options {
+            blocking: true,
+            ..Options::default()
+        }
+    }
+
+    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<&'static str, TaskError> {
+        use std::sync::atomic::Ordering;
+        let gate = ctx.dep::<std::sync::Arc<SpinGate>>()?;
+        gate.runs.fetch_add(1, Ordering::SeqCst);
+        gate.started.notify_one();
+        let began = std::time::Instant::now();
+        while !gate.release.load(Ordering::SeqCst) {
+            if began.elapsed() > Duration::from_secs(30) {
+                return Ok("never let go");
+            }
+            std::hint::spin_loop();
+        }
+        Ok("let go")
+    }
+}
+
 struct Running {
     _redis: TestRedis,
     conn: celery_redis::connection::Conn,
@@ -191,17 +272,24 @@ struct Running {
     results: ResultBackend,
     trigger: shutdown::Trigger,
     gate: std::sync::Arc<Gate>,
+    attempts: std::sync::Arc<Attempts>,
+    spin: std::sync::Arc<SpinGate>,
     handle: tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
 }
 
 async fn start() -> Running {
+    start_with(&[]).await
+}
+
+async fn start_with(extra: &[(&'static str, &str)]) -> Running {
     let redis = TestRedis::start();
-    let vars: HashMap<&str, String> = HashMap::from([
+    let mut vars: HashMap<&str, String> = HashMap::from([
         ("REDIS_URL", redis.url()),
         ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
         ("TASK_RETRY_BACKOFF_MS", "20".to_owned()),
         ("WORKER_NAME", "api@test".to_owned()),
     ]);
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
     let tasks = Tasks::new()
         .task::<Echo>()
@@ -210,9 +298,16 @@ async fn start() -> Running {
         .task::<Quiet>()
         .task::<Routed>()
         .task::<Needy>()
-        .task::<Gated>();
+        .task::<Gated>()
+        .task::<Backoff>()
+        .task::<Spin>();
     let gate = std::sync::Arc::new(Gate::default());
-    let tasks = tasks.dep(gate.clone());
+    let attempts = std::sync::Arc::new(Attempts::default());
+    let spin = std::sync::Arc::new(SpinGate::default());
+    let tasks = tasks
+        .dep(gate.clone())
+        .dep(attempts.clone())
+        .dep(spin.clone());
     let (trigger, stop) = shutdown::channel();
     let handle = tokio::spawn(worker::run(cfg, tasks, stop));
     let conn = redis.manager().await;
@@ -228,6 +323,8 @@ async fn start() -> Running {
         _redis: redis,
         trigger,
         gate,
+        attempts,
+        spin,
         handle,
     }
 }
@@ -341,5 +438,96 @@ async fn a_tasks_acks_late_and_track_started_override_the_workers() {
     w.gate.release.notify_one();
     let meta = w.results.wait(&gated.id, WAIT).await.unwrap();
     assert_eq!(meta.status, TaskState::Success);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn retries_wait_the_tasks_own_backoff_doubling_and_a_countdown_as_given() {
+    let w = start().await;
+    let backoff = w.call("backoff", json!([]), json!({})).await;
+    let meta = w.results.wait(&backoff.id, WAIT).await.unwrap();
+    assert_eq!(
+        meta.status,
+        TaskState::Failure,
+        "given up after two retries"
+    );
+    let at = std::mem::take(&mut *w.attempts.0.lock().unwrap());
+    assert_eq!(at.len(), 3, "the first run and two retries");
+    // The worker's own backoff is 20 ms: these gaps are the task's (300 ms, then doubled).
+    assert!(
+        at[1] - at[0] >= Duration::from_millis(300),
+        "{:?}",
+        at[1] - at[0]
+    );
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(600),
+        "{:?}",
+        at[2] - at[1]
+    );
+
+    let countdown = w.call("backoff", json!([900]), json!({})).await;
+    let meta = w.results.wait(&countdown.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Failure);
+    let at = std::mem::take(&mut *w.attempts.0.lock().unwrap());
+    assert_eq!(at.len(), 3, "a countdown still counts against max_retries");
+    for pair in at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    w.stop().await;
+}
+
+/// A blocking task spinning a CPU for longer than the visibility timeout: its lease is renewed
+/// (it is not delivered again), the worker's heartbeats go on (Flower does not show it
+/// offline) and remote control answers, all while the task never awaits. (Without `blocking`
+/// the worker's thread spins: no heartbeat, no reply, and the test cannot let it go.)
+#[tokio::test]
+async fn a_blocking_task_spinning_past_the_visibility_timeout_starves_nothing() {
+    use celery_redis::control::client::{call, Mailbox, Target};
+    use futures_util::StreamExt;
+    use std::sync::atomic::Ordering;
+
+    let w = start_with(&[("VISIBILITY_TIMEOUT_SECS", "1")]).await;
+    let mut pubsub = w._redis.client().get_async_pubsub().await.unwrap();
+    pubsub
+        .psubscribe("/0.celeryev/worker.heartbeat")
+        .await
+        .unwrap();
+    let mut heartbeats = pubsub.into_on_message();
+    let spin = w.call("spin", json!([]), json!({})).await;
+    w.spin.started.notified().await;
+    // Two heartbeats (2 s apart) after it started: the visibility timeout passed twice over.
+    for _ in 0..2 {
+        tokio::time::timeout(WAIT, heartbeats.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mailbox = Mailbox {
+        layout: celery_redis::keys::default_layout(),
+        db: 0,
+    };
+    let clock = celery_redis::control::Lamport::default();
+    let target = Target::Nodes(vec!["api@test".into()]);
+    let control = w._redis.manager().await;
+    let replies = call(&control, mailbox, &clock, "ping", json!({}), &target, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        replies,
+        vec![("api@test".to_owned(), json!({"ok": "pong"}))]
+    );
+    assert_eq!(w.spin.runs.load(Ordering::SeqCst), 1, "delivered again");
+    w.spin.release.store(true, Ordering::SeqCst);
+    let meta = w.results.wait(&spin.id, WAIT).await.unwrap();
+    assert_eq!(
+        meta.result,
+        json!("let go"),
+        "the test could not let it go in time"
+    );
+    assert_eq!(w.spin.runs.load(Ordering::SeqCst), 1);
     w.stop().await;
 }
