@@ -64,6 +64,7 @@ impl<'a> TaskContext<'a> {
         }
     }
 
+    /// Its task id (Celery's `self.request.id`).
     pub fn id(&self) -> &str {
         self.msg.id()
     }
@@ -79,6 +80,7 @@ impl<'a> TaskContext<'a> {
         headers.root_id.as_deref().unwrap_or(self.msg.id())
     }
 
+    /// The id of the task that sent it, if a task did.
     pub fn parent_id(&self) -> Option<&str> {
         self.msg.envelope.headers.parent_id.as_deref()
     }
@@ -98,6 +100,7 @@ impl<'a> TaskContext<'a> {
         self.msg.envelope.headers.eta.as_deref()
     }
 
+    /// How it was delivered (exchange, routing key, priority), as the message says.
     pub fn delivery_info(&self) -> Option<&DeliveryInfo> {
         self.msg.envelope.properties.delivery_info.as_ref()
     }
@@ -112,10 +115,12 @@ impl<'a> TaskContext<'a> {
         self.hostname
     }
 
+    /// Its positional arguments, as sent.
     pub fn args(&self) -> &[Value] {
         &self.msg.body.args
     }
 
+    /// Its keyword arguments, as sent.
     pub fn kwargs(&self) -> &Map<String, Value> {
         &self.msg.body.kwargs
     }

@@ -107,7 +107,9 @@ pub struct Options {
 /// A task's return value and the tasks it sends on (published before its result is stored).
 #[derive(Debug)]
 pub struct Output {
+    /// What `run` returned, as JSON: the stored result.
     pub value: Value,
+    /// What it sent with [`TaskContext::send`], in order.
     pub children: Vec<TaskMessage>,
 }
 

@@ -15,7 +15,12 @@ pub enum Stopped {
     Terminated(i32),
     /// By its time limit (the `timelimit` header): the limit in seconds, and whether it was the
     /// soft one.
-    TimeLimit { seconds: f64, soft: bool },
+    TimeLimit {
+        /// The limit that ran out, in seconds.
+        seconds: f64,
+        /// Whether it was the soft limit (SoftTimeLimitExceeded).
+        soft: bool,
+    },
 }
 
 impl std::fmt::Display for Stopped {

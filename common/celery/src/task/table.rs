@@ -29,10 +29,12 @@ pub struct Registered {
 }
 
 impl Registered {
+    /// Its Celery name ([`Task::NAME`]).
     pub fn name(&self) -> &'static str {
         self.name
     }
 
+    /// Its options ([`Task::options`]).
     pub fn options(&self) -> &Options {
         &self.options
     }
@@ -75,6 +77,7 @@ pub struct Tasks {
 }
 
 impl Tasks {
+    /// An empty table.
     pub fn new() -> Self {
         Tasks::default()
     }
@@ -100,10 +103,13 @@ impl Tasks {
         self
     }
 
+    /// The dependencies the tasks borrow.
     pub fn deps(&self) -> &Deps {
         &self.deps
     }
 
+    /// The dependencies, to add one after the table is built (the worker adds its Redis
+    /// connection).
     pub fn deps_mut(&mut self) -> &mut Deps {
         &mut self.deps
     }
@@ -122,6 +128,7 @@ impl Tasks {
         self.registered.iter().map(|t| t.name).collect()
     }
 
+    /// The registered tasks, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Registered> {
         self.registered.iter()
     }
