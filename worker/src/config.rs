@@ -6,8 +6,6 @@ use celery_redis::config::{boolean, count, number, parse, raw, ConfigError, Redi
 use celery_redis::node;
 use celery_redis::protocol::{Limits, MAX_DELIVERIES, MAX_MESSAGE_BYTES};
 
-use shop::webhook::policy::Policy;
-
 /// Variables only the worker reads.
 pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_CONCURRENCY",
@@ -18,9 +16,6 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
     "RESULT_EXTENDED",
-    "WEBHOOK_TIMEOUT_MS",
-    "WEBHOOK_CONCURRENCY",
-    "WEBHOOK_ALLOW",
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
     "UNKNOWN_TASK_HANDBACKS",
@@ -72,14 +67,6 @@ pub struct WorkerConfig {
     /// `RESULT_EXTENDED`: Celery's `result_extended`: stored results carry the task's name,
     /// args, kwargs, worker, retries and queue (default false, as Celery's).
     pub result_extended: bool,
-    /// `WEBHOOK_TIMEOUT_MS`: one webhook POST attempt (default 5000).
-    pub webhook_timeout: Duration,
-    /// `WEBHOOK_CONCURRENCY`: webhook deliveries at once (default half of `WORKER_CONCURRENCY`,
-    /// at least 1; at most `WORKER_CONCURRENCY`), so receivers that do not answer cannot hold
-    /// every slot; a notification over it waits in the schedule, not in a slot.
-    pub webhook_concurrency: usize,
-    /// `WEBHOOK_ALLOW`: destinations allowed besides public addresses (hosts, CIDRs).
-    pub webhook_policy: Policy,
     /// `TASK_MAX_RETRIES`: retries of a transient failure before the task fails (default 4).
     pub max_retries: u32,
     /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
@@ -134,7 +121,6 @@ impl WorkerConfig {
             redis,
             queue_order: celery_redis::config::layout::queue_order(src)?,
             concurrency,
-            webhook_concurrency: webhook_concurrency(src, concurrency)?,
             threads: count(src, "WORKER_THREADS", 1, (1, 256))?,
             visibility_timeout: Duration::from_secs(number(
                 src,
@@ -157,13 +143,6 @@ impl WorkerConfig {
             acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
             track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
             result_extended: boolean(src, "RESULT_EXTENDED", false)?,
-            webhook_timeout: Duration::from_millis(number(
-                src,
-                "WEBHOOK_TIMEOUT_MS",
-                5000,
-                (1, 600_000),
-            )?),
-            webhook_policy: Policy::from_source(src)?,
             named: raw(src, "WORKER_NAME")?.is_some(),
             node: match raw(src, "WORKER_NAME")? {
                 None => node::unique(),
@@ -220,15 +199,6 @@ impl WorkerConfig {
     }
 }
 
-/// `WEBHOOK_CONCURRENCY`, within 1 and `concurrency` (default: half of it, at least 1).
-fn webhook_concurrency(src: &dyn Source, concurrency: usize) -> Result<usize, ConfigError> {
-    let max = u64::try_from(concurrency).unwrap_or(u64::MAX);
-    count(src, "WEBHOOK_CONCURRENCY", (max / 2).max(1), (1, max)).map_err(|e| ConfigError {
-        var: e.var,
-        reason: format!("{} (at most WORKER_CONCURRENCY)", e.reason),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,22 +225,6 @@ mod tests {
     }
 
     #[test]
-    fn webhooks_take_half_the_slots_unless_told() {
-        let c = |pairs: &[(&str, &str)]| WorkerConfig::from_source(&src(pairs));
-        let with = |n: &str| c(&[("WORKER_CONCURRENCY", n)]).unwrap().webhook_concurrency;
-        assert_eq!((with("1"), with("2"), with("5"), with("8")), (1, 1, 2, 4));
-        let set = c(&[("WORKER_CONCURRENCY", "8"), ("WEBHOOK_CONCURRENCY", "8")]).unwrap();
-        assert_eq!(set.webhook_concurrency, 8);
-        let over = c(&[("WORKER_CONCURRENCY", "8"), ("WEBHOOK_CONCURRENCY", "9")]).unwrap_err();
-        assert_eq!(over.var, "WEBHOOK_CONCURRENCY");
-        assert!(
-            over.reason.contains("at most WORKER_CONCURRENCY"),
-            "{}",
-            over.reason
-        );
-    }
-
-    #[test]
     fn bad_values_name_their_variable() {
         for (var, value) in [
             ("WORKER_CONCURRENCY", "lots"),
@@ -283,9 +237,6 @@ mod tests {
             ("VISIBILITY_TIMEOUT_SECS", "18446744073709551615"),
             ("BROKER_VISIBILITY_TIMEOUT_SECS", "0"),
             ("WORKER_SHUTDOWN_TIMEOUT_SECS", "18446744073709551615"),
-            ("WEBHOOK_TIMEOUT_MS", "0"),
-            ("WEBHOOK_CONCURRENCY", "0"),
-            ("WEBHOOK_CONCURRENCY", "half"),
             ("TASK_MAX_RETRIES", "4294967296"),
             ("TASK_RETRY_BACKOFF_MS", "0"),
             ("UNKNOWN_TASK_HANDBACKS", "1001"),

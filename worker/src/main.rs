@@ -32,7 +32,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cfg: WorkerConfig, command: Command) -> anyhow::Result<()> {
     if command == Command::Run {
-        let tasks = worker::shop::tasks(&cfg)?;
+        // The shop's settings (WEBHOOK_*) stop the program as the worker's own do.
+        let tasks = match worker::shop::tasks(&ProcessEnv, &cfg) {
+            Err(worker::shop::ShopError::Config(e)) => config::fail(&e),
+            other => other?,
+        };
         match worker::run(cfg, tasks, celery_redis::shutdown::on_signals()).await {
             Err(worker::worker::WorkerError::Config(e)) => config::fail(&e),
             other => other?,

@@ -466,12 +466,12 @@ async fn task_received_events_carry_reprs_cut_as_celery_cuts_them() {
         // Its 4 MB of reprs is over the default message limit, which would refuse it first.
         ("MESSAGE_MAX_BYTES".into(), "8388608".into()),
     ]);
-    let cfg =
-        worker::config::WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let src = move |k: &str| vars.get(k).cloned();
+    let cfg = worker::config::WorkerConfig::from_source(&src).unwrap();
     let (trigger, stop) = celery_redis::shutdown::channel();
     let handle = tokio::spawn(worker::run(
         cfg.clone(),
-        worker::shop::tasks(&cfg).unwrap(),
+        worker::shop::tasks(&src, &cfg).unwrap(),
         stop,
     ));
     let msg = TaskMessage::new("no.such.task", "celery", Map::new());

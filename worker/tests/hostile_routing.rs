@@ -401,7 +401,7 @@ async fn junk_in_one_queue_does_not_starve_the_workers_other_queue() {
         .unwrap();
     let mut w = Worker::build(
         cfg.clone(),
-        worker::shop::tasks(&cfg).unwrap(),
+        worker::shop::tasks(&testkit::vars(&[]), &cfg).unwrap(),
         "hostile@routing".into(),
     )
     .unwrap();

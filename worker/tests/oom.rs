@@ -26,10 +26,11 @@ fn worker(url: &str) -> Worker {
         ("WORKER_CONCURRENCY".to_owned(), "2".to_owned()),
         ("WORKER_METRICS_BIND".to_owned(), "127.0.0.1:0".to_owned()),
     ]);
-    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let src = move |k: &str| vars.get(k).cloned();
+    let cfg = WorkerConfig::from_source(&src).unwrap();
     Worker::build(
         cfg.clone(),
-        worker::shop::tasks(&cfg).unwrap(),
+        worker::shop::tasks(&src, &cfg).unwrap(),
         "oom@test".into(),
     )
     .unwrap()

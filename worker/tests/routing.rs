@@ -190,11 +190,11 @@ async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let cfg =
-        worker::config::WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let src = move |k: &str| vars.get(k).cloned();
+    let cfg = worker::config::WorkerConfig::from_source(&src).unwrap();
     let mut w = worker::Worker::build(
         cfg.clone(),
-        worker::shop::tasks(&cfg).unwrap(),
+        worker::shop::tasks(&src, &cfg).unwrap(),
         "refusing@test".into(),
     )
     .unwrap();

@@ -83,6 +83,9 @@ fn bad_values_exit_2_naming_the_variable_even_with_logging_silenced() {
         ("service-notification", "MAX_QUEUE_DEPTH", ""),
         ("worker", "BROKER_KEY_SEP", "x"),
         ("worker", "BROKER_QUEUE_ORDER", "fair"),
+        // The shop's settings, read where its tasks are registered (worker::shop::tasks).
+        ("worker", "WEBHOOK_CONCURRENCY", "0"),
+        ("worker", "WEBHOOK_ALLOW", "10.0.0.0/33"),
         ("service-order", "BROKER_PRIORITY_STEPS", "3,6,9"),
         ("service-notification", "BROKER_KEY_PREFIX", "a b"),
     ] {

@@ -637,13 +637,14 @@ fn watcher(
     vars.insert("REDIS_URL".into(), first._redis.url());
     vars.insert("WEBHOOK_ALLOW".into(), "127.0.0.1".into());
     vars.insert("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into());
-    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let src = move |k: &str| vars.get(k).cloned();
+    let cfg = WorkerConfig::from_source(&src).unwrap();
     let (trigger, stop) = shutdown::channel();
     (
         trigger,
         tokio::spawn(worker::run(
             cfg.clone(),
-            worker::shop::tasks(&cfg).unwrap(),
+            worker::shop::tasks(&src, &cfg).unwrap(),
             stop,
         )),
     )
@@ -719,10 +720,11 @@ async fn a_worker_can_be_built_stepped_and_shut_down() {
         ("REDIS_URL".to_owned(), redis.url()),
         ("WORKER_CONCURRENCY".to_owned(), "4".to_owned()),
     ]);
-    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let src = move |k: &str| vars.get(k).cloned();
+    let cfg = WorkerConfig::from_source(&src).unwrap();
     let mut worker = worker::Worker::build(
         cfg.clone(),
-        worker::shop::tasks(&cfg).unwrap(),
+        worker::shop::tasks(&src, &cfg).unwrap(),
         "stepper@test".into(),
     )
     .unwrap();

@@ -10,7 +10,8 @@
 //! - [`submission`] — a contract accepted once per id and enqueued (both services use it).
 //! - [`inventory`] — stock per SKU and the once-per-order reservation.
 //! - [`notifications`] — delivery records, once per notification id, listed per recipient.
-//! - [`webhook`] — the webhook client (its destination policy, its bounded concurrency).
+//! - [`webhook`] — the webhook client (its destination policy, its bounded concurrency) and its
+//!   settings (`WEBHOOK_*`, read by the worker binary that registers the tasks).
 //! - [`tasks`] — `process_order` and `send_notification`, written with `celery_redis::task`
 //!   and registered by the worker binary.
 

@@ -45,11 +45,12 @@ pub async fn start_on(redis: TestRedis, url: &str, extra: &[(&str, &str)]) -> Ru
         ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
     ]);
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    let src = move |k: &str| vars.get(k).cloned();
+    let cfg = WorkerConfig::from_source(&src).unwrap();
     let (trigger, stop) = shutdown::channel();
     let handle = tokio::spawn(worker::run(
         cfg.clone(),
-        worker::shop::tasks(&cfg).unwrap(),
+        worker::shop::tasks(&src, &cfg).unwrap(),
         stop,
     ));
     let conn = redis.manager().await;

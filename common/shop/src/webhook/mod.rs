@@ -3,7 +3,7 @@
 //! ([`Webhooks::place`]; a notification that finds none free waits [`Webhooks::busy_delay`] in
 //! the schedule, not in a slot). Timeouts, connection errors and 5xx are transient (the task is
 //! retried the Celery way); a refused destination, a redirect and a 4xx are final. The response
-//! body is never read.
+//! body is never read. Its settings are [`config::WebhookConfig`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub mod config;
 pub mod policy;
 
 use policy::{Policy, Resolver};
