@@ -20,7 +20,8 @@ let
     filter = path: type:
       rustFile path type
       || lib.hasInfix "/tests/fixtures" path
-      || builtins.elem (baseNameOf path) [ "README.md" ".env.example" ];
+      || lib.hasSuffix "/docs/configuration.md" path
+      || baseNameOf path == ".env.example";
   };
 
   commonArgs = {

@@ -6,7 +6,7 @@ use http_kit::AppState;
 use service_notification::api;
 use testkit::{openapi, service_config, TestRedis};
 
-/// Every route and the statuses it can answer (README "HTTP API").
+/// Every route and the statuses it can answer (docs/http-api.md).
 const ROUTES: &[openapi::Route] = &[
     (
         "post",

@@ -5,8 +5,8 @@ use clap::{Parser, Subcommand};
 
 /// Where every setting is documented, shown under `--help`.
 const SETTINGS: &str = "Settings come from environment variables (and a .env file in the \
-working directory); every variable is documented in .env.example and in the README's \
-configuration table.";
+working directory); every variable is documented in .env.example and in the table of \
+docs/configuration.md.";
 
 /// A Celery worker for Redis, written in Rust: runs the registered tasks of a Celery fleet.
 #[derive(Debug, Parser)]

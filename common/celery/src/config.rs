@@ -351,8 +351,8 @@ mod tests {
     use super::*;
     use testkit::vars as src;
 
-    /// Every variable read here is documented in `.env.example`, each binary's own one, and the
-    /// README; and this file reads no variable missing from the list.
+    /// Every variable read here is documented in `.env.example`, each binary's own one, and
+    /// `docs/configuration.md`; and this file reads no variable missing from the list.
     #[test]
     fn every_variable_is_documented() {
         testkit::docs::assert_documented(

@@ -1,7 +1,11 @@
 //! Checks that configuration is documented: every variable a crate reads is in the root
-//! `.env.example`, in the README's configuration table and in each binary's own `.env.example`.
+//! `.env.example`, in the configuration table of `docs/configuration.md` and in each binary's
+//! own `.env.example`.
 
 use std::path::PathBuf;
+
+/// The page whose table documents every environment variable (from the repository root).
+const CONFIGURATION: &str = "docs/configuration.md";
 
 fn root() -> PathBuf {
     // This crate lives at `common/testkit`.
@@ -19,16 +23,17 @@ fn has_line(text: &str, var: &str) -> bool {
         .any(|l| l.starts_with(&format!("{var}=")))
 }
 
-/// Panics unless each of `vars` is in `.env.example`, in the README's table (a row starting
-/// `` | `VAR` | ``) and in every file of `env_files` (paths from the repository root).
+/// Panics unless each of `vars` is in `.env.example`, in the table of `docs/configuration.md`
+/// (a row starting `` | `VAR` | ``) and in every file of `env_files` (paths from the
+/// repository root).
 pub fn assert_documented(vars: &[&str], env_files: &[&str]) {
     let example = read(".env.example");
-    let readme = read("README.md");
+    let table = read(CONFIGURATION);
     for var in vars {
         assert!(has_line(&example, var), ".env.example lacks {var}");
         assert!(
-            readme.contains(&format!("| `{var}` |")),
-            "README's configuration table lacks {var}"
+            table.contains(&format!("| `{var}` |")),
+            "{CONFIGURATION}'s configuration table lacks {var}"
         );
         for file in env_files {
             assert!(has_line(&read(file), var), "{file} lacks {var}");
