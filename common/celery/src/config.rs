@@ -14,6 +14,9 @@ pub mod envfile;
 pub mod layout;
 mod queues;
 pub mod sentinel;
+mod url;
+
+pub use url::RedisUrl;
 
 /// Variables every process reads (through [`RedisConfig`]), plus logging.
 pub const REDIS_VARIABLES: &[&str] = &[
@@ -40,7 +43,9 @@ pub const MAX_RESULT_EXPIRES_SECS: u64 = 10 * 365 * 86_400;
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}: {reason}")]
 pub struct ConfigError {
+    /// The variable's name.
     pub var: &'static str,
+    /// What is wrong with its value (never the value of a URL, which may hold a password).
     pub reason: String,
 }
 
@@ -54,6 +59,7 @@ pub struct ConfigError {
 /// assert_eq!(cfg.queue, "orders");
 /// ```
 pub trait Source {
+    /// The value of `var`, `None` when it is not set.
     fn get(&self, var: &str) -> Option<String>;
 }
 
@@ -178,93 +184,6 @@ pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<boo
     }
 }
 
-/// A Redis URL, parsed once (`redis://`, `rediss://` for TLS, `redis+unix://`; it may carry an
-/// ACL user and password). `Debug` shows it with the password replaced by `***`.
-#[derive(Clone)]
-pub struct RedisUrl {
-    client: redis::Client,
-    /// The sentinels of a `sentinel://` URL (see [`sentinel`]), and the `WAIT` policy.
-    topology: crate::sentinel::Topology,
-}
-
-impl RedisUrl {
-    pub fn parse(url: &str) -> redis::RedisResult<Self> {
-        init_tls();
-        Ok(RedisUrl {
-            client: redis::Client::open(url)?,
-            topology: Default::default(),
-        })
-    }
-
-    /// The sentinels (for a `sentinel://` URL) and the `WAIT` policy.
-    pub fn topology(&self) -> &crate::sentinel::Topology {
-        &self.topology
-    }
-
-    /// A client for this URL (cheap: it holds no connection). For a `sentinel://` URL it has
-    /// the master's settings at the first sentinel's address: connect with `topology().resolve`.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    /// The database index (kombu puts it in every pub/sub channel name: `/<db>.`).
-    pub fn db(&self) -> i64 {
-        self.client.get_connection_info().redis_settings().db()
-    }
-
-    /// The address and database, e.g. `127.0.0.1:6379/0`: safe to log.
-    pub fn redacted(&self) -> String {
-        let info = self.client.get_connection_info();
-        let user = match (
-            info.redis_settings().username(),
-            info.redis_settings().password(),
-        ) {
-            (Some(u), Some(_)) => format!("{u}:***@"),
-            (None, Some(_)) => "***@".to_owned(),
-            (Some(u), None) => format!("{u}@"),
-            (None, None) => String::new(),
-        };
-        let db = info.redis_settings().db();
-        self.topology.redacted(&user, info.addr(), db)
-    }
-
-    /// The socket's path, for a `redis+unix://` URL.
-    pub fn unix_socket(&self) -> Option<&std::path::Path> {
-        match self.client.get_connection_info().addr() {
-            redis::ConnectionAddr::Unix(path) => Some(path.as_path()),
-            _ => None,
-        }
-    }
-
-    /// Whether both URLs reach the same database of the same server as the same user.
-    pub fn same_database(&self, other: &RedisUrl) -> bool {
-        let (a, b) = (
-            self.client.get_connection_info(),
-            other.client.get_connection_info(),
-        );
-        a.addr() == b.addr()
-            && a.redis_settings().db() == b.redis_settings().db()
-            && a.redis_settings().username() == b.redis_settings().username()
-            && self.topology.same_servers(&other.topology)
-    }
-}
-
-/// Selects rustls' crypto provider once per process, so `rediss://` URLs work whichever other
-/// crates also link rustls. Every client is made by [`RedisUrl::parse`], which calls this.
-fn init_tls() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        // Err means another provider was installed first, which is as good.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    });
-}
-
-impl std::fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisUrl({})", self.redacted())
-    }
-}
-
 fn redis_url(
     src: &dyn Source,
     var: &'static str,
@@ -311,6 +230,8 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// Reads the variables of [`REDIS_VARIABLES`] (but the logging ones) and
+    /// [`sentinel::SENTINEL_VARIABLES`] from `src`.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let url = redis_url(src, "REDIS_URL", None)?;
         let result_url = redis_url(src, "RESULT_BACKEND_URL", Some(&url))?;

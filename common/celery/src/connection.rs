@@ -74,6 +74,7 @@ pub async fn bounded<T>(
 /// An error after which the same call on a fresh connection may well succeed: a connection
 /// killed (CLIENT KILL, a restart) or dropped; the connection manager reconnects meanwhile.
 pub trait Transient {
+    /// Whether this error is such an error, worth one retry on a fresh connection.
     fn is_transient(&self) -> bool;
 }
 

@@ -49,6 +49,8 @@ pub struct Batcher {
 }
 
 impl Events {
+    /// The sender of `node`'s events on `conn` (database `db`, named by `layout`), and the
+    /// batcher to run; task events are on from the start when `task_events` is.
     pub fn new(
         conn: Conn,
         layout: &Layout,
@@ -77,6 +79,7 @@ impl Events {
         (events, batcher)
     }
 
+    /// The Lamport clock every event is stamped with.
     pub fn clock(&self) -> &Lamport {
         &self.clock
     }

@@ -61,11 +61,18 @@ pub enum Unconfirmed {
     /// The server answered, and it is not one to work with: the variable to change, and why
     /// (for people).
     #[error("{reason}")]
-    Refused { var: &'static str, reason: String },
+    Refused {
+        /// The variable naming the URL (`REDIS_URL`, `RESULT_BACKEND_URL`).
+        var: &'static str,
+        /// What is wrong and what to change.
+        reason: String,
+    },
     /// The server could not be asked.
     #[error("cannot confirm the maxmemory-policy of {var} ({error}): taking and accepting no work until it can be")]
     Unasked {
+        /// The variable naming the URL.
         var: &'static str,
+        /// Why the server could not be asked.
         error: RedisError,
     },
 }
@@ -99,6 +106,7 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The check of the server named by `var`; `allow_eviction` is `ALLOW_EVICTION`.
     pub fn new(var: &'static str, allow_eviction: bool) -> Self {
         Guard {
             var,

@@ -18,7 +18,7 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// Subscribes to `+switch-master` on the first sentinel that answers (the next one when that
 /// subscription ends) and calls `keep(true)` for each failover of `sentinels.master`, and
-/// `keep(false)` at least every [`TICK`]; returns once `keep` answers false.
+/// `keep(false)` at least every `TICK`; returns once `keep` answers false.
 pub async fn watch(sentinels: Sentinels, mut keep: impl FnMut(bool) -> bool + Send) {
     let mut next = 0usize;
     loop {

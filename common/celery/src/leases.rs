@@ -15,22 +15,27 @@ use crate::shutdown::Shutdown;
 pub struct Leases(Arc<Mutex<HashMap<String, Delivery>>>);
 
 impl Leases {
+    /// Holds `d`: its lease is renewed from the next renewal on.
     pub fn insert(&self, d: &Delivery) {
         self.lock().insert(d.tag.clone(), d.clone());
     }
 
+    /// Stops holding the delivery `tag` (it was settled).
     pub fn remove(&self, tag: &str) {
         self.lock().remove(tag);
     }
 
+    /// The delivery tags held now.
     pub fn tags(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
 
+    /// How many deliveries are held.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }

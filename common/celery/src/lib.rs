@@ -35,6 +35,8 @@
 //! [`protocol::Message::decode`], runs it and ends it with [`broker::Broker::finish`], which
 //! publishes what the task sends on, stores its result and acknowledges it.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod broker;
 pub mod clock;
 pub mod config;
@@ -56,4 +58,5 @@ pub(crate) mod scripts;
 pub mod sentinel;
 pub mod shutdown;
 pub mod stores;
+#[allow(missing_docs, unreachable_pub)] // documented with the task API rewrite
 pub mod task;

@@ -46,33 +46,36 @@ macro_rules! allow_oom {
 }
 
 /// Takes messages and records them in `unacked` (the consumer's fetch).
-pub static CLAIM: LazyLock<Script> = deny_oom!("claim.lua");
+pub(crate) static CLAIM: LazyLock<Script> = deny_oom!("claim.lua");
 /// Ends a held delivery, optionally moving its message elsewhere (requeue, schedule, retry,
 /// dead letter).
-pub static SETTLE: LazyLock<Script> = allow_oom!("settle.lua");
+pub(crate) static SETTLE: LazyLock<Script> = allow_oom!("settle.lua");
 /// Ends a task: ack, follow-up messages and result in one step.
-pub static FINISH: LazyLock<Script> = allow_oom!("finish.lua");
+pub(crate) static FINISH: LazyLock<Script> = allow_oom!("finish.lua");
 /// Stores a task state without ending a delivery.
-pub static STORE: LazyLock<Script> = deny_oom!("store.lua");
+pub(crate) static STORE: LazyLock<Script> = deny_oom!("store.lua");
 /// Publishes once per idempotency key, within the backpressure limit.
-pub static PUBLISH_ONCE: LazyLock<Script> = deny_oom!("publish_once.lua");
+pub(crate) static PUBLISH_ONCE: LazyLock<Script> = deny_oom!("publish_once.lua");
 /// Lists due eta messages; [`MOVE_DUE`] moves them.
-pub static DUE: LazyLock<Script> = script!("#!lua flags=no-writes", "due.lua");
-pub static MOVE_DUE: LazyLock<Script> = allow_oom!("move_due.lua");
+pub(crate) static DUE: LazyLock<Script> = script!("#!lua flags=no-writes", "due.lua");
+/// Moves the messages [`DUE`] listed out of the schedule, each still there to where Rust
+/// routed it (its queue, or the dead letters).
+pub(crate) static MOVE_DUE: LazyLock<Script> = allow_oom!("move_due.lua");
 /// Renews leases.
-pub static RENEW: LazyLock<Script> = allow_oom!("renew.lua");
+pub(crate) static RENEW: LazyLock<Script> = allow_oom!("renew.lua");
 /// Lists expired leases; [`RESTORE`] gives them back if unchanged.
-pub static EXPIRED: LazyLock<Script> = allow_oom!("expired.lua");
-pub static RESTORE: LazyLock<Script> = allow_oom!("restore.lua");
+pub(crate) static EXPIRED: LazyLock<Script> = allow_oom!("expired.lua");
+/// Gives the deliveries [`EXPIRED`] listed back to their queues, each only if unchanged since.
+pub(crate) static RESTORE: LazyLock<Script> = allow_oom!("restore.lua");
 /// Moves one dead letter back to its queue.
-pub static REQUEUE_DEAD: LazyLock<Script> = allow_oom!("requeue_dead.lua");
+pub(crate) static REQUEUE_DEAD: LazyLock<Script> = allow_oom!("requeue_dead.lua");
 /// Caps the dead-letter list, counting what it drops.
-pub static TRIM_DEAD: LazyLock<Script> = allow_oom!("trim_dead.lua");
+pub(crate) static TRIM_DEAD: LazyLock<Script> = allow_oom!("trim_dead.lua");
 /// Pushes a remote-control reply with a short life.
-pub static PUSH_REPLY: LazyLock<Script> = deny_oom!("push_reply.lua");
+pub(crate) static PUSH_REPLY: LazyLock<Script> = deny_oom!("push_reply.lua");
 /// Remembers revoked ids fleet-wide, within Celery's horizon and cap.
-pub static REMEMBER_REVOKED: LazyLock<Script> = deny_oom!("remember_revoked.lua");
+pub(crate) static REMEMBER_REVOKED: LazyLock<Script> = deny_oom!("remember_revoked.lua");
 /// Stores REVOKED for tasks that have not started.
-pub static REVOKE_RESULT: LazyLock<Script> = deny_oom!("revoke_result.lua");
+pub(crate) static REVOKE_RESULT: LazyLock<Script> = deny_oom!("revoke_result.lua");
 /// Releases a lock its holder still owns.
-pub static UNLOCK: LazyLock<Script> = allow_oom!("unlock.lua");
+pub(crate) static UNLOCK: LazyLock<Script> = allow_oom!("unlock.lua");

@@ -10,18 +10,21 @@ pub struct Trigger(watch::Sender<bool>);
 #[derive(Debug, Clone)]
 pub struct Shutdown(watch::Receiver<bool>);
 
+/// A new shutdown signal: the trigger that fires it, and a handle to clone for every loop.
 pub fn channel() -> (Trigger, Shutdown) {
     let (tx, rx) = watch::channel(false);
     (Trigger(tx), Shutdown(rx))
 }
 
 impl Trigger {
+    /// Begins the shutdown: every handle sees it; firing again does nothing more.
     pub fn fire(&self) {
         self.0.send_replace(true);
     }
 }
 
 impl Shutdown {
+    /// Whether shutdown has begun.
     pub fn is_fired(&self) -> bool {
         *self.0.borrow()
     }

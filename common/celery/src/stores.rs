@@ -14,6 +14,7 @@ use crate::result::ResultBackend;
 pub struct Stores {
     /// The broker's database (queues, and the shop's keys).
     pub redis: Conn,
+    /// The result backend, on its own connection or on `redis`'s.
     pub results: ResultBackend,
 }
 

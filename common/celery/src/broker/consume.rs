@@ -22,7 +22,9 @@ pub const SCRIPT_DECODE_MAX: usize = 16 * 1024;
 /// A message this worker holds: it is recorded in `unacked` under `tag`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Delivery {
+    /// The message as stored: kombu's JSON envelope, undecoded.
     pub raw: String,
+    /// Its delivery tag, its field in `unacked`; settling it names this.
     pub tag: String,
     /// When it was taken, by the server's clock (Unix seconds).
     pub taken_at: f64,
@@ -36,22 +38,31 @@ pub struct Delivery {
 /// What a claim found, and from which queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
+    /// A message now held by this worker, to decode and run.
     Message(Delivery),
     /// The entry has no delivery tag (or is not even JSON), or is larger than the limit: it is
     /// already in the dead-letter list, with `raw` as stored there (for a large entry, only its
     /// first bytes) and its task name and id when they could be read.
     DeadLettered {
+        /// Why it could not be held, as written in the dead letter.
         reason: String,
+        /// The entry as the dead letter keeps it.
         raw: String,
+        /// The queue it was taken from.
         queue: String,
+        /// The task's name (`headers.task`), when it could be read.
         task: Option<String>,
+        /// The task's id (`headers.id`), when it could be read.
         task_id: Option<String>,
     },
     /// The entry (or its tag) is not UTF-8: it is held under `tag` (its exact bytes) and must be
     /// dead-lettered with [`Broker::dead_letter_unreadable`]; `raw` shows it lossily.
     Unreadable {
+        /// Its field in `unacked`, byte for byte.
         tag: Vec<u8>,
+        /// The entry, invalid UTF-8 replaced.
         raw: String,
+        /// The queue it was taken from.
         queue: String,
     },
 }
@@ -93,6 +104,7 @@ fn dead_lettered(entry: &[u8], reason: String, queue: String) -> Claim {
 }
 
 impl Rotation {
+    /// The queues in the order given, rotated after each claim (kombu's default `round_robin`).
     pub fn new(queues: Vec<String>) -> Self {
         Rotation::ordered(queues, QueueOrder::RoundRobin)
     }

@@ -9,23 +9,27 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub const DEAD_RAW_KEEP: usize = 4096;
 
 /// One dead-letter entry, as stored (newest first) in [`crate::keys::DEAD_LETTER`]; written
-/// through [`Shape`], so an entry can hold a text it borrows ([`DeadLetter::json_holding`]).
+/// through `Shape`, so an entry can hold a text it borrows ([`DeadLetter::json_holding`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct DeadLetter {
+    /// Why the message cannot be run, for a person to read.
     pub reason: String,
     /// The queue it was taken from; `requeue-dead` puts it back there.
     #[serde(default)]
     pub queue: Option<String>,
+    /// The task's name, when it could be read.
     #[serde(default)]
     pub task: Option<String>,
+    /// The task's id, when it could be read.
     #[serde(default)]
     pub task_id: Option<String>,
+    /// The message as it was taken (kombu's envelope), or its first bytes (see `raw_bytes`).
     pub raw: String,
     /// The size in bytes of the entry when `raw` keeps only its first [`DEAD_RAW_KEEP`] bytes
     /// (it was refused for its size); such an entry cannot be requeued.
     #[serde(default)]
     pub raw_bytes: Option<u64>,
-    /// Unix seconds.
+    /// When it was dead-lettered, in Unix seconds.
     pub at: f64,
     /// How many times the task ran before it was given up (retried tasks).
     #[serde(default)]
@@ -81,11 +85,13 @@ impl DeadLetter {
         entry
     }
 
+    /// This entry, recording the queue the message was taken from.
     pub fn in_queue(mut self, queue: &str) -> Self {
         self.queue = Some(queue.to_owned());
         self
     }
 
+    /// This entry as stored in the dead-letter list.
     pub fn to_json(&self) -> String {
         self.json_holding(&self.raw)
     }

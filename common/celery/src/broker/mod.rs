@@ -104,6 +104,7 @@ impl Broker {
         self
     }
 
+    /// What a message it claims may cost.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -114,6 +115,7 @@ impl Broker {
         self
     }
 
+    /// Where this fleet's kombu keys are.
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
@@ -150,6 +152,7 @@ impl Broker {
         }
     }
 
+    /// The queue it consumes, counts and schedules for.
     pub fn queue(&self) -> &str {
         &self.queue
     }
@@ -159,14 +162,17 @@ impl Broker {
         self.routes.queue_for(task)
     }
 
+    /// Where the tasks it publishes go, by name.
     pub fn routes(&self) -> &Routes {
         &self.routes
     }
 
+    /// The node name it writes as `origin` in every message it publishes.
     pub fn origin(&self) -> &str {
         &self.origin
     }
 
+    /// Its connection to the broker's Redis, shared with every clone.
     pub fn connection(&self) -> Conn {
         self.conn.clone()
     }

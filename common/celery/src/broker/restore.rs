@@ -1,6 +1,6 @@
 //! Giving back what dead workers held: deliveries whose lease is older than the visibility
 //! timeout go back to their queue, under kombu's `unacked_mutex`, with kombu's redelivered flags.
-//! A pass restores at most [`BATCH`] entries in one script call; passes follow each other while
+//! A pass restores at most `BATCH` entries in one script call; passes follow each other while
 //! full batches come back, so the time to give back a backlog grows with the backlog, not with
 //! the number of upkeep ticks it would otherwise wait for.
 

@@ -13,14 +13,17 @@ use crate::keys;
 /// Queue counts, as `worker stats` prints them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
+    /// The queue counted.
     pub queue: String,
     /// The layout's priority steps (`BROKER_PRIORITY_STEPS`), and how many messages wait at each.
     pub steps: Vec<u8>,
+    /// Messages waiting at each of `steps`, in the same order.
     pub waiting: Vec<u64>,
     /// Waiting for their eta (or a retry).
     pub scheduled: u64,
     /// Taken by a worker and not yet acknowledged (all queues: kombu's `unacked` is shared).
     pub in_flight: u64,
+    /// Entries in the dead-letter list (all queues: the list is shared).
     pub dead: u64,
     /// Dead letters dropped so far to keep the list within its cap.
     pub dead_dropped: u64,
@@ -35,6 +38,7 @@ pub struct QueueStats {
 pub struct Foreign {
     /// The key, control characters written `\xNN`.
     pub key: String,
+    /// Messages waiting in it.
     pub waiting: u64,
 }
 

@@ -6,7 +6,7 @@
 use super::{raw, ConfigError, Source};
 use crate::keys::{self, Layout, LayoutError, QueueOrder};
 
-/// The variables [`layout`] reads (every process).
+/// The variables of the key layout (every process reads them).
 pub const LAYOUT_VARIABLES: &[&str] = &[
     "BROKER_PRIORITY_STEPS",
     "BROKER_KEY_SEP",

@@ -54,7 +54,7 @@ pub(super) fn url(src: &dyn Source, var: &'static str, raw: &str) -> Result<Redi
         var,
         reason: format!("not a usable sentinel URL ({})", e.category()),
     })?;
-    super::init_tls();
+    super::url::init_tls();
     Ok(RedisUrl {
         client,
         topology: Topology::sentinel(parsed.addrs, master),
@@ -105,7 +105,7 @@ pub(super) fn with_wait(
 /// A plain URL's client as a `RedisUrl` (tests and tools that hold a `redis::Client`).
 impl From<redis::Client> for RedisUrl {
     fn from(client: redis::Client) -> Self {
-        super::init_tls();
+        super::url::init_tls();
         RedisUrl {
             client,
             topology: Topology::default(),

@@ -26,7 +26,9 @@ pub enum Target {
 /// of its connection (kombu's channels are named `/<db>.`).
 #[derive(Debug, Clone, Copy)]
 pub struct Mailbox<'a> {
+    /// The fleet's key layout; the pidbox keys and channels are named by it.
     pub layout: &'a Layout,
+    /// The database index of the connection the call is made on.
     pub db: i64,
 }
 

@@ -19,6 +19,7 @@ impl Lamport {
         self.tick()
     }
 
+    /// The clock's current value, unchanged.
     pub fn value(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }

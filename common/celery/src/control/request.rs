@@ -13,19 +13,28 @@ const MAX_PATTERN: usize = 256;
 /// Where replies go: the direct exchange and the client's routing key (its oid).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ReplyTo {
+    /// The reply exchange (`reply.celery.pidbox`).
     pub exchange: String,
+    /// The client's oid: its replies go to `<oid>.reply.celery.pidbox`'s queue.
     pub routing_key: String,
 }
 
 /// One control request (a `cast` has no ticket and no `reply_to`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The command, e.g. `ping`, `revoke`, `stats`.
     pub method: String,
+    /// Its keyword arguments (empty when none were sent).
     pub arguments: Map<String, Value>,
+    /// The nodes it is for, by name; `None` or empty: see `pattern`.
     pub destination: Option<Vec<String>>,
+    /// A pattern of node names it is for, read with `matcher`.
     pub pattern: Option<String>,
+    /// How `pattern` is read: `glob` or `pcre`.
     pub matcher: Option<String>,
+    /// The call's id, repeated in every reply so the client can tell its replies apart.
     pub ticket: Option<String>,
+    /// Where replies go; `None` for a cast.
     pub reply_to: Option<ReplyTo>,
     /// The sender's Lamport clock (header `clock`).
     pub clock: u64,

@@ -14,7 +14,7 @@ use super::{
 };
 
 /// The highest Celery priority (kombu's `max_priority`); the lowest is 0.
-pub const MAX_PRIORITY: u8 = 9;
+pub(crate) const MAX_PRIORITY: u8 = 9;
 /// Longest separator accepted (kombu's default is two characters).
 pub const MAX_SEP_LEN: usize = 4;
 /// Longest global key prefix accepted.
@@ -69,6 +69,7 @@ impl QueueOrder {
         }
     }
 
+    /// kombu's name of this strategy (what [`QueueOrder::parse`] reads).
     pub fn name(self) -> &'static str {
         match self {
             QueueOrder::RoundRobin => "round_robin",
@@ -131,10 +132,12 @@ impl Layout {
         &self.steps
     }
 
+    /// The separator between a queue's name and its step, and inside binding members.
     pub fn sep(&self) -> &str {
         &self.sep
     }
 
+    /// The global key prefix (empty: none), in front of every key and channel.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -173,22 +176,27 @@ impl Layout {
             .collect()
     }
 
+    /// kombu's hash of held messages ([`UNACKED`], prefixed).
     pub fn unacked(&self) -> &str {
         &self.unacked
     }
 
+    /// kombu's index of held messages by lease time ([`UNACKED_INDEX`], prefixed).
     pub fn unacked_index(&self) -> &str {
         &self.unacked_index
     }
 
+    /// kombu's restore lock ([`UNACKED_MUTEX`], prefixed).
     pub fn unacked_mutex(&self) -> &str {
         &self.unacked_mutex
     }
 
+    /// The dead-letter list ([`DEAD_LETTER`], prefixed).
     pub fn dead_letter(&self) -> &str {
         &self.dead_letter
     }
 
+    /// The count of dead letters dropped ([`DEAD_LETTER_DROPPED`], prefixed).
     pub fn dead_letter_dropped(&self) -> &str {
         &self.dead_letter_dropped
     }
@@ -297,12 +305,15 @@ pub fn shown(key: &str) -> String {
 /// Which option of a [`Layout`] is not usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
+    /// `BROKER_PRIORITY_STEPS`, kombu's `priority_steps`.
     #[error(
         "priority steps must be 1 to 10 distinct whole numbers from 0 to 9, ascending, the first 0"
     )]
     Steps,
+    /// `BROKER_KEY_SEP`, kombu's `sep`.
     #[error("the separator must be 1 to 4 ASCII characters, none a letter, digit, space or NUL")]
     Sep,
+    /// `BROKER_KEY_PREFIX`, kombu's `global_keyprefix`.
     #[error("the key prefix must be at most 64 of A-Z a-z 0-9 . _ : - /")]
     Prefix,
 }

@@ -12,21 +12,28 @@ pub const MAX_CANVAS: usize = 1000;
 /// The decoded body: positional args, keyword args and the canvas `embed`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Body {
+    /// The task's positional arguments.
     pub args: Vec<Value>,
+    /// The task's keyword arguments.
     pub kwargs: Map<String, Value>,
+    /// What runs after it (`null` on the wire decodes as empty).
     pub embed: Embed,
 }
 
 /// Callbacks, errbacks and the rest of a chain travelling with a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Embed {
+    /// Sent on with the task's result when it succeeds (`link`).
     #[serde(default)]
     pub callbacks: Option<Vec<Signature>>,
+    /// Sent when it fails (`link_error`).
     #[serde(default)]
     pub errbacks: Option<Vec<Signature>>,
     /// The remaining chain steps, **reversed**: the next step is the last element.
     #[serde(default)]
     pub chain: Option<Vec<Signature>>,
+    /// The body of the chord whose header this task is in, as sent (the Rust worker fails such
+    /// a task: it keeps no chord counter).
     #[serde(default)]
     pub chord: Option<Value>,
 }
@@ -34,22 +41,31 @@ pub struct Embed {
 /// A Celery signature (`task.s(...)`) as it travels inside `embed`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Signature {
+    /// The task's name.
     pub task: String,
+    /// Its positional arguments (a callback gets the parent's result in front of them).
     #[serde(default)]
     pub args: Vec<Value>,
+    /// Its keyword arguments.
     #[serde(default)]
     pub kwargs: Map<String, Value>,
+    /// Its execution options (`queue`, `priority`, `countdown`, `task_id`, ...).
     #[serde(default)]
     pub options: Map<String, Value>,
+    /// `chain`, `group`, `chord` for a canvas primitive; `None` for a plain task.
     #[serde(default)]
     pub subtask_type: Option<String>,
+    /// Whether it takes no parent result (`task.si(...)`).
     #[serde(default)]
     pub immutable: bool,
+    /// Any other field, kept so the signature is sent on as it came.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 impl Body {
+    /// Decodes `[args, kwargs, embed]`, refusing more than [`MAX_CANVAS`] signatures in any
+    /// list of `embed`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
         let value: Value = serde_json::from_slice(bytes).map_err(DecodeError::BodyJson)?;
         let Value::Array(mut parts) = value else {

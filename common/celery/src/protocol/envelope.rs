@@ -21,33 +21,45 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 pub const COMPRESSION_ZLIB: &str = "application/x-gzip";
 
 /// The kombu envelope: one JSON object per Redis list entry.
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Envelope {
+    /// The serialized `[args, kwargs, embed]`, encoded as `properties.body_encoding` says.
     pub body: String,
+    /// The body's character set (`utf-8`).
     #[serde(rename = "content-encoding", default)]
     pub content_encoding: Option<String>,
+    /// The body's serializer; only [`CONTENT_TYPE_JSON`] is run.
     #[serde(rename = "content-type", default)]
     pub content_type: Option<String>,
+    /// Celery's task headers.
     pub headers: Headers,
+    /// kombu's message properties.
     pub properties: Properties,
 }
 
 /// Celery's task headers; the 19 standard keys in Python's order, then anything else kept as is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Headers {
+    /// The producer's language (`py`).
     #[serde(default)]
     pub lang: Option<String>,
+    /// The task's registered name.
     pub task: String,
+    /// The task's id; its result is stored under it.
     pub id: String,
+    /// A name shown in logs and events in place of `task`.
     #[serde(default)]
     pub shadow: Option<String>,
+    /// ISO 8601 time before which the task must not run.
     #[serde(default)]
     pub eta: Option<String>,
+    /// ISO 8601 time after which the task is revoked instead of run.
     #[serde(default)]
     pub expires: Option<String>,
+    /// The id of the group the task is in.
     #[serde(default)]
     pub group: Option<String>,
+    /// The task's position in that group.
     #[serde(default)]
     pub group_index: Option<i64>,
     /// Python accepts `null` on receipt; we read it as 0 and always send an integer.
@@ -56,23 +68,31 @@ pub struct Headers {
     /// `[hard, soft]` seconds (the code's order, not the protocol document's).
     #[serde(default, deserialize_with = "null_as_default")]
     pub timelimit: [Option<f64>; 2],
+    /// The id of the first task of its workflow.
     #[serde(default)]
     pub root_id: Option<String>,
+    /// The id of the task that sent it.
     #[serde(default)]
     pub parent_id: Option<String>,
+    /// Python's `repr()` of the positional arguments, for logs and events.
     #[serde(default)]
     pub argsrepr: Option<String>,
+    /// Python's `repr()` of the keyword arguments, for logs and events.
     #[serde(default)]
     pub kwargsrepr: Option<String>,
+    /// The sender's node name.
     #[serde(default)]
     pub origin: Option<String>,
     /// `send_task` sends `null` here (captured); read as false.
     #[serde(default, deserialize_with = "null_as_default")]
     pub ignore_result: bool,
+    /// How many times the task was replaced (`Task.replace`).
     #[serde(default, deserialize_with = "null_as_default")]
     pub replaced_task_nesting: i64,
+    /// The names of its stamps (Celery 5.3's stamping).
     #[serde(default)]
     pub stamped_headers: Option<Value>,
+    /// Its stamps, by name.
     #[serde(default = "empty_object")]
     pub stamps: Value,
     /// `compression`, `redelivered`, custom headers: carried through untouched.
@@ -83,20 +103,28 @@ pub struct Headers {
 /// AMQP-like properties plus kombu's bookkeeping.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Properties {
+    /// The task's id again (Celery sets both).
     #[serde(default)]
     pub correlation_id: Option<String>,
+    /// The producer's reply queue (Celery's `rpc://` backend), carried through.
     #[serde(default)]
     pub reply_to: Option<String>,
+    /// AMQP's delivery mode: 2 persistent, 1 transient.
     #[serde(default)]
     pub delivery_mode: Option<i64>,
+    /// Where it was published.
     #[serde(default)]
     pub delivery_info: Option<DeliveryInfo>,
+    /// Its priority, 0-9; it picks the list of the queue (see [`crate::keys::Layout::step`]).
     #[serde(default)]
     pub priority: Option<i64>,
+    /// How `body` is encoded in the envelope: `base64`, or none (plain text).
     #[serde(default)]
     pub body_encoding: Option<String>,
+    /// kombu's delivery tag, the message's field in `unacked` while it is held.
     #[serde(default)]
     pub delivery_tag: Option<String>,
+    /// Any other property, carried through untouched.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -104,10 +132,13 @@ pub struct Properties {
 /// Where a message was published; kombu's Redis transport needs both fields.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeliveryInfo {
+    /// The exchange it was published to (empty: the default exchange).
     #[serde(default)]
     pub exchange: String,
+    /// Its routing key: the queue's name, under the default exchange.
     #[serde(default)]
     pub routing_key: String,
+    /// kombu's `redelivered` and anything else, carried through.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -115,7 +146,9 @@ pub struct DeliveryInfo {
 /// A task message read off a queue: the envelope as it was, and its decoded body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
+    /// The envelope, headers and properties as read.
     pub envelope: Envelope,
+    /// Its decoded body.
     pub body: Body,
 }
 
@@ -137,15 +170,18 @@ impl Envelope {
         serde_json::from_slice(raw).map_err(DecodeError::Envelope)
     }
 
+    /// The envelope as kombu puts it on a list.
     pub fn to_json(&self) -> String {
         // Serializing plain data into a String cannot fail.
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// kombu's delivery tag, when it has one (a message without one is dead-lettered).
     pub fn delivery_tag(&self) -> Option<&str> {
         self.properties.delivery_tag.as_deref()
     }
 
+    /// Its priority, 0 when unset.
     pub fn priority(&self) -> i64 {
         self.properties.priority.unwrap_or(0)
     }
@@ -238,10 +274,12 @@ impl Message {
         Ok(Message { envelope, body })
     }
 
+    /// The task's name (`headers.task`, never empty).
     pub fn task(&self) -> &str {
         &self.envelope.headers.task
     }
 
+    /// The task's id (`headers.id`, never empty).
     pub fn id(&self) -> &str {
         &self.envelope.headers.id
     }
@@ -255,6 +293,7 @@ impl Message {
             .and_then(clock::parse_celery_iso)
     }
 
+    /// `expires` as an instant; an unparseable value counts as none (the task is not expired).
     pub fn expires(&self) -> Option<OffsetDateTime> {
         self.envelope
             .headers

@@ -34,7 +34,9 @@ struct Wire {
 /// A decoded broadcast message: its headers and its JSON body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fanout {
+    /// The message's headers (e.g. a control request's `clock`), empty when it has none.
     pub headers: Map<String, Value>,
+    /// The decoded body: an event, a control request or a reply.
     pub body: Value,
 }
 

@@ -38,20 +38,34 @@ const CELERY_HEADERS: &[&str] = &[
     "redelivered",
 ];
 
+/// A task to publish: what a producer decides; [`TaskMessage::to_envelope`] adds the rest.
 #[derive(Debug, Clone)]
 pub struct TaskMessage {
+    /// The task's registered name.
     pub task: String,
+    /// The task's id (a new UUID from [`TaskMessage::new`]).
     pub id: String,
+    /// The queue it is published to.
     pub queue: String,
+    /// Its arguments and what runs after it.
     pub body: Body,
+    /// Its priority, 0-9 (clamped when sent).
     pub priority: i64,
+    /// Not to run before this instant.
     pub eta: Option<OffsetDateTime>,
+    /// Revoked instead of run after this instant.
     pub expires: Option<OffsetDateTime>,
+    /// The id of the task that sends it.
     pub parent_id: Option<String>,
+    /// The id of the first task of its workflow (`None`: its own id).
     pub root_id: Option<String>,
+    /// The id of the group it is in.
     pub group: Option<String>,
+    /// Its position in that group.
     pub group_index: Option<i64>,
+    /// How many times it was retried before (a retry sends the same id again).
     pub retries: i64,
+    /// Whether no result is stored for it.
     pub ignore_result: bool,
     /// Hard time limit in seconds (`time_limit`).
     pub time_limit: Option<f64>,

@@ -15,14 +15,19 @@ use crate::scripts::{REVOKE_RESULT, STORE};
 /// The prefix of a value compressed by Celery 5.7's `result_compression`.
 const COMPRESSED_PREFIX: &[u8] = b"\x00celery-compressed\x00";
 
+/// Why a result could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ResultError {
+    /// The backend's Redis failed the call.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The stored value is not Celery's JSON (or a meta could not be serialized).
     #[error("stored result is not Celery JSON: {0}")]
     Decode(#[from] serde_json::Error),
+    /// The stored value is compressed by Celery 5.7's `result_compression`, which is not read.
     #[error("stored result is compressed (Celery result_compression); turn it off for this fleet")]
     Compressed,
+    /// A wait ended before the state it waited for was stored.
     #[error("no ready result within {0:?}")]
     Timeout(Duration),
 }
@@ -36,8 +41,11 @@ impl Transient for ResultError {
 /// A result ready to be written: its key, its JSON and its TTL in seconds (0: none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
+    /// `celery-task-meta-<id>`.
     pub key: String,
+    /// The [`ResultMeta`] as Celery's JSON.
     pub json: String,
+    /// `RESULT_EXPIRES_SECS`; 0 keeps it forever.
     pub ttl_secs: u64,
 }
 

@@ -10,13 +10,21 @@ use crate::clock;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 pub enum TaskState {
+    /// Waiting, or unknown: what a task without a stored result reads as.
     Pending,
+    /// Received by a worker, not started.
     Received,
+    /// Running on a worker (`task_track_started`); the result is `{"pid", "hostname"}`.
     Started,
+    /// Failed and sent again; the result is the exception.
     Retry,
+    /// Done; the result is the task's return value.
     Success,
+    /// Failed for good; the result is the exception.
     Failure,
+    /// Revoked before or while it ran; the result is a `TaskRevokedError`.
     Revoked,
+    /// A custom state a task set (`update_state`), kept as written.
     Other(String),
 }
 
@@ -29,6 +37,7 @@ impl TaskState {
         )
     }
 
+    /// The state as Celery writes it (`SUCCESS`, ...).
     pub fn as_str(&self) -> &str {
         match self {
             TaskState::Pending => "PENDING",
@@ -67,8 +76,11 @@ impl From<TaskState> for String {
 /// An exception as Celery serializes it, so a Python client can re-raise it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExceptionInfo {
+    /// The exception's class name, e.g. `ValueError`.
     pub exc_type: String,
+    /// Its arguments: a list, usually of one message string.
     pub exc_message: Value,
+    /// The module of its class, e.g. `builtins`.
     pub exc_module: String,
 }
 
@@ -83,6 +95,7 @@ impl ExceptionInfo {
         }
     }
 
+    /// The message for a person: `exc_message`'s parts joined by `, `.
     pub fn message(&self) -> String {
         match &self.exc_message {
             Value::Array(parts) => parts
@@ -99,30 +112,46 @@ impl ExceptionInfo {
 /// What `result_extended` adds to a stored result, borrowed from the request.
 #[derive(Debug, Clone, Copy)]
 pub struct Extended<'a> {
+    /// The task's name.
     pub name: &'a str,
+    /// Its positional arguments.
     pub args: &'a [Value],
+    /// Its keyword arguments.
     pub kwargs: &'a Map<String, Value>,
+    /// The node name of the worker that ran it.
     pub worker: &'a str,
+    /// How many times it was retried before this run.
     pub retries: i64,
+    /// The routing key it was published with.
     pub queue: Option<&'a str>,
 }
 
 /// The value of `celery-task-meta-<id>`, fields in the order Celery writes them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultMeta {
+    /// The task's state.
     pub status: TaskState,
+    /// The return value (SUCCESS), the exception as [`ExceptionInfo`] (FAILURE, RETRY,
+    /// REVOKED), or what the state carries.
     #[serde(default)]
     pub result: Value,
+    /// The failure's traceback text, when there is one.
     #[serde(default)]
     pub traceback: Option<String>,
+    /// The results of tasks this one sent, as Celery's tuples (see
+    /// [`ResultMeta::with_children`]).
     #[serde(default)]
     pub children: Option<Value>,
+    /// When the task reached a ready state (ISO 8601, UTC); `None` before.
     #[serde(default)]
     pub date_done: Option<String>,
+    /// The id of the group it ran in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
+    /// The id of the task that sent it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_id: Option<String>,
+    /// The task's id.
     #[serde(default)]
     pub task_id: String,
     /// `result_extended` fields and anything else a writer added.
@@ -158,10 +187,12 @@ impl ResultMeta {
         Self::new(task_id, TaskState::Started, info, false)
     }
 
+    /// SUCCESS with the task's return value.
     pub fn success(task_id: &str, result: Value) -> Self {
         Self::new(task_id, TaskState::Success, result, true)
     }
 
+    /// FAILURE with the exception and its traceback text.
     pub fn failure(task_id: &str, exc: &ExceptionInfo, traceback: Option<String>) -> Self {
         let mut meta = Self::new(task_id, TaskState::Failure, exc_value(exc), true);
         meta.traceback = traceback;
