@@ -58,5 +58,4 @@ pub(crate) mod scripts;
 pub mod sentinel;
 pub mod shutdown;
 pub mod stores;
-#[allow(missing_docs, unreachable_pub)] // documented with the task API rewrite
 pub mod task;
