@@ -25,7 +25,7 @@ struct Service {
 
 impl Service {
     fn start(name: &str, redis: &TestRedis) -> Self {
-        let dir = testkit::TempDir::new("headers");
+        let dir = testkit::temp_dir("headers");
         let mut child = Command::new(sibling_binary(
             env!("CARGO_BIN_EXE_service-notification"),
             name,

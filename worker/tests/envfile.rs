@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use testkit::{sibling_binary, TempDir, TestRedis};
+use testkit::{sibling_binary, TestRedis};
 
 const BINARIES: [&str; 3] = ["worker", "service-order", "service-notification"];
 
@@ -44,7 +44,7 @@ fn text(bytes: &[u8]) -> String {
 #[test]
 fn a_malformed_line_stops_every_binary_before_anything_starts() {
     let redis = TestRedis::start();
-    let dir = TempDir::new("envfile");
+    let dir = testkit::temp_dir("envfile");
     // Everything a binary needs to start sits above the bad line: applied up to it, the
     // services would serve without the tokens below it.
     let env_file = format!(
@@ -83,7 +83,7 @@ fn a_malformed_line_stops_every_binary_before_anything_starts() {
 #[test]
 fn dotenv_is_read_from_the_working_directory_only_and_the_environment_wins() {
     let redis = TestRedis::start();
-    let parent = TempDir::new("envfile");
+    let parent = testkit::temp_dir("envfile");
     let here = parent.path().join("here");
     std::fs::create_dir_all(&here).unwrap();
     // A parent's .env is not this process's: read, it would stop every binary.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use celery_redis::result::{ResultBackend, TaskState};
 use serde_json::{json, Value};
-use testkit::{free_port, listening_addr, sibling_binary, Proc, TempDir, TestRedis};
+use testkit::{free_port, listening_addr, sibling_binary, Proc, TestRedis};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -111,7 +111,7 @@ async fn promtool_accepts_every_metrics_page_and_prometheus_counts_the_tasks_run
         promtool_check(&text, what);
     }
 
-    let dir = TempDir::new("prometheus");
+    let dir = testkit::temp_dir("prometheus");
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: fleet\n    static_configs:\n      - targets: ['{worker}', '{order}', '{notification}']\n"
     );

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use http_kit::AppState;
 use redis::AsyncCommands;
-use testkit::{free_port, service_config, TempDir, TestRedis};
+use testkit::{free_port, service_config, TestRedis};
 
 const SECRET: &str = "s3cret-Pa55";
 
@@ -55,7 +55,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) -> bool {
 
 #[tokio::test]
 async fn rediss_urls_connect_over_verified_tls() {
-    let dir = TempDir::new("tls");
+    let dir = testkit::temp_dir("tls");
     let d = dir.path();
     let made = openssl(
         d,

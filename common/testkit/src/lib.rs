@@ -24,7 +24,7 @@ pub use crate::http::{call, queued, service_config};
 pub use crate::process::{listening_addr, sibling_binary, Proc};
 pub use crate::redis::{free_port, unreachable_redis_url, TestRedis};
 pub use crate::sentinel::TestSentinels;
-pub use crate::tempdir::TempDir;
+pub use crate::tempdir::{temp_dir, TempDir};
 pub use crate::webhook::{Hit, WebhookReceiver};
 
 /// How long a child may take to print the line a test waits for.

@@ -32,7 +32,7 @@ impl TestRedis {
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let dir = TempDir::new("redis");
+            let dir = crate::tempdir::temp_dir("redis");
             match spawn_redis(port, dir.path(), &extra) {
                 Ok(child) => {
                     return TestRedis {

@@ -147,16 +147,16 @@ impl TestSentinels {
     /// Starts the primary, the replica (returns once its first sync finished) and three
     /// sentinels (once each knows the replica and the two other sentinels).
     pub fn start() -> Self {
-        let dir = Arc::new(TempDir::new("sentinel"));
+        let dir = Arc::new(crate::tempdir::temp_dir("sentinel"));
         let (p1, p2, dead) = (free_port(), free_port(), free_port());
-        let d1 = TempDir::new("primary");
+        let d1 = crate::tempdir::temp_dir("primary");
         let primary = Server::start(
             data_args(p1, &d1, None),
             p1,
             Arc::new(d1),
             "Ready to accept connections",
         );
-        let d2 = TempDir::new("replica");
+        let d2 = crate::tempdir::temp_dir("replica");
         let replica = Server::start(data_args(p2, &d2, Some(p1)), p2, Arc::new(d2), SYNCED);
         let mut sentinels = Vec::new();
         for i in 0..3 {

@@ -1,23 +1,11 @@
-//! A temporary directory removed when dropped.
+//! A temporary directory removed when dropped (the `tempfile` crate's), named for what it holds.
 
-use std::path::Path;
+pub use tempfile::TempDir;
 
-pub struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A new directory under the system's temporary directory, its name starting with `prefix`.
+pub fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}-"))
+        .tempdir()
+        .expect("create temp dir")
 }
