@@ -9,7 +9,8 @@
 //! - [`context`] — [`TaskContext`] (the request, tasks sent on, the point of no return, the
 //!   task's dependencies) and [`Deps`];
 //! - [`table`] — [`Tasks`], the registered tasks by name;
-//! - [`stop`] — whether a running task may still be stopped ([`Stop`]).
+//! - [`stop`] — whether a running task may still be stopped ([`Stop`]);
+//! - [`rate`] — rate limits: Celery's rate strings and its per-worker bucket.
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::result::ExceptionInfo;
 
 pub mod args;
 pub mod context;
+pub mod rate;
 pub mod stop;
 pub mod table;
 
@@ -102,6 +104,11 @@ pub struct Options {
     /// own, off the threads that renew leases, send heartbeats and answer remote control and
     /// `/metrics`, which an `async` task that does not await would starve.
     pub blocking: bool,
+    /// Most starts per worker (Celery's `rate_limit`: `"10/s"`, `"100/m"`, `"5/h"`, a number
+    /// per second), see [`rate::parse`]; remote control's `rate_limit` changes it.
+    pub rate_limit: Option<&'static str>,
+    /// Most starts by all workers together (same strings), counted in Redis (`fleet`).
+    pub fleet_rate_limit: Option<&'static str>,
 }
 
 /// A task's return value and the tasks it sends on (published before its result is stored).
