@@ -135,6 +135,15 @@ pub fn scheduled(queue: &str) -> String {
     format!("{SCHEDULED}{queue}")
 }
 
+/// How the key of a task's fleet-wide rate limit begins (its task name follows): the earliest
+/// time the fleet may start that task again, a string expiring then (`task::fleet`).
+const FLEET_RATE: &str = "fleet:rate:";
+
+/// The key of `task`'s fleet-wide rate limit in the default layout.
+pub fn fleet_rate(task: &str) -> String {
+    format!("{FLEET_RATE}{task}")
+}
+
 /// Celery's result key (and the pub/sub channel of the same name).
 pub fn task_meta(task_id: &str) -> String {
     format!("celery-task-meta-{task_id}")

@@ -5,9 +5,10 @@
 //! Each script also opens with Redis 7's `#!lua` line, which says what it does when Redis is
 //! out of memory (`maxmemory` reached under `noeviction`), decided here for all of them:
 //! - [`deny_oom!`]: refused whole before it runs (an `OOM` error, nothing done). For the
-//!   scripts that take new work or add data: a claim, a submission, a task state, a revoke. A
-//!   script without the line would be refused only at its first write that may grow memory:
-//!   the claim's first write (`RPOP`) frees memory, so Redis let the rest of it run.
+//!   scripts that take new work or add data: a claim, a submission, a task state, a revoke,
+//!   a start within a fleet-wide rate limit. A script without the line would be refused only
+//!   at its first write that may grow memory: the claim's first write (`RPOP`) frees memory,
+//!   so Redis let the rest of it run.
 //! - [`allow_oom!`]: runs anyway. For the scripts that end, move or drop what is already held
 //!   (an ack, a hand-back, a restore, a task's end, a lease renewal): their first write frees
 //!   what the rest adds back (a held message goes back to a list), or what they add is bounded
@@ -77,5 +78,7 @@ pub(crate) static PUSH_REPLY: LazyLock<Script> = deny_oom!("push_reply.lua");
 pub(crate) static REMEMBER_REVOKED: LazyLock<Script> = deny_oom!("remember_revoked.lua");
 /// Stores REVOKED for tasks that have not started.
 pub(crate) static REVOKE_RESULT: LazyLock<Script> = deny_oom!("revoke_result.lua");
+/// Allows a start within a task's fleet-wide rate limit, or says how long to wait.
+pub(crate) static FLEET_RATE: LazyLock<Script> = deny_oom!("fleet_rate.lua");
 /// Releases a lock its holder still owns.
 pub(crate) static UNLOCK: LazyLock<Script> = allow_oom!("unlock.lua");

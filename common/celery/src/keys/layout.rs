@@ -9,8 +9,8 @@
 //! a value (the queue names in `unacked` entries and binding members stay bare).
 
 use super::{
-    DEAD_LETTER, DEAD_LETTER_DROPPED, PRIORITY_STEPS, PROCESSING, REPLY_BINDINGS, SCHEDULED, SEP,
-    UNACKED, UNACKED_INDEX, UNACKED_MUTEX,
+    DEAD_LETTER, DEAD_LETTER_DROPPED, FLEET_RATE, PRIORITY_STEPS, PROCESSING, REPLY_BINDINGS,
+    SCHEDULED, SEP, UNACKED, UNACKED_INDEX, UNACKED_MUTEX,
 };
 
 /// The highest Celery priority (kombu's `max_priority`); the lowest is 0.
@@ -222,6 +222,11 @@ impl Layout {
         format!("{}{SCHEDULED}{queue}", self.prefix)
     }
 
+    /// [`super::fleet_rate`] of `task`, prefixed.
+    pub fn fleet_rate(&self, task: &str) -> String {
+        format!("{}{FLEET_RATE}{task}", self.prefix)
+    }
+
     /// kombu's binding table of `exchange` (members `routing_key SEP pattern SEP queue`).
     pub fn binding_table(&self, exchange: &str) -> String {
         format!("{}_kombu.binding.{exchange}", self.prefix)
@@ -380,6 +385,7 @@ mod tests {
         assert_eq!(l.processing("q"), "app:fleet:processing:q");
         assert_eq!(l.scheduled("q"), "app:fleet:scheduled:q");
         assert_eq!(l.dead_letter(), "app:fleet:dead_letter");
+        assert_eq!(l.fleet_rate("shop.x"), "app:fleet:rate:shop.x");
         assert_eq!(
             l.fanout_channel(0, "celery.pidbox", ""),
             "app:/0.celery.pidbox"

@@ -10,7 +10,8 @@
 //!   task's dependencies) and [`Deps`];
 //! - [`table`] — [`Tasks`], the registered tasks by name;
 //! - [`stop`] — whether a running task may still be stopped ([`Stop`]);
-//! - [`rate`] — rate limits: Celery's rate strings and its per-worker bucket.
+//! - [`rate`], [`fleet`] — rate limits: Celery's rate strings and per-worker bucket, and the
+//!   fleet-wide limit shared through Redis.
 
 use std::future::Future;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::result::ExceptionInfo;
 
 pub mod args;
 pub mod context;
+pub mod fleet;
 pub mod rate;
 pub mod stop;
 pub mod table;
@@ -107,7 +109,7 @@ pub struct Options {
     /// Most starts per worker (Celery's `rate_limit`: `"10/s"`, `"100/m"`, `"5/h"`, a number
     /// per second), see [`rate::parse`]; remote control's `rate_limit` changes it.
     pub rate_limit: Option<&'static str>,
-    /// Most starts by all workers together (same strings), counted in Redis (`fleet`).
+    /// Most starts by all workers together (same strings), counted in Redis ([`fleet`]).
     pub fleet_rate_limit: Option<&'static str>,
 }
 

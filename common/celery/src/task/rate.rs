@@ -3,7 +3,7 @@
 //! or zero is no limit), with Celery's error texts; [`TokenBucket`] is a Celery worker's
 //! per-task bucket (kombu's `TokenBucket`, capacity 1, filled at the rate); [`Line`] spreads
 //! the tasks told to wait over successive starts. Pure: every time is passed in (seconds, one
-//! clock throughout). The fleet-wide limit, shared through Redis, is `super::fleet`.
+//! clock throughout). The fleet-wide limit, shared through Redis, is [`super::fleet`].
 
 use serde_json::Value;
 
