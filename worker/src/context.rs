@@ -45,6 +45,8 @@ pub struct Context {
     pub labels: crate::labels::Labels,
     /// Wakes the scheduler when this worker parks a message (an eta task or a retry).
     pub scheduled: Arc<Notify>,
+    /// Each task's rate and time limits now (remote control changes them).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl Context {
@@ -57,6 +59,7 @@ impl Context {
         broker: Broker,
         stores: Stores,
         events: Events,
+        limits: crate::limits::Limits,
     ) -> Self {
         tasks.deps_mut().insert(stores.redis.clone());
         Context {
@@ -77,6 +80,7 @@ impl Context {
             retry_backoff: cfg.retry_backoff,
             unknown: cfg.unknown,
             scheduled: Arc::new(Notify::new()),
+            limits: Arc::new(limits),
         }
     }
 }

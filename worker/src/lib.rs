@@ -7,6 +7,7 @@
 //! - [`delivery`] — one delivery from decode to its end, its decisions unit-tested apart;
 //! - [`shop`] — the shop's tasks (defined in `shop::tasks`) registered, with their dependencies;
 //! - [`registry`], [`report`] — what runs here now (for remote control) and the task events;
+//! - [`limits`] — each task's rate and time limits now (options, then remote control);
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
 //! - [`cli`], [`admin`] — the command line and the operator subcommands;
@@ -24,6 +25,7 @@ pub mod control;
 pub mod delivery;
 pub mod heartbeat;
 pub mod labels;
+pub mod limits;
 pub mod metrics;
 pub mod pacing;
 pub mod registry;

@@ -43,6 +43,8 @@ pub enum WorkerError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Config(#[from] celery_redis::config::ConfigError),
+    #[error("{0}")]
+    Limits(#[from] crate::limits::LimitError),
 }
 
 /// What one [`Worker::step`] did.
@@ -79,6 +81,7 @@ pub struct Worker {
 impl Worker {
     /// Prepares a worker named `node` (connections are opened lazily; nothing runs yet).
     pub fn build(cfg: WorkerConfig, tasks: Tasks, node: String) -> Result<Self, WorkerError> {
+        let limits = crate::limits::Limits::new(&tasks)?;
         let waits = |response| Waits {
             response: Some(response),
             connect_retries: CONNECT_RETRIES,
@@ -100,7 +103,8 @@ impl Worker {
             Arc::new(Lamport::default()),
             cfg.task_events,
         );
-        let ctx = Arc::new(Context::new(&cfg, tasks, node, broker, stores, events));
+        let ctx = Context::new(&cfg, tasks, node, broker, stores, events, limits);
+        let ctx = Arc::new(ctx);
         Ok(Worker {
             slots: Arc::new(Semaphore::new(cfg.concurrency)),
             rotation: Rotation::ordered(cfg.queues.clone(), cfg.queue_order),

@@ -142,10 +142,9 @@ pub async fn handle(ctx: &Arc<Context>, delivery: &Delivery) -> Result<(), Execu
         }
         Start::Run => {}
     }
-    let _place = match task.map(|t| t.admit(ctx.tasks.deps(), &msg.body)) {
-        Some(Err(delay)) => return defer(ctx, &msg, delivery, delay).await,
-        Some(Ok(place)) => place,
-        None => None,
+    let _place = match super::admit::admit(ctx, &msg, task, facts.now).await? {
+        Err(delay) => return defer(ctx, &msg, delivery, delay).await,
+        Ok(place) => place,
     };
     let acks_late = task.and_then(|t| t.options().acks_late);
     let acks_late = acks_late.unwrap_or(ctx.acks_late);
@@ -158,7 +157,7 @@ pub async fn handle(ctx: &Arc<Context>, delivery: &Delivery) -> Result<(), Execu
     run(ctx, delivery, &msg, task, &running).await
 }
 
-/// A task that cannot start yet (see [`Registered::admit`]) goes back to its queue's schedule for
+/// A task that cannot start yet (see [`super::admit`]) goes back to its queue's schedule for
 /// `delay`, as an eta task: unchanged (no attempt counted), holding no slot meanwhile.
 async fn defer(
     ctx: &Context,
@@ -167,7 +166,7 @@ async fn defer(
     delay: Duration,
 ) -> Result<(), ExecuteError> {
     log::debug!(
-        "task {} [{}] waits {:.3}s for a webhook place",
+        "task {} [{}] waits {:.3}s to start (a place it needs, or its rate limit)",
         msg.task(),
         msg.id(),
         delay.as_secs_f64()
@@ -257,7 +256,7 @@ async fn run(
     let began = std::time::Instant::now();
     // With acks_late the final result and the ack go together, after the task.
     let ack = acks_late.then_some(delivery.tag.as_str());
-    let own = options.map_or([None, None], |o| [o.time_limit, o.soft_time_limit]);
+    let own = ctx.limits.time_limits(msg.task());
     let limit = decide::time_limit(msg.envelope.headers.timelimit, own);
     // A stop drops the task where it waits, which is always before its point of no return
     // (`Stop` lets no stop through after it); the limit stops it the same way.

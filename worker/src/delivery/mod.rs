@@ -1,6 +1,7 @@
 //! The life of one delivery, in one folder. Read in this order:
 //! - [`handle`] — the delivery as the worker spawns it: decoded within the limits, the start
 //!   decided, the task run (off the async threads when it is blocking), its end carried out;
+//! - [`admit`] — whether it may start now: its rate limits, what it must hold;
 //! - [`decide`] — every decision, without Redis (unit-tested): revoked, handed back,
 //!   scheduled, expired or run; the time limit; succeeded, failed, retried, given up,
 //!   terminated, left unfinished;
@@ -11,6 +12,7 @@
 //!   here runs;
 //! - [`stop`] — the time limit that stops a run before its point of no return.
 
+pub mod admit;
 pub mod apply;
 pub mod canvas;
 pub mod decide;

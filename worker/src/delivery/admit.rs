@@ -1,0 +1,27 @@
+//! Whether a delivery may start now: its task's rate limits ([`crate::limits`]), then what the
+//! task must hold besides its slot ([`Registered::admit`]). One that may not is put off
+//! ([`super::handle`] schedules it again, holding no slot meanwhile).
+
+use std::time::Duration;
+
+use celery_redis::protocol::Message;
+use celery_redis::task::{Place, Registered};
+
+use crate::context::Context;
+
+/// `Ok(Ok(place))` when `msg` (of `task`, `None` when not registered here) may start now, its
+/// starts counted against its rates and `place` held until it ends; `Ok(Err(delay))` when it
+/// should be tried again `delay` after `now` (when it was taken, the server's clock); `Err`
+/// when Redis failed to count a fleet-wide rate.
+pub async fn admit(
+    ctx: &Context,
+    msg: &Message,
+    task: Option<&Registered>,
+    now: f64,
+) -> redis::RedisResult<Result<Place, Duration>> {
+    let layout = ctx.broker.layout();
+    if let Some(delay) = ctx.limits.wait(&ctx.redis, layout, msg.task(), now).await? {
+        return Ok(Err(delay));
+    }
+    Ok(task.map_or(Ok(None), |t| t.admit(ctx.tasks.deps(), &msg.body)))
+}
