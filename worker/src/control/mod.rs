@@ -3,9 +3,11 @@
 //! expected, and keeps the subscription alive (its own heartbeats pass through it).
 //!
 //! - [`inspect`] — `stats`, `conf`, `active_queues`: read-only answers;
-//! - [`revoke`] — `revoke` and `hello`: the commands that change what runs.
+//! - [`revoke`] — `revoke` and `hello`: the commands that change what runs;
+//! - [`limits`] — `rate_limit` and `time_limit`: a task's limits changed at run time.
 
 pub mod inspect;
+pub mod limits;
 pub mod revoke;
 
 use std::sync::Arc;
@@ -58,6 +60,7 @@ pub fn spawn(
         cfg: cfg.clone(),
         registry: ctx.registry.clone(),
         registered: ctx.tasks.names(),
+        limits: ctx.limits.clone(),
         events: ctx.events.clone(),
         conn: ctx.redis.clone(),
         revoke_results,
@@ -75,6 +78,8 @@ pub struct Node {
     pub registry: Arc<Registry>,
     /// The registered task names, sorted (`inspect registered`).
     pub registered: Vec<&'static str>,
+    /// Each task's rate and time limits (`rate_limit`, `time_limit`).
+    pub limits: Arc<crate::limits::Limits>,
     pub events: Events,
     pub conn: Conn,
     /// Stores REVOKED for revoked tasks that run nowhere, off the request loop.
@@ -196,6 +201,8 @@ impl Node {
                 }
                 json!({"ok": "heartbeat sent"})
             }
+            "rate_limit" => return Some(limits::rate_limit(&self.limits, args)),
+            "time_limit" => return Some(limits::time_limit(&self.limits, args)),
             "hello" => return Some(revoke::hello(self, args).await),
             "revoke" => return Some(revoke::revoke(self, args).await),
             // `celery control terminate SIG id`: a revoke that terminates.

@@ -1,0 +1,445 @@
+//! Rate and time limits on in-process workers (test tasks, no shop) against a private
+//! redis-server: a task's per-worker `rate_limit` and its `fleet_rate_limit` (two workers
+//! sharing it) space its starts and lose none; remote control's `rate_limit` and `time_limit`
+//! change them at run time with Celery's replies; a rate option that is not one refuses the
+//! worker. The same `rate_limit` from the real Celery CLI is in `celery_tools.rs`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use celery_redis::broker::Broker;
+use celery_redis::connection::Conn;
+use celery_redis::control::client::{call, Mailbox, Target};
+use celery_redis::control::Lamport;
+use celery_redis::protocol::TaskMessage;
+use celery_redis::result::{ResultBackend, TaskState};
+use celery_redis::shutdown::{self, Trigger};
+use celery_redis::task::{Options, Task, TaskContext, TaskError, Tasks};
+use redis::AsyncCommands;
+use serde_json::{json, Map, Value};
+use testkit::TestRedis;
+use worker::config::WorkerConfig;
+
+const WAIT: Duration = Duration::from_secs(30);
+const SHORT: Duration = Duration::from_secs(1);
+
+/// When each task started, shared by the tasks of every worker of a test.
+type Starts = Arc<Mutex<Vec<Instant>>>;
+
+fn stamp(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
+    ctx.dep::<Starts>()?.lock().unwrap().push(Instant::now());
+    Ok(())
+}
+
+/// Two starts a second on each worker.
+struct PerWorker;
+
+impl Task for PerWorker {
+    const NAME: &'static str = "per_worker";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            rate_limit: Some("2/s"),
+            ..Options::default()
+        }
+    }
+
+    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        stamp(ctx)
+    }
+}
+
+/// Two starts a second by all workers together.
+struct FleetWide;
+
+impl Task for FleetWide {
+    const NAME: &'static str = "fleet_wide";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            fleet_rate_limit: Some("120/m"),
+            ..Options::default()
+        }
+    }
+
+    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        stamp(ctx)
+    }
+}
+
+/// No limits of its own; never ends by itself.
+struct Hang;
+
+impl Task for Hang {
+    const NAME: &'static str = "hang";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        std::future::pending().await
+    }
+}
+
+/// Ends at once; no limits of its own.
+struct Quick;
+
+impl Task for Quick {
+    const NAME: &'static str = "quick";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// A rate option that is not a rate.
+struct Misconfigured;
+
+impl Task for Misconfigured {
+    const NAME: &'static str = "misconfigured";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            fleet_rate_limit: Some("ten a second"),
+            ..Options::default()
+        }
+    }
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+fn config(url: &str, node: &str) -> WorkerConfig {
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("REDIS_URL", url.to_owned()),
+        ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
+        ("WORKER_CONCURRENCY", "4".to_owned()),
+        ("WORKER_NAME", node.to_owned()),
+    ]);
+    WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap()
+}
+
+fn tasks(starts: &Starts) -> Tasks {
+    Tasks::new()
+        .task::<PerWorker>()
+        .task::<FleetWide>()
+        .task::<Hang>()
+        .task::<Quick>()
+        .dep(starts.clone())
+}
+
+type Handle = tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>;
+
+fn spawn(url: &str, node: &str, starts: &Starts) -> (Trigger, Handle) {
+    let (trigger, stop) = shutdown::channel();
+    let run = worker::run(config(url, node), tasks(starts), stop);
+    (trigger, tokio::spawn(run))
+}
+
+struct Fleet {
+    redis: TestRedis,
+    conn: Conn,
+    broker: Broker,
+    results: ResultBackend,
+    starts: Starts,
+    workers: Vec<(Trigger, Handle)>,
+}
+
+async fn fleet(nodes: &[&str]) -> Fleet {
+    let redis = TestRedis::start();
+    let starts = Starts::default();
+    let workers = nodes
+        .iter()
+        .map(|node| spawn(&redis.url(), node, &starts))
+        .collect();
+    let conn = redis.manager().await;
+    Fleet {
+        broker: Broker::new(conn.clone(), "celery", "test@host"),
+        results: ResultBackend::new(conn.clone(), redis.client(), WAIT, true),
+        conn,
+        redis,
+        starts,
+        workers,
+    }
+}
+
+impl Fleet {
+    async fn send(&self, task: &str) -> TaskMessage {
+        let msg = TaskMessage::new(task, "celery", Map::new());
+        self.broker.publish(&msg).await.unwrap();
+        msg
+    }
+
+    async fn state(&self, msg: &TaskMessage) -> celery_redis::result::ResultMeta {
+        self.results.wait(&msg.id, WAIT).await.unwrap()
+    }
+
+    /// Sends `n` of `task`, waits for every one to succeed; returns the starts, sorted.
+    async fn run_all(&self, task: &str, n: usize) -> Vec<Instant> {
+        let mut sent = Vec::new();
+        for _ in 0..n {
+            sent.push(self.send(task).await);
+        }
+        for msg in &sent {
+            assert_eq!(self.state(msg).await.status, TaskState::Success);
+        }
+        let mut starts = self.starts.lock().unwrap().clone();
+        starts.sort();
+        starts
+    }
+
+    /// Stops the workers; returns how many messages are left held, queued and scheduled.
+    async fn stop(self) -> (i64, i64, i64) {
+        for (trigger, _) in &self.workers {
+            trigger.fire();
+        }
+        for (_, handle) in self.workers {
+            handle.await.unwrap().unwrap();
+        }
+        let mut conn = self.conn;
+        let unacked: i64 = conn.hlen(celery_redis::keys::UNACKED).await.unwrap();
+        let queued: i64 = conn.llen("celery").await.unwrap();
+        let scheduled: i64 = conn.zcard("fleet:scheduled:celery").await.unwrap();
+        drop(self.redis);
+        (unacked, queued, scheduled)
+    }
+}
+
+/// Starts `interval` apart: the whole span, and each gap (half an interval of slack for
+/// the time between a start counted and the task running, which a busy machine stretches).
+fn spaced(starts: &[Instant], interval: f64) {
+    let gaps: Vec<f64> = starts
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let span: f64 = gaps.iter().sum();
+    let whole = interval * gaps.len() as f64;
+    assert!(span >= whole - interval / 2.0, "span {span} of {gaps:?}");
+    assert!(gaps.iter().all(|g| *g >= interval / 2.0), "{gaps:?}");
+}
+
+#[tokio::test]
+async fn a_per_worker_rate_spaces_the_starts_and_loses_none() {
+    let f = fleet(&["rate-a@test"]).await;
+    let starts = f.run_all("per_worker", 5).await;
+    assert_eq!(starts.len(), 5, "each ran once");
+    spaced(&starts, 0.5);
+    assert_eq!(
+        f.stop().await,
+        (0, 0, 0),
+        "nothing left held, queued or scheduled"
+    );
+}
+
+#[tokio::test]
+async fn a_fleet_wide_rate_holds_for_two_workers_together() {
+    let f = fleet(&["rate-a@test", "rate-b@test"]).await;
+    let starts = f.run_all("fleet_wide", 5).await;
+    assert_eq!(starts.len(), 5, "each ran once");
+    spaced(&starts, 0.5);
+    assert_eq!(
+        f.stop().await,
+        (0, 0, 0),
+        "nothing left held, queued or scheduled"
+    );
+}
+
+#[test]
+fn a_rate_option_that_is_not_a_rate_refuses_the_worker() {
+    let cfg = config("redis://127.0.0.1:1", "bad@test");
+    let tasks = Tasks::new().task::<Misconfigured>();
+    let err = worker::Worker::build(cfg, tasks, "bad@test".into()).err();
+    assert_eq!(
+        err.map(|e| e.to_string()).as_deref(),
+        Some(
+            "task misconfigured: fleet_rate_limit='ten a second' is not a rate (like \"10/s\", \
+             \"100/m\", \"5/h\"): Invalid rate limit string: ValueError(\"could not convert \
+             string to float: 'ten a second'\")"
+        )
+    );
+}
+
+const NODE: &str = "rate-a@test";
+
+/// Calls `method` on [`NODE`] until it replies (it may still be subscribing).
+async fn ask(conn: &Conn, method: &str, args: Value) -> Value {
+    let (clock, mailbox) = (
+        Lamport::default(),
+        Mailbox {
+            layout: celery_redis::keys::default_layout(),
+            db: 0,
+        },
+    );
+    let target = Target::Nodes(vec![NODE.into()]);
+    for _ in 0..30 {
+        let replies = call(conn, mailbox, &clock, method, args.clone(), &target, SHORT)
+            .await
+            .unwrap();
+        if let Some((_, reply)) = replies.into_iter().next() {
+            return reply;
+        }
+    }
+    panic!("no reply to {method}");
+}
+
+#[tokio::test]
+async fn remote_control_changes_a_rate_at_run_time_with_celerys_replies() {
+    let f = fleet(&[NODE]).await;
+    let set = |task: &str, rate: Value| json!({"task_name": task, "rate_limit": rate});
+    let reply = |ok: &str| json!({"ok": ok});
+    let (limited, disabled) = (
+        reply("new rate limit set successfully"),
+        reply("rate limit disabled successfully"),
+    );
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", json!("1/m"))).await,
+        limited
+    );
+    let first = f.send("quick").await;
+    assert_eq!(f.state(&first).await.status, TaskState::Success);
+    // The next one waits in the schedule, for about a minute.
+    let second = f.send("quick").await;
+    let mut conn = f.conn.clone();
+    let began = Instant::now();
+    let scheduled: Vec<(String, f64)> = loop {
+        let entries: Vec<(String, f64)> = conn
+            .zrange_withscores("fleet:scheduled:celery", 0, -1)
+            .await
+            .unwrap();
+        if !entries.is_empty() || began.elapsed() > WAIT {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    assert!(scheduled[0].0.contains(&second.id));
+    let (secs, micros): (f64, f64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let wait = scheduled[0].1 - (secs + micros / 1e6);
+    assert!((50.0..=60.0).contains(&wait), "{wait}");
+    // Disabled: the next one runs at once (the one put off still waits its turn).
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", Value::Null)).await,
+        disabled
+    );
+    let third = f.send("quick").await;
+    assert_eq!(f.state(&third).await.status, TaskState::Success);
+    // Celery's replies follow the value sent: 0 and "" disable, "0" (no limit either) sets.
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", json!(0))).await,
+        disabled
+    );
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", json!(""))).await,
+        disabled
+    );
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", json!("0"))).await,
+        limited
+    );
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", json!(2.5))).await,
+        limited
+    );
+    let fourth = f.send("quick").await;
+    assert_eq!(f.state(&fourth).await.status, TaskState::Success);
+    let error = |text: &str| json!({"error": text});
+    // The rate is checked first, then the task.
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("nope", json!("abc"))).await,
+        error(
+            "Invalid rate limit string: ValueError(\"could not convert string to float: 'abc'\")"
+        )
+    );
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("nope", json!("5/m"))).await,
+        error("unknown task")
+    );
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", json!("10/x"))).await,
+        error("KeyError('x')")
+    );
+    assert_eq!(
+        ask(&f.conn, "rate_limit", set("quick", json!(-5))).await,
+        error("Invalid rate limit string: ValueError('rate limit must not be negative')")
+    );
+    let huge = ask(
+        &f.conn,
+        "rate_limit",
+        set("quick", json!("9".repeat(100_000))),
+    )
+    .await;
+    assert_eq!(
+        huge,
+        error(
+            "Invalid rate limit string: ValueError('rate limit string longer than 64 characters')"
+        )
+    );
+    for bad in [json!({"task_name": "quick"}), set("quick", json!([1]))] {
+        let refused = ask(&f.conn, "rate_limit", bad).await;
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("bad argument"),
+            "{refused}"
+        );
+    }
+    let (_, _, scheduled) = f.stop().await;
+    assert_eq!(scheduled, 1, "the one put off is still in the schedule");
+}
+
+#[tokio::test]
+async fn remote_control_changes_time_limits_at_run_time_and_the_messages_own_still_wins() {
+    let f = fleet(&[NODE]).await;
+    let set = |args: Value| async { ask(&f.conn, "time_limit", args).await };
+    let done = json!({"ok": "time limits set successfully"});
+    assert_eq!(set(json!({"task_name": "hang", "soft": 0.3})).await, done);
+    let soft = f.send("hang").await;
+    let exc = f.state(&soft).await.exception().unwrap();
+    assert_eq!(
+        (exc.exc_type.as_str(), exc.exc_message),
+        ("SoftTimeLimitExceeded", json!([0.3]))
+    );
+    // Both are set each time: the soft limit is gone.
+    assert_eq!(set(json!({"task_name": "hang", "hard": 0.2})).await, done);
+    let hard = f.send("hang").await;
+    let mut own = TaskMessage::new("hang", "celery", Map::new());
+    own.time_limit = Some(0.4);
+    f.broker.publish(&own).await.unwrap();
+    for (msg, limit) in [(&hard, 0.2), (&own, 0.4)] {
+        let exc = f.state(msg).await.exception().unwrap();
+        assert_eq!(
+            (exc.exc_type.as_str(), exc.exc_message),
+            ("TimeLimitExceeded", json!([limit]))
+        );
+    }
+    let unknown = json!({"error": "unknown task"});
+    assert_eq!(set(json!({"task_name": "nope", "soft": 1})).await, unknown);
+    assert_eq!(set(json!({"soft": 1})).await, unknown);
+    for bad in [json!(-1), json!("10"), json!([1])] {
+        let refused = set(json!({"task_name": "hang", "soft": 1, "hard": bad})).await;
+        assert_eq!(
+            refused,
+            json!({"error": "bad argument: hard must be a number of seconds (0 or more) or null"})
+        );
+    }
+    // A refused request changed nothing: the hard limit of 0.2 still holds.
+    let still = f.send("hang").await;
+    let exc = f.state(&still).await.exception().unwrap();
+    assert_eq!(exc.exc_message, json!([0.2]));
+    assert_eq!(f.stop().await, (0, 0, 0));
+}
