@@ -554,6 +554,44 @@ async fn inspect_stats_registered_active_queues_conf_and_clock_of_the_rust_worke
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn control_rate_limit_and_time_limit_answer_as_a_python_worker_does() {
+    let py = python();
+    let redis = TestRedis::start();
+    let f = fleet(&py, &redis, &[], &[]);
+    let (rust, python) = (f.rust_name.as_str(), f.py_name.as_str());
+    let commands: [&[&str]; 8] = [
+        &["rate_limit", "process_order", "1/m"],
+        &["rate_limit", "process_order", "0"],
+        &["rate_limit", "process_order", "abc"],
+        &["rate_limit", "process_order", "10/x"],
+        &["rate_limit", "no_such_task", "1/m"],
+        &["time_limit", "process_order", "10", "20"],
+        &["time_limit", "process_order", "10"],
+        &["time_limit", "no_such_task", "10"],
+    ];
+    for command in commands {
+        let mut argv = vec!["control"];
+        argv.extend_from_slice(command);
+        argv.extend_from_slice(&["-j", "-t", "2"]);
+        let cli = celery(&py, &redis, &argv);
+        let reply = merged(last_json(&format!("celery {argv:?}"), &cli.stdout));
+        assert!(
+            reply[rust].is_object(),
+            "{command:?}: {reply}\n{}",
+            cli.stderr
+        );
+        assert_eq!(reply[rust], reply[python], "{command:?}: {reply}");
+        if command == ["rate_limit", "process_order", "1/m"] {
+            assert_eq!(
+                reply[rust],
+                json!({"ok": "new rate limit set successfully"})
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
 async fn inspect_active_and_query_task_show_a_task_running_on_the_rust_worker() {
     let py = python();
     let redis = TestRedis::start();
