@@ -133,6 +133,7 @@ impl TokenBucket {
         }
     }
 
+    /// The rate it fills at.
     pub fn rate(&self) -> Rate {
         self.rate
     }
