@@ -43,6 +43,9 @@ pub struct Context {
     pub queues: Vec<String>,
     /// The labels of its task metrics, made once.
     pub labels: crate::labels::Labels,
+    /// Places for the threads of blocking tasks (`WORKER_CONCURRENCY`), each held until its
+    /// thread ends, even after its task was stopped.
+    pub blocking_threads: Arc<tokio::sync::Semaphore>,
     /// Wakes the scheduler when this worker parks a message (an eta task or a retry).
     pub scheduled: Arc<Notify>,
     /// Each task's rate and time limits now (remote control changes them).
@@ -79,6 +82,7 @@ impl Context {
             max_retries: cfg.max_retries,
             retry_backoff: cfg.retry_backoff,
             unknown: cfg.unknown,
+            blocking_threads: Arc::new(tokio::sync::Semaphore::new(cfg.concurrency)),
             scheduled: Arc::new(Notify::new()),
             limits: Arc::new(limits),
         }

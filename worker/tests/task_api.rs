@@ -531,3 +531,41 @@ async fn a_blocking_task_spinning_past_the_visibility_timeout_starves_nothing() 
     assert_eq!(w.spin.runs.load(Ordering::SeqCst), 1);
     w.stop().await;
 }
+
+/// A blocking task terminated while it never awaits keeps its thread place until it really
+/// ends: stopped tasks cannot pile up threads, the next blocking task waits for the place.
+#[tokio::test]
+async fn a_terminated_blocking_task_holds_its_thread_place_until_its_thread_ends() {
+    use celery_redis::control::client::{call, Mailbox, Target};
+    use std::sync::atomic::Ordering;
+
+    let w = start_with(&[("WORKER_CONCURRENCY", "1")]).await;
+    let first = w.call("spin", json!([]), json!({})).await;
+    w.spin.started.notified().await;
+    let mailbox = Mailbox {
+        layout: celery_redis::keys::default_layout(),
+        db: 0,
+    };
+    let clock = celery_redis::control::Lamport::default();
+    let control = w._redis.manager().await;
+    let args = json!({"task_id": first.id, "terminate": true, "signal": "SIGTERM"});
+    let target = Target::Nodes(vec!["api@test".into()]);
+    call(&control, mailbox, &clock, "revoke", args, &target, WAIT)
+        .await
+        .unwrap();
+    let meta = w.results.wait(&first.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Revoked);
+    // Its slot is free again, its thread still spins: the next one is taken but cannot start.
+    let second = w.call("spin", json!([]), json!({})).await;
+    let started = tokio::time::timeout(Duration::from_millis(500), w.spin.started.notified());
+    assert!(
+        started.await.is_err(),
+        "started beside a thread still spinning"
+    );
+    assert_eq!(w.spin.runs.load(Ordering::SeqCst), 1);
+    w.spin.release.store(true, Ordering::SeqCst);
+    let meta = w.results.wait(&second.id, WAIT).await.unwrap();
+    assert_eq!(meta.result, json!("let go"));
+    assert_eq!(w.spin.runs.load(Ordering::SeqCst), 2);
+    w.stop().await;
+}

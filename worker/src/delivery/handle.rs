@@ -298,46 +298,9 @@ async fn run_task(
         return Err(TaskError::Failed(unknown::not_registered(msg)));
     };
     if task.options().blocking {
-        return off_thread(ctx.clone(), queue.to_owned(), msg.clone(), stop.clone()).await;
+        return super::blocking::run(ctx, queue, msg, stop).await;
     }
     let deps = ctx.tasks.deps();
     let req = TaskContext::new(msg, &ctx.node, queue, ctx.broker.routes(), stop, deps);
     task.run(&req, &msg.body).await
-}
-
-/// Runs a blocking task on a thread of the blocking pool, in the delivery's log and trace
-/// scope: the async threads (leases, heartbeats, remote control, `/metrics`, other tasks) go
-/// on meanwhile. A stop ends it at its next await; one that never awaits runs to its end and
-/// what it returns is dropped (it cannot pass its point of no return once stopped).
-async fn off_thread(
-    ctx: Arc<Context>,
-    queue: String,
-    msg: Arc<Message>,
-    stop: Arc<Stop>,
-) -> Result<Output, TaskError> {
-    let runtime = tokio::runtime::Handle::current();
-    let (fields, trace) = (observe::log::current(), observe::trace::current());
-    let joined = tokio::task::spawn_blocking(move || {
-        let Some(task) = ctx.tasks.get(msg.task()) else {
-            return Err(TaskError::Failed(unknown::not_registered(&msg)));
-        };
-        let deps = ctx.tasks.deps();
-        let req = TaskContext::new(&msg, &ctx.node, &queue, ctx.broker.routes(), &stop, deps);
-        let run = async {
-            tokio::select! {
-                biased;
-                why = stop.stopped() => Err(TaskError::Stopped(why)),
-                outcome = task.run(&req, &msg.body) => outcome,
-            }
-        };
-        let scoped = observe::log::scope(fields.unwrap_or_default(), run);
-        runtime.block_on(observe::trace::scope(trace, scoped))
-    })
-    .await;
-    match joined {
-        Ok(outcome) => outcome,
-        // The delivery's guard dead-letters a task that panicked, wherever it ran.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(TaskError::Transient(format!("blocking task not run: {e}"))),
-    }
 }

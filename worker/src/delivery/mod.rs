@@ -10,10 +10,12 @@
 //!   steps, errbacks) and the ack, in one step;
 //! - [`retry`], [`poison`], [`unknown`] — a retry or giving up, dead letters, a task nobody
 //!   here runs;
+//! - [`blocking`] — a blocking task on a thread of its own, its place held until it ends;
 //! - [`stop`] — the time limit that stops a run before its point of no return.
 
 pub mod admit;
 pub mod apply;
+pub mod blocking;
 pub mod canvas;
 pub mod decide;
 pub mod ending;
