@@ -789,3 +789,78 @@ async fn every_key_an_order_writes_has_a_lifetime() {
     assert!(result_ttl > 0, "results expire too ({result_ttl})");
     w.stop().await.all_acknowledged();
 }
+
+/// Commands Redis has processed, scripts' inner calls included.
+async fn commands_processed(conn: &mut Conn) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Redis commands per order, as the benchmark counts them (one queue, concurrency 64). A guard
+/// that does not depend on the host's speed: a change that adds a command to every order
+/// fails it; one that removes commands lowers `BUDGET` (docs/performance.md has the history).
+#[tokio::test]
+async fn an_order_costs_no_more_redis_commands_than_its_budget() {
+    const ORDERS: usize = 2000;
+    const BUDGET: f64 = 21.5;
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    shop::inventory::set_stock(&conn, "A", 1_000_000)
+        .await
+        .unwrap();
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let msgs: Vec<TaskMessage> = (0..ORDERS)
+        .map(|i| {
+            let kwargs = json!({"order_id": format!("b-{i}"),
+                "customer": {"id": "c", "email": "c@example.com"},
+                "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
+            TaskMessage::new(
+                "process_order",
+                "celery",
+                kwargs.as_object().cloned().unwrap(),
+            )
+        })
+        .collect();
+    for chunk in msgs.chunks(500) {
+        broker.publish_many(chunk).await.unwrap();
+    }
+    let url = redis.url();
+    // Results are waited for on their pub/sub channel: one command, whatever the count.
+    let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
+    pubsub.psubscribe("celery-task-meta-*").await.unwrap();
+    let mut stored = pubsub.into_on_message();
+    let before = commands_processed(&mut conn).await;
+    // The confirmations go to a queue nobody consumes here: the orders alone are counted.
+    let extra = [
+        ("WORKER_CONCURRENCY", "64"),
+        ("TASK_ROUTES", "send_notification=confirmations"),
+    ];
+    let w = support::start_on(redis, &url, &extra).await;
+    let mut succeeded = 0;
+    while succeeded < ORDERS {
+        let msg = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut stored))
+            .await
+            .unwrap()
+            .unwrap();
+        let meta: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+        succeeded += usize::from(meta["status"] == "SUCCESS");
+    }
+    // The INFO that reads the count is counted too.
+    let ours = 1;
+    let per_order = (commands_processed(&mut conn).await - before - ours) as f64 / ORDERS as f64;
+    let confirmations: u64 = conn.llen("confirmations").await.unwrap();
+    assert_eq!(confirmations, ORDERS as u64, "every order ran");
+    println!("redis commands per order: {per_order:.2} (budget {BUDGET})");
+    assert!(
+        per_order <= BUDGET,
+        "{per_order:.2} commands per order, budget {BUDGET}"
+    );
+    w.stop().await.all_acknowledged();
+}
