@@ -1,0 +1,321 @@
+//! Signatures applied as Celery's worker applies them when it sends them on: a plain task as one
+//! message, a `celery.group` as its members (nested groups flattened into it), a `celery.chain`
+//! as its first step carrying the rest; within a bound on what one task may send
+//! ([`MAX_CANVAS`] messages, as many signatures carried in chains, [`MAX_DEPTH`] levels).
+
+use celery_redis::protocol::body::MAX_CANVAS;
+use celery_redis::protocol::{Message, Signature, TaskMessage};
+use celery_redis::result::ExceptionInfo;
+use celery_redis::routes::Routes;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::message::{from_signature, opt_str};
+
+/// The name Celery gives a group signature.
+pub const GROUP: &str = "celery.group";
+/// The name Celery gives a chain signature.
+pub const CHAIN: &str = "celery.chain";
+/// The name Celery gives a chord signature.
+pub const CHORD: &str = "celery.chord";
+/// How deep groups and chains may nest in what one task sends on.
+pub const MAX_DEPTH: usize = 16;
+
+/// Why what a task sends on was refused (nothing of it is sent).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("the canvas this task sends on expands to more than {MAX_CANVAS} messages")]
+    TooLarge,
+    #[error("the canvas this task sends on carries more than {MAX_CANVAS} chain steps in all")]
+    TooManyCarried,
+    #[error("the canvas this task sends on nests deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("a {0} signature is malformed: {1}")]
+    Malformed(&'static str, String),
+    #[error("a chord sent on as a callback, errback or chain step (or a group followed by another chain step, which Celery makes a chord) is not applied by the Rust worker")]
+    Chord,
+}
+
+impl Refused {
+    /// The exception stored for the task that sent it: `NotImplementedError` for a chord (as
+    /// for a chord's header member), `ValueError` for a canvas out of bounds or malformed.
+    pub fn exception(&self) -> ExceptionInfo {
+        let exc_type = match self {
+            Refused::Chord => "NotImplementedError",
+            _ => "ValueError",
+        };
+        ExceptionInfo::new("builtins", exc_type, self.to_string())
+    }
+}
+
+/// Where a signature is applied: the chain its message carries on (reversed, as sent), the
+/// group it is a member of and its index there, and how deep it is nested.
+#[derive(Default, Clone)]
+pub struct Place {
+    pub chain: Option<Vec<Signature>>,
+    pub group: Option<(String, i64)>,
+    pub depth: usize,
+}
+
+/// What applying one signature adds: its entry in the sender's `children` (what Celery's
+/// `add_trail` records) and its result as a group member, both as Celery's result tuples.
+pub struct Applied {
+    pub trail: Value,
+    pub result: Value,
+}
+
+/// Applies signatures sent by `parent`, collecting the messages.
+pub struct Applier<'a> {
+    parent: &'a Message,
+    routes: &'a Routes,
+    /// The messages to publish, in order.
+    pub out: Vec<TaskMessage>,
+    carried: usize,
+}
+
+fn tuple(id: &str) -> Value {
+    json!([[id, null], null])
+}
+
+/// The signatures in a group's or chain's `kwargs.tasks`.
+fn members(sig: &Signature, what: &'static str) -> Result<Vec<Signature>, Refused> {
+    match sig.kwargs.get("tasks") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => {
+            if list.len() > MAX_CANVAS {
+                return Err(Refused::TooLarge);
+            }
+            list.iter()
+                .map(|v| {
+                    serde_json::from_value(v.clone())
+                        .map_err(|e| Refused::Malformed(what, e.to_string()))
+                })
+                .collect()
+        }
+        Some(_) => Err(Refused::Malformed(
+            what,
+            "kwargs.tasks is not a list".into(),
+        )),
+    }
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(parent: &'a Message, routes: &'a Routes) -> Self {
+        Applier {
+            parent,
+            routes,
+            out: Vec::new(),
+            carried: 0,
+        }
+    }
+
+    /// Applies `sig` with the parent's result (or the failed task's id) `arg`; `None` when it
+    /// sends nothing that has a result (an empty chain).
+    pub fn apply(
+        &mut self,
+        sig: &Signature,
+        arg: Option<&Value>,
+        place: Place,
+    ) -> Result<Option<Applied>, Refused> {
+        if place.depth > MAX_DEPTH {
+            return Err(Refused::TooDeep);
+        }
+        match sig.task.as_str() {
+            GROUP => {
+                let id = opt_str(sig, "task_id").unwrap_or_else(|| Uuid::new_v4().to_string());
+                let tasks = members(sig, "group")?;
+                self.group(&id, &tasks, &sig.options, arg, place).map(Some)
+            }
+            CHAIN => self.chain(sig, arg, place),
+            CHORD => Err(Refused::Chord),
+            _ => self.plain(sig, arg, place).map(Some),
+        }
+    }
+
+    /// A group `id` of `tasks` (nested groups flattened into it, each member indexed within
+    /// its own list as Celery does), each member with the group's `queue`/`priority` options.
+    pub fn group(
+        &mut self,
+        id: &str,
+        tasks: &[Signature],
+        options: &Map<String, Value>,
+        arg: Option<&Value>,
+        place: Place,
+    ) -> Result<Applied, Refused> {
+        let mut results = Vec::new();
+        self.members(id, tasks, options, arg, &place, &mut results)?;
+        let t = json!([[id, null], results]);
+        Ok(Applied {
+            trail: t.clone(),
+            result: t,
+        })
+    }
+
+    fn members(
+        &mut self,
+        id: &str,
+        tasks: &[Signature],
+        options: &Map<String, Value>,
+        arg: Option<&Value>,
+        place: &Place,
+        results: &mut Vec<Value>,
+    ) -> Result<(), Refused> {
+        let depth = place.depth.saturating_add(1);
+        if depth > MAX_DEPTH {
+            return Err(Refused::TooDeep);
+        }
+        for (index, task) in tasks.iter().enumerate() {
+            if task.task == GROUP {
+                let nested = members(task, "group")?;
+                let inner = Place {
+                    depth,
+                    ..place.clone()
+                };
+                self.members(id, &nested, options, arg, &inner, results)?;
+                continue;
+            }
+            let mut member = task.clone();
+            for key in ["queue", "priority"] {
+                if let Some(v) = options.get(key) {
+                    member.options.insert(key.to_owned(), v.clone());
+                }
+            }
+            let at = Place {
+                chain: place.chain.clone(),
+                group: Some((id.to_owned(), i64::try_from(index).unwrap_or(i64::MAX))),
+                depth,
+            };
+            if let Some(applied) = self.apply(&member, arg, at)? {
+                results.push(applied.result);
+            }
+        }
+        Ok(())
+    }
+
+    /// A chain: its first step sent with the rest (nested chains spliced) in its `chain`, after
+    /// what `place` already carries; in a group, its last step names the group.
+    fn chain(
+        &mut self,
+        sig: &Signature,
+        arg: Option<&Value>,
+        place: Place,
+    ) -> Result<Option<Applied>, Refused> {
+        let mut steps = Vec::new();
+        self.splice(sig, &mut steps, place.depth)?;
+        let Some(last) = steps.len().checked_sub(1) else {
+            return Ok(None);
+        };
+        // Celery makes `group | next` a chord before sending the chain.
+        if steps.iter().take(last).any(|s| s.task == GROUP) {
+            return Err(Refused::Chord);
+        }
+        // Frozen as Celery freezes a chain: every step gets its id now.
+        for step in steps.iter_mut().skip(1) {
+            if step.task != GROUP && !step.options.contains_key("task_id") {
+                let id = Uuid::new_v4().to_string();
+                step.options.insert("task_id".into(), Value::String(id));
+            }
+        }
+        let mut first_group = None;
+        if let Some((gid, index)) = place.group {
+            match steps.get_mut(last) {
+                Some(step) if last > 0 => {
+                    step.options.insert("group_id".into(), Value::String(gid));
+                    step.options
+                        .insert("group_index".into(), Value::from(index));
+                }
+                _ => first_group = Some((gid, index)),
+            }
+        }
+        let last_result = steps
+            .get(last)
+            .filter(|s| last > 0 && s.task != GROUP)
+            .and_then(|s| opt_str(s, "task_id"))
+            .map(|id| tuple(&id));
+        let mut rest = steps.split_off(1);
+        let Some(mut first) = steps.pop() else {
+            return Ok(None);
+        };
+        if !first.immutable && !sig.args.is_empty() {
+            first.args = sig.args.iter().chain(&first.args).cloned().collect();
+        }
+        rest.reverse();
+        let mut carried = place.chain.unwrap_or_default();
+        carried.extend(rest);
+        let at = Place {
+            chain: Some(carried),
+            group: first_group,
+            depth: place.depth.saturating_add(1),
+        };
+        let arg = if sig.immutable { None } else { arg };
+        let applied = self.apply(&first, arg, at)?;
+        Ok(applied.map(|a| Applied {
+            result: last_result.unwrap_or_else(|| a.result.clone()),
+            trail: a.trail,
+        }))
+    }
+
+    fn splice(
+        &self,
+        sig: &Signature,
+        steps: &mut Vec<Signature>,
+        depth: usize,
+    ) -> Result<(), Refused> {
+        if depth > MAX_DEPTH {
+            return Err(Refused::TooDeep);
+        }
+        for step in members(sig, "chain")? {
+            if step.task == CHAIN {
+                self.splice(&step, steps, depth.saturating_add(1))?;
+            } else {
+                steps.push(step);
+            }
+            if steps.len() > MAX_CANVAS {
+                return Err(Refused::TooManyCarried);
+            }
+        }
+        Ok(())
+    }
+
+    fn plain(
+        &mut self,
+        sig: &Signature,
+        arg: Option<&Value>,
+        place: Place,
+    ) -> Result<Applied, Refused> {
+        if self.out.len() >= MAX_CANVAS {
+            return Err(Refused::TooLarge);
+        }
+        let mut m = from_signature(self.parent, sig, arg, self.routes);
+        if let Some(chain) = place.chain {
+            self.carried = self.carried.saturating_add(chain.len());
+            if self.carried > MAX_CANVAS {
+                return Err(Refused::TooManyCarried);
+            }
+            m.body.embed.chain = Some(chain);
+        }
+        if let Some((gid, index)) = place.group {
+            m.group = Some(gid);
+            m.group_index = Some(index);
+        }
+        // Its own callbacks and errbacks travel with it, as `apply_async(link=...)` sends them.
+        for (key, list) in [
+            ("link", &mut m.body.embed.callbacks),
+            ("link_error", &mut m.body.embed.errbacks),
+        ] {
+            let sigs = match sig.options.get(key) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(l)) if l.len() > MAX_CANVAS => return Err(Refused::TooLarge),
+                Some(v @ Value::Array(_)) => serde_json::from_value(v.clone()),
+                Some(v) => serde_json::from_value(v.clone()).map(|s| vec![s]),
+            };
+            *list = Some(sigs.map_err(|e| Refused::Malformed("link", e.to_string()))?);
+        }
+        let t = tuple(&m.id);
+        self.out.push(m);
+        Ok(Applied {
+            trail: t.clone(),
+            result: t,
+        })
+    }
+}
