@@ -316,9 +316,10 @@ async fn python_canvas_links_chains_and_groups_run_on_the_rust_worker() {
     assert_eq!(members[1]["order_id"], "py-g2");
 }
 
-/// Groups and chains met as a step of a task the Rust worker ran (a chain's next step, a `link`,
-/// a `link_error`) are applied as Celery's worker applies them: their members run on a Python
-/// worker (queue `py`, the `echo` task) and the client's `GroupResult`/`AsyncResult` find them.
+/// Groups, chains and chords met as a step of a task the Rust worker ran (a chain's next step, a
+/// `link`, a `link_error`) are applied as Celery's worker applies them: their members run on a
+/// Python worker (queue `py`, the `echo` task; its join sends a chord's body) and the client's
+/// `GroupResult`/`AsyncResult` find them.
 #[tokio::test]
 #[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
 async fn python_groups_and_chains_as_steps_of_a_rust_task_run_as_celery_runs_them() {
@@ -369,6 +370,11 @@ async fn python_groups_and_chains_as_steps_of_a_rust_task_run_as_celery_runs_the
     assert_eq!(children[0][1], r["link_group_ids"], "{r}");
     let first = &r["link_chain"]["ok"]["args"][0];
     assert_eq!(first["args"][0]["order_id"], "py-link-chain", "{r}");
+    // The chord: the last step got the body's result, the list of the header's results.
+    let body = &r["chord"]["ok"]["args"][0];
+    let header = &body["args"][0];
+    assert_eq!(header[0]["args"][0]["order_id"], "py-chord", "{r}");
+    assert_eq!(header[1]["args"][1], "two", "{r}");
     assert_eq!(r["errback_parent"]["error"], "ValueError");
     for errback in r["errback_group"].as_array().unwrap() {
         assert_eq!(

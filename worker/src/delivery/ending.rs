@@ -109,7 +109,32 @@ pub async fn succeed(
     meta.children = Some(Value::Array(children));
     let mut publish = output.children;
     publish.extend(sent.messages);
+    set_chord_sizes(ctx, &sent.chord_sizes).await?;
     end(ctx, msg, meta, ack, &publish).await
+}
+
+/// Celery's `set_chord_size` for each chord whose header the task sends, before the header is
+/// published: `.s` holds the size for the join (with the results' lifetime), a `.c` claim left
+/// by an earlier run of the same chord is dropped.
+async fn set_chord_sizes(ctx: &Context, sizes: &[(String, u64)]) -> Result<(), ExecuteError> {
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    let ttl = ctx.results.expires_secs();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (group_id, size) in sizes {
+        let group = format!("celery-taskset-meta-{group_id}");
+        pipe.del(format!("{group}.c")).ignore();
+        match ttl {
+            0 => pipe.set(format!("{group}.s"), size).ignore(),
+            _ => pipe.set_ex(format!("{group}.s"), size, ttl).ignore(),
+        };
+    }
+    let () = pipe
+        .query_async(&mut ctx.results.connection().clone())
+        .await?;
+    Ok(())
 }
 
 /// Publishes the errbacks, then stores FAILURE (errbacks out of bounds are not sent: logged).

@@ -196,6 +196,11 @@ def canvas_steps():
         link_error=group(echo.s().set(queue="py", task_id=ids[0]), echo.s().set(queue="py", task_id=ids[1])))
     report["errback_parent"] = {"id": failing.id, **outcome(failing)}
     report["errback_group"] = [by_id(i) for i in ids]
+    # chain(task, group, task, task): Celery's client makes `group | task` a chord, the Rust task's
+    # next step. The header runs on Python, whose join sends the body and the rest after it.
+    res = chain(process_order.s(**order("py-chord")), group(py.clone(), echo.s("two").set(queue="py")),
+                py.clone(), py.clone()).apply_async()
+    report["chord"] = by_id(res.id)
     return report
 
 

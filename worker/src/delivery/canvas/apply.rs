@@ -1,16 +1,16 @@
 //! Signatures applied as Celery's worker applies them when it sends them on: a plain task as one
 //! message, a `celery.group` as its members (nested groups flattened into it), a `celery.chain`
-//! as its first step carrying the rest; within a bound on what one task may send
+//! as its first step carrying the rest, a `celery.chord` as its header ([`super::chord`]); within a bound on what one task may send
 //! ([`MAX_CANVAS`] messages, as many signatures carried in chains, [`MAX_DEPTH`] levels).
 
 use celery_redis::protocol::body::MAX_CANVAS;
 use celery_redis::protocol::{Message, Signature, TaskMessage};
-use celery_redis::result::ExceptionInfo;
 use celery_redis::routes::Routes;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::message::{from_signature, opt_str};
+pub use super::refused::Refused;
 
 /// The name Celery gives a group signature.
 pub const GROUP: &str = "celery.group";
@@ -18,42 +18,15 @@ pub const GROUP: &str = "celery.group";
 pub const CHAIN: &str = "celery.chain";
 /// The name Celery gives a chord signature.
 pub const CHORD: &str = "celery.chord";
-/// How deep groups and chains may nest in what one task sends on.
-pub const MAX_DEPTH: usize = 16;
-
-/// Why what a task sends on was refused (nothing of it is sent).
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error("the canvas this task sends on expands to more than {MAX_CANVAS} messages")]
-    TooLarge,
-    #[error("the canvas this task sends on carries more than {MAX_CANVAS} chain steps in all")]
-    TooManyCarried,
-    #[error("the canvas this task sends on nests deeper than {MAX_DEPTH} levels")]
-    TooDeep,
-    #[error("a {0} signature is malformed: {1}")]
-    Malformed(&'static str, String),
-    #[error("a chord sent on as a callback, errback or chain step (or a group followed by another chain step, which Celery makes a chord) is not applied by the Rust worker")]
-    Chord,
-}
-
-impl Refused {
-    /// The exception stored for the task that sent it: `NotImplementedError` for a chord (as
-    /// for a chord's header member), `ValueError` for a canvas out of bounds or malformed.
-    pub fn exception(&self) -> ExceptionInfo {
-        let exc_type = match self {
-            Refused::Chord => "NotImplementedError",
-            _ => "ValueError",
-        };
-        ExceptionInfo::new("builtins", exc_type, self.to_string())
-    }
-}
-
+pub use super::refused::MAX_DEPTH;
 /// Where a signature is applied: the chain its message carries on (reversed, as sent), the
-/// group it is a member of and its index there, and how deep it is nested.
+/// group it is a member of and its index there, the body of the chord whose header it is in,
+/// and how deep it is nested.
 #[derive(Default, Clone)]
 pub struct Place {
     pub chain: Option<Vec<Signature>>,
     pub group: Option<(String, i64)>,
+    pub chord: Option<Value>,
     pub depth: usize,
 }
 
@@ -66,11 +39,36 @@ pub struct Applied {
 
 /// Applies signatures sent by `parent`, collecting the messages.
 pub struct Applier<'a> {
-    parent: &'a Message,
+    pub(super) parent: &'a Message,
     routes: &'a Routes,
     /// The messages to publish, in order.
     pub out: Vec<TaskMessage>,
-    carried: usize,
+    /// The chords whose header was sent: group id and size (Celery's `.s` key).
+    pub chord_sizes: Vec<(String, u64)>,
+    pub(super) carried: usize,
+}
+
+/// `header | body` as the chord signature Celery makes of a group followed by a chain step.
+fn chord_of(header: Signature, body: Signature) -> Signature {
+    let mut kwargs = Map::new();
+    kwargs.insert(
+        "header".into(),
+        serde_json::to_value(header).unwrap_or_default(),
+    );
+    kwargs.insert(
+        "body".into(),
+        serde_json::to_value(body).unwrap_or_default(),
+    );
+    kwargs.insert("kwargs".into(), Value::Object(Map::new()));
+    Signature {
+        task: CHORD.into(),
+        args: Vec::new(),
+        kwargs,
+        options: Map::new(),
+        subtask_type: Some("chord".into()),
+        immutable: false,
+        extra: Map::new(),
+    }
 }
 
 fn tuple(id: &str) -> Value {
@@ -78,7 +76,7 @@ fn tuple(id: &str) -> Value {
 }
 
 /// The signatures in a group's or chain's `kwargs.tasks`.
-fn members(sig: &Signature, what: &'static str) -> Result<Vec<Signature>, Refused> {
+pub fn members(sig: &Signature, what: &'static str) -> Result<Vec<Signature>, Refused> {
     match sig.kwargs.get("tasks") {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(list)) => {
@@ -105,6 +103,7 @@ impl<'a> Applier<'a> {
             parent,
             routes,
             out: Vec::new(),
+            chord_sizes: Vec::new(),
             carried: 0,
         }
     }
@@ -127,7 +126,7 @@ impl<'a> Applier<'a> {
                 self.group(&id, &tasks, &sig.options, arg, place).map(Some)
             }
             CHAIN => self.chain(sig, arg, place),
-            CHORD => Err(Refused::Chord),
+            CHORD => self.chord(sig, arg, place),
             _ => self.plain(sig, arg, place).map(Some),
         }
     }
@@ -181,9 +180,9 @@ impl<'a> Applier<'a> {
                 }
             }
             let at = Place {
-                chain: place.chain.clone(),
                 group: Some((id.to_owned(), i64::try_from(index).unwrap_or(i64::MAX))),
                 depth,
+                ..place.clone()
             };
             if let Some(applied) = self.apply(&member, arg, at)? {
                 results.push(applied.result);
@@ -193,7 +192,7 @@ impl<'a> Applier<'a> {
     }
 
     /// A chain: its first step sent with the rest (nested chains spliced) in its `chain`, after
-    /// what `place` already carries; in a group, its last step names the group.
+    /// what `place` already carries; in a group (or chord header), its last step names it.
     fn chain(
         &mut self,
         sig: &Signature,
@@ -205,10 +204,18 @@ impl<'a> Applier<'a> {
         let Some(last) = steps.len().checked_sub(1) else {
             return Ok(None);
         };
-        // Celery makes `group | next` a chord before sending the chain.
-        if steps.iter().take(last).any(|s| s.task == GROUP) {
-            return Err(Refused::Chord);
+        // Celery makes `group | next` a chord before sending the chain (from the end).
+        for i in (0..last).rev() {
+            let next = i.saturating_add(1);
+            if next < steps.len() && steps.get(i).is_some_and(|s| s.task == GROUP) {
+                let body = steps.remove(next);
+                let header = steps.remove(i);
+                steps.insert(i, chord_of(header, body));
+            }
         }
+        let Some(last) = steps.len().checked_sub(1) else {
+            return Ok(None);
+        };
         // Frozen as Celery freezes a chain: every step gets its id now.
         for step in steps.iter_mut().skip(1) {
             if step.task != GROUP && !step.options.contains_key("task_id") {
@@ -216,16 +223,19 @@ impl<'a> Applier<'a> {
                 step.options.insert("task_id".into(), Value::String(id));
             }
         }
-        let mut first_group = None;
-        if let Some((gid, index)) = place.group {
-            match steps.get_mut(last) {
-                Some(step) if last > 0 => {
+        let (mut first_group, mut first_chord) = (None, None);
+        match steps.get_mut(last) {
+            Some(step) if last > 0 => {
+                if let Some((gid, index)) = place.group {
                     step.options.insert("group_id".into(), Value::String(gid));
                     step.options
                         .insert("group_index".into(), Value::from(index));
                 }
-                _ => first_group = Some((gid, index)),
+                if let Some(body) = place.chord {
+                    step.options.insert("chord".into(), body);
+                }
             }
+            _ => (first_group, first_chord) = (place.group, place.chord),
         }
         let last_result = steps
             .get(last)
@@ -245,6 +255,7 @@ impl<'a> Applier<'a> {
         let at = Place {
             chain: Some(carried),
             group: first_group,
+            chord: first_chord,
             depth: place.depth.saturating_add(1),
         };
         let arg = if sig.immutable { None } else { arg };
@@ -298,6 +309,8 @@ impl<'a> Applier<'a> {
             m.group = Some(gid);
             m.group_index = Some(index);
         }
+        // In a chord's header (here or frozen into it): the body travels with it.
+        m.body.embed.chord = place.chord.or_else(|| sig.options.get("chord").cloned());
         // Its own callbacks and errbacks travel with it, as `apply_async(link=...)` sends them.
         for (key, list) in [
             ("link", &mut m.body.embed.callbacks),

@@ -3,10 +3,13 @@
 //! group or a chain ([`apply`]); each message, like a task's own children, continues the
 //! running task's W3C trace ([`traced`]).
 //! - [`message`] — one plain signature as one message;
-//! - [`apply`] — groups and chains applied, within bounds.
+//! - [`apply`] — groups and chains applied, within bounds ([`refused`] beyond);
+//! - [`chord`] — a chord's header sent with its body, its size for the join.
 
 pub mod apply;
+pub mod chord;
 pub mod message;
+pub mod refused;
 
 use celery_redis::protocol::{Message, TaskMessage};
 use celery_redis::routes::Routes;
@@ -16,10 +19,12 @@ use uuid::Uuid;
 use apply::{Applier, Place, Refused, GROUP};
 pub use message::traced;
 
-/// What a task sends on: the messages, and what its SUCCESS lists in `children` for them.
+/// What a task sends on: the messages, what its SUCCESS lists in `children` for them, and the
+/// size of each chord whose header it sends (group id, size), for Celery's `.s` key.
 pub struct Sent {
     pub messages: Vec<TaskMessage>,
     pub children: Vec<Value>,
+    pub chord_sizes: Vec<(String, u64)>,
 }
 
 /// What to publish after `msg` succeeded with `result`: as Celery's worker, one callback is
@@ -66,11 +71,13 @@ pub fn on_success(msg: &Message, result: &Value, routes: &Routes) -> Result<Sent
     Ok(Sent {
         messages: a.out,
         children,
+        chord_sizes: a.chord_sizes,
     })
 }
 
 /// Errbacks to publish after `msg` failed: as Celery's result backend, all in one new group
-/// (a group errback flattened into it), each with the failed task's id first.
+/// (a group errback flattened into it), each with the failed task's id first (a chord among
+/// them is refused, as in any group).
 pub fn on_failure(msg: &Message, routes: &Routes) -> Result<Vec<TaskMessage>, Refused> {
     let errbacks = msg.body.embed.errbacks.as_deref().unwrap_or_default();
     let mut a = Applier::new(msg, routes);

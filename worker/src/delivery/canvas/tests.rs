@@ -199,19 +199,108 @@ fn several_callbacks_are_one_group_and_each_group_callback_its_own() {
     );
 }
 
+fn chord(header: Value, body: Value, id: Option<&str>) -> Value {
+    let options = id.map_or(json!({}), |id| json!({"task_id": id}));
+    json!({"task": "celery.chord", "args": [], "options": options, "subtask_type": "chord",
+           "kwargs": {"header": header, "body": body, "kwargs": {}}, "immutable": false})
+}
+
 #[test]
-fn a_chord_met_as_a_step_is_refused_clearly_and_nothing_named_celery_is_sent() {
-    let chord = json!({"task": "celery.chord", "args": [], "options": {},
-        "kwargs": {"header": group(None, vec![echo("h")]), "body": echo("b"), "kwargs": {}}});
-    let msg = parent(json!({"chain": [chord]}));
-    let refused = on_success(&msg, &json!(1), &routes()).err().unwrap();
-    assert_eq!(refused.exception().exc_type, "NotImplementedError");
-    // `group | step` in a chain is a chord to Celery: refused the same way.
-    let link = chain(vec![group(None, vec![echo("a")]), echo("b")]);
+fn a_chord_as_the_next_chain_step_sends_its_header_carrying_the_body() {
+    let step = chord(
+        group(Some("g"), vec![echo("h-0"), echo("h-1")]),
+        echo("b"),
+        Some("g"),
+    );
+    let msg = parent(json!({"chain": [echo("after"), step]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    let ids: Vec<_> = sent.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["h-0", "h-1"],
+        "the header only: the body waits for the join"
+    );
+    for (i, m) in sent.messages.iter().enumerate() {
+        assert_eq!(
+            (m.group.as_deref(), m.group_index),
+            (Some("g"), Some(i as i64))
+        );
+        assert_eq!(m.body.args, [json!(1)]);
+        assert_eq!(
+            m.body.embed.chain, None,
+            "the rest goes with the body, not the header"
+        );
+        let body = m.body.embed.chord.as_ref().unwrap();
+        assert_eq!(body["task"], "echo");
+        assert_eq!(body["options"]["task_id"], "b");
+        assert_eq!(
+            body["options"]["group_id"], "g",
+            "as Celery freezes the body"
+        );
+        assert_eq!(body["options"]["root_id"], "root");
+        assert_eq!(body["options"]["chain"][0]["options"]["task_id"], "after");
+    }
+    assert_eq!(sent.chord_sizes, [("g".to_owned(), 2)]);
+    assert_eq!(
+        sent.children,
+        [json!([
+            ["g", null],
+            [[["h-0", null], null], [["h-1", null], null]]
+        ])]
+    );
+}
+
+#[test]
+fn a_group_then_a_step_in_a_linked_chain_is_the_chord_celery_makes_of_it() {
+    let link = chain(vec![
+        group(
+            Some("g"),
+            vec![echo("a"), chain(vec![echo("c0"), echo("c1")])],
+        ),
+        echo("b"),
+    ]);
     let msg = parent(json!({"callbacks": [link]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    let ids: Vec<_> = sent.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["a", "c0"]);
+    assert_eq!(
+        sent.chord_sizes,
+        [("g".to_owned(), 2)],
+        "a chain member counts once"
+    );
+    assert_eq!(
+        sent.messages[0].body.embed.chord.as_ref().unwrap()["options"]["task_id"],
+        "b"
+    );
+    // The chain member: its last step names the group and carries the body.
+    let c1 = &sent.messages[1].body.embed.chain.as_ref().unwrap()[0];
+    assert_eq!(c1.options["group_id"], "g");
+    assert_eq!(c1.options["chord"]["options"]["task_id"], "b");
+    assert_eq!(sent.messages[1].body.embed.chord, None);
+}
+
+#[test]
+fn a_chord_with_an_empty_header_sends_its_body_at_once() {
+    let step = chord(group(None, vec![]), echo("b"), None);
+    let msg = parent(json!({"chain": [step]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    assert_eq!(names(&sent.messages), ["echo"]);
+    assert_eq!(sent.messages[0].body.args, [json!([])]);
+    assert!(sent.chord_sizes.is_empty());
+}
+
+#[test]
+fn a_chord_inside_a_group_is_refused_clearly_and_nothing_named_celery_is_sent() {
+    let inner = chord(group(None, vec![echo("h")]), echo("b"), None);
+    let msg = parent(json!({"chain": [group(None, vec![inner, echo("x")])]}));
+    let refused = on_success(&msg, &json!(1), &routes()).err().unwrap();
+    assert!(matches!(refused, apply::Refused::Chord));
+    assert_eq!(refused.exception().exc_type, "NotImplementedError");
+    let bad = chord(json!("nope"), echo("b"), None);
+    let msg = parent(json!({"callbacks": [bad]}));
     assert!(matches!(
         on_success(&msg, &json!(1), &routes()),
-        Err(apply::Refused::Chord)
+        Err(apply::Refused::Malformed(..))
     ));
 }
 
