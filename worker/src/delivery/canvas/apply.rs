@@ -1,6 +1,7 @@
 //! Signatures applied as Celery's worker applies them when it sends them on: a plain task as one
 //! message, a `celery.group` as its members (nested groups flattened into it), a `celery.chain`
-//! as its first step carrying the rest, a `celery.chord` as its header ([`super::chord`]); within a bound on what one task may send
+//! as its first step carrying the rest ([`super::chain`]), a `celery.chord` as its header
+//! ([`super::chord`]); within a bound on what one task may send
 //! ([`MAX_CANVAS`] messages, as many signatures carried in chains, [`MAX_DEPTH`] levels).
 
 use celery_redis::protocol::body::MAX_CANVAS;
@@ -48,30 +49,7 @@ pub struct Applier<'a> {
     pub(super) carried: usize,
 }
 
-/// `header | body` as the chord signature Celery makes of a group followed by a chain step.
-fn chord_of(header: Signature, body: Signature) -> Signature {
-    let mut kwargs = Map::new();
-    kwargs.insert(
-        "header".into(),
-        serde_json::to_value(header).unwrap_or_default(),
-    );
-    kwargs.insert(
-        "body".into(),
-        serde_json::to_value(body).unwrap_or_default(),
-    );
-    kwargs.insert("kwargs".into(), Value::Object(Map::new()));
-    Signature {
-        task: CHORD.into(),
-        args: Vec::new(),
-        kwargs,
-        options: Map::new(),
-        subtask_type: Some("chord".into()),
-        immutable: false,
-        extra: Map::new(),
-    }
-}
-
-fn tuple(id: &str) -> Value {
+pub fn tuple(id: &str) -> Value {
     json!([[id, null], null])
 }
 
@@ -191,103 +169,6 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// A chain: its first step sent with the rest (nested chains spliced) in its `chain`, after
-    /// what `place` already carries; in a group (or chord header), its last step names it.
-    fn chain(
-        &mut self,
-        sig: &Signature,
-        arg: Option<&Value>,
-        place: Place,
-    ) -> Result<Option<Applied>, Refused> {
-        let mut steps = Vec::new();
-        self.splice(sig, &mut steps, place.depth)?;
-        let Some(last) = steps.len().checked_sub(1) else {
-            return Ok(None);
-        };
-        // Celery makes `group | next` a chord before sending the chain (from the end).
-        for i in (0..last).rev() {
-            let next = i.saturating_add(1);
-            if next < steps.len() && steps.get(i).is_some_and(|s| s.task == GROUP) {
-                let body = steps.remove(next);
-                let header = steps.remove(i);
-                steps.insert(i, chord_of(header, body));
-            }
-        }
-        let Some(last) = steps.len().checked_sub(1) else {
-            return Ok(None);
-        };
-        // Frozen as Celery freezes a chain: every step gets its id now.
-        for step in steps.iter_mut().skip(1) {
-            if step.task != GROUP && !step.options.contains_key("task_id") {
-                let id = Uuid::new_v4().to_string();
-                step.options.insert("task_id".into(), Value::String(id));
-            }
-        }
-        let (mut first_group, mut first_chord) = (None, None);
-        match steps.get_mut(last) {
-            Some(step) if last > 0 => {
-                if let Some((gid, index)) = place.group {
-                    step.options.insert("group_id".into(), Value::String(gid));
-                    step.options
-                        .insert("group_index".into(), Value::from(index));
-                }
-                if let Some(body) = place.chord {
-                    step.options.insert("chord".into(), body);
-                }
-            }
-            _ => (first_group, first_chord) = (place.group, place.chord),
-        }
-        let last_result = steps
-            .get(last)
-            .filter(|s| last > 0 && s.task != GROUP)
-            .and_then(|s| opt_str(s, "task_id"))
-            .map(|id| tuple(&id));
-        let mut rest = steps.split_off(1);
-        let Some(mut first) = steps.pop() else {
-            return Ok(None);
-        };
-        if !first.immutable && !sig.args.is_empty() {
-            first.args = sig.args.iter().chain(&first.args).cloned().collect();
-        }
-        rest.reverse();
-        let mut carried = place.chain.unwrap_or_default();
-        carried.extend(rest);
-        let at = Place {
-            chain: Some(carried),
-            group: first_group,
-            chord: first_chord,
-            depth: place.depth.saturating_add(1),
-        };
-        let arg = if sig.immutable { None } else { arg };
-        let applied = self.apply(&first, arg, at)?;
-        Ok(applied.map(|a| Applied {
-            result: last_result.unwrap_or_else(|| a.result.clone()),
-            trail: a.trail,
-        }))
-    }
-
-    fn splice(
-        &self,
-        sig: &Signature,
-        steps: &mut Vec<Signature>,
-        depth: usize,
-    ) -> Result<(), Refused> {
-        if depth > MAX_DEPTH {
-            return Err(Refused::TooDeep);
-        }
-        for step in members(sig, "chain")? {
-            if step.task == CHAIN {
-                self.splice(&step, steps, depth.saturating_add(1))?;
-            } else {
-                steps.push(step);
-            }
-            if steps.len() > MAX_CANVAS {
-                return Err(Refused::TooManyCarried);
-            }
-        }
-        Ok(())
-    }
-
     fn plain(
         &mut self,
         sig: &Signature,
@@ -298,7 +179,17 @@ impl<'a> Applier<'a> {
             return Err(Refused::TooLarge);
         }
         let mut m = from_signature(self.parent, sig, arg, self.routes);
-        if let Some(chain) = place.chain {
+        // The chain it carries on: where it is applied, else its own `chain` option (a chord's
+        // body carries the rest of its chain there).
+        let own = match sig.options.get("chain") {
+            Some(Value::Array(l)) if l.len() > MAX_CANVAS => return Err(Refused::TooManyCarried),
+            Some(v @ Value::Array(_)) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| Refused::Malformed("chain", e.to_string()))?,
+            ),
+            _ => None,
+        };
+        if let Some(chain) = place.chain.or(own) {
             self.carried = self.carried.saturating_add(chain.len());
             if self.carried > MAX_CANVAS {
                 return Err(Refused::TooManyCarried);

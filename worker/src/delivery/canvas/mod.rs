@@ -3,10 +3,12 @@
 //! group or a chain ([`apply`]); each message, like a task's own children, continues the
 //! running task's W3C trace ([`traced`]).
 //! - [`message`] — one plain signature as one message;
-//! - [`apply`] — groups and chains applied, within bounds ([`refused`] beyond);
+//! - [`apply`] — groups applied, within bounds ([`refused`] beyond);
+//! - [`chain`] — a chain's first step carrying the rest;
 //! - [`chord`] — a chord's header sent with its body, its size for the join.
 
 pub mod apply;
+pub mod chain;
 pub mod chord;
 pub mod message;
 pub mod refused;

@@ -373,3 +373,42 @@ fn a_plain_step_keeps_its_own_links_and_frozen_group() {
     assert_eq!(m.body.embed.errbacks.as_ref().unwrap()[0].task, "echo");
     assert_eq!((m.group.as_deref(), m.group_index), (Some("g"), Some(3)));
 }
+
+#[test]
+fn a_chains_own_options_go_where_celery_puts_them() {
+    let mut link = chain(vec![echo("a"), echo("b"), echo("c")]);
+    link["options"] = json!({"queue": "q1", "link": echo("done"), "link_error": [echo("eb")]});
+    let msg = parent(json!({"callbacks": [link]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    let first = &sent.messages[0];
+    assert_eq!(
+        first.queue, "q1",
+        "the chain's queue goes to its first step"
+    );
+    assert_eq!(
+        first.body.embed.errbacks.as_ref().unwrap()[0].options["task_id"],
+        "eb"
+    );
+    assert_eq!(first.body.embed.callbacks, None);
+    let rest = first.body.embed.chain.as_ref().unwrap();
+    let (c, b) = (&rest[0], &rest[1]);
+    assert_eq!(
+        c.options["link"][0]["options"]["task_id"], "done",
+        "link: the last step"
+    );
+    assert!(b.options.get("link").is_none());
+    assert_eq!(
+        b.options["link_error"][0]["options"]["task_id"], "eb",
+        "link_error: each"
+    );
+}
+
+#[test]
+fn a_step_carrying_its_own_chain_option_sends_it_on() {
+    let mut body = echo("body");
+    body["options"]["chain"] = json!([echo("after")]);
+    let msg = parent(json!({"callbacks": [body]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    let carried = sent.messages[0].body.embed.chain.as_ref().unwrap();
+    assert_eq!(carried[0].options["task_id"], "after");
+}
