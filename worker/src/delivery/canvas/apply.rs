@@ -49,6 +49,17 @@ pub struct Applier<'a> {
     pub(super) carried: usize,
 }
 
+/// What `sig` is to Celery: its `subtask_type` (which Celery's `signature()` dispatches on) as
+/// [`GROUP`], [`CHAIN`] or [`CHORD`], else its task's name.
+pub fn kind(sig: &Signature) -> &str {
+    match sig.subtask_type.as_deref() {
+        Some("group") => GROUP,
+        Some("chain") => CHAIN,
+        Some("chord") => CHORD,
+        _ => &sig.task,
+    }
+}
+
 pub fn tuple(id: &str) -> Value {
     json!([[id, null], null])
 }
@@ -97,7 +108,7 @@ impl<'a> Applier<'a> {
         if place.depth > MAX_DEPTH {
             return Err(Refused::TooDeep);
         }
-        match sig.task.as_str() {
+        match kind(sig) {
             GROUP => {
                 let id = opt_str(sig, "task_id").unwrap_or_else(|| Uuid::new_v4().to_string());
                 let tasks = members(sig, "group")?;
@@ -142,7 +153,7 @@ impl<'a> Applier<'a> {
             return Err(Refused::TooDeep);
         }
         for (index, task) in tasks.iter().enumerate() {
-            if task.task == GROUP {
+            if kind(task) == GROUP {
                 let nested = members(task, "group")?;
                 let inner = Place {
                     depth,

@@ -5,10 +5,10 @@
 
 use celery_redis::protocol::body::MAX_CANVAS;
 use celery_redis::protocol::Signature;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::apply::{members, tuple, Applied, Applier, Place, CHAIN, CHORD, GROUP};
+use super::apply::{kind, members, Applied, Applier, Place, CHAIN, CHORD, GROUP};
 use super::message::opt_str;
 use super::refused::{Refused, MAX_DEPTH};
 
@@ -98,7 +98,7 @@ impl Applier<'_> {
         // Celery makes `group | next` a chord before sending the chain (from the end).
         for i in (0..last).rev() {
             let next = i.saturating_add(1);
-            if next < steps.len() && steps.get(i).is_some_and(|s| s.task == GROUP) {
+            if next < steps.len() && steps.get(i).is_some_and(|s| kind(s) == GROUP) {
                 let body = steps.remove(next);
                 let header = steps.remove(i);
                 steps.insert(i, chord_of(header, body));
@@ -107,13 +107,20 @@ impl Applier<'_> {
         let Some(last) = steps.len().checked_sub(1) else {
             return Ok(None);
         };
-        // Frozen as Celery freezes a chain: every step gets its id now.
-        for step in steps.iter_mut().skip(1) {
-            if step.task != GROUP && !step.options.contains_key("task_id") {
+        // Frozen as Celery freezes a chain: every task gets its id now (a group or chord gets
+        // its ids when it is applied).
+        let plain = |s: &Signature| ![GROUP, CHORD].contains(&kind(s));
+        for step in steps.iter_mut().filter(|s| plain(s)) {
+            if !step.options.contains_key("task_id") {
                 let id = Uuid::new_v4().to_string();
                 step.options.insert("task_id".into(), Value::String(id));
             }
         }
+        // The chain's result, as Celery's: its last task, the steps before as its parents.
+        let nested = steps.iter().try_fold(Value::Null, |parent, step| {
+            let id = opt_str(step, "task_id").filter(|_| plain(step))?;
+            Some(json!([[id, parent], null]))
+        });
         own_options(sig, &mut steps)?;
         let (mut first_group, mut first_chord) = (None, None);
         match steps.get_mut(last) {
@@ -129,11 +136,6 @@ impl Applier<'_> {
             }
             _ => (first_group, first_chord) = (place.group, place.chord),
         }
-        let last_result = steps
-            .get(last)
-            .filter(|s| last > 0 && s.task != GROUP)
-            .and_then(|s| opt_str(s, "task_id"))
-            .map(|id| tuple(&id));
         let mut rest = steps.split_off(1);
         let Some(mut first) = steps.pop() else {
             return Ok(None);
@@ -153,7 +155,7 @@ impl Applier<'_> {
         let arg = if sig.immutable { None } else { arg };
         let applied = self.apply(&first, arg, at)?;
         Ok(applied.map(|a| Applied {
-            result: last_result.unwrap_or_else(|| a.result.clone()),
+            result: nested.unwrap_or_else(|| a.result.clone()),
             trail: a.trail,
         }))
     }
@@ -168,7 +170,7 @@ impl Applier<'_> {
             return Err(Refused::TooDeep);
         }
         for step in members(sig, "chain")? {
-            if step.task == CHAIN {
+            if kind(&step) == CHAIN {
                 self.splice(&step, steps, depth.saturating_add(1))?;
             } else {
                 steps.push(step);

@@ -8,7 +8,7 @@ use celery_redis::protocol::Signature;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::apply::{members, Applied, Applier, Place, CHAIN, CHORD, GROUP};
+use super::apply::{kind, members, Applied, Applier, Place, CHAIN, CHORD, GROUP};
 use super::message::opt_str;
 use super::refused::{Refused, MAX_DEPTH};
 
@@ -25,7 +25,7 @@ fn size(sig: &Signature, depth: usize) -> Result<u64, Refused> {
         return Err(Refused::TooDeep);
     }
     let depth = depth.saturating_add(1);
-    Ok(match sig.task.as_str() {
+    Ok(match kind(sig) {
         GROUP => {
             let mut sum = 0u64;
             for m in members(sig, "group")? {
@@ -61,7 +61,7 @@ impl Applier<'_> {
             return Err(Refused::Chord);
         }
         let header = parse(sig.kwargs.get("header"), "chord header")?;
-        let (tasks, options) = match header.task.as_str() {
+        let (tasks, options) = match kind(&header) {
             GROUP => (members(&header, "chord header")?, header.options.clone()),
             _ => (vec![header.clone()], Default::default()),
         };

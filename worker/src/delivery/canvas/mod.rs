@@ -18,7 +18,7 @@ use celery_redis::routes::Routes;
 use serde_json::Value;
 use uuid::Uuid;
 
-use apply::{Applier, Place, Refused, GROUP};
+use apply::{kind, Applier, Place, Refused, GROUP};
 pub use message::traced;
 
 /// What a task sends on: the messages, what its SUCCESS lists in `children` for them, and the
@@ -43,7 +43,7 @@ pub fn on_success(msg: &Message, result: &Value, routes: &Routes) -> Result<Sent
                 .map(|x| x.trail),
         );
     } else if !callbacks.is_empty() {
-        let (groups, plain): (Vec<_>, Vec<_>) = callbacks.iter().partition(|s| s.task == GROUP);
+        let (groups, plain): (Vec<_>, Vec<_>) = callbacks.iter().partition(|s| kind(s) == GROUP);
         for g in groups {
             children.extend(a.apply(g, Some(result), Place::default())?.map(|x| x.trail));
         }

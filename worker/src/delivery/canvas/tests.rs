@@ -149,7 +149,7 @@ fn a_chain_member_of_a_group_names_the_group_on_its_last_step() {
         sent.children,
         [json!([
             ["g", null],
-            [[["b", null], null], [["c", null], null]]
+            [[["b", [["a", null], null]], null], [["c", null], null]]
         ])]
     );
 }
@@ -411,4 +411,14 @@ fn a_step_carrying_its_own_chain_option_sends_it_on() {
     let sent = on_success(&msg, &json!(1), &routes()).unwrap();
     let carried = sent.messages[0].body.embed.chain.as_ref().unwrap();
     assert_eq!(carried[0].options["task_id"], "after");
+}
+
+#[test]
+fn what_a_signature_is_follows_its_subtask_type_as_in_celery() {
+    let mut g = group(Some("g"), vec![echo("m")]);
+    g["task"] = json!("not.celery.group");
+    let msg = parent(json!({"chain": [g]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    assert_eq!(names(&sent.messages), ["echo"]);
+    assert_eq!(sent.messages[0].group.as_deref(), Some("g"));
 }
