@@ -112,6 +112,10 @@ impl<'a> Applier<'a> {
             GROUP => {
                 let id = opt_str(sig, "task_id").unwrap_or_else(|| Uuid::new_v4().to_string());
                 let tasks = members(sig, "group")?;
+                if tasks.is_empty() {
+                    // Celery sends nothing for an empty group, nor lists it in `children`.
+                    return Ok(None);
+                }
                 self.group(&id, &tasks, &sig.options, arg, place).map(Some)
             }
             CHAIN => self.chain(sig, arg, place),
@@ -211,8 +215,17 @@ impl<'a> Applier<'a> {
             m.group = Some(gid);
             m.group_index = Some(index);
         }
-        // In a chord's header (here or frozen into it): the body travels with it.
+        // In a chord's header (here or frozen into it): the body travels with it, and the rest
+        // of the chain in the body's options with each copy.
         m.body.embed.chord = place.chord.or_else(|| sig.options.get("chord").cloned());
+        let body_chain = m.body.embed.chord.as_ref().and_then(|b| {
+            let steps = b.get("options")?.get("chain")?.as_array()?;
+            Some(steps.len())
+        });
+        self.carried = self.carried.saturating_add(body_chain.unwrap_or(0));
+        if self.carried > MAX_CANVAS {
+            return Err(Refused::TooManyCarried);
+        }
         // Its own callbacks and errbacks travel with it, as `apply_async(link=...)` sends them.
         for (key, list) in [
             ("link", &mut m.body.embed.callbacks),

@@ -96,11 +96,8 @@ impl Applier<'_> {
             body.options.insert(key.into(), value);
         }
         if let Some(rest) = place.chain {
-            // The rest of the chain runs after the body: it travels in the body's options.
-            self.carried = self.carried.saturating_add(rest.len());
-            if self.carried > celery_redis::protocol::body::MAX_CANVAS {
-                return Err(Refused::TooManyCarried);
-            }
+            // The rest of the chain runs after the body: it travels in the body's options (each
+            // copy counted as the members are sent).
             let rest = serde_json::to_value(rest).unwrap_or_default();
             body.options.insert("chain".into(), rest);
         }

@@ -422,3 +422,23 @@ fn what_a_signature_is_follows_its_subtask_type_as_in_celery() {
     assert_eq!(names(&sent.messages), ["echo"]);
     assert_eq!(sent.messages[0].group.as_deref(), Some("g"));
 }
+
+#[test]
+fn an_empty_group_sends_nothing_and_is_not_a_child() {
+    let msg = parent(json!({"chain": [group(Some("g"), vec![])]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    assert!(sent.messages.is_empty());
+    assert!(sent.children.is_empty());
+}
+
+#[test]
+fn a_chord_bodys_chain_copied_to_each_member_is_bounded() {
+    let header = group(None, (0..100).map(|i| echo(&format!("h{i}"))).collect());
+    let mut steps = vec![echo("r"); 20];
+    steps.push(chord(header, echo("b"), None));
+    let msg = parent(json!({"chain": steps}));
+    assert!(matches!(
+        on_success(&msg, &json!(1), &routes()),
+        Err(apply::Refused::TooManyCarried)
+    ));
+}
