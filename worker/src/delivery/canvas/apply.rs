@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::message::{from_signature, opt_str};
-pub use super::refused::Refused;
+pub use super::refused::{Refused, MAX_DEPTH};
 
 /// The name Celery gives a group signature.
 pub const GROUP: &str = "celery.group";
@@ -19,7 +19,7 @@ pub const GROUP: &str = "celery.group";
 pub const CHAIN: &str = "celery.chain";
 /// The name Celery gives a chord signature.
 pub const CHORD: &str = "celery.chord";
-pub use super::refused::MAX_DEPTH;
+
 /// Where a signature is applied: the chain its message carries on (reversed, as sent), the
 /// group it is a member of and its index there, the body of the chord whose header it is in,
 /// and how deep it is nested.
@@ -60,6 +60,7 @@ pub fn kind(sig: &Signature) -> &str {
     }
 }
 
+/// A task's result as Celery's `AsyncResult.as_tuple()` gives it (no parent).
 pub fn tuple(id: &str) -> Value {
     json!([[id, null], null])
 }

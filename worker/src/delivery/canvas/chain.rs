@@ -109,8 +109,8 @@ impl Applier<'_> {
         };
         // Frozen as Celery freezes a chain: every task gets its id now (a group or chord gets
         // its ids when it is applied).
-        let plain = |s: &Signature| ![GROUP, CHORD].contains(&kind(s));
-        for step in steps.iter_mut().filter(|s| plain(s)) {
+        let is_task = |s: &Signature| ![GROUP, CHORD].contains(&kind(s));
+        for step in steps.iter_mut().filter(|s| is_task(s)) {
             if !step.options.contains_key("task_id") {
                 let id = Uuid::new_v4().to_string();
                 step.options.insert("task_id".into(), Value::String(id));
@@ -118,7 +118,7 @@ impl Applier<'_> {
         }
         // The chain's result, as Celery's: its last task, the steps before as its parents.
         let nested = steps.iter().try_fold(Value::Null, |parent, step| {
-            let id = opt_str(step, "task_id").filter(|_| plain(step))?;
+            let id = opt_str(step, "task_id").filter(|_| is_task(step))?;
             Some(json!([[id, parent], null]))
         });
         own_options(sig, &mut steps)?;

@@ -1,6 +1,6 @@
 //! What a finished task sends on, as a Celery worker does: `link` callbacks and the next chain
 //! step after a success, `link_error` errbacks after a failure. A signature may itself be a
-//! group or a chain ([`apply`]); each message, like a task's own children, continues the
+//! group, a chain or a chord ([`apply`]); each message, like a task's own children, continues the
 //! running task's W3C trace ([`traced`]).
 //! - [`message`] — one plain signature as one message;
 //! - [`apply`] — groups applied, within bounds ([`refused`] beyond);
