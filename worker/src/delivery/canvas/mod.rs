@@ -13,7 +13,7 @@ pub mod chord;
 pub mod message;
 pub mod refused;
 
-use celery_redis::protocol::{Message, TaskMessage};
+use celery_redis::protocol::{Message, Signature, TaskMessage};
 use celery_redis::routes::Routes;
 use serde_json::Value;
 use uuid::Uuid;
@@ -73,6 +73,24 @@ pub fn on_success(msg: &Message, result: &Value, routes: &Routes) -> Result<Sent
     Ok(Sent {
         messages: a.out,
         children,
+        chord_sizes: a.chord_sizes,
+    })
+}
+
+/// Everything one signature sends when the running task `msg` applies it with `first_arg`, as
+/// `sig.apply_async((first_arg,))` does: a chord's body sent by the join, with the rest of the
+/// chain, links and group its options carry (a group or chain body applied as such).
+pub fn apply_one(
+    msg: &Message,
+    sig: &Signature,
+    first_arg: Option<&Value>,
+    routes: &Routes,
+) -> Result<Sent, Refused> {
+    let mut a = Applier::new(msg, routes);
+    let children = a.apply(sig, first_arg, Place::default())?;
+    Ok(Sent {
+        messages: a.out,
+        children: children.map(|x| x.trail).into_iter().collect(),
         chord_sizes: a.chord_sizes,
     })
 }

@@ -442,3 +442,21 @@ fn a_chord_bodys_chain_copied_to_each_member_is_bounded() {
         Err(apply::Refused::TooManyCarried)
     ));
 }
+
+#[test]
+fn a_chord_body_applied_on_its_own_carries_the_rest_of_its_chain() {
+    // What a chord join sends: the body frozen by `chord` above, with the header's results.
+    let step = chord(group(Some("g"), vec![echo("h")]), echo("b"), None);
+    let msg = parent(json!({"chain": [echo("after"), step]}));
+    let sent = on_success(&msg, &json!(1), &routes()).unwrap();
+    let body = sent.messages[0].body.embed.chord.clone().unwrap();
+    let body = serde_json::from_value(body).unwrap();
+    let out = apply_one(&msg, &body, Some(&json!([1])), &routes()).unwrap();
+    let m = &out.messages[0];
+    assert_eq!((m.id.as_str(), m.group.as_deref()), ("b", Some("g")));
+    assert_eq!(m.body.args, [json!([1])]);
+    assert_eq!(
+        m.body.embed.chain.as_ref().unwrap()[0].options["task_id"],
+        "after"
+    );
+}
