@@ -316,6 +316,75 @@ async fn python_canvas_links_chains_and_groups_run_on_the_rust_worker() {
     assert_eq!(members[1]["order_id"], "py-g2");
 }
 
+/// Groups, chains and chords met as a step of a task the Rust worker ran (a chain's next step, a
+/// `link`, a `link_error`) are applied as Celery's worker applies them: their members run on a
+/// Python worker (queue `py`, the `echo` task; its join sends a chord's body) and the client's
+/// `GroupResult`/`AsyncResult` find them.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn python_groups_and_chains_as_steps_of_a_rust_task_run_as_celery_runs_them() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let _worker = rust_worker(&redis, &[]);
+    let _python = python_worker_with(&py, &redis, &["-Q", "py"], &[]);
+    let (r, _redis) =
+        tokio::task::spawn_blocking(move || (client(&py, &redis, &["canvas-steps"]), redis))
+            .await
+            .unwrap();
+    let order = &r["chain_group_parent"]["ok"];
+    assert_eq!(order["order_id"], "py-step", "{r}");
+    let members = r["chain_group"]["ok"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the GroupResult's values: {r}"));
+    assert_eq!(members.len(), 2, "{r}");
+    assert_eq!(
+        members[0]["args"],
+        json!([order]),
+        "the order's result first"
+    );
+    assert_eq!(members[1]["args"], json!([order, "two"]));
+    assert_eq!(members[0]["runner"], "python");
+    // Its children: the order's own confirmation, then the GroupResult the client froze.
+    let children = r["chain_group_children"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "{r}");
+    assert_eq!(children[1], r["chain_group_ids"], "{r}");
+    assert_eq!(r["link_group_parent"]["ok"]["order_id"], "py-link-group");
+    let linked = r["link_group"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the linked group's members: {r}"));
+    let parent = &r["link_group_parent"]["ok"];
+    assert_eq!(linked.len(), 2, "{r}");
+    assert_eq!(linked[0]["ok"]["args"], json!([parent]), "{r}");
+    assert_eq!(
+        linked[1]["ok"]["args"],
+        json!(["fixed"]),
+        "immutable: no parent result"
+    );
+    assert_eq!(
+        linked[1]["ok"]["runner"], "python",
+        "the group's queue reached its members"
+    );
+    let children = r["link_group_children"].as_array().unwrap();
+    assert_eq!(children.len(), 1, "one GroupResult in the children: {r}");
+    assert_eq!(children[0][1], r["link_group_ids"], "{r}");
+    let first = &r["link_chain"]["ok"]["args"][0];
+    assert_eq!(first["args"][0]["order_id"], "py-link-chain", "{r}");
+    // The chord: the last step got the body's result, the list of the header's results.
+    let body = &r["chord"]["ok"]["args"][0];
+    let header = &body["args"][0];
+    assert_eq!(header[0]["args"][0]["order_id"], "py-chord", "{r}");
+    assert_eq!(header[1]["args"][1], "two", "{r}");
+    assert_eq!(r["errback_parent"]["error"], "ValueError");
+    for errback in r["errback_group"].as_array().unwrap() {
+        assert_eq!(
+            errback["ok"]["args"],
+            json!([r["errback_parent"]["id"]]),
+            "{r}"
+        );
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
 async fn python_options_countdown_eta_expires_ignore_result_time_limit_and_retries() {

@@ -263,6 +263,99 @@ async fn link_callbacks_are_sent_with_parent_and_root_ids() {
     w.stop().await;
 }
 
+/// A signature of a task parked in queue `held` (nothing consumes it), with a frozen id.
+fn held(id: &str) -> Value {
+    json!({"task": "echo", "args": [], "kwargs": {}, "immutable": false,
+           "options": {"task_id": id, "queue": "held"}})
+}
+
+async fn held_messages(conn: &Conn) -> Vec<celery_redis::protocol::Message> {
+    let raw: Vec<String> = conn
+        .clone()
+        .lrange(keys::queue_list("held", 0), 0, -1)
+        .await
+        .unwrap();
+    raw.iter()
+        .rev()
+        .map(|r| celery_redis::protocol::Message::decode(r.as_bytes()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_chord_as_the_next_chain_step_sends_its_header_and_sets_celerys_chord_size() {
+    let w = start(&[]).await;
+    shop::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "B", 5).await.unwrap();
+    let mut msg = TaskMessage::new(
+        "process_order",
+        "celery",
+        order("o-chord-step", 1).as_object().cloned().unwrap(),
+    );
+    let header = json!({"task": "celery.group", "kwargs": {"tasks": [held("h-0"), held("h-1")]},
+                        "options": {"task_id": "g-step"}});
+    let step: Signature = serde_json::from_value(json!({"task": "celery.chord", "args": [],
+        "kwargs": {"header": header, "body": held("body"), "kwargs": {}},
+        "options": {"task_id": "g-step"}, "subtask_type": "chord"}))
+    .unwrap();
+    msg.body.embed.chain = Some(vec![step]);
+    w.broker.publish(&msg).await.unwrap();
+    let parent = w.result(&msg.id).await;
+    assert_eq!(parent.status, TaskState::Success, "{parent:?}");
+    let children = parent.children.unwrap();
+    assert_eq!(
+        children[1],
+        json!([
+            ["g-step", null],
+            [[["h-0", null], null], [["h-1", null], null]]
+        ])
+    );
+    let mut conn = w.conn.clone();
+    let size: Option<u64> = conn.get("celery-taskset-meta-g-step.s").await.unwrap();
+    assert_eq!(size, Some(2), "Celery's chord size, for whoever joins");
+    let ttl: i64 = conn.ttl("celery-taskset-meta-g-step.s").await.unwrap();
+    assert!(ttl > 0, "it expires with the results: {ttl}");
+    let header = held_messages(&w.conn).await;
+    let ids: Vec<&str> = header.iter().map(|m| m.id()).collect();
+    assert_eq!(
+        ids,
+        ["h-0", "h-1"],
+        "the header only, never a task named celery.chord"
+    );
+    for m in &header {
+        assert_eq!(m.envelope.headers.group.as_deref(), Some("g-step"));
+        assert_eq!(
+            m.body.embed.chord.as_ref().unwrap()["options"]["task_id"],
+            "body"
+        );
+    }
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_canvas_beyond_the_bound_fails_its_task_and_sends_nothing() {
+    let w = start(&[]).await;
+    shop::inventory::set_stock(&w.conn, "A", 5).await.unwrap();
+    shop::inventory::set_stock(&w.conn, "B", 5).await.unwrap();
+    let mut msg = TaskMessage::new(
+        "process_order",
+        "celery",
+        order("o-wide", 1).as_object().cloned().unwrap(),
+    );
+    let inner = json!({"task": "celery.group", "options": {},
+                       "kwargs": {"tasks": (0..40).map(|i| held(&format!("w{i}"))).collect::<Vec<_>>()}});
+    let outer =
+        json!({"task": "celery.group", "options": {}, "kwargs": {"tasks": vec![inner; 40]}});
+    msg.body.embed.chain = Some(vec![serde_json::from_value(outer).unwrap()]);
+    w.broker.publish(&msg).await.unwrap();
+    let meta = w.result(&msg.id).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    let exc = meta.exception().unwrap();
+    assert_eq!(exc.exc_type, "ValueError");
+    assert!(exc.message().contains("more than 1000 messages"), "{exc:?}");
+    assert!(held_messages(&w.conn).await.is_empty());
+    w.stop().await.all_acknowledged();
+}
+
 fn webhook_note(id: &str, url: &str) -> Value {
     json!({"notification_id": id, "recipient": "ada@example.com", "channel": "webhook",
            "subject": "s", "body": "b", "url": url})

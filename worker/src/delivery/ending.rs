@@ -3,6 +3,7 @@
 
 use celery_redis::protocol::{Message, TaskMessage};
 use celery_redis::result::{ExceptionInfo, Extended, ResultError, ResultMeta};
+use serde_json::Value;
 
 use super::canvas;
 use crate::context::Context;
@@ -86,21 +87,57 @@ pub async fn record(ctx: &Context, msg: &Message, meta: ResultMeta) -> Result<()
 }
 
 /// Stores SUCCESS naming what the task sends on (its own children, then callbacks and the next
-/// chain step), which is published first, as Celery does.
+/// chain step), which is published first, as Celery does. A canvas refused (out of bounds, or a
+/// chord) sends nothing of it and ends the task in FAILURE saying why, with its errbacks.
 pub async fn succeed(
     ctx: &Context,
     msg: &Message,
     output: Output,
     ack: Option<&str>,
 ) -> Result<(), ExecuteError> {
-    let mut children = output.children;
-    children.extend(canvas::on_success(msg, &output.value, ctx.broker.routes()));
-    let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
-    let meta = ResultMeta::success(msg.id(), output.value).with_children(&ids);
-    end(ctx, msg, meta, ack, &children).await
+    let sent = match canvas::on_success(msg, &output.value, ctx.broker.routes()) {
+        Ok(sent) => sent,
+        Err(refused) => return fail(ctx, msg, &refused.exception(), ack).await,
+    };
+    let mut children: Vec<Value> = output
+        .children
+        .iter()
+        .map(|c| serde_json::json!([[c.id, null], null]))
+        .collect();
+    children.extend(sent.children);
+    let mut meta = ResultMeta::success(msg.id(), output.value);
+    meta.children = Some(Value::Array(children));
+    let mut publish = output.children;
+    publish.extend(sent.messages);
+    set_chord_sizes(ctx, &sent.chord_sizes).await?;
+    end(ctx, msg, meta, ack, &publish).await
 }
 
-/// Publishes the errbacks, then stores FAILURE.
+/// Celery's `set_chord_size` for each chord whose header the task sends, before the header is
+/// published: `.s` holds the size for the join (with the results' lifetime), a `.c` claim left
+/// by an earlier run of the same chord is dropped.
+async fn set_chord_sizes(ctx: &Context, sizes: &[(String, u64)]) -> Result<(), ExecuteError> {
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    let ttl = ctx.results.expires_secs();
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (group_id, size) in sizes {
+        let group = format!("celery-taskset-meta-{group_id}");
+        pipe.del(format!("{group}.c")).ignore();
+        match ttl {
+            0 => pipe.set(format!("{group}.s"), size).ignore(),
+            _ => pipe.set_ex(format!("{group}.s"), size, ttl).ignore(),
+        };
+    }
+    let () = pipe
+        .query_async(&mut ctx.results.connection().clone())
+        .await?;
+    Ok(())
+}
+
+/// Publishes the errbacks, then stores FAILURE (errbacks out of bounds are not sent: logged).
 pub async fn fail(
     ctx: &Context,
     msg: &Message,
@@ -116,12 +153,13 @@ pub async fn fail(
     );
     let traceback = Some(format!("{}: {}", exc.exc_type, exc.message()));
     let meta = ResultMeta::failure(msg.id(), exc, traceback);
-    end(
-        ctx,
-        msg,
-        meta,
-        ack,
-        &canvas::on_failure(msg, ctx.broker.routes()),
-    )
-    .await
+    let errbacks = canvas::on_failure(msg, ctx.broker.routes()).unwrap_or_else(|refused| {
+        log::error!(
+            "Task {}[{}]: errbacks not sent: {refused}",
+            msg.task(),
+            msg.id()
+        );
+        Vec::new()
+    });
+    end(ctx, msg, meta, ack, &errbacks).await
 }

@@ -12,10 +12,10 @@ import time
 import uuid
 
 from celery import chain, group
-from celery.result import AsyncResult
+from celery.result import AsyncResult, GroupResult
 from kombu import Exchange, Queue
 
-from fleet import app, process_order, send_notification
+from fleet import app, echo, process_order, send_notification
 
 TIMEOUT = 30
 
@@ -143,6 +143,64 @@ def canvas():
         report["group"] = {"ok": members.get(timeout=TIMEOUT)}
     except Exception as e:
         report["group"] = {"error": type(e).__name__, "message": str(e)}
+    return report
+
+
+def by_id(task_id, timeout=TIMEOUT):
+    """A task's outcome read from the result backend by id, until it is ready: Celery 5.4's
+    AsyncResult.get() misses results stored while the client waited on another task (an
+    all-Python 5.4 fleet times out the same way), so the key is read instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = app.backend.get_task_meta(task_id, cache=False)
+        if meta["status"] == "SUCCESS":
+            return {"ok": meta["result"]}
+        if meta["status"] in ("FAILURE", "REVOKED") or time.monotonic() > deadline:
+            return {"error": meta["status"], "result": meta.get("result")}
+        time.sleep(0.05)
+
+
+def canvas_steps():
+    """Groups and chains met as a step of the Rust worker's task: members run on Python (queue py)."""
+    report = {}
+    py = echo.s().set(queue="py")
+    # chain(task, group): the group is the Rust task's next chain step; the client froze its ids.
+    res = chain(process_order.s(**order("py-step")), group(py.clone(), echo.s("two").set(queue="py"))).apply_async()
+    report["chain_group"] = outcome(res)
+    meta = AsyncResult(res.parent.id, app=app)
+    report["chain_group_parent"] = outcome(meta)
+    report["chain_group_children"] = [[c.id, [r.id for r in c.results]] if hasattr(c, "results") else c.id
+                                      for c in meta.children or []]
+    report["chain_group_ids"] = [res.id, [r.id for r in res.results]]
+    # A group in link, its queue set on the group, its members' ids set by the client (Celery
+    # keeps them): the parent's children name them (its members read by id, see by_id).
+    ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    parent = process_order.apply_async(kwargs=order("py-link-group"), link=group(
+        echo.s().set(task_id=ids[0]), echo.si("fixed").set(task_id=ids[1]), queue="py"))
+    report["link_group_parent"] = outcome(parent)
+    report["link_group"] = [by_id(i) for i in ids]
+    report["link_group_ids"] = ids
+    report["link_group_children"] = [[c.id, [r.id for r in c.results]]
+                                     for c in AsyncResult(parent.id, app=app).children or []
+                                     if isinstance(c, GroupResult)]
+    # A chain in link: the first step gets the result, the last the first's.
+    last = str(uuid.uuid4())
+    parent = process_order.apply_async(kwargs=order("py-link-chain"),
+                                       link=chain(py.clone(), echo.s().set(queue="py", task_id=last)))
+    outcome(parent)
+    report["link_chain"] = by_id(last)
+    # A group in link_error: each member gets the failed task's id.
+    ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    failing = process_order.apply_async(
+        kwargs={"order_id": "py-fails-g", "customer": {"id": "c"}, "items": []},
+        link_error=group(echo.s().set(queue="py", task_id=ids[0]), echo.s().set(queue="py", task_id=ids[1])))
+    report["errback_parent"] = {"id": failing.id, **outcome(failing)}
+    report["errback_group"] = [by_id(i) for i in ids]
+    # chain(task, group, task, task): Celery's client makes `group | task` a chord, the Rust task's
+    # next step. The header runs on Python, whose join sends the body and the rest after it.
+    res = chain(process_order.s(**order("py-chord")), group(py.clone(), echo.s("two").set(queue="py")),
+                py.clone(), py.clone()).apply_async()
+    report["chord"] = by_id(res.id)
     return report
 
 
@@ -296,7 +354,7 @@ def wait_all(ids_json):
     return [outcome(AsyncResult(i, app=app)) for i in json.loads(ids_json)]
 
 
-SCENARIOS = {"basic": basic, "canvas": canvas, "options": options,
+SCENARIOS = {"basic": basic, "canvas": canvas, "canvas-steps": canvas_steps, "options": options,
              "publish-priorities": publish_priorities, "send-many": send_many,
              "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed,
              "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later,

@@ -75,3 +75,9 @@ def send_notification(notification_id, recipient, channel, subject, body, url=No
 def py_only(n):
     """A task only the Python side registers (a shared queue's other tasks)."""
     return {"n": n, "runner": "python"}
+
+
+@app.task(name="echo")
+def echo(*args, **kwargs):
+    """What it was called with: a canvas member a Python worker runs (the Rust worker has none)."""
+    return {"args": list(args), "kwargs": kwargs, "runner": "python"}
