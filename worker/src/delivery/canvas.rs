@@ -40,7 +40,8 @@ pub fn on_failure(msg: &Message, routes: &Routes) -> Vec<TaskMessage> {
 }
 
 /// One signature becomes one message; several share a group id with their index.
-fn group(
+/// `first_arg` goes in front of each one's arguments unless it is immutable.
+pub fn group(
     msg: &Message,
     sigs: &[Signature],
     first_arg: Option<&Value>,
@@ -60,7 +61,9 @@ fn group(
         .collect()
 }
 
-fn from_signature(
+/// The message of `sig`, sent by the running task `parent` (its child, in its trace), to its
+/// `queue` option or its route, with its pre-assigned `task_id` and its `priority`.
+pub fn from_signature(
     parent: &Message,
     sig: &Signature,
     first_arg: Option<&Value>,

@@ -81,6 +81,11 @@ impl ResultBackend {
         &self.conn
     }
 
+    /// `RESULT_EXPIRES_SECS`: how long results (and chord keys) live; 0 keeps them.
+    pub fn expires_secs(&self) -> u64 {
+        self.expires.as_secs()
+    }
+
     /// Whether results live in the broker's database.
     pub fn in_broker_db(&self) -> bool {
         self.in_broker_db
