@@ -75,3 +75,17 @@ def send_notification(notification_id, recipient, channel, subject, body, url=No
 def py_only(n):
     """A task only the Python side registers (a shared queue's other tasks)."""
     return {"n": n, "runner": "python"}
+
+
+@app.task(name="collect")
+def collect(results):
+    """A chord body: the header's order ids in the order Celery hands them over."""
+    return {"order_ids": [r["order_id"] for r in results],
+            "runners": [r.get("runner", "rust") for r in results], "runner": "python"}
+
+
+@app.task(name="on_chord_error")
+def on_chord_error(task_id):
+    """A chord body's errback: records the failed body's id where the client reads it."""
+    app.backend.client.set(f"chord-errback:{task_id}", task_id, ex=600)
+    return task_id
