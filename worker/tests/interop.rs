@@ -1379,3 +1379,49 @@ async fn python_chords_with_bodies_on_python_split_headers_and_a_failing_member(
     assert_eq!(failing["header"][0]["ok"]["order_id"], "failing-1");
     assert_eq!(failing["errback"], failing["body_id"], "{failing}");
 }
+
+/// A header split across a Python and a Rust worker, the Python member joined first (the Rust
+/// worker starts only once it has): the Rust member completes the chord against the keys the
+/// Python worker wrote and publishes the body, which runs on Python with both results in order.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_rust_member_completes_a_chord_a_python_member_joined_first() {
+    use redis::AsyncCommands;
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let _python = python_worker_with(&py, &redis, &["-Q", "py"], &[]);
+    let mut cmd = Command::new(&py);
+    cmd.args(["client.py", "chords", "rust-last"]);
+    python_env(&mut cmd, &redis, &[]);
+    let run = tokio::task::spawn_blocking(move || cmd.output().expect("run the Python client"));
+    let mut conn = redis.manager().await;
+    let joined = async {
+        loop {
+            let keys: Vec<String> = conn.keys("celery-taskset-meta-*.j").await.unwrap();
+            if let Some(key) = keys.first() {
+                let n: i64 = conn.zcard(key).await.unwrap();
+                if n == 1 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, joined).await.unwrap();
+    let _rust = rust_worker(&redis, &[]);
+    let out = run.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        r["body"]["ok"],
+        json!({"order_ids": ["rust-last-1", "rust-last-2"], "runners": ["python", "rust"],
+               "runner": "python"}),
+        "{r}"
+    );
+    assert_eq!(
+        r["body_parent"], r["header_ids"][1],
+        "the Rust member sent the body: {r}"
+    );
+}

@@ -295,20 +295,23 @@ def extended():
 def chords(kind):
     """A chord of two orders; `kind` says where its parts run: `rust` (header and an immutable
     notification body on the Rust worker), `python-body` (header on Rust, `collect` on the
-    Python worker's queue `py`), `split` (the second member on `py` too), `failing` (the second
-    member fails; the body's errback runs on `py`)."""
+    Python worker's queue `py`), `split` (the second member on `py` too), `rust-last` (the first
+    member on `py`), `failing` (the second member fails; the body's errback runs on `py`)."""
     header = [process_order.s(**order(f"{kind}-1")), process_order.s(**order(f"{kind}-2"))]
     body = collect.s().set(queue="py")
     if kind == "rust":
         body = send_notification.si(**note(f"{kind}-n"))
     elif kind == "split":
         header[1] = header[1].set(queue="py")
+    elif kind == "rust-last":
+        header[0] = header[0].set(queue="py")
     elif kind == "failing":
         header[1] = process_order.s(order_id=f"{kind}-2", customer={"id": "c"}, items=[])
         body = body.set(link_error=[on_chord_error.s().set(queue="py")])
     result = chord(header, body).apply_async()
     # A fresh AsyncResult: `result.get()` re-raises a failed header member's own exception.
-    report = {"body": outcome(AsyncResult(result.id, app=app)), "body_id": result.id}
+    report = {"body": outcome(AsyncResult(result.id, app=app)), "body_id": result.id,
+              "body_parent": AsyncResult(result.id, app=app)._get_task_meta().get("parent_id")}
     if result.parent is not None:
         report["header"] = [outcome(r) for r in result.parent.results]
         report["header_ids"] = [r.id for r in result.parent.results]
