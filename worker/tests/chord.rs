@@ -158,12 +158,22 @@ fn with_args(member: &Value, args: Value) -> Value {
 }
 
 async fn start(c: &Capture) -> Running {
+    start_with(c, &[], false).await
+}
+
+/// A worker with more settings; `results_db`: results (and the chord's keys) in database 1
+/// (`RESULT_BACKEND_URL`), not the broker's.
+async fn start_with(c: &Capture, extra: &[(&'static str, &str)], results_db: bool) -> Running {
     let redis = TestRedis::start();
-    let vars: HashMap<&str, String> = HashMap::from([
+    let mut vars: HashMap<&str, String> = HashMap::from([
         ("REDIS_URL", redis.url()),
         ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
         ("WORKER_NAME", "chord@test".to_owned()),
     ]);
+    if results_db {
+        vars.insert("RESULT_BACKEND_URL", redis.url_db(1));
+    }
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
     let calls = Arc::new(Calls::default());
     let tasks = Tasks::new()
@@ -171,17 +181,28 @@ async fn start(c: &Capture) -> Running {
         .task::<Tsum>()
         .task::<OnErr>()
         .dep(calls.clone());
-    let mut conn = redis.manager().await;
+    let conn = redis.manager().await;
+    let (mut backend_conn, client) = match results_db {
+        false => (conn.clone(), redis.client()),
+        true => {
+            let url = celery_redis::config::RedisUrl::parse(&redis.url_db(1)).unwrap();
+            let waits = celery_redis::connection::Waits {
+                response: None,
+                connect_retries: 2,
+            };
+            let backend = celery_redis::connection::Conn::new(&url, waits).unwrap();
+            (backend, url.client().clone())
+        }
+    };
     // As `chord.apply_async()` left it: the chord's size, with Celery's expiry.
-    let _: () = conn.set_ex(&c.size_key, &c.size, 86_400).await.unwrap();
+    let _: () = backend_conn
+        .set_ex(&c.size_key, &c.size, 86_400)
+        .await
+        .unwrap();
     let (trigger, stop) = shutdown::channel();
     let handle = tokio::spawn(worker::run(cfg, tasks, stop));
-    let results = ResultBackend::new(
-        conn.clone(),
-        redis.client(),
-        Duration::from_secs(3600),
-        true,
-    );
+    let expires = Duration::from_secs(3600);
+    let results = ResultBackend::new(backend_conn, client, expires, !results_db);
     Running {
         redis,
         conn,
@@ -364,5 +385,41 @@ async fn a_member_lost_after_completing_the_join_publishes_the_body_when_it_runs
     assert_eq!(w.ended(&c.body_id).await.result, json!(6));
     w.drained().await;
     assert_eq!(w.calls.of("tsum"), vec![json!([2, 4])]);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn with_result_chord_ordered_false_the_results_come_in_the_order_members_ended() {
+    let c = capture();
+    let w = start_with(&c, &[("RESULT_CHORD_ORDERED", "false")], false).await;
+    w.push(&c.members[1]).await;
+    w.ended(&id_of(&c.members[1])).await;
+    let join_key = format!("celery-taskset-meta-{}.j", c.group);
+    let listed: i64 = w.conn.clone().llen(&join_key).await.unwrap();
+    assert_eq!(listed, 1, "a LIST, as Celery's result_chord_ordered=False");
+    w.push(&c.members[0]).await;
+    assert_eq!(w.ended(&c.body_id).await.result, json!(6));
+    assert_eq!(w.calls.of("tsum"), vec![json!([4, 2])]);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn with_results_in_another_database_the_body_runs_once() {
+    let c = capture();
+    let w = start_with(&c, &[], true).await;
+    w.push(&c.members[0]).await;
+    w.push(&c.members[1]).await;
+    assert_eq!(w.ended(&c.body_id).await.result, json!(6));
+    w.push(&c.members[1]).await;
+    w.drained().await;
+    assert_eq!(w.calls.of("tsum"), vec![json!([2, 4])]);
+    let claim: Option<String> = w
+        .results
+        .connection()
+        .clone()
+        .get(format!("celery-taskset-meta-{}.c", c.group))
+        .await
+        .unwrap();
+    assert_eq!(claim.as_deref(), Some("done"));
     w.stop().await;
 }
