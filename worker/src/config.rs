@@ -226,6 +226,7 @@ mod tests {
         let c = WorkerConfig::from_source(&src(&[("WORKER_QUEUES", "a, b")])).unwrap();
         assert_eq!(c.queues, ["a", "b"]);
         assert!(c.acks_late);
+        assert!(c.chord_ordered, "Celery's result_chord_ordered is True");
         assert!(c.concurrency >= 1);
         assert_eq!(c.threads, 1);
     }
