@@ -4,6 +4,7 @@
 //! failed, stores the body's FAILURE (`ChordError`) and publishes the body's errbacks
 //! (`chord_error_from_stack`) — in the step that ends it ([`super::ending::end`]).
 
+use celery_redis::protocol::body::MAX_CANVAS;
 use celery_redis::protocol::{Message, Signature, TaskMessage};
 use celery_redis::result::chord::{chord_error, unpack};
 use celery_redis::result::{
@@ -92,19 +93,8 @@ fn body_message(
     routes: &celery_redis::routes::Routes,
 ) -> TaskMessage {
     let mut body = canvas::from_signature(msg, sig, Some(&Value::Array(results)), routes);
-    let sigs = |name: &str| -> Option<Vec<Signature>> {
-        match sig.options.get(name)? {
-            Value::Array(list) => Some(
-                list.iter()
-                    .filter_map(|s| serde_json::from_value(s.clone()).ok())
-                    .collect(),
-            ),
-            one @ Value::Object(_) => serde_json::from_value(one.clone()).ok().map(|s| vec![s]),
-            _ => None,
-        }
-    };
-    body.body.embed.callbacks = sigs("link");
-    body.body.embed.errbacks = sigs("link_error");
+    body.body.embed.callbacks = signatures(sig, "link");
+    body.body.embed.errbacks = signatures(sig, "link_error");
     if let Some(group) = sig.options.get("group_id").and_then(Value::as_str) {
         body.group = Some(group.to_owned());
     }
@@ -124,14 +114,7 @@ fn body_failure(
         .get("task_id")
         .and_then(Value::as_str)
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-    let errbacks: Vec<Signature> = match sig.options.get("link_error") {
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(|s| serde_json::from_value(s.clone()).ok())
-            .collect(),
-        Some(one @ Value::Object(_)) => serde_json::from_value(one.clone()).into_iter().collect(),
-        _ => Vec::new(),
-    };
+    let errbacks = signatures(sig, "link_error").unwrap_or_default();
     let id = Value::String(body_id.clone());
     let publish = canvas::group(msg, &errbacks, Some(&id), routes)
         .into_iter()
@@ -144,4 +127,15 @@ fn body_failure(
         exc.message()
     ));
     (publish, ResultMeta::failure(&body_id, exc, traceback))
+}
+
+/// The signatures in `sig`'s option `name` (`link`, `link_error`): one or a list (at most
+/// [`MAX_CANVAS`], as for a message's own); what does not read as a signature is left out.
+fn signatures(sig: &Signature, name: &str) -> Option<Vec<Signature>> {
+    let one = |s: &Value| serde_json::from_value::<Signature>(s.clone()).ok();
+    match sig.options.get(name)? {
+        Value::Array(list) => Some(list.iter().filter_map(one).take(MAX_CANVAS).collect()),
+        single @ Value::Object(_) => one(single).map(|s| vec![s]),
+        _ => None,
+    }
 }
