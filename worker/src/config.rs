@@ -16,6 +16,7 @@ pub const WORKER_VARIABLES: &[&str] = &[
     "WORKER_ACKS_LATE",
     "WORKER_TRACK_STARTED",
     "RESULT_EXTENDED",
+    "RESULT_CHORD_ORDERED",
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MS",
     "UNKNOWN_TASK_HANDBACKS",
@@ -67,6 +68,10 @@ pub struct WorkerConfig {
     /// `RESULT_EXTENDED`: Celery's `result_extended`: stored results carry the task's name,
     /// args, kwargs, worker, retries and queue (default false, as Celery's).
     pub result_extended: bool,
+    /// `RESULT_CHORD_ORDERED`: Celery's `result_backend_transport_options`
+    /// `result_chord_ordered`: a chord's join key is a ZSET by header position (default true,
+    /// as Celery's), else a LIST in arrival order. The same on every worker of a chord.
+    pub chord_ordered: bool,
     /// `TASK_MAX_RETRIES`: retries of a transient failure before the task fails (default 4).
     pub max_retries: u32,
     /// `TASK_RETRY_BACKOFF_MS`: base of the exponential retry backoff with full jitter (default 1000).
@@ -143,6 +148,7 @@ impl WorkerConfig {
             acks_late: boolean(src, "WORKER_ACKS_LATE", true)?,
             track_started: boolean(src, "WORKER_TRACK_STARTED", true)?,
             result_extended: boolean(src, "RESULT_EXTENDED", false)?,
+            chord_ordered: boolean(src, "RESULT_CHORD_ORDERED", true)?,
             named: raw(src, "WORKER_NAME")?.is_some(),
             node: match raw(src, "WORKER_NAME")? {
                 None => node::unique(),
@@ -220,6 +226,7 @@ mod tests {
         let c = WorkerConfig::from_source(&src(&[("WORKER_QUEUES", "a, b")])).unwrap();
         assert_eq!(c.queues, ["a", "b"]);
         assert!(c.acks_late);
+        assert!(c.chord_ordered, "Celery's result_chord_ordered is True");
         assert!(c.concurrency >= 1);
         assert_eq!(c.threads, 1);
     }

@@ -29,6 +29,8 @@ pub struct Context {
     pub track_started: bool,
     /// `RESULT_EXTENDED`: results carry the request (Celery's `result_extended`).
     pub result_extended: bool,
+    /// `RESULT_CHORD_ORDERED`: a chord's join key is a ZSET by header position.
+    pub chord_ordered: bool,
     pub max_retries: u32,
     pub retry_backoff: Duration,
     /// What happens to a task name this worker does not run.
@@ -79,6 +81,7 @@ impl Context {
             acks_late: cfg.acks_late,
             track_started: cfg.track_started,
             result_extended: cfg.result_extended,
+            chord_ordered: cfg.chord_ordered,
             max_retries: cfg.max_retries,
             retry_backoff: cfg.retry_backoff,
             unknown: cfg.unknown,

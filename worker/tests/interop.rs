@@ -1388,3 +1388,109 @@ async fn a_killed_python_workers_message_from_an_exchange_nothing_is_bound_to_is
     assert!(waiting(&redis, "orders").await.is_empty());
     assert!(!shop_orders_exists(&redis).await);
 }
+
+/// A Python client's chord of two orders with an immutable notification as its body, all on
+/// the Rust worker: the member that completes the chord publishes the body once.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_python_chord_runs_header_and_body_on_the_rust_worker() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let _worker = rust_worker(&redis, &[]);
+    let (r, _redis) =
+        tokio::task::spawn_blocking(move || (client(&py, &redis, &["chords", "rust"]), redis))
+            .await
+            .unwrap();
+    assert_eq!(r["body"]["ok"]["notification_id"], "rust-n", "{r}");
+    assert_eq!(r["header"][0]["ok"]["order_id"], "rust-1", "{r}");
+    assert_eq!(r["header"][1]["ok"]["order_id"], "rust-2", "{r}");
+}
+
+/// Chords whose body runs on a Python worker (queue `py`): a header on the Rust worker hands
+/// the body the results in header order; a header split across the Rust and the Python worker
+/// joins once (whichever side ends last publishes the body); a failing member on Rust fails
+/// the body with Celery's `ChordError` and the body's errback runs on Python with its id.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn python_chords_with_bodies_on_python_split_headers_and_a_failing_member() {
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let _rust = rust_worker(&redis, &[]);
+    let _python = python_worker_with(&py, &redis, &["-Q", "py"], &[]);
+    let (reports, _redis) = tokio::task::spawn_blocking(move || {
+        let run = |kind| client(&py, &redis, &["chords", kind]);
+        ((run("python-body"), run("split"), run("failing")), redis)
+    })
+    .await
+    .unwrap();
+    let (body, split, failing) = reports;
+    assert_eq!(
+        body["body"]["ok"],
+        json!({"order_ids": ["python-body-1", "python-body-2"], "runners": ["rust", "rust"],
+               "runner": "python"}),
+        "{body}"
+    );
+    assert_eq!(
+        split["body"]["ok"],
+        json!({"order_ids": ["split-1", "split-2"], "runners": ["rust", "python"],
+               "runner": "python"}),
+        "{split}"
+    );
+    assert_eq!(failing["body"]["error"], "ChordError", "{failing}");
+    let failed = failing["header_ids"][1].as_str().unwrap();
+    let message = failing["body"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("Dependency {failed} raised ValueError(")),
+        "{failing}"
+    );
+    assert_eq!(failing["header"][0]["ok"]["order_id"], "failing-1");
+    assert_eq!(failing["errback"], failing["body_id"], "{failing}");
+}
+
+/// A header split across a Python and a Rust worker, the Python member joined first (the Rust
+/// worker starts only once it has): the Rust member completes the chord against the keys the
+/// Python worker wrote and publishes the body, which runs on Python with both results in order.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_rust_member_completes_a_chord_a_python_member_joined_first() {
+    use redis::AsyncCommands;
+    let py = python();
+    let redis = TestRedis::start();
+    stock(&redis, "A", 1000).await;
+    let _python = python_worker_with(&py, &redis, &["-Q", "py"], &[]);
+    let mut cmd = Command::new(&py);
+    cmd.args(["client.py", "chords", "rust-last"]);
+    python_env(&mut cmd, &redis, &[]);
+    let run = tokio::task::spawn_blocking(move || cmd.output().expect("run the Python client"));
+    let mut conn = redis.manager().await;
+    let joined = async {
+        loop {
+            let keys: Vec<String> = conn.keys("celery-taskset-meta-*.j").await.unwrap();
+            if let Some(key) = keys.first() {
+                let n: i64 = conn.zcard(key).await.unwrap();
+                if n == 1 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, joined).await.unwrap();
+    let _rust = rust_worker(&redis, &[]);
+    let out = run.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        r["body"]["ok"],
+        json!({"order_ids": ["rust-last-1", "rust-last-2"], "runners": ["python", "rust"],
+               "runner": "python"}),
+        "{r}"
+    );
+    assert_eq!(
+        r["body_parent"], r["header_ids"][1],
+        "the Rust member sent the body: {r}"
+    );
+}

@@ -361,20 +361,35 @@ fn webhook_note(id: &str, url: &str) -> Value {
            "subject": "s", "body": "b", "url": url})
 }
 
+/// A chord of one shop task whose body is an immutable `send_notification.si(...)`: the member
+/// completes the chord (`.s` = 1, as a producer sets it) and the body runs with its own
+/// arguments, its id the one frozen in its signature.
 #[tokio::test]
-async fn chord_members_are_refused_rather_than_silently_left_without_their_body() {
+async fn a_chord_member_completes_its_chord_and_the_body_runs() {
     let w = start(&[]).await;
+    let _: () = redis::AsyncCommands::set(&mut w.conn.clone(), "celery-taskset-meta-g-1.s", 1)
+        .await
+        .unwrap();
     let mut msg = TaskMessage::new(
         "process_order",
         "celery",
         order("o-chord", 1).as_object().cloned().unwrap(),
     );
-    msg.body.embed.chord =
-        Some(json!({"task": "send_notification", "args": [], "kwargs": {}, "options": {}}));
+    msg.group = Some("g-1".to_owned());
+    msg.group_index = Some(0);
+    msg.body.embed.chord = Some(json!({"task": "send_notification", "args": [],
+        "kwargs": {"notification_id": "n-chord", "recipient": "ops@example.com",
+                   "channel": "log", "subject": "s", "body": "b"},
+        "immutable": true, "options": {"task_id": "body-1"}}));
     w.broker.publish(&msg).await.unwrap();
-    let meta = w.result(&msg.id).await;
-    assert_eq!(meta.status, TaskState::Failure);
-    assert_eq!(meta.exception().unwrap().exc_type, "NotImplementedError");
+    assert_eq!(w.result(&msg.id).await.status, TaskState::Success);
+    let body = w.result("body-1").await;
+    assert_eq!(body.status, TaskState::Success, "{body:?}");
+    assert_eq!(body.parent_id.as_deref(), Some(msg.id.as_str()));
+    assert!(notifications::delivery(&w.conn, "n-chord")
+        .await
+        .unwrap()
+        .is_some());
     w.stop().await.all_acknowledged();
 }
 

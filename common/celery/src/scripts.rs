@@ -10,9 +10,9 @@
 //!   at its first write that may grow memory: the claim's first write (`RPOP`) frees memory,
 //!   so Redis let the rest of it run.
 //! - [`allow_oom!`]: runs anyway. For the scripts that end, move or drop what is already held
-//!   (an ack, a hand-back, a restore, a task's end, a lease renewal): their first write frees
-//!   what the rest adds back (a held message goes back to a list), or what they add is bounded
-//!   by the deliveries already held, since no claim runs meanwhile.
+//!   (an ack, a hand-back, a restore, a task's end and its chord join, a lease renewal): their
+//!   first write frees what the rest adds back (a held message goes back to a list), or what
+//!   they add is bounded by the deliveries already held, since no claim runs meanwhile.
 //!   `due.lua` only reads (`no-writes`).
 
 use std::sync::LazyLock;
@@ -53,6 +53,8 @@ pub(crate) static CLAIM: LazyLock<Script> = deny_oom!("claim.lua");
 pub(crate) static SETTLE: LazyLock<Script> = allow_oom!("settle.lua");
 /// Ends a task: ack, follow-up messages and result in one step.
 pub(crate) static FINISH: LazyLock<Script> = allow_oom!("finish.lua");
+/// A chord header member's part of the join; says whether it publishes the body.
+pub(crate) static CHORD_JOIN: LazyLock<Script> = allow_oom!("chord_join.lua");
 /// Stores a task state without ending a delivery.
 pub(crate) static STORE: LazyLock<Script> = deny_oom!("store.lua");
 /// Publishes once per idempotency key, within the backpressure limit.

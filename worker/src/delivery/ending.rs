@@ -1,5 +1,6 @@
 //! How a task that ran ends: SUCCESS (with what it sends on) or FAILURE (with its errbacks),
-//! through the broker's one way to end a task ([`celery_redis::broker::Broker::finish`]).
+//! through the broker's one way to end a task ([`celery_redis::broker::Broker::finish`]), with
+//! a chord header member's part of its chord ([`super::chord`]).
 
 use celery_redis::protocol::{Message, TaskMessage};
 use celery_redis::result::{ExceptionInfo, Extended, ResultError, ResultMeta};
@@ -63,7 +64,9 @@ fn result_of(ctx: &Context, msg: &Message, meta: ResultMeta) -> Option<ResultMet
 }
 
 /// Ends the task: publishes `publish`, stores `meta` and acknowledges `ack`, as one step when
-/// the broker can (see `Broker::finish`).
+/// the broker can (see `Broker::finish`). A chord header member joins its chord first; the one
+/// that completes it publishes the chord's body (or fails it) in the same step
+/// ([`super::chord`]).
 pub async fn end(
     ctx: &Context,
     msg: &Message,
@@ -71,9 +74,10 @@ pub async fn end(
     ack: Option<&str>,
     publish: &[TaskMessage],
 ) -> Result<(), ExecuteError> {
+    let chord = super::chord::member_end(ctx, msg, &meta).await?;
     let result = result_of(ctx, msg, meta);
     ctx.broker
-        .finish(&ctx.results, ack, result.as_ref(), publish)
+        .finish_with(&ctx.results, ack, result.as_ref(), publish, chord.as_ref())
         .await?;
     Ok(())
 }

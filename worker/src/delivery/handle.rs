@@ -17,7 +17,7 @@ use celery_redis::broker::Delivery;
 use celery_redis::clock;
 use celery_redis::leases::Leases;
 use celery_redis::protocol::Message;
-use celery_redis::result::{ExceptionInfo, ResultMeta};
+use celery_redis::result::ResultMeta;
 use celery_redis::task::{Output, Registered, Stop, TaskContext, TaskError};
 use futures_util::FutureExt;
 use observe::trace::{TraceContext, TRACEPARENT, TRACESTATE};
@@ -286,14 +286,6 @@ async fn run_task(
     task: Option<&Registered>,
     stop: &Arc<Stop>,
 ) -> Result<Output, TaskError> {
-    if msg.body.embed.chord.as_ref().is_some_and(|c| !c.is_null()) {
-        // The chord's body would need Celery's chord counter; refusing beats never running it.
-        return Err(TaskError::Failed(ExceptionInfo::new(
-            "builtins",
-            "NotImplementedError",
-            "chords are not supported by the Rust worker; use a chain or a group",
-        )));
-    }
     let Some(task) = task else {
         return Err(TaskError::Failed(unknown::not_registered(msg)));
     };

@@ -7,7 +7,8 @@
 //!   terminated, left unfinished;
 //! - [`apply`] — the one call that stores, acknowledges and reports how a run ended;
 //! - [`ending`] — the result written with what it sends on ([`canvas`]: callbacks, chain
-//!   steps, errbacks) and the ack, in one step;
+//!   steps, errbacks) and the ack, in one step; [`chord`]: a chord header member's join, and
+//!   the chord's body published by the member that completes it;
 //! - [`retry`], [`poison`], [`unknown`] — a retry or giving up, dead letters, a task nobody
 //!   here runs;
 //! - [`blocking`] — a blocking task on a thread of its own, its place held until it ends;
@@ -17,6 +18,7 @@ pub mod admit;
 pub mod apply;
 pub mod blocking;
 pub mod canvas;
+pub mod chord;
 pub mod decide;
 pub mod ending;
 pub mod handle;

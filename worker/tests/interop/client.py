@@ -11,11 +11,11 @@ import threading
 import time
 import uuid
 
-from celery import chain, group
+from celery import chain, chord, group
 from celery.result import AsyncResult, GroupResult
 from kombu import Exchange, Queue
 
-from fleet import app, echo, process_order, send_notification
+from fleet import app, collect, echo, on_chord_error, process_order, send_notification
 
 TIMEOUT = 30
 
@@ -350,6 +350,38 @@ def extended():
             "queue": r.queue, "retries": r.retries}
 
 
+def chords(kind):
+    """A chord of two orders; `kind` says where its parts run: `rust` (header and an immutable
+    notification body on the Rust worker), `python-body` (header on Rust, `collect` on the
+    Python worker's queue `py`), `split` (the second member on `py` too), `rust-last` (the first
+    member on `py`), `failing` (the second member fails; the body's errback runs on `py`)."""
+    header = [process_order.s(**order(f"{kind}-1")), process_order.s(**order(f"{kind}-2"))]
+    body = collect.s().set(queue="py")
+    if kind == "rust":
+        body = send_notification.si(**note(f"{kind}-n"))
+    elif kind == "split":
+        header[1] = header[1].set(queue="py")
+    elif kind == "rust-last":
+        header[0] = header[0].set(queue="py")
+    elif kind == "failing":
+        header[1] = process_order.s(order_id=f"{kind}-2", customer={"id": "c"}, items=[])
+        body = body.set(link_error=[on_chord_error.s().set(queue="py")])
+    result = chord(header, body).apply_async()
+    # A fresh AsyncResult: `result.get()` re-raises a failed header member's own exception.
+    report = {"body": outcome(AsyncResult(result.id, app=app)), "body_id": result.id,
+              "body_parent": AsyncResult(result.id, app=app)._get_task_meta().get("parent_id")}
+    if result.parent is not None:
+        report["header"] = [outcome(r) for r in result.parent.results]
+        report["header_ids"] = [r.id for r in result.parent.results]
+    if kind == "failing":
+        deadline = time.time() + TIMEOUT
+        key = f"chord-errback:{result.id}"
+        while time.time() < deadline and not app.backend.client.get(key):
+            time.sleep(0.05)
+        report["errback"] = (app.backend.client.get(key) or b"").decode()
+    return report
+
+
 def wait_all(ids_json):
     return [outcome(AsyncResult(i, app=app)) for i in json.loads(ids_json)]
 
@@ -358,7 +390,8 @@ SCENARIOS = {"basic": basic, "canvas": canvas, "canvas-steps": canvas_steps, "op
              "publish-priorities": publish_priorities, "send-many": send_many,
              "send-one": send_one, "wait-all": wait_all, "publish-routed": publish_routed,
              "publish-to-exchange": publish_to_exchange, "extended": extended, "send-later": send_later,
-             "send-py-only": send_py_only, "send-held": send_held, "link-to-python": link_to_python, "ping": ping}
+             "send-py-only": send_py_only, "send-held": send_held, "link-to-python": link_to_python, "ping": ping,
+             "chords": chords}
 
 if __name__ == "__main__":
     name, *args = sys.argv[1:]

@@ -81,3 +81,17 @@ def py_only(n):
 def echo(*args, **kwargs):
     """What it was called with: a canvas member a Python worker runs (the Rust worker has none)."""
     return {"args": list(args), "kwargs": kwargs, "runner": "python"}
+
+
+@app.task(name="collect")
+def collect(results):
+    """A chord body: the header's order ids in the order Celery hands them over."""
+    return {"order_ids": [r["order_id"] for r in results],
+            "runners": [r.get("runner", "rust") for r in results], "runner": "python"}
+
+
+@app.task(name="on_chord_error")
+def on_chord_error(task_id):
+    """A chord body's errback: records the failed body's id where the client reads it."""
+    app.backend.client.set(f"chord-errback:{task_id}", task_id, ex=600)
+    return task_id

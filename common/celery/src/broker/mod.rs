@@ -7,7 +7,8 @@
 //!
 //! - this file: the [`Broker`] value, publishing and counts;
 //! - [`consume`] — claims (kombu's `unacked` bookkeeping), the blocking wait, lease renewal;
-//! - [`settle`] — the ways a held delivery ends (ack, finish, requeue, schedule, retry, dead letter);
+//! - [`settle`] — the ways a held delivery ends (ack, requeue, schedule, retry, dead letter);
+//! - [`finish`] — a task's end in one step, with a chord's body when it completes the chord;
 //! - [`schedule`] — eta messages coming due;
 //! - [`restore`] — giving back what dead workers held;
 //! - [`dead`] — the dead-letter list; `letter`, the shape of one entry;
@@ -26,6 +27,7 @@ use crate::scripts::PUBLISH_ONCE;
 
 pub mod consume;
 pub mod dead;
+pub mod finish;
 mod letter;
 pub mod restore;
 pub mod schedule;

@@ -32,8 +32,8 @@ pub struct Embed {
     /// The remaining chain steps, **reversed**: the next step is the last element.
     #[serde(default)]
     pub chain: Option<Vec<Signature>>,
-    /// The body of the chord whose header this task is in, as sent (the Rust worker fails such
-    /// a task: it keeps no chord counter).
+    /// The body of the chord whose header this task is in, as sent: the member that completes
+    /// the chord publishes it (the worker's `delivery::chord`).
     #[serde(default)]
     pub chord: Option<Value>,
 }

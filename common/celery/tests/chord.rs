@@ -1,0 +1,157 @@
+//! The chord join (`lua/chord_join.lua`) against a real redis-server, in Celery's keys: members
+//! joining at once complete the chord exactly once, in header order; a member counts once
+//! however often it joins; only the completer ever publishes; a chord a Python 5.7 worker
+//! claimed or finished is left to it.
+
+use std::time::Duration;
+
+use celery_redis::result::{ChordKeys, ChordMember, Join, ResultBackend, ResultMeta};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use testkit::TestRedis;
+
+const MAX_BYTES: usize = 1 << 20;
+
+async fn backend(redis: &TestRedis) -> ResultBackend {
+    ResultBackend::new(
+        redis.manager().await,
+        redis.client(),
+        Duration::from_secs(600),
+        true,
+    )
+}
+
+/// A chord of `size` members, as `chord.apply_async()` leaves it: `.s` set.
+async fn chord(redis: &TestRedis, group: &str, size: usize) -> ChordKeys {
+    let keys = ChordKeys::new(group);
+    let _: () = redis
+        .manager()
+        .await
+        .set_ex(&keys.size, size, 86_400)
+        .await
+        .unwrap();
+    keys
+}
+
+async fn join(results: &ResultBackend, group: &str, index: i64, ordered: bool) -> Join {
+    let tid = format!("t-{index}");
+    let meta = ResultMeta::success(&tid, json!(index * 10));
+    let member = ChordMember {
+        group_id: group,
+        task_id: &tid,
+        group_index: Some(index),
+        meta: &meta,
+    };
+    results
+        .join_chord(&member, ordered, MAX_BYTES)
+        .await
+        .unwrap()
+}
+
+fn results_of(join: &Join) -> Vec<Value> {
+    let Join::Complete(entries) = join else {
+        panic!("not complete: {join:?}");
+    };
+    entries.iter().map(|e| e[3].clone()).collect()
+}
+
+#[tokio::test]
+async fn members_joining_at_once_complete_the_chord_once_in_header_order() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let keys = chord(&redis, "g", 20).await;
+    let joins = futures_util::future::join_all((0..20).rev().map(|i| {
+        let results = results.clone();
+        tokio::spawn(async move { join(&results, "g", i, true).await })
+    }))
+    .await;
+    let complete: Vec<Join> = joins
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|j| matches!(j, Join::Complete(_)))
+        .collect();
+    assert_eq!(complete.len(), 1, "{complete:?}");
+    let expected: Vec<Value> = (0..20).map(|i| json!(i * 10)).collect();
+    assert_eq!(results_of(&complete[0]), expected);
+    let ttl: i64 = redis.manager().await.ttl(&keys.join).await.unwrap();
+    assert!(
+        ttl > 0 && ttl <= 600,
+        "the join key gets the results' expiry: {ttl}"
+    );
+}
+
+#[tokio::test]
+async fn a_member_counts_once_and_only_the_completer_publishes_again() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let keys = chord(&redis, "g", 2).await;
+    assert_eq!(join(&results, "g", 0, false).await, Join::NotMine);
+    assert_eq!(join(&results, "g", 0, false).await, Join::NotMine);
+    let n: i64 = redis.manager().await.llen(&keys.join).await.unwrap();
+    assert_eq!(
+        n, 1,
+        "a LIST without result_chord_ordered, one entry per member"
+    );
+    let first = join(&results, "g", 1, false).await;
+    assert_eq!(results_of(&first), vec![json!(0), json!(10)]);
+    let claim: String = redis.manager().await.get(&keys.claim).await.unwrap();
+    assert_eq!(claim, "t-1:1");
+    // The completer again (it was lost before it published): complete again; nobody else is.
+    assert_eq!(results_of(&join(&results, "g", 1, false).await).len(), 2);
+    assert_eq!(join(&results, "g", 0, false).await, Join::NotMine);
+}
+
+#[tokio::test]
+async fn a_chord_a_python_worker_claimed_or_finished_is_left_to_it() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let mut conn = redis.manager().await;
+    let keys = chord(&redis, "g", 1).await;
+    // Celery 5.7's dispatch claim, a token of the Python worker that completed the chord.
+    let _: () = conn.set(&keys.claim, "0123456789abcdef").await.unwrap();
+    assert_eq!(join(&results, "g", 0, true).await, Join::NotMine);
+    // Finished: a late copy of a member neither joins nor recreates the chord's keys.
+    let _: () = conn.del(&keys.join).await.unwrap();
+    let _: () = conn.set(&keys.claim, "done").await.unwrap();
+    assert_eq!(join(&results, "g", 0, true).await, Join::NotMine);
+    let left: i64 = conn.exists(&keys.join).await.unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_failed_member_is_in_the_entries_for_the_chord_error() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    chord(&redis, "g", 2).await;
+    join(&results, "g", 0, true).await;
+    let exc = celery_redis::result::ExceptionInfo::new("builtins", "KeyError", "sku");
+    let meta = ResultMeta::failure("t-1", &exc, None);
+    let member = ChordMember {
+        group_id: "g",
+        task_id: "t-1",
+        group_index: Some(1),
+        meta: &meta,
+    };
+    let Join::Complete(entries) = results.join_chord(&member, true, MAX_BYTES).await.unwrap()
+    else {
+        panic!("not complete");
+    };
+    let err = celery_redis::result::chord::unpack(&entries).unwrap_err();
+    assert_eq!(err.message(), "Dependency t-1 raised KeyError('sku')");
+    // Over the limit of what is read back: the chord is broken, not read.
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    chord(&redis, "h", 1).await;
+    let meta = ResultMeta::success("t-0", json!("x".repeat(100)));
+    let member = ChordMember {
+        group_id: "h",
+        task_id: "t-0",
+        group_index: Some(0),
+        meta: &meta,
+    };
+    let join = results.join_chord(&member, true, 50).await.unwrap();
+    assert!(
+        matches!(join, Join::Broken(ref why) if why.contains("larger than 50")),
+        "{join:?}"
+    );
+}
