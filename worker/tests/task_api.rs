@@ -569,3 +569,32 @@ async fn a_terminated_blocking_task_holds_its_thread_place_until_its_thread_ends
     assert_eq!(w.spin.runs.load(Ordering::SeqCst), 2);
     w.stop().await;
 }
+
+/// A countdown too long for a date (`RetryAfter` with `u64::MAX` milliseconds, half a billion
+/// years) is still a retry, its eta as far ahead as a date goes: not a panic that dead-letters
+/// the task as a lost worker.
+#[tokio::test]
+async fn a_countdown_too_long_for_a_date_is_still_a_retry() {
+    let w = start().await;
+    let far = w.call("backoff", json!([u64::MAX]), json!({})).await;
+    let meta = w
+        .results
+        .wait_for(&far.id, WAIT, |s| *s == TaskState::Retry || s.is_ready())
+        .await
+        .unwrap();
+    assert_eq!(meta.status, TaskState::Retry, "{:?}", meta.result);
+    // RETRY is stored before the retry is scheduled: stopped, the worker has done both.
+    let (mut conn, broker) = (w.conn.clone(), w.broker.clone());
+    let _redis = w.stop().await;
+    let scheduled: Vec<(String, f64)> = conn
+        .zrange_withscores("fleet:scheduled:celery", 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    let entry: Value = serde_json::from_str(&scheduled[0].0).unwrap();
+    let envelope = entry.get(0).unwrap_or(&entry);
+    let eta = envelope["headers"]["eta"].clone();
+    let eta = celery_redis::clock::parse_celery_iso(eta.as_str().unwrap()).unwrap();
+    assert!(eta.year() > 2100, "{eta}");
+    assert!(broker.dead_letters(10).await.unwrap().is_empty());
+}
