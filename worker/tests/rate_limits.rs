@@ -5,6 +5,7 @@
 //! worker. The same `rate_limit` from the real Celery CLI is in `celery_tools.rs`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,46 @@ impl Task for Quick {
     }
 }
 
+/// One start a minute; the first time it is asked to start, the place it needs is taken
+/// (`Task::admit` refuses it for a millisecond).
+struct Picky;
+
+/// Whether `Picky` was refused its place once already.
+#[derive(Default)]
+struct Refused(std::sync::atomic::AtomicBool);
+
+impl Task for Picky {
+    const NAME: &'static str = "picky";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            rate_limit: Some("1/m"),
+            ..Options::default()
+        }
+    }
+
+    fn admit(
+        deps: &celery_redis::task::Deps,
+        _: &[Value],
+        _: &Map<String, Value>,
+    ) -> Result<celery_redis::task::Place, Duration> {
+        let refused = deps
+            .get::<Arc<Refused>>()
+            .map(|r| r.0.swap(true, Ordering::SeqCst));
+        match refused {
+            Some(false) => Err(Duration::from_millis(1)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
 /// A rate option that is not a rate.
 struct Misconfigured;
 
@@ -139,7 +180,9 @@ fn tasks(starts: &Starts) -> Tasks {
         .task::<FleetWide>()
         .task::<Hang>()
         .task::<Quick>()
+        .task::<Picky>()
         .dep(starts.clone())
+        .dep(Arc::new(Refused::default()))
 }
 
 type Handle = tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>;
@@ -256,6 +299,18 @@ async fn a_fleet_wide_rate_holds_for_two_workers_together() {
         (0, 0, 0),
         "nothing left held, queued or scheduled"
     );
+}
+
+/// A start its task's `admit` refuses did not happen: it uses up none of the rate. (The rate
+/// was asked first, so the refused start took the minute's only token and the task, put off
+/// for a millisecond, then waited the whole minute.)
+#[tokio::test]
+async fn a_start_refused_a_place_uses_up_none_of_its_rate() {
+    let f = fleet(&["rate-a@test"]).await;
+    let picky = f.send("picky").await;
+    let meta = f.results.wait(&picky.id, Duration::from_secs(10)).await;
+    assert_eq!(meta.map(|m| m.status).ok(), Some(TaskState::Success));
+    assert_eq!(f.stop().await, (0, 0, 0));
 }
 
 #[test]
