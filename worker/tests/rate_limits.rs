@@ -143,6 +143,28 @@ impl Task for Picky {
     }
 }
 
+/// Its `admit` always refuses it, for longer than anything can wait.
+struct Never;
+
+impl Task for Never {
+    const NAME: &'static str = "never";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn admit(
+        _: &celery_redis::task::Deps,
+        _: &[Value],
+        _: &Map<String, Value>,
+    ) -> Result<celery_redis::task::Place, Duration> {
+        Err(Duration::MAX)
+    }
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
 /// A rate option that is not a rate.
 struct Misconfigured;
 
@@ -181,6 +203,7 @@ fn tasks(starts: &Starts) -> Tasks {
         .task::<Hang>()
         .task::<Quick>()
         .task::<Picky>()
+        .task::<Never>()
         .dep(starts.clone())
         .dep(Arc::new(Refused::default()))
 }
@@ -311,6 +334,32 @@ async fn a_start_refused_a_place_uses_up_none_of_its_rate() {
     let meta = f.results.wait(&picky.id, Duration::from_secs(10)).await;
     assert_eq!(meta.map(|m| m.status).ok(), Some(TaskState::Success));
     assert_eq!(f.stop().await, (0, 0, 0));
+}
+
+/// A task's `admit` asking for `Duration::MAX` waits at most a day in the schedule (as one
+/// over its rate), then asks again: it is not parked for ever.
+#[tokio::test]
+async fn a_place_refused_for_ever_waits_a_day_at_most() {
+    let f = fleet(&["rate-a@test"]).await;
+    let never = f.send("never").await;
+    let mut conn = f.conn.clone();
+    let began = Instant::now();
+    let scheduled: Vec<(String, f64)> = loop {
+        let entries: Vec<(String, f64)> = conn
+            .zrange_withscores("fleet:scheduled:celery", 0, -1)
+            .await
+            .unwrap();
+        if !entries.is_empty() || began.elapsed() > WAIT {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    assert!(scheduled[0].0.contains(&never.id));
+    let (secs, micros): (f64, f64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let wait = scheduled[0].1 - (secs + micros / 1e6);
+    assert!((86_000.0..=86_400.0).contains(&wait), "{wait}");
+    assert_eq!(f.stop().await, (0, 0, 1));
 }
 
 #[test]

@@ -10,6 +10,7 @@ use celery_redis::protocol::Message;
 use celery_redis::task::{Place, Registered};
 
 use crate::context::Context;
+use crate::limits::{MAX_WAIT, MIN_WAIT};
 
 /// `Ok(Ok(place))` when `msg` (of `task`, `None` when not registered here) may start now, its
 /// starts counted against its rates and `place` held until it ends; `Ok(Err(delay))` when it
@@ -23,7 +24,9 @@ pub async fn admit(
 ) -> redis::RedisResult<Result<Place, Duration>> {
     let place = match task.map_or(Ok(None), |t| t.admit(ctx.tasks.deps(), &msg.body)) {
         Ok(place) => place,
-        Err(delay) => return Ok(Err(delay)),
+        // A task's own delay, bounded as a rate's: `Duration::MAX` would park it for ever,
+        // zero would have it claimed and refused again at once, over and over.
+        Err(delay) => return Ok(Err(delay.clamp(MIN_WAIT, MAX_WAIT))),
     };
     let layout = ctx.broker.layout();
     if let Some(delay) = ctx.limits.wait(&ctx.redis, layout, msg.task(), now).await? {
