@@ -362,6 +362,51 @@ async fn a_place_refused_for_ever_waits_a_day_at_most() {
     assert_eq!(f.stop().await, (0, 0, 1));
 }
 
+/// A task put off by its rate comes back to be claimed again, maybe many times (a backlog
+/// cycles through the schedule): it is received once, when it starts, as a Celery worker
+/// receives a rate-limited task once. Each put-off claim used to log "received", count
+/// `tasks_received_total` and send `task-received` again, so a backlog of ten thousand at 1/s
+/// sent some thirty of each a second for tasks received long before.
+#[tokio::test]
+async fn a_task_put_off_by_its_rate_is_received_once() {
+    use futures_util::StreamExt;
+
+    let f = fleet(&[NODE]).await;
+    let mut pubsub = f.redis.client().get_async_pubsub().await.unwrap();
+    pubsub.subscribe("/0.celeryev/task.multi").await.unwrap();
+    let mut events = pubsub.into_on_message();
+    assert_eq!(
+        ask(&f.conn, "enable_events", json!({})).await,
+        json!({"ok": "task events enabled"})
+    );
+    let sent = [
+        f.send("per_worker").await,
+        f.send("per_worker").await,
+        f.send("per_worker").await,
+    ];
+    let mut received: HashMap<String, usize> = HashMap::new();
+    let mut succeeded = 0;
+    while succeeded < sent.len() {
+        let msg = tokio::time::timeout(WAIT, events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let batch = celery_redis::protocol::Fanout::decode(msg.get_payload_bytes()).unwrap();
+        for e in batch.body.as_array().unwrap() {
+            let id = e["uuid"].as_str().unwrap().to_owned();
+            match e["type"].as_str().unwrap() {
+                "task-received" => *received.entry(id).or_default() += 1,
+                "task-succeeded" => succeeded += 1,
+                _ => {}
+            }
+        }
+    }
+    for msg in &sent {
+        assert_eq!(received.get(&msg.id), Some(&1), "{received:?}");
+    }
+    assert_eq!(f.stop().await, (0, 0, 0));
+}
+
 #[test]
 fn a_rate_option_that_is_not_a_rate_refuses_the_worker() {
     let cfg = config("redis://127.0.0.1:1", "bad@test");
