@@ -15,8 +15,9 @@ pub const MAX_RATE_LEN: usize = 64;
 pub const HORIZON_SECS: f64 = 300.0;
 
 /// How far a clock may seem to go back between two takes of a [`TokenBucket`] before it is
-/// taken for a step back of the clock itself (see [`TokenBucket::take`]).
-pub const STEP_BACK_SECS: f64 = 1.0;
+/// taken for a step back of the clock itself (see `TokenBucket::fill`): more than a busy
+/// worker's lag between taking two messages and asking for their starts.
+pub const STEP_BACK_SECS: f64 = 5.0;
 
 /// A rate limit: so many starts per second (positive, finite).
 #[derive(Debug, Clone, Copy, PartialEq)]
