@@ -21,10 +21,11 @@ use celery_redis::task::rate::{self, Line, Rate, RateError, TokenBucket};
 use celery_redis::task::{fleet, Options, Tasks};
 use serde_json::Value;
 
-/// Longest a task over its rate limit waits in the schedule at once (then it asks again).
-const MAX_WAIT: Duration = Duration::from_secs(86_400);
+/// Longest a task over its rate limit (or refused by its `admit`) waits in the schedule at
+/// once (then it asks again).
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
 /// Shortest wait: a refusal always puts the task off a little.
-const MIN_WAIT: Duration = Duration::from_millis(1);
+pub const MIN_WAIT: Duration = Duration::from_millis(1);
 
 /// A task's option that is not a rate, refused when the worker is built.
 #[derive(Debug, thiserror::Error)]

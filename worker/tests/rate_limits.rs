@@ -5,6 +5,7 @@
 //! worker. The same `rate_limit` from the real Celery CLI is in `celery_tools.rs`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,68 @@ impl Task for Quick {
     }
 }
 
+/// One start a minute; the first time it is asked to start, the place it needs is taken
+/// (`Task::admit` refuses it for a millisecond).
+struct Picky;
+
+/// Whether `Picky` was refused its place once already.
+#[derive(Default)]
+struct Refused(std::sync::atomic::AtomicBool);
+
+impl Task for Picky {
+    const NAME: &'static str = "picky";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            rate_limit: Some("1/m"),
+            ..Options::default()
+        }
+    }
+
+    fn admit(
+        deps: &celery_redis::task::Deps,
+        _: &[Value],
+        _: &Map<String, Value>,
+    ) -> Result<celery_redis::task::Place, Duration> {
+        let refused = deps
+            .get::<Arc<Refused>>()
+            .map(|r| r.0.swap(true, Ordering::SeqCst));
+        match refused {
+            Some(false) => Err(Duration::from_millis(1)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Its `admit` always refuses it, for longer than anything can wait.
+struct Never;
+
+impl Task for Never {
+    const NAME: &'static str = "never";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn admit(
+        _: &celery_redis::task::Deps,
+        _: &[Value],
+        _: &Map<String, Value>,
+    ) -> Result<celery_redis::task::Place, Duration> {
+        Err(Duration::MAX)
+    }
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
 /// A rate option that is not a rate.
 struct Misconfigured;
 
@@ -139,7 +202,10 @@ fn tasks(starts: &Starts) -> Tasks {
         .task::<FleetWide>()
         .task::<Hang>()
         .task::<Quick>()
+        .task::<Picky>()
+        .task::<Never>()
         .dep(starts.clone())
+        .dep(Arc::new(Refused::default()))
 }
 
 type Handle = tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>;
@@ -256,6 +322,89 @@ async fn a_fleet_wide_rate_holds_for_two_workers_together() {
         (0, 0, 0),
         "nothing left held, queued or scheduled"
     );
+}
+
+/// A start its task's `admit` refuses did not happen: it uses up none of the rate. (The rate
+/// was asked first, so the refused start took the minute's only token and the task, put off
+/// for a millisecond, then waited the whole minute.)
+#[tokio::test]
+async fn a_start_refused_a_place_uses_up_none_of_its_rate() {
+    let f = fleet(&["rate-a@test"]).await;
+    let picky = f.send("picky").await;
+    let meta = f.results.wait(&picky.id, Duration::from_secs(10)).await;
+    assert_eq!(meta.map(|m| m.status).ok(), Some(TaskState::Success));
+    assert_eq!(f.stop().await, (0, 0, 0));
+}
+
+/// A task's `admit` asking for `Duration::MAX` waits at most a day in the schedule (as one
+/// over its rate), then asks again: it is not parked for ever.
+#[tokio::test]
+async fn a_place_refused_for_ever_waits_a_day_at_most() {
+    let f = fleet(&["rate-a@test"]).await;
+    let never = f.send("never").await;
+    let mut conn = f.conn.clone();
+    let began = Instant::now();
+    let scheduled: Vec<(String, f64)> = loop {
+        let entries: Vec<(String, f64)> = conn
+            .zrange_withscores("fleet:scheduled:celery", 0, -1)
+            .await
+            .unwrap();
+        if !entries.is_empty() || began.elapsed() > WAIT {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    assert!(scheduled[0].0.contains(&never.id));
+    let (secs, micros): (f64, f64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let wait = scheduled[0].1 - (secs + micros / 1e6);
+    assert!((86_000.0..=86_400.0).contains(&wait), "{wait}");
+    assert_eq!(f.stop().await, (0, 0, 1));
+}
+
+/// A task put off by its rate comes back to be claimed again, maybe many times (a backlog
+/// cycles through the schedule): it is received once, when it starts, as a Celery worker
+/// receives a rate-limited task once. Each put-off claim used to log "received", count
+/// `tasks_received_total` and send `task-received` again, so a backlog of ten thousand at 1/s
+/// sent some thirty of each a second for tasks received long before.
+#[tokio::test]
+async fn a_task_put_off_by_its_rate_is_received_once() {
+    use futures_util::StreamExt;
+
+    let f = fleet(&[NODE]).await;
+    let mut pubsub = f.redis.client().get_async_pubsub().await.unwrap();
+    pubsub.subscribe("/0.celeryev/task.multi").await.unwrap();
+    let mut events = pubsub.into_on_message();
+    assert_eq!(
+        ask(&f.conn, "enable_events", json!({})).await,
+        json!({"ok": "task events enabled"})
+    );
+    let sent = [
+        f.send("per_worker").await,
+        f.send("per_worker").await,
+        f.send("per_worker").await,
+    ];
+    let mut received: HashMap<String, usize> = HashMap::new();
+    let mut succeeded = 0;
+    while succeeded < sent.len() {
+        let msg = tokio::time::timeout(WAIT, events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let batch = celery_redis::protocol::Fanout::decode(msg.get_payload_bytes()).unwrap();
+        for e in batch.body.as_array().unwrap() {
+            let id = e["uuid"].as_str().unwrap().to_owned();
+            match e["type"].as_str().unwrap() {
+                "task-received" => *received.entry(id).or_default() += 1,
+                "task-succeeded" => succeeded += 1,
+                _ => {}
+            }
+        }
+    }
+    for msg in &sent {
+        assert_eq!(received.get(&msg.id), Some(&1), "{received:?}");
+    }
+    assert_eq!(f.stop().await, (0, 0, 0));
 }
 
 #[test]

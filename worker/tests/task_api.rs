@@ -265,6 +265,27 @@ impl Task for Spin {
     }
 }
 
+/// Blocking, and panics on its thread.
+struct Boom;
+
+impl Task for Boom {
+    const NAME: &'static str = "boom";
+    const PARAMS: &'static [&'static str] = &[];
+    type Args = Map<String, Value>;
+    type Output = ();
+
+    fn options() -> Options {
+        Options {
+            blocking: true,
+            ..Options::default()
+        }
+    }
+
+    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+        panic!("boom")
+    }
+}
+
 struct Running {
     _redis: TestRedis,
     conn: celery_redis::connection::Conn,
@@ -300,7 +321,8 @@ async fn start_with(extra: &[(&'static str, &str)]) -> Running {
         .task::<Needy>()
         .task::<Gated>()
         .task::<Backoff>()
-        .task::<Spin>();
+        .task::<Spin>()
+        .task::<Boom>();
     let gate = std::sync::Arc::new(Gate::default());
     let attempts = std::sync::Arc::new(Attempts::default());
     let spin = std::sync::Arc::new(SpinGate::default());
@@ -568,4 +590,53 @@ async fn a_terminated_blocking_task_holds_its_thread_place_until_its_thread_ends
     assert_eq!(meta.result, json!("let go"));
     assert_eq!(w.spin.runs.load(Ordering::SeqCst), 2);
     w.stop().await;
+}
+
+/// A countdown too long for a date (`RetryAfter` with `u64::MAX` milliseconds, half a billion
+/// years) is still a retry, its eta as far ahead as a date goes: not a panic that dead-letters
+/// the task as a lost worker.
+#[tokio::test]
+async fn a_countdown_too_long_for_a_date_is_still_a_retry() {
+    let w = start().await;
+    let far = w.call("backoff", json!([u64::MAX]), json!({})).await;
+    let meta = w
+        .results
+        .wait_for(&far.id, WAIT, |s| *s == TaskState::Retry || s.is_ready())
+        .await
+        .unwrap();
+    assert_eq!(meta.status, TaskState::Retry, "{:?}", meta.result);
+    // RETRY is stored before the retry is scheduled: stopped, the worker has done both.
+    let (mut conn, broker) = (w.conn.clone(), w.broker.clone());
+    let _redis = w.stop().await;
+    let scheduled: Vec<(String, f64)> = conn
+        .zrange_withscores("fleet:scheduled:celery", 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    let entry: Value = serde_json::from_str(&scheduled[0].0).unwrap();
+    let envelope = entry.get(0).unwrap_or(&entry);
+    let eta = envelope["headers"]["eta"].clone();
+    let eta = celery_redis::clock::parse_celery_iso(eta.as_str().unwrap()).unwrap();
+    assert!(eta.year() > 2100, "{eta}");
+    assert!(broker.dead_letters(10).await.unwrap().is_empty());
+}
+
+/// A blocking task that panics on its thread: FAILURE (the worker lost it) and a dead letter,
+/// and its thread place is given back: with one place, the next blocking task still runs.
+#[tokio::test]
+async fn a_blocking_task_that_panics_fails_and_gives_its_thread_place_back() {
+    let w = start_with(&[("WORKER_CONCURRENCY", "1")]).await;
+    let boom = w.call("boom", json!([]), json!({})).await;
+    let meta = w.results.wait(&boom.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Failure);
+    assert_eq!(meta.exception().unwrap().exc_type, "WorkerLostError");
+    w.spin
+        .release
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let spin = w.call("spin", json!([]), json!({})).await;
+    let meta = w.results.wait(&spin.id, WAIT).await.unwrap();
+    assert_eq!(meta.result, json!("let go"));
+    let broker = w.broker.clone();
+    let _redis = w.stop().await;
+    assert_eq!(broker.dead_letters(10).await.unwrap().len(), 1);
 }

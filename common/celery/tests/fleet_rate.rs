@@ -117,3 +117,24 @@ async fn a_wait_counts_from_the_reference_time_and_a_refusal_writes_nothing() {
     let len: i64 = conn.llen("app:fleet:rate:l").await.unwrap();
     assert_eq!(len, 1);
 }
+
+/// The key never legitimately holds a time more than one interval ahead: one that does (the
+/// server's clock stepped back, as after a failover to a replica whose clock is behind, or
+/// a value written by hand, `1e300`) is stale, not a wait of days or a number the script
+/// cannot return. The start is allowed and the key holds a sane time again, expiring.
+#[tokio::test]
+async fn a_time_more_than_one_interval_ahead_is_stale() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let layout = Layout::default();
+    let two = per_second("2/s");
+    let now = server_time(&mut conn).await;
+    let ahead = format!("{:.0}", (now + 86_400.0) * 1e6);
+    for stale in [ahead.as_str(), "1e300", "inf"] {
+        let _: () = conn.set(keys::fleet_rate("t"), stale).await.unwrap();
+        let taken = fleet::take(&conn, &layout, "t", two, now).await;
+        assert_eq!(taken.unwrap(), None, "{stale}");
+        let ttl: i64 = conn.pttl(keys::fleet_rate("t")).await.unwrap();
+        assert!((1..=501).contains(&ttl), "{stale}: {ttl}");
+    }
+}

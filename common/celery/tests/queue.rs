@@ -311,6 +311,26 @@ async fn scheduled_messages_come_back_when_due_by_the_server_clock() {
     );
 }
 
+/// A member due later than a `Duration` can say (a score of 1e20 seconds, put there by
+/// another program or a task's far-off delay): the wait until it is "very long", not a panic
+/// that ended the worker's scheduler (no eta, retry or deferred task came back after it).
+#[tokio::test]
+async fn a_member_due_past_what_a_duration_holds_is_a_long_wait() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let far = TaskMessage::new("process_order", "celery", Map::new());
+    conn.zadd::<_, _, _, ()>(
+        keys::scheduled("celery"),
+        far.to_envelope("test@host").to_json(),
+        1e20,
+    )
+    .await
+    .unwrap();
+    let (moved, next) = broker.promote_due().await.unwrap();
+    assert_eq!((moved, next), (0, Some(Duration::MAX)));
+}
+
 #[tokio::test]
 async fn renewed_leases_are_not_restored_and_expired_ones_are() {
     let redis = TestRedis::start();

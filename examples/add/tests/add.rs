@@ -47,6 +47,6 @@ async fn the_worker_runs_add_and_reports_argument_errors_as_python_does() {
     assert_eq!(failed.result["exc_type"], "TypeError", "{}", failed.result);
     assert_eq!(
         failed.result["exc_message"],
-        json!(["add() missing required argument: 'y'"])
+        json!(["add() missing 1 required positional argument: 'y'"])
     );
 }

@@ -58,7 +58,7 @@ fn a_python_client_calls_add_and_gets_sums_and_type_errors() {
     let type_error = |message: &str| json!({"error": "TypeError", "module": "builtins", "message": message, "type_error": true});
     assert_eq!(
         r["missing"],
-        type_error("add() missing required argument: 'y'"),
+        type_error("add() missing 1 required positional argument: 'y'"),
         "{r}"
     );
     assert_eq!(

@@ -68,6 +68,10 @@ pub fn time_limit(message: [Option<f64>; 2], task: [Option<f64>; 2]) -> Option<(
     }
 }
 
+/// Longest a retry waits (a century): a countdown or backoff beyond (`Duration::MAX`) is cut to
+/// it, since the retry's `eta` must stay a date Celery and `time` can write.
+pub const LONGEST_RETRY_DELAY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// How retries of a task are spaced and counted (its options over the worker's settings).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
@@ -114,7 +118,10 @@ pub fn end(
             return End::GaveUp { exc, attempts };
         }
         let delay = countdown.unwrap_or_else(|| backoff(policy, retries, random));
-        End::Retry { exc, delay }
+        End::Retry {
+            exc,
+            delay: delay.min(LONGEST_RETRY_DELAY),
+        }
     };
     match outcome {
         Ok(output) => End::Succeeded(output),
@@ -327,6 +334,24 @@ mod tests {
             ),
             End::GaveUp { attempts: 4, .. }
         ));
+    }
+
+    #[test]
+    fn a_countdown_or_backoff_too_long_for_a_date_is_cut_to_a_century() {
+        let huge = RetryPolicy {
+            backoff: Duration::MAX,
+            backoff_max: Duration::MAX,
+            ..POLICY
+        };
+        for outcome in [
+            TaskError::RetryAfter(exc(), Duration::MAX),
+            TaskError::Retry(exc()),
+        ] {
+            match end(Err(outcome), 0, &huge, 0.5) {
+                End::Retry { delay, .. } => assert_eq!(delay, LONGEST_RETRY_DELAY),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

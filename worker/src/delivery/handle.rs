@@ -107,7 +107,6 @@ pub async fn handle(ctx: &Arc<Context>, delivery: &Delivery) -> Result<(), Execu
         Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };
     enter(&msg);
-    report::received(ctx, &msg, &delivery.queue);
     let task = ctx.tasks.get(msg.task());
     let facts = Facts {
         now: delivery.taken_at,
@@ -117,7 +116,13 @@ pub async fn handle(ctx: &Arc<Context>, delivery: &Delivery) -> Result<(), Execu
         eta: msg.eta().map(clock::unix_seconds),
         expires: msg.expires().map(clock::unix_seconds),
     };
-    match decide::start(&facts) {
+    let start = decide::start(&facts);
+    // One to run is received once it may start: put off (its rate, a place), it comes back
+    // unchanged, maybe many times, and Celery receives a rate-limited task once.
+    if start != Start::Run {
+        report::received(ctx, &msg, &delivery.queue);
+    }
+    match start {
         Start::Revoked => return refuse_revoked(ctx, &msg, delivery).await,
         Start::HandBack => return unknown::hand_back_or_fail(ctx, &msg, delivery).await,
         Start::Scheduled(due) => {
@@ -146,6 +151,7 @@ pub async fn handle(ctx: &Arc<Context>, delivery: &Delivery) -> Result<(), Execu
         Err(delay) => return defer(ctx, &msg, delivery, delay).await,
         Ok(place) => place,
     };
+    report::received(ctx, &msg, &delivery.queue);
     let acks_late = task.and_then(|t| t.options().acks_late);
     let acks_late = acks_late.unwrap_or(ctx.acks_late);
     let mut running = Running::start(&ctx.registry, &delivery.tag, msg.clone(), !acks_late);

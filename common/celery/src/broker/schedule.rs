@@ -50,7 +50,8 @@ impl Broker {
             .ok()
             .and_then(|w| w.parse::<f64>().ok())
             .filter(|w| *w >= 0.0 && w.is_finite())
-            .map(Duration::from_secs_f64);
+            // Due later than a Duration holds (a score of 1e20): as long a wait as there is.
+            .map(|w| Duration::try_from_secs_f64(w).unwrap_or(Duration::MAX));
         if due.is_empty() {
             return Ok((0, wait));
         }

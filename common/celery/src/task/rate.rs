@@ -14,6 +14,11 @@ pub const MAX_RATE_LEN: usize = 64;
 /// How far ahead a [`Line`] books: beyond, it starts again from the front (see [`Line::book`]).
 pub const HORIZON_SECS: f64 = 300.0;
 
+/// How far a clock may seem to go back between two takes of a [`TokenBucket`] before it is
+/// taken for a step back of the clock itself (see `TokenBucket::fill`): more than a busy
+/// worker's lag between taking two messages and asking for their starts.
+pub const STEP_BACK_SECS: f64 = 5.0;
+
 /// A rate limit: so many starts per second (positive, finite).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate(f64);
@@ -138,12 +143,19 @@ impl TokenBucket {
         self.rate
     }
 
-    /// What it holds at `now` (a `now` before the last one counts as no time passed).
+    /// What it holds at `now`. A `now` a little before the last one (messages taken together,
+    /// handled out of order) counts as no time passed; one more than [`STEP_BACK_SECS`] before
+    /// it is the clock stepped back (the server's, after a failover to a replica whose clock is
+    /// behind): the bucket counts from `now` on, rather than filling only once the clock is back
+    /// where it was, which would hold the task back that long.
     fn fill(&mut self, now: f64) {
         if let Some(at) = self.at {
             let passed = (now - at).max(0.0);
             self.tokens = (self.tokens + passed * self.rate.0).min(1.0);
-            self.at = Some(at.max(now));
+            self.at = Some(match now < at - STEP_BACK_SECS {
+                true => now,
+                false => at.max(now),
+            });
         }
     }
 
@@ -265,11 +277,16 @@ mod tests {
         // A clock that steps back counts as no time passed.
         assert!(b.take(999.0).is_err());
         assert_eq!(b.take(1000.25), Ok(()));
+        // A clock stepped back an hour: the bucket fills from there, not an hour later.
+        assert!(b.take(1000.25 - 3600.0).is_err());
+        assert_eq!(b.take(1000.5 - 3600.0), Ok(()));
+        assert!(b.take(1000.5 - 3600.0).is_err());
+        assert_eq!(b.take(1000.75 - 3600.0), Ok(()));
         // A refund gives the token back, never more than one.
         b.refund();
         b.refund();
-        assert_eq!(b.take(1000.25), Ok(()));
-        assert!(b.take(1000.25).is_err());
+        assert_eq!(b.take(1000.75 - 3600.0), Ok(()));
+        assert!(b.take(1000.75 - 3600.0).is_err());
     }
 
     #[test]
