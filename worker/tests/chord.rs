@@ -423,3 +423,54 @@ async fn with_results_in_another_database_the_body_runs_once() {
     assert_eq!(claim.as_deref(), Some("done"));
     w.stop().await;
 }
+
+/// A chord published by the Rust producer (`Broker::publish_chord`) runs on the Rust worker as
+/// one Celery put there does: the body once, with the results in header order.
+#[tokio::test]
+async fn a_chord_from_the_rust_producer_runs_its_body_once_in_header_order() {
+    let c = capture();
+    let w = start(&c).await;
+    let broker = celery_redis::broker::Broker::new(w.conn.clone(), "celery", "rust@test");
+    let mut header: Vec<_> = [(5, 1), (1, 1), (10, 10)]
+        .iter()
+        .map(|(x, y)| {
+            let kwargs = json!({"x": x, "y": y}).as_object().cloned().unwrap();
+            celery_redis::protocol::TaskMessage::new("add", "celery", kwargs)
+        })
+        .collect();
+    let body = serde_json::from_value(json!({"task": "tsum"})).unwrap();
+    let ids = broker
+        .publish_chord(&mut header, body, &w.results)
+        .await
+        .unwrap();
+    let indexes: Vec<_> = header.iter().map(|m| m.group_index).collect();
+    assert_eq!(indexes, vec![Some(0), Some(1), Some(2)]);
+    let body = w.ended(&ids.body_id).await;
+    assert_eq!(body.status, TaskState::Success, "{body:?}");
+    assert_eq!(body.result, json!(28));
+    w.drained().await;
+    assert_eq!(w.calls.of("tsum"), vec![json!([6, 2, 20])]);
+    w.stop().await;
+}
+
+/// A group published by the Rust producer (`Broker::publish_group`): each member's result
+/// names the group, as a Python `GroupResult(group_id, ...)` expects.
+#[tokio::test]
+async fn a_group_from_the_rust_producer_stores_each_result_under_its_group() {
+    let c = capture();
+    let w = start(&c).await;
+    let broker = celery_redis::broker::Broker::new(w.conn.clone(), "celery", "rust@test");
+    let mut members: Vec<_> = (1..=3)
+        .map(|x| {
+            let kwargs = json!({"x": x, "y": 0}).as_object().cloned().unwrap();
+            celery_redis::protocol::TaskMessage::new("add", "celery", kwargs)
+        })
+        .collect();
+    let group_id = broker.publish_group(&mut members).await.unwrap();
+    for (i, m) in members.iter().enumerate() {
+        let meta = w.ended(&m.id).await;
+        assert_eq!(meta.result, json!(i + 1));
+        assert_eq!(meta.group_id.as_deref(), Some(group_id.as_str()));
+    }
+    w.stop().await;
+}

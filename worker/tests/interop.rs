@@ -1494,3 +1494,44 @@ async fn a_rust_member_completes_a_chord_a_python_member_joined_first() {
         "the Rust member sent the body: {r}"
     );
 }
+
+/// A chord published by the Rust producer (`Broker::publish_chord`), run by a Python worker:
+/// its header members join, the body gets their results in header order, and a Python client's
+/// view of the ids (the header's group, the body's id) is the one the producer returned.
+#[tokio::test]
+#[ignore = "needs CELERY_PYTHON, a python with celery[redis]; CI runs it for Celery 5.4 and 5.7"]
+async fn a_chord_from_the_rust_producer_runs_on_a_python_worker() {
+    let py = python();
+    let redis = TestRedis::start();
+    let _py_worker = python_worker(&py, &redis, &[]);
+    let broker = celery_redis::broker::Broker::new(redis.manager().await, "celery", "rust@test");
+    let results = backend(&redis).await;
+    let order = |id: &str| {
+        json!({"order_id": id, "customer": {"id": "c", "email": "c@example.com"},
+               "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]})
+        .as_object()
+        .cloned()
+        .unwrap()
+    };
+    let mut header: Vec<_> = ["rc-1", "rc-2", "rc-3"]
+        .iter()
+        .map(|id| celery_redis::protocol::TaskMessage::new("process_order", "celery", order(id)))
+        .collect();
+    let body = serde_json::from_value(json!({"task": "collect"})).unwrap();
+    let ids = broker
+        .publish_chord(&mut header, body, &results)
+        .await
+        .unwrap();
+    let meta = results.wait(&ids.body_id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(meta.result["order_ids"], json!(["rc-1", "rc-2", "rc-3"]));
+    assert_eq!(
+        meta.result["runners"],
+        json!(["python", "python", "python"])
+    );
+    for m in &header {
+        assert_eq!(m.group.as_deref(), Some(ids.group_id.as_str()));
+        let member = results.get(&m.id).await.unwrap();
+        assert_eq!(member.status, TaskState::Success);
+    }
+}

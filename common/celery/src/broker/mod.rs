@@ -25,6 +25,7 @@ use crate::result::ResultBackend;
 use crate::routes::Routes;
 use crate::scripts::PUBLISH_ONCE;
 
+pub mod canvas;
 pub mod consume;
 pub mod dead;
 pub mod finish;
@@ -34,6 +35,7 @@ pub mod schedule;
 pub mod settle;
 pub mod stats;
 
+pub use canvas::ChordIds;
 pub use consume::{Claim, Delivery, Rotation};
 pub use dead::DeadLetter;
 pub use restore::Visibility;
