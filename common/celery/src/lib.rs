@@ -13,6 +13,7 @@
 //! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
 //! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
 //! - [`failover`] — the sentinels' announcement of a failover, watched by each connection.
+//! - [`glob`] — shell-style globs as `fnmatch` reads them (control patterns, `TASK_ROUTES`).
 //! - [`eviction`] — whether a Redis keeps every key (`noeviction`, Redis 7+), asked on every
 //!   (re)connection before work is taken or accepted.
 //! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
@@ -45,6 +46,7 @@ pub mod control;
 pub mod events;
 pub mod eviction;
 pub mod failover;
+pub mod glob;
 pub mod keys;
 pub mod leases;
 pub mod node;

@@ -1,10 +1,11 @@
 //! A remote-control request as kombu's `Mailbox` sends it on `celery.pidbox`, and the rule of
 //! `kombu.pidbox.Node.handle_message` that says whether a node acts on it.
 
-use regex::{Regex, RegexBuilder};
+use regex::RegexBuilder;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::glob::Glob;
 use crate::protocol::{DecodeError, Fanout};
 
 /// Longest node-name pattern compiled (a pattern is a node name with wildcards).
@@ -90,7 +91,7 @@ impl Request {
         }
         match (self.pattern.as_deref(), self.matcher.as_deref()) {
             (Some(p), Some(m)) if !p.is_empty() && !m.is_empty() => {
-                compile(p, m).is_some_and(|re| re.is_match(node))
+                matches(p, m, node)
             }
             _ => true,
         }
@@ -102,53 +103,21 @@ impl Request {
     }
 }
 
-/// kombu's matchers: `glob` is `fnmatch` (whole name), `pcre` is `re.match` (anchored at the
-/// start only). An unknown matcher or a pattern too long or invalid matches nothing.
-fn compile(pattern: &str, matcher: &str) -> Option<Regex> {
+/// kombu's matchers: `glob` is `fnmatch` (whole name, [`crate::glob`]), `pcre` is `re.match`
+/// (anchored at the start only). An unknown matcher or a pattern too long or invalid matches
+/// nothing.
+fn matches(pattern: &str, matcher: &str, node: &str) -> bool {
     if pattern.len() > MAX_PATTERN {
-        return None;
+        return false;
     }
-    let source = match matcher {
-        "glob" => format!("^{}$", glob_to_regex(pattern)),
-        "pcre" => format!("^(?:{pattern})"),
-        _ => return None,
-    };
-    RegexBuilder::new(&source).size_limit(1 << 20).build().ok()
-}
-
-/// `fnmatch.translate`: `*`, `?`, `[seq]` and `[!seq]`; everything else literal.
-fn glob_to_regex(glob: &str) -> String {
-    let mut out = String::new();
-    let mut chars = glob.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => out.push_str(".*"),
-            '?' => out.push('.'),
-            '[' => {
-                let mut class = String::new();
-                let mut closed = false;
-                for d in chars.by_ref() {
-                    if d == ']' && !class.is_empty() && class != "!" {
-                        closed = true;
-                        break;
-                    }
-                    class.push(d);
-                }
-                if closed {
-                    let (negate, body) = match class.strip_prefix('!') {
-                        Some(rest) => ("^", rest),
-                        None => ("", class.as_str()),
-                    };
-                    let body = body.replace('\\', "\\\\").replace('[', "\\[");
-                    out.push_str(&format!("[{negate}{body}]"));
-                } else {
-                    out.push_str(&regex::escape(&format!("[{class}")));
-                }
-            }
-            c => out.push_str(&regex::escape(&c.to_string())),
-        }
+    match matcher {
+        "glob" => Glob::new(pattern).is_match(node),
+        "pcre" => RegexBuilder::new(&format!("^(?:{pattern})"))
+            .size_limit(1 << 20)
+            .build()
+            .is_ok_and(|re| re.is_match(node)),
+        _ => false,
     }
-    out
 }
 
 #[cfg(test)]
