@@ -90,9 +90,7 @@ impl Request {
             return dest.iter().any(|d| d == node);
         }
         match (self.pattern.as_deref(), self.matcher.as_deref()) {
-            (Some(p), Some(m)) if !p.is_empty() && !m.is_empty() => {
-                matches(p, m, node)
-            }
+            (Some(p), Some(m)) if !p.is_empty() && !m.is_empty() => matches(p, m, node),
             _ => true,
         }
     }
