@@ -294,6 +294,32 @@ async fn health_and_readiness() {
 }
 
 #[tokio::test]
+async fn the_route_table_serves_metrics_behind_the_token_and_405_with_allow() {
+    let redis = TestRedis::start();
+    let mut cfg = service_config(&redis.url());
+    cfg.auth = http_kit::auth::Auth::with_tokens(vec!["a-token-0123456789".into()]);
+    let routes = api::routes(AppState::connect(&cfg, "test@host").unwrap());
+    let get = |token: Option<&str>| {
+        let req = warp::test::request().path("/metrics");
+        match token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    };
+    assert_eq!(get(None).reply(&routes).await.status(), 401);
+    let resp = get(Some("a-token-0123456789")).reply(&routes).await;
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8_lossy(resp.body()).into_owned();
+    assert!(text.contains("celery_queue_length{"), "{text}");
+    let resp = get(Some("a-token-0123456789"))
+        .method("POST")
+        .reply(&routes)
+        .await;
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_gives_503_in_bounded_time_not_a_hang() {
     let state = AppState::connect(&service_config(&unreachable_redis_url()), "test@host").unwrap();
     let limit = Duration::from_secs(10);
