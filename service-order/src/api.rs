@@ -24,7 +24,7 @@ use crate::{handlers, State};
         openapi::readyz,
         openapi::openapi_json
     ),
-    components(schemas(http_kit::error::ErrorBody)),
+    components(schemas(http_kit::error::ErrorBody, shop::schema::Id, shop::schema::Email)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
