@@ -80,6 +80,29 @@ async fn the_same_order_id_twice_enqueues_once_and_returns_the_same_task() {
 }
 
 #[tokio::test]
+async fn a_task_is_counted_as_sent_where_it_is_published_once_per_order() {
+    let f = Fixture::new();
+    let sent = || {
+        let text = f.state.metrics.encode();
+        text.lines()
+            .find(|l| l.starts_with("celery_task_sent_total{name=\"process_order\""))
+            .map(str::to_owned)
+    };
+    assert_eq!(sent(), None);
+    for (body, status) in [
+        (order(Some("o-sent")), 202),
+        (order(Some("o-sent")), 200),
+        (json!({"customer": "ada"}), 422),
+    ] {
+        let (got, reply) = f.call("POST", "/orders", Some(&body.to_string())).await;
+        assert_eq!(got, status, "{reply}");
+    }
+    let line = sent().expect("counted");
+    assert!(line.contains("queue_name=\"celery\""), "{line}");
+    assert!(line.ends_with(" 1"), "{line}");
+}
+
+#[tokio::test]
 async fn an_order_without_id_gets_one() {
     let f = Fixture::new();
     let (status, body) = f

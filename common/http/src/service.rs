@@ -111,15 +111,14 @@ where
 {
     let state = AppState::connect(&cfg, &celery_redis::node::unique())?;
     state.stores.check(&cfg.redis).await?;
-    let (metrics, origin) = (state.metrics.clone(), state.origin.clone());
-    let task_routes = state.broker.routes().clone();
+    let metrics = state.metrics.clone();
     // Boxed: the route table's future lives on the heap (unboxed, its nesting overflowed the
     // stack of a debug build).
     let served = routes(state)
         .map(|r: T| r.into_response())
         // Every exchange is accounted, whichever route (or none) answered it.
         .with(warp::log::custom(move |info| {
-            crate::metrics::record(&metrics, &origin, &task_routes, &info)
+            crate::metrics::record(&metrics, &info)
         }))
         .boxed()
         // The route table recovers every rejection itself; this only satisfies the type.
