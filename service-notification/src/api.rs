@@ -5,7 +5,7 @@ use std::convert::Infallible;
 
 use http_kit::body::{json_object, segment, with_state};
 use http_kit::openapi::{self, BearerAuth};
-use http_kit::{auth, rejection};
+use http_kit::{auth, health, rejection};
 use utoipa::OpenApi;
 use warp::http::Method;
 use warp::{Filter, Reply};
@@ -24,26 +24,53 @@ use crate::{handlers, State};
         openapi::readyz,
         openapi::openapi_json
     ),
-    components(schemas(http_kit::error::ErrorBody)),
+    components(schemas(http_kit::error::ErrorBody, shop::schema::Id, shop::schema::Email)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
-/// All routes: health and the OpenAPI document open, the API behind the bearer tokens (when
-/// configured), errors in the JSON error shape.
+/// The whole route table, every path this service serves: `/healthz`, `/readyz` and
+/// `/openapi.json` open; the API and `/metrics` behind the bearer tokens (when configured); a
+/// 405 with `Allow` for any other method on a served path; errors in the JSON error shape.
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
-    let open = openapi::open_routes(state.redis.clone(), state.timeout, ApiDoc::openapi());
+    let open = health::healthz()
+        .or(health::readyz(state.redis.clone(), state.timeout))
+        .unify()
+        .or(openapi::document(ApiDoc::openapi()))
+        .unify()
+        .or(open_other_methods());
     let auth = auth::required(state.auth.clone());
     let api = create(state.clone())
         .or(get_one(state.clone()))
-        .or(list(state))
+        .or(list(state.clone()))
+        .or(metrics(state))
         .or(other_methods());
     open.or(auth.and(api)).recover(rejection::recover)
 }
 
-/// 405 with `Allow` for a method a path of the API does not serve.
+/// 405 with `Allow: GET` for any other method on the open paths (before the token check).
+pub fn open_other_methods(
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::path!("healthz")
+        .or(warp::path!("readyz"))
+        .unify()
+        .or(warp::path!("openapi.json"))
+        .unify()
+        .and(rejection::allow(&[Method::GET]))
+}
+
+/// `GET /metrics`: the Prometheus text exposition (docs/observability.md; not an operation of
+/// the OpenAPI document).
+pub fn metrics(
+    state: State,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    http_kit::metrics::route(state.metrics, state.broker, state.timeout)
+}
+
+/// 405 with `Allow` for a method a path of the API (or `/metrics`) does not serve.
 pub fn other_methods(
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    let metrics = warp::path!("metrics").and(rejection::allow(&[Method::GET]));
     let notifications =
         warp::path!("notifications").and(rejection::allow(&[Method::GET, Method::POST]));
     let one = warp::path("notifications")
@@ -51,7 +78,7 @@ pub fn other_methods(
         .and(warp::path::end())
         .and(rejection::allow(&[Method::GET]))
         .map(|_: String, reply| reply);
-    notifications.or(one).unify()
+    metrics.or(notifications).unify().or(one).unify()
 }
 
 /// `POST /notifications` `{notification_id?, recipient, channel: log|webhook, subject, body, url?}`

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use shop::contracts::{Channel, NewNotification, SendNotification};
 use shop::notifications::{self, Delivery};
+use shop::schema::{Email, Id};
 use shop::validation::{is_email, Fields, ValidationErrors, EMAIL_RULE};
 use utoipa::ToSchema;
 use warp::http::StatusCode;
@@ -97,7 +98,7 @@ pub async fn create(body: Map<String, Value>, state: State) -> Reply {
 /// A notification's task state (when it came through this service, or was sent by another
 /// task, such as an order's confirmation) and its delivery record.
 #[utoipa::path(get, path = "/notifications/{notification_id}", tag = "notifications",
-    params(("notification_id" = String, Path, description = "The notification's id", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    params(("notification_id" = Id, Path, description = "The notification's id")),
     security(("bearer" = [])),
     responses((status = 200, description = "The notification's state", body = NotificationView),
         BadHeader, Unauthorized, NotFound, Unreadable, Unavailable))]
@@ -120,7 +121,7 @@ pub async fn get_one(id: String, state: State) -> Reply {
 /// What was delivered to `?recipient=`, newest first, a page at a time.
 #[utoipa::path(get, path = "/notifications", tag = "notifications",
     params(
-        ("recipient" = String, Query, description = "An e-mail address", pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", max_length = 254),
+        ("recipient" = Email, Query, description = "An e-mail address"),
         ("limit" = Option<u32>, Query, description = "Most notifications on the page (default 20)", minimum = 1, maximum = 100, example = 20),
         ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before; absent for the newest", pattern = "^[0-9]{1,16}$")),
     security(("bearer" = [])),

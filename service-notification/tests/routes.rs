@@ -327,6 +327,8 @@ async fn percent_encoded_ids_and_405_with_allow() {
         ("PUT", "/notifications", "GET, POST"),
         ("DELETE", "/notifications/n-1", "GET"),
         ("TRACE", "/healthz", "GET"),
+        ("PUT", "/openapi.json", "GET"),
+        ("POST", "/metrics", "GET"),
     ] {
         let resp = warp::test::request()
             .method(method)

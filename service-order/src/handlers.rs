@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use shop::contracts::{NewOrder, OrderOutcome, OrderStatus, ProcessOrder};
 use shop::inventory::{self, MAX_STOCK};
+use shop::schema::Id;
 use shop::validation::{is_id, Fields, FromJson, ValidationErrors};
 use utoipa::ToSchema;
 use warp::http::StatusCode;
@@ -104,7 +105,7 @@ pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
 /// result has expired (`RESULT_EXPIRES_SECS`) but the reservation is still retained, the state
 /// is `EXPIRED` and the reservation says how the order ended.
 #[utoipa::path(get, path = "/orders/{order_id}", tag = "orders",
-    params(("order_id" = String, Path, description = "The order's id", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    params(("order_id" = Id, Path, description = "The order's id")),
     security(("bearer" = [])),
     responses((status = 200, description = "The order's state", body = OrderView),
         BadHeader, Unauthorized, NotFound, Unreadable, Unavailable))]
@@ -126,7 +127,7 @@ pub async fn get_order(order_id: String, state: State) -> Reply {
 
 /// Sets the available stock of a SKU.
 #[utoipa::path(put, path = "/inventory/{sku}", tag = "inventory", request_body = StockUpdate,
-    params(("sku" = String, Path, description = "An id: letters, digits, `. _ : -`", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    params(("sku" = Id, Path, description = "An id: letters, digits, `. _ : -`")),
     security(("bearer" = [])),
     responses((status = 200, description = "The stock now", body = StockLevel),
         BodyErrors, Unauthorized, Invalid, Unavailable))]
@@ -142,7 +143,7 @@ pub async fn put_stock(sku: String, body: Map<String, Value>, state: State) -> R
 
 /// The available stock of a SKU (0 when never set).
 #[utoipa::path(get, path = "/inventory/{sku}", tag = "inventory",
-    params(("sku" = String, Path, description = "An id: letters, digits, `. _ : -`", pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length = 128)),
+    params(("sku" = Id, Path, description = "An id: letters, digits, `. _ : -`")),
     security(("bearer" = [])),
     responses((status = 200, description = "The stock (0 when never set)", body = StockLevel),
         BadHeader, Unauthorized, Invalid, Unavailable))]

@@ -80,6 +80,29 @@ async fn the_same_order_id_twice_enqueues_once_and_returns_the_same_task() {
 }
 
 #[tokio::test]
+async fn a_task_is_counted_as_sent_where_it_is_published_once_per_order() {
+    let f = Fixture::new();
+    let sent = || {
+        let text = f.state.metrics.encode();
+        text.lines()
+            .find(|l| l.starts_with("celery_task_sent_total{name=\"process_order\""))
+            .map(str::to_owned)
+    };
+    assert_eq!(sent(), None);
+    for (body, status) in [
+        (order(Some("o-sent")), 202),
+        (order(Some("o-sent")), 200),
+        (json!({"customer": "ada"}), 422),
+    ] {
+        let (got, reply) = f.call("POST", "/orders", Some(&body.to_string())).await;
+        assert_eq!(got, status, "{reply}");
+    }
+    let line = sent().expect("counted");
+    assert!(line.contains("queue_name=\"celery\""), "{line}");
+    assert!(line.ends_with(" 1"), "{line}");
+}
+
+#[tokio::test]
 async fn an_order_without_id_gets_one() {
     let f = Fixture::new();
     let (status, body) = f
@@ -291,6 +314,32 @@ async fn health_and_readiness() {
         f.call("GET", "/readyz", None).await,
         (200, json!({"status": "ready"}))
     );
+}
+
+#[tokio::test]
+async fn the_route_table_serves_metrics_behind_the_token_and_405_with_allow() {
+    let redis = TestRedis::start();
+    let mut cfg = service_config(&redis.url());
+    cfg.auth = http_kit::auth::Auth::with_tokens(vec!["a-token-0123456789".into()]);
+    let routes = api::routes(AppState::connect(&cfg, "test@host").unwrap());
+    let get = |token: Option<&str>| {
+        let req = warp::test::request().path("/metrics");
+        match token {
+            Some(t) => req.header("authorization", format!("Bearer {t}")),
+            None => req,
+        }
+    };
+    assert_eq!(get(None).reply(&routes).await.status(), 401);
+    let resp = get(Some("a-token-0123456789")).reply(&routes).await;
+    assert_eq!(resp.status(), 200);
+    let text = String::from_utf8_lossy(resp.body()).into_owned();
+    assert!(text.contains("celery_queue_length{"), "{text}");
+    let resp = get(Some("a-token-0123456789"))
+        .method("POST")
+        .reply(&routes)
+        .await;
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET");
 }
 
 #[tokio::test]

@@ -77,6 +77,10 @@ pub fn is_reply_queue(queue: &str) -> bool {
 /// Longest name accepted inside a key (queue names here; ids and SKUs in the shop).
 pub const MAX_NAME_LEN: usize = 128;
 
+/// [`is_key_part`]'s rule but its length (at most [`MAX_NAME_LEN`]) as a regular expression, for
+/// schemas (the same in ECMA 262 and in Rust's `regex`).
+pub const KEY_PART_PATTERN: &str = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$";
+
 /// Whether `s` may stand inside a key name: 1 to [`MAX_NAME_LEN`] characters of
 /// `A-Z a-z 0-9 . _ : -` with at least one letter or digit (no separators, spaces, wildcards,
 /// control characters, and no `.` or `..`).
@@ -161,6 +165,17 @@ mod tests {
             queue_lists("q"),
             vec!["q", "q\x06\x163", "q\x06\x166", "q\x06\x169"]
         );
+    }
+
+    #[test]
+    fn the_key_part_pattern_is_the_rule_of_is_key_part() {
+        let pattern = regex::Regex::new(KEY_PART_PATTERN).unwrap();
+        for s in [
+            "a", "A-1", "o.1", "n:1", "_x_", "-.-9", "", ".", "..", "-", "a b", "a/b", "a*", "é",
+            "a\n", "a\nb", "x:", ":x",
+        ] {
+            assert_eq!(pattern.is_match(s), is_key_part(s), "{s:?}");
+        }
     }
 
     #[test]

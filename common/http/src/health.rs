@@ -16,16 +16,20 @@ use crate::error::ApiError;
 /// How long the `healthcheck` subcommand waits for an answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `GET /healthz` and `GET /readyz` (Redis answers within `limit`, and `redis` is confirmed to
-/// reach a server that keeps every key: `Conn::confirm`).
-pub fn routes(
+/// `GET /healthz`: the process answers.
+pub fn healthz() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    warp::path!("healthz")
+        .and(warp::get())
+        .map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})))
+}
+
+/// `GET /readyz`: Redis answers within `limit`, and `redis` is confirmed to reach a server that
+/// keeps every key (`Conn::confirm`).
+pub fn readyz(
     redis: Conn,
     limit: Duration,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})));
-    let readyz = warp::path!("readyz")
+    warp::path!("readyz")
         .and(warp::get())
         .and(with_state(redis))
         .then(move |redis: Conn| async move {
@@ -40,8 +44,7 @@ pub fn routes(
                 Ok(()) => json_reply(StatusCode::OK, &json!({"status": "ready"})),
                 Err(e) => ApiError::unavailable(&e).into_response(),
             }
-        });
-    healthz.or(readyz).unify()
+        })
 }
 
 /// GETs `/healthz` of the service listening on `bind` (on this host); returns the process exit

@@ -1,9 +1,9 @@
 //! A service's metrics: `GET /metrics` (the text exposition; queue gauges read from Redis at
 //! scrape time, bounded by the request timeout) and the accounting of every HTTP exchange
-//! (by route template, never the raw path), including submissions refused and tasks sent.
+//! (by route template, never the raw path), including submissions refused; and the count of
+//! tasks sent, which the submit path calls where it publishes.
 
 use observe::metrics::{HttpLabels, Metrics, ReasonLabels, RouteLabels, TaskLabels, CONTENT_TYPE};
-use shop::contracts::{PROCESS_ORDER, SEND_NOTIFICATION};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 
@@ -12,18 +12,15 @@ use celery_redis::broker::Broker;
 use crate::body::with_state;
 
 /// `GET /metrics`: `metrics`, with the gauges of the queues `broker` routes to read within
-/// `timeout`; behind
-/// the API's bearer tokens when they are configured (Prometheus sends one with
-/// `authorization: {credentials: ...}`).
+/// `timeout`. A service's route table puts it behind the API's bearer tokens (Prometheus sends
+/// one with `authorization: {credentials: ...}`).
 pub fn route(
     metrics: Metrics,
     broker: Broker,
     timeout: std::time::Duration,
-    auth: std::sync::Arc<crate::auth::Auth>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("metrics")
         .and(warp::get())
-        .and(crate::auth::required(auth))
         .and(with_state((metrics, broker)))
         .then(move |(metrics, broker): (Metrics, Broker)| async move {
             // Every queue this service can route a task to.
@@ -67,22 +64,23 @@ pub fn template(path: &str, status: StatusCode) -> String {
     }
 }
 
-/// The task a successful submission to this route template queued.
-fn task_of(route: &str) -> Option<&'static str> {
-    match route {
-        "/orders" => Some(PROCESS_ORDER),
-        "/notifications" => Some(SEND_NOTIFICATION),
-        _ => None,
-    }
+/// Counts a task this process published (by `origin`, in the queue `routes` sends it to):
+/// called where it is published, once the message is known to be queued.
+pub fn sent(metrics: &Metrics, origin: &str, routes: &celery_redis::routes::Routes, task: &str) {
+    metrics
+        .tasks
+        .sent
+        .get_or_create(&TaskLabels {
+            name: task.into(),
+            hostname: celery_redis::node::host_of(origin).into(),
+            queue_name: routes.queue_for(task).into(),
+        })
+        .inc();
 }
 
-/// Accounts one exchange (a task sent is counted in the queue `routes` sent it to).
-pub fn record(
-    metrics: &Metrics,
-    origin: &str,
-    routes: &celery_redis::routes::Routes,
-    info: &warp::log::Info<'_>,
-) {
+/// Accounts one exchange: its duration and status by route template, and a submission refused
+/// (backpressure or Redis).
+pub fn record(metrics: &Metrics, info: &warp::log::Info<'_>) {
     let status = info.status();
     let route = template(info.path(), status);
     let method = match *info.method() {
@@ -120,17 +118,6 @@ pub fn record(
             .submissions_refused
             .get_or_create(&ReasonLabels {
                 reason: reason.into(),
-            })
-            .inc();
-    }
-    if let (true, StatusCode::ACCEPTED, Some(task)) = (is_post, status, task_of(&route)) {
-        metrics
-            .tasks
-            .sent
-            .get_or_create(&TaskLabels {
-                name: task.into(),
-                hostname: celery_redis::node::host_of(origin).into(),
-                queue_name: routes.queue_for(task).into(),
             })
             .inc();
     }

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document's shared parts (utoipa): the error replies each route may give, the
-//! bearer-token scheme, the health routes, and `GET /openapi.json`, which serves a service's
-//! document without a token (like the health routes).
+//! bearer-token scheme, the health routes' operations, and the `GET /openapi.json` filter, which
+//! serves a service's document (each service's route table leaves it open, like the health
+//! routes).
 
 use std::sync::Arc;
 
@@ -126,23 +127,23 @@ pub struct Unreadable(#[allow(dead_code)] ErrorBody);
 )]
 pub struct Unavailable(#[allow(dead_code)] ErrorBody);
 
-/// `GET /healthz`, served by [`crate::health`] (this function only documents it).
+/// `GET /healthz`, served by [`crate::health::healthz`] (this function only documents it).
 #[utoipa::path(get, path = "/healthz", tag = "health", summary = "The process answers",
     responses((status = 200, description = "The process answers", body = HealthStatus)))]
 pub fn healthz() {}
 
-/// `GET /readyz`, served by [`crate::health`] (this function only documents it).
+/// `GET /readyz`, served by [`crate::health::readyz`] (this function only documents it).
 #[utoipa::path(get, path = "/readyz", tag = "health", summary = "Redis answers",
     responses((status = 200, description = "Redis answers", body = HealthStatus), Unavailable))]
 pub fn readyz() {}
 
-/// `GET /openapi.json`, served by [`route`] (this function only documents it).
+/// `GET /openapi.json`, served by [`document`] (this function only documents it).
 #[utoipa::path(get, path = "/openapi.json", tag = "health", summary = "This document",
     responses((status = 200, description = "This document (OpenAPI 3.1)", content_type = "application/json")))]
 pub fn openapi_json() {}
 
 /// `GET /openapi.json`: `doc`, serialized once.
-pub fn route(
+pub fn document(
     doc: utoipa::openapi::OpenApi,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     let doc = Arc::new(serde_json::to_value(doc).unwrap_or_else(|e| {
@@ -152,26 +153,6 @@ pub fn route(
     warp::path!("openapi.json")
         .and(warp::get())
         .map(move || json_reply(StatusCode::OK, &*doc))
-}
-
-/// Every route open without a token: the health routes, `GET /openapi.json` serving `doc`, and
-/// a 405 with `Allow: GET` for any other method on those three paths. Both services serve this.
-pub fn open_routes(
-    redis: celery_redis::connection::Conn,
-    limit: std::time::Duration,
-    doc: utoipa::openapi::OpenApi,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
-    let wrong_method = warp::path!("healthz")
-        .or(warp::path!("readyz"))
-        .unify()
-        .or(warp::path!("openapi.json"))
-        .unify()
-        .and(crate::rejection::allow(&[warp::http::Method::GET]));
-    crate::health::routes(redis, limit)
-        .or(route(doc))
-        .unify()
-        .or(wrong_method)
-        .unify()
 }
 
 /// Why a task failed (`error` of a task's state).

@@ -96,7 +96,8 @@ pub struct ServiceSpec {
     pub default_bind: SocketAddr,
 }
 
-/// Connects and serves `routes(state)` until `shutdown` fires.
+/// Connects and serves `routes(state)` (the whole route table: it answers every request,
+/// rejections included) until `shutdown` fires, accounting every exchange in the metrics.
 pub async fn run<F, R, T>(
     spec: ServiceSpec,
     cfg: ServiceConfig,
@@ -110,23 +111,14 @@ where
 {
     let state = AppState::connect(&cfg, &celery_redis::node::unique())?;
     state.stores.check(&cfg.redis).await?;
-    let (metrics, origin) = (state.metrics.clone(), state.origin.clone());
-    let task_routes = state.broker.routes().clone();
-    // Every exchange is accounted, whichever route (or none) answered it.
-    let metrics_route = crate::metrics::route(
-        metrics.clone(),
-        state.broker.clone(),
-        state.timeout,
-        state.auth.clone(),
-    );
+    let metrics = state.metrics.clone();
     // Boxed: the route table's future lives on the heap (unboxed, its nesting overflowed the
     // stack of a debug build).
-    let api = routes(state).map(|r: T| r.into_response()).boxed();
-    let served = metrics_route
-        .or(api)
-        .unify()
+    let served = routes(state)
+        .map(|r: T| r.into_response())
+        // Every exchange is accounted, whichever route (or none) answered it.
         .with(warp::log::custom(move |info| {
-            crate::metrics::record(&metrics, &origin, &task_routes, &info)
+            crate::metrics::record(&metrics, &info)
         }))
         .boxed()
         // The route table recovers every rejection itself; this only satisfies the type.

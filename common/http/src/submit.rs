@@ -66,6 +66,8 @@ pub async fn create<C: Submission>(body: Map<String, Value>, state: AppState) ->
     let (status, task_id) = match outcome {
         Submitted::Created(task) => {
             log::info!("{} {id} accepted as task {task}", C::KIND);
+            let routes = state.broker.routes();
+            crate::metrics::sent(&state.metrics, &state.origin, routes, C::NAME);
             (StatusCode::ACCEPTED, task)
         }
         Submitted::Existing(task) => (StatusCode::OK, task),

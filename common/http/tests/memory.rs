@@ -35,7 +35,7 @@ async fn submit(state: &AppState, id: &str) -> (u16, Option<&'static str>, Optio
 }
 
 async fn readyz(state: &AppState) -> u16 {
-    let routes = http_kit::health::routes(state.redis.clone(), state.timeout)
+    let routes = http_kit::health::readyz(state.redis.clone(), state.timeout)
         .recover(http_kit::rejection::recover);
     let resp = warp::test::request().path("/readyz").reply(&routes).await;
     resp.status().as_u16()

@@ -11,7 +11,7 @@ const SECRET: &str = "s3cret-Pa55";
 
 async fn readyz(url: &str) -> (u16, String) {
     let state = AppState::connect(&service_config(url), "test@host").unwrap();
-    let routes = http_kit::health::routes(state.redis.clone(), state.timeout)
+    let routes = http_kit::health::readyz(state.redis.clone(), state.timeout)
         .recover(http_kit::rejection::recover);
     let resp = warp::test::request().path("/readyz").reply(&routes).await;
     (
@@ -164,7 +164,7 @@ async fn after_a_password_change_and_back_the_service_reconnects() {
     ]);
     let url = format!("redis://app:{SECRET}@127.0.0.1:{}/0", redis.port());
     let state = AppState::connect(&service_config(&url), "test@host").unwrap();
-    let routes = http_kit::health::routes(state.redis.clone(), state.timeout)
+    let routes = http_kit::health::readyz(state.redis.clone(), state.timeout)
         .recover(http_kit::rejection::recover);
     let ready = || async {
         warp::test::request()

@@ -5,6 +5,8 @@
 //! Map, bottom up:
 //! - [`keys`] — every Redis key the shop writes (`fleet:` prefix).
 //! - [`validation`] — field-by-field checks of JSON payloads.
+//! - [`schema`] — the OpenAPI schemas of an id and an e-mail address (from `validation`'s
+//!   patterns).
 //! - [`contracts`] — the task names, their typed payloads and their rules (`process_order`,
 //!   `send_notification`).
 //! - [`submission`] — a contract accepted once per id and enqueued (both services use it).
@@ -19,6 +21,7 @@ pub mod contracts;
 pub mod inventory;
 pub mod keys;
 pub mod notifications;
+pub mod schema;
 pub mod submission;
 pub mod tasks;
 pub mod validation;

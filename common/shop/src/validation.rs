@@ -239,6 +239,13 @@ pub fn is_email(s: &str) -> bool {
     s.len() <= MAX_EMAIL && local_ok && domain_ok
 }
 
+/// [`is_email`] as a regular expression, for schemas (ECMA 262 and Rust's `regex` alike); it
+/// leaves out the lengths (at most [`MAX_EMAIL`] in all, 64 before the `@`, 63 per label).
+pub const EMAIL_PATTERN: &str = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$";
+
+/// [`is_id`] but its length (at most [`MAX_ID_LEN`]) as a regular expression, for schemas.
+pub const ID_PATTERN: &str = keys::KEY_PART_PATTERN;
+
 /// Whether `s` is a valid id (the rule of [`keys::is_key_part`]).
 pub fn is_id(s: &str) -> bool {
     keys::is_key_part(s)

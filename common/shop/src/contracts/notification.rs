@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{Contract, Submission, SEND_NOTIFICATION};
+use crate::schema::Email;
 use crate::validation::{Fields, ValidationErrors};
 
 const MAX_TEXT: usize = 16 * 1024;
@@ -107,25 +108,32 @@ impl Submission for SendNotification {
     }
 }
 
+/// The schema of a notification id a client may choose: an [`Id`](crate::schema::Id) not
+/// starting with [`RESERVED_PREFIX`]. Only a schema (no value has this type).
+pub enum NotificationId {}
+
+impl utoipa::PartialSchema for NotificationId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::id_not_starting_with(
+            RESERVED_PREFIX,
+            crate::validation::MAX_ID_LEN,
+            &format!("An id, not starting with `{RESERVED_PREFIX}` (the shop's own)."),
+        )
+    }
+}
+
+impl ToSchema for NotificationId {}
+
 /// The body of `POST /notifications`: a `send_notification` whose `notification_id` may be left
 /// out (one is then generated). `url` is required for the webhook channel. Unknown fields are
 /// ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct NewNotification {
-    /// An id, not starting with `order-` (the shop's own); absent or null: a UUID is generated.
-    /// Submitting an id again returns the task accepted for it.
-    #[schema(
-        max_length = 128,
-        pattern = "^(?!order-)[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
-    )]
+    /// Absent or null: a UUID is generated. Submitting an id again returns the task accepted for
+    /// it.
+    #[schema(value_type = Option<NotificationId>)]
     pub notification_id: Option<String>,
-    /// An e-mail address: `local@domain.tld`, at most 64 of letters, digits and `. _ % + -`
-    /// before the @ (no leading, trailing or double dot), dotted labels of letters, digits and `-`
-    /// after it.
-    #[schema(
-        max_length = 254,
-        pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
-    )]
+    #[schema(value_type = Email)]
     pub recipient: String,
     pub channel: Channel,
     /// Not blank.

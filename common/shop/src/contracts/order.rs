@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::{Contract, Submission, PROCESS_ORDER};
+use crate::schema::{Email, Id};
 use crate::validation::{Fields, ValidationErrors};
 
 /// Items in one order, at most.
@@ -17,28 +18,15 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Customer {
-    /// An id: letters, digits, `. _ : -`, at least one letter or digit.
-    #[schema(
-        max_length = 128,
-        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
-    )]
+    #[schema(value_type = Id)]
     pub id: String,
-    /// An e-mail address: `local@domain.tld`, at most 64 of letters, digits and `. _ % + -`
-    /// before the @ (no leading, trailing or double dot), dotted labels of letters, digits and `-`
-    /// after it.
-    #[schema(
-        max_length = 254,
-        pattern = "^[A-Za-z0-9_%+-]+(?:\\.[A-Za-z0-9_%+-]+)*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
-    )]
+    #[schema(value_type = Email)]
     pub email: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderItem {
-    #[schema(
-        max_length = 128,
-        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
-    )]
+    #[schema(value_type = Id)]
     pub sku: String,
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
@@ -156,17 +144,32 @@ impl Submission for ProcessOrder {
 /// generated). Unknown fields are ignored; the order total must fit in 64-bit cents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct NewOrder {
-    /// An id (at most 112 characters, so that its confirmation's id is one too); absent or
-    /// null: a UUID is generated. Submitting an id again returns the task accepted for it.
-    #[schema(
-        max_length = 112,
-        pattern = "^[A-Za-z0-9._:-]*[A-Za-z0-9][A-Za-z0-9._:-]*$"
-    )]
+    /// Absent or null: a UUID is generated. Submitting an id again returns the task accepted for
+    /// it.
+    #[schema(value_type = Option<OrderId>)]
     pub order_id: Option<String>,
     pub customer: Customer,
     #[schema(min_items = 1, max_items = 1000)]
     pub items: Vec<OrderItem>,
 }
+
+/// The schema of an order id: an [`Id`] of at most [`MAX_ORDER_ID_LEN`] characters. Only a
+/// schema (no value has this type).
+pub enum OrderId {}
+
+impl utoipa::PartialSchema for OrderId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::id(
+            MAX_ORDER_ID_LEN,
+            &format!(
+                "An id (at most {MAX_ORDER_ID_LEN} characters, so that its confirmation's id is \
+                 one too)."
+            ),
+        )
+    }
+}
+
+impl ToSchema for OrderId {}
 
 /// What `process_order` returns (the `result` of its SUCCESS).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
