@@ -7,7 +7,9 @@
 //!
 //! Run: `cargo test --release -p worker --test faults -- --ignored --nocapture --test-threads 1`
 //!
-//! Also here: [`capped`], hostile messages against one worker under a memory cap.
+//! Also here: [`capped`], hostile messages against one worker under a memory cap; and
+//! `sigkill_workers_while_chords_complete`, 300 chords whose header members run on a worker
+//! SIGKILLed every few milliseconds: each body published exactly once, results in header order.
 
 mod bombs;
 mod capped;
@@ -860,4 +862,117 @@ async fn redis_out_of_memory_for_three_seconds() {
         routed: false,
     })
     .await;
+}
+
+/// Chords whose header members run on a Rust worker SIGKILLed at random moments, again and
+/// again (some between a member's join and the step that publishes the body): each chord's
+/// body is published exactly once (counted on a queue no worker consumes), with its header's
+/// results in header order.
+#[tokio::test]
+#[ignore = "fault-injection suite: cargo test -p worker --test faults -- --ignored --nocapture"]
+async fn sigkill_workers_while_chords_complete() {
+    use base64::Engine as _;
+    use celery_redis::protocol::TaskMessage;
+
+    const CHORDS: usize = 300;
+    const MEMBERS: usize = 4;
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    shop::inventory::set_stock(&conn, "A", 1_000_000)
+        .await
+        .unwrap();
+    let broker = celery_redis::broker::Broker::new(conn.clone(), "celery", "chords@test");
+    let results = celery_redis::result::ResultBackend::new(
+        conn.clone(),
+        redis.client(),
+        Duration::from_secs(3600),
+        true,
+    );
+    let mut expected = HashMap::new();
+    for c in 0..CHORDS {
+        let ids: Vec<String> = (0..MEMBERS).map(|m| format!("chord-{c}-{m}")).collect();
+        let mut header: Vec<TaskMessage> = ids
+            .iter()
+            .map(|id| {
+                let kwargs = json!({"order_id": id, "customer": {"id": "c", "email": "c@example.com"},
+                                    "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
+                TaskMessage::new("process_order", "celery", kwargs.as_object().cloned().unwrap())
+            })
+            .collect();
+        let body = json!({"task": "collect", "options": {"queue": "bodies"}});
+        let body = serde_json::from_value(body).unwrap();
+        let chord = broker
+            .publish_chord(&mut header, body, &results)
+            .await
+            .unwrap();
+        expected.insert(chord.body_id, ids);
+    }
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("WORKER_CONCURRENCY", "8".to_owned()),
+        ("VISIBILITY_TIMEOUT_SECS", "1".to_owned()),
+        ("MESSAGE_MAX_DELIVERIES", "1000".to_owned()),
+        ("RUST_LOG", "warn,worker=info".to_owned()),
+    ];
+    let spawn = || {
+        Proc::spawn(
+            env!("CARGO_BIN_EXE_worker").as_ref(),
+            &[],
+            &env,
+            "consuming queue",
+        )
+        .0
+    };
+    let began = Instant::now();
+    let mut kills = 0;
+    loop {
+        let published: usize = conn.llen("bodies").await.unwrap();
+        if published >= CHORDS || began.elapsed() > DEADLINE {
+            break;
+        }
+        let worker = spawn();
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(5..60))).await;
+        worker.kill_group();
+        kills += 1;
+    }
+    // One worker lives on until nothing is held or queued, past two visibility timeouts, so a
+    // member lost after its join would have published its body again by then.
+    let last = spawn();
+    loop {
+        let queued: usize = conn.llen("celery").await.unwrap();
+        let held: usize = conn.hlen(keys::UNACKED).await.unwrap();
+        if queued == 0 && held == 0 {
+            break;
+        }
+        assert!(
+            began.elapsed() < DEADLINE * 2,
+            "{queued} queued, {held} held"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(last);
+    let entries: Vec<String> = conn.lrange("bodies", 0, -1).await.unwrap();
+    println!(
+        "chords: {CHORDS} x {MEMBERS} members, {kills} SIGKILLs, {} bodies published",
+        entries.len()
+    );
+    let mut seen = HashSet::new();
+    for raw in &entries {
+        let envelope: Value = serde_json::from_str(raw).unwrap();
+        let id = envelope["headers"]["id"].as_str().unwrap().to_owned();
+        let body = base64::engine::general_purpose::STANDARD
+            .decode(envelope["body"].as_str().unwrap())
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        let order_ids: Vec<&str> = body[0][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["order_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(order_ids, expected[&id], "results in header order");
+        assert!(seen.insert(id), "a body published twice");
+    }
+    assert_eq!(seen.len(), CHORDS, "every body published once");
 }
