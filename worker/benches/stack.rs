@@ -150,15 +150,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// Commands the Redis server has executed, those called from scripts included.
 async fn redis_commands(conn: &mut celery_redis::connection::Conn) -> f64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    testkit::info_number(conn, "stats", "total_commands_processed").await as f64
 }
 
 /// Ready states published on `celery-task-meta-*`, as (task id, arrival time).

@@ -898,19 +898,6 @@ async fn every_key_an_order_writes_has_a_lifetime() {
     w.stop().await.all_acknowledged();
 }
 
-/// Commands Redis has processed, scripts' inner calls included.
-async fn commands_processed(conn: &mut Conn) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
-
 /// Redis commands per order, as the benchmark counts them (one queue, concurrency 64). A guard
 /// that does not depend on the host's speed: a change that adds a command to every order
 /// fails it; one that removes commands lowers `BUDGET` (docs/performance.md has the history).
@@ -944,7 +931,7 @@ async fn an_order_costs_no_more_redis_commands_than_its_budget() {
     let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
     pubsub.psubscribe("celery-task-meta-*").await.unwrap();
     let mut stored = pubsub.into_on_message();
-    let before = commands_processed(&mut conn).await;
+    let before = testkit::info_number(&mut conn, "stats", "total_commands_processed").await;
     // The confirmations go to a queue nobody consumes here: the orders alone are counted.
     let extra = [
         ("WORKER_CONCURRENCY", "64"),
@@ -962,7 +949,10 @@ async fn an_order_costs_no_more_redis_commands_than_its_budget() {
     }
     // The INFO that reads the count is counted too.
     let ours = 1;
-    let per_order = (commands_processed(&mut conn).await - before - ours) as f64 / ORDERS as f64;
+    let per_order = (testkit::info_number(&mut conn, "stats", "total_commands_processed").await
+        - before
+        - ours) as f64
+        / ORDERS as f64;
     let confirmations: u64 = conn.llen("confirmations").await.unwrap();
     assert_eq!(confirmations, ORDERS as u64, "every order ran");
     println!("redis commands per order: {per_order:.2} (budget {BUDGET})");

@@ -16,15 +16,7 @@ use testkit::TestRedis;
 const JUNK_BYTES: usize = 40 * 1024 * 1024;
 
 async fn lua_memory(conn: &mut celery_redis::connection::Conn) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory_lua:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory_lua in INFO")
+    testkit::info_number(conn, "memory", "used_memory_lua").await
 }
 
 /// Claims one entry the script must dead-letter; returns the claim's fields and the dead

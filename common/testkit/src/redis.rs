@@ -164,3 +164,21 @@ pub fn free_port() -> u16 {
 pub fn unreachable_redis_url() -> String {
     format!("redis://127.0.0.1:{}/0", free_port())
 }
+
+/// A number `INFO <section>` reports as `field:<n>` (`total_commands_processed`,
+/// `used_memory_lua`, ...); panics when it is missing.
+pub async fn info_number(
+    conn: &mut impl ::redis::aio::ConnectionLike,
+    section: &str,
+    field: &str,
+) -> u64 {
+    let info: String = ::redis::cmd("INFO")
+        .arg(section)
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.trim_end().strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} in INFO {section}"))
+}
