@@ -15,7 +15,7 @@ from celery import chain, chord, group
 from celery.result import AsyncResult, GroupResult
 from kombu import Exchange, Queue
 
-from fleet import app, collect, echo, on_chord_error, process_order, send_notification
+from fleet import app, collect, echo, grow, on_chord_error, process_order, send_notification
 
 TIMEOUT = 30
 
@@ -354,7 +354,8 @@ def chords(kind):
     """A chord of two orders; `kind` says where its parts run: `rust` (header and an immutable
     notification body on the Rust worker), `python-body` (header on Rust, `collect` on the
     Python worker's queue `py`), `split` (the second member on `py` too), `rust-last` (the first
-    member on `py`), `failing` (the second member fails; the body's errback runs on `py`)."""
+    member on `py`), `failing` (the second member fails; the body's errback runs on `py`),
+    `grown` (the second member, on `py`, adds a third order to the chord as it runs)."""
     header = [process_order.s(**order(f"{kind}-1")), process_order.s(**order(f"{kind}-2"))]
     body = collect.s().set(queue="py")
     if kind == "rust":
@@ -363,6 +364,8 @@ def chords(kind):
         header[1] = header[1].set(queue="py")
     elif kind == "rust-last":
         header[0] = header[0].set(queue="py")
+    elif kind == "grown":
+        header[1] = grow.s(f"{kind}-2", f"{kind}-3").set(queue="py")
     elif kind == "failing":
         header[1] = process_order.s(order_id=f"{kind}-2", customer={"id": "c"}, items=[])
         body = body.set(link_error=[on_chord_error.s().set(queue="py")])

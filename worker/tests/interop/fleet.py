@@ -90,6 +90,16 @@ def collect(results):
             "runners": [r.get("runner", "rust") for r in results], "runner": "python"}
 
 
+@app.task(name="grow", bind=True)
+def grow(self, order_id, extra_order_id):
+    """A chord member that adds an order for the Rust worker to its own chord (Celery's
+    `add_to_chord`: the size grows by one in the `.t` counter, a chord of unknown size)."""
+    self.add_to_chord(process_order.s(
+        order_id=extra_order_id, customer={"id": "c", "email": "c@example.com"},
+        items=[{"sku": "A", "quantity": 1, "unit_price_cents": 100}]))
+    return {"order_id": order_id, "runner": "python"}
+
+
 @app.task(name="on_chord_error")
 def on_chord_error(task_id):
     """A chord body's errback: records the failed body's id where the client reads it."""
