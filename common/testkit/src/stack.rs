@@ -169,17 +169,21 @@ impl Stack {
     /// Runs `worker <args>` (an admin command) against this Redis; asserts it succeeded and
     /// returns its stdout.
     pub fn admin(&self, args: &[&str]) -> String {
-        let url = [("REDIS_URL", self.redis.url())];
-        let (code, stdout, stderr) = run_worker(&self.worker_bin.to_string_lossy(), args, &url);
+        let (code, stdout, stderr) = self.run(args, &[]);
         assert_eq!(code, Some(0), "worker {args:?}: {stderr}");
         stdout
     }
 
     /// `worker healthcheck` against this Redis with `env`: exit code, stdout, stderr.
     pub fn healthcheck(&self, env: Env) -> (Option<i32>, String, String) {
+        self.run(&["healthcheck"], env)
+    }
+
+    /// `worker <args>` against this Redis with `env` too: exit code, stdout, stderr.
+    pub fn run(&self, args: &[&str], env: Env) -> (Option<i32>, String, String) {
         let mut all = vec![("REDIS_URL", self.redis.url())];
         all.extend(env.iter().cloned());
-        run_worker(&self.worker_bin.to_string_lossy(), &["healthcheck"], &all)
+        run_worker(&self.worker_bin.to_string_lossy(), args, &all)
     }
 }
 
