@@ -26,7 +26,7 @@ pub use crate::http::{call, queued, service_config};
 pub use crate::process::{listening_addr, sibling_binary, Proc};
 pub use crate::redis::{free_port, info_number, unreachable_redis_url, TestRedis};
 pub use crate::sentinel::TestSentinels;
-pub use crate::stack::{Running, Stack};
+pub use crate::stack::{Binary, Running, Stack};
 pub use crate::tempdir::{temp_dir, TempDir};
 pub use crate::webhook::{Hit, WebhookReceiver};
 

@@ -33,6 +33,25 @@ pub struct Running {
     pub url: String,
 }
 
+/// One of the project's three binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    Worker,
+    Order,
+    Notification,
+}
+
+impl Binary {
+    /// The file name and the variable naming its listening address.
+    fn parts(self) -> (&'static str, &'static str) {
+        match self {
+            Binary::Worker => ("worker", "WORKER_METRICS_BIND"),
+            Binary::Order => ("service-order", "ORDER_BIND"),
+            Binary::Notification => ("service-notification", "NOTIFICATION_BIND"),
+        }
+    }
+}
+
 /// A `202 Accepted` reply to `POST /orders`, typed.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -57,8 +76,16 @@ impl Stack {
         }
     }
 
-    fn command(&self, binary: &std::path::Path, bind_var: &str, env: Env) -> Command {
-        let mut cmd = Command::new(binary);
+    /// The command that starts `binary` on this Redis: nothing of this process's environment,
+    /// `RUST_LOG=info`, its address on a free port, then `env` (which overrides all of these).
+    /// For a test that runs it its own way (e.g. keeping every log line).
+    pub fn command(&self, binary: Binary, env: Env) -> Command {
+        let (name, bind_var) = binary.parts();
+        let path = match binary {
+            Binary::Worker => self.worker_bin.clone(),
+            _ => sibling_binary(&self.worker_bin.to_string_lossy(), name),
+        };
+        let mut cmd = Command::new(path);
         cmd.env_clear()
             .env("RUST_LOG", "info")
             .env("REDIS_URL", self.redis.url())
@@ -71,7 +98,7 @@ impl Stack {
     /// Starts a worker on this Redis (metrics on a free port unless `env` says otherwise);
     /// returns once it consumes its queues and serves its metrics.
     pub fn worker(&self, env: Env) -> Running {
-        let cmd = self.command(&self.worker_bin, "WORKER_METRICS_BIND", env);
+        let cmd = self.command(Binary::Worker, env);
         let (proc, lines) =
             Proc::spawn_command_all(cmd, &["consuming queue", "metrics and health listening on"]);
         Running::new(proc, &lines[1])
@@ -79,18 +106,16 @@ impl Stack {
 
     /// Starts service-order on a free port; returns once it listens.
     pub fn order(&self, env: Env) -> Running {
-        self.service("service-order", "ORDER_BIND", env)
+        self.service(Binary::Order, env)
     }
 
     /// Starts service-notification on a free port; returns once it listens.
     pub fn notification(&self, env: Env) -> Running {
-        self.service("service-notification", "NOTIFICATION_BIND", env)
+        self.service(Binary::Notification, env)
     }
 
-    fn service(&self, name: &str, bind_var: &str, env: Env) -> Running {
-        let anchor = self.worker_bin.to_string_lossy();
-        let cmd = self.command(&sibling_binary(&anchor, name), bind_var, env);
-        let (proc, line) = Proc::spawn_command(cmd, "listening on");
+    fn service(&self, binary: Binary, env: Env) -> Running {
+        let (proc, line) = Proc::spawn_command(self.command(binary, env), "listening on");
         Running::new(proc, &line)
     }
 
