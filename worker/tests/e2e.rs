@@ -3,117 +3,62 @@
 
 use std::time::Duration;
 
-use celery_redis::result::{ResultBackend, TaskState};
+use celery_redis::result::TaskState;
+use reqwest::Method;
 use serde_json::{json, Value};
-use testkit::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
+use testkit::{Running, Stack, TestRedis, WebhookReceiver};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-struct Stack {
-    redis: TestRedis,
-    worker: Proc,
-    order: (Proc, String),
-    notification: (Proc, String),
-    http: reqwest::Client,
+/// The worker (4 slots, the test's loopback webhook receiver allowed) and both services.
+struct E2e {
+    s: Stack,
+    worker: Running,
+    order: Running,
+    notification: Running,
 }
 
-fn start() -> Stack {
-    let redis = TestRedis::start();
-    let env = |extra: (&'static str, &str)| {
-        vec![("REDIS_URL", redis.url()), (extra.0, extra.1.to_owned())]
-    };
-    let worker_bin = env!("CARGO_BIN_EXE_worker");
-    let (worker, _) = Proc::spawn(
-        worker_bin.as_ref(),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("WORKER_CONCURRENCY", "4".to_owned()),
-            // The test's webhook receiver listens on loopback, refused unless allowed.
-            ("WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
-        ],
-        "consuming queue",
-    );
-    let service = |name: &str, var: &'static str| {
-        let (proc, line) = Proc::spawn(
-            &sibling_binary(worker_bin, name),
-            &[],
-            &env((var, "127.0.0.1:0")),
-            "listening on",
-        );
-        (proc, format!("http://{}", listening_addr(&line)))
-    };
-    let order = service("service-order", "ORDER_BIND");
-    let notification = service("service-notification", "NOTIFICATION_BIND");
-    Stack {
-        redis,
+fn start() -> E2e {
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let worker = s.worker(&[
+        ("WORKER_CONCURRENCY", "4".to_owned()),
+        // The test's webhook receiver listens on loopback, refused unless allowed.
+        ("WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
+    ]);
+    let order = s.order(&[]);
+    let notification = s.notification(&[]);
+    E2e {
+        s,
         worker,
         order,
         notification,
-        http: reqwest::Client::new(),
     }
 }
 
-impl Stack {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        url: String,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method, url);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        (
-            resp.status().as_u16(),
-            resp.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    async fn order_api(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        self.call(method, format!("{}{path}", self.order.1), body)
-            .await
+impl E2e {
+    async fn order_api(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.s.call(&self.order, method, path, body).await
     }
 
     async fn notification_api(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        self.call(method, format!("{}{path}", self.notification.1), body)
-            .await
+        self.s.call(&self.notification, method, path, body).await
     }
 
-    /// Waits for a task's ready state through the result backend's pub/sub (no polling).
     async fn finished(&self, task_id: &str) -> celery_redis::result::ResultMeta {
-        let results = ResultBackend::new(
-            self.redis.manager().await,
-            self.redis.client(),
-            Duration::from_secs(60),
-            true,
-        );
-        let meta = results.wait(task_id, WAIT).await.unwrap();
-        assert!(meta.status.is_ready());
-        meta
+        self.s.finished(task_id).await
     }
 
     fn stop(self) {
-        for p in [self.worker, self.order.0, self.notification.0] {
-            let name = p.name.clone();
-            assert!(p.terminate().success(), "{name} exits cleanly on SIGTERM");
+        for p in [self.worker, self.order, self.notification] {
+            p.stop();
         }
     }
 }
-
-use reqwest::Method;
 
 #[tokio::test]
 async fn orders_are_confirmed_or_rejected_and_customers_notified() {
@@ -131,15 +76,12 @@ async fn orders_are_confirmed_or_rejected_and_customers_notified() {
     let order = json!({"customer": {"id": "c-9", "email": "grace@example.com"},
                        "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 1250},
                                  {"sku": "B", "quantity": 1, "unit_price_cents": 99}]});
-    let (status, accepted) = s.order_api(Method::POST, "/orders", Some(order)).await;
-    assert_eq!(status, 202, "{accepted}");
-    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
-    let meta = s.finished(accepted["task_id"].as_str().unwrap()).await;
+    let accepted = s.s.post_order(&s.order, order).await.unwrap();
+    let order_id = accepted.order_id.clone();
+    let meta = s.finished(&accepted.task_id).await;
     assert_eq!(meta.status, TaskState::Success);
 
-    let (_, view) = s
-        .order_api(Method::GET, accepted["status_url"].as_str().unwrap(), None)
-        .await;
+    let (_, view) = s.order_api(Method::GET, &accepted.status_url, None).await;
     assert_eq!(view["state"], "SUCCESS");
     assert_eq!(
         view["result"],
@@ -182,8 +124,8 @@ async fn orders_are_confirmed_or_rejected_and_customers_notified() {
     // Beyond stock: rejected with a reason, stock unchanged, nobody notified.
     let big = json!({"order_id": "too-big", "customer": {"id": "c-9", "email": "grace@example.com"},
                      "items": [{"sku": "A", "quantity": 4, "unit_price_cents": 1}]});
-    let (_, accepted) = s.order_api(Method::POST, "/orders", Some(big)).await;
-    s.finished(accepted["task_id"].as_str().unwrap()).await;
+    let accepted = s.s.post_order(&s.order, big).await.unwrap();
+    s.finished(&accepted.task_id).await;
     let (_, view) = s.order_api(Method::GET, "/orders/too-big", None).await;
     assert_eq!(view["result"]["status"], "rejected");
     assert_eq!(
@@ -235,29 +177,13 @@ async fn a_webhook_notification_reaches_the_receiver_with_its_idempotency_key() 
     s.stop();
 }
 
-/// Runs `worker <args>` against the stack's Redis and returns its stdout.
-fn admin(redis: &TestRedis, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .args(args)
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "worker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[tokio::test]
 async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
-    let redis = TestRedis::start();
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let redis = &s.redis;
     let mut conn = redis.manager().await;
     use redis::AsyncCommands;
-    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    let stats: Value = serde_json::from_str(&s.admin(&["stats"])).unwrap();
     assert_eq!(
         stats,
         json!({"queue": "celery", "steps": [0, 3, 6, 9], "waiting": [0, 0, 0, 0], "scheduled": 0, "in_flight": 0, "dead": 0, "dead_dropped": 0, "foreign": []})
@@ -265,15 +191,9 @@ async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
     // Two poison entries: the worker dead-letters them.
     conn.lpush::<_, _, ()>("celery", "not json").await.unwrap();
     conn.lpush::<_, _, ()>("celery", "{}").await.unwrap();
-    let worker = Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &[("REDIS_URL", redis.url())],
-        "consuming queue",
-    )
-    .0;
+    let worker = s.worker(&[]);
     // A known message behind them; once it is done, both poison entries were handled.
-    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60), true);
+    let results = s.results().await;
     let probe =
         celery_redis::protocol::TaskMessage::new("no_such_task", "celery", Default::default());
     celery_redis::broker::Broker::new(conn.clone(), "celery", "test@host")
@@ -281,23 +201,23 @@ async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
         .await
         .unwrap();
     results.wait(&probe.id, WAIT).await.unwrap();
-    assert!(worker.terminate().success());
+    worker.stop();
 
-    let listed = admin(&redis, &["dead-letters"]);
+    let listed = s.admin(&["dead-letters"]);
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert!(listed
         .lines()
         .all(|l| serde_json::from_str::<Value>(l).unwrap()["reason"].is_string()));
-    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    let stats: Value = serde_json::from_str(&s.admin(&["stats"])).unwrap();
     assert_eq!(stats["dead"], 2);
-    assert_eq!(admin(&redis, &["requeue-dead", "1"]).trim(), "requeued 1");
-    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    assert_eq!(s.admin(&["requeue-dead", "1"]).trim(), "requeued 1");
+    let stats: Value = serde_json::from_str(&s.admin(&["stats"])).unwrap();
     assert_eq!(
         (stats["dead"].as_i64(), stats["waiting"][0].as_i64()),
         (Some(1), Some(1))
     );
-    assert_eq!(admin(&redis, &["purge-dead"]).trim(), "purged 1");
-    assert_eq!(admin(&redis, &["dead-letters"]).trim(), "");
+    assert_eq!(s.admin(&["purge-dead"]).trim(), "purged 1");
+    assert_eq!(s.admin(&["dead-letters"]).trim(), "");
 }
 
 /// A rollback to Python workers: `worker return-scheduled` puts every parked eta/retry message
@@ -308,7 +228,8 @@ async fn operators_list_requeue_and_purge_dead_letters_and_see_queue_counts() {
 async fn return_scheduled_hands_parked_messages_back_to_their_queue() {
     use celery_redis::broker::{Broker, Claim};
     use redis::AsyncCommands;
-    let redis = TestRedis::start();
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let redis = &s.redis;
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let mut later = celery_redis::protocol::TaskMessage::new("add", "celery", Default::default());
@@ -320,14 +241,14 @@ async fn return_scheduled_hands_parked_messages_back_to_their_queue() {
         panic!("nothing claimed")
     };
     assert!(broker.schedule(&delivery, 32_503_680_000.0).await.unwrap());
-    let stats: Value = serde_json::from_str(&admin(&redis, &["stats"])).unwrap();
+    let stats: Value = serde_json::from_str(&s.admin(&["stats"])).unwrap();
     assert_eq!(
         (&stats["scheduled"], &stats["waiting"][0]),
         (&json!(1), &json!(0))
     );
 
     assert_eq!(
-        admin(&redis, &["return-scheduled"]).trim(),
+        s.admin(&["return-scheduled"]).trim(),
         "returned 1 to celery"
     );
     let queued: Vec<String> = conn.lrange("celery", 0, -1).await.unwrap();
@@ -344,7 +265,7 @@ async fn return_scheduled_hands_parked_messages_back_to_their_queue() {
     assert_eq!((parked, held), (0, 0));
     // Nothing left: a second run returns nothing.
     assert_eq!(
-        admin(&redis, &["return-scheduled"]).trim(),
+        s.admin(&["return-scheduled"]).trim(),
         "returned 0 to celery"
     );
 }
@@ -353,19 +274,14 @@ async fn return_scheduled_hands_parked_messages_back_to_their_queue() {
 /// (for another worker), then FAILURE `NotRegistered` and a dead letter saying so.
 #[tokio::test]
 async fn unknown_tasks_are_handed_back_a_bounded_number_of_times_then_failed() {
-    let redis = TestRedis::start();
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let redis = &s.redis;
     let conn = redis.manager().await;
-    let _worker = Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("UNKNOWN_TASK_HANDBACKS", "2".into()),
-            ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "20".into()),
-        ],
-        "consuming queue",
-    );
-    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60), true);
+    let _worker = s.worker(&[
+        ("UNKNOWN_TASK_HANDBACKS", "2".into()),
+        ("UNKNOWN_TASK_HANDBACK_DELAY_MS", "20".into()),
+    ]);
+    let results = s.results().await;
     let msg = celery_redis::protocol::TaskMessage::new("py_only", "celery", Default::default());
     celery_redis::broker::Broker::new(conn.clone(), "celery", "test@host")
         .publish(&msg)
@@ -374,7 +290,7 @@ async fn unknown_tasks_are_handed_back_a_bounded_number_of_times_then_failed() {
     let meta = results.wait(&msg.id, WAIT).await.unwrap();
     assert_eq!(meta.status, TaskState::Failure);
     assert_eq!(meta.exception().unwrap().exc_type, "NotRegistered");
-    let listed = admin(&redis, &["dead-letters"]);
+    let listed = s.admin(&["dead-letters"]);
     let dead: Value = serde_json::from_str(listed.trim()).unwrap();
     assert!(
         dead["reason"].as_str().unwrap().contains("2 hand-backs"),

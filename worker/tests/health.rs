@@ -4,42 +4,17 @@
 
 use std::process::Command;
 
-use testkit::{Proc, TestRedis};
+use testkit::stack::run_worker;
+use testkit::{Proc, Stack};
 
-fn healthcheck(env: &[(&str, String)]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .arg("healthcheck")
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run worker healthcheck");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn worker(env: &[(&str, String)]) -> Proc {
-    Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        env,
-        "consuming queue",
-    )
-    .0
-}
+const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
 #[test]
 fn passes_by_name_while_the_named_worker_runs_and_fails_once_it_stopped() {
-    let redis = TestRedis::start();
-    let env = [
-        ("REDIS_URL", redis.url()),
-        ("WORKER_NAME", "probe@%h".to_owned()),
-    ];
-    let running = worker(&env);
-    let (code, stdout, stderr) = healthcheck(&env);
+    let s = Stack::new(WORKER);
+    let env = [("WORKER_NAME", "probe@%h".to_owned())];
+    let running = s.worker(&env);
+    let (code, stdout, stderr) = s.healthcheck(&env);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("probe@") && stdout.contains("pong"),
@@ -47,28 +22,27 @@ fn passes_by_name_while_the_named_worker_runs_and_fails_once_it_stopped() {
     );
     // Another name on the same Redis is not this worker.
     let other = [
-        ("REDIS_URL", redis.url()),
         ("WORKER_NAME", "other@%h".to_owned()),
         ("REDIS_TIMEOUT_MS", "300".to_owned()),
     ];
-    let (code, _, stderr) = healthcheck(&other);
+    let (code, _, stderr) = s.healthcheck(&other);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("unhealthy"), "{stderr}");
-    assert!(running.terminate().success());
+    running.stop();
     let mut env = env.to_vec();
     env.push(("REDIS_TIMEOUT_MS", "300".to_owned()));
-    let (code, _, stderr) = healthcheck(&env);
+    let (code, _, stderr) = s.healthcheck(&env);
     assert_eq!(code, Some(1), "{stderr}");
 }
 
 /// Without `WORKER_NAME`, the worker on `WORKER_METRICS_BIND` says which node it is.
 #[test]
 fn without_a_name_it_pings_the_worker_listening_on_its_metrics_address() {
-    let redis = TestRedis::start();
+    let s = Stack::new(WORKER);
     let bind = format!("127.0.0.1:{}", testkit::free_port());
-    let env = [("REDIS_URL", redis.url()), ("WORKER_METRICS_BIND", bind)];
-    let _running = worker(&env);
-    let (code, stdout, stderr) = healthcheck(&env);
+    let env = [("WORKER_METRICS_BIND", bind)];
+    let _running = s.worker(&env);
+    let (code, stdout, stderr) = s.healthcheck(&env);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.starts_with("rust") && stdout.contains(": pong"),
@@ -80,14 +54,9 @@ fn without_a_name_it_pings_the_worker_listening_on_its_metrics_address() {
 /// this one: with ours gone, the check fails although a node of the host still pongs.
 #[test]
 fn another_worker_on_the_host_does_not_answer_for_a_dead_one() {
-    let redis = TestRedis::start();
-    let other = [
-        ("REDIS_URL", redis.url()),
-        ("WORKER_NAME", "py1@%h".to_owned()),
-    ];
-    let _alive = worker(&other);
+    let s = Stack::new(WORKER);
+    let _alive = s.worker(&[("WORKER_NAME", "py1@%h".to_owned())]);
     let env = [
-        ("REDIS_URL", redis.url()),
         // Where this (dead) worker would listen: nobody does.
         (
             "WORKER_METRICS_BIND",
@@ -95,7 +64,7 @@ fn another_worker_on_the_host_does_not_answer_for_a_dead_one() {
         ),
         ("REDIS_TIMEOUT_MS", "300".to_owned()),
     ];
-    let (code, stdout, stderr) = healthcheck(&env);
+    let (code, stdout, stderr) = s.healthcheck(&env);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(
         stderr.contains("unhealthy: no worker answers on"),
@@ -110,10 +79,11 @@ fn another_worker_on_the_host_does_not_answer_for_a_dead_one() {
 /// asked for and taken exit 2.
 #[test]
 fn a_taken_default_metrics_port_gives_way_and_a_taken_chosen_one_refuses() {
-    let redis = TestRedis::start();
+    let s = Stack::new(WORKER);
+    let redis = &s.redis;
     // Hold the default port (if something else holds it, it is taken all the same).
     let _held = std::net::TcpListener::bind("127.0.0.1:9808");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    let mut cmd = Command::new(WORKER);
     cmd.env_clear()
         .env("RUST_LOG", "info")
         .env("REDIS_URL", redis.url())
@@ -122,59 +92,39 @@ fn a_taken_default_metrics_port_gives_way_and_a_taken_chosen_one_refuses() {
     let (second, line) = Proc::spawn_command(cmd, "instead;");
     assert!(line.contains("127.0.0.1:9808 is taken"), "{line}");
     // Its health check pings it by name, never the worker that holds the default port.
-    let (code, stdout, stderr) = healthcheck(&[
-        ("REDIS_URL", redis.url()),
-        ("WORKER_NAME", "second@%h".to_owned()),
-    ]);
+    let (code, stdout, stderr) = s.healthcheck(&[("WORKER_NAME", "second@%h".to_owned())]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.starts_with("second@"), "{stdout}");
     assert!(second.terminate().success());
     // Unnamed, it could not be told from the worker on the default port: it refuses to start.
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, _, err) = run_worker(WORKER, &[], &[("REDIS_URL", redis.url())]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("WORKER_NAME") && err.contains("is taken"),
         "{err}"
     );
 
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .env(
+    let env = [
+        ("REDIS_URL", redis.url()),
+        (
             "WORKER_METRICS_BIND",
             held.local_addr().unwrap().to_string(),
-        )
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WORKER_METRICS_BIND"));
+        ),
+    ];
+    let (code, _, err) = run_worker(WORKER, &[], &env);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("WORKER_METRICS_BIND"));
 }
 
 /// `--help` and `--version` answer without any setting; an unknown command is a usage error.
 #[test]
 fn the_command_line_explains_itself() {
-    let run = |arg: &str| {
-        Command::new(env!("CARGO_BIN_EXE_worker"))
-            .arg(arg)
-            .env_clear()
-            // A setting that would be refused: --help must not read it.
-            .env("WORKER_CONCURRENCY", "lots")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .unwrap()
-    };
+    // A setting that would be refused: --help must not read it.
+    let run = |arg: &str| run_worker(WORKER, &[arg], &[("WORKER_CONCURRENCY", "lots".into())]);
     for flag in ["--help", "-h"] {
-        let out = run(flag);
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "{text}");
+        let (code, text, _) = run(flag);
+        assert_eq!(code, Some(0), "{text}");
         for sub in [
             "run",
             "healthcheck",
@@ -187,12 +137,11 @@ fn the_command_line_explains_itself() {
         }
         assert!(text.contains(".env.example"), "{text}");
     }
-    let out = run("--version");
-    assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("worker "));
-    let out = run("frobnicate");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, out, _) = run("--version");
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("worker "));
+    let (code, _, err) = run("frobnicate");
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("frobnicate") && !err.contains("Some("),
         "{err}"
@@ -205,6 +154,6 @@ fn an_unreachable_redis_is_unhealthy_not_a_hang() {
         ("REDIS_URL", testkit::redis::unreachable_redis_url()),
         ("REDIS_TIMEOUT_MS", "300".to_owned()),
     ];
-    let (code, _, stderr) = healthcheck(&env);
+    let (code, _, stderr) = run_worker(WORKER, &["healthcheck"], &env);
     assert_eq!(code, Some(1), "{stderr}");
 }

@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
-use celery_redis::result::{ResultBackend, TaskState};
+use celery_redis::result::TaskState;
+use reqwest::Method;
 use serde_json::json;
-use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
+use testkit::stack::run_worker;
+use testkit::Stack;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -21,75 +23,36 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn worker_and_service_count_what_happened_with_celery_exporter_names() {
-    let redis = TestRedis::start();
-    let worker_bin = env!("CARGO_BIN_EXE_worker");
-    let (_worker, line) = Proc::spawn(
-        worker_bin.as_ref(),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("WORKER_NAME", "metrics@test".to_owned()),
-            ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-        ],
-        "metrics and health listening on",
-    );
-    let worker_url = format!("http://{}", listening_addr(&line));
-    let (_order, line) = Proc::spawn(
-        &sibling_binary(worker_bin, "service-order"),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("ORDER_BIND", "127.0.0.1:0".to_owned()),
-        ],
-        "listening on",
-    );
-    let order_url = format!("http://{}", listening_addr(&line));
-    let http = reqwest::Client::new();
-    let put = http
-        .put(format!("{order_url}/inventory/A"))
-        .json(&json!({"available": 100}))
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
-    let results = ResultBackend::new(redis.manager().await, redis.client(), WAIT, true);
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let worker = s.worker(&[("WORKER_NAME", "metrics@test".to_owned())]);
+    let order = s.order(&[]);
+    let http = &s.http;
+    let (put, _) = s
+        .call(
+            &order,
+            Method::PUT,
+            "/inventory/A",
+            Some(json!({"available": 100})),
+        )
+        .await;
+    assert!((200..300).contains(&put), "{put}");
     let mut ids = Vec::new();
     for i in 0..3 {
         let body = json!({"order_id": format!("m-{i}"), "customer": {"id": "c", "email": "c@example.com"},
                           "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
-        let r = http
-            .post(format!("{order_url}/orders"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let v: serde_json::Value = r.json().await.unwrap();
-        ids.push(v["task_id"].as_str().unwrap().to_owned());
+        ids.push(s.post_order(&order, body).await.unwrap().task_id);
     }
     // An invalid order is refused at the door (and timed, but not sent).
-    let bad = http
-        .post(format!("{order_url}/orders"))
-        .json(&json!({"order_id": "x"}))
-        .send()
+    let (bad, _) = s
+        .post_order(&order, json!({"order_id": "x"}))
         .await
-        .unwrap();
-    assert!(bad.status().is_client_error());
+        .unwrap_err();
+    assert!((400..500).contains(&bad), "{bad}");
     for id in &ids {
-        assert_eq!(
-            results.wait(id, WAIT).await.unwrap().status,
-            TaskState::Success
-        );
+        assert_eq!(s.finished(id).await.status, TaskState::Success);
     }
     let labels = "{name=\"process_order\",hostname=\"test\",queue_name=\"celery\"}";
-    let text = http
-        .get(format!("{worker_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics(&worker).await;
     for counter in ["received", "started", "succeeded"] {
         let series = format!("celery_task_{counter}_total{labels}");
         assert_eq!(sample(&text, &series), Some(3.0), "{series} in\n{text}");
@@ -115,22 +78,19 @@ async fn worker_and_service_count_what_happened_with_celery_exporter_names() {
         assert!(sample(&text, gauge).is_some(), "{gauge} in\n{text}");
     }
     let health = http
-        .get(format!("{worker_url}/healthz"))
+        .get(format!("{}/healthz", worker.url))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    let missing = http.get(format!("{worker_url}/nope")).send().await.unwrap();
-    assert_eq!(missing.status(), 404);
-
-    let text = http
-        .get(format!("{order_url}/metrics"))
+    let missing = http
+        .get(format!("{}/nope", worker.url))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let text = s.metrics(&order).await;
     let sent = text
         .lines()
         .find(|l| l.starts_with("celery_task_sent_total{name=\"process_order\""))
@@ -148,37 +108,26 @@ async fn worker_and_service_count_what_happened_with_celery_exporter_names() {
 #[tokio::test]
 async fn a_metrics_address_in_use_is_a_configuration_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let redis = TestRedis::start();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .env(
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let env = [
+        ("REDIS_URL", s.redis.url()),
+        (
             "WORKER_METRICS_BIND",
             taken.local_addr().unwrap().to_string(),
-        )
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WORKER_METRICS_BIND"));
+        ),
+    ];
+    let (code, _, err) = run_worker(env!("CARGO_BIN_EXE_worker"), &[], &env);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("WORKER_METRICS_BIND"));
 }
 
 #[tokio::test]
 async fn a_services_metrics_are_behind_its_tokens_when_it_has_them() {
-    let redis = TestRedis::start();
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
     let token = "metrics-token-0123456789";
-    let (_order, line) = Proc::spawn(
-        &sibling_binary(env!("CARGO_BIN_EXE_worker"), "service-order"),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("ORDER_BIND", "127.0.0.1:0".to_owned()),
-            ("API_TOKENS", token.to_owned()),
-        ],
-        "listening on",
-    );
-    let url = format!("http://{}/metrics", listening_addr(&line));
-    let http = reqwest::Client::new();
+    let order = s.order(&[("API_TOKENS", token.to_owned())]);
+    let url = format!("{}/metrics", order.url);
+    let http = &s.http;
     let anonymous = http.get(&url).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
     let scraper = http.get(&url).bearer_auth(token).send().await.unwrap();
@@ -198,17 +147,9 @@ async fn a_services_metrics_are_behind_its_tokens_when_it_has_them() {
 #[tokio::test]
 async fn idle_connections_cannot_keep_the_metrics_listener_from_prometheus() {
     use tokio::io::AsyncReadExt;
-    let redis = TestRedis::start();
-    let (_worker, line) = Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-        ],
-        "metrics and health listening on",
-    );
-    let addr = listening_addr(&line);
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let worker = s.worker(&[]);
+    let addr = worker.addr;
     // More silent connections than the listener serves at once: each is closed by the server
     // (header timeout), which is what this waits for, not a clock.
     let mut idle = Vec::new();

@@ -8,22 +8,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use celery_redis::result::{ResultBackend, TaskState};
+use celery_redis::result::TaskState;
+use reqwest::Method;
 use serde_json::{json, Value};
-use testkit::{free_port, listening_addr, sibling_binary, Proc, TestRedis};
+use testkit::{free_port, Stack};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn spawn(bin: &str, env: &[(&str, String)], ready: &str) -> (Proc, String) {
-    let worker = env!("CARGO_BIN_EXE_worker");
-    let path = if bin == "worker" {
-        worker.into()
-    } else {
-        sibling_binary(worker, bin)
-    };
-    let (p, line) = Proc::spawn(&path, &[], env, ready);
-    (p, listening_addr(&line).to_string())
-}
 
 fn promtool_check(text: &str, what: &str) {
     let mut child = Command::new("promtool")
@@ -51,40 +41,24 @@ fn promtool_check(text: &str, what: &str) {
 #[tokio::test]
 #[ignore = "needs promtool and prometheus on PATH; CI installs Debian's prometheus and runs it"]
 async fn promtool_accepts_every_metrics_page_and_prometheus_counts_the_tasks_run() {
-    let redis = TestRedis::start();
-    let env = |var: &'static str| vec![("REDIS_URL", redis.url()), (var, "127.0.0.1:0".to_owned())];
-    let (_w, worker) = spawn(
-        "worker",
-        &env("WORKER_METRICS_BIND"),
-        "metrics and health listening on",
-    );
-    let (_o, order) = spawn("service-order", &env("ORDER_BIND"), "listening on");
-    let (_n, notification) = spawn(
-        "service-notification",
-        &env("NOTIFICATION_BIND"),
-        "listening on",
-    );
-    let http = reqwest::Client::new();
-    http.put(format!("http://{order}/inventory/A"))
-        .json(&json!({"available": 1000}))
-        .send()
-        .await
-        .unwrap();
-    let results = ResultBackend::new(redis.manager().await, redis.client(), WAIT, true);
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let (w, o, n) = (s.worker(&[]), s.order(&[]), s.notification(&[]));
+    let (worker, order, notification) = (w.addr, o.addr, n.addr);
+    let http = &s.http;
+    s.call(
+        &o,
+        Method::PUT,
+        "/inventory/A",
+        Some(json!({"available": 1000})),
+    )
+    .await;
+    let results = s.results().await;
     let orders = 20;
     let mut ids = Vec::new();
     for i in 0..orders {
         let body = json!({"order_id": format!("p-{i}"), "customer": {"id": "c", "email": "c@example.com"},
                           "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
-        let r: Value = http
-            .post(format!("http://{order}/orders"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, r) = s.call(&o, Method::POST, "/orders", Some(body)).await;
         ids.push(r["task_id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
@@ -95,20 +69,12 @@ async fn promtool_accepts_every_metrics_page_and_prometheus_counts_the_tasks_run
     }
     // Each order chained one confirmation: wait for those too (the worker's succeeded count).
     let expected = f64::from(orders * 2);
-    for (addr, what) in [
-        (&worker, "worker"),
-        (&order, "service-order"),
-        (&notification, "service-notification"),
+    for (running, what) in [
+        (&w, "worker"),
+        (&o, "service-order"),
+        (&n, "service-notification"),
     ] {
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        promtool_check(&text, what);
+        promtool_check(&s.metrics(running).await, what);
     }
 
     let dir = testkit::temp_dir("prometheus");

@@ -2,71 +2,47 @@
 //! notifications on queues of their own, each served by its own worker; one worker on several
 //! queues starving none; `worker stats` per queue.
 
-use std::process::Command;
-use std::time::Duration;
-
 use celery_redis::broker::Broker;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
-use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
+use celery_redis::result::{ResultMeta, TaskState};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
+use testkit::{Running, Stack};
 
-const WAIT: Duration = Duration::from_secs(30);
 const ROUTES: &str = "process_order=orders,send_notification=notifications";
-const WORKER: &str = env!("CARGO_BIN_EXE_worker");
 
-fn env(redis: &TestRedis, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    let mut vars = vec![
-        ("REDIS_URL", redis.url()),
-        ("TASK_ROUTES", ROUTES.to_owned()),
-    ];
+/// A stack whose binaries all route by [`ROUTES`].
+fn stack() -> Stack {
+    Stack::new(env!("CARGO_BIN_EXE_worker"))
+}
+
+fn routed(extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut vars = vec![("TASK_ROUTES", ROUTES.to_owned())];
     vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     vars
 }
 
-fn worker(redis: &TestRedis, queues: &str, extra: &[(&'static str, &str)]) -> Proc {
-    let mut vars = env(redis, extra);
+fn worker(s: &Stack, queues: &str, extra: &[(&'static str, &str)]) -> Running {
+    let mut vars = routed(extra);
     vars.push(("WORKER_QUEUES", queues.to_owned()));
-    Proc::spawn(WORKER.as_ref(), &[], &vars, "consuming queue").0
+    s.worker(&vars)
 }
 
-fn service(redis: &TestRedis, name: &str, bind: &'static str) -> (Proc, String) {
-    let (proc, line) = Proc::spawn(
-        &sibling_binary(WORKER, name),
-        &[],
-        &env(redis, &[(bind, "127.0.0.1:0")]),
-        "listening on",
-    );
-    (proc, format!("http://{}", listening_addr(&line)))
-}
-
-async fn results(redis: &TestRedis) -> ResultBackend {
-    ResultBackend::new(
-        redis.manager().await,
-        redis.client(),
-        Duration::from_secs(600),
-        true,
-    )
-}
-
-/// Waits for a task's ready state through the result backend's pub/sub.
-async fn finished(results: &ResultBackend, id: &str) -> ResultMeta {
-    let meta = results.wait(id, WAIT).await.unwrap();
+/// Waits for a task's ready state through the result backend's pub/sub; SUCCESS.
+async fn finished(s: &Stack, id: &str) -> ResultMeta {
+    let meta = s.finished(id).await;
     assert_eq!(meta.status, TaskState::Success, "{meta:?}");
     meta
 }
 
-async fn post(url: String, body: Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    resp.json().await.unwrap()
+/// POSTs `body` to `path` of `service`; asserts a 202.
+async fn post(s: &Stack, service: &Running, path: &str, body: Value) -> Value {
+    let (status, reply) = s
+        .call(service, reqwest::Method::POST, path, Some(body))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    reply
 }
 
 fn note(id: &str) -> serde_json::Map<String, Value> {
@@ -77,20 +53,21 @@ fn note(id: &str) -> serde_json::Map<String, Value> {
 
 #[tokio::test]
 async fn orders_and_their_notifications_run_on_the_workers_of_their_own_queues() {
-    let redis = TestRedis::start();
-    let mut conn = redis.manager().await;
-    let results = results(&redis).await;
-    let (order_svc, order_url) = service(&redis, "service-order", "ORDER_BIND");
-    let orders = worker(&redis, "orders", &[]);
+    let s = stack();
+    let mut conn = s.redis.manager().await;
+    let order_svc = s.order(&routed(&[]));
+    let orders = worker(&s, "orders", &[]);
     conn.set::<_, _, ()>("fleet:stock:A", 5).await.unwrap();
 
     let accepted = post(
-        format!("{order_url}/orders"),
+        &s,
+        &order_svc,
+        "/orders",
         json!({"customer": {"id": "c1", "email": "ada@example.com"},
                "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 100}]}),
     )
     .await;
-    let meta = finished(&results, accepted["task_id"].as_str().unwrap()).await;
+    let meta = finished(&s, accepted["task_id"].as_str().unwrap()).await;
     let child = meta.children.unwrap()[0][0][0].as_str().unwrap().to_owned();
 
     // The chained notification was published with the order's result, to its own route,
@@ -104,15 +81,12 @@ async fn orders_and_their_notifications_run_on_the_workers_of_their_own_queues()
         .unwrap());
 
     // `worker stats`: one line per queue it would consume.
-    let out = Command::new(WORKER)
-        .arg("stats")
-        .env_clear()
-        .envs(env(&redis, &[("WORKER_QUEUES", "orders,notifications")]))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
+    let (code, out, err) = s.run(
+        &["stats"],
+        &routed(&[("WORKER_QUEUES", "orders,notifications")]),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -127,19 +101,20 @@ async fn orders_and_their_notifications_run_on_the_workers_of_their_own_queues()
     );
 
     // Its own worker runs it; so does it a notification submitted to the other service.
-    let notifications = worker(&redis, "notifications", &[]);
-    finished(&results, &child).await;
-    let (note_svc, note_url) = service(&redis, "service-notification", "NOTIFICATION_BIND");
+    let notifications = worker(&s, "notifications", &[]);
+    finished(&s, &child).await;
+    let note_svc = s.notification(&routed(&[]));
     let accepted = post(
-        format!("{note_url}/notifications"),
+        &s,
+        &note_svc,
+        "/notifications",
         json!({"recipient": "ops@example.com", "channel": "log", "subject": "s", "body": "b"}),
     )
     .await;
-    finished(&results, accepted["task_id"].as_str().unwrap()).await;
+    finished(&s, accepted["task_id"].as_str().unwrap()).await;
 
     for p in [orders, notifications, order_svc, note_svc] {
-        let name = p.name.clone();
-        assert!(p.terminate().success(), "{name} exits cleanly");
+        p.stop();
     }
     for q in ["orders", "notifications", "celery"] {
         let processing = keys::processing(q);
@@ -149,9 +124,8 @@ async fn orders_and_their_notifications_run_on_the_workers_of_their_own_queues()
 
 #[tokio::test]
 async fn one_worker_on_two_queues_serves_both_and_starves_neither() {
-    let redis = TestRedis::start();
-    let conn = redis.manager().await;
-    let results = results(&redis).await;
+    let s = stack();
+    let conn = s.redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let bulk: Vec<TaskMessage> = (0..100)
         .map(|i| TaskMessage::new("send_notification", "bulk", note(&format!("n-bulk-{i}"))))
@@ -160,11 +134,11 @@ async fn one_worker_on_two_queues_serves_both_and_starves_neither() {
     let urgent = TaskMessage::new("send_notification", "urgent", note("n-urgent"));
     broker.publish(&urgent).await.unwrap();
 
-    let w = worker(&redis, "bulk,urgent", &[("WORKER_CONCURRENCY", "1")]);
-    let urgent_done = finished(&results, &urgent.id).await.date_done.unwrap();
+    let w = worker(&s, "bulk,urgent", &[("WORKER_CONCURRENCY", "1")]);
+    let urgent_done = finished(&s, &urgent.id).await.date_done.unwrap();
     let mut before = 0;
     for m in &bulk {
-        let done = finished(&results, &m.id).await.date_done.unwrap();
+        let done = finished(&s, &m.id).await.date_done.unwrap();
         // ISO 8601 in UTC with microseconds: text order is time order.
         if done < urgent_done {
             before += 1;
@@ -172,12 +146,13 @@ async fn one_worker_on_two_queues_serves_both_and_starves_neither() {
     }
     // One slot: the first claim takes from `bulk`, which then goes to the back.
     assert!(before <= 1, "{before} bulk tasks ran before the urgent one");
-    assert!(w.terminate().success());
+    w.stop();
 }
 
 #[tokio::test]
 async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
-    let redis = TestRedis::start();
+    let s = stack();
+    let redis = &s.redis;
     let mut conn = redis.manager().await;
     conn.set::<_, _, ()>("stringy", "someone else's")
         .await
@@ -210,7 +185,7 @@ async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
         .await
         .unwrap();
     assert_eq!(w.step().await.unwrap(), Step::Started(1));
-    finished(&results(&redis).await, &msg.id).await;
+    finished(&s, &msg.id).await;
     w.shutdown().await;
     assert_eq!(
         conn.get::<_, String>("stringy").await.unwrap(),
@@ -218,23 +193,16 @@ async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
     );
 }
 
-/// `worker <command> --queue Q`, as an operator runs it.
-fn admin(redis: &TestRedis, args: &[&str]) -> (bool, String) {
-    let out = Command::new(WORKER)
-        .args(args)
-        .env_clear()
-        .envs(env(redis, &[]))
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+/// `worker <command> --queue Q`, as an operator runs it: success, stdout and stderr.
+fn admin(s: &Stack, args: &[&str]) -> (bool, String) {
+    let (code, stdout, stderr) = s.run(args, &routed(&[]));
+    (code == Some(0), stdout + &stderr)
 }
 
 #[tokio::test]
 async fn the_dead_letter_commands_work_per_queue() {
-    let redis = TestRedis::start();
-    let mut conn = redis.manager().await;
+    let s = stack();
+    let mut conn = s.redis.manager().await;
     // Dead letters of two queues, as workers leave them (each names its queue).
     for (i, queue) in ["orders", "notifications", "orders"].iter().enumerate() {
         let msg = TaskMessage::new("send_notification", queue, note(&format!("n-{i}")));
@@ -246,17 +214,17 @@ async fn the_dead_letter_commands_work_per_queue() {
             .unwrap();
     }
     let listed = |text: String| text.lines().count();
-    assert_eq!(listed(admin(&redis, &["dead-letters"]).1), 3);
+    assert_eq!(listed(admin(&s, &["dead-letters"]).1), 3);
     assert_eq!(
-        listed(admin(&redis, &["dead-letters", "--queue", "orders"]).1),
+        listed(admin(&s, &["dead-letters", "--queue", "orders"]).1),
         2
     );
     assert_eq!(
-        listed(admin(&redis, &["dead-letters", "1", "--queue", "orders"]).1),
+        listed(admin(&s, &["dead-letters", "1", "--queue", "orders"]).1),
         1
     );
     assert_eq!(
-        admin(&redis, &["requeue-dead", "--queue", "notifications"])
+        admin(&s, &["requeue-dead", "--queue", "notifications"])
             .1
             .trim(),
         "requeued 1"
@@ -264,17 +232,17 @@ async fn the_dead_letter_commands_work_per_queue() {
     assert_eq!(conn.llen::<_, i64>("notifications").await.unwrap(), 1);
     assert_eq!(conn.llen::<_, i64>("orders").await.unwrap(), 0);
     assert_eq!(
-        admin(&redis, &["purge-dead", "--queue", "orders"]).1.trim(),
+        admin(&s, &["purge-dead", "--queue", "orders"]).1.trim(),
         "purged 2"
     );
     assert_eq!(conn.llen::<_, i64>(keys::DEAD_LETTER).await.unwrap(), 0);
-    let stats = admin(&redis, &["stats", "--queue", "notifications"]).1;
+    let stats = admin(&s, &["stats", "--queue", "notifications"]).1;
     let line: Value = serde_json::from_str(stats.trim()).unwrap();
     assert_eq!(
         (&line["queue"], &line["waiting"][0]),
         (&json!("notifications"), &json!(1))
     );
     // A name that is no usable queue is refused before anything is read.
-    let (ok, text) = admin(&redis, &["purge-dead", "--queue", "unacked"]);
+    let (ok, text) = admin(&s, &["purge-dead", "--queue", "unacked"]);
     assert!(!ok && text.contains("--queue"), "{text}");
 }

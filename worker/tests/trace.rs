@@ -10,45 +10,29 @@ mod otel_logs;
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
-use testkit::{sibling_binary, TestRedis};
+use testkit::{Binary, Stack, TestRedis};
 
 use otel_logs::{field, service_url, Logged};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-fn worker_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_worker")
-}
-
-fn worker(url: &str, extra: &[(&'static str, &str)]) -> Logged {
-    let mut env = vec![
-        ("REDIS_URL", url.to_owned()),
-        ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-    ];
+/// `binary` of `s` with JSON logs and `extra`, every log line kept; ready on `ready`.
+fn logged(s: &Stack, binary: Binary, extra: &[(&'static str, &str)], ready: &str) -> Logged {
+    let mut env = vec![("LOG_FORMAT", "json".to_owned())];
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    otel_logs::binary(worker_bin().as_ref(), &env, "consuming queue")
+    otel_logs::command(s.command(binary, &env), ready)
 }
 
-fn service(
-    name: &str,
-    bind_var: &'static str,
-    url: &str,
-    extra: &[(&'static str, &str)],
-) -> Logged {
-    let mut env = vec![
-        ("REDIS_URL", url.to_owned()),
-        (bind_var, "127.0.0.1:0".to_owned()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    otel_logs::binary(&sibling_binary(worker_bin(), name), &env, "listening on")
+fn worker(s: &Stack, extra: &[(&'static str, &str)]) -> Logged {
+    logged(s, Binary::Worker, extra, "consuming queue")
 }
 
-fn order_service(url: &str, extra: &[(&'static str, &str)]) -> (Logged, String) {
-    let mut s = service("service-order", "ORDER_BIND", url, extra);
-    let line = s.wait_raw("listening on", |l| l.contains("listening on"));
+fn order_service(s: &Stack, extra: &[(&'static str, &str)]) -> (Logged, String) {
+    let mut svc = logged(s, Binary::Order, extra, "listening on");
+    let line = svc.wait_raw("listening on", |l| l.contains("listening on"));
     let base = service_url(&line);
-    (s, base)
+    (svc, base)
 }
 
 /// Stocks SKU `A` and posts an order with `traceparent` (when given); returns its order id and
@@ -101,9 +85,9 @@ fn trace_ids_of_order(worker: &mut Logged, order_task: &str) -> (HashSet<String>
 
 #[tokio::test]
 async fn an_orders_trace_id_is_in_the_worker_lines_of_the_order_and_its_notification() {
-    let redis = TestRedis::start();
-    let mut w = worker(&redis.url(), &[]);
-    let (mut svc, base) = order_service(&redis.url(), &[]);
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let mut w = worker(&s, &[]);
+    let (mut svc, base) = order_service(&s, &[]);
 
     let task = post_order(&base, "o-traced", Some(TRACEPARENT)).await;
     let (order, note) = trace_ids_of_order(&mut w, &task);
@@ -160,10 +144,11 @@ async fn no_line_of_any_binary_shows_the_redis_password_and_every_line_is_json()
     const PASSWORD: &str = "pw-Zq8s3cr3t-never-logged";
     let redis = TestRedis::start_with(&["--requirepass", PASSWORD]);
     let url = format!("redis://default:{PASSWORD}@127.0.0.1:{}/0", redis.port());
-    let debug = [("RUST_LOG", "debug")];
-    let mut w = worker(&url, &debug);
-    let (svc, base) = order_service(&url, &debug);
-    let mut notes = service("service-notification", "NOTIFICATION_BIND", &url, &debug);
+    let s = Stack::on(redis, env!("CARGO_BIN_EXE_worker"));
+    let debug = [("REDIS_URL", url.as_str()), ("RUST_LOG", "debug")];
+    let mut w = worker(&s, &debug);
+    let (svc, base) = order_service(&s, &debug);
+    let mut notes = logged(&s, Binary::Notification, &debug, "listening on");
     notes.wait_raw("listening on", |l| l.contains("listening on"));
 
     let task = post_order(&base, "o-secret", Some(TRACEPARENT)).await;
@@ -195,22 +180,14 @@ async fn no_line_of_any_binary_shows_the_redis_password_and_every_line_is_json()
 
 #[test]
 fn a_log_format_that_is_not_text_or_json_stops_each_binary_naming_it() {
-    let redis = TestRedis::start();
-    let bins = [
-        std::path::PathBuf::from(worker_bin()),
-        sibling_binary(worker_bin(), "service-order"),
-        sibling_binary(worker_bin(), "service-notification"),
-    ];
-    for bin in bins {
-        let out = std::process::Command::new(&bin)
-            .env_clear()
-            .env("REDIS_URL", redis.url())
-            .env("LOG_FORMAT", "yaml")
-            .current_dir(std::env::temp_dir())
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    for bin in [Binary::Worker, Binary::Order, Binary::Notification] {
+        let out = s
+            .command(bin, &[("LOG_FORMAT", "yaml".to_owned())])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", bin.display());
-        assert!(stderr.contains("LOG_FORMAT"), "{}: {stderr}", bin.display());
+        assert_eq!(out.status.code(), Some(2), "{bin:?}: {stderr}");
+        assert!(stderr.contains("LOG_FORMAT"), "{bin:?}: {stderr}");
     }
 }

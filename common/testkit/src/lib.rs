@@ -4,6 +4,7 @@
 //! - [`redis`] — [`TestRedis`], a private `redis-server` on a free port.
 //! - [`sentinel`] — [`TestSentinels`], a primary, a replica and three sentinels.
 //! - [`process`] — the project's binaries (and Python) as child processes, awaited line by line.
+//! - [`stack`] — [`Stack`], a private Redis and the real binaries on port 0, typed helpers.
 //! - [`webhook`] — [`WebhookReceiver`], a local webhook that scripts its answers.
 //! - [`http`] — route-test helpers (`warp::test` requests, a service configuration, the queue).
 //! - [`docs`] — checks that every configuration variable is documented.
@@ -17,6 +18,7 @@ pub mod openapi;
 pub mod process;
 pub mod redis;
 pub mod sentinel;
+pub mod stack;
 pub mod tempdir;
 pub mod webhook;
 
@@ -24,6 +26,7 @@ pub use crate::http::{call, queued, service_config};
 pub use crate::process::{listening_addr, sibling_binary, Proc};
 pub use crate::redis::{free_port, info_number, unreachable_redis_url, TestRedis};
 pub use crate::sentinel::TestSentinels;
+pub use crate::stack::{Binary, Running, Stack};
 pub use crate::tempdir::{temp_dir, TempDir};
 pub use crate::webhook::{Hit, WebhookReceiver};
 

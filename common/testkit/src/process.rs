@@ -45,6 +45,42 @@ pub fn lines_until(
         .map_err(|_| "the expected line did not appear (process exited or timed out)".to_owned())
 }
 
+/// Reads lines (on a helper thread) until each of `needles` has been seen; returns, for each
+/// needle, the first line containing it. The rest of the output is drained.
+pub fn lines_until_all(
+    out: impl std::io::Read + Send + 'static,
+    needles: &[&str],
+    limit: Duration,
+) -> Result<Vec<String>, String> {
+    let (tx, rx) = mpsc::channel();
+    let needles: Vec<String> = needles.iter().map(|n| n.to_string()).collect();
+    let count = needles.len();
+    std::thread::spawn(move || {
+        let mut found: Vec<Option<String>> = vec![None; needles.len()];
+        let mut tx = Some(tx);
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("TEST_ECHO_CHILDREN").is_some() {
+                eprintln!("child> {line}");
+            }
+            for (needle, slot) in needles.iter().zip(found.iter_mut()) {
+                if slot.is_none() && line.contains(needle.as_str()) {
+                    *slot = Some(line.clone());
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(found.iter().flatten().cloned().collect::<Vec<_>>());
+                }
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .ok()
+        .filter(|lines| lines.len() == count)
+        .ok_or_else(|| "the expected lines did not appear (process exited or timed out)".to_owned())
+}
+
 /// A child process (one of the project's binaries) killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -74,7 +110,14 @@ impl Proc {
 
     /// Starts a prepared command in its own process group (so [`Proc::kill_group`] reaches its
     /// children too) and waits for `ready_line` on its stderr.
-    pub fn spawn_command(mut cmd: Command, ready_line: &str) -> (Self, String) {
+    pub fn spawn_command(cmd: Command, ready_line: &str) -> (Self, String) {
+        let (proc, mut lines) = Self::spawn_command_all(cmd, &[ready_line]);
+        (proc, lines.remove(0))
+    }
+
+    /// Like [`Proc::spawn_command`], waiting until each of `ready_lines` appeared (in any
+    /// order); returns the matching lines, one per needle.
+    pub fn spawn_command_all(mut cmd: Command, ready_lines: &[&str]) -> (Self, Vec<String>) {
         use std::os::unix::process::CommandExt;
         cmd.stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -88,11 +131,11 @@ impl Proc {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        match lines_until(stderr, ready_line, STARTUP) {
-            Ok(line) => (Proc { child, name }, line),
+        match lines_until_all(stderr, ready_lines, STARTUP) {
+            Ok(lines) => (Proc { child, name }, lines),
             Err(e) => {
                 let _ = child.kill();
-                panic!("{name} did not log {ready_line:?}: {e}");
+                panic!("{name} did not log {ready_lines:?}: {e}");
             }
         }
     }
