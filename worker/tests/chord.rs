@@ -474,3 +474,62 @@ async fn a_group_from_the_rust_producer_stores_each_result_under_its_group() {
     }
     w.stop().await;
 }
+
+/// The member with its `embed.chord` (the body) changed by `f` (its body re-encoded).
+fn with_chord_body(member: &Value, f: impl Fn(&mut Value)) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raw = b64.decode(member["body"].as_str().unwrap()).unwrap();
+    let mut body: Value = serde_json::from_slice(&raw).unwrap();
+    f(&mut body[2]["chord"]);
+    let mut out = member.clone();
+    out["body"] = json!(b64.encode(body.to_string()));
+    out
+}
+
+#[tokio::test]
+async fn a_body_the_rust_worker_does_not_publish_gets_a_failure_not_pending_forever() {
+    let c = capture();
+    let w = start(&c).await;
+    // A careless client's chord whose body is a chain: not published here, and the client
+    // waiting on the body's id must learn it rather than wait forever.
+    let chain_body = |b: &mut Value| b["subtask_type"] = json!("chain");
+    for m in &c.members {
+        w.push(&with_chord_body(m, chain_body)).await;
+    }
+    let body = w.ended(&c.body_id).await;
+    assert_eq!(body.status, TaskState::Failure, "{body:?}");
+    let exc = body.exception().unwrap();
+    assert_eq!(exc.exc_type, "NotImplementedError", "{exc:?}");
+    assert!(w.calls.of("tsum").is_empty());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn chord_keys_of_another_type_fail_the_body_instead_of_rerunning_the_member() {
+    let c = capture();
+    let w = start(&c).await;
+    // Junk under the chord's dedup key (a string where Celery 5.7 keeps a SET): Celery fails
+    // the body with `ChordError('Join error: ...')`; the member ends once and is acked.
+    let dedup = format!("celery-taskset-meta-{}.d", c.group);
+    let _: () = w.conn.clone().set(&dedup, "junk").await.unwrap();
+    w.push(&c.members[0]).await;
+    let body = w.ended(&c.body_id).await;
+    assert_eq!(body.status, TaskState::Failure, "{body:?}");
+    let exc = body.exception().unwrap();
+    assert_eq!(exc.exc_type, "ChordError");
+    assert!(exc.message().starts_with("Join error"), "{exc:?}");
+    assert_eq!(
+        w.ended(&id_of(&c.members[0])).await.status,
+        TaskState::Success
+    );
+    w.drained().await;
+    // The other member then finds the chord done and publishes nothing more.
+    w.push(&c.members[1]).await;
+    assert_eq!(
+        w.ended(&id_of(&c.members[1])).await.status,
+        TaskState::Success
+    );
+    w.drained().await;
+    assert!(w.calls.of("tsum").is_empty());
+    w.stop().await;
+}

@@ -15,6 +15,7 @@
 -- ARGV[6] most bytes of entries to return.
 -- Returns {'done'} when the chord was finished before, {'other', n, total} when it is not
 -- this member's to publish (waiting for n < total, or claimed by another),
+-- {'broken'} when the join keys hold other types (the claim is taken),
 -- {'nested'} when a GroupResult was saved for the group (the claim is taken),
 -- {'large', bytes} when the entries are over the limit (the claim is taken), or
 -- {'complete', entry...} in header order when this member publishes the body.
@@ -22,12 +23,22 @@ local jkey, tkey, skey, dkey, ckey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local tid, entry, ordered, score = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 local expires, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
 local member = tid .. ':' .. score
+-- A claim of another type cannot be taken (Celery 5.7's SET NX fails on it too).
+if not writable(ckey, 'string') then return {'other', 0, 0} end
 local claim = redis.call('GET', ckey)
 if claim == 'done' then return {'done'} end
 local kind = ordered and 'zset' or 'list'
-if not (writable(jkey, kind) and writable(dkey, 'set') and writable(ckey, 'string')
+if not (writable(jkey, kind) and writable(dkey, 'set')
     and writable(tkey, 'string') and writable(skey, 'string')) then
-  return redis.error_reply('chord keys of group ' .. KEYS[1] .. ' hold other types')
+  -- Not joinable (junk, or members joined with another result_chord_ordered): the first
+  -- member to get here claims the chord and fails its body, as Celery's 'Join error'.
+  if claim and claim ~= member then return {'other', 0, 0} end
+  if expires > 0 then
+    redis.call('SET', ckey, member, 'EX', expires)
+  else
+    redis.call('SET', ckey, member)
+  end
+  return {'broken'}
 end
 if redis.call('SISMEMBER', dkey, member) == 0 then
   if ordered then

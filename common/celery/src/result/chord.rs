@@ -132,6 +132,11 @@ impl ResultBackend {
         let what = reply.first().and_then(Value::as_str).unwrap_or_default();
         Ok(match what {
             "complete" => Join::Complete(reply.into_iter().skip(1).collect()),
+            "broken" => Join::Broken(
+                "Join error: the chord's keys hold other types than Celery's (junk, or members \
+                 joined with another result_chord_ordered)"
+                    .to_owned(),
+            ),
             "nested" => Join::Broken(
                 "Join error: the chord header holds groups, which the Rust worker does not join"
                     .to_owned(),
