@@ -533,3 +533,24 @@ async fn chord_keys_of_another_type_fail_the_body_instead_of_rerunning_the_membe
     assert!(w.calls.of("tsum").is_empty());
     w.stop().await;
 }
+
+/// A chord with no header from the Rust producer: nothing would ever complete it (its body
+/// would stay PENDING for good), so it is refused before anything is written.
+#[tokio::test]
+async fn a_chord_with_no_header_from_the_rust_producer_is_refused() {
+    let c = capture();
+    let w = start(&c).await;
+    let broker = celery_redis::broker::Broker::new(w.conn.clone(), "celery", "rust@test");
+    let body = serde_json::from_value(json!({"task": "tsum"})).unwrap();
+    let err = broker
+        .publish_chord(&mut [], body, &w.results)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("header"), "{err}");
+    let keys: Vec<String> = w.conn.clone().keys("celery-taskset-meta-*").await.unwrap();
+    assert!(
+        keys.iter().all(|k| !k.ends_with(".s") || *k == c.size_key),
+        "{keys:?}"
+    );
+    w.stop().await;
+}
