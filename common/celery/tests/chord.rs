@@ -155,3 +155,56 @@ async fn a_failed_member_is_in_the_entries_for_the_chord_error() {
         "{join:?}"
     );
 }
+
+/// Junk a hostile writer (or a careless script) left in a chord's keys: the join neither
+/// errors (the member would run again and again) nor waits for good; the first member claims
+/// the chord and gets a `Join error` for the body, as Celery's `int()` of a junk `.s` gives;
+/// later members find it claimed. A claim of another type is left alone (Celery's SET NX fails
+/// on it too), and a legitimate chord sharing the Redis still completes.
+#[tokio::test]
+async fn junk_in_a_chords_keys_fails_its_body_once_and_spares_other_chords() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let mut conn = redis.manager().await;
+    let cases: [(&str, &str, &str); 6] = [
+        ("s-word", "s", "abc"),
+        ("s-float", "s", "1e30"),
+        ("s-huge", "s", "9999999999999999999999"),
+        ("s-zero", "s", "0"),
+        ("s-negative", "s", "-3"),
+        ("t-word", "t", "x"),
+    ];
+    for (group, suffix, junk) in cases {
+        let keys = chord(&redis, group, 2).await;
+        let key = format!("celery-taskset-meta-{group}.{suffix}");
+        let _: () = conn.set(&key, junk).await.unwrap();
+        let first = join(&results, group, 0, true).await;
+        assert!(
+            matches!(&first, Join::Broken(why) if why.starts_with("Join error")),
+            "{group}: {first:?}"
+        );
+        let claim: String = conn.get(&keys.claim).await.unwrap();
+        assert_eq!(claim, "t-0:0", "{group}");
+        assert_eq!(
+            join(&results, group, 1, true).await,
+            Join::NotMine,
+            "{group}"
+        );
+    }
+    // A dedup set of another type: the same.
+    let keys = chord(&redis, "d-type", 2).await;
+    let _: () = conn.set(&keys.dedup, "junk").await.unwrap();
+    assert!(matches!(
+        join(&results, "d-type", 0, true).await,
+        Join::Broken(_)
+    ));
+    // A claim of another type: nobody publishes, nothing errors.
+    let keys = chord(&redis, "c-type", 1).await;
+    let _: () = conn.rpush(&keys.claim, "x").await.unwrap();
+    assert_eq!(join(&results, "c-type", 0, true).await, Join::NotMine);
+    // A legitimate chord beside them completes.
+    chord(&redis, "ok", 2).await;
+    assert_eq!(join(&results, "ok", 1, true).await, Join::NotMine);
+    let done = join(&results, "ok", 0, true).await;
+    assert_eq!(results_of(&done), vec![json!(0), json!(10)]);
+}

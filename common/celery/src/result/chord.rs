@@ -133,8 +133,9 @@ impl ResultBackend {
         Ok(match what {
             "complete" => Join::Complete(reply.into_iter().skip(1).collect()),
             "broken" => Join::Broken(
-                "Join error: the chord's keys hold other types than Celery's (junk, or members \
-                 joined with another result_chord_ordered)"
+                "Join error: the chord's keys hold what Celery does not keep there (another \
+                 type, a size that is no integer or below 1, or members joined with another \
+                 result_chord_ordered)"
                     .to_owned(),
             ),
             "nested" => Join::Broken(
