@@ -208,3 +208,41 @@ async fn junk_in_a_chords_keys_fails_its_body_once_and_spares_other_chords() {
     let done = join(&results, "ok", 0, true).await;
     assert_eq!(results_of(&done), vec![json!(0), json!(10)]);
 }
+
+/// The finish step of a member that completed its chord, when `.c` was replaced by another
+/// type in between (a hostile writer): the script must not error half-way (Redis keeps what a
+/// script wrote before its error: the ack without the result). The member's end is written
+/// whole and the chord's part is skipped, as for a claim that no longer names the member.
+#[tokio::test]
+async fn a_claim_of_another_type_at_finish_skips_the_chord_and_ends_the_member_whole() {
+    use celery_redis::broker::Broker;
+    use celery_redis::protocol::TaskMessage;
+    use celery_redis::result::{ChordEnd, TaskState};
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "rust@test");
+    let keys = ChordKeys::new("g");
+    let _: () = conn.rpush(&keys.claim, "junk").await.unwrap();
+    let _: () = conn.hset("unacked", "tag-1", "{}").await.unwrap();
+    let end = ChordEnd {
+        keys: keys.clone(),
+        member: "t-0:0".into(),
+        publish: vec![TaskMessage::new("tsum", "celery", Default::default())],
+        body_result: None,
+    };
+    let meta = ResultMeta::success("t-0", json!(1));
+    let written = broker
+        .finish_with(&results, Some("tag-1"), Some(&meta), &[], Some(&end))
+        .await
+        .unwrap();
+    assert!(written);
+    assert_eq!(results.get("t-0").await.unwrap().status, TaskState::Success);
+    let held: bool = conn.hexists("unacked", "tag-1").await.unwrap();
+    assert!(!held);
+    let queued: i64 = conn.llen("celery").await.unwrap();
+    assert_eq!(
+        queued, 0,
+        "the body is not this member's to publish any more"
+    );
+}
