@@ -246,3 +246,46 @@ async fn a_claim_of_another_type_at_finish_skips_the_chord_and_ends_the_member_w
         "the body is not this member's to publish any more"
     );
 }
+
+/// The same with results in another database than the broker's (the chord's part then goes
+/// in separate steps): the member still ends whole, instead of erroring before its end.
+#[tokio::test]
+async fn a_claim_of_another_type_at_finish_apart_ends_the_member_whole() {
+    use celery_redis::broker::Broker;
+    use celery_redis::protocol::TaskMessage;
+    use celery_redis::result::{ChordEnd, TaskState};
+    let redis = TestRedis::start();
+    let url = celery_redis::config::RedisUrl::parse(&redis.url_db(1)).unwrap();
+    let waits = celery_redis::connection::Waits {
+        response: None,
+        connect_retries: 2,
+    };
+    let mut db1 = celery_redis::connection::Conn::new(&url, waits).unwrap();
+    let results = ResultBackend::new(
+        db1.clone(),
+        url.client().clone(),
+        Duration::from_secs(600),
+        false,
+    );
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "rust@test");
+    let keys = ChordKeys::new("g");
+    let _: () = db1.rpush(&keys.claim, "junk").await.unwrap();
+    let _: () = conn.hset("unacked", "tag-1", "{}").await.unwrap();
+    let end = ChordEnd {
+        keys: keys.clone(),
+        member: "t-0:0".into(),
+        publish: vec![TaskMessage::new("tsum", "celery", Default::default())],
+        body_result: None,
+    };
+    let meta = ResultMeta::success("t-0", json!(1));
+    broker
+        .finish_with(&results, Some("tag-1"), Some(&meta), &[], Some(&end))
+        .await
+        .unwrap();
+    assert_eq!(results.get("t-0").await.unwrap().status, TaskState::Success);
+    let held: bool = conn.hexists("unacked", "tag-1").await.unwrap();
+    assert!(!held);
+    let queued: i64 = conn.llen("celery").await.unwrap();
+    assert_eq!(queued, 0);
+}
