@@ -88,6 +88,20 @@ struct ErrArgs {
     task_id: String,
 }
 
+/// `big(x, y)`: a string of x characters (a large member result).
+struct Big;
+
+impl Task for Big {
+    const NAME: &'static str = "big";
+    const PARAMS: &'static [&'static str] = &["x", "y"];
+    type Args = AddArgs;
+    type Output = String;
+
+    async fn run(_: &TaskContext<'_>, a: AddArgs) -> Result<String, TaskError> {
+        Ok("x".repeat(usize::try_from(a.x).unwrap_or(0)))
+    }
+}
+
 /// The body's errback: records the id it got.
 struct OnErr;
 
@@ -180,6 +194,7 @@ async fn start_with(c: &Capture, extra: &[(&'static str, &str)], results_db: boo
         .task::<Add>()
         .task::<Tsum>()
         .task::<OnErr>()
+        .task::<Big>()
         .dep(calls.clone());
     let conn = redis.manager().await;
     let (mut backend_conn, client) = match results_db {
@@ -552,5 +567,26 @@ async fn a_chord_with_no_header_from_the_rust_producer_is_refused() {
         keys.iter().all(|k| !k.ends_with(".s") || *k == c.size_key),
         "{keys:?}"
     );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn results_that_fit_the_join_but_not_the_body_message_fail_the_body_clearly() {
+    let c = capture();
+    let w = start_with(&c, &[("MESSAGE_MAX_BYTES", "16384")], false).await;
+    // 2 x 7,000 bytes of results: under the join's 16,384, but the body's message carries
+    // them base64-encoded (4/3), which no worker with this limit would take.
+    for m in &c.members {
+        let mut big = with_args(m, json!([7000, 0]));
+        big["headers"]["task"] = json!("big");
+        w.push(&big).await;
+    }
+    let body = w.ended(&c.body_id).await;
+    assert_eq!(body.status, TaskState::Failure, "{body:?}");
+    let exc = body.exception().unwrap();
+    assert_eq!(exc.exc_type, "ChordError", "{exc:?}");
+    w.drained().await;
+    let dead: i64 = w.conn.clone().llen("fleet:dead_letter").await.unwrap_or(0);
+    assert_eq!(dead, 0, "nothing is published only to be dead-lettered");
     w.stop().await;
 }

@@ -69,6 +69,19 @@ pub async fn member_end(
     let exc = match (outcome, sig.subtask_type.as_deref()) {
         (Ok(results), None) => {
             match canvas::apply_one(msg, &sig, Some(&Value::Array(results)), routes) {
+                // The results travel base64-encoded in the body's message: one over the
+                // limit would only be dead-lettered by the worker that takes it.
+                Ok(sent)
+                    if sent
+                        .messages
+                        .iter()
+                        .any(|m| too_large(m, &ctx.node, max_bytes)) =>
+                {
+                    chord_error(format!(
+                        "Join error: the body's message with the header's results is larger \
+                         than {max_bytes} bytes"
+                    ))
+                }
                 Ok(sent) if sent.chord_sizes.is_empty() => {
                     log::info!(
                         "chord {group_id} complete: publishing its body {}",
@@ -90,6 +103,11 @@ pub async fn member_end(
     end.publish = publish;
     end.body_result = Some(meta);
     Ok(Some(end))
+}
+
+/// Whether `m`'s envelope, sent from `node`, is larger than `max_bytes`.
+fn too_large(m: &TaskMessage, node: &str, max_bytes: usize) -> bool {
+    m.to_envelope(node).to_json().len() > max_bytes
 }
 
 /// Why a chord's body is not published by the Rust worker: `NotImplementedError`, as for
