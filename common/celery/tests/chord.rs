@@ -289,3 +289,56 @@ async fn a_claim_of_another_type_at_finish_apart_ends_the_member_whole() {
     let queued: i64 = conn.llen("celery").await.unwrap();
     assert_eq!(queued, 0);
 }
+
+/// Two header members with the same task id (a careless client reusing a `task_id` option)
+/// and the same result make the same ZSET entry: the count would never reach the size, so the
+/// body would wait for good (as in Celery). The second one fails the body with a Join error.
+#[tokio::test]
+async fn two_members_with_one_id_and_result_fail_the_body_instead_of_waiting() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    chord(&redis, "dup", 3).await;
+    let meta = ResultMeta::success("same", json!(1));
+    let mut joins = Vec::new();
+    for index in 0..2 {
+        let member = ChordMember {
+            group_id: "dup",
+            task_id: "same",
+            group_index: Some(index),
+            meta: &meta,
+        };
+        joins.push(results.join_chord(&member, true, MAX_BYTES).await.unwrap());
+    }
+    assert_eq!(joins[0], Join::NotMine);
+    assert!(
+        matches!(&joins[1], Join::Broken(why) if why.starts_with("Join error")),
+        "{joins:?}"
+    );
+    // The same member joining again (a redelivery) still counts once, without breaking.
+    chord(&redis, "again", 2).await;
+    let member = ChordMember {
+        group_id: "again",
+        task_id: "t",
+        group_index: Some(0),
+        meta: &meta,
+    };
+    for _ in 0..2 {
+        let join = results.join_chord(&member, true, MAX_BYTES).await.unwrap();
+        assert_eq!(join, Join::NotMine);
+    }
+}
+
+/// A member a Celery 5.4 worker joined (no `.d` entry) and that runs again here (a
+/// redelivery) makes the same entry at the same index: counted once, not a broken chord.
+#[tokio::test]
+async fn a_member_joined_by_celery_54_and_run_again_here_counts_once() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let keys = chord(&redis, "g54", 2).await;
+    let entry = json!([1, "t-0", "SUCCESS", 0]).to_string();
+    let mut conn = redis.manager().await;
+    let _: () = conn.zadd(&keys.join, &entry, 0).await.unwrap();
+    assert_eq!(join(&results, "g54", 0, true).await, Join::NotMine);
+    let done = join(&results, "g54", 1, true).await;
+    assert_eq!(results_of(&done), vec![json!(0), json!(10)]);
+}

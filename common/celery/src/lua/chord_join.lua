@@ -15,8 +15,8 @@
 -- ARGV[6] most bytes of entries to return.
 -- Returns {'done'} when the chord was finished before, {'other', n, total} when it is not
 -- this member's to publish (waiting for n < total, or claimed by another),
--- {'broken'} when the join keys hold other types, `.s`/`.t` no integer or a total below 1
--- (the claim is taken),
+-- {'broken'} when the join keys hold other types, `.s`/`.t` no integer or a total below 1,
+-- or another member made the same entry (the claim is taken),
 -- {'nested'} when a GroupResult was saved for the group (the claim is taken),
 -- {'large', bytes} when the entries are over the limit (the claim is taken), or
 -- {'complete', entry...} in header order when this member publishes the body.
@@ -62,7 +62,13 @@ local total = (size or 0) + (diff or 0)
 if size and total < 1 then return broken() end
 if redis.call('SISMEMBER', dkey, member) == 0 then
   if ordered then
-    redis.call('ZADD', jkey, score, entry)
+    -- Another member (another index) made the same entry, the same task id and result: the
+    -- count would never reach the size. The same index is this member joined by a worker that
+    -- keeps no `.d` (Celery 5.4): counted once, as before.
+    if redis.call('ZADD', jkey, 'NX', score, entry) == 0 then
+      local function num(v) if v == '+inf' or v == 'inf' then return math.huge end return tonumber(v) end
+      if num(redis.call('ZSCORE', jkey, entry)) ~= num(score) then return broken() end
+    end
   else
     redis.call('RPUSH', jkey, entry)
   end
