@@ -88,6 +88,20 @@ struct ErrArgs {
     task_id: String,
 }
 
+/// `big(x, y)`: a string of x characters (a large member result).
+struct Big;
+
+impl Task for Big {
+    const NAME: &'static str = "big";
+    const PARAMS: &'static [&'static str] = &["x", "y"];
+    type Args = AddArgs;
+    type Output = String;
+
+    async fn run(_: &TaskContext<'_>, a: AddArgs) -> Result<String, TaskError> {
+        Ok("x".repeat(usize::try_from(a.x).unwrap_or(0)))
+    }
+}
+
 /// The body's errback: records the id it got.
 struct OnErr;
 
@@ -180,6 +194,7 @@ async fn start_with(c: &Capture, extra: &[(&'static str, &str)], results_db: boo
         .task::<Add>()
         .task::<Tsum>()
         .task::<OnErr>()
+        .task::<Big>()
         .dep(calls.clone());
     let conn = redis.manager().await;
     let (mut backend_conn, client) = match results_db {
@@ -472,5 +487,106 @@ async fn a_group_from_the_rust_producer_stores_each_result_under_its_group() {
         assert_eq!(meta.result, json!(i + 1));
         assert_eq!(meta.group_id.as_deref(), Some(group_id.as_str()));
     }
+    w.stop().await;
+}
+
+/// The member with its `embed.chord` (the body) changed by `f` (its body re-encoded).
+fn with_chord_body(member: &Value, f: impl Fn(&mut Value)) -> Value {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let raw = b64.decode(member["body"].as_str().unwrap()).unwrap();
+    let mut body: Value = serde_json::from_slice(&raw).unwrap();
+    f(&mut body[2]["chord"]);
+    let mut out = member.clone();
+    out["body"] = json!(b64.encode(body.to_string()));
+    out
+}
+
+#[tokio::test]
+async fn a_body_the_rust_worker_does_not_publish_gets_a_failure_not_pending_forever() {
+    let c = capture();
+    let w = start(&c).await;
+    // A careless client's chord whose body is a chain: not published here, and the client
+    // waiting on the body's id must learn it rather than wait forever.
+    let chain_body = |b: &mut Value| b["subtask_type"] = json!("chain");
+    for m in &c.members {
+        w.push(&with_chord_body(m, chain_body)).await;
+    }
+    let body = w.ended(&c.body_id).await;
+    assert_eq!(body.status, TaskState::Failure, "{body:?}");
+    let exc = body.exception().unwrap();
+    assert_eq!(exc.exc_type, "NotImplementedError", "{exc:?}");
+    assert!(w.calls.of("tsum").is_empty());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn chord_keys_of_another_type_fail_the_body_instead_of_rerunning_the_member() {
+    let c = capture();
+    let w = start(&c).await;
+    // Junk under the chord's dedup key (a string where Celery 5.7 keeps a SET): Celery fails
+    // the body with `ChordError('Join error: ...')`; the member ends once and is acked.
+    let dedup = format!("celery-taskset-meta-{}.d", c.group);
+    let _: () = w.conn.clone().set(&dedup, "junk").await.unwrap();
+    w.push(&c.members[0]).await;
+    let body = w.ended(&c.body_id).await;
+    assert_eq!(body.status, TaskState::Failure, "{body:?}");
+    let exc = body.exception().unwrap();
+    assert_eq!(exc.exc_type, "ChordError");
+    assert!(exc.message().starts_with("Join error"), "{exc:?}");
+    assert_eq!(
+        w.ended(&id_of(&c.members[0])).await.status,
+        TaskState::Success
+    );
+    w.drained().await;
+    // The other member then finds the chord done and publishes nothing more.
+    w.push(&c.members[1]).await;
+    assert_eq!(
+        w.ended(&id_of(&c.members[1])).await.status,
+        TaskState::Success
+    );
+    w.drained().await;
+    assert!(w.calls.of("tsum").is_empty());
+    w.stop().await;
+}
+
+/// A chord with no header from the Rust producer: nothing would ever complete it (its body
+/// would stay PENDING for good), so it is refused before anything is written.
+#[tokio::test]
+async fn a_chord_with_no_header_from_the_rust_producer_is_refused() {
+    let c = capture();
+    let w = start(&c).await;
+    let broker = celery_redis::broker::Broker::new(w.conn.clone(), "celery", "rust@test");
+    let body = serde_json::from_value(json!({"task": "tsum"})).unwrap();
+    let err = broker
+        .publish_chord(&mut [], body, &w.results)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("header"), "{err}");
+    let keys: Vec<String> = w.conn.clone().keys("celery-taskset-meta-*").await.unwrap();
+    assert!(
+        keys.iter().all(|k| !k.ends_with(".s") || *k == c.size_key),
+        "{keys:?}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn results_that_fit_the_join_but_not_the_body_message_fail_the_body_clearly() {
+    let c = capture();
+    let w = start_with(&c, &[("MESSAGE_MAX_BYTES", "16384")], false).await;
+    // 2 x 7,000 bytes of results: under the join's 16,384, but the body's message carries
+    // them base64-encoded (4/3), which no worker with this limit would take.
+    for m in &c.members {
+        let mut big = with_args(m, json!([7000, 0]));
+        big["headers"]["task"] = json!("big");
+        w.push(&big).await;
+    }
+    let body = w.ended(&c.body_id).await;
+    assert_eq!(body.status, TaskState::Failure, "{body:?}");
+    let exc = body.exception().unwrap();
+    assert_eq!(exc.exc_type, "ChordError", "{exc:?}");
+    w.drained().await;
+    let dead: i64 = w.conn.clone().llen("fleet:dead_letter").await.unwrap_or(0);
+    assert_eq!(dead, 0, "nothing is published only to be dead-lettered");
     w.stop().await;
 }

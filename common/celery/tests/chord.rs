@@ -155,3 +155,190 @@ async fn a_failed_member_is_in_the_entries_for_the_chord_error() {
         "{join:?}"
     );
 }
+
+/// Junk a hostile writer (or a careless script) left in a chord's keys: the join neither
+/// errors (the member would run again and again) nor waits for good; the first member claims
+/// the chord and gets a `Join error` for the body, as Celery's `int()` of a junk `.s` gives;
+/// later members find it claimed. A claim of another type is left alone (Celery's SET NX fails
+/// on it too), and a legitimate chord sharing the Redis still completes.
+#[tokio::test]
+async fn junk_in_a_chords_keys_fails_its_body_once_and_spares_other_chords() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let mut conn = redis.manager().await;
+    let cases: [(&str, &str, &str); 6] = [
+        ("s-word", "s", "abc"),
+        ("s-float", "s", "1e30"),
+        ("s-huge", "s", "9999999999999999999999"),
+        ("s-zero", "s", "0"),
+        ("s-negative", "s", "-3"),
+        ("t-word", "t", "x"),
+    ];
+    for (group, suffix, junk) in cases {
+        let keys = chord(&redis, group, 2).await;
+        let key = format!("celery-taskset-meta-{group}.{suffix}");
+        let _: () = conn.set(&key, junk).await.unwrap();
+        let first = join(&results, group, 0, true).await;
+        assert!(
+            matches!(&first, Join::Broken(why) if why.starts_with("Join error")),
+            "{group}: {first:?}"
+        );
+        let claim: String = conn.get(&keys.claim).await.unwrap();
+        assert_eq!(claim, "t-0:0", "{group}");
+        assert_eq!(
+            join(&results, group, 1, true).await,
+            Join::NotMine,
+            "{group}"
+        );
+    }
+    // A dedup set of another type: the same.
+    let keys = chord(&redis, "d-type", 2).await;
+    let _: () = conn.set(&keys.dedup, "junk").await.unwrap();
+    assert!(matches!(
+        join(&results, "d-type", 0, true).await,
+        Join::Broken(_)
+    ));
+    // A claim of another type: nobody publishes, nothing errors.
+    let keys = chord(&redis, "c-type", 1).await;
+    let _: () = conn.rpush(&keys.claim, "x").await.unwrap();
+    assert_eq!(join(&results, "c-type", 0, true).await, Join::NotMine);
+    // A legitimate chord beside them completes.
+    chord(&redis, "ok", 2).await;
+    assert_eq!(join(&results, "ok", 1, true).await, Join::NotMine);
+    let done = join(&results, "ok", 0, true).await;
+    assert_eq!(results_of(&done), vec![json!(0), json!(10)]);
+}
+
+/// The finish step of a member that completed its chord, when `.c` was replaced by another
+/// type in between (a hostile writer): the script must not error half-way (Redis keeps what a
+/// script wrote before its error: the ack without the result). The member's end is written
+/// whole and the chord's part is skipped, as for a claim that no longer names the member.
+#[tokio::test]
+async fn a_claim_of_another_type_at_finish_skips_the_chord_and_ends_the_member_whole() {
+    use celery_redis::broker::Broker;
+    use celery_redis::protocol::TaskMessage;
+    use celery_redis::result::{ChordEnd, TaskState};
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "rust@test");
+    let keys = ChordKeys::new("g");
+    let _: () = conn.rpush(&keys.claim, "junk").await.unwrap();
+    let _: () = conn.hset("unacked", "tag-1", "{}").await.unwrap();
+    let end = ChordEnd {
+        keys: keys.clone(),
+        member: "t-0:0".into(),
+        publish: vec![TaskMessage::new("tsum", "celery", Default::default())],
+        body_result: None,
+    };
+    let meta = ResultMeta::success("t-0", json!(1));
+    let written = broker
+        .finish_with(&results, Some("tag-1"), Some(&meta), &[], Some(&end))
+        .await
+        .unwrap();
+    assert!(written);
+    assert_eq!(results.get("t-0").await.unwrap().status, TaskState::Success);
+    let held: bool = conn.hexists("unacked", "tag-1").await.unwrap();
+    assert!(!held);
+    let queued: i64 = conn.llen("celery").await.unwrap();
+    assert_eq!(
+        queued, 0,
+        "the body is not this member's to publish any more"
+    );
+}
+
+/// The same with results in another database than the broker's (the chord's part then goes
+/// in separate steps): the member still ends whole, instead of erroring before its end.
+#[tokio::test]
+async fn a_claim_of_another_type_at_finish_apart_ends_the_member_whole() {
+    use celery_redis::broker::Broker;
+    use celery_redis::protocol::TaskMessage;
+    use celery_redis::result::{ChordEnd, TaskState};
+    let redis = TestRedis::start();
+    let url = celery_redis::config::RedisUrl::parse(&redis.url_db(1)).unwrap();
+    let waits = celery_redis::connection::Waits {
+        response: None,
+        connect_retries: 2,
+    };
+    let mut db1 = celery_redis::connection::Conn::new(&url, waits).unwrap();
+    let results = ResultBackend::new(
+        db1.clone(),
+        url.client().clone(),
+        Duration::from_secs(600),
+        false,
+    );
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "rust@test");
+    let keys = ChordKeys::new("g");
+    let _: () = db1.rpush(&keys.claim, "junk").await.unwrap();
+    let _: () = conn.hset("unacked", "tag-1", "{}").await.unwrap();
+    let end = ChordEnd {
+        keys: keys.clone(),
+        member: "t-0:0".into(),
+        publish: vec![TaskMessage::new("tsum", "celery", Default::default())],
+        body_result: None,
+    };
+    let meta = ResultMeta::success("t-0", json!(1));
+    broker
+        .finish_with(&results, Some("tag-1"), Some(&meta), &[], Some(&end))
+        .await
+        .unwrap();
+    assert_eq!(results.get("t-0").await.unwrap().status, TaskState::Success);
+    let held: bool = conn.hexists("unacked", "tag-1").await.unwrap();
+    assert!(!held);
+    let queued: i64 = conn.llen("celery").await.unwrap();
+    assert_eq!(queued, 0);
+}
+
+/// Two header members with the same task id (a careless client reusing a `task_id` option)
+/// and the same result make the same ZSET entry: the count would never reach the size, so the
+/// body would wait for good (as in Celery). The second one fails the body with a Join error.
+#[tokio::test]
+async fn two_members_with_one_id_and_result_fail_the_body_instead_of_waiting() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    chord(&redis, "dup", 3).await;
+    let meta = ResultMeta::success("same", json!(1));
+    let mut joins = Vec::new();
+    for index in 0..2 {
+        let member = ChordMember {
+            group_id: "dup",
+            task_id: "same",
+            group_index: Some(index),
+            meta: &meta,
+        };
+        joins.push(results.join_chord(&member, true, MAX_BYTES).await.unwrap());
+    }
+    assert_eq!(joins[0], Join::NotMine);
+    assert!(
+        matches!(&joins[1], Join::Broken(why) if why.starts_with("Join error")),
+        "{joins:?}"
+    );
+    // The same member joining again (a redelivery) still counts once, without breaking.
+    chord(&redis, "again", 2).await;
+    let member = ChordMember {
+        group_id: "again",
+        task_id: "t",
+        group_index: Some(0),
+        meta: &meta,
+    };
+    for _ in 0..2 {
+        let join = results.join_chord(&member, true, MAX_BYTES).await.unwrap();
+        assert_eq!(join, Join::NotMine);
+    }
+}
+
+/// A member a Celery 5.4 worker joined (no `.d` entry) and that runs again here (a
+/// redelivery) makes the same entry at the same index: counted once, not a broken chord.
+#[tokio::test]
+async fn a_member_joined_by_celery_54_and_run_again_here_counts_once() {
+    let redis = TestRedis::start();
+    let results = backend(&redis).await;
+    let keys = chord(&redis, "g54", 2).await;
+    let entry = json!([1, "t-0", "SUCCESS", 0]).to_string();
+    let mut conn = redis.manager().await;
+    let _: () = conn.zadd(&keys.join, &entry, 0).await.unwrap();
+    assert_eq!(join(&results, "g54", 0, true).await, Join::NotMine);
+    let done = join(&results, "g54", 1, true).await;
+    assert_eq!(results_of(&done), vec![json!(0), json!(10)]);
+}

@@ -56,38 +56,68 @@ pub async fn member_end(
         body_result: None,
     };
     let sig = match serde_json::from_value::<Signature>(body.clone()) {
-        Ok(sig) if sig.subtask_type.is_none() => sig,
-        _ => {
-            // Only a task's signature is published from here; the claim is still released.
+        Ok(sig) => sig,
+        Err(e) => {
+            // No id to fail: the claim is still released.
             log::error!(
-                "chord {group_id}: its body is not a task signature; the Rust worker does not publish it"
+                "chord {group_id}: its body is not a signature ({e}); nothing is published"
             );
             return Ok(Some(end));
         }
     };
     let routes = ctx.broker.routes();
-    match outcome {
-        Ok(results) => {
-            log::info!(
-                "chord {group_id} complete: publishing its body {}",
-                sig.task
-            );
+    let exc = match (outcome, sig.subtask_type.as_deref()) {
+        (Ok(results), None) => {
             match canvas::apply_one(msg, &sig, Some(&Value::Array(results)), routes) {
-                Ok(sent) if sent.chord_sizes.is_empty() => end.publish = sent.messages,
-                Ok(_) => log::error!(
-                    "chord {group_id}: its body sends a chord on; the Rust worker does not publish it"
-                ),
-                Err(refused) => log::error!("chord {group_id}: its body is refused: {refused}"),
+                // The results travel base64-encoded in the body's message: one over the
+                // limit would only be dead-lettered by the worker that takes it.
+                Ok(sent)
+                    if sent
+                        .messages
+                        .iter()
+                        .any(|m| too_large(m, &ctx.node, max_bytes)) =>
+                {
+                    chord_error(format!(
+                        "Join error: the body's message with the header's results is larger \
+                         than {max_bytes} bytes"
+                    ))
+                }
+                Ok(sent) if sent.chord_sizes.is_empty() => {
+                    log::info!(
+                        "chord {group_id} complete: publishing its body {}",
+                        sig.task
+                    );
+                    end.publish = sent.messages;
+                    return Ok(Some(end));
+                }
+                Ok(_) => not_published("its body sends a chord on".to_owned()),
+                Err(refused) => refused.exception(),
             }
         }
-        Err(exc) => {
-            let (publish, meta) = body_failure(msg, &sig, &exc, routes);
-            log::error!("Chord {group_id} raised: {}", exc.message());
-            end.publish = publish;
-            end.body_result = Some(meta);
-        }
-    }
+        (Ok(_), Some(kind)) => not_published(format!("its body is a {kind} signature")),
+        (Err(exc), _) => exc,
+    };
+    // The body's id gets a FAILURE saying why, rather than staying PENDING for good.
+    let (publish, meta) = body_failure(msg, &sig, &exc, routes);
+    log::error!("Chord {group_id} raised: {}", exc.message());
+    end.publish = publish;
+    end.body_result = Some(meta);
     Ok(Some(end))
+}
+
+/// Whether `m`'s envelope, sent from `node`, is larger than `max_bytes`.
+fn too_large(m: &TaskMessage, node: &str, max_bytes: usize) -> bool {
+    m.to_envelope(node).to_json().len() > max_bytes
+}
+
+/// Why a chord's body is not published by the Rust worker: `NotImplementedError`, as for
+/// a chord sent on from a group.
+fn not_published(what: String) -> ExceptionInfo {
+    ExceptionInfo::new(
+        "builtins",
+        "NotImplementedError",
+        format!("the chord is complete, but {what}, which the Rust worker does not publish"),
+    )
 }
 
 /// The body's FAILURE with `exc` and its errbacks, each given the body's id first (parent and

@@ -44,7 +44,8 @@ impl Broker {
     /// Publishes a chord: stores its size where the join reads it (Celery's
     /// `celery-taskset-meta-<group>.s`, with the results' lifetime, in `results`' database),
     /// then `header` as a group whose members carry `body` (its `task_id` frozen, a new one if it
-    /// has none). Whichever workers run the members, Python's or this project's, the one that
+    /// has none); an empty `header` is refused (Celery sends the body at once with `[]`).
+    /// Whichever workers run the members, Python's or this project's, the one that
     /// completes the header publishes the body with the members' results in header order.
     pub async fn publish_chord(
         &self,
@@ -52,6 +53,13 @@ impl Broker {
         mut body: Signature,
         results: &ResultBackend,
     ) -> RedisResult<ChordIds> {
+        if header.is_empty() {
+            // No member would ever complete it: its body would stay PENDING for good.
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "a chord needs at least one header member",
+            )));
+        }
         let body_id = match body.options.get("task_id").and_then(Value::as_str) {
             Some(id) => id.to_owned(),
             None => {

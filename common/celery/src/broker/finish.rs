@@ -202,7 +202,13 @@ impl Broker {
         chord: &ChordEnd,
     ) -> Result<bool, ResultError> {
         use redis::AsyncCommands;
-        let claim: Option<String> = results.connection().clone().get(&chord.keys.claim).await?;
+        let claim: Option<String> = match results.connection().clone().get(&chord.keys.claim).await
+        {
+            Ok(claim) => claim,
+            // A claim of another type (put there since the join) names nobody.
+            Err(e) if e.code() == Some("WRONGTYPE") => None,
+            Err(e) => return Err(e.into()),
+        };
         if claim.as_deref() == Some(chord.member.as_str()) {
             self.finish_in_step(results, None, None, &chord.publish, None)
                 .await?;

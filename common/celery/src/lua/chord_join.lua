@@ -15,6 +15,8 @@
 -- ARGV[6] most bytes of entries to return.
 -- Returns {'done'} when the chord was finished before, {'other', n, total} when it is not
 -- this member's to publish (waiting for n < total, or claimed by another),
+-- {'broken'} when the join keys hold other types, `.s`/`.t` no integer or a total below 1,
+-- or another member made the same entry (the claim is taken),
 -- {'nested'} when a GroupResult was saved for the group (the claim is taken),
 -- {'large', bytes} when the entries are over the limit (the claim is taken), or
 -- {'complete', entry...} in header order when this member publishes the body.
@@ -22,16 +24,51 @@ local jkey, tkey, skey, dkey, ckey, gkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local tid, entry, ordered, score = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 local expires, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
 local member = tid .. ':' .. score
+-- A claim of another type cannot be taken (Celery 5.7's SET NX fails on it too).
+if not writable(ckey, 'string') then return {'other', 0, 0} end
 local claim = redis.call('GET', ckey)
 if claim == 'done' then return {'done'} end
-local kind = ordered and 'zset' or 'list'
-if not (writable(jkey, kind) and writable(dkey, 'set') and writable(ckey, 'string')
-    and writable(tkey, 'string') and writable(skey, 'string')) then
-  return redis.error_reply('chord keys of group ' .. KEYS[1] .. ' hold other types')
+local function take_claim()
+  if expires > 0 then
+    redis.call('SET', ckey, member, 'EX', expires)
+  else
+    redis.call('SET', ckey, member)
+  end
 end
+-- Not joinable (junk keys, or members joined with another result_chord_ordered): the first
+-- member to get here claims the chord and fails its body, as Celery's 'Join error'.
+local function broken()
+  if claim and claim ~= member then return {'other', 0, 0} end
+  take_claim()
+  return {'broken'}
+end
+local kind = ordered and 'zset' or 'list'
+if not (writable(jkey, kind) and writable(dkey, 'set')
+    and writable(tkey, 'string') and writable(skey, 'string')) then
+  return broken()
+end
+-- `.s` and `.t` hold integers (Celery's int() of anything else is a 'Join error' too); a
+-- size that no count of members reaches would leave the body waiting for good.
+local function integer(key)
+  local v = redis.call('GET', key)
+  if not v then return nil, true end
+  if #v > 15 or not string.match(v, '^%-?%d+$') then return nil, false end
+  return tonumber(v), true
+end
+local size, size_ok = integer(skey)
+local diff, diff_ok = integer(tkey)
+if not (size_ok and diff_ok) then return broken() end
+local total = (size or 0) + (diff or 0)
+if size and total < 1 then return broken() end
 if redis.call('SISMEMBER', dkey, member) == 0 then
   if ordered then
-    redis.call('ZADD', jkey, score, entry)
+    -- Another member (another index) made the same entry, the same task id and result: the
+    -- count would never reach the size. The same index is this member joined by a worker that
+    -- keeps no `.d` (Celery 5.4): counted once, as before.
+    if redis.call('ZADD', jkey, 'NX', score, entry) == 0 then
+      local function num(v) if v == '+inf' or v == 'inf' then return math.huge end return tonumber(v) end
+      if num(redis.call('ZSCORE', jkey, entry)) ~= num(score) then return broken() end
+    end
   else
     redis.call('RPUSH', jkey, entry)
   end
@@ -42,15 +79,9 @@ if ordered then ready = redis.call('ZCARD', jkey) else ready = redis.call('LLEN'
 if expires > 0 then
   for _, key in ipairs({jkey, tkey, skey, dkey}) do redis.call('EXPIRE', key, expires) end
 end
-local size = tonumber(redis.call('GET', skey) or '')
-local total = (size or 0) + (tonumber(redis.call('GET', tkey) or '0') or 0)
 if claim ~= member then
   if claim or not size or ready ~= total then return {'other', ready, total} end
-  if expires > 0 then
-    redis.call('SET', ckey, member, 'EX', expires)
-  else
-    redis.call('SET', ckey, member)
-  end
+  take_claim()
 end
 if redis.call('EXISTS', gkey) == 1 then return {'nested'} end
 local entries

@@ -24,7 +24,8 @@ for i = 10, #KEYS do
 end
 if ARGV[1] ~= '' then ack(KEYS[1], KEYS[2], ARGV[1]) end
 local chord_sends = tonumber(ARGV[6])
-if ARGV[4] ~= '' and redis.call('GET', KEYS[4]) == ARGV[4] then
+-- (`.c` of another type, put there since the join, names nobody: no error half-way.)
+if ARGV[4] ~= '' and writable(KEYS[4], 'string') and redis.call('GET', KEYS[4]) == ARGV[4] then
   for i = 10, 9 + chord_sends do
     redis.call('LPUSH', KEYS[i], ARGV[i - 3])
   end

@@ -132,6 +132,12 @@ impl ResultBackend {
         let what = reply.first().and_then(Value::as_str).unwrap_or_default();
         Ok(match what {
             "complete" => Join::Complete(reply.into_iter().skip(1).collect()),
+            "broken" => Join::Broken(
+                "Join error: the chord's keys hold what Celery does not keep there (another \
+                 type, a size that is no integer or below 1, or members joined with another \
+                 result_chord_ordered)"
+                    .to_owned(),
+            ),
             "nested" => Join::Broken(
                 "Join error: the chord header holds groups, which the Rust worker does not join"
                     .to_owned(),

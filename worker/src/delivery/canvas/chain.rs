@@ -121,6 +121,12 @@ impl Applier<'_> {
             let id = opt_str(step, "task_id").filter(|_| is_task(step))?;
             Some(json!([[id, parent], null]))
         });
+        // In a chord's header, the last step must be a task: a group there would be applied
+        // later under an id of its own and without the body, a chord with a body of its own,
+        // so nothing would ever complete the outer chord.
+        if place.chord.is_some() && steps.last().is_some_and(|s| !is_task(s)) {
+            return Err(Refused::Chord);
+        }
         own_options(sig, &mut steps)?;
         let (mut first_group, mut first_chord) = (None, None);
         match steps.get_mut(last) {

@@ -17,7 +17,7 @@ pub enum Refused {
     TooDeep,
     #[error("a {0} signature is malformed: {1}")]
     Malformed(&'static str, String),
-    #[error("a chord in a group or in a chord's header, sent on by a task, is not applied by the Rust worker")]
+    #[error("a chord in a group or in a chord's header (or a chain there ending in a group), sent on by a task, is not applied by the Rust worker")]
     Chord,
 }
 

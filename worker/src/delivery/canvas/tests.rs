@@ -460,3 +460,48 @@ fn a_chord_body_applied_on_its_own_carries_the_rest_of_its_chain() {
         "after"
     );
 }
+
+/// Sends `sent`'s message `i` on as if it succeeded with `result`: what its own end sends.
+fn next_of(sent: &Sent, i: usize, result: Value) -> Sent {
+    let m = &sent.messages[i];
+    let msg = Message::decode(m.to_envelope("test@host").to_json().as_bytes()).unwrap();
+    on_success(&msg, &result, &routes()).unwrap()
+}
+
+#[test]
+fn a_chain_ending_in_a_group_in_a_chords_header_is_refused_not_left_waiting() {
+    // The chord counts the group's members (`.s` = 2), but the group, applied when the chain
+    // gets to it, would send them without the body: nobody would ever publish it. Refused
+    // clearly instead (Celery's own freeze joins them under the inner group, where no `.s` is).
+    let header = group(
+        Some("g"),
+        vec![chain(vec![
+            echo("a"),
+            group(None, vec![echo("x"), echo("y")]),
+        ])],
+    );
+    let msg = parent(json!({"chain": [chord(header, echo("b"), Some("g"))]}));
+    match on_success(&msg, &json!(1), &routes()) {
+        Err(refused) => assert!(matches!(refused, apply::Refused::Chord), "{refused}"),
+        Ok(sent) => {
+            let then = next_of(&sent, 0, json!(2));
+            let carry: Vec<_> = then
+                .messages
+                .iter()
+                .map(|m| m.body.embed.chord.is_some())
+                .collect();
+            panic!(
+                "sent {:?}; its members carry the body: {carry:?}",
+                names(&then.messages)
+            );
+        }
+    }
+    // The same with a chord as the chain's last step.
+    let inner = chord(group(None, vec![echo("x")]), echo("c"), None);
+    let header = group(Some("g"), vec![chain(vec![echo("a"), inner])]);
+    let msg = parent(json!({"chain": [chord(header, echo("b"), Some("g"))]}));
+    assert!(matches!(
+        on_success(&msg, &json!(1), &routes()),
+        Err(apply::Refused::Chord)
+    ));
+}
