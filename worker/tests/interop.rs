@@ -750,7 +750,7 @@ async fn publish(
     .unwrap()
 }
 
-/// The Python client reads `ids` (AsyncResult.get): every one must be a success.
+/// The Python client reads `ids` (by id from the result backend): every one must be a success.
 async fn python_reads_successes(py: &Path, redis: TestRedis, ids: &[String]) -> TestRedis {
     let (py, ids) = (py.to_owned(), json!(ids).to_string());
     let (read, redis) =

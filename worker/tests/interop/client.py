@@ -386,7 +386,9 @@ def chords(kind):
 
 
 def wait_all(ids_json):
-    return [outcome(AsyncResult(i, app=app)) for i in json.loads(ids_json)]
+    """Each task's outcome, read by id (`by_id`: Celery 5.4's `get()` can hang on results stored
+    while it waited on another one)."""
+    return [by_id(i) for i in json.loads(ids_json)]
 
 
 SCENARIOS = {"basic": basic, "canvas": canvas, "canvas-steps": canvas_steps, "options": options,
