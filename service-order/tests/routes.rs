@@ -571,7 +571,8 @@ async fn idempotency_keys_expire_and_an_expired_result_reads_expired_with_its_re
     shop::inventory::set_stock(&f.state.redis, "A", 1)
         .await
         .unwrap();
-    shop::inventory::reserve(&f.state.redis, "o-old", &[item], Duration::from_secs(60))
+    shop::inventory::Inventory::default()
+        .reserve(&f.state.redis, "o-old", &[item], Duration::from_secs(60))
         .await
         .unwrap();
     let (status, view) = f.call("GET", "/orders/o-old", None).await;

@@ -5,6 +5,7 @@
 
 use celery_redis::config::{ConfigError, Source};
 use celery_redis::task::Tasks;
+use shop::inventory::Inventory;
 use shop::tasks::{ProcessOrderTask, Retention, SendNotificationTask};
 use shop::webhook::config::WebhookConfig;
 use shop::webhook::Webhooks;
@@ -30,5 +31,6 @@ pub fn tasks(src: &dyn Source, cfg: &WorkerConfig) -> Result<Tasks, ShopError> {
         .task::<ProcessOrderTask>()
         .task::<SendNotificationTask>()
         .dep(Retention(cfg.redis.retention))
+        .dep(Inventory::default())
         .dep(webhooks))
 }

@@ -19,6 +19,7 @@
 //! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
 //! - [`refusal`] — what a failed call says it wrote: nothing (refused, e.g. out of memory).
 //! - [`replicated`] — a connection that waits for replicas (`WAIT`) after the writes that matter.
+//! - [`batch`] — group commit: calls of one script made together sent as one script call.
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
 //! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
 //!   schedule, restores and dead letters.
@@ -38,6 +39,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod batch;
 pub mod broker;
 pub mod clock;
 pub mod config;

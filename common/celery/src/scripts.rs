@@ -32,6 +32,24 @@ macro_rules! script {
     };
 }
 
+/// The batched form of a script (`lua/batch.lua`): the script as a function `one`, run once per
+/// call of a batch ([`crate::batch`]). Its `#!lua` line is the script's own.
+macro_rules! batched {
+    ($shebang:literal, $file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                $shebang,
+                "\n",
+                include_str!("lua/prelude.lua"),
+                "local function one(KEYS, ARGV)\n",
+                include_str!(concat!("lua/", $file)),
+                "\nend\n",
+                include_str!("lua/batch.lua")
+            ))
+        })
+    };
+}
+
 /// A script Redis refuses whole while out of memory.
 macro_rules! deny_oom {
     ($file:literal) => {
@@ -53,10 +71,12 @@ pub(crate) static CLAIM: LazyLock<Script> = deny_oom!("claim.lua");
 pub(crate) static SETTLE: LazyLock<Script> = allow_oom!("settle.lua");
 /// Ends a task: ack, follow-up messages and result in one step.
 pub(crate) static FINISH: LazyLock<Script> = allow_oom!("finish.lua");
+/// [`FINISH`] for a batch of tasks ending together (group commit).
+pub(crate) static FINISH_BATCH: LazyLock<Script> = batched!("#!lua flags=allow-oom", "finish.lua");
 /// A chord header member's part of the join; says whether it publishes the body.
 pub(crate) static CHORD_JOIN: LazyLock<Script> = allow_oom!("chord_join.lua");
-/// Stores a task state without ending a delivery.
-pub(crate) static STORE: LazyLock<Script> = deny_oom!("store.lua");
+/// Stores task states without ending a delivery (`store.lua`), in batches (group commit).
+pub(crate) static STORE_BATCH: LazyLock<Script> = batched!("#!lua", "store.lua");
 /// Publishes once per idempotency key, within the backpressure limit.
 pub(crate) static PUBLISH_ONCE: LazyLock<Script> = deny_oom!("publish_once.lua");
 /// Lists due eta messages; [`MOVE_DUE`] moves them.

@@ -1,8 +1,9 @@
 //! Stock per SKU in Redis, and the atomic, once-per-order reservation of an order's items.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
 
+use celery_redis::batch::{batched, Batcher, Call, Replication};
 use celery_redis::connection::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::contracts::{OrderItem, OrderStatus};
 use crate::keys;
 
-static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reserve.lua")));
+/// The reservation script in its batched form: orders reserving together share a script call
+/// (group commit, [`celery_redis::batch`]); each still runs alone and whole, one after another.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| batched(include_str!("lua/reserve.lua")));
 
 /// Largest stock level accepted (kept well inside Lua's exact integer range).
 pub const MAX_STOCK: i64 = 1_000_000_000_000;
@@ -40,37 +43,55 @@ pub async fn reservation(conn: &Conn, order_id: &str) -> RedisResult<Option<Rese
     Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
 }
 
-/// Reserves every item of an order or none (all SKUs checked, then all decremented, in one
-/// script). Running it again for the same order returns the first outcome and changes nothing,
-/// so a redelivered task never reserves twice. Stock never goes negative.
-pub async fn reserve(
-    conn: &Conn,
-    order_id: &str,
-    items: &[OrderItem],
-    retention: std::time::Duration,
-) -> RedisResult<Reservation> {
-    let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
-    for item in items {
-        let q = per_sku.entry(item.sku.as_str()).or_insert(0);
-        *q = q.saturating_add(item.quantity);
+/// Reserves stock for orders; orders reserving at the same moment share a script call (group
+/// commit). A task's dependency, registered empty (`Inventory::default()`): its batches go on the
+/// connection of its first reservation (a worker's one connection to the broker's database), and
+/// clones share them.
+#[derive(Clone, Default)]
+pub struct Inventory {
+    batches: Arc<OnceLock<Batcher>>,
+}
+
+impl Inventory {
+    /// Reserves every item of an order or none (all SKUs checked, then all decremented, in one
+    /// script). Running it again for the same order returns the first outcome and changes
+    /// nothing, so a redelivered task never reserves twice. Stock never goes negative.
+    pub async fn reserve(
+        &self,
+        conn: &Conn,
+        order_id: &str,
+        items: &[OrderItem],
+        retention: std::time::Duration,
+    ) -> RedisResult<Reservation> {
+        let mut per_sku: BTreeMap<&str, i64> = BTreeMap::new();
+        for item in items {
+            let q = per_sku.entry(item.sku.as_str()).or_insert(0);
+            *q = q.saturating_add(item.quantity);
+        }
+        let mut call = Call::default();
+        call.key(keys::order_reservation(order_id));
+        for sku in per_sku.keys() {
+            call.key(keys::stock(sku));
+        }
+        for qty in per_sku.values() {
+            call.arg(*qty);
+        }
+        for sku in per_sku.keys() {
+            call.arg(*sku);
+        }
+        call.arg(retention.as_secs().max(1));
+        // WAIT for replicas (when the topology asks for it) and fail when short: a reservation
+        // lost at a failover would be made twice.
+        let batches = self
+            .batches
+            .get_or_init(|| Batcher::new(&RESERVE, conn.clone(), Replication::Must));
+        let record: String = redis::from_redis_value(batches.call(call).await?)?;
+        serde_json::from_str(&record).map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "reservation record is not JSON",
+                e.to_string(),
+            ))
+        })
     }
-    let mut inv = RESERVE.key(keys::order_reservation(order_id));
-    for sku in per_sku.keys() {
-        inv.key(keys::stock(sku));
-    }
-    for qty in per_sku.values() {
-        inv.arg(*qty);
-    }
-    for sku in per_sku.keys() {
-        inv.arg(*sku);
-    }
-    inv.arg(retention.as_secs().max(1));
-    let record: String = inv.invoke_async(&mut conn.must_replicate()).await?;
-    serde_json::from_str(&record).map_err(|e| {
-        redis::RedisError::from((
-            redis::ErrorKind::UnexpectedReturnType,
-            "reservation record is not JSON",
-            e.to_string(),
-        ))
-    })
 }

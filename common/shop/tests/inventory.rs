@@ -3,7 +3,7 @@
 const RETAIN: std::time::Duration = std::time::Duration::from_secs(3600);
 
 use shop::contracts::{OrderItem, OrderStatus};
-use shop::inventory::{get_stock, reserve, set_stock};
+use shop::inventory::{get_stock, set_stock, Inventory};
 use testkit::TestRedis;
 
 fn item(sku: &str, quantity: i64) -> OrderItem {
@@ -22,12 +22,18 @@ async fn a_confirmed_reservation_decrements_every_sku_once() {
     set_stock(&conn, "B", 1).await.unwrap();
     // The same SKU twice in one order counts as the sum.
     let items = [item("A", 3), item("B", 1), item("A", 2)];
-    let r = reserve(&conn, "o-1", &items, RETAIN).await.unwrap();
+    let r = Inventory::default()
+        .reserve(&conn, "o-1", &items, RETAIN)
+        .await
+        .unwrap();
     assert_eq!(r.status, OrderStatus::Confirmed);
     assert_eq!(get_stock(&conn, "A").await.unwrap(), 5);
     assert_eq!(get_stock(&conn, "B").await.unwrap(), 0);
 
-    let again = reserve(&conn, "o-1", &items, RETAIN).await.unwrap();
+    let again = Inventory::default()
+        .reserve(&conn, "o-1", &items, RETAIN)
+        .await
+        .unwrap();
     assert_eq!(again, r, "a redelivered order gets the first outcome");
     assert_eq!(
         get_stock(&conn, "A").await.unwrap(),
@@ -42,7 +48,8 @@ async fn insufficient_stock_rejects_the_whole_order_and_changes_nothing() {
     let conn = redis.manager().await;
     set_stock(&conn, "A", 10).await.unwrap();
     set_stock(&conn, "B", 1).await.unwrap();
-    let r = reserve(&conn, "o-2", &[item("A", 3), item("B", 2)], RETAIN)
+    let r = Inventory::default()
+        .reserve(&conn, "o-2", &[item("A", 3), item("B", 2)], RETAIN)
         .await
         .unwrap();
     assert_eq!(r.status, OrderStatus::Rejected);
@@ -55,7 +62,8 @@ async fn insufficient_stock_rejects_the_whole_order_and_changes_nothing() {
     // Even after a restock, the order keeps its first outcome.
     set_stock(&conn, "B", 100).await.unwrap();
     assert_eq!(
-        reserve(&conn, "o-2", &[item("A", 3), item("B", 2)], RETAIN)
+        Inventory::default()
+            .reserve(&conn, "o-2", &[item("A", 3), item("B", 2)], RETAIN)
             .await
             .unwrap(),
         r
@@ -67,11 +75,14 @@ async fn concurrent_orders_never_oversell() {
     let redis = TestRedis::start();
     let conn = redis.manager().await;
     set_stock(&conn, "A", 25).await.unwrap();
+    // One inventory, as a worker has: reservations made together share script calls.
+    let inventory = Inventory::default();
     let mut handles = Vec::new();
     for i in 0..40 {
-        let conn = conn.clone();
+        let (conn, inventory) = (conn.clone(), inventory.clone());
         handles.push(tokio::spawn(async move {
-            reserve(&conn, &format!("o-{i}"), &[item("A", 1)], RETAIN)
+            inventory
+                .reserve(&conn, &format!("o-{i}"), &[item("A", 1)], RETAIN)
                 .await
                 .unwrap()
         }));

@@ -5,6 +5,7 @@
 use super::dead::fail_dead;
 use super::settle::refused;
 use super::Broker;
+use crate::batch::Call;
 use crate::keys;
 use crate::protocol::TaskMessage;
 use crate::result::{ChordEnd, ResultBackend, ResultError, ResultMeta};
@@ -104,12 +105,13 @@ impl Broker {
         };
         let script_tag = if one_step { tag } else { None };
         let written = loop {
-            let mut inv = FINISH.key(self.layout.unacked());
-            inv.key(self.layout.unacked_index());
+            let mut call = Call::default();
+            call.key(self.layout.unacked());
+            call.key(self.layout.unacked_index());
             let (key, json) = encoded.as_ref().map_or((self.layout.unacked(), ""), |e| {
                 (e.key.as_str(), e.json.as_str())
             });
-            inv.key(key)
+            call.key(key)
                 .arg(script_tag.unwrap_or_default())
                 .arg(json)
                 .arg(results.expires_secs());
@@ -119,23 +121,23 @@ impl Broker {
                 Some(c) => {
                     let k = &c.keys;
                     let body_key = body.as_ref().map_or(unacked, |b| b.key.as_str());
-                    inv.key(&k.claim).key(body_key);
-                    inv.key(&k.join).key(&k.counter).key(&k.size).key(&k.dedup);
-                    inv.arg(&c.member);
+                    call.key(&k.claim).key(body_key);
+                    call.key(&k.join).key(&k.counter).key(&k.size).key(&k.dedup);
+                    call.arg(&c.member);
                 }
                 None => {
                     for _ in 0..6 {
-                        inv.key(unacked);
+                        call.key(unacked);
                     }
-                    inv.arg("");
+                    call.arg("");
                 }
             }
-            inv.arg(body.as_ref().map_or("", |b| b.json.as_str()))
+            call.arg(body.as_ref().map_or("", |b| b.json.as_str()))
                 .arg(chord_msgs.len());
             for send in &sends {
-                inv.key(&send.list).arg(&send.value);
+                call.key(&send.list).arg(&send.value);
             }
-            let reply: i64 = inv.invoke_async(&mut self.conn.should_replicate()).await?;
+            let reply = self.finisher.call_int(call).await?;
             match reply {
                 -1 => {
                     log::error!(

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use crate::connection::Conn;
 use redis::{AsyncCommands, RedisResult};
 
+use crate::batch::{Batcher, Replication};
 use crate::keys::Layout;
 use crate::protocol::{Limits, TaskMessage};
 use crate::result::ResultBackend;
 use crate::routes::Routes;
-use crate::scripts::PUBLISH_ONCE;
+use crate::scripts::{FINISH_BATCH, PUBLISH_ONCE};
 
 pub mod canvas;
 pub mod consume;
@@ -81,6 +82,8 @@ pub struct Broker {
     reply_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Where kombu's keys are (priority steps, separator, global prefix).
     layout: Arc<Layout>,
+    /// Tasks' ends, in batches (group commit, see [`crate::batch`]).
+    finisher: Batcher,
 }
 
 impl Broker {
@@ -88,6 +91,7 @@ impl Broker {
     pub fn new(conn: Conn, queue: impl Into<String>, origin: impl Into<String>) -> Self {
         let queue = queue.into();
         Broker {
+            finisher: Batcher::new(&FINISH_BATCH, conn.clone(), Replication::Should),
             conn,
             routes: Routes::to(queue.clone()),
             queue,

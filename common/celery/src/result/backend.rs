@@ -9,8 +9,9 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 
 use super::meta::{ResultMeta, TaskState};
+use crate::batch::{Batcher, Call, Replication};
 use crate::keys;
-use crate::scripts::{REVOKE_RESULT, STORE};
+use crate::scripts::{REVOKE_RESULT, STORE_BATCH};
 
 /// The prefix of a value compressed by Celery 5.7's `result_compression`.
 const COMPRESSED_PREFIX: &[u8] = b"\x00celery-compressed\x00";
@@ -56,6 +57,8 @@ pub struct ResultBackend {
     client: RedisUrl,
     expires: Duration,
     in_broker_db: bool,
+    /// Task states, in batches (group commit, see [`crate::batch`]).
+    stores: Batcher,
 }
 
 impl ResultBackend {
@@ -69,6 +72,7 @@ impl ResultBackend {
         in_broker_db: bool,
     ) -> Self {
         ResultBackend {
+            stores: Batcher::new(&STORE_BATCH, conn.clone(), Replication::None),
             conn,
             client: client.into(),
             expires,
@@ -104,12 +108,11 @@ impl ResultBackend {
     /// Returns whether the value was written.
     pub async fn store(&self, meta: &ResultMeta) -> Result<bool, ResultError> {
         let encoded = self.encode(meta)?;
-        let written: i64 = STORE
-            .key(&encoded.key)
-            .arg(&encoded.json)
-            .arg(encoded.ttl_secs)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let mut call = Call::default();
+        call.key(encoded.key)
+            .arg(encoded.json)
+            .arg(encoded.ttl_secs);
+        let written = self.stores.call_int(call).await?;
         Ok(written == 1)
     }
 

@@ -9,7 +9,7 @@ use super::Retention;
 use crate::contracts::{
     notification, Channel, Contract, OrderOutcome, OrderStatus, ProcessOrder, SendNotification,
 };
-use crate::inventory;
+use crate::inventory::Inventory;
 
 /// The `process_order` task.
 pub struct ProcessOrderTask;
@@ -25,14 +25,16 @@ impl Task for ProcessOrderTask {
     }
 
     async fn run(ctx: &TaskContext<'_>, order: ProcessOrder) -> Result<OrderOutcome, TaskError> {
-        let (redis, retention) = (ctx.dep::<Conn>()?, ctx.dep::<Retention>()?.0);
+        let (redis, inventory) = (ctx.dep::<Conn>()?, ctx.dep::<Inventory>()?);
+        let retention = ctx.dep::<Retention>()?.0;
         // Validation has already refused orders whose total overflows.
         let total_cents = order.total_cents().unwrap_or(i64::MAX);
         // The reservation is the order's effect: once asked for, the order runs to its end (its
         // result and the confirmation), whatever terminate or time limit comes meanwhile.
         ctx.commit()?;
-        let reservation =
-            inventory::reserve(redis, &order.order_id, &order.items, retention).await?;
+        let reservation = inventory
+            .reserve(redis, &order.order_id, &order.items, retention)
+            .await?;
         let outcome = OrderOutcome {
             order_id: order.order_id.clone(),
             status: reservation.status,

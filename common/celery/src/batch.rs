@@ -1,0 +1,246 @@
+//! Group commit: the calls of one script made while an earlier batch of them is on its way to
+//! Redis go together, as one call of the script's batched form (`lua/batch.lua`), each with its
+//! own keys, arguments and reply.
+//!
+//! A [`Batcher`] owns one committer task per script and connection (started at its first call).
+//! The committer sends what has queued up as soon as the previous batch is answered, so a call
+//! made while Redis is idle goes at once, and under load many tasks' ends cost one script call
+//! (and one `WAIT`, with `REDIS_WAIT_REPLICAS`) instead of one each. Each call keeps the
+//! guarantees of the script it batches: a batch runs its calls one after another inside one
+//! script, each checking before it writes; an error in one call is that call's alone; an error
+//! of the whole batch (the connection, `OOM` for a script refused while out of memory) is every
+//! call's, none of them having been run.
+//!
+//! The scripts of this crate are batched this way (`scripts.rs`); another crate's script gets
+//! its batched form from [`batched`] (the shop's stock reservation does).
+
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use redis::{RedisError, RedisResult, Script, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::connection::Conn;
+
+/// The loop that runs a script once per call of a batch (see its header).
+const BATCH_LUA: &str = include_str!("lua/batch.lua");
+
+/// The batched form of the script `body` (a script without a `#!lua` line, using only its own
+/// `KEYS` and `ARGV`): for a [`Batcher`].
+pub fn batched(body: &str) -> Script {
+    Script::new(&format!(
+        "local function one(KEYS, ARGV)\n{body}\nend\n{BATCH_LUA}"
+    ))
+}
+
+/// Whether each batch waits for replicas as the connection's topology asks (`WAIT`), see
+/// [`Conn::should_replicate`] and [`Conn::must_replicate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// No `WAIT`.
+    None,
+    /// `WAIT`; a shortfall is logged.
+    Should,
+    /// `WAIT`; a shortfall is every call's error.
+    Must,
+}
+
+/// Most calls in one batch.
+const MAX_CALLS: usize = 128;
+/// Most bytes of keys and arguments in one batch (a larger call goes alone).
+const MAX_BYTES: usize = 4 << 20;
+/// Calls waiting for a batch beyond this wait for room.
+const QUEUED: usize = 1024;
+
+/// One call of the batched script: its keys and arguments, as the script alone takes them.
+#[derive(Debug, Default)]
+pub struct Call {
+    keys: Vec<String>,
+    args: Vec<String>,
+    bytes: usize,
+}
+
+impl Call {
+    /// Adds a key (`KEYS[n]` of the call).
+    pub fn key(&mut self, key: impl Into<String>) -> &mut Self {
+        let key = key.into();
+        self.bytes = self.bytes.saturating_add(key.len());
+        self.keys.push(key);
+        self
+    }
+
+    /// Adds an argument (`ARGV[n]` of the call).
+    pub fn arg(&mut self, arg: impl ToString) -> &mut Self {
+        let arg = arg.to_string();
+        self.bytes = self.bytes.saturating_add(arg.len());
+        self.args.push(arg);
+        self
+    }
+}
+
+struct Job {
+    call: Call,
+    reply: oneshot::Sender<RedisResult<Value>>,
+}
+
+/// Sends the calls of one batched script in batches on one connection. Clones share the
+/// committer.
+#[derive(Clone)]
+pub struct Batcher {
+    script: &'static LazyLock<Script>,
+    conn: Conn,
+    replicate: Replication,
+    queue: Arc<OnceLock<mpsc::Sender<Job>>>,
+}
+
+impl Batcher {
+    /// Batches of `script` (a batched form: [`batched`]) on `conn`.
+    pub fn new(script: &'static LazyLock<Script>, conn: Conn, replicate: Replication) -> Self {
+        Batcher {
+            script,
+            conn,
+            replicate,
+            queue: Arc::default(),
+        }
+    }
+
+    /// Runs `call` in the next batch and returns its integer reply.
+    pub async fn call_int(&self, call: Call) -> RedisResult<i64> {
+        Ok(redis::from_redis_value(self.call(call).await?)?)
+    }
+
+    /// Runs `call` in the next batch and returns its reply.
+    pub async fn call(&self, call: Call) -> RedisResult<Value> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { call, reply };
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUED);
+            tokio::spawn(self.clone().commit(rx));
+            tx
+        });
+        if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
+            // The committer is gone with the runtime that started it: this call goes alone.
+            self.run(vec![job]).await;
+        }
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// The committer: takes what has queued (up to the bounds), sends it, answers each call.
+    async fn commit(self, mut rx: mpsc::Receiver<Job>) {
+        let mut next: Option<Job> = None;
+        loop {
+            let first = match next.take() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut bytes = first.call.bytes;
+            let mut batch = vec![first];
+            while batch.len() < MAX_CALLS {
+                let Ok(job) = rx.try_recv() else { break };
+                if bytes.saturating_add(job.call.bytes) > MAX_BYTES {
+                    next = Some(job);
+                    break;
+                }
+                bytes = bytes.saturating_add(job.call.bytes);
+                batch.push(job);
+            }
+            self.run(batch).await;
+        }
+    }
+
+    /// One call of the batched script for `batch`; each call gets its own reply.
+    async fn run(&self, batch: Vec<Job>) {
+        let mut inv = self.script.prepare_invoke();
+        inv.arg(batch.len());
+        for job in &batch {
+            inv.arg(job.call.keys.len()).arg(job.call.args.len());
+        }
+        for job in &batch {
+            for key in &job.call.keys {
+                inv.key(key);
+            }
+            for arg in &job.call.args {
+                inv.arg(arg);
+            }
+        }
+        let replies: RedisResult<Vec<Value>> = match self.replicate {
+            Replication::None => inv.invoke_async(&mut self.conn.clone()).await,
+            Replication::Should => inv.invoke_async(&mut self.conn.should_replicate()).await,
+            Replication::Must => inv.invoke_async(&mut self.conn.must_replicate()).await,
+        };
+        match replies {
+            Ok(replies) if replies.len() == batch.len() => {
+                for (job, reply) in batch.into_iter().zip(replies) {
+                    let _ = job.reply.send(one_reply(reply));
+                }
+            }
+            Ok(_) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(malformed()));
+                }
+            }
+            Err(e) => {
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One call's reply in the batch's: its own, or its error (`{'!', text}`, the text's first word
+/// being Redis's error code).
+fn one_reply(reply: Value) -> RedisResult<Value> {
+    match reply {
+        Value::Array(pair) => match pair.as_slice() {
+            [Value::BulkString(mark), Value::BulkString(text)] if mark == b"!" => {
+                let text = String::from_utf8_lossy(text);
+                let (code, detail) = text.split_once(' ').unwrap_or(("ERR", &text));
+                Err(redis::make_extension_error(
+                    code.to_owned(),
+                    Some(detail.to_owned()),
+                ))
+            }
+            _ => Err(malformed()),
+        },
+        reply => Ok(reply),
+    }
+}
+
+fn malformed() -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "a batched script answered in an unexpected shape",
+    ))
+}
+
+fn gone() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "the batch committer stopped before answering",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_reads_its_reply_or_its_error_with_the_error_code() {
+        assert_eq!(one_reply(Value::Int(-3)).ok(), Some(Value::Int(-3)));
+        let error = |text: &[u8]| {
+            one_reply(Value::Array(vec![
+                Value::BulkString(b"!".to_vec()),
+                Value::BulkString(text.to_vec()),
+            ]))
+            .unwrap_err()
+        };
+        assert!(crate::refusal::refused_for_memory(&error(
+            b"OOM command not allowed"
+        )));
+        assert_eq!(error(b"WRONGTYPE Operation").code(), Some("WRONGTYPE"));
+        assert!(one_reply(Value::Array(vec![Value::Int(1)])).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! Group commit against a real redis-server: tasks that end (or store a state) together share
+//! one script call, and each still gets its own outcome: its SUCCESS guard, its error, its ack.
+
+use std::time::Duration;
+
+use celery_redis::broker::{Broker, Claim};
+use celery_redis::keys;
+use celery_redis::protocol::{Envelope, TaskMessage};
+use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
+use futures_util::future::join_all;
+use redis::AsyncCommands;
+use serde_json::{json, Map};
+use testkit::TestRedis;
+
+async fn backend(redis: &TestRedis) -> ResultBackend {
+    ResultBackend::new(
+        redis.manager().await,
+        redis.client(),
+        Duration::from_secs(600),
+        true,
+    )
+}
+
+/// Script calls (`EVALSHA` and `EVAL`) the server has run so far.
+async fn script_calls(conn: &mut celery_redis::connection::Conn) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let calls = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|l| l.strip_prefix(":calls="))
+            .and_then(|l| l.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    calls("cmdstat_evalsha") + calls("cmdstat_eval")
+}
+
+/// 100 tasks held and ended at once: every one is acked, stored and sends its child, in far
+/// fewer script calls than tasks; a task whose SUCCESS was already stored keeps it and sends
+/// nothing, and says so, while its neighbours in the batch are written.
+#[tokio::test]
+async fn tasks_ending_together_share_script_calls_and_keep_their_own_outcomes() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let results = backend(&redis).await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let tasks: Vec<TaskMessage> = (0..100)
+        .map(|_| TaskMessage::new("process_order", "celery", Map::new()))
+        .collect();
+    broker.publish_many(&tasks).await.unwrap();
+    let held: Vec<_> = broker
+        .claim_many(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| match c {
+            Claim::Message(d) => d,
+            other => panic!("expected a message, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(held.len(), 100);
+    // One of them already succeeded in an earlier run.
+    let done = ResultMeta::success(&tasks[7].id, json!("first run"));
+    assert!(results.store(&done).await.unwrap());
+
+    let before = script_calls(&mut conn).await;
+    let ends = held.iter().map(|d| {
+        let id = Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id;
+        let child = TaskMessage::new("send_notification", "notifications", Map::new());
+        let (broker, results) = (broker.clone(), results.clone());
+        let tag = d.tag.clone();
+        async move {
+            let meta = ResultMeta::success(&id, json!("second run"));
+            let written = broker
+                .finish(&results, Some(&tag), Some(&meta), &[child])
+                .await
+                .unwrap();
+            (id, written)
+        }
+    });
+    let ended = join_all(ends).await;
+    let calls = script_calls(&mut conn).await - before;
+    assert!(calls < 10, "{calls} script calls for 100 ends");
+
+    for (id, written) in &ended {
+        let stored = results.get(id).await.unwrap();
+        assert_eq!(stored.status, TaskState::Success);
+        let first = *id == tasks[7].id;
+        assert_eq!(*written, !first, "{id}");
+        let value = if first { "first run" } else { "second run" };
+        assert_eq!(stored.result, json!(value), "{id}");
+    }
+    assert_eq!(conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(), 0);
+    assert_eq!(conn.llen::<_, i64>("notifications").await.unwrap(), 99);
+}
+
+/// States stored at once (STARTED of many tasks) share script calls; a key of another type fails
+/// its own store only, with Redis's WRONGTYPE, and a stored SUCCESS is never replaced.
+#[tokio::test]
+async fn states_stored_together_share_script_calls_and_fail_alone() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let results = backend(&redis).await;
+    conn.hset::<_, _, _, ()>(keys::task_meta("t-13"), "not", "a string")
+        .await
+        .unwrap();
+    assert!(results
+        .store(&ResultMeta::success("t-14", json!(1)))
+        .await
+        .unwrap());
+
+    let before = script_calls(&mut conn).await;
+    let stores = (0..100).map(|i| {
+        let results = results.clone();
+        async move {
+            let meta = ResultMeta::started(&format!("t-{i}"), "w@host");
+            (i, results.store(&meta).await)
+        }
+    });
+    let stored = join_all(stores).await;
+    let calls = script_calls(&mut conn).await - before;
+    assert!(calls < 10, "{calls} script calls for 100 states");
+
+    for (i, outcome) in stored {
+        match i {
+            13 => assert!(outcome.unwrap_err().to_string().contains("WRONGTYPE")),
+            14 => assert!(!outcome.unwrap(), "a SUCCESS is kept"),
+            _ => assert!(outcome.unwrap(), "t-{i}"),
+        }
+    }
+    let id = |i: i32| format!("t-{i}");
+    assert_eq!(
+        results.get(&id(14)).await.unwrap().status,
+        TaskState::Success
+    );
+    assert_eq!(
+        results.get(&id(99)).await.unwrap().status,
+        TaskState::Started
+    );
+}
