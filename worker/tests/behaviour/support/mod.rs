@@ -1,7 +1,9 @@
-//! The worker in-process against a private redis-server, for the test files of this folder:
-//! [`start`] it, send tasks, wait for results, and [`Running::stop`] it to see what is left.
+//! What the behaviour modules share: the worker in-process against a private redis-server
+//! ([`start`] it, send tasks, wait for results, and [`Running::stop`] it to see what is left),
+//! the shop's messages and webhooks (`shop`) and raw entries (`raw`).
 
-#![allow(dead_code)] // each test file uses its own subset
+pub mod raw;
+pub mod shop;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -3,12 +3,10 @@
 //! keep giving back (its workers died) is dead-lettered after `MESSAGE_MAX_DELIVERIES`.
 //! The same bombs against a real worker under a memory cap: `faults.rs`.
 
-mod bombs;
-mod support;
-
 use celery_redis::broker::Visibility;
 use std::time::Duration;
 
+use crate::support::{start, start_on, Running};
 use celery_redis::broker::dead::DEAD_RAW_KEEP;
 use celery_redis::broker::{Broker, Claim};
 use celery_redis::keys;
@@ -16,7 +14,6 @@ use celery_redis::protocol::TaskMessage;
 use celery_redis::result::TaskState;
 use redis::AsyncCommands;
 use serde_json::json;
-use support::{start, start_on, Running};
 use testkit::TestRedis;
 
 async fn push_raw(w: &Running, raw: &str) {
@@ -47,9 +44,9 @@ async fn messages_that_decode_into_too_much_are_dead_lettered_bounded_with_a_fai
         .set::<_, _, ()>(shop::keys::stock("A"), 10)
         .await
         .unwrap();
-    let bomb = bombs::zlib_bomb("zlib-bomb");
-    let values = bombs::plain_zeros("values-bomb", 900 * 1024);
-    let large = bombs::plain_zeros("too-large", 2 * 1024 * 1024);
+    let bomb = crate::bombs::zlib_bomb("zlib-bomb");
+    let values = crate::bombs::plain_zeros("values-bomb", 900 * 1024);
+    let large = crate::bombs::plain_zeros("too-large", 2 * 1024 * 1024);
     for raw in [&bomb, &values, &large] {
         push_raw(&w, raw).await;
     }
@@ -132,7 +129,7 @@ async fn a_message_restored_past_its_limit_is_dead_lettered_with_a_failure_and_c
     assert_eq!(w.broker.requeue_dead(0).await.unwrap(), 1);
     let success = |s: &TaskState| *s == TaskState::Success;
     w.results
-        .wait_for(&msg.id, support::WAIT, success)
+        .wait_for(&msg.id, crate::support::WAIT, success)
         .await
         .unwrap();
     w.stop().await.all_acknowledged();

@@ -4,8 +4,6 @@
 //! Nothing accepted may be lost or duplicated, and no reserved key may be written. A test whose
 //! documentation starts with "Found by the review" failed before its fix.
 
-mod support;
-
 use celery_redis::broker::Visibility;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -631,7 +629,7 @@ async fn requeue_dead_never_pushes_into_a_reserved_key() {
 async fn messages_pushed_while_a_many_queue_worker_stops_are_neither_lost_nor_stuck() {
     let queues: Vec<String> = (0..8).map(|i| format!("q{i}")).collect();
     for delay_ms in [0u64, 300, 900] {
-        let w = support::start(&[
+        let w = crate::support::start(&[
             ("WORKER_QUEUES", queues.join(",").as_str()),
             ("WORKER_SHUTDOWN_TIMEOUT_SECS", "5"),
         ])
@@ -671,7 +669,7 @@ async fn messages_pushed_while_a_many_queue_worker_stops_are_neither_lost_nor_st
 #[tokio::test]
 async fn a_worker_on_64_queues_serves_the_last_and_holds_one_wait_connection_per_queue() {
     let queues: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("q{i}")).collect();
-    let w = support::start(&[("WORKER_QUEUES", queues.join(",").as_str())]).await;
+    let w = crate::support::start(&[("WORKER_QUEUES", queues.join(",").as_str())]).await;
     let mut conn = w.conn.clone();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let last = TaskMessage::new("no_such_task", "q63", Map::new());
@@ -724,8 +722,12 @@ async fn a_task_is_counted_in_the_queue_it_was_taken_from_not_the_one_its_routin
     );
     let url = format!("http://{}/metrics", testkit::listening_addr(&line));
     let mut conn = redis.manager().await;
-    let results =
-        celery_redis::result::ResultBackend::new(conn.clone(), redis.client(), support::WAIT, true);
+    let results = celery_redis::result::ResultBackend::new(
+        conn.clone(),
+        redis.client(),
+        crate::support::WAIT,
+        true,
+    );
     // A registered task in queue `a`, its routing key naming queue `b` (kwargs invalid: it
     // fails, but is received first).
     let msg = TaskMessage::new("send_notification", "a", Map::new());
@@ -733,7 +735,7 @@ async fn a_task_is_counted_in_the_queue_it_was_taken_from_not_the_one_its_routin
         e["properties"]["delivery_info"] = json!({"exchange": "", "routing_key": "b"})
     });
     conn.lpush::<_, _, ()>("a", raw).await.unwrap();
-    let meta = results.wait(&msg.id, support::WAIT).await.unwrap();
+    let meta = results.wait(&msg.id, crate::support::WAIT).await.unwrap();
     assert!(meta.status.is_ready());
     let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
     let series = |q: &str| {
@@ -771,7 +773,7 @@ async fn hanging_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsi
 async fn held_deliveries_of_several_queues_go_back_to_their_own_queues_once_at_shutdown() {
     let (port, accepted) = hanging_listener().await;
     let url = format!("http://127.0.0.1:{port}/hook");
-    let w = support::start(&[
+    let w = crate::support::start(&[
         ("WORKER_QUEUES", "a,b"),
         ("WORKER_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("WEBHOOK_TIMEOUT_MS", "60000"),

@@ -4,11 +4,10 @@
 //! the attack a hostile review found against the first version (each one failed then, and
 //! the fix is named there). Every Redis here is a private `redis-server` (testkit).
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::support::{start, Running, WAIT};
 use celery_redis::connection::Conn;
 use celery_redis::control::client::{call, Mailbox, Target};
 use celery_redis::control::Lamport;
@@ -19,7 +18,6 @@ use celery_redis::revoked::{self, MAX_REVOKED};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
-use support::{start, Running, WAIT};
 use testkit::TestRedis;
 use worker::registry::Registry;
 
@@ -907,7 +905,7 @@ async fn terminate_while_held(
         Some(_) => b"TimeLimitExceeded".to_vec(),
     };
     let mut tap = tap(redis.port(), hold, at, watch).await;
-    let w = support::start_on(redis, &tap.url, &[("WORKER_NAME", NODE)]).await;
+    let w = crate::support::start_on(redis, &tap.url, &[("WORKER_NAME", NODE)]).await;
     ask_node(&w.conn, "ping", json!({})).await;
     // A first order (rejected: no stock of Z) loads every script into Redis, as in a worker that
     // has run before: a script call then is one command, not EVALSHA and a second try.

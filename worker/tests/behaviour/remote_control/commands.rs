@@ -3,11 +3,10 @@
 //! does) and a pub/sub listener. The same commands from the real Celery CLI and Flower are in
 //! `celery_tools.rs`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::{start, Running, WAIT};
 use celery_redis::broker::Broker;
 use celery_redis::connection::Conn;
 use celery_redis::control::client::{call, Mailbox, Target};
@@ -19,7 +18,6 @@ use celery_redis::shutdown::{self, Trigger};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
-use support::{start, Running, WAIT};
 use testkit::TestRedis;
 use tokio::task::JoinHandle;
 use worker::config::WorkerConfig;

@@ -16,9 +16,7 @@ use testkit::TestRedis;
 use worker::config::WorkerConfig;
 use worker::worker::{Step, Worker};
 
-mod support;
-
-use support::{start, WAIT};
+use crate::support::{start, WAIT};
 
 fn worker(url: &str) -> Worker {
     let vars = HashMap::from([
