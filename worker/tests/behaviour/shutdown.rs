@@ -2,18 +2,16 @@
 
 use crate::support::raw::push_raw;
 use crate::support::shop::{silent_webhook, webhook_note};
-use crate::support::{start, Running, WAIT};
+use crate::support::{start, Handle, Running, WAIT};
 use celery_redis::broker::Broker;
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
 use celery_redis::result::{ResultBackend, TaskState};
-use celery_redis::shutdown::{self, Trigger};
+use celery_redis::shutdown::Trigger;
 use redis::AsyncCommands;
 use serde_json::{json, Map};
-use std::collections::HashMap;
 use std::time::Duration;
 use testkit::TestRedis;
-use worker::config::WorkerConfig;
 
 #[tokio::test]
 async fn shutdown_hands_unfinished_tasks_back_to_the_queue_at_once() {
@@ -84,31 +82,10 @@ async fn holding_webhook(
 }
 
 /// A second worker on the same Redis as `first`, restoring expired leases every half second.
-fn watcher(
-    first: &Running,
-    env: &[(&str, &str)],
-) -> (
-    Trigger,
-    tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
-) {
-    let mut vars: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    vars.insert("REDIS_URL".into(), first._redis.url());
-    vars.insert("WEBHOOK_ALLOW".into(), "127.0.0.1".into());
-    vars.insert("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into());
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = WorkerConfig::from_source(&src).unwrap();
-    let (trigger, stop) = shutdown::channel();
-    (
-        trigger,
-        tokio::spawn(worker::run(
-            cfg.clone(),
-            worker::shop::tasks(&src, &cfg).unwrap(),
-            stop,
-        )),
-    )
+fn watcher(first: &Running, env: &[(&str, &str)]) -> (Trigger, Handle) {
+    let mut env = env.to_vec();
+    env.push(("WEBHOOK_ALLOW", "127.0.0.1"));
+    crate::support::spawn(&first._redis.url(), &env)
 }
 
 #[tokio::test]
@@ -177,18 +154,8 @@ async fn a_task_running_through_a_shutdown_longer_than_the_visibility_timeout_ke
 #[tokio::test]
 async fn a_worker_can_be_built_stepped_and_shut_down() {
     let redis = TestRedis::start();
-    let vars = HashMap::from([
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("WORKER_CONCURRENCY".to_owned(), "4".to_owned()),
-    ]);
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = WorkerConfig::from_source(&src).unwrap();
-    let mut worker = worker::Worker::build(
-        cfg.clone(),
-        worker::shop::tasks(&src, &cfg).unwrap(),
-        "stepper@test".into(),
-    )
-    .unwrap();
+    let env = [("WORKER_CONCURRENCY", "4")];
+    let mut worker = crate::support::build(&redis.url(), &env, "stepper@test");
     assert_eq!(worker.node(), "stepper@test");
     // Nothing queued: one step waits for a message and comes back idle.
     assert_eq!(worker.step().await.unwrap(), worker::worker::Step::Idle);

@@ -3,10 +3,9 @@
 //! does) and a pub/sub listener. The same commands from the real Celery CLI and Flower are in
 //! `celery_tools.rs`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{start, Running, WAIT};
+use crate::support::{start, Handle, Running, WAIT};
 use celery_redis::broker::Broker;
 use celery_redis::connection::Conn;
 use celery_redis::control::client::{call, Mailbox, Target};
@@ -14,13 +13,11 @@ use celery_redis::control::Lamport;
 use celery_redis::keys;
 use celery_redis::protocol::{Fanout, TaskMessage};
 use celery_redis::result::TaskState;
-use celery_redis::shutdown::{self, Trigger};
+use celery_redis::shutdown::Trigger;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
-use tokio::task::JoinHandle;
-use worker::config::WorkerConfig;
 
 /// Remote control of a fleet with kombu's default key layout, on database 0.
 fn bare() -> Mailbox<'static> {
@@ -33,29 +30,15 @@ fn bare() -> Mailbox<'static> {
 const NODE: &str = "rust-test@box";
 const SHORT: Duration = Duration::from_secs(1);
 
-type Handle = JoinHandle<Result<(), worker::worker::WorkerError>>;
-
 /// A worker named [`NODE`] on `url`, plus `extra` variables.
 fn spawn_worker(url: &str, extra: &[(&str, &str)]) -> (Trigger, Handle) {
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("REDIS_URL".into(), url.to_owned()),
-        ("WORKER_NAME".into(), NODE.into()),
-        ("WORKER_CONCURRENCY".into(), "4".into()),
-        ("WEBHOOK_ALLOW".into(), "127.0.0.1".into()),
-        ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
-    ]);
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = WorkerConfig::from_source(&src).unwrap();
-    let (trigger, stop) = shutdown::channel();
-    (
-        trigger,
-        tokio::spawn(worker::run(
-            cfg.clone(),
-            worker::shop::tasks(&src, &cfg).unwrap(),
-            stop,
-        )),
-    )
+    let mut env = vec![
+        ("WORKER_NAME", NODE),
+        ("WORKER_CONCURRENCY", "4"),
+        ("WEBHOOK_ALLOW", "127.0.0.1"),
+    ];
+    env.extend_from_slice(extra);
+    crate::support::spawn(url, &env)
 }
 
 async fn named(extra: &[(&str, &str)]) -> Running {

@@ -4,7 +4,6 @@
 //! the attack a hostile review found against the first version (each one failed then, and
 //! the fix is named there). Every Redis here is a private `redis-server` (testkit).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::support::{start, Running, WAIT};
@@ -455,23 +454,13 @@ async fn task_received_events_carry_reprs_cut_as_celery_cuts_them() {
     let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
     pubsub.psubscribe("/0.celeryev/task.*").await.unwrap();
     let mut events = pubsub.into_on_message();
-    let url = redis.url();
-    let vars: HashMap<String, String> = HashMap::from([
-        ("REDIS_URL".into(), url),
-        ("WORKER_NAME".into(), NODE.into()),
-        ("WORKER_SEND_TASK_EVENTS".into(), "true".into()),
-        ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
+    let env = [
+        ("WORKER_NAME", NODE),
+        ("WORKER_SEND_TASK_EVENTS", "true"),
         // Its 4 MB of reprs is over the default message limit, which would refuse it first.
-        ("MESSAGE_MAX_BYTES".into(), "8388608".into()),
-    ]);
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = worker::config::WorkerConfig::from_source(&src).unwrap();
-    let (trigger, stop) = celery_redis::shutdown::channel();
-    let handle = tokio::spawn(worker::run(
-        cfg.clone(),
-        worker::shop::tasks(&src, &cfg).unwrap(),
-        stop,
-    ));
+        ("MESSAGE_MAX_BYTES", "8388608"),
+    ];
+    let (trigger, handle) = crate::support::spawn(&redis.url(), &env);
     let msg = TaskMessage::new("no.such.task", "celery", Map::new());
     let mut envelope = msg.to_envelope("test@host");
     envelope.headers.argsrepr = Some("A".repeat(2 * 1024 * 1024));

@@ -9,11 +9,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
+use celery_redis::config::Source;
 use celery_redis::connection::Conn;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
 use celery_redis::result::{ResultBackend, ResultMeta};
 use celery_redis::shutdown::{self, Trigger};
+use celery_redis::task::Tasks;
 use redis::AsyncCommands;
 use serde_json::Value;
 use testkit::TestRedis;
@@ -27,9 +29,11 @@ pub struct Running {
     pub broker: Broker,
     pub results: ResultBackend,
     pub trigger: Trigger,
-    pub handle: tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
+    pub handle: Handle,
 }
 
+/// A worker in-process running the shop's tasks: concurrency 4, loopback webhooks allowed,
+/// plus `extra` (which overrides them).
 pub async fn start(extra: &[(&str, &str)]) -> Running {
     let redis = TestRedis::start();
     let url = redis.url();
@@ -39,39 +43,77 @@ pub async fn start(extra: &[(&str, &str)]) -> Running {
 /// [`start`] on `redis`, the worker reaching it through `url` (a proxy in front of it, say);
 /// the test's own connections go to `redis` directly.
 pub async fn start_on(redis: TestRedis, url: &str, extra: &[(&str, &str)]) -> Running {
+    let mut env = vec![
+        ("WORKER_CONCURRENCY", "4"),
+        // The tests' webhook receivers listen on loopback, refused unless allowed.
+        ("WEBHOOK_ALLOW", "127.0.0.1"),
+    ];
+    env.extend_from_slice(extra);
+    let (trigger, handle) = spawn(url, &env);
+    Running::new(redis, trigger, handle).await
+}
+
+/// A worker's variables: `REDIS_URL` is `url`, its metrics on a free loopback port, and `extra`
+/// (which overrides them).
+pub fn source(url: &str, extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'static {
     let mut vars: HashMap<String, String> = HashMap::from([
         ("REDIS_URL".into(), url.to_owned()),
-        ("WORKER_CONCURRENCY".into(), "4".into()),
-        // The tests' webhook receivers listen on loopback, refused unless allowed.
-        ("WEBHOOK_ALLOW".into(), "127.0.0.1".into()),
         ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
     ]);
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let src = move |k: &str| vars.get(k).cloned();
+    move |k: &str| vars.get(k).cloned()
+}
+
+pub type Handle = tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>;
+
+/// Runs a worker of the tasks `tasks` makes (from its variables and configuration) on `url`,
+/// with the variables of [`source`], until the trigger fires.
+pub fn spawn_tasks(
+    url: &str,
+    extra: &[(&str, &str)],
+    tasks: impl FnOnce(&dyn Source, &WorkerConfig) -> Tasks,
+) -> (Trigger, Handle) {
+    let src = source(url, extra);
     let cfg = WorkerConfig::from_source(&src).unwrap();
+    let tasks = tasks(&src, &cfg);
     let (trigger, stop) = shutdown::channel();
-    let handle = tokio::spawn(worker::run(
-        cfg.clone(),
-        worker::shop::tasks(&src, &cfg).unwrap(),
-        stop,
-    ));
-    let conn = redis.manager().await;
-    Running {
-        broker: Broker::new(conn.clone(), "celery", "test@host"),
-        results: ResultBackend::new(
-            conn.clone(),
-            redis.client(),
-            Duration::from_secs(3600),
-            true,
-        ),
-        conn,
-        _redis: redis,
-        trigger,
-        handle,
-    }
+    (trigger, tokio::spawn(worker::run(cfg, tasks, stop)))
+}
+
+/// [`spawn_tasks`] with the shop's tasks.
+pub fn spawn(url: &str, extra: &[(&str, &str)]) -> (Trigger, Handle) {
+    spawn_tasks(url, extra, |src, cfg| {
+        worker::shop::tasks(src, cfg).unwrap()
+    })
+}
+
+/// A worker of the shop's tasks named `name`, built to be stepped (not run).
+pub fn build(url: &str, extra: &[(&str, &str)], name: &str) -> worker::Worker {
+    let src = source(url, extra);
+    let cfg = WorkerConfig::from_source(&src).unwrap();
+    let tasks = worker::shop::tasks(&src, &cfg).unwrap();
+    worker::Worker::build(cfg, tasks, name.into()).unwrap()
 }
 
 impl Running {
+    /// The test's side of a worker spawned on `redis`: its connection, broker and results.
+    pub async fn new(redis: TestRedis, trigger: Trigger, handle: Handle) -> Running {
+        let conn = redis.manager().await;
+        Running {
+            broker: Broker::new(conn.clone(), "celery", "test@host"),
+            results: ResultBackend::new(
+                conn.clone(),
+                redis.client(),
+                Duration::from_secs(3600),
+                true,
+            ),
+            conn,
+            _redis: redis,
+            trigger,
+            handle,
+        }
+    }
+
     pub async fn send(&self, task: &str, kwargs: Value) -> TaskMessage {
         let msg = TaskMessage::new(
             task,

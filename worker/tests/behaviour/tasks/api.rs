@@ -4,7 +4,6 @@
 //! default queue, retry backoff and countdown, blocking), tasks sent on, and a dependency the
 //! worker was not given.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
@@ -16,7 +15,6 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
-use worker::config::WorkerConfig;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -304,45 +302,41 @@ async fn start() -> Running {
 
 async fn start_with(extra: &[(&'static str, &str)]) -> Running {
     let redis = TestRedis::start();
-    let mut vars: HashMap<&str, String> = HashMap::from([
-        ("REDIS_URL", redis.url()),
-        ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-        ("TASK_RETRY_BACKOFF_MS", "20".to_owned()),
-        ("WORKER_NAME", "api@test".to_owned()),
-    ]);
-    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
-    let tasks = Tasks::new()
-        .task::<Echo>()
-        .task::<Flaky>()
-        .task::<Slow>()
-        .task::<Quiet>()
-        .task::<Routed>()
-        .task::<Needy>()
-        .task::<Gated>()
-        .task::<Backoff>()
-        .task::<Spin>()
-        .task::<Boom>();
+    let mut env = vec![("TASK_RETRY_BACKOFF_MS", "20"), ("WORKER_NAME", "api@test")];
+    env.extend_from_slice(extra);
     let gate = std::sync::Arc::new(Gate::default());
     let attempts = std::sync::Arc::new(Attempts::default());
     let spin = std::sync::Arc::new(SpinGate::default());
-    let tasks = tasks
-        .dep(gate.clone())
-        .dep(attempts.clone())
-        .dep(spin.clone());
-    let (trigger, stop) = shutdown::channel();
-    let handle = tokio::spawn(worker::run(cfg, tasks, stop));
-    let conn = redis.manager().await;
-    Running {
-        broker: Broker::new(conn.clone(), "celery", "test@host"),
-        results: ResultBackend::new(
-            conn.clone(),
-            redis.client(),
-            Duration::from_secs(3600),
-            true,
-        ),
+    let deps = (gate.clone(), attempts.clone(), spin.clone());
+    let (trigger, handle) = crate::support::spawn_tasks(&redis.url(), &env, |_, _| {
+        Tasks::new()
+            .task::<Echo>()
+            .task::<Flaky>()
+            .task::<Slow>()
+            .task::<Quiet>()
+            .task::<Routed>()
+            .task::<Needy>()
+            .task::<Gated>()
+            .task::<Backoff>()
+            .task::<Spin>()
+            .task::<Boom>()
+            .dep(deps.0)
+            .dep(deps.1)
+            .dep(deps.2)
+    });
+    let crate::support::Running {
+        _redis,
         conn,
-        _redis: redis,
+        broker,
+        results,
+        trigger,
+        handle,
+    } = crate::support::Running::new(redis, trigger, handle).await;
+    Running {
+        _redis,
+        conn,
+        broker,
+        results,
         trigger,
         gate,
         attempts,
