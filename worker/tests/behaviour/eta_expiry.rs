@@ -1,4 +1,5 @@
-//! TODO
+//! Eta and expiry: eta tasks wait in the schedule and expired ones are revoked; an eta task whose
+//! routing key names another key comes back to its own queue.
 
 use crate::support::raw::{later_orders_still_run, push_raw};
 use crate::support::start;

@@ -1,4 +1,6 @@
-//! TODO
+//! Retries: a webhook's 5xx is retried the Celery way with the same idempotency key; a 4xx fails
+//! at once and exhausted retries end in the dead-letter list; retry counts near the largest
+//! integer give up without overflow. (A task's own backoff and countdown are in `tasks::api`.)
 
 use crate::support::shop::webhook_note;
 use crate::support::start;

@@ -1,4 +1,7 @@
-//! TODO
+//! Leases and shutdown on in-process workers of the shop: unfinished tasks handed back at once;
+//! a task longer than the visibility timeout keeps its lease on a live worker and through a
+//! long shutdown; a reused delivery tag never overwrites another held message; a restore pass
+//! survives an unacked entry that is not UTF-8; a `Worker` built, stepped and shut down.
 
 use crate::support::raw::push_raw;
 use crate::support::shop::{silent_webhook, webhook_note};

@@ -1,14 +1,19 @@
-//! TODO
+//! What a task sends on when it ends: link callbacks with their parent and root ids, a chord as
+//! the next chain step (its header and Celery's chord size), a chord member completing its
+//! chord; a canvas beyond the bound, callbacks routed to reserved keys or to a key of another
+//! type, and a message fanning out into too many callbacks are refused or dead-lettered with
+//! nothing lost.
 
-use crate::support::raw::{later_orders_still_run, small_order};
-use crate::support::shop::{held, order};
+use crate::support::raw::later_orders_still_run;
+use crate::support::shop::order;
+use crate::support::shop::small_order;
 use crate::support::start;
 use celery_redis::connection::Conn;
 use celery_redis::keys;
 use celery_redis::protocol::{Signature, TaskMessage};
 use celery_redis::result::TaskState;
 use redis::AsyncCommands;
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 use shop::notifications;
 
 #[tokio::test]
@@ -45,6 +50,12 @@ async fn link_callbacks_are_sent_with_parent_and_root_ids() {
         .unwrap()
         .is_some());
     w.stop().await;
+}
+
+/// A signature of a task parked in queue `held` (nothing consumes it), with a frozen id.
+fn held(id: &str) -> Value {
+    json!({"task": "echo", "args": [], "kwargs": {}, "immutable": false,
+           "options": {"task_id": id, "queue": "held"}})
 }
 
 async fn held_messages(conn: &Conn) -> Vec<celery_redis::protocol::Message> {

@@ -1,5 +1,9 @@
-//! TODO
+//! Messages the worker cannot run, on an in-process worker of the shop: an unknown task name
+//! (Celery's NotRegistered, acknowledged), poison and crafted entries, the entries that crash a
+//! Python worker, a zlib bomb and an entry that is not UTF-8 each get a FAILURE where their id is
+//! readable and a dead letter, and the worker keeps going.
 
+use crate::support::raw::crafted;
 use crate::support::raw::push_raw;
 use crate::support::shop::fixtures;
 use crate::support::start;
@@ -106,13 +110,6 @@ async fn the_messages_that_crash_a_python_worker_are_dead_lettered_here() {
 
 /// A change made to a message's JSON.
 type Edit = Box<dyn FnOnce(&mut Value)>;
-
-/// A raw envelope of `msg` with `edit` applied to its JSON.
-fn crafted(msg: &TaskMessage, edit: impl FnOnce(&mut Value)) -> String {
-    let mut v: Value = serde_json::from_str(&msg.to_envelope("test@host").to_json()).unwrap();
-    edit(&mut v);
-    v.to_string()
-}
 
 #[tokio::test]
 async fn poison_with_a_readable_id_always_gets_a_failure() {

@@ -1,4 +1,4 @@
-//! Rate and time limits on in-process workers (test tasks, no shop) against a private
+//! Rate limits (and time limits changed at run time) on in-process workers (test tasks, no shop) against a private
 //! redis-server: a task's per-worker `rate_limit` and its `fleet_rate_limit` (two workers
 //! sharing it) space its starts and lose none; remote control's `rate_limit` and `time_limit`
 //! change them at run time with Celery's replies; a rate option that is not one refuses the

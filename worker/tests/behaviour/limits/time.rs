@@ -1,6 +1,8 @@
-//! TODO
+//! Time limits on the shop's tasks: a task past its limit ends with Celery's
+//! `TimeLimitExceeded`; an absurd limit is no limit, not a panic. (A task's own limit and the
+//! message's are in `tasks::api`; limits changed by remote control in `rate`.)
 
-use crate::support::raw::small_order;
+use crate::support::shop::small_order;
 use crate::support::shop::{silent_webhook, webhook_note};
 use crate::support::{start, WAIT};
 use celery_redis::protocol::TaskMessage;

@@ -6,9 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{start, Running, WAIT};
+use super::{as_map, ask_node, bare, named, order, NODE};
+use crate::support::{Running, WAIT};
 use celery_redis::connection::Conn;
-use celery_redis::control::client::{call, Mailbox, Target};
+use celery_redis::control::client::{call, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;
 use celery_redis::protocol::{Fanout, TaskMessage};
@@ -20,41 +21,9 @@ use serde_json::{json, Map, Value};
 use testkit::TestRedis;
 use worker::registry::Registry;
 
-/// Remote control of a fleet with kombu's default key layout, on database 0.
-fn bare() -> Mailbox<'static> {
-    Mailbox {
-        layout: celery_redis::keys::default_layout(),
-        db: 0,
-    }
-}
-
-const NODE: &str = "rust-test@box";
-const SHORT: Duration = Duration::from_secs(1);
 /// What `worker healthcheck` waits for a pong by default (`REDIS_TIMEOUT_MS`).
 const HEALTH: Duration = Duration::from_secs(2);
 const PIDBOX: &str = "/0.celery.pidbox";
-
-async fn named(extra: &[(&str, &str)]) -> Running {
-    let mut env = vec![("WORKER_NAME", NODE)];
-    env.extend_from_slice(extra);
-    start(&env).await
-}
-
-/// Calls `method` on this node until a reply comes (the worker may still be subscribing).
-async fn ask_node(conn: &Conn, method: &str, args: Value) -> Value {
-    let clock = Lamport::default();
-    let target = Target::Nodes(vec![NODE.into()]);
-    for _ in 0..30 {
-        let replies = call(conn, bare(), &clock, method, args.clone(), &target, SHORT)
-            .await
-            .unwrap();
-        if let Some((node, value)) = replies.into_iter().next() {
-            assert_eq!(node, NODE);
-            return value;
-        }
-    }
-    panic!("no reply to {method}");
-}
 
 /// One ping with `budget`: whether the node answered in time.
 async fn pong_within(conn: &Conn, budget: Duration) -> bool {
@@ -94,15 +63,6 @@ async fn zadd_many(conn: &Conn, key: &str, prefix: &str, count: usize, score: &s
         &[count.to_string(), score.to_owned(), prefix.to_owned()],
     )
     .await;
-}
-
-fn order(id: &str) -> Value {
-    json!({"order_id": id, "customer": {"id": "c1", "email": "c1@example.com"},
-           "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]})
-}
-
-fn as_map(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap()
 }
 
 async fn stock(conn: &Conn) -> Option<i64> {

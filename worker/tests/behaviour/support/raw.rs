@@ -1,18 +1,15 @@
-//! TODO
+//! Raw entries as a hostile or foreign producer leaves them: pushed as they are, crafted from a
+//! message's envelope, and the check that orders sent afterwards still run.
 
-use crate::support::Running;
+use celery_redis::protocol::TaskMessage;
 use celery_redis::result::TaskState;
 use redis::AsyncCommands;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
-pub fn small_order(order_id: &str) -> Map<String, Value> {
-    json!({"order_id": order_id, "customer": {"id": "c-1", "email": "ada@example.com"},
-           "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 250}]})
-    .as_object()
-    .cloned()
-    .unwrap_or_default()
-}
+use crate::support::shop::small_order;
+use crate::support::Running;
 
+/// Pushes `raw` onto the `celery` list as it is.
 pub async fn push_raw(w: &Running, raw: &str) {
     w.conn
         .clone()
@@ -34,4 +31,12 @@ pub async fn later_orders_still_run(w: &Running) {
             .await;
         assert_eq!(w.result(&msg.id).await.status, TaskState::Success);
     }
+}
+
+/// A raw envelope of `msg` with `edit` applied to its JSON.
+/// `msg`'s envelope as JSON, `edit`ed.
+pub fn crafted(msg: &TaskMessage, edit: impl FnOnce(&mut Value)) -> String {
+    let mut v: Value = serde_json::from_str(&msg.to_envelope("test@host").to_json()).unwrap();
+    edit(&mut v);
+    v.to_string()
 }

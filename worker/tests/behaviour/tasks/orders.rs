@@ -1,4 +1,7 @@
-//! TODO
+//! The shop's tasks on an in-process worker: an order confirmed (stock reserved, the customer
+//! notified as a chained task), rejected beyond stock, processed twice reserving once; positional
+//! and invalid arguments; every message a Python producer sent run to a result; every key an
+//! order writes has a lifetime; an order's Redis commands stay within their budget.
 
 use crate::support::shop::{fixtures, order};
 use crate::support::{start, WAIT};

@@ -1,5 +1,8 @@
-//! TODO
+//! Notification webhooks as `send_notification` posts them: receivers that never answer cannot
+//! hold every slot; internal addresses fail at once without a connection; a redirect is a
+//! final failure, not followed. (Webhook retries are in `retries`.)
 
+use crate::support::shop::counting_listener;
 use crate::support::shop::{order, webhook_note};
 use crate::support::{start, WAIT};
 use celery_redis::result::TaskState;
@@ -62,21 +65,6 @@ async fn webhooks_that_never_answer_cannot_hold_every_slot() {
     }
     assert_eq!(posted, SLOTS, "each hung notification was POSTed once");
     w.stop().await.all_acknowledged();
-}
-
-/// A listener that counts the connections it accepts (it never answers).
-async fn counting_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            std::mem::forget(socket);
-        }
-    });
-    (port, count)
 }
 
 #[tokio::test]
