@@ -1,13 +1,18 @@
 //! Retries: a webhook's 5xx is retried the Celery way with the same idempotency key; a 4xx fails
 //! at once and exhausted retries end in the dead-letter list; retry counts near the largest
-//! integer give up without overflow. (A task's own backoff and countdown are in `tasks::api`.)
+//! integer give up without overflow; a task's own backoff doubling and a countdown as given (on
+//! the test tasks of `support::test_tasks`), a countdown too long for a date still a retry.
 
 use crate::support::shop::webhook_note;
-use crate::support::start;
+use crate::support::test_tasks as api;
+use crate::support::{start, WAIT};
 use celery_redis::protocol::TaskMessage;
 use celery_redis::result::TaskState;
+use redis::AsyncCommands;
+use serde_json::Value;
 use serde_json::{json, Map};
 use shop::notifications;
+use std::time::Duration;
 use testkit::WebhookReceiver;
 
 #[tokio::test]
@@ -97,4 +102,72 @@ async fn retries_near_the_largest_integer_give_up_without_overflow() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].attempts, Some(i64::MAX));
     assert!(!dead[0].reason.contains('-'), "{}", dead[0].reason);
+}
+
+#[tokio::test]
+async fn retries_wait_the_tasks_own_backoff_doubling_and_a_countdown_as_given() {
+    let w = api::start().await;
+    let backoff = w.call("backoff", json!([]), json!({})).await;
+    let meta = w.results.wait(&backoff.id, WAIT).await.unwrap();
+    assert_eq!(
+        meta.status,
+        TaskState::Failure,
+        "given up after two retries"
+    );
+    let at = std::mem::take(&mut *w.attempts.0.lock().unwrap());
+    assert_eq!(at.len(), 3, "the first run and two retries");
+    // The worker's own backoff is 20 ms: these gaps are the task's (300 ms, then doubled).
+    assert!(
+        at[1] - at[0] >= Duration::from_millis(300),
+        "{:?}",
+        at[1] - at[0]
+    );
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(600),
+        "{:?}",
+        at[2] - at[1]
+    );
+
+    let countdown = w.call("backoff", json!([900]), json!({})).await;
+    let meta = w.results.wait(&countdown.id, WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Failure);
+    let at = std::mem::take(&mut *w.attempts.0.lock().unwrap());
+    assert_eq!(at.len(), 3, "a countdown still counts against max_retries");
+    for pair in at.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    w.stop().await;
+}
+
+/// A countdown too long for a date (`RetryAfter` with `u64::MAX` milliseconds, half a billion
+/// years) is still a retry, its eta as far ahead as a date goes: not a panic that dead-letters
+/// the task as a lost worker.
+#[tokio::test]
+async fn a_countdown_too_long_for_a_date_is_still_a_retry() {
+    let w = api::start().await;
+    let far = w.call("backoff", json!([u64::MAX]), json!({})).await;
+    let meta = w
+        .results
+        .wait_for(&far.id, WAIT, |s| *s == TaskState::Retry || s.is_ready())
+        .await
+        .unwrap();
+    assert_eq!(meta.status, TaskState::Retry, "{:?}", meta.result);
+    // RETRY is stored before the retry is scheduled: stopped, the worker has done both.
+    let (mut conn, broker) = (w.conn.clone(), w.broker.clone());
+    let _redis = w.stop().await;
+    let scheduled: Vec<(String, f64)> = conn
+        .zrange_withscores("fleet:scheduled:celery", 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+    let entry: Value = serde_json::from_str(&scheduled[0].0).unwrap();
+    let envelope = entry.get(0).unwrap_or(&entry);
+    let eta = envelope["headers"]["eta"].clone();
+    let eta = celery_redis::clock::parse_celery_iso(eta.as_str().unwrap()).unwrap();
+    assert!(eta.year() > 2100, "{eta}");
+    assert!(broker.dead_letters(10).await.unwrap().is_empty());
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use testkit::TestRedis;
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 
 /// What the body and errback tasks were called with, in order.
 #[derive(Default)]

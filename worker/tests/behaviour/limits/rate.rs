@@ -24,7 +24,7 @@ use testkit::TestRedis;
 use crate::support::Handle;
 use worker::config::WorkerConfig;
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 const SHORT: Duration = Duration::from_secs(1);
 
 /// When each task started, shared by the tasks of every worker of a test.

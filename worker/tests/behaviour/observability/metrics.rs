@@ -8,7 +8,6 @@ use crate::support::raw::crafted;
 use celery_redis::protocol::TaskMessage;
 use redis::AsyncCommands;
 use serde_json::Map;
-use std::time::Duration;
 use testkit::TestRedis;
 
 use celery_redis::result::TaskState;
@@ -17,7 +16,7 @@ use serde_json::json;
 use testkit::stack::run_worker;
 use testkit::Stack;
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 
 /// The value of the sample whose line starts with `series` (name and labels, exactly).
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -4,6 +4,7 @@
 
 pub mod raw;
 pub mod shop;
+pub mod test_tasks;
 
 use std::collections::HashMap;
 use std::time::Duration;
