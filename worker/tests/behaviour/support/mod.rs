@@ -1,6 +1,7 @@
 //! What the behaviour modules share: the worker in-process against a private redis-server
 //! ([`start`] it, send tasks, wait for results, and [`Running::stop`] it to see what is left),
-//! the shop's messages and webhooks (`shop`) and raw entries (`raw`).
+//! the shop's messages and webhooks (`shop`), raw entries (`raw`) and a table of test tasks
+//! (`test_tasks`).
 
 pub mod raw;
 pub mod shop;
