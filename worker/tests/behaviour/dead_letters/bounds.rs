@@ -3,12 +3,12 @@
 //! keep giving back (its workers died) is dead-lettered after `MESSAGE_MAX_DELIVERIES`.
 //! The same bombs against a real worker under a memory cap: `faults.rs`.
 
-mod bombs;
-mod support;
-
 use celery_redis::broker::Visibility;
 use std::time::Duration;
 
+use crate::support::raw::push_raw;
+use crate::support::shop::small_order;
+use crate::support::{start, start_on, Running};
 use celery_redis::broker::dead::DEAD_RAW_KEEP;
 use celery_redis::broker::{Broker, Claim};
 use celery_redis::keys;
@@ -16,21 +16,7 @@ use celery_redis::protocol::TaskMessage;
 use celery_redis::result::TaskState;
 use redis::AsyncCommands;
 use serde_json::json;
-use support::{start, start_on, Running};
 use testkit::TestRedis;
-
-async fn push_raw(w: &Running, raw: &str) {
-    w.conn
-        .clone()
-        .lpush::<_, _, ()>("celery", raw)
-        .await
-        .unwrap();
-}
-
-fn order(id: &str) -> serde_json::Value {
-    json!({"order_id": id, "customer": {"id": "c-1", "email": "ada@example.com"},
-           "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 250}]})
-}
 
 /// The FAILURE message stored for `id`.
 async fn failure(w: &Running, id: &str) -> String {
@@ -47,9 +33,9 @@ async fn messages_that_decode_into_too_much_are_dead_lettered_bounded_with_a_fai
         .set::<_, _, ()>(shop::keys::stock("A"), 10)
         .await
         .unwrap();
-    let bomb = bombs::zlib_bomb("zlib-bomb");
-    let values = bombs::plain_zeros("values-bomb", 900 * 1024);
-    let large = bombs::plain_zeros("too-large", 2 * 1024 * 1024);
+    let bomb = crate::bombs::zlib_bomb("zlib-bomb");
+    let values = crate::bombs::plain_zeros("values-bomb", 900 * 1024);
+    let large = crate::bombs::plain_zeros("too-large", 2 * 1024 * 1024);
     for raw in [&bomb, &values, &large] {
         push_raw(&w, raw).await;
     }
@@ -66,7 +52,9 @@ async fn messages_that_decode_into_too_much_are_dead_lettered_bounded_with_a_fai
         reason.starts_with("message is larger than 1048576 bytes"),
         "{reason}"
     );
-    let ok = w.send("process_order", order("after-the-bombs")).await;
+    let ok = w
+        .send("process_order", json!(small_order("after-the-bombs")))
+        .await;
     assert_eq!(w.result(&ok.id).await.status, TaskState::Success);
     let broker = w.broker.clone();
     let stopped = w.stop().await;
@@ -95,11 +83,7 @@ async fn a_message_restored_past_its_limit_is_dead_lettered_with_a_failure_and_c
     // Three workers took it in turn and died holding it (their leases lapsed, a restore gave it
     // back each time), before this worker starts.
     let dying = Broker::new(conn.clone(), "celery", "dying@host");
-    let msg = TaskMessage::new(
-        "process_order",
-        "celery",
-        order("doomed").as_object().cloned().unwrap(),
-    );
+    let msg = TaskMessage::new("process_order", "celery", small_order("doomed"));
     dying.publish(&msg).await.unwrap();
     for delivery in 1..=3 {
         let Some(Claim::Message(d)) = dying.claim().await.unwrap() else {
@@ -132,7 +116,7 @@ async fn a_message_restored_past_its_limit_is_dead_lettered_with_a_failure_and_c
     assert_eq!(w.broker.requeue_dead(0).await.unwrap(), 1);
     let success = |s: &TaskState| *s == TaskState::Success;
     w.results
-        .wait_for(&msg.id, support::WAIT, success)
+        .wait_for(&msg.id, crate::support::WAIT, success)
         .await
         .unwrap();
     w.stop().await.all_acknowledged();

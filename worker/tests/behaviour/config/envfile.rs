@@ -5,36 +5,21 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use testkit::{sibling_binary, TestRedis};
+use testkit::TestRedis;
 
-const BINARIES: [&str; 3] = ["worker", "service-order", "service-notification"];
+use super::{binary, refusal, BINARIES};
 
 /// Runs `name args` in `dir` with exactly `env`. A binary still running after 20 s did not
 /// refuse its `.env`: it is killed and the test fails.
 fn run(name: &str, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
-    let child = Command::new(sibling_binary(env!("CARGO_BIN_EXE_worker"), name))
-        .args(args)
+    let mut cmd = Command::new(binary(name));
+    cmd.args(args)
         .env_clear()
         .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the binary");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
-        Ok(out) => out.expect("wait for the binary"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{name} {args:?} kept running: it did not refuse its .env");
-        }
-    }
+        .stderr(std::process::Stdio::piped());
+    refusal(cmd, "its .env")
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -3,46 +3,25 @@
 
 use std::process::Command;
 
-use testkit::{sibling_binary, TestRedis};
+use testkit::TestRedis;
 
-const BINARIES: [&str; 3] = ["worker", "service-order", "service-notification"];
-
-fn binary(name: &str) -> std::path::PathBuf {
-    sibling_binary(env!("CARGO_BIN_EXE_worker"), name)
-}
+use super::{binary, refusal, BINARIES};
 
 /// Runs `name` with exactly `env` (nothing from `.env`); returns its exit code and stderr. A
 /// binary still running after 20 s has not refused anything: it is killed and the test fails.
 fn run(name: &str, env: &[(&str, String)]) -> (Option<i32>, String) {
-    let child = Command::new(binary(name))
-        .env_clear()
+    let mut cmd = Command::new(binary(name));
+    cmd.env_clear()
         .env("WORKER_METRICS_BIND", "127.0.0.1:0")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(std::env::temp_dir())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run the binary");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
-        Ok(out) => {
-            let out = out.expect("wait for the binary");
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-        Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            panic!("{name} {env:?} kept running instead of refusing its configuration");
-        }
-    }
+        .stderr(std::process::Stdio::piped());
+    let out = refusal(cmd, "its configuration");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]

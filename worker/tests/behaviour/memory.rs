@@ -3,7 +3,6 @@
 //! at once (not after the visibility timeout), and no claim on a Redis that came back with an
 //! evicting policy, over RESP2 and RESP3.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
@@ -13,27 +12,12 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Map};
 use testkit::TestRedis;
-use worker::config::WorkerConfig;
 use worker::worker::{Step, Worker};
 
-mod support;
-
-use support::{start, WAIT};
+use crate::support::{start, WAIT};
 
 fn worker(url: &str) -> Worker {
-    let vars = HashMap::from([
-        ("REDIS_URL".to_owned(), url.to_owned()),
-        ("WORKER_CONCURRENCY".to_owned(), "2".to_owned()),
-        ("WORKER_METRICS_BIND".to_owned(), "127.0.0.1:0".to_owned()),
-    ]);
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = WorkerConfig::from_source(&src).unwrap();
-    Worker::build(
-        cfg.clone(),
-        worker::shop::tasks(&src, &cfg).unwrap(),
-        "oom@test".into(),
-    )
-    .unwrap()
+    crate::support::build(url, &[("WORKER_CONCURRENCY", "2")], "oom@test")
 }
 
 async fn queued(redis: &TestRedis) -> i64 {

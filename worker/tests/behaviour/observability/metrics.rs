@@ -1,9 +1,14 @@
 //! Metrics of the real binaries: the worker's `/metrics` and `/healthz` on
 //! `WORKER_METRICS_BIND`, the order service's `/metrics`, after real traffic. Counters must
-//! match what happened; names and labels are celery-exporter's. (CI also lints the output with
-//! `promtool` and scrapes it with a real Prometheus: `prometheus.rs`.)
+//! match what happened; names and labels are celery-exporter's, a task counted in the queue it
+//! was taken from. (CI also lints the output with `promtool` and scrapes it with a real
+//! Prometheus: `worker/tests/prometheus.rs`.)
 
-use std::time::Duration;
+use crate::support::raw::crafted;
+use celery_redis::protocol::TaskMessage;
+use redis::AsyncCommands;
+use serde_json::Map;
+use testkit::TestRedis;
 
 use celery_redis::result::TaskState;
 use reqwest::Method;
@@ -11,7 +16,7 @@ use serde_json::json;
 use testkit::stack::run_worker;
 use testkit::Stack;
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 
 /// The value of the sample whose line starts with `series` (name and labels, exactly).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -165,4 +170,52 @@ async fn idle_connections_cannot_keep_the_metrics_listener_from_prometheus() {
         .await
         .unwrap();
     assert_eq!(scraped.status(), 200);
+}
+
+/// Found by the review (fixed): a task's metric labels name the queue its *routing key* names
+/// (worker/src/report.rs `labels`: `ctx.labels.of(msg.task(), msg.envelope.routing_key())`),
+/// not the queue it was taken from (`Delivery::queue`). Any producer (and every message kombu
+/// published to a named exchange, whose routing key is the exchange's) is counted in another
+/// queue of the worker, or its first. The label set stays bounded (labels.rs only hands out
+/// labels made from `WORKER_QUEUES`), but per-queue dashboards and alerts are wrong.
+#[tokio::test]
+async fn a_task_is_counted_in_the_queue_it_was_taken_from_not_the_one_its_routing_key_names() {
+    let redis = TestRedis::start();
+    let (_worker, line) = testkit::Proc::spawn(
+        env!("CARGO_BIN_EXE_worker").as_ref(),
+        &[],
+        &[
+            ("REDIS_URL", redis.url()),
+            ("WORKER_NAME", "labels@test".to_owned()),
+            ("WORKER_QUEUES", "a,b".to_owned()),
+            ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
+        ],
+        "metrics and health listening on",
+    );
+    let url = format!("http://{}/metrics", testkit::listening_addr(&line));
+    let mut conn = redis.manager().await;
+    let results = celery_redis::result::ResultBackend::new(
+        conn.clone(),
+        redis.client(),
+        crate::support::WAIT,
+        true,
+    );
+    // A registered task in queue `a`, its routing key naming queue `b` (kwargs invalid: it
+    // fails, but is received first).
+    let msg = TaskMessage::new("send_notification", "a", Map::new());
+    let raw = crafted(&msg, |e| {
+        e["properties"]["delivery_info"] = json!({"exchange": "", "routing_key": "b"})
+    });
+    conn.lpush::<_, _, ()>("a", raw).await.unwrap();
+    let meta = results.wait(&msg.id, crate::support::WAIT).await.unwrap();
+    assert!(meta.status.is_ready());
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let series = |q: &str| {
+        format!("celery_task_received_total{{name=\"send_notification\",hostname=\"test\",queue_name=\"{q}\"}}")
+    };
+    assert_eq!(
+        (sample(&text, &series("a")), sample(&text, &series("b"))),
+        (Some(1.0), None),
+        "{text}"
+    );
 }

@@ -4,7 +4,7 @@
 //! trace id); an invalid `traceparent` starts a new trace; and with a password in `REDIS_URL`
 //! and `RUST_LOG=debug`, no line of any binary shows it and every line is a JSON object.
 
-#[path = "interop/otel_logs.rs"]
+#[path = "../../interop/otel_logs.rs"]
 mod otel_logs;
 
 use std::collections::HashSet;

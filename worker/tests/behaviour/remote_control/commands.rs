@@ -3,88 +3,33 @@
 //! does) and a pub/sub listener. The same commands from the real Celery CLI and Flower are in
 //! `celery_tools.rs`.
 
-mod support;
-
-use std::collections::HashMap;
 use std::time::Duration;
 
+use super::{as_map, ask, ask_node, bare, named, order, NODE, SHORT};
+use crate::support::shop::webhook_note;
+use crate::support::{Handle, Running, WAIT};
 use celery_redis::broker::Broker;
 use celery_redis::connection::Conn;
-use celery_redis::control::client::{call, Mailbox, Target};
+use celery_redis::control::client::{call, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;
 use celery_redis::protocol::{Fanout, TaskMessage};
 use celery_redis::result::TaskState;
-use celery_redis::shutdown::{self, Trigger};
+use celery_redis::shutdown::Trigger;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
-use serde_json::{json, Map, Value};
-use support::{start, Running, WAIT};
+use serde_json::{json, Map};
 use testkit::TestRedis;
-use tokio::task::JoinHandle;
-use worker::config::WorkerConfig;
-
-/// Remote control of a fleet with kombu's default key layout, on database 0.
-fn bare() -> Mailbox<'static> {
-    Mailbox {
-        layout: celery_redis::keys::default_layout(),
-        db: 0,
-    }
-}
-
-const NODE: &str = "rust-test@box";
-const SHORT: Duration = Duration::from_secs(1);
-
-type Handle = JoinHandle<Result<(), worker::worker::WorkerError>>;
 
 /// A worker named [`NODE`] on `url`, plus `extra` variables.
 fn spawn_worker(url: &str, extra: &[(&str, &str)]) -> (Trigger, Handle) {
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("REDIS_URL".into(), url.to_owned()),
-        ("WORKER_NAME".into(), NODE.into()),
-        ("WORKER_CONCURRENCY".into(), "4".into()),
-        ("WEBHOOK_ALLOW".into(), "127.0.0.1".into()),
-        ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
-    ]);
-    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = WorkerConfig::from_source(&src).unwrap();
-    let (trigger, stop) = shutdown::channel();
-    (
-        trigger,
-        tokio::spawn(worker::run(
-            cfg.clone(),
-            worker::shop::tasks(&src, &cfg).unwrap(),
-            stop,
-        )),
-    )
-}
-
-async fn named(extra: &[(&str, &str)]) -> Running {
-    let mut env = vec![("WORKER_NAME", NODE)];
+    let mut env = vec![
+        ("WORKER_NAME", NODE),
+        ("WORKER_CONCURRENCY", "4"),
+        ("WEBHOOK_ALLOW", "127.0.0.1"),
+    ];
     env.extend_from_slice(extra);
-    start(&env).await
-}
-
-/// Calls `method` on `target` until a reply comes (the worker may still be subscribing).
-async fn ask(conn: &Conn, method: &str, args: Value, target: &Target) -> Vec<(String, Value)> {
-    let clock = Lamport::default();
-    for _ in 0..30 {
-        let replies = call(conn, bare(), &clock, method, args.clone(), target, SHORT)
-            .await
-            .unwrap();
-        if !replies.is_empty() {
-            return replies;
-        }
-    }
-    panic!("no reply to {method}");
-}
-
-async fn ask_node(conn: &Conn, method: &str, args: Value) -> Value {
-    let replies = ask(conn, method, args, &Target::Nodes(vec![NODE.into()])).await;
-    assert_eq!(replies.len(), 1, "{replies:?}");
-    assert_eq!(replies[0].0, NODE);
-    replies[0].1.clone()
+    crate::support::spawn(url, &env)
 }
 
 /// A loopback webhook that accepts requests and never answers: a task posting to it runs
@@ -105,16 +50,6 @@ async fn hanging_webhook() -> (String, tokio::sync::oneshot::Receiver<()>) {
         }
     });
     (url, arrived)
-}
-
-fn note(id: &str, url: &str) -> Value {
-    json!({"notification_id": id, "recipient": "ada@example.com", "channel": "webhook",
-           "subject": "s", "body": "b", "url": url})
-}
-
-fn order(id: &str) -> Value {
-    json!({"order_id": id, "customer": {"id": "c1", "email": "c1@example.com"},
-           "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]})
 }
 
 #[tokio::test]
@@ -204,7 +139,9 @@ async fn a_password_in_the_redis_url_never_reaches_stats_or_conf() {
 async fn active_and_query_task_show_a_running_task_and_terminate_stops_it_as_revoked() {
     let w = named(&[("WEBHOOK_TIMEOUT_MS", "600000")]).await;
     let (url, arrived) = hanging_webhook().await;
-    let msg = w.send("send_notification", note("n-term", &url)).await;
+    let msg = w
+        .send("send_notification", webhook_note("n-term", &url))
+        .await;
     tokio::time::timeout(WAIT, arrived).await.unwrap().unwrap();
     let active = ask_node(&w.conn, "active", json!({"safe": true})).await;
     assert_eq!(active[0]["id"], msg.id.as_str(), "{active}");
@@ -460,10 +397,6 @@ async fn hostile_control_traffic_is_refused_and_the_node_keeps_answering() {
     let queued: i64 = conn.llen("celery").await.unwrap();
     assert_eq!(queued, 0, "no reply pushed onto the task queue");
     w.stop().await.all_acknowledged();
-}
-
-fn as_map(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap()
 }
 
 async fn backend(redis: &TestRedis) -> celery_redis::result::ResultBackend {

@@ -4,13 +4,12 @@
 //! the attack a hostile review found against the first version (each one failed then, and
 //! the fix is named there). Every Redis here is a private `redis-server` (testkit).
 
-mod support;
-
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::{as_map, ask_node, bare, named, order, NODE};
+use crate::support::{Running, WAIT};
 use celery_redis::connection::Conn;
-use celery_redis::control::client::{call, Mailbox, Target};
+use celery_redis::control::client::{call, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;
 use celery_redis::protocol::{Fanout, TaskMessage};
@@ -19,45 +18,12 @@ use celery_redis::revoked::{self, MAX_REVOKED};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
-use support::{start, Running, WAIT};
 use testkit::TestRedis;
 use worker::registry::Registry;
 
-/// Remote control of a fleet with kombu's default key layout, on database 0.
-fn bare() -> Mailbox<'static> {
-    Mailbox {
-        layout: celery_redis::keys::default_layout(),
-        db: 0,
-    }
-}
-
-const NODE: &str = "rust-test@box";
-const SHORT: Duration = Duration::from_secs(1);
 /// What `worker healthcheck` waits for a pong by default (`REDIS_TIMEOUT_MS`).
 const HEALTH: Duration = Duration::from_secs(2);
 const PIDBOX: &str = "/0.celery.pidbox";
-
-async fn named(extra: &[(&str, &str)]) -> Running {
-    let mut env = vec![("WORKER_NAME", NODE)];
-    env.extend_from_slice(extra);
-    start(&env).await
-}
-
-/// Calls `method` on this node until a reply comes (the worker may still be subscribing).
-async fn ask_node(conn: &Conn, method: &str, args: Value) -> Value {
-    let clock = Lamport::default();
-    let target = Target::Nodes(vec![NODE.into()]);
-    for _ in 0..30 {
-        let replies = call(conn, bare(), &clock, method, args.clone(), &target, SHORT)
-            .await
-            .unwrap();
-        if let Some((node, value)) = replies.into_iter().next() {
-            assert_eq!(node, NODE);
-            return value;
-        }
-    }
-    panic!("no reply to {method}");
-}
 
 /// One ping with `budget`: whether the node answered in time.
 async fn pong_within(conn: &Conn, budget: Duration) -> bool {
@@ -97,15 +63,6 @@ async fn zadd_many(conn: &Conn, key: &str, prefix: &str, count: usize, score: &s
         &[count.to_string(), score.to_owned(), prefix.to_owned()],
     )
     .await;
-}
-
-fn order(id: &str) -> Value {
-    json!({"order_id": id, "customer": {"id": "c1", "email": "c1@example.com"},
-           "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]})
-}
-
-fn as_map(v: Value) -> Map<String, Value> {
-    v.as_object().cloned().unwrap()
 }
 
 async fn stock(conn: &Conn) -> Option<i64> {
@@ -457,23 +414,13 @@ async fn task_received_events_carry_reprs_cut_as_celery_cuts_them() {
     let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
     pubsub.psubscribe("/0.celeryev/task.*").await.unwrap();
     let mut events = pubsub.into_on_message();
-    let url = redis.url();
-    let vars: HashMap<String, String> = HashMap::from([
-        ("REDIS_URL".into(), url),
-        ("WORKER_NAME".into(), NODE.into()),
-        ("WORKER_SEND_TASK_EVENTS".into(), "true".into()),
-        ("WORKER_METRICS_BIND".into(), "127.0.0.1:0".into()),
+    let env = [
+        ("WORKER_NAME", NODE),
+        ("WORKER_SEND_TASK_EVENTS", "true"),
         // Its 4 MB of reprs is over the default message limit, which would refuse it first.
-        ("MESSAGE_MAX_BYTES".into(), "8388608".into()),
-    ]);
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = worker::config::WorkerConfig::from_source(&src).unwrap();
-    let (trigger, stop) = celery_redis::shutdown::channel();
-    let handle = tokio::spawn(worker::run(
-        cfg.clone(),
-        worker::shop::tasks(&src, &cfg).unwrap(),
-        stop,
-    ));
+        ("MESSAGE_MAX_BYTES", "8388608"),
+    ];
+    let (trigger, handle) = crate::support::spawn(&redis.url(), &env);
     let msg = TaskMessage::new("no.such.task", "celery", Map::new());
     let mut envelope = msg.to_envelope("test@host");
     envelope.headers.argsrepr = Some("A".repeat(2 * 1024 * 1024));
@@ -907,7 +854,7 @@ async fn terminate_while_held(
         Some(_) => b"TimeLimitExceeded".to_vec(),
     };
     let mut tap = tap(redis.port(), hold, at, watch).await;
-    let w = support::start_on(redis, &tap.url, &[("WORKER_NAME", NODE)]).await;
+    let w = crate::support::start_on(redis, &tap.url, &[("WORKER_NAME", NODE)]).await;
     ask_node(&w.conn, "ping", json!({})).await;
     // A first order (rejected: no stock of Z) loads every script into Redis, as in a worker that
     // has run before: a script call then is one command, not EVALSHA and a second try.

@@ -6,7 +6,6 @@
 //! `ChordError` and runs its errbacks; a member run again counts once, and a member lost after
 //! it completed the join (and before it published) publishes the body when it runs again.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +17,8 @@ use redis::AsyncCommands;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use testkit::TestRedis;
-use worker::config::WorkerConfig;
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 
 /// What the body and errback tasks were called with, in order.
 #[derive(Default)]
@@ -123,7 +121,7 @@ struct Running {
     results: ResultBackend,
     calls: Arc<Calls>,
     trigger: shutdown::Trigger,
-    handle: tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>,
+    handle: crate::support::Handle,
 }
 
 /// The captured chord: its body's id, its group id, its `.s` key and value, and the two
@@ -179,16 +177,12 @@ async fn start(c: &Capture) -> Running {
 /// (`RESULT_BACKEND_URL`), not the broker's.
 async fn start_with(c: &Capture, extra: &[(&'static str, &str)], results_db: bool) -> Running {
     let redis = TestRedis::start();
-    let mut vars: HashMap<&str, String> = HashMap::from([
-        ("REDIS_URL", redis.url()),
-        ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-        ("WORKER_NAME", "chord@test".to_owned()),
-    ]);
+    let results_url = redis.url_db(1);
+    let mut env = vec![("WORKER_NAME", "chord@test")];
     if results_db {
-        vars.insert("RESULT_BACKEND_URL", redis.url_db(1));
+        env.push(("RESULT_BACKEND_URL", results_url.as_str()));
     }
-    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    let cfg = WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap();
+    env.extend_from_slice(extra);
     let calls = Arc::new(Calls::default());
     let tasks = Tasks::new()
         .task::<Add>()
@@ -214,8 +208,7 @@ async fn start_with(c: &Capture, extra: &[(&'static str, &str)], results_db: boo
         .set_ex(&c.size_key, &c.size, 86_400)
         .await
         .unwrap();
-    let (trigger, stop) = shutdown::channel();
-    let handle = tokio::spawn(worker::run(cfg, tasks, stop));
+    let (trigger, handle) = crate::support::spawn_tasks(&redis.url(), &env, |_, _| tasks);
     let expires = Duration::from_secs(3600);
     let results = ResultBackend::new(backend_conn, client, expires, !results_db);
     Running {

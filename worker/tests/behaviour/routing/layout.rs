@@ -13,7 +13,7 @@ use celery_redis::result::{ResultBackend, TaskState};
 use serde_json::{json, Map, Value};
 use testkit::{Proc, TestRedis};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 
 /// Celery's documented priority setup, as the variables of both sides.
 const TEN_STEPS: [(&str, &str); 2] = [

@@ -1,11 +1,11 @@
 //! Multi-queue routing attacked as a hostile producer or a careless operator would, against a
 //! private redis-server: hostile `TASK_ROUTES`/`WORKER_QUEUES`, crafted entries in routed queues,
-//! crafted kombu binding tables, schedules and dead letters, idle waits at shutdown, fairness.
+//! crafted kombu binding tables, schedules and dead letters, idle waits at shutdown, fairness
+//! (the metrics of a task whose routing key names another queue are in `observability::metrics`).
 //! Nothing accepted may be lost or duplicated, and no reserved key may be written. A test whose
 //! documentation starts with "Found by the review" failed before its fix.
 
-mod support;
-
+use crate::support::raw::crafted;
 use celery_redis::broker::Visibility;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,13 +31,6 @@ fn worker_cfg(pairs: &[(&str, &str)]) -> Result<WorkerConfig, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     WorkerConfig::from_source(&move |k: &str| map.get(k).cloned()).map_err(|e| e.to_string())
-}
-
-/// `msg`'s envelope with `edit` applied.
-fn crafted(msg: &TaskMessage, edit: impl FnOnce(&mut Value)) -> String {
-    let mut env: Value = serde_json::from_str(&msg.to_envelope("evil@host").to_json()).unwrap();
-    edit(&mut env);
-    env.to_string()
 }
 
 fn held(claims: &[Claim]) -> Vec<&Delivery> {
@@ -631,7 +624,7 @@ async fn requeue_dead_never_pushes_into_a_reserved_key() {
 async fn messages_pushed_while_a_many_queue_worker_stops_are_neither_lost_nor_stuck() {
     let queues: Vec<String> = (0..8).map(|i| format!("q{i}")).collect();
     for delay_ms in [0u64, 300, 900] {
-        let w = support::start(&[
+        let w = crate::support::start(&[
             ("WORKER_QUEUES", queues.join(",").as_str()),
             ("WORKER_SHUTDOWN_TIMEOUT_SECS", "5"),
         ])
@@ -671,7 +664,7 @@ async fn messages_pushed_while_a_many_queue_worker_stops_are_neither_lost_nor_st
 #[tokio::test]
 async fn a_worker_on_64_queues_serves_the_last_and_holds_one_wait_connection_per_queue() {
     let queues: Vec<String> = (0..MAX_ENTRIES).map(|i| format!("q{i}")).collect();
-    let w = support::start(&[("WORKER_QUEUES", queues.join(",").as_str())]).await;
+    let w = crate::support::start(&[("WORKER_QUEUES", queues.join(",").as_str())]).await;
     let mut conn = w.conn.clone();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let last = TaskMessage::new("no_such_task", "q63", Map::new());
@@ -693,85 +686,16 @@ async fn a_worker_on_64_queues_serves_the_last_and_holds_one_wait_connection_per
 }
 
 // ---------------------------------------------------------------------------------------------
-// Metric labels
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Found by the review (fixed): a task's metric labels name the queue its *routing key* names
-/// (worker/src/report.rs `labels`: `ctx.labels.of(msg.task(), msg.envelope.routing_key())`),
-/// not the queue it was taken from (`Delivery::queue`). Any producer (and every message kombu
-/// published to a named exchange, whose routing key is the exchange's) is counted in another
-/// queue of the worker, or its first. The label set stays bounded (labels.rs only hands out
-/// labels made from `WORKER_QUEUES`), but per-queue dashboards and alerts are wrong.
-#[tokio::test]
-async fn a_task_is_counted_in_the_queue_it_was_taken_from_not_the_one_its_routing_key_names() {
-    let redis = TestRedis::start();
-    let (_worker, line) = testkit::Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("WORKER_NAME", "labels@test".to_owned()),
-            ("WORKER_QUEUES", "a,b".to_owned()),
-            ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-        ],
-        "metrics and health listening on",
-    );
-    let url = format!("http://{}/metrics", testkit::listening_addr(&line));
-    let mut conn = redis.manager().await;
-    let results =
-        celery_redis::result::ResultBackend::new(conn.clone(), redis.client(), support::WAIT, true);
-    // A registered task in queue `a`, its routing key naming queue `b` (kwargs invalid: it
-    // fails, but is received first).
-    let msg = TaskMessage::new("send_notification", "a", Map::new());
-    let raw = crafted(&msg, |e| {
-        e["properties"]["delivery_info"] = json!({"exchange": "", "routing_key": "b"})
-    });
-    conn.lpush::<_, _, ()>("a", raw).await.unwrap();
-    let meta = results.wait(&msg.id, support::WAIT).await.unwrap();
-    assert!(meta.status.is_ready());
-    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-    let series = |q: &str| {
-        format!("celery_task_received_total{{name=\"send_notification\",hostname=\"test\",queue_name=\"{q}\"}}")
-    };
-    assert_eq!(
-        (sample(&text, &series("a")), sample(&text, &series("b"))),
-        (Some(1.0), None),
-        "{text}"
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
 // Hand-back and restore with several queues
-
-/// A listener that accepts and never answers; counts the connections.
-async fn hanging_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let seen = count.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            std::mem::forget(socket);
-        }
-    });
-    (port, count)
-}
 
 /// Deliveries of two queues still running when the grace period ends (each with a routing key
 /// naming the other queue, and two sharing one tag) are handed back, each to its own queue,
 /// once; a second worker then runs each exactly once.
 #[tokio::test]
 async fn held_deliveries_of_several_queues_go_back_to_their_own_queues_once_at_shutdown() {
-    let (port, accepted) = hanging_listener().await;
+    let (port, accepted) = crate::support::shop::counting_listener().await;
     let url = format!("http://127.0.0.1:{port}/hook");
-    let w = support::start(&[
+    let w = crate::support::start(&[
         ("WORKER_QUEUES", "a,b"),
         ("WORKER_SHUTDOWN_TIMEOUT_SECS", "1"),
         ("WEBHOOK_TIMEOUT_MS", "60000"),

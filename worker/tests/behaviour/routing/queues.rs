@@ -157,22 +157,11 @@ async fn a_queue_whose_key_holds_another_type_does_not_stop_the_others() {
     conn.set::<_, _, ()>("stringy", "someone else's")
         .await
         .unwrap();
-    let vars: std::collections::HashMap<String, String> = [
-        ("REDIS_URL", redis.url()),
-        ("WORKER_QUEUES", "good,stringy".to_owned()),
-        ("WORKER_CONCURRENCY", "2".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let src = move |k: &str| vars.get(k).cloned();
-    let cfg = worker::config::WorkerConfig::from_source(&src).unwrap();
-    let mut w = worker::Worker::build(
-        cfg.clone(),
-        worker::shop::tasks(&src, &cfg).unwrap(),
-        "refusing@test".into(),
-    )
-    .unwrap();
+    let env = [
+        ("WORKER_QUEUES", "good,stringy"),
+        ("WORKER_CONCURRENCY", "2"),
+    ];
+    let mut w = crate::support::build(&redis.url(), &env, "refusing@test");
     // Its blocking wait on `stringy` fails at once: that queue is set aside, not an error of
     // the whole fetch (which would back the worker off, its other queues included).
     use worker::worker::Step;

@@ -1,4 +1,4 @@
-//! Rate and time limits on in-process workers (test tasks, no shop) against a private
+//! Rate limits (and time limits changed at run time) on in-process workers (test tasks, no shop) against a private
 //! redis-server: a task's per-worker `rate_limit` and its `fleet_rate_limit` (two workers
 //! sharing it) space its starts and lose none; remote control's `rate_limit` and `time_limit`
 //! change them at run time with Celery's replies; a rate option that is not one refuses the
@@ -15,14 +15,16 @@ use celery_redis::control::client::{call, Mailbox, Target};
 use celery_redis::control::Lamport;
 use celery_redis::protocol::TaskMessage;
 use celery_redis::result::{ResultBackend, TaskState};
-use celery_redis::shutdown::{self, Trigger};
+use celery_redis::shutdown::Trigger;
 use celery_redis::task::{Options, Task, TaskContext, TaskError, Tasks};
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
+
+use crate::support::Handle;
 use worker::config::WorkerConfig;
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 const SHORT: Duration = Duration::from_secs(1);
 
 /// When each task started, shared by the tasks of every worker of a test.
@@ -186,16 +188,6 @@ impl Task for Misconfigured {
     }
 }
 
-fn config(url: &str, node: &str) -> WorkerConfig {
-    let vars: HashMap<&str, String> = HashMap::from([
-        ("REDIS_URL", url.to_owned()),
-        ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-        ("WORKER_CONCURRENCY", "4".to_owned()),
-        ("WORKER_NAME", node.to_owned()),
-    ]);
-    WorkerConfig::from_source(&move |k: &str| vars.get(k).cloned()).unwrap()
-}
-
 fn tasks(starts: &Starts) -> Tasks {
     Tasks::new()
         .task::<PerWorker>()
@@ -208,12 +200,9 @@ fn tasks(starts: &Starts) -> Tasks {
         .dep(Arc::new(Refused::default()))
 }
 
-type Handle = tokio::task::JoinHandle<Result<(), worker::worker::WorkerError>>;
-
 fn spawn(url: &str, node: &str, starts: &Starts) -> (Trigger, Handle) {
-    let (trigger, stop) = shutdown::channel();
-    let run = worker::run(config(url, node), tasks(starts), stop);
-    (trigger, tokio::spawn(run))
+    let env = [("WORKER_CONCURRENCY", "4"), ("WORKER_NAME", node)];
+    crate::support::spawn_tasks(url, &env, |_, _| tasks(starts))
 }
 
 struct Fleet {
@@ -409,7 +398,8 @@ async fn a_task_put_off_by_its_rate_is_received_once() {
 
 #[test]
 fn a_rate_option_that_is_not_a_rate_refuses_the_worker() {
-    let cfg = config("redis://127.0.0.1:1", "bad@test");
+    let src = crate::support::source("redis://127.0.0.1:1", &[("WORKER_NAME", "bad@test")]);
+    let cfg = WorkerConfig::from_source(&src).unwrap();
     let tasks = Tasks::new().task::<Misconfigured>();
     let err = worker::Worker::build(cfg, tasks, "bad@test".into()).err();
     assert_eq!(

@@ -1,14 +1,12 @@
 //! End to end: the three real binaries as processes against a private redis-server, driven
 //! over HTTP exactly as a user would (services on port 0, addresses read from their logs).
 
-use std::time::Duration;
-
 use celery_redis::result::TaskState;
 use reqwest::Method;
 use serde_json::{json, Value};
 use testkit::{Running, Stack, TestRedis, WebhookReceiver};
 
-const WAIT: Duration = Duration::from_secs(30);
+use crate::support::WAIT;
 
 /// The worker (4 slots, the test's loopback webhook receiver allowed) and both services.
 struct E2e {
