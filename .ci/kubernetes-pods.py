@@ -6,8 +6,9 @@
 # worker pools both declare 9808). Then every readiness and liveness probe the manifests declare
 # must pass (httpGet against the process, exec run with its environment), .ci/nix-smoke must
 # pass against the services (an order end to end, with the token), and the order's two tasks
-# must each have run once, from the queue the fleet's routes send them to (TASK_ROUTES and
-# CELERY_QUEUE as service-order's manifest gives them), on a worker pool consuming that queue:
+# must each have run once, from the queue the fleet's routes send them to (`worker route`, the
+# fleet's own routing code, with service-order's manifest environment), on a worker pool
+# consuming that queue:
 # read from each pool's celery_task_succeeded_total{name,queue_name} on its own metrics port.
 # Last, on SIGTERM each process must exit 0 well within its terminationGracePeriodSeconds.
 # Usage: kubernetes-pods.py MANIFEST_DIR BIN_DIR
@@ -42,13 +43,15 @@ def http_status(url):
         return None
 
 
-def route(routes, default, task):
-    """The queue of `task` under a TASK_ROUTES value: first matching pattern=queue, `*` a glob."""
-    for entry in filter(None, (e.strip() for e in routes.split(","))):
-        pattern, queue = (s.strip() for s in entry.split("=", 1))
-        if re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), task):
-            return queue
-    return default
+def routed(bins, env, tasks, cwd):
+    """{task: queue} as `worker route` answers with `env` (a container's environment): the
+    routing code the fleet runs, not a copy of its rules. Raises ValueError when it refuses."""
+    run = subprocess.run([str(Path(bins) / "worker"), "route", *tasks], env=env, cwd=cwd,
+                         capture_output=True, text=True, timeout=30)
+    if run.returncode:
+        raise ValueError(f"worker route exited {run.returncode}: {run.stderr.strip()}")
+    answers = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    return {a["task"]: a["queue"] for a in answers}
 
 
 def succeeded(url):
@@ -62,12 +65,14 @@ def succeeded(url):
     return counts
 
 
-def check_routing(procs, pools, failures):
+def check_routing(procs, pools, bins, logs, failures):
     """The order's tasks ran once each, from their routed queue, on a pool that consumes it."""
     order = next((env for _, c, env, _, _, _ in procs if c["name"] == "service-order"), {})
-    default = order.get("CELERY_QUEUE", "celery")
-    routes = order.get("TASK_ROUTES", "")
-    expected = {t: route(routes, default, t) for t in ORDER_TASKS}
+    try:
+        expected = routed(bins, order, ORDER_TASKS, logs)
+    except (ValueError, OSError, subprocess.SubprocessError) as e:
+        failures.append(f"routing: no queues from service-order's environment: {e}")
+        return
     consumers = {q: [p for p, (queues, _) in pools.items() if q in queues] for q in expected.values()}
     # A task's counter goes up just after its result is stored: wait a little for both.
     deadline = time.time() + 15
@@ -172,7 +177,7 @@ def main(manifests, bins):
             if smoke.returncode:
                 failures.append("the smoke test failed")
             else:
-                check_routing(procs, pools, failures)
+                check_routing(procs, pools, bins, logs, failures)
     finally:
         for d, c, env, exe, moved, proc in procs:
             name = d["metadata"]["name"]
