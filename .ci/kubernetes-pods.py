@@ -8,7 +8,7 @@
 # pass against the services (an order end to end, with the token), and the order's two tasks
 # must each have run once, from the queue the fleet's routes send them to (`worker route`, the
 # fleet's own routing code, with service-order's manifest environment), on a worker pool
-# consuming that queue:
+# consuming that queue (`worker queues` with the pool's environment):
 # read from each pool's celery_task_succeeded_total{name,queue_name} on its own metrics port.
 # Last, on SIGTERM each process must exit 0 well within its terminationGracePeriodSeconds.
 # Usage: kubernetes-pods.py MANIFEST_DIR BIN_DIR
@@ -43,15 +43,19 @@ def http_status(url):
         return None
 
 
-def routed(bins, env, tasks, cwd):
-    """{task: queue} as `worker route` answers with `env` (a container's environment): the
-    routing code the fleet runs, not a copy of its rules. Raises ValueError when it refuses."""
-    run = subprocess.run([str(Path(bins) / "worker"), "route", *tasks], env=env, cwd=cwd,
-                         capture_output=True, text=True, timeout=30)
+def ask_worker(bins, env, args, cwd):
+    """The JSON lines `worker ARGS` prints with `env` (a container's environment), run from `cwd`
+    (no .env there): the fleet's own code answering. Raises ValueError when it refuses."""
+    exe = str((Path(bins) / "worker").resolve())
+    run = subprocess.run([exe, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30)
     if run.returncode:
-        raise ValueError(f"worker route exited {run.returncode}: {run.stderr.strip()}")
-    answers = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
-    return {a["task"]: a["queue"] for a in answers}
+        raise ValueError(f"worker {args[0]} exited {run.returncode}: {run.stderr.strip()}")
+    return [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+
+
+def routed(bins, env, tasks, cwd):
+    """{task: queue} as `worker route` answers with `env`."""
+    return {a["task"]: a["queue"] for a in ask_worker(bins, env, ["route", *tasks], cwd)}
 
 
 def succeeded(url):
@@ -141,10 +145,14 @@ def main(manifests, bins):
                 log = open(logs / f"{d['metadata']['name']}.log", "w")
                 procs.append((d, c, env, exe, moved, subprocess.Popen([exe], env=env, stderr=log)))
                 if "WORKER_METRICS_BIND" in env:
-                    queues = env.get("WORKER_QUEUES") or env.get("CELERY_QUEUE", "celery")
+                    # The queues it consumes, as `worker queues` reads them from its environment.
+                    try:
+                        queues = ask_worker(bins, env, ["queues"], logs)[0]["queues"]
+                    except (ValueError, OSError, subprocess.SubprocessError, IndexError, KeyError) as e:
+                        failures.append(f"{d['metadata']['name']}: no consumed queues: {e}")
+                        queues = []
                     metrics = next(moved[p["containerPort"]] for p in c["ports"] if p["name"] == "metrics")
-                    pools[d["metadata"]["name"]] = ([q.strip() for q in queues.split(",")],
-                                                    f"http://127.0.0.1:{metrics}/metrics")
+                    pools[d["metadata"]["name"]] = (queues, f"http://127.0.0.1:{metrics}/metrics")
 
         def probe(c, env, exe, moved, kind):
             pr = c[kind]

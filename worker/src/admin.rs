@@ -38,6 +38,9 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
         let routes = crate::context::routes(worker, &table)?;
         return Ok(rules::route(&routes, tasks));
     }
+    if *command == Command::Queues {
+        return Ok(rules::queues(&worker.queues));
+    }
     let cfg = &worker.redis;
     let waits = celery_redis::connection::Waits {
         // The health check blocks for a reply up to the timeout, on this connection.
@@ -87,7 +90,7 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
         Command::PurgeDead { queue } => {
             format!("purged {}", broker.purge_dead_of(queue.as_deref()).await?)
         }
-        Command::Route { .. } => String::new(),
+        Command::Route { .. } | Command::Queues => String::new(),
         Command::CheckSubmissions { kind, max_depth } => {
             let report =
                 rules::check_submissions(&conn, &cfg.layout, &cfg.routes, *kind, *max_depth)

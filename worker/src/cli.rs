@@ -67,6 +67,9 @@ pub enum Command {
         #[arg(required = true, value_name = "TASK")]
         tasks: Vec<String>,
     },
+    /// The queues this worker consumes (`WORKER_QUEUES`, else `CELERY_QUEUE`), in the order
+    /// it claims from them: one JSON line. Reads no Redis.
+    Queues,
     /// With no worker consuming: every accepted submission of a kind is one valid message on
     /// the queue its task is routed to and one idempotency key holding that message's task id,
     /// with an expiry; no key lacks its message. Exit 1 naming each problem.
@@ -134,6 +137,7 @@ mod tests {
                 tasks: vec!["process_order".into(), "send_notification".into()]
             }
         );
+        assert_eq!(parse(&["queues"]).unwrap(), Command::Queues);
         assert_eq!(
             parse(&["check-submissions", "order", "--max-depth", "30"]).unwrap(),
             Command::CheckSubmissions {
@@ -163,6 +167,7 @@ mod tests {
             "dead-letters",
             "requeue-dead",
             "route",
+            "queues",
             "check-submissions",
             ".env.example",
         ] {

@@ -1,6 +1,6 @@
 //! Questions CI asks of a fleet, answered with the code the fleet runs rather than a second
-//! copy of its rules: `worker route` (the queue the route table sends each task to) and
-//! `worker check-submissions` (nothing half-enqueued: every accepted submission is one message
+//! copy of its rules: `worker route` (the queue the route table sends each task to), `worker
+//! queues` (the queues a worker consumes) and `worker check-submissions` (nothing half-enqueued: every accepted submission is one message
 //! and one idempotency key, both or neither; docs/design.md "Keys").
 
 use std::collections::BTreeMap;
@@ -32,6 +32,11 @@ pub fn route(routes: &Routes, tasks: &[String]) -> String {
         .map(|task| json!({"task": task, "queue": routes.queue_for(task)}).to_string())
         .collect();
     lines.join("\n")
+}
+
+/// `worker queues`: `{"queues": [...]}`, the consumed queues as the worker parsed them.
+pub fn queues(consumed: &[String]) -> String {
+    json!({ "queues": consumed }).to_string()
 }
 
 /// What `worker check-submissions` found.

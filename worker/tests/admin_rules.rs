@@ -1,5 +1,6 @@
 //! The subcommands CI asks instead of copying the fleet's rules into scripts: `worker route`
-//! (the queue TASK_ROUTES sends a task to, as `.ci/kubernetes-pods.py` expects it) and
+//! (the queue TASK_ROUTES sends a task to) and `worker queues` (the queues a worker consumes),
+//! as `.ci/kubernetes-pods.py` asks them, and
 //! `worker check-submissions` (nothing half-enqueued after `.ci/openapi`'s Schemathesis run),
 //! run as the real binary against a private Redis.
 
@@ -77,6 +78,30 @@ fn route_prints_the_queue_of_each_task_from_the_settings_alone() {
     let (code, _, err) = worker(&tasks, &env(&[("TASK_ROUTES", "process_order")]));
     assert_eq!(code, Some(2));
     assert!(err.contains("TASK_ROUTES"), "{err}");
+}
+
+/// `worker queues` prints the queues WORKER_QUEUES names (trimmed, in order), else
+/// CELERY_QUEUE's, without reaching Redis; a list it refuses exits 2 naming WORKER_QUEUES.
+#[test]
+fn queues_prints_what_the_worker_consumes_from_the_settings_alone() {
+    let run = |pairs: &[(&'static str, &str)]| {
+        let mut env = vec![("REDIS_URL", unreachable_redis_url())];
+        env.extend(pairs.iter().map(|(k, v)| (*k, v.to_string())));
+        worker(&["queues"], &env)
+    };
+    let queues = |out: &str| serde_json::from_str::<Value>(out.trim()).unwrap()["queues"].clone();
+    let (code, out, err) = run(&[
+        ("WORKER_QUEUES", " notifications , celery"),
+        ("CELERY_QUEUE", "main"),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(queues(&out), json!(["notifications", "celery"]));
+    let (code, out, _) = run(&[("CELERY_QUEUE", "main")]);
+    assert_eq!(code, Some(0));
+    assert_eq!(queues(&out), json!(["main"]));
+    let (code, _, err) = run(&[("WORKER_QUEUES", "orders,orders")]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("WORKER_QUEUES"), "{err}");
 }
 
 /// What the services submit passes: each id once on its routed queue with its key, a
