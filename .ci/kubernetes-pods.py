@@ -6,8 +6,9 @@
 # worker pools both declare 9808). Then every readiness and liveness probe the manifests declare
 # must pass (httpGet against the process, exec run with its environment), .ci/nix-smoke must
 # pass against the services (an order end to end, with the token), and the order's two tasks
-# must each have run once, from the queue the fleet's routes send them to (TASK_ROUTES and
-# CELERY_QUEUE as service-order's manifest gives them), on a worker pool consuming that queue:
+# must each have run once, from the queue the fleet's routes send them to (`worker route`, the
+# fleet's own routing code, with service-order's manifest environment), on a worker pool
+# consuming that queue (`worker queues` with the pool's environment):
 # read from each pool's celery_task_succeeded_total{name,queue_name} on its own metrics port.
 # Last, on SIGTERM each process must exit 0 well within its terminationGracePeriodSeconds.
 # Usage: kubernetes-pods.py MANIFEST_DIR BIN_DIR
@@ -42,13 +43,19 @@ def http_status(url):
         return None
 
 
-def route(routes, default, task):
-    """The queue of `task` under a TASK_ROUTES value: first matching pattern=queue, `*` a glob."""
-    for entry in filter(None, (e.strip() for e in routes.split(","))):
-        pattern, queue = (s.strip() for s in entry.split("=", 1))
-        if re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), task):
-            return queue
-    return default
+def ask_worker(bins, env, args, cwd):
+    """The JSON lines `worker ARGS` prints with `env` (a container's environment), run from `cwd`
+    (no .env there): the fleet's own code answering. Raises ValueError when it refuses."""
+    exe = str((Path(bins) / "worker").resolve())
+    run = subprocess.run([exe, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=30)
+    if run.returncode:
+        raise ValueError(f"worker {args[0]} exited {run.returncode}: {run.stderr.strip()}")
+    return [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+
+
+def routed(bins, env, tasks, cwd):
+    """{task: queue} as `worker route` answers with `env`."""
+    return {a["task"]: a["queue"] for a in ask_worker(bins, env, ["route", *tasks], cwd)}
 
 
 def succeeded(url):
@@ -62,12 +69,14 @@ def succeeded(url):
     return counts
 
 
-def check_routing(procs, pools, failures):
+def check_routing(procs, pools, bins, logs, failures):
     """The order's tasks ran once each, from their routed queue, on a pool that consumes it."""
     order = next((env for _, c, env, _, _, _ in procs if c["name"] == "service-order"), {})
-    default = order.get("CELERY_QUEUE", "celery")
-    routes = order.get("TASK_ROUTES", "")
-    expected = {t: route(routes, default, t) for t in ORDER_TASKS}
+    try:
+        expected = routed(bins, order, ORDER_TASKS, logs)
+    except (ValueError, OSError, subprocess.SubprocessError) as e:
+        failures.append(f"routing: no queues from service-order's environment: {e}")
+        return
     consumers = {q: [p for p, (queues, _) in pools.items() if q in queues] for q in expected.values()}
     # A task's counter goes up just after its result is stored: wait a little for both.
     deadline = time.time() + 15
@@ -136,10 +145,14 @@ def main(manifests, bins):
                 log = open(logs / f"{d['metadata']['name']}.log", "w")
                 procs.append((d, c, env, exe, moved, subprocess.Popen([exe], env=env, stderr=log)))
                 if "WORKER_METRICS_BIND" in env:
-                    queues = env.get("WORKER_QUEUES") or env.get("CELERY_QUEUE", "celery")
+                    # The queues it consumes, as `worker queues` reads them from its environment.
+                    try:
+                        queues = ask_worker(bins, env, ["queues"], logs)[0]["queues"]
+                    except (ValueError, OSError, subprocess.SubprocessError, IndexError, KeyError) as e:
+                        failures.append(f"{d['metadata']['name']}: no consumed queues: {e}")
+                        queues = []
                     metrics = next(moved[p["containerPort"]] for p in c["ports"] if p["name"] == "metrics")
-                    pools[d["metadata"]["name"]] = ([q.strip() for q in queues.split(",")],
-                                                    f"http://127.0.0.1:{metrics}/metrics")
+                    pools[d["metadata"]["name"]] = (queues, f"http://127.0.0.1:{metrics}/metrics")
 
         def probe(c, env, exe, moved, kind):
             pr = c[kind]
@@ -172,7 +185,7 @@ def main(manifests, bins):
             if smoke.returncode:
                 failures.append("the smoke test failed")
             else:
-                check_routing(procs, pools, failures)
+                check_routing(procs, pools, bins, logs, failures)
     finally:
         for d, c, env, exe, moved, proc in procs:
             name = d["metadata"]["name"]

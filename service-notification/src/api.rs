@@ -22,6 +22,7 @@ use crate::{handlers, State};
         handlers::list,
         openapi::healthz,
         openapi::readyz,
+        openapi::metrics,
         openapi::openapi_json
     ),
     components(schemas(http_kit::error::ErrorBody, shop::schema::Id, shop::schema::Email)),
@@ -59,8 +60,8 @@ pub fn open_other_methods(
         .and(rejection::allow(&[Method::GET]))
 }
 
-/// `GET /metrics`: the Prometheus text exposition (docs/observability.md; not an operation of
-/// the OpenAPI document).
+/// `GET /metrics`: the Prometheus text exposition (docs/observability.md; documented by
+/// `http_kit::openapi::metrics`).
 pub fn metrics(
     state: State,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {

@@ -1,10 +1,12 @@
 //! The OpenAPI document served at `GET /openapi.json`: it parses, is OpenAPI 3.1, is open while
-//! the API needs a token, and lists every route of the route table with every status it can
-//! answer (the live check against the document is `.ci/openapi`, with Schemathesis).
+//! the API needs a token, lists every route of the route table (`/metrics` too) with every
+//! status it can answer, and `/metrics` answers in the content type it documents (the live check against the document is `.ci/openapi`, with Schemathesis).
 
 use http_kit::AppState;
 use service_order::api;
 use testkit::{openapi, service_config, TestRedis};
+
+const TOKEN: &str = "a-token-0123456789";
 
 /// Every route and the statuses it can answer (docs/http-api.md).
 const ROUTES: &[openapi::Route] = &[
@@ -22,6 +24,7 @@ const ROUTES: &[openapi::Route] = &[
     ("get", "/inventory/{sku}", &[200, 400, 401, 422, 503]),
     ("get", "/healthz", &[200]),
     ("get", "/readyz", &[200, 503]),
+    ("get", "/metrics", &[200, 400, 401]),
     ("get", "/openapi.json", &[200]),
 ];
 
@@ -29,7 +32,7 @@ const ROUTES: &[openapi::Route] = &[
 async fn the_served_document_is_openapi_3_1_and_lists_every_route_and_status() {
     let redis = TestRedis::start();
     let mut cfg = service_config(&redis.url());
-    cfg.auth = http_kit::auth::Auth::with_tokens(vec!["a-token-0123456789".into()]);
+    cfg.auth = http_kit::auth::Auth::with_tokens(vec![TOKEN.into()]);
     let routes = api::routes(AppState::connect(&cfg, "test@host").unwrap());
     let doc = openapi::served(&routes).await;
     openapi::check(&doc, ROUTES);
@@ -41,4 +44,5 @@ async fn the_served_document_is_openapi_3_1_and_lists_every_route_and_status() {
         &[("{order_id}", "o-1"), ("{sku}", "A")],
     )
     .await;
+    openapi::metrics_as_documented(&doc, &routes, TOKEN).await;
 }

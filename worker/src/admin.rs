@@ -1,5 +1,6 @@
 //! Operator subcommands: queue counts, the dead-letter list (list, requeue, purge), parked
-//! messages returned to their queues (a rollback), and the health check (a remote-control ping of this worker's node, as `celery inspect ping -d`).
+//! messages returned to their queues (a rollback), the health check (a remote-control ping of
+//! this worker's node, as `celery inspect ping -d`), and CI's questions ([`crate::rules`]).
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde_json::json;
 
 use crate::cli::Command;
 use crate::config::WorkerConfig;
+use crate::rules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -17,11 +19,28 @@ pub enum AdminError {
     Redis(#[from] redis::RedisError),
     #[error("unhealthy: {0}")]
     Unhealthy(String),
+    /// The settings the task table reads (`route`).
+    #[error(transparent)]
+    Shop(#[from] crate::shop::ShopError),
+    #[error(transparent)]
+    Config(#[from] celery_redis::config::ConfigError),
+    /// `check-submissions` found problems: one line each, then the summary.
+    #[error("{0}")]
+    HalfEnqueued(String),
 }
 
 /// Runs one operator subcommand and returns what to print (JSON for machines, one line per
 /// entry). `Command::Run` is not one: it prints nothing.
 pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, AdminError> {
+    if let Command::Route { tasks } = command {
+        // What this binary would send: its task table's own queues after TASK_ROUTES.
+        let table = crate::shop::tasks(&celery_redis::config::ProcessEnv, worker)?;
+        let routes = crate::context::routes(worker, &table)?;
+        return Ok(rules::route(&routes, tasks));
+    }
+    if *command == Command::Queues {
+        return Ok(rules::queues(&worker.queues));
+    }
     let cfg = &worker.redis;
     let waits = celery_redis::connection::Waits {
         // The health check blocks for a reply up to the timeout, on this connection.
@@ -70,6 +89,22 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
         }
         Command::PurgeDead { queue } => {
             format!("purged {}", broker.purge_dead_of(queue.as_deref()).await?)
+        }
+        Command::Route { .. } | Command::Queues => String::new(),
+        Command::CheckSubmissions { kind, max_depth } => {
+            let report =
+                rules::check_submissions(&conn, &cfg.layout, &cfg.routes, *kind, *max_depth)
+                    .await?;
+            let mut out: Vec<String> = report
+                .problems
+                .iter()
+                .map(|p| format!("half-enqueued: {p}"))
+                .collect();
+            out.push(report.summary);
+            match report.problems.is_empty() {
+                true => lines(out),
+                false => return Err(AdminError::HalfEnqueued(lines(out))),
+            }
         }
     })
 }

@@ -60,6 +60,27 @@ pub enum Command {
         #[arg(long, value_name = "QUEUE", value_parser = queue_name)]
         queue: Option<String>,
     },
+    /// The queue each task is sent to under these settings (`TASK_ROUTES`, `CELERY_QUEUE`, a
+    /// task's own queue): one JSON line per task. Reads no Redis.
+    Route {
+        /// Task names, e.g. `process_order`.
+        #[arg(required = true, value_name = "TASK")]
+        tasks: Vec<String>,
+    },
+    /// The queues this worker consumes (`WORKER_QUEUES`, else `CELERY_QUEUE`), in the order
+    /// it claims from them: one JSON line. Reads no Redis.
+    Queues,
+    /// With no worker consuming: every accepted submission of a kind is one valid message on
+    /// the queue its task is routed to and one idempotency key holding that message's task id,
+    /// with an expiry; no key lacks its message. Exit 1 naming each problem.
+    CheckSubmissions {
+        /// What the services accepted.
+        #[arg(value_enum)]
+        kind: crate::rules::Kind,
+        /// Also a problem: more messages waiting than this (the services' MAX_QUEUE_DEPTH).
+        #[arg(long, value_name = "N")]
+        max_depth: Option<usize>,
+    },
 }
 
 /// A queue name the worker may use (`celery_redis::keys::is_queue_name`).
@@ -110,8 +131,25 @@ mod tests {
                 queue: None
             }
         );
+        assert_eq!(
+            parse(&["route", "process_order", "send_notification"]).unwrap(),
+            Command::Route {
+                tasks: vec!["process_order".into(), "send_notification".into()]
+            }
+        );
+        assert_eq!(parse(&["queues"]).unwrap(), Command::Queues);
+        assert_eq!(
+            parse(&["check-submissions", "order", "--max-depth", "30"]).unwrap(),
+            Command::CheckSubmissions {
+                kind: crate::rules::Kind::Order,
+                max_depth: Some(30)
+            }
+        );
         for bad in [
             &["dead-letters", "many"][..],
+            &["route"],
+            &["check-submissions", "invoice"],
+            &["check-submissions", "order", "--max-depth", "-1"],
             &["stats", "--queue", "unacked"],
             &["stats", "--queue"],
             &["frobnicate"],
@@ -128,6 +166,9 @@ mod tests {
             "healthcheck",
             "dead-letters",
             "requeue-dead",
+            "route",
+            "queues",
+            "check-submissions",
             ".env.example",
         ] {
             assert!(help.contains(word), "{help}");

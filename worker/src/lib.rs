@@ -10,7 +10,8 @@
 //! - [`limits`] — each task's rate and time limits now (options, then remote control);
 //! - [`control`], [`heartbeat`] — remote control (pidbox) and worker events;
 //! - [`metrics`], [`labels`] — `/metrics` and `/healthz` on `WORKER_METRICS_BIND`; the task labels;
-//! - [`cli`], [`admin`] — the command line and the operator subcommands;
+//! - [`cli`], [`admin`] — the command line and the operator subcommands; [`rules`] — the ones CI
+//!   asks (`route`, `check-submissions`), answered with the fleet's own code;
 //! - [`context`], [`config`], [`upkeep`]: what they say.
 //!
 //! The task API (what a task is, its context, the table of registered tasks) is
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod pacing;
 pub mod registry;
 pub mod report;
+pub mod rules;
 pub mod shop;
 pub mod start;
 pub mod upkeep;

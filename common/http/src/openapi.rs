@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document's shared parts (utoipa): the error replies each route may give, the
-//! bearer-token scheme, the health routes' operations, and the `GET /openapi.json` filter, which
+//! bearer-token scheme, the operations of the health routes and `/metrics`, and the `GET /openapi.json` filter, which
 //! serves a service's document (each service's route table leaves it open, like the health
 //! routes).
 
@@ -136,6 +136,16 @@ pub fn healthz() {}
 #[utoipa::path(get, path = "/readyz", tag = "health", summary = "Redis answers",
     responses((status = 200, description = "Redis answers", body = HealthStatus), Unavailable))]
 pub fn readyz() {}
+
+/// `GET /metrics`, served by [`crate::metrics::route`] (this function only documents it):
+/// behind the bearer tokens like the API, as each service's route table puts it.
+#[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The Prometheus text exposition (docs/observability.md); \
+        the queue gauges are read from Redis at scrape time and left out when Redis does not answer",
+        content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        BadHeader, Unauthorized))]
+pub fn metrics() {}
 
 /// `GET /openapi.json`, served by [`document`] (this function only documents it).
 #[utoipa::path(get, path = "/openapi.json", tag = "health", summary = "This document",

@@ -1,6 +1,7 @@
 //! Checks of a service's OpenAPI document shared by both services' tests: the document is
-//! served open, is OpenAPI 3.1, lists exactly the route table with each route's statuses, and
-//! every operation it marks as protected still answers 401 without a token.
+//! served open, is OpenAPI 3.1, lists exactly the route table with each route's statuses,
+//! every operation it marks as protected still answers 401 without a token, and `/metrics`
+//! answers with the content type the document gives it.
 
 use serde_json::Value;
 use warp::{Filter, Reply};
@@ -53,6 +54,29 @@ pub async fn protected_need_a_token<F>(
             .await;
         assert_eq!(resp.status(), 401, "{method} {path} needs its token");
     }
+}
+
+/// `GET /metrics` with `token` answers 200 in the one content type the document gives its 200
+/// (the Prometheus text exposition), and its body is that text.
+pub async fn metrics_as_documented<F>(doc: &Value, routes: &F, token: &str)
+where
+    F: Filter + 'static,
+    F::Extract: Reply + Send,
+{
+    let content = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+        .as_object()
+        .expect("GET /metrics has a documented 200");
+    let documented: Vec<&String> = content.keys().collect();
+    assert_eq!(documented.len(), 1, "one content type: {documented:?}");
+    let resp = warp::test::request()
+        .path("/metrics")
+        .header("authorization", format!("Bearer {token}"))
+        .reply(routes)
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], documented[0].as_str());
+    let body = std::str::from_utf8(resp.body()).expect("text");
+    assert!(body.contains("# TYPE "), "{body}");
 }
 
 /// The document is OpenAPI 3.1, has exactly `routes` (each with exactly its statuses), every

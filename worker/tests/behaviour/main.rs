@@ -1,4 +1,4 @@
-//! The worker's behaviour, one module a behaviour: every test of tasks, retries, eta and
+//! The worker's behaviour, one module a behaviour: every test of the operator subcommands CI asks (`admin`), tasks, retries, eta and
 //! expiry, canvas, limits, dead letters, memory, routing, remote control, shutdown,
 //! configuration refusals, observability and the whole stack end to end is in the module named
 //! by it, against a private redis-server each. The in-process worker and the shop's messages
@@ -9,6 +9,7 @@
 mod bombs;
 mod support;
 
+mod admin;
 mod canvas;
 mod config;
 mod dead_letters;
