@@ -23,12 +23,12 @@ pub enum AdminError {
 /// entry). `Command::Run` is not one: it prints nothing.
 pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, AdminError> {
     let cfg = &worker.redis;
-    let waits = celery_redis::connection::Waits {
+    let waits = celery_redis::conn::Waits {
         // The health check blocks for a reply up to the timeout, on this connection.
         response: Some(cfg.timeout + Duration::from_secs(1)),
         connect_retries: 2,
     };
-    let conn = celery_redis::connection::Conn::new(&cfg.url, waits)?;
+    let conn = celery_redis::conn::Conn::new(&cfg.url, waits)?;
     let broker = Broker::new(
         conn.clone(),
         cfg.queue.clone(),
@@ -80,7 +80,7 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
 /// just any node on this host (a Python worker beside a dead Rust one is not this worker).
 async fn healthcheck(
     worker: &WorkerConfig,
-    conn: &celery_redis::connection::Conn,
+    conn: &celery_redis::conn::Conn,
 ) -> Result<String, AdminError> {
     let timeout = worker.redis.timeout;
     let node = match worker.named {

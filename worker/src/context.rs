@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::events::Events;
 use celery_redis::result::ResultBackend;
 use tokio::sync::Notify;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim, Rotation};
-use celery_redis::connection::Waits;
+use celery_redis::conn::Waits;
 use celery_redis::control::Lamport;
 use celery_redis::events::{Batcher, Events};
 use celery_redis::leases::Leases;

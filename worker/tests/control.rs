@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::control::client::{call, Mailbox, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;
@@ -182,8 +182,8 @@ async fn a_password_in_the_redis_url_never_reaches_stats_or_conf() {
     let url = redis.url().replace("redis://", "redis://:s3cret-pw@");
     let (trigger, handle) = spawn_worker(&url, &[]);
     let conn = Conn::new(
-        &celery_redis::config::RedisUrl::parse(&url).unwrap(),
-        celery_redis::connection::Waits {
+        &celery_redis::conn::RedisUrl::parse(&url).unwrap(),
+        celery_redis::conn::Waits {
             response: Some(Duration::from_secs(5)),
             connect_retries: 1,
         },

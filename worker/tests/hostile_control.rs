@@ -9,7 +9,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::control::client::{call, Mailbox, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;

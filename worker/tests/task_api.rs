@@ -288,7 +288,7 @@ impl Task for Boom {
 
 struct Running {
     _redis: TestRedis,
-    conn: celery_redis::connection::Conn,
+    conn: celery_redis::conn::Conn,
     broker: Broker,
     results: ResultBackend,
     trigger: shutdown::Trigger,

@@ -14,9 +14,8 @@ pub mod envfile;
 pub mod layout;
 mod queues;
 pub mod sentinel;
-mod url;
 
-pub use url::RedisUrl;
+use crate::conn::RedisUrl;
 
 /// Variables every process reads (through [`RedisConfig`]), plus logging.
 pub const REDIS_VARIABLES: &[&str] = &[
@@ -191,7 +190,7 @@ fn redis_url(
 ) -> Result<RedisUrl, ConfigError> {
     match (raw(src, var)?, default) {
         (None, Some(default)) => Ok(default.clone()),
-        (Some(raw), _) if crate::sentinel::is_url(&raw) => sentinel::url(src, var, &raw),
+        (Some(raw), _) if crate::conn::is_url(&raw) => sentinel::url(src, var, &raw),
         (raw, _) => {
             RedisUrl::parse(raw.as_deref().unwrap_or("redis://127.0.0.1:6379/0")).map_err(|e| {
                 ConfigError {

@@ -5,7 +5,7 @@
 use redis::RedisResult;
 
 use crate::config::{ConfigError, RedisConfig};
-use crate::connection::{Conn, Waits};
+use crate::conn::{Conn, Waits};
 use crate::eviction::Unconfirmed;
 use crate::result::ResultBackend;
 
@@ -81,7 +81,8 @@ impl Stores {
                     return Err(ConfigError { var, reason });
                 }
                 Err(Unconfirmed::Unasked { error, .. }) => {
-                    if let Some(reason) = crate::sentinel::misconfigured(&error) {
+                    let resolved = conn.resolve_error();
+                    if let Some(reason) = resolved.and_then(|e| e.misconfigured()) {
                         return Err(ConfigError { var, reason });
                     }
                     if error.to_string().contains("DB index is out of range") {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use celery_redis::broker::Broker;
 use celery_redis::config::{ConfigError, ProcessEnv};
-use celery_redis::connection::Conn;
-use celery_redis::connection::{bounded, retry_once, Waits};
+use celery_redis::conn::Conn;
+use celery_redis::conn::{bounded, retry_once, Waits};
 use celery_redis::result::ResultBackend;
 use celery_redis::shutdown::Shutdown;
 use celery_redis::stores::Stores;
