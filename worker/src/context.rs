@@ -97,16 +97,17 @@ impl Context {
 pub fn routes(
     cfg: &WorkerConfig,
     tasks: &Tasks,
-) -> Result<celery_redis::routes::Routes, celery_redis::config::ConfigError> {
+) -> Result<celery_redis::routes::Routes, envconf::ConfigError> {
     let mut routes = cfg.redis.routes.clone();
     for task in tasks.iter() {
         if let Some(queue) = task.options().queue {
-            routes = routes.or_route(task.name(), queue).map_err(|reason| {
-                celery_redis::config::ConfigError {
-                    var: "TASK_ROUTES",
-                    reason,
-                }
-            })?;
+            routes =
+                routes
+                    .or_route(task.name(), queue)
+                    .map_err(|reason| envconf::ConfigError {
+                        var: "TASK_ROUTES",
+                        reason,
+                    })?;
         }
     }
     Ok(routes)

@@ -4,10 +4,11 @@
 
 use redis::RedisResult;
 
-use crate::config::{ConfigError, RedisConfig};
+use crate::config::RedisConfig;
 use crate::conn::{Conn, Waits};
 use crate::eviction::Unconfirmed;
 use crate::result::ResultBackend;
+use envconf::ConfigError;
 
 /// The connections a process needs: the broker's database and the result backend.
 #[derive(Clone)]

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::{number, raw, ConfigError, Source};
 use crate::conn::{self, RedisUrl, Wait};
+use envconf::{number, raw, ConfigError, Source};
 
 /// Variables read here (by every process, through `RedisConfig`).
 pub const SENTINEL_VARIABLES: &[&str] = &[
