@@ -82,7 +82,7 @@ impl Stores {
                     return Err(ConfigError { var, reason });
                 }
                 Err(Unconfirmed::Unasked { error, .. }) => {
-                    let resolved = conn.resolve_error();
+                    let resolved = conn.resolve_error().await;
                     if let Some(reason) = resolved.and_then(|e| e.misconfigured()) {
                         return Err(ConfigError { var, reason });
                     }

@@ -316,7 +316,11 @@ async fn wrong_targets_are_refused_at_start_or_reported_as_outages() {
         started.elapsed()
     );
     assert!(err.to_string().contains("does not answer"), "{err}");
-    let unresolved = stores.redis.resolve_error().expect("the resolution failed");
+    let unresolved = stores
+        .redis
+        .resolve_error()
+        .await
+        .expect("the resolution failed");
     assert!(
         matches!(unresolved, ResolveError::NoMaster(_)),
         "an outage, not a configuration error: {unresolved}"

@@ -76,10 +76,9 @@ pub struct Conn {
     current: Arc<Current>,
     url: RedisUrl,
     waits: Waits,
-    /// Held while asking the sentinels, so that concurrent calls ask once.
-    resolving: Arc<tokio::sync::Mutex<()>>,
-    /// Why the last resolution found no master (`None` once one did, or for a plain URL).
-    unresolved: Arc<std::sync::Mutex<Option<ResolveError>>>,
+    /// Held while asking the sentinels, so that concurrent calls ask once; it keeps why the
+    /// last resolution found no master (`None` once one did, and for a plain URL).
+    resolving: Arc<tokio::sync::Mutex<Option<ResolveError>>>,
     /// The sentinels' `+switch-master`, watched from the first resolution on.
     switches: Option<Arc<Switches>>,
     /// Counts (re)connections: a new manager, an error after which the manager reconnects, a
@@ -108,8 +107,7 @@ impl Conn {
             current,
             url: url.clone(),
             waits,
-            resolving: Arc::new(tokio::sync::Mutex::new(())),
-            unresolved: Arc::default(),
+            resolving: Arc::default(),
             switches,
             epoch,
             guard: None,
@@ -163,13 +161,12 @@ impl Conn {
         if let (generation, Some(m)) = self.read() {
             return Ok((generation, m));
         }
-        let _asking = self.resolving.lock().await;
+        let mut asking = self.resolving.lock().await;
         if let (generation, Some(m)) = self.read() {
             return Ok((generation, m));
         }
         let resolved = self.url.topology().resolve(self.url.client()).await;
-        *self.unresolved.lock().unwrap_or_else(|p| p.into_inner()) =
-            resolved.as_ref().err().cloned();
+        *asking = resolved.as_ref().err().cloned();
         let client = resolved?;
         let fresh = manager(client, self.waits, &self.epoch)?;
         self.reconnected();
@@ -186,11 +183,8 @@ impl Conn {
 
     /// Why the last resolution of the master found none (`None` once one did, and always for
     /// a plain URL): a configuration error ([`ResolveError::misconfigured`]) or an outage.
-    pub fn resolve_error(&self) -> Option<ResolveError> {
-        self.unresolved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub async fn resolve_error(&self) -> Option<ResolveError> {
+        self.resolving.lock().await.clone()
     }
 
     /// Forgets the master the sentinels named (no-op for a plain URL): the next call asks them
