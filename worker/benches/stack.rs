@@ -111,7 +111,7 @@ fn orders(n: usize) -> Vec<TaskMessage> {
         .collect()
 }
 
-async fn flush(conn: &mut celery_redis::connection::Conn) {
+async fn flush(conn: &mut celery_redis::conn::Conn) {
     redis::cmd("FLUSHALL")
         .query_async::<()>(conn)
         .await
@@ -149,7 +149,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Commands the Redis server has executed, those called from scripts included.
-async fn redis_commands(conn: &mut celery_redis::connection::Conn) -> f64 {
+async fn redis_commands(conn: &mut celery_redis::conn::Conn) -> f64 {
     testkit::info_number(conn, "stats", "total_commands_processed").await as f64
 }
 
@@ -315,9 +315,9 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let conn = celery_redis::connection::Conn::new(
+                    let conn = celery_redis::conn::Conn::new(
                         &url,
-                        celery_redis::connection::Waits {
+                        celery_redis::conn::Waits {
                             response: None,
                             connect_retries: 2,
                         },

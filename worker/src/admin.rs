@@ -23,7 +23,7 @@ pub enum AdminError {
     #[error(transparent)]
     Shop(#[from] crate::shop::ShopError),
     #[error(transparent)]
-    Config(#[from] celery_redis::config::ConfigError),
+    Config(#[from] envconf::ConfigError),
     /// `check-submissions` found problems: one line each, then the summary.
     #[error("{0}")]
     HalfEnqueued(String),
@@ -34,7 +34,7 @@ pub enum AdminError {
 pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, AdminError> {
     if let Command::Route { tasks } = command {
         // What this binary would send: its task table's own queues after TASK_ROUTES.
-        let table = crate::shop::tasks(&celery_redis::config::ProcessEnv, worker)?;
+        let table = crate::shop::tasks(&envconf::ProcessEnv, worker)?;
         let routes = crate::context::routes(worker, &table)?;
         return Ok(rules::route(&routes, tasks));
     }
@@ -42,12 +42,12 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
         return Ok(rules::queues(&worker.queues));
     }
     let cfg = &worker.redis;
-    let waits = celery_redis::connection::Waits {
+    let waits = celery_redis::conn::Waits {
         // The health check blocks for a reply up to the timeout, on this connection.
         response: Some(cfg.timeout + Duration::from_secs(1)),
         connect_retries: 2,
     };
-    let conn = celery_redis::connection::Conn::new(&cfg.url, waits)?;
+    let conn = celery_redis::conn::Conn::new(&cfg.url, waits)?;
     let broker = Broker::new(
         conn.clone(),
         cfg.queue.clone(),
@@ -115,7 +115,7 @@ pub async fn run(worker: &WorkerConfig, command: &Command) -> Result<String, Adm
 /// just any node on this host (a Python worker beside a dead Rust one is not this worker).
 async fn healthcheck(
     worker: &WorkerConfig,
-    conn: &celery_redis::connection::Conn,
+    conn: &celery_redis::conn::Conn,
 ) -> Result<String, AdminError> {
     let timeout = worker.redis.timeout;
     let node = match worker.named {

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use celery_redis::config::{boolean, count, number, parse, raw, ConfigError, RedisConfig, Source};
+use celery_redis::config::RedisConfig;
 use celery_redis::node;
 use celery_redis::protocol::{Limits, MAX_DELIVERIES, MAX_MESSAGE_BYTES};
+use envconf::{boolean, count, number, parse, raw, ConfigError, Source};
 
 /// Variables only the worker reads.
 pub const WORKER_VARIABLES: &[&str] = &[

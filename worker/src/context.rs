@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::events::Events;
 use celery_redis::result::ResultBackend;
 use tokio::sync::Notify;
@@ -97,16 +97,17 @@ impl Context {
 pub fn routes(
     cfg: &WorkerConfig,
     tasks: &Tasks,
-) -> Result<celery_redis::routes::Routes, celery_redis::config::ConfigError> {
+) -> Result<celery_redis::routes::Routes, envconf::ConfigError> {
     let mut routes = cfg.redis.routes.clone();
     for task in tasks.iter() {
         if let Some(queue) = task.options().queue {
-            routes = routes.or_route(task.name(), queue).map_err(|reason| {
-                celery_redis::config::ConfigError {
-                    var: "TASK_ROUTES",
-                    reason,
-                }
-            })?;
+            routes =
+                routes
+                    .or_route(task.name(), queue)
+                    .map_err(|reason| envconf::ConfigError {
+                        var: "TASK_ROUTES",
+                        reason,
+                    })?;
         }
     }
     Ok(routes)

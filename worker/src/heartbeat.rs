@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::events::Events;
 use celery_redis::revoked;
 use celery_redis::shutdown::Shutdown;

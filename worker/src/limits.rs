@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::keys::Layout;
 use celery_redis::protocol::pyrepr;
 use celery_redis::task::rate::{self, Line, Rate, RateError, TokenBucket};

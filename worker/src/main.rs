@@ -1,8 +1,8 @@
 //! The worker binary: `worker` (or `worker run`) consumes until SIGTERM/SIGINT; the other
 //! subcommands are for operators (see `worker::admin`); `worker --help` lists them.
 
-use celery_redis::config::{self, ProcessEnv};
 use clap::Parser;
+use envconf::ProcessEnv;
 use worker::cli::{Cli, Command};
 use worker::config::WorkerConfig;
 
@@ -14,8 +14,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     // `--help` and `--version` answer before any setting is read.
     let command = Cli::parse().into_command();
-    config::init();
-    let cfg = WorkerConfig::from_source(&ProcessEnv).unwrap_or_else(|e| config::fail(&e));
+    envconf::init();
+    let cfg = WorkerConfig::from_source(&ProcessEnv).unwrap_or_else(|e| envconf::fail(&e));
     // Tasks wait on Redis and HTTP: one thread avoids cross-thread wake-ups between tasks and
     // the Redis connection's driver (WORKER_THREADS raises it).
     let runtime = match cfg.threads {
@@ -34,11 +34,11 @@ async fn run(cfg: WorkerConfig, command: Command) -> anyhow::Result<()> {
     if command == Command::Run {
         // The shop's settings (WEBHOOK_*) stop the program as the worker's own do.
         let tasks = match worker::shop::tasks(&ProcessEnv, &cfg) {
-            Err(worker::shop::ShopError::Config(e)) => config::fail(&e),
+            Err(worker::shop::ShopError::Config(e)) => envconf::fail(&e),
             other => other?,
         };
         match worker::run(cfg, tasks, celery_redis::shutdown::on_signals()).await {
-            Err(worker::worker::WorkerError::Config(e)) => config::fail(&e),
+            Err(worker::worker::WorkerError::Config(e)) => envconf::fail(&e),
             other => other?,
         }
         return Ok(());

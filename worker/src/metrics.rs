@@ -129,9 +129,9 @@ async fn answer(ctx: Arc<Context>, req: Request<Incoming>) -> Result<Response<St
 /// Whether the worker's Redis answers and is confirmed to keep every key (no claim is made
 /// otherwise: `Conn::confirm`).
 async fn healthy(ctx: &Context) -> redis::RedisResult<()> {
-    celery_redis::connection::ping(&ctx.redis, TIMEOUT).await?;
+    celery_redis::conn::ping(&ctx.redis, TIMEOUT).await?;
     let confirmed = async { ctx.redis.confirm().await.map_err(redis::RedisError::from) };
-    celery_redis::connection::bounded(TIMEOUT, confirmed).await
+    celery_redis::conn::bounded(TIMEOUT, confirmed).await
 }
 
 /// Reads the gauges that need Redis (one pipeline per consumed queue, bounded), then encodes

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::keys::Layout;
 use celery_redis::protocol::Message;
 use celery_redis::routes::Routes;

@@ -3,8 +3,8 @@
 //! borrow (the webhook client, set up from the shop's own `WEBHOOK_*` settings, and the
 //! retention of their keys; the broker's connection is put in by the worker for every task).
 
-use celery_redis::config::{ConfigError, Source};
 use celery_redis::task::Tasks;
+use envconf::{ConfigError, Source};
 use shop::inventory::Inventory;
 use shop::tasks::{ProcessOrderTask, Retention, SendNotificationTask};
 use shop::webhook::config::WebhookConfig;

@@ -19,7 +19,7 @@ pub async fn run(cfg: WorkerConfig, tasks: Tasks, stop: Shutdown) -> Result<(), 
     }
     let worker = Worker::build(cfg, tasks, node)?;
     worker.check().await?;
-    let refused = |e: std::io::Error| celery_redis::config::ConfigError {
+    let refused = |e: std::io::Error| envconf::ConfigError {
         var: "WORKER_METRICS_BIND",
         reason: format!("cannot listen on {bind}: {e}"),
     };
@@ -39,7 +39,7 @@ pub async fn run(cfg: WorkerConfig, tasks: Tasks, stop: Shutdown) -> Result<(), 
             listener
         }
         Err(e) if !set_bind && e.kind() == std::io::ErrorKind::AddrInUse => {
-            return Err(celery_redis::config::ConfigError {
+            return Err(envconf::ConfigError {
                 var: "WORKER_METRICS_BIND",
                 reason: format!("{bind} is taken (another worker on this host?): give each worker of a host a WORKER_NAME (then a free port is taken) or a WORKER_METRICS_BIND of its own"),
             }

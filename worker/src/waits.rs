@@ -14,8 +14,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use celery_redis::broker::Broker;
-use celery_redis::config::RedisUrl;
-use celery_redis::connection::{Conn, Waits};
+use celery_redis::conn::RedisUrl;
+use celery_redis::conn::{Conn, Waits};
 use futures_util::future::select_all;
 use redis::RedisResult;
 use tokio::task::JoinHandle;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim, Rotation};
-use celery_redis::connection::Waits;
+use celery_redis::conn::Waits;
 use celery_redis::control::Lamport;
 use celery_redis::events::{Batcher, Events};
 use celery_redis::leases::Leases;
@@ -42,7 +42,7 @@ pub enum WorkerError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
-    Config(#[from] celery_redis::config::ConfigError),
+    Config(#[from] envconf::ConfigError),
     #[error("{0}")]
     Limits(#[from] crate::limits::LimitError),
 }
@@ -126,7 +126,7 @@ impl Worker {
 
     /// Checks what the configuration points at (eviction policy, database, socket), and warns
     /// of lists of its queues in another key layout than its own.
-    pub async fn check(&self) -> Result<(), celery_redis::config::ConfigError> {
+    pub async fn check(&self) -> Result<(), envconf::ConfigError> {
         self.stores.check(&self.cfg.redis).await?;
         self.ctx.broker.warn_foreign(&self.cfg.queues).await;
         Ok(())

@@ -649,9 +649,9 @@ async fn run(s: Scenario) {
     let faults = injector.join().unwrap();
     tracker.all_ready(deadline).await;
     let elapsed = started.elapsed();
-    let mut conn = celery_redis::connection::Conn::new(
+    let mut conn = celery_redis::conn::Conn::new(
         &parsed_url,
-        celery_redis::connection::Waits {
+        celery_redis::conn::Waits {
             response: None,
             connect_retries: 2,
         },

@@ -1084,7 +1084,7 @@ async fn shop_orders_exists(redis: &TestRedis) -> bool {
 struct KeyEvents {
     rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
     seen: Vec<(String, String)>,
-    conn: celery_redis::connection::Conn,
+    conn: celery_redis::conn::Conn,
 }
 
 const MARK: &str = "interop:mark";

@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use celery_redis::config::{RedisConfig, RedisUrl};
+use celery_redis::config::RedisConfig;
+use celery_redis::conn::RedisUrl;
 use celery_redis::keys;
 use celery_redis::result::{ResultMeta, TaskState};
 use futures_util::StreamExt;
@@ -190,7 +191,7 @@ async fn listen(
     let switched = Arc::new(Notify::new());
     if let Some(sentinels) = url.topology().sentinels().cloned() {
         let switched = switched.clone();
-        tokio::spawn(celery_redis::failover::watch(sentinels, move |s| {
+        tokio::spawn(celery_redis::conn::watch_failovers(sentinels, move |s| {
             if s {
                 switched.notify_waiters();
             }

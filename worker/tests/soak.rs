@@ -15,7 +15,7 @@ const ROUNDS: usize = 10;
 const PER_ROUND: usize = 20_000;
 const RETENTION_SECS: &str = "2";
 
-async fn used_memory(conn: &mut celery_redis::connection::Conn) -> u64 {
+async fn used_memory(conn: &mut celery_redis::conn::Conn) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query_async(conn)

@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use redis::{RedisError, RedisResult, Script, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 
 /// The loop that runs a script once per call of a batch (see its header).
 const BATCH_LUA: &str = include_str!("lua/batch.lua");

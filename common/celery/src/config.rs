@@ -1,24 +1,20 @@
-//! Configuration from environment variables, read once at start-up into typed values.
-//!
-//! `.env` is loaded first, from the working directory, whole or not at all ([`envfile`]; real
-//! environment variables win). A bad value stops the
-//! program with a message that names the variable; URLs are never echoed (they may hold
-//! passwords). This module has the reading helpers every process uses and [`RedisConfig`]; the
-//! worker's and the services' own settings live in their crates, built with the same helpers.
+//! The configuration of Redis every process reads from its environment ([`RedisConfig`]: the
+//! broker's and the result backend's URLs, Sentinel, `WAIT`, queues and routes, kombu's key
+//! layout), built with the generic helpers of the `envconf` crate (where `.env`, [`Source`],
+//! bounds and exit status 2 live). A bad value names its variable; URLs are never echoed.
 
 use std::time::Duration;
 
+use envconf::{boolean, number, raw, ConfigError, Source};
+
+use crate::conn::RedisUrl;
 use crate::routes::Routes;
 
-pub mod envfile;
 pub mod layout;
 mod queues;
 pub mod sentinel;
-mod url;
 
-pub use url::RedisUrl;
-
-/// Variables every process reads (through [`RedisConfig`]), plus logging.
+/// Variables every process reads (through [`RedisConfig`]); logging's are `envconf`'s.
 pub const REDIS_VARIABLES: &[&str] = &[
     "REDIS_URL",
     "RESULT_BACKEND_URL",
@@ -31,158 +27,11 @@ pub const REDIS_VARIABLES: &[&str] = &[
     "BROKER_PRIORITY_STEPS",
     "BROKER_KEY_SEP",
     "BROKER_KEY_PREFIX",
-    "RUST_LOG",
-    "LOG_FORMAT",
 ];
 
 /// Longest result lifetime accepted: ten years (Redis refuses TTLs near `i64::MAX` ms, and every
 /// SETEX would then fail).
 pub const MAX_RESULT_EXPIRES_SECS: u64 = 10 * 365 * 86_400;
-
-/// A variable with a value the program cannot use.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {var}: {reason}")]
-pub struct ConfigError {
-    /// The variable's name.
-    pub var: &'static str,
-    /// What is wrong with its value (never the value of a URL, which may hold a password).
-    pub reason: String,
-}
-
-/// Where variables come from: the process environment, or any `Fn(&str) -> Option<String>`,
-/// which is how tests pass a map:
-///
-/// ```
-/// use celery_redis::config::RedisConfig;
-/// let vars = |var: &str| (var == "CELERY_QUEUE").then(|| "orders".to_owned());
-/// let cfg = RedisConfig::from_source(&vars).unwrap();
-/// assert_eq!(cfg.queue, "orders");
-/// ```
-pub trait Source {
-    /// The value of `var`, `None` when it is not set.
-    fn get(&self, var: &str) -> Option<String>;
-}
-
-/// The process environment (after `.env` has been loaded).
-pub struct ProcessEnv;
-
-impl Source for ProcessEnv {
-    fn get(&self, var: &str) -> Option<String> {
-        std::env::var(var).ok()
-    }
-}
-
-impl<F: Fn(&str) -> Option<String>> Source for F {
-    fn get(&self, var: &str) -> Option<String> {
-        self(var)
-    }
-}
-
-/// Loads `.env` from the working directory ([`envfile`]) and starts logging in the
-/// `LOG_FORMAT`, stopping the program when either cannot be used; the first thing every `main`
-/// does (the worker, its admin subcommands and both services).
-pub fn init() {
-    let loaded = envfile::load().unwrap_or_else(|e| fail(&e));
-    observe::log::init(log_format(&ProcessEnv).unwrap_or_else(|e| fail(&e)));
-    if let Some(count) = loaded {
-        log::info!(
-            "loaded {} ({count} variables; the environment's own win)",
-            envfile::ENV_FILE
-        );
-    }
-}
-
-/// `LOG_FORMAT`: `text` (the default) or `json` (one object per line).
-pub fn log_format(src: &dyn Source) -> Result<observe::log::Format, ConfigError> {
-    match raw(src, "LOG_FORMAT")? {
-        None => Ok(observe::log::Format::Text),
-        Some(v) => v.parse().map_err(|reason| ConfigError {
-            var: "LOG_FORMAT",
-            reason,
-        }),
-    }
-}
-
-/// The value of `var`, `None` when unset. A variable set to an empty (or blank) value is an
-/// error, not the default: `REDIS_URL=""` must not quietly mean the default Redis.
-pub fn raw(src: &dyn Source, var: &'static str) -> Result<Option<String>, ConfigError> {
-    match src.get(var) {
-        Some(v) if v.trim().is_empty() => Err(ConfigError {
-            var,
-            reason: "is set but empty; unset it to use the default".into(),
-        }),
-        other => Ok(other),
-    }
-}
-
-/// `var` parsed as a `T`, or `default` when unset; `expected` names the kind in the error.
-pub fn parse<T: std::str::FromStr>(
-    src: &dyn Source,
-    var: &'static str,
-    default: T,
-    expected: &str,
-) -> Result<T, ConfigError> {
-    match raw(src, var)? {
-        None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|_| ConfigError {
-            var,
-            reason: format!("{raw:?} is not {expected}"),
-        }),
-    }
-}
-
-/// A whole number from `min` to `max` (inclusive), or `default` when unset.
-pub fn number(
-    src: &dyn Source,
-    var: &'static str,
-    default: u64,
-    (min, max): (u64, u64),
-) -> Result<u64, ConfigError> {
-    let expected = format!("a whole number from {min} to {max}");
-    let v = parse(src, var, default, &expected)?;
-    if !(min..=max).contains(&v) {
-        return Err(ConfigError {
-            var,
-            reason: format!("{v} is not {expected}"),
-        });
-    }
-    Ok(v)
-}
-
-/// A count from `min` to `max`, as a `usize`.
-pub fn count(
-    src: &dyn Source,
-    var: &'static str,
-    default: u64,
-    range: (u64, u64),
-) -> Result<usize, ConfigError> {
-    usize::try_from(number(src, var, default, range)?).map_err(|_| ConfigError {
-        var,
-        reason: "is too large for this machine".into(),
-    })
-}
-
-/// Stops the program on a configuration error: the message goes to stderr directly (whatever
-/// `RUST_LOG` says) and the exit status is 2.
-pub fn fail(e: &ConfigError) -> ! {
-    eprintln!("error: {e}");
-    std::process::exit(2);
-}
-
-/// `true/false`, `1/0`, `yes/no`, `on/off`.
-pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match raw(src, var)?.map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) => match v.as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError {
-                var,
-                reason: format!("{v:?} is not a boolean (true/false)"),
-            }),
-        },
-    }
-}
 
 fn redis_url(
     src: &dyn Source,
@@ -191,7 +40,7 @@ fn redis_url(
 ) -> Result<RedisUrl, ConfigError> {
     match (raw(src, var)?, default) {
         (None, Some(default)) => Ok(default.clone()),
-        (Some(raw), _) if crate::sentinel::is_url(&raw) => sentinel::url(src, var, &raw),
+        (Some(raw), _) if crate::conn::is_url(&raw) => sentinel::url(src, var, &raw),
         (raw, _) => {
             RedisUrl::parse(raw.as_deref().unwrap_or("redis://127.0.0.1:6379/0")).map_err(|e| {
                 ConfigError {
@@ -288,20 +137,6 @@ mod tests {
     }
 
     #[test]
-    fn log_format_is_text_or_json() {
-        use observe::log::Format;
-        assert_eq!(log_format(&src(&[])).unwrap(), Format::Text);
-        assert_eq!(
-            log_format(&src(&[("LOG_FORMAT", "json")])).unwrap(),
-            Format::Json
-        );
-        for bad in ["yaml", " ", "JSON lines"] {
-            let err = log_format(&src(&[("LOG_FORMAT", bad)])).unwrap_err();
-            assert_eq!(err.var, "LOG_FORMAT", "{bad}");
-        }
-    }
-
-    #[test]
     fn defaults_are_celerys() {
         let c = RedisConfig::from_source(&src(&[])).unwrap();
         assert_eq!(c.queue, "celery");
@@ -353,11 +188,7 @@ mod tests {
 
     #[test]
     fn an_empty_value_is_an_error_not_the_default() {
-        // Logging is read by `init`, not here (an empty LOG_FORMAT: `log_format_is_text_or_json`).
-        for var in REDIS_VARIABLES
-            .iter()
-            .filter(|v| !["RUST_LOG", "LOG_FORMAT"].contains(*v))
-        {
+        for var in REDIS_VARIABLES {
             let err = RedisConfig::from_source(&src(&[(var, " ")])).unwrap_err();
             assert_eq!(err.var, *var);
             assert!(err.reason.contains("empty"), "{err}");

@@ -10,7 +10,7 @@ use redis::RedisResult;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 use crate::control::Lamport;
 use crate::keys::{Layout, EVENT_EXCHANGE};
 use crate::protocol::fanout::{Fanout, TRANSIENT};

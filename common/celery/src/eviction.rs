@@ -5,8 +5,8 @@
 //! accepts no work until it can, unless `ALLOW_EVICTION=true`. The same answer says whether the
 //! server is Redis 7 or later, which the scripts' `#!lua` flags need.
 //!
-//! [`crate::connection::Conn`] counts its (re)connections and holds a [`Guard`];
-//! [`crate::connection::Conn::confirm`] asks once per connection. Queue lists, results and
+//! [`crate::conn::Conn`] counts its (re)connections and holds a [`Guard`];
+//! [`crate::conn::Conn::confirm`] asks once per connection. Queue lists, results and
 //! idempotency keys silently vanishing is what an evicting policy risks.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -9,16 +9,16 @@
 //! - [`protocol`] — the wire format: the kombu envelope, the `[args, kwargs, embed]` body, and
 //!   [`protocol::TaskMessage`], a task to publish.
 //! - [`routes`] — the queue of each task by name, the queues a worker consumes.
-//! - [`sentinel`] — Redis Sentinel (`sentinel://` URLs, finding the master) and the `WAIT` policy.
-//! - [`config`] — typed configuration from the environment, the Redis URL parsed once.
-//! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
-//! - [`failover`] — the sentinels' announcement of a failover, watched by each connection.
-//! - [`glob`] — shell-style globs as `fnmatch` reads them (control patterns, `TASK_ROUTES`).
 //! - [`eviction`] — whether a Redis keeps every key (`noeviction`, Redis 7+), asked on every
 //!   (re)connection before work is taken or accepted.
-//! - [`connection`] — reconnecting connections with bounded waits, retried once when dead.
+//! - [`conn`] — Redis connections and high availability in one place: the URL parsed once,
+//!   Sentinel (finding the master, a typed error when none is found), failovers (one watch per
+//!   sentinel URL), reconnecting connections with bounded waits, `WAIT` after the writes that
+//!   matter.
+//! - [`config`] — typed configuration of Redis from the environment (with `envconf`).
+//! - `scripts` — the Lua scripts, each sent with one shared prelude (crate-private).
+//! - [`glob`] — shell-style globs as `fnmatch` reads them (control patterns, `TASK_ROUTES`).
 //! - [`refusal`] — what a failed call says it wrote: nothing (refused, e.g. out of memory).
-//! - [`replicated`] — a connection that waits for replicas (`WAIT`) after the writes that matter.
 //! - [`batch`] — group commit: calls of one script made together sent as one script call.
 //! - [`result`] — Celery's result backend (`celery-task-meta-<id>`).
 //! - [`broker`] — the queue: publish, claim, leases, acknowledgement (its only owner), the eta
@@ -43,23 +43,20 @@ pub mod batch;
 pub mod broker;
 pub mod clock;
 pub mod config;
-pub mod connection;
+pub mod conn;
 pub mod control;
 pub mod events;
 pub mod eviction;
-pub mod failover;
 pub mod glob;
 pub mod keys;
 pub mod leases;
 pub mod node;
 pub mod protocol;
 pub mod refusal;
-pub mod replicated;
 pub mod result;
 pub mod revoked;
 pub mod routes;
 pub(crate) mod scripts;
-pub mod sentinel;
 pub mod shutdown;
 pub mod stores;
 pub mod task;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::RedisResult;
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 use crate::keys;
 use crate::scripts::REMEMBER_REVOKED;
 

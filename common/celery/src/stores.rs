@@ -4,10 +4,11 @@
 
 use redis::RedisResult;
 
-use crate::config::{ConfigError, RedisConfig};
-use crate::connection::{Conn, Waits};
+use crate::config::RedisConfig;
+use crate::conn::{Conn, Waits};
 use crate::eviction::Unconfirmed;
 use crate::result::ResultBackend;
+use envconf::ConfigError;
 
 /// The connections a process needs: the broker's database and the result backend.
 #[derive(Clone)]
@@ -81,7 +82,8 @@ impl Stores {
                     return Err(ConfigError { var, reason });
                 }
                 Err(Unconfirmed::Unasked { error, .. }) => {
-                    if let Some(reason) = crate::sentinel::misconfigured(&error) {
+                    let resolved = conn.resolve_error().await;
+                    if let Some(reason) = resolved.and_then(|e| e.misconfigured()) {
                         return Err(ConfigError { var, reason });
                     }
                     if error.to_string().contains("DB index is out of range") {

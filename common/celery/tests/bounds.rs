@@ -15,7 +15,7 @@ use testkit::TestRedis;
 
 const JUNK_BYTES: usize = 40 * 1024 * 1024;
 
-async fn lua_memory(conn: &mut celery_redis::connection::Conn) -> u64 {
+async fn lua_memory(conn: &mut celery_redis::conn::Conn) -> u64 {
     testkit::info_number(conn, "memory", "used_memory_lua").await
 }
 
@@ -23,7 +23,7 @@ async fn lua_memory(conn: &mut celery_redis::connection::Conn) -> u64 {
 /// letter as stored, after checking both are bounded and nothing is held.
 async fn claim_dead(
     broker: &Broker,
-    conn: &mut celery_redis::connection::Conn,
+    conn: &mut celery_redis::conn::Conn,
 ) -> (String, String, Option<String>, DeadLetter) {
     let claims = broker.claim_many(1).await.unwrap();
     let Some(Claim::DeadLettered {
@@ -156,7 +156,7 @@ async fn junk_over_the_decoding_bound_is_not_decoded_and_keeps_a_prefix() {
 }
 
 /// Ages every lease and runs a restore, as a worker does once the holder is gone.
-async fn lapse_and_restore(broker: &Broker, conn: &mut celery_redis::connection::Conn) {
+async fn lapse_and_restore(broker: &Broker, conn: &mut celery_redis::conn::Conn) {
     let tags: Vec<String> = conn.hkeys(keys::UNACKED).await.unwrap();
     for tag in &tags {
         conn.zadd::<_, _, _, ()>(keys::UNACKED_INDEX, tag, 1.0)
@@ -179,7 +179,7 @@ async fn claim(broker: &Broker) -> Delivery {
     }
 }
 
-async fn counters(conn: &mut celery_redis::connection::Conn) -> Vec<String> {
+async fn counters(conn: &mut celery_redis::conn::Conn) -> Vec<String> {
     conn.keys(format!("{}*", keys::DELIVERIES_PREFIX))
         .await
         .unwrap()
@@ -286,7 +286,7 @@ async fn a_message_a_python_worker_restored_is_counted_too() {
     assert_eq!(claim(&broker).await.deliveries, 4);
 }
 
-async fn output_bytes(conn: &mut celery_redis::connection::Conn) -> u64 {
+async fn output_bytes(conn: &mut celery_redis::conn::Conn) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("stats")
         .query_async(conn)
@@ -345,18 +345,18 @@ async fn a_server_refusing_client_reply_gets_plain_waits() {
         "redis://waiter:a-long-password@127.0.0.1:{}/0",
         redis.port()
     );
-    let url = celery_redis::config::RedisUrl::parse(&url).unwrap();
-    let waits = celery_redis::connection::Waits {
+    let url = celery_redis::conn::RedisUrl::parse(&url).unwrap();
+    let waits = celery_redis::conn::Waits {
         response: Some(Duration::from_secs(10)),
         connect_retries: 1,
     };
     let broker = Broker::new(conn.clone(), "celery", "test@host");
-    let mut blocking = celery_redis::connection::Conn::new(&url, waits).unwrap();
+    let mut blocking = celery_redis::conn::Conn::new(&url, waits).unwrap();
     let refused = broker.wait_for_message(&mut blocking, Duration::from_millis(100));
     let e = refused.await.unwrap_err();
     assert!(e.to_string().contains("CLIENT REPLY refused"), "{e}");
     // A fresh connection waits the plain way.
-    let mut blocking = celery_redis::connection::Conn::new(&url, waits).unwrap();
+    let mut blocking = celery_redis::conn::Conn::new(&url, waits).unwrap();
     broker
         .publish(&TaskMessage::new("process_order", "celery", Map::new()))
         .await

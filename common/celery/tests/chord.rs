@@ -255,12 +255,12 @@ async fn a_claim_of_another_type_at_finish_apart_ends_the_member_whole() {
     use celery_redis::protocol::TaskMessage;
     use celery_redis::result::{ChordEnd, TaskState};
     let redis = TestRedis::start();
-    let url = celery_redis::config::RedisUrl::parse(&redis.url_db(1)).unwrap();
-    let waits = celery_redis::connection::Waits {
+    let url = celery_redis::conn::RedisUrl::parse(&redis.url_db(1)).unwrap();
+    let waits = celery_redis::conn::Waits {
         response: None,
         connect_retries: 2,
     };
-    let mut db1 = celery_redis::connection::Conn::new(&url, waits).unwrap();
+    let mut db1 = celery_redis::conn::Conn::new(&url, waits).unwrap();
     let results = ResultBackend::new(
         db1.clone(),
         url.client().clone(),

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::keys::{self, Layout};
 use celery_redis::task::fleet;
 use celery_redis::task::rate::{self, Rate};

@@ -22,7 +22,7 @@ async fn backend(redis: &TestRedis) -> ResultBackend {
 }
 
 /// Script calls (`EVALSHA` and `EVAL`) the server has run so far.
-async fn script_calls(conn: &mut celery_redis::connection::Conn) -> u64 {
+async fn script_calls(conn: &mut celery_redis::conn::Conn) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)

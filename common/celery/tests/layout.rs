@@ -38,12 +38,12 @@ fn id_of(d: &Delivery) -> String {
     Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id
 }
 
-async fn len(conn: &mut celery_redis::connection::Conn, key: &str) -> i64 {
+async fn len(conn: &mut celery_redis::conn::Conn, key: &str) -> i64 {
     conn.llen(key).await.unwrap()
 }
 
 /// Marks every held delivery's lease as long expired (as a dead worker's).
-async fn expire_leases(conn: &mut celery_redis::connection::Conn, index: &str) {
+async fn expire_leases(conn: &mut celery_redis::conn::Conn, index: &str) {
     let tags: Vec<String> = conn.zrange(index, 0, -1).await.unwrap();
     for tag in tags {
         conn.zadd::<_, _, _, ()>(index, tag, 1_000.0).await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use celery_redis::broker::{Broker, Claim, Delivery};
 use celery_redis::config::RedisConfig;
-use celery_redis::connection::{Conn, Waits};
+use celery_redis::conn::{Conn, Waits};
 use celery_redis::eviction::Unconfirmed;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
@@ -180,7 +180,7 @@ async fn reconnect_to_an_evicting_redis(url_suffix: &str) {
     stores.confirm().await.unwrap();
 
     redis.restart_with(&["--maxmemory-policy", "allkeys-lru"]);
-    let dead = celery_redis::connection::ping(&stores.redis, Duration::from_secs(5)).await;
+    let dead = celery_redis::conn::ping(&stores.redis, Duration::from_secs(5)).await;
     assert!(dead.is_err(), "the first call meets the dead connection");
     match stores.confirm().await {
         Err(Unconfirmed::Refused { var, reason }) => {

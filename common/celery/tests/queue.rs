@@ -25,7 +25,7 @@ async fn claim(broker: &Broker) -> Delivery {
     }
 }
 
-async fn server_time(conn: &mut celery_redis::connection::Conn) -> f64 {
+async fn server_time(conn: &mut celery_redis::conn::Conn) -> f64 {
     let (s, us): (f64, f64) = redis::cmd("TIME").query_async(conn).await.unwrap();
     s + us / 1e6
 }

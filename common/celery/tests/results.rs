@@ -22,7 +22,7 @@ async fn backend(redis: &TestRedis, expires: u64) -> ResultBackend {
 }
 
 /// Resolves once somebody is subscribed to `channel` (the event a publisher needs to wait for).
-async fn subscribed(conn: &mut celery_redis::connection::Conn, channel: &str) {
+async fn subscribed(conn: &mut celery_redis::conn::Conn, channel: &str) {
     loop {
         let (_, n): (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")

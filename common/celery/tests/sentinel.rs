@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use celery_redis::broker::{Broker, Submitted};
 use celery_redis::config::RedisConfig;
-use celery_redis::connection::{Conn, Waits};
+use celery_redis::conn::{Conn, ResolveError, Waits};
 use celery_redis::control::listen::{self, Incoming};
 use celery_redis::protocol::TaskMessage;
 use celery_redis::stores::Stores;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, IntoConnectionInfo};
 use testkit::sentinel::{TestSentinels, GHOST, MASTER, PASSWORD};
 use testkit::TestRedis;
 
@@ -39,7 +39,7 @@ async fn incr_after_failover(conn: &mut Conn) -> i64 {
     match conn.incr::<_, _, i64>("counter", 1).await {
         Ok(n) => n,
         Err(e) => {
-            assert!(celery_redis::failover::needs_new_master(&e), "{e}");
+            assert!(celery_redis::conn::needs_new_master(&e), "{e}");
             conn.incr("counter", 1).await.unwrap()
         }
     }
@@ -76,6 +76,71 @@ async fn a_connection_follows_the_master_through_failovers() {
             .await
             .unwrap();
         assert_eq!(seen, n, "written to the master the sentinels name");
+    }
+}
+
+/// Clients subscribed to a channel, over all the sentinels of `s` (a sentinel's own links to
+/// the others subscribe to nothing).
+async fn subscribed_clients(s: &TestSentinels) -> usize {
+    let mut n = 0;
+    for port in s.sentinel_ports() {
+        let info = redis::ConnectionAddr::Tcp("127.0.0.1".into(), port)
+            .into_connection_info()
+            .unwrap()
+            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+        let client = redis::Client::open(info).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let subscribed = |line: &&str| {
+            line.split(' ')
+                .any(|f| f.starts_with("sub=") && f != "sub=0")
+        };
+        n += list.lines().filter(subscribed).count();
+    }
+    n
+}
+
+/// Every connection made from one `sentinel://` URL (a worker's blocking waits make one per
+/// queue) shares one watch of `+switch-master`: one subscription on the sentinels, however
+/// many connections; and each of them leaves the old master when it announces a failover (its
+/// first call after it already goes to the new master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_url_share_one_failover_watch() {
+    let s = std::sync::Arc::new(TestSentinels::start());
+    let cfg = config(&s.url(), &[]);
+    let blocking = Waits {
+        response: None,
+        connect_retries: 0,
+    };
+    let mut conns = vec![Conn::new(&cfg.url, blocking).unwrap()];
+    conns.extend((0..4).map(|_| Conn::new(&cfg.url, WAITS).unwrap()));
+    for (n, conn) in (1..).zip(conns.iter_mut()) {
+        assert_eq!(conn.incr::<_, _, i64>("counter", 1).await.unwrap(), n);
+    }
+    // The watch subscribes once the first connection found the master.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subscribed_clients(&s).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failover watch never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    failover(&s).await;
+    assert_eq!(
+        subscribed_clients(&s).await,
+        1,
+        "one watch for {} connections",
+        conns.len()
+    );
+    // The old master's clients were disconnected: a connection the watch did not tell would
+    // fail its first call.
+    for (n, conn) in (6..).zip(conns.iter_mut()) {
+        assert_eq!(conn.incr::<_, _, i64>("counter", 1).await.unwrap(), n);
     }
 }
 
@@ -184,7 +249,7 @@ async fn wait_covers_an_enqueue_and_says_when_fewer_replicas_acknowledged() {
         ],
     );
     let broker = Broker::new(Conn::new(&two.url, WAITS).unwrap(), "celery", "t@h");
-    let short_before = celery_redis::replicated::short_waits();
+    let short_before = celery_redis::conn::short_waits();
     let started = Instant::now();
     let err = broker
         .publish_once("key-5", &message("t-5"))
@@ -196,7 +261,7 @@ async fn wait_covers_an_enqueue_and_says_when_fewer_replicas_acknowledged() {
         "WAIT waited its timeout"
     );
     assert!(!err.to_string().contains(PASSWORD));
-    assert!(celery_redis::replicated::short_waits() > short_before);
+    assert!(celery_redis::conn::short_waits() > short_before);
     // An ack is only logged and counted: a lost ack makes the task run again, no more.
     assert!(!broker.ack("no-such-tag").await.unwrap());
     // The retry with the same key finds the task (nothing enqueued twice).
@@ -242,7 +307,7 @@ async fn wrong_targets_are_refused_at_start_or_reported_as_outages() {
     let stores = Stores::connect(&cfg, WAITS).unwrap();
     stores.check(&cfg).await.unwrap();
     let started = Instant::now();
-    let err = celery_redis::connection::ping(&stores.redis, Duration::from_secs(10))
+    let err = celery_redis::conn::ping(&stores.redis, Duration::from_secs(10))
         .await
         .unwrap_err();
     assert!(
@@ -251,7 +316,15 @@ async fn wrong_targets_are_refused_at_start_or_reported_as_outages() {
         started.elapsed()
     );
     assert!(err.to_string().contains("does not answer"), "{err}");
-    assert!(celery_redis::sentinel::misconfigured(&err).is_none());
+    let unresolved = stores
+        .redis
+        .resolve_error()
+        .await
+        .expect("the resolution failed");
+    assert!(
+        matches!(unresolved, ResolveError::NoMaster(_)),
+        "an outage, not a configuration error: {unresolved}"
+    );
 
     // Sentinels that are all down: an outage too, named without the password.
     let dead = format!(
@@ -262,7 +335,7 @@ async fn wrong_targets_are_refused_at_start_or_reported_as_outages() {
     let cfg = config(&dead, &[]);
     let stores = Stores::connect(&cfg, WAITS).unwrap();
     stores.check(&cfg).await.unwrap();
-    let err = celery_redis::connection::ping(&stores.redis, Duration::from_secs(10))
+    let err = celery_redis::conn::ping(&stores.redis, Duration::from_secs(10))
         .await
         .unwrap_err();
     assert!(!err.to_string().contains(PASSWORD), "{err}");

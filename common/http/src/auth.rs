@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use celery_redis::config::{boolean, raw, ConfigError, Source};
+use envconf::{boolean, raw, ConfigError, Source};
 use warp::http::StatusCode;
 use warp::{Filter, Rejection};
 

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use std::time::Duration;
 
-use celery_redis::config::{count, number, parse, ConfigError, RedisConfig, Source};
+use celery_redis::config::RedisConfig;
+use envconf::{count, number, parse, ConfigError, Source};
 
 use crate::auth::Auth;
 use crate::serve::Limits;

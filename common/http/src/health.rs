@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use celery_redis::connection::{bounded, Conn};
+use celery_redis::conn::{bounded, Conn};
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -36,7 +36,7 @@ pub fn readyz(
             let confirmed = bounded(limit, async {
                 redis.confirm().await.map_err(redis::RedisError::from)
             });
-            let ready = match celery_redis::connection::ping(&redis, limit).await {
+            let ready = match celery_redis::conn::ping(&redis, limit).await {
                 Ok(()) => confirmed.await,
                 Err(e) => Err(e),
             };

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
-use celery_redis::config::{ConfigError, ProcessEnv};
-use celery_redis::connection::Conn;
-use celery_redis::connection::{bounded, retry_once, Waits};
+use celery_redis::conn::Conn;
+use celery_redis::conn::{bounded, retry_once, Waits};
 use celery_redis::result::ResultBackend;
 use celery_redis::shutdown::Shutdown;
 use celery_redis::stores::Stores;
+use envconf::{ConfigError, ProcessEnv};
 use warp::{Filter, Reply};
 
 use crate::auth::Auth;
@@ -136,16 +136,16 @@ where
     F: Filter<Extract = (T,), Error = Infallible> + Clone + Send + Sync + 'static,
     T: Reply + Send + 'static,
 {
-    celery_redis::config::init();
+    envconf::init();
     let cfg = ServiceConfig::from_source(&ProcessEnv, spec.bind_var, spec.default_bind)
-        .unwrap_or_else(|e| celery_redis::config::fail(&e));
+        .unwrap_or_else(|e| envconf::fail(&e));
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         std::process::exit(crate::health::check(cfg.bind).await);
     }
     let bind = cfg.bind;
     match run(spec, cfg, routes, celery_redis::shutdown::on_signals()).await {
-        Err(ServeError::Config(e)) => celery_redis::config::fail(&e),
-        Err(ServeError::Io(e)) => celery_redis::config::fail(&ConfigError {
+        Err(ServeError::Config(e)) => envconf::fail(&e),
+        Err(ServeError::Io(e)) => envconf::fail(&ConfigError {
             var: spec.bind_var,
             reason: format!("cannot listen on {bind}: {e}"),
         }),

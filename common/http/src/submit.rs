@@ -2,7 +2,7 @@
 //! `POST /<kind>s` accepts a contract once per id, `GET /<kind>s/{id}` shows its task's state.
 
 use celery_redis::broker::Submitted;
-use celery_redis::connection::{bounded, retry_once};
+use celery_redis::conn::{bounded, retry_once};
 use celery_redis::refusal::nothing_written;
 use celery_redis::result::{ResultError, ResultMeta, TaskState};
 use serde_json::{json, Map, Value};

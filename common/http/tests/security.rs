@@ -35,7 +35,7 @@ async fn an_acl_user_in_the_url_works_and_a_wrong_password_leaks_nothing() {
     let (status, body) = readyz(&bad).await;
     assert_eq!(status, 503);
     assert!(!body.contains(SECRET), "{body}");
-    let err = celery_redis::config::RedisUrl::parse(&bad)
+    let err = celery_redis::conn::RedisUrl::parse(&bad)
         .unwrap()
         .client()
         .get_multiplexed_async_connection()
@@ -140,7 +140,7 @@ async fn rediss_urls_connect_over_verified_tls() {
     // rustls checks the server against the system roots; point them at this test's CA.
     std::env::set_var("SSL_CERT_FILE", p("ca.pem"));
     let url = format!("rediss://localhost:{tls_port}/0");
-    let mut conn = celery_redis::config::RedisUrl::parse(&url)
+    let mut conn = celery_redis::conn::RedisUrl::parse(&url)
         .unwrap()
         .client()
         .get_multiplexed_async_connection()

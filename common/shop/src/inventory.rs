@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use celery_redis::batch::{batched, Batcher, Call, Replication};
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
 

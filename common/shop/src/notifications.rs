@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
 

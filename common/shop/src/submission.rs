@@ -1,7 +1,7 @@
 //! A contract accepted once per id: the one submit and read path both services use.
 
 use celery_redis::broker::{Broker, Submitted};
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::protocol::TaskMessage;
 use redis::{AsyncCommands, RedisResult};
 

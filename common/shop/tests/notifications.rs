@@ -27,7 +27,7 @@ fn delivery(n: usize) -> Delivery {
     }
 }
 
-async fn record(conn: &celery_redis::connection::Conn, range: std::ops::Range<usize>) {
+async fn record(conn: &celery_redis::conn::Conn, range: std::ops::Range<usize>) {
     for n in range {
         assert!(notifications::record(conn, &delivery(n), RETAIN)
             .await
@@ -44,7 +44,7 @@ fn numbers(page: &Page) -> Vec<usize> {
 
 /// Every page from `cursor` to the end, `limit` at a time.
 async fn follow(
-    conn: &celery_redis::connection::Conn,
+    conn: &celery_redis::conn::Conn,
     mut cursor: Option<u64>,
     limit: usize,
 ) -> Vec<usize> {

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 
 use crate::process::wait_for_line;
 use crate::tempdir::TempDir;
@@ -85,12 +85,12 @@ impl TestRedis {
     }
 
     /// [`TestRedis::url`], parsed.
-    pub fn parsed_url(&self) -> celery_redis::config::RedisUrl {
-        celery_redis::config::RedisUrl::parse(&self.url()).expect("valid url")
+    pub fn parsed_url(&self) -> celery_redis::conn::RedisUrl {
+        celery_redis::conn::RedisUrl::parse(&self.url()).expect("valid url")
     }
 
     pub fn client(&self) -> redis::Client {
-        celery_redis::config::RedisUrl::parse(&self.url())
+        celery_redis::conn::RedisUrl::parse(&self.url())
             .expect("valid url")
             .client()
             .clone()
@@ -108,7 +108,7 @@ impl TestRedis {
     }
 
     pub async fn manager(&self) -> Conn {
-        let waits = celery_redis::connection::Waits {
+        let waits = celery_redis::conn::Waits {
             response: None,
             connect_retries: 2,
         };

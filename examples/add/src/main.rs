@@ -7,9 +7,9 @@ use worker::config::WorkerConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    celery_redis::config::init();
-    let env = celery_redis::config::ProcessEnv;
-    let cfg = WorkerConfig::from_source(&env).unwrap_or_else(|e| celery_redis::config::fail(&e));
+    envconf::init();
+    let env = envconf::ProcessEnv;
+    let cfg = WorkerConfig::from_source(&env).unwrap_or_else(|e| envconf::fail(&e));
     let tasks = Tasks::new().task::<Add>();
     worker::run(cfg, tasks, celery_redis::shutdown::on_signals()).await?;
     Ok(())

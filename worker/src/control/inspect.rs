@@ -2,7 +2,7 @@
 //! `common/celery/tests/fixtures/celery-vectors/events-control` show each): `stats`, `conf`,
 //! `active_queues`, `registered`. What runs and what is revoked comes from the registry.
 
-use celery_redis::config::RedisUrl;
+use celery_redis::conn::RedisUrl;
 use serde_json::{json, Value};
 
 use crate::config::WorkerConfig;

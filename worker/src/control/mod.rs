@@ -13,8 +13,8 @@ pub mod revoke;
 use std::sync::Arc;
 use std::time::Duration;
 
-use celery_redis::config::RedisUrl;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
+use celery_redis::conn::RedisUrl;
 use celery_redis::control::listen::{self, Incoming};
 use celery_redis::control::{reply, Request};
 use celery_redis::events::Events;

@@ -43,7 +43,7 @@ fn reset_peak(pid: u32) {
 
 struct Capped {
     worker: Proc,
-    conn: celery_redis::connection::Conn,
+    conn: celery_redis::conn::Conn,
     results: ResultBackend,
 }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 use redis::aio::ConnectionLike;
 use redis::RedisResult;
 

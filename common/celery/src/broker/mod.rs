@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 use redis::{AsyncCommands, RedisResult};
 
 use crate::batch::{Batcher, Replication};

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 use redis::RedisResult;
 
 use super::{Broker, DeadLetter, BATCH};

@@ -7,7 +7,7 @@ use redis::RedisResult;
 use serde::Serialize;
 
 use super::Broker;
-use crate::connection::Transient;
+use crate::conn::Transient;
 use crate::keys;
 
 /// Queue counts, as `worker stats` prints them.

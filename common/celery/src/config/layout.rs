@@ -3,8 +3,8 @@
 //! `sep`, `global_keyprefix`) and the worker's consume order (`BROKER_QUEUE_ORDER`: kombu's
 //! `queue_order_strategy`).
 
-use super::{raw, ConfigError, Source};
 use crate::keys::{self, Layout, LayoutError, QueueOrder};
+use envconf::{raw, ConfigError, Source};
 
 /// The variables of the key layout (every process reads them).
 pub const LAYOUT_VARIABLES: &[&str] = &[

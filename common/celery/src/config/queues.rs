@@ -1,9 +1,9 @@
 //! The variables of queues: the default queue (`CELERY_QUEUE`, Celery's `task_default_queue`)
 //! and the route table (`TASK_ROUTES`, Celery's `task_routes`).
 
-use super::{raw, ConfigError, Source};
 use crate::keys;
 use crate::routes::Routes;
+use envconf::{raw, ConfigError, Source};
 
 /// `CELERY_QUEUE` (default `celery`): a usable queue name.
 pub(super) fn default_queue(src: &dyn Source) -> Result<String, ConfigError> {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::{number, raw, ConfigError, RedisUrl, Source};
-use crate::sentinel::{self, Topology, Wait};
+use crate::conn::{self, RedisUrl, Wait};
+use envconf::{number, raw, ConfigError, Source};
 
 /// Variables read here (by every process, through `RedisConfig`).
 pub const SENTINEL_VARIABLES: &[&str] = &[
@@ -37,7 +37,7 @@ fn master(src: &dyn Source, var: &'static str) -> Result<(&'static str, String),
             }
         },
     };
-    if !sentinel::is_master_name(name.1.trim()) {
+    if !conn::is_master_name(name.1.trim()) {
         return Err(ConfigError {
             var: name.0,
             reason: "must be 1-128 printable characters without spaces".into(),
@@ -48,16 +48,11 @@ fn master(src: &dyn Source, var: &'static str) -> Result<(&'static str, String),
 
 /// `raw`, a `sentinel://` URL list in `var`, with its master name.
 pub(super) fn url(src: &dyn Source, var: &'static str, raw: &str) -> Result<RedisUrl, ConfigError> {
-    let parsed = sentinel::parse_url(raw).map_err(|reason| ConfigError { var, reason })?;
+    let parsed = conn::parse_url(raw).map_err(|reason| ConfigError { var, reason })?;
     let (_, master) = master(src, var)?;
-    let client = parsed.placeholder().map_err(|e| ConfigError {
+    RedisUrl::sentinel(parsed, master).map_err(|e| ConfigError {
         var,
         reason: format!("not a usable sentinel URL ({})", e.category()),
-    })?;
-    super::url::init_tls();
-    Ok(RedisUrl {
-        client,
-        topology: Topology::sentinel(parsed.addrs, master),
     })
 }
 
@@ -66,12 +61,12 @@ pub(super) fn url(src: &dyn Source, var: &'static str, raw: &str) -> Result<Redi
 /// over that would not).
 pub(super) fn with_wait(
     src: &dyn Source,
-    mut url: RedisUrl,
-    mut result_url: RedisUrl,
+    url: RedisUrl,
+    result_url: RedisUrl,
 ) -> Result<(RedisUrl, RedisUrl), ConfigError> {
-    let on_sentinels = url.topology.sentinels().is_some();
+    let on_sentinels = url.topology().sentinels().is_some();
     for var in ["REDIS_SENTINEL_MASTER", "RESULT_BACKEND_SENTINEL_MASTER"] {
-        let used = on_sentinels || result_url.topology.sentinels().is_some();
+        let used = on_sentinels || result_url.topology().sentinels().is_some();
         if raw(src, var)?.is_some() && !used {
             return Err(ConfigError {
                 var,
@@ -93,24 +88,11 @@ pub(super) fn with_wait(
     };
     let timeout = Duration::from_millis(number(src, "REDIS_WAIT_TIMEOUT_MS", 500, (1, 60_000))?);
     let wait = |url: &RedisUrl| Wait {
-        replicas: replicas.unwrap_or(u64::from(url.topology.sentinels().is_some())),
+        replicas: replicas.unwrap_or(u64::from(url.topology().sentinels().is_some())),
         timeout,
     };
     let (for_url, for_results) = (wait(&url), wait(&result_url));
-    url.topology = url.topology.with_wait(for_url);
-    result_url.topology = result_url.topology.with_wait(for_results);
-    Ok((url, result_url))
-}
-
-/// A plain URL's client as a `RedisUrl` (tests and tools that hold a `redis::Client`).
-impl From<redis::Client> for RedisUrl {
-    fn from(client: redis::Client) -> Self {
-        super::url::init_tls();
-        RedisUrl {
-            client,
-            topology: Topology::default(),
-        }
-    }
+    Ok((url.with_wait(for_url), result_url.with_wait(for_results)))
 }
 
 #[cfg(test)]
@@ -389,10 +371,10 @@ mod tests {
 
     #[test]
     fn sentinel_urls_are_told_apart() {
-        assert!(sentinel::is_url("sentinel://h:1"));
-        assert!(sentinel::is_url("SENTINEL://h:1;sentinel://h:2"));
-        assert!(!sentinel::is_url("redis://sentinel:1"));
-        assert!(!sentinel::is_url("sentinel:/h"));
+        assert!(conn::is_url("sentinel://h:1"));
+        assert!(conn::is_url("SENTINEL://h:1;sentinel://h:2"));
+        assert!(!conn::is_url("redis://sentinel:1"));
+        assert!(!conn::is_url("sentinel:/h"));
         let a = RedisConfig::from_source(&src(&[
             ("REDIS_URL", "sentinel://h:1"),
             ("RESULT_BACKEND_URL", "sentinel://h:1"),

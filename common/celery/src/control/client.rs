@@ -7,7 +7,7 @@ use redis::RedisResult;
 use serde_json::{json, Map, Value};
 
 use super::lamport::Lamport;
-use crate::connection::Conn;
+use crate::conn::Conn;
 use crate::keys::{Layout, PIDBOX_EXCHANGE, REPLY_EXCHANGE};
 use crate::protocol::fanout::{Fanout, PERSISTENT};
 

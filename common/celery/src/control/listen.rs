@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use redis::aio::PubSub;
 use redis::RedisResult;
 
-use crate::config::RedisUrl;
+use crate::conn::RedisUrl;
 use crate::keys::{self, Layout, PIDBOX_EXCHANGE};
 
 /// What one subscription yields.

@@ -7,7 +7,7 @@ use redis::RedisResult;
 use serde_json::{json, Map, Value};
 
 use super::request::ReplyTo;
-use crate::connection::Conn;
+use crate::conn::Conn;
 use crate::keys::{self, Layout, REPLY_EXCHANGE};
 use crate::protocol::fanout::{Fanout, TRANSIENT};
 use crate::scripts::PUSH_REPLY;

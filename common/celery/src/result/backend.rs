@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::config::RedisUrl;
-use crate::connection::{Conn, Transient};
+use crate::conn::RedisUrl;
+use crate::conn::{Conn, Transient};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
@@ -157,7 +157,8 @@ impl ResultBackend {
     ) -> Result<ResultMeta, ResultError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let channel = keys::task_meta(task_id);
-        let client = self.client.topology().resolve(self.client.client()).await?;
+        let resolved = self.client.topology().resolve(self.client.client()).await;
+        let client = resolved.map_err(redis::RedisError::from)?;
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;
         let current = self.get(task_id).await?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use redis::RedisResult;
 
 use super::rate::Rate;
-use crate::connection::Conn;
+use crate::conn::Conn;
 use crate::keys::Layout;
 use crate::scripts::FLEET_RATE;
 

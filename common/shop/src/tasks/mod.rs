@@ -1,6 +1,6 @@
 //! The shop's tasks, written with the task API (`celery_redis::task`) like any user's task and
 //! registered by the worker binary: [`ProcessOrderTask`] and [`SendNotificationTask`]. They
-//! borrow the broker's database connection (`celery_redis::connection::Conn`, which the worker
+//! borrow the broker's database connection (`celery_redis::conn::Conn`, which the worker
 //! puts in), [`Retention`] and, for webhooks, [`crate::webhook::Webhooks`].
 
 use std::time::Duration;

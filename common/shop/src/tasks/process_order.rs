@@ -1,6 +1,6 @@
 //! `process_order`: total the order, reserve its stock once, and notify the customer when confirmed.
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::task::{Task, TaskContext, TaskError};
 use serde_json::{Map, Value};
 use uuid::Uuid;

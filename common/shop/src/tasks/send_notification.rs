@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use celery_redis::clock;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::result::ExceptionInfo;
 use celery_redis::task::{Deps, Place, Task, TaskContext, TaskError};
 use serde_json::{json, Map, Value};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use celery_redis::config::{count, number, ConfigError, Source};
+use envconf::{count, number, ConfigError, Source};
 
 use super::policy::Policy;
 

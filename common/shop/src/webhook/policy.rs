@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use celery_redis::config::{raw, ConfigError, Source};
+use envconf::{raw, ConfigError, Source};
 
 /// One `WEBHOOK_ALLOW` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

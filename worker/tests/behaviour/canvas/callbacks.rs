@@ -8,7 +8,7 @@ use crate::support::raw::later_orders_still_run;
 use crate::support::shop::order;
 use crate::support::shop::small_order;
 use crate::support::start;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::keys;
 use celery_redis::protocol::{Signature, TaskMessage};
 use celery_redis::result::TaskState;

@@ -117,7 +117,7 @@ impl Task for OnErr {
 
 struct Running {
     redis: TestRedis,
-    conn: celery_redis::connection::Conn,
+    conn: celery_redis::conn::Conn,
     results: ResultBackend,
     calls: Arc<Calls>,
     trigger: shutdown::Trigger,
@@ -194,12 +194,12 @@ async fn start_with(c: &Capture, extra: &[(&'static str, &str)], results_db: boo
     let (mut backend_conn, client) = match results_db {
         false => (conn.clone(), redis.client()),
         true => {
-            let url = celery_redis::config::RedisUrl::parse(&redis.url_db(1)).unwrap();
-            let waits = celery_redis::connection::Waits {
+            let url = celery_redis::conn::RedisUrl::parse(&redis.url_db(1)).unwrap();
+            let waits = celery_redis::conn::Waits {
                 response: None,
                 connect_retries: 2,
             };
-            let backend = celery_redis::connection::Conn::new(&url, waits).unwrap();
+            let backend = celery_redis::conn::Conn::new(&url, waits).unwrap();
             (backend, url.client().clone())
         }
     };

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use celery_redis::broker::Broker;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::control::client::{call, Mailbox, Target};
 use celery_redis::control::Lamport;
 use celery_redis::protocol::TaskMessage;

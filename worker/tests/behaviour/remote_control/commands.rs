@@ -9,7 +9,7 @@ use super::{as_map, ask, ask_node, bare, named, order, NODE, SHORT};
 use crate::support::shop::webhook_note;
 use crate::support::{Handle, Running, WAIT};
 use celery_redis::broker::Broker;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::control::client::{call, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;
@@ -117,8 +117,8 @@ async fn a_password_in_the_redis_url_never_reaches_stats_or_conf() {
     let url = redis.url().replace("redis://", "redis://:s3cret-pw@");
     let (trigger, handle) = spawn_worker(&url, &[]);
     let conn = Conn::new(
-        &celery_redis::config::RedisUrl::parse(&url).unwrap(),
-        celery_redis::connection::Waits {
+        &celery_redis::conn::RedisUrl::parse(&url).unwrap(),
+        celery_redis::conn::Waits {
             response: Some(Duration::from_secs(5)),
             connect_retries: 1,
         },

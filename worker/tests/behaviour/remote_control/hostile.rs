@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{as_map, ask_node, bare, named, order, NODE};
 use crate::support::{Running, WAIT};
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::control::client::{call, Target};
 use celery_redis::control::Lamport;
 use celery_redis::keys;

@@ -6,7 +6,7 @@ mod hostile;
 
 use std::time::Duration;
 
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::control::client::{call, Mailbox, Target};
 use celery_redis::control::Lamport;
 use serde_json::{json, Map, Value};

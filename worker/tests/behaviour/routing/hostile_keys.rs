@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use celery_redis::broker::{Broker, Claim, DeadLetter, Delivery};
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
 use celery_redis::routes::{parse_queues, Routes, MAX_ENTRIES};

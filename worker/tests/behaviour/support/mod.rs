@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use celery_redis::broker::Broker;
-use celery_redis::config::Source;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
+use envconf::Source;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
 use celery_redis::result::{ResultBackend, ResultMeta};

@@ -281,7 +281,7 @@ impl Task for Boom {
 
 pub struct Running {
     pub _redis: TestRedis,
-    pub conn: celery_redis::connection::Conn,
+    pub conn: celery_redis::conn::Conn,
     pub broker: Broker,
     pub results: ResultBackend,
     pub trigger: shutdown::Trigger,

@@ -6,7 +6,7 @@
 use crate::support::shop::{fixtures, order};
 use crate::support::{start, WAIT};
 use celery_redis::broker::Broker;
-use celery_redis::connection::Conn;
+use celery_redis::conn::Conn;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
 use celery_redis::result::TaskState;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::rc::Rc;
 
-use super::ConfigError;
+use crate::ConfigError;
 
 /// The file, relative to the working directory.
 pub const ENV_FILE: &str = ".env";

@@ -9,8 +9,13 @@ use std::sync::{Arc, RwLock};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, RedisResult, Value};
 
-use crate::config::RedisUrl;
+use super::failover::{needs_new_master, OnSwitch, Switches};
+use super::resolve::ResolveError;
+use super::url::RedisUrl;
 use crate::eviction::{Guard, Unconfirmed};
+
+/// The manager in use (`None`: ask the sentinels), and its generation.
+type Current = RwLock<(u64, Option<ConnectionManager>)>;
 
 /// How a process waits on Redis: for each reply, and for a connection.
 #[derive(Debug, Clone, Copy)]
@@ -57,63 +62,6 @@ fn manager(
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
-/// Runs one Redis call with an upper bound on its duration, so nothing waits on Redis forever.
-pub async fn bounded<T>(
-    limit: Duration,
-    call: impl std::future::Future<Output = RedisResult<T>>,
-) -> RedisResult<T> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "redis did not answer in time",
-        ))),
-    }
-}
-
-/// An error after which the same call on a fresh connection may well succeed: a connection
-/// killed (CLIENT KILL, a restart) or dropped; the connection manager reconnects meanwhile.
-pub trait Transient {
-    /// Whether this error is such an error, worth one retry on a fresh connection.
-    fn is_transient(&self) -> bool;
-}
-
-impl Transient for redis::RedisError {
-    fn is_transient(&self) -> bool {
-        self.is_io_error() || self.is_connection_dropped() || self.is_connection_refusal()
-    }
-}
-
-/// Runs an idempotent call, and once more when it failed on a dead connection: a killed
-/// connection costs the caller nothing. Only for calls that may run twice (reads, and writes
-/// guarded by an idempotency key).
-pub async fn retry_once<T, E, F, Fut>(call: F) -> Result<T, E>
-where
-    E: Transient,
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    match call().await {
-        Err(e) if e.is_transient() => {
-            log::info!("retrying once on a fresh connection");
-            call().await
-        }
-        other => other,
-    }
-}
-
-/// `PING`, bounded.
-pub async fn ping(conn: &Conn, limit: Duration) -> RedisResult<()> {
-    let mut conn = conn.clone();
-    bounded(limit, async move {
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(drop)
-    })
-    .await
-}
-
 /// A reconnecting connection to one Redis database: redis-rs's `ConnectionManager`, replaced
 /// by a fresh one when connecting failed in a way the manager never retries by itself (a
 /// refused password: once the password is right again, the next call connects). Cheap to
@@ -121,16 +69,18 @@ pub async fn ping(conn: &Conn, limit: Duration) -> RedisResult<()> {
 ///
 /// For a `sentinel://` URL the manager is made for the master the sentinels name, and dropped
 /// after an error that says the master went away or is one no more (see
-/// [`crate::failover::needs_new_master`]): the next call asks the sentinels again.
+/// [`needs_new_master`]), and on each failover the sentinels announce (watched once per
+/// sentinel URL for all its connections): the next call asks the sentinels again.
 #[derive(Clone)]
 pub struct Conn {
-    current: Arc<RwLock<(u64, Option<ConnectionManager>)>>,
+    current: Arc<Current>,
     url: RedisUrl,
     waits: Waits,
-    /// Held while asking the sentinels, so that concurrent calls ask once.
-    resolving: Arc<tokio::sync::Mutex<()>>,
-    /// Whether the sentinels' `+switch-master` is watched (from the first resolution on).
-    watching: Arc<std::sync::atomic::AtomicBool>,
+    /// Held while asking the sentinels, so that concurrent calls ask once; it keeps why the
+    /// last resolution found no master (`None` once one did, and for a plain URL).
+    resolving: Arc<tokio::sync::Mutex<Option<ResolveError>>>,
+    /// The sentinels' `+switch-master`, watched from the first resolution on.
+    switches: Option<Arc<Switches>>,
     /// Counts (re)connections: a new manager, an error after which the manager reconnects, a
     /// RESP3 disconnection. The eviction check is valid for one value.
     epoch: Arc<AtomicU64>,
@@ -146,12 +96,19 @@ impl Conn {
             None => Some(manager(url.client().clone(), waits, &epoch)?),
             Some(_) => None,
         };
+        let current = Arc::new(RwLock::new((0, direct)));
+        let switches = url.topology().sentinels().map(|sentinels| {
+            let switches = Switches::of(sentinels);
+            let on_switch: std::sync::Weak<Current> = Arc::downgrade(&current);
+            switches.join(on_switch);
+            switches
+        });
         Ok(Conn {
-            current: Arc::new(RwLock::new((0, direct))),
+            current,
             url: url.clone(),
             waits,
-            resolving: Arc::new(tokio::sync::Mutex::new(())),
-            watching: Arc::default(),
+            resolving: Arc::default(),
+            switches,
             epoch,
             guard: None,
         })
@@ -204,11 +161,13 @@ impl Conn {
         if let (generation, Some(m)) = self.read() {
             return Ok((generation, m));
         }
-        let _asking = self.resolving.lock().await;
+        let mut asking = self.resolving.lock().await;
         if let (generation, Some(m)) = self.read() {
             return Ok((generation, m));
         }
-        let client = self.url.topology().resolve(self.url.client()).await?;
+        let resolved = self.url.topology().resolve(self.url.client()).await;
+        *asking = resolved.as_ref().err().cloned();
+        let client = resolved?;
         let fresh = manager(client, self.waits, &self.epoch)?;
         self.reconnected();
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
@@ -216,33 +175,16 @@ impl Conn {
         log::info!("connected to the master the sentinels name");
         let generation = current.0;
         drop(current);
-        if !self
-            .watching
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            self.watch_failovers();
+        if let Some(switches) = &self.switches {
+            switches.start();
         }
         Ok((generation, fresh))
     }
 
-    /// Drops the master on each failover the sentinels announce (the next call asks them
-    /// again), until every clone of this connection is gone.
-    fn watch_failovers(&self) {
-        let Some(sentinels) = self.url.topology().sentinels().cloned() else {
-            return;
-        };
-        let current = Arc::downgrade(&self.current);
-        tokio::spawn(crate::failover::watch(sentinels, move |switched| {
-            let Some(current) = current.upgrade() else {
-                return false;
-            };
-            if switched {
-                log::warn!("the sentinels announced a failover; asking them for the new master");
-                let mut current = current.write().unwrap_or_else(|p| p.into_inner());
-                *current = (current.0.wrapping_add(1), None);
-            }
-            true
-        }));
+    /// Why the last resolution of the master found none (`None` once one did, and always for
+    /// a plain URL): a configuration error ([`ResolveError::misconfigured`]) or an outage.
+    pub async fn resolve_error(&self) -> Option<ResolveError> {
+        self.resolving.lock().await.clone()
     }
 
     /// Forgets the master the sentinels named (no-op for a plain URL): the next call asks them
@@ -258,7 +200,7 @@ impl Conn {
     /// answering with the same error (once per generation, however many calls saw it).
     fn renew_after(&self, generation: u64, e: &RedisError) {
         let on_sentinels = self.url.topology().sentinels().is_some();
-        let again = on_sentinels && crate::failover::needs_new_master(e);
+        let again = on_sentinels && needs_new_master(e);
         if !needs_new_connection(e) && !again {
             return;
         }
@@ -296,6 +238,14 @@ impl Conn {
             self.reconnected();
         }
         self.renew_after(generation, e);
+    }
+}
+
+/// A failover the sentinels announced: the next call asks them for the new master.
+impl OnSwitch for Current {
+    fn switched(&self) {
+        let mut current = self.write().unwrap_or_else(|p| p.into_inner());
+        *current = (current.0.wrapping_add(1), None);
     }
 }
 

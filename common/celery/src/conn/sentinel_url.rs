@@ -9,15 +9,15 @@ const MAX_SENTINELS: usize = 16;
 const DEFAULT_PORT: u16 = 26379;
 
 /// A parsed `sentinel://` URL list: the sentinels, and the master's database and credentials.
-pub struct SentinelUrl {
+pub(crate) struct SentinelUrl {
     /// Each sentinel's host and port, in the URL's order (the order they are asked in).
-    pub addrs: Vec<(String, u16)>,
+    pub(crate) addrs: Vec<(String, u16)>,
     /// The master's database and credentials (the first URL's).
-    pub settings: RedisConnectionInfo,
+    pub(crate) settings: RedisConnectionInfo,
 }
 
 /// Whether `url` is in kombu's sentinel form (a `sentinel://` URL, or several joined by `;`).
-pub fn is_url(url: &str) -> bool {
+pub(crate) fn is_url(url: &str) -> bool {
     url.trim_start()
         .get(..11)
         .is_some_and(|s| s.eq_ignore_ascii_case("sentinel://"))
@@ -26,7 +26,7 @@ pub fn is_url(url: &str) -> bool {
 /// Parses `sentinel://[[user]:password@]host[:port][/db];sentinel://host2[:port2];...`. The
 /// first URL's credentials and database are the master's; a later URL may repeat them but not
 /// differ. Errors never contain the password.
-pub fn parse_url(url: &str) -> Result<SentinelUrl, String> {
+pub(crate) fn parse_url(url: &str) -> Result<SentinelUrl, String> {
     let mut addrs = Vec::new();
     let mut settings: Option<(Option<String>, Option<String>, i64)> = None;
     for (i, part) in url.split(';').enumerate() {
@@ -144,7 +144,7 @@ fn decode(s: &str) -> Result<String, String> {
 }
 
 /// Whether `name` can be a master name: 1-128 printable ASCII characters without spaces.
-pub fn is_master_name(name: &str) -> bool {
+pub(crate) fn is_master_name(name: &str) -> bool {
     (1..=128).contains(&name.len()) && name.chars().all(|c| c.is_ascii_graphic())
 }
 
@@ -152,7 +152,7 @@ impl SentinelUrl {
     /// The client a `RedisUrl` keeps for this URL: the master's database and credentials, with
     /// the first sentinel's address standing in (never connected to as a master: every
     /// connection asks [`Topology::resolve`](super::Topology::resolve) for the master first).
-    pub fn placeholder(&self) -> redis::RedisResult<redis::Client> {
+    pub(crate) fn placeholder(&self) -> redis::RedisResult<redis::Client> {
         let (host, port) = self.addrs.first().cloned().unwrap_or_default();
         let info = ConnectionAddr::Tcp(host, port)
             .into_connection_info()?

@@ -1,20 +1,23 @@
 //! The Redis URL, parsed once into [`RedisUrl`]: its client, its sentinels and `WAIT` policy,
 //! and its text safe to log (`Debug` and [`RedisUrl::redacted`] hide the password).
 
+use super::resolve::{Topology, Wait};
+use super::sentinel_url::SentinelUrl;
+
 /// A Redis URL, parsed once (`redis://`, `rediss://` for TLS, `redis+unix://`; it may carry an
 /// ACL user and password). `Debug` shows it with the password replaced by `***`.
 #[derive(Clone)]
 pub struct RedisUrl {
     /// The client of a plain URL; of a `sentinel://` URL, the master's settings at the first
     /// sentinel's address.
-    pub(super) client: redis::Client,
-    /// The sentinels of a `sentinel://` URL (see [`crate::sentinel`]), and the `WAIT` policy.
-    pub(super) topology: crate::sentinel::Topology,
+    client: redis::Client,
+    /// The sentinels of a `sentinel://` URL, and the `WAIT` policy.
+    topology: Topology,
 }
 
 impl RedisUrl {
     /// Parses a `redis://`, `rediss://` or `redis+unix://` URL (a `sentinel://` URL is read by
-    /// [`RedisConfig`](super::RedisConfig), with the sentinels' own variables).
+    /// [`RedisConfig`](crate::config::RedisConfig), with the sentinels' own variables).
     pub fn parse(url: &str) -> redis::RedisResult<Self> {
         init_tls();
         Ok(RedisUrl {
@@ -23,8 +26,24 @@ impl RedisUrl {
         })
     }
 
+    /// The URL of a parsed `sentinel://` list whose sentinels are asked about `master`.
+    pub(crate) fn sentinel(parsed: SentinelUrl, master: String) -> redis::RedisResult<Self> {
+        let client = parsed.placeholder()?;
+        init_tls();
+        Ok(RedisUrl {
+            client,
+            topology: Topology::sentinel(parsed.addrs, master),
+        })
+    }
+
+    /// The same URL with `wait` as its `WAIT` policy.
+    pub(crate) fn with_wait(mut self, wait: Wait) -> Self {
+        self.topology = self.topology.with_wait(wait);
+        self
+    }
+
     /// The sentinels (for a `sentinel://` URL) and the `WAIT` policy.
-    pub fn topology(&self) -> &crate::sentinel::Topology {
+    pub fn topology(&self) -> &Topology {
         &self.topology
     }
 
@@ -77,8 +96,8 @@ impl RedisUrl {
 }
 
 /// Selects rustls' crypto provider once per process, so `rediss://` URLs work whichever other
-/// crates also link rustls. Every client is made by [`RedisUrl::parse`], which calls this.
-pub(super) fn init_tls() {
+/// crates also link rustls. Every `RedisUrl` is made by a function of this file that calls it.
+fn init_tls() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         // Err means another provider was installed first, which is as good.
@@ -89,5 +108,16 @@ pub(super) fn init_tls() {
 impl std::fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+/// A plain URL's client as a `RedisUrl` (tests and tools that hold a `redis::Client`).
+impl From<redis::Client> for RedisUrl {
+    fn from(client: redis::Client) -> Self {
+        init_tls();
+        RedisUrl {
+            client,
+            topology: Topology::default(),
+        }
     }
 }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
-use crate::connection::Conn;
-use crate::sentinel::Wait;
+use super::connection::Conn;
+use super::resolve::Wait;
 
 static SHORT_WAITS: AtomicU64 = AtomicU64::new(0);
 
