@@ -38,9 +38,10 @@ enum Fault {
     KillPrimary,
 }
 
-fn env(url: &str, wait: bool) -> Vec<(&'static str, String)> {
+/// What the workers and the service read besides `REDIS_URL` (the `sentinel://` URL that
+/// `testkit::Binaries` gives them).
+fn env(wait: bool) -> Vec<(&'static str, String)> {
     [
-        ("REDIS_URL", url),
         ("REDIS_SENTINEL_MASTER", MASTER),
         ("REDIS_WAIT_REPLICAS", if wait { "1" } else { "0" }),
         ("REDIS_WAIT_TIMEOUT_MS", "500"),
@@ -280,7 +281,7 @@ async fn run(r: Run) -> Outcome {
     let listener = tokio::spawn(listen(resolving.clone(), tracker.clone(), tx));
     subscribed.await.unwrap();
 
-    let env = env(&url, r.wait);
+    let env = env(r.wait);
     let binaries = Binaries::at(&url, env!("CARGO_BIN_EXE_worker"));
     let _workers: Vec<Running> = (0..2).map(|_| binaries.worker(&env)).collect();
     let service = binaries.order(&env);
@@ -582,7 +583,7 @@ async fn a_python_celery_client_on_the_sentinel_url_gets_the_rust_workers_result
         .query_async(&mut master.get_multiplexed_async_connection().await.unwrap())
         .await
         .unwrap();
-    let _worker = Binaries::at(&url, env!("CARGO_BIN_EXE_worker")).worker(&env(&url, true));
+    let _worker = Binaries::at(&url, env!("CARGO_BIN_EXE_worker")).worker(&env(true));
     let script = "import json; from fleet import app, process_order\n\
         r = process_order.delay(order_id='py-sentinel', customer={'id': 'c', 'email': 'c@example.com'}, items=[{'sku': 'A', 'quantity': 2, 'unit_price_cents': 250}])\n\
         r.get(timeout=60)\n\

@@ -15,7 +15,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 use testkit::{Binary, Stack, TestRedis};
 
-use otel_logs::{field, service_url, Logged};
+use otel_logs::{field, Logged};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -125,8 +125,11 @@ async fn an_order_posted_with_a_traceparent_runs_on_a_traced_python_worker_in_th
     .arg(format!("py-otel-{}@localhost", uuid::Uuid::new_v4()));
     let mut py_worker = otel_logs::command(py, "fleet worker ready");
 
-    let mut service = logged(&s, Binary::Order, "listening on");
-    let base = service_url(&service.wait_raw("listening on", |l| l.contains("listening on")));
+    let service = logged(&s, Binary::Order, "listening on");
+    let base = match testkit::listening_addrs(service.pid())[..] {
+        [addr] => format!("http://{addr}"),
+        ref addrs => panic!("service-order listens on {addrs:?}"),
+    };
     let resp = reqwest::Client::new()
         .post(format!("{base}/orders"))
         .header("traceparent", TRACEPARENT)

@@ -62,6 +62,11 @@ pub fn command(mut cmd: Command, ready: &str) -> Logged {
 }
 
 impl Logged {
+    /// The process id (to read what it listens on from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// Waits for a line that `pred` accepts and returns it.
     pub fn wait_raw(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         if let Some(l) = self.lines.iter().find(|l| pred(l)) {
