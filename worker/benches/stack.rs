@@ -25,7 +25,7 @@ use celery_redis::broker::Broker;
 use celery_redis::protocol::TaskMessage;
 use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
-use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
+use testkit::{Proc, Stack, TestRedis};
 use tokio::sync::mpsc;
 
 fn knob(name: &str, default: usize) -> usize {
@@ -177,8 +177,8 @@ async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(Str
     rx
 }
 
-fn worker(redis: &TestRedis, concurrency: usize) -> Proc {
-    worker_with(redis, concurrency, Extra::Nothing)
+fn worker(stack: &Stack, concurrency: usize) -> Proc {
+    worker_with(stack, concurrency, Extra::Nothing)
 }
 
 /// What a drain runs with besides its concurrency.
@@ -192,9 +192,8 @@ enum Extra {
 }
 
 /// A worker at `concurrency`, with `extra`.
-fn worker_with(redis: &TestRedis, concurrency: usize, extra: Extra) -> Proc {
+fn worker_with(stack: &Stack, concurrency: usize, extra: Extra) -> Proc {
     let mut env = vec![
-        ("REDIS_URL", redis.url()),
         ("WORKER_CONCURRENCY", concurrency.to_string()),
         (
             "WORKER_SEND_TASK_EVENTS",
@@ -206,13 +205,7 @@ fn worker_with(redis: &TestRedis, concurrency: usize, extra: Extra) -> Proc {
         env.push(("TASK_ROUTES", "send_notification=notifications".into()));
         env.push(("WORKER_QUEUES", "celery,notifications".into()));
     }
-    Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &env,
-        "consuming queue",
-    )
-    .0
+    stack.worker(&env).proc
 }
 
 /// One drain measurement per repetition: the rate, and what each order cost in CPU time and
@@ -242,7 +235,8 @@ struct Rust {
     rss_notification: f64,
 }
 
-async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs: u64) -> Rust {
+async fn measure_rust(stack: &Stack, reps: usize, drain_n: usize, http_secs: u64) -> Rust {
+    let redis = &stack.redis;
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let mut out = Rust::default();
@@ -378,7 +372,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
                         .await
                         .unwrap();
                 }
-                let w = worker_with(redis, concurrency, extra);
+                let w = worker_with(stack, concurrency, extra);
                 let (redis_cpu, commands) =
                     (cpu_seconds(redis.pid()), redis_commands(&mut conn).await);
                 let t = Instant::now();
@@ -419,7 +413,7 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
         shop::inventory::set_stock(&conn, "A", 1_000_000_000)
             .await
             .unwrap();
-        let w = worker(redis, 8);
+        let w = worker(stack, 8);
         let mut results = results_listener(redis.client()).await;
         for _ in 0..reps {
             let mut lat = Vec::new();
@@ -443,29 +437,13 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
     if selected("http") {
         // POST /orders through the real service (no worker: pure intake).
         flush(&mut conn).await;
-        let anchor = env!("CARGO_BIN_EXE_worker");
-        let env = |var: &'static str| {
-            vec![
-                ("REDIS_URL", redis.url()),
-                (var, "127.0.0.1:0".into()),
-                ("MAX_QUEUE_DEPTH", "0".into()),
-                ("RUST_LOG", "warn,http_kit::serve=info".into()),
-            ]
-        };
-        let (order_svc, line) = Proc::spawn(
-            &sibling_binary(anchor, "service-order"),
-            &[],
-            &env("ORDER_BIND"),
-            "listening on",
-        );
-        let orders_url = format!("http://{}/orders", listening_addr(&line));
-        let (note_svc, line) = Proc::spawn(
-            &sibling_binary(anchor, "service-notification"),
-            &[],
-            &env("NOTIFICATION_BIND"),
-            "listening on",
-        );
-        let notes_url = format!("http://{}/notifications", listening_addr(&line));
+        let env = [
+            ("MAX_QUEUE_DEPTH", "0".to_owned()),
+            ("RUST_LOG", "warn,http_kit::serve=info".to_owned()),
+        ];
+        let (order_svc, note_svc) = (stack.order(&env), stack.notification(&env));
+        let orders_url = format!("{}/orders", order_svc.url);
+        let notes_url = format!("{}/notifications", note_svc.url);
         let order_body = json!({"customer": {"id": "c", "email": "c@example.com"},
                                 "items": [{"sku": "A", "quantity": 1, "unit_price_cents": 100}]});
         for conns in [1, 16, 64] {
@@ -498,10 +476,10 @@ async fn measure_rust(redis: &TestRedis, reps: usize, drain_n: usize, http_secs:
             Duration::from_secs(http_secs.min(3)),
         )
         .await;
-        out.rss_order = peak_rss_mb(order_svc.child.id());
-        out.rss_notification = peak_rss_mb(note_svc.child.id());
-        order_svc.terminate();
-        note_svc.terminate();
+        out.rss_order = peak_rss_mb(order_svc.proc.child.id());
+        out.rss_notification = peak_rss_mb(note_svc.proc.child.id());
+        order_svc.proc.terminate();
+        note_svc.proc.terminate();
     }
     out
 }
@@ -682,11 +660,11 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let redis = TestRedis::start();
+    let stack = Stack::new(env!("CARGO_BIN_EXE_worker"));
     let started = Instant::now();
-    let rust = runtime.block_on(measure_rust(&redis, reps, drain_n, http_secs));
+    let rust = runtime.block_on(measure_rust(&stack, reps, drain_n, http_secs));
     let celery = if selected("celery") {
-        measure_celery(&redis, reps)
+        measure_celery(&stack.redis, reps)
     } else {
         Err("not selected (BENCH_ONLY)".into())
     };

@@ -14,7 +14,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use testkit::{free_port, Proc, TestRedis};
+use testkit::{free_port, Binaries, Proc, TestRedis};
 
 const WAIT: Duration = Duration::from_secs(60);
 const REGISTERED: [&str; 2] = ["process_order", "send_notification"];
@@ -139,23 +139,17 @@ fn until<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -
     }
 }
 
-/// The Rust worker, ready once it logs `consuming queue` (consuming and on the pidbox).
+/// The Rust worker (`testkit`'s), ready once it logs `consuming queue` (consuming and on the
+/// pidbox).
 fn rust_worker(redis: &TestRedis, name: Option<&str>, extra: &[(&str, &str)]) -> Proc {
-    let mut env = vec![
-        ("REDIS_URL", redis.url()),
-        ("WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
-    ];
+    let mut env = vec![("WEBHOOK_ALLOW", "127.0.0.1".to_owned())];
     if let Some(name) = name {
         env.push(("WORKER_NAME", name.to_owned()));
     }
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &env,
-        "consuming queue",
-    )
-    .0
+    Binaries::at(&redis.url(), env!("CARGO_BIN_EXE_worker"))
+        .worker(&env)
+        .proc
 }
 
 /// A Python worker as a Python fleet runs one: heartbeat, mingle and gossip on (it reads the

@@ -24,7 +24,7 @@ use celery_redis::result::{ResultMeta, TaskState};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use testkit::{listening_addr, sibling_binary, Proc, TestRedis, WebhookReceiver};
+use testkit::{Binary, Running, Stack, TestRedis, WebhookReceiver};
 use tokio::sync::Notify;
 
 const SKUS: usize = 10;
@@ -79,10 +79,9 @@ fn routing(routed: bool) -> Vec<(&'static str, String)> {
     }
 }
 
-fn worker_env(url: &str, fault: Fault) -> Vec<(&'static str, String)> {
+fn worker_env(fault: Fault) -> Vec<(&'static str, String)> {
     let visibility = fault.visibility_secs().to_string();
     [
-        ("REDIS_URL", url),
         ("WORKER_CONCURRENCY", "8"),
         ("VISIBILITY_TIMEOUT_SECS", visibility.as_str()),
         ("WORKER_SHUTDOWN_TIMEOUT_SECS", "5"),
@@ -99,38 +98,22 @@ fn worker_env(url: &str, fault: Fault) -> Vec<(&'static str, String)> {
 
 /// Every other worker runs on a two-thread runtime, so the fleet mixes both runtimes; in a
 /// routed scenario, the worker of `slot` consumes that slot's queues.
-fn spawn_worker(url: &str, slot: usize, routed: bool, fault: Fault) -> Proc {
+fn spawn_worker(stack: &Stack, slot: usize, routed: bool, fault: Fault) -> Running {
     static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let mut env = worker_env(url, fault);
+    let mut env = worker_env(fault);
     env.extend(routing(routed));
     if routed {
         env.push(("WORKER_QUEUES", SLOT_QUEUES[slot % 3].to_owned()));
     }
     let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     env.push(("WORKER_THREADS", (1 + n % 2).to_string()));
-    Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &env,
-        "consuming queue",
-    )
-    .0
+    stack.worker(&env)
 }
 
-fn spawn_service(url: &str, name: &str, var: &'static str, routed: bool) -> (Proc, String) {
-    let mut env = vec![
-        ("REDIS_URL", url.to_owned()),
-        (var, "127.0.0.1:0".to_owned()),
-        ("REDIS_TIMEOUT_MS", "1000".into()),
-    ];
+fn spawn_service(stack: &Stack, binary: Binary, routed: bool) -> Running {
+    let mut env = vec![("REDIS_TIMEOUT_MS", "1000".to_owned())];
     env.extend(routing(routed));
-    let (p, line) = Proc::spawn(
-        &sibling_binary(env!("CARGO_BIN_EXE_worker"), name),
-        &[],
-        &env,
-        "listening on",
-    );
-    (p, format!("http://{}", listening_addr(&line)))
+    stack.start(binary, &env)
 }
 
 /// Ready states seen on `celery-task-meta-*`, how often each task STARTED, and when.
@@ -378,8 +361,8 @@ fn poison_entries(n: usize) -> Vec<String> {
 fn inject(
     fault: Fault,
     routed: bool,
-    redis: Arc<Mutex<TestRedis>>,
-    workers: Arc<Mutex<Vec<Proc>>>,
+    stack: Arc<Mutex<Stack>>,
+    workers: Arc<Mutex<Vec<Running>>>,
     url: String,
     acked: Arc<AtomicUsize>,
     total: usize,
@@ -402,13 +385,14 @@ fn inject(
                     250
                 });
                 let i = fastrand::usize(0..3);
-                let fresh = spawn_worker(&url, i, routed, fault);
+                let fresh = spawn_worker(&stack.lock().unwrap(), i, routed, fault);
                 let old = std::mem::replace(&mut workers.lock().unwrap()[i], fresh);
                 at.push(Instant::now());
                 if fault == Fault::KillWorkers {
-                    old.kill_group();
+                    old.kill();
                 } else {
-                    assert!(old.terminate().success(), "a SIGTERMed worker exits 0");
+                    // Asserts a clean exit (0) on SIGTERM.
+                    old.stop();
                 }
             }
             Fault::KillConnections => {
@@ -431,7 +415,7 @@ fn inject(
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                redis.lock().unwrap().restart();
+                stack.lock().unwrap().redis.restart();
                 at.push(Instant::now());
             }
             Fault::Poison if at.is_empty() => {
@@ -575,11 +559,14 @@ fn figures(seen: &Seen, faults: &[Instant], accepted: &Accepted) -> Figures {
 }
 
 async fn run(s: Scenario) {
-    let redis = TestRedis::start_with(&["--appendonly", "yes"]);
-    let url = redis.url();
-    let client = redis.client();
-    let parsed_url = redis.parsed_url();
-    let mut conn = redis.manager().await;
+    let stack = Stack::on(
+        TestRedis::start_with(&["--appendonly", "yes"]),
+        env!("CARGO_BIN_EXE_worker"),
+    );
+    let url = stack.url.clone();
+    let client = stack.redis.client();
+    let parsed_url = stack.redis.parsed_url();
+    let mut conn = stack.redis.manager().await;
     for sku in 0..SKUS {
         conn.set::<_, _, ()>(shop::keys::stock(&format!("S{sku}")), INITIAL_STOCK)
             .await
@@ -595,21 +582,21 @@ async fn run(s: Scenario) {
     subscribed.await.unwrap();
     let workers = Arc::new(Mutex::new(
         (0..3)
-            .map(|slot| spawn_worker(&url, slot, s.routed, s.fault))
+            .map(|slot| spawn_worker(&stack, slot, s.routed, s.fault))
             .collect::<Vec<_>>(),
     ));
-    let (_orders, orders_url) = spawn_service(&url, "service-order", "ORDER_BIND", s.routed);
-    let (_notes, notes_url) =
-        spawn_service(&url, "service-notification", "NOTIFICATION_BIND", s.routed);
-    let redis = Arc::new(Mutex::new(redis));
+    let orders = spawn_service(&stack, Binary::Order, s.routed);
+    let notes = spawn_service(&stack, Binary::Notification, s.routed);
+    let (orders_url, notes_url) = (orders.url.clone(), notes.url.clone());
+    let stack = Arc::new(Mutex::new(stack));
 
     let (acked, done) = (
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicBool::new(false)),
     );
     let injector = {
-        let (redis, workers, url, acked, done) = (
-            redis.clone(),
+        let (stack, workers, url, acked, done) = (
+            stack.clone(),
             workers.clone(),
             url.clone(),
             acked.clone(),
@@ -617,7 +604,7 @@ async fn run(s: Scenario) {
         );
         let total = s.orders + s.notifications;
         let (fault, routed) = (s.fault, s.routed);
-        std::thread::spawn(move || inject(fault, routed, redis, workers, url, acked, total, done))
+        std::thread::spawn(move || inject(fault, routed, stack, workers, url, acked, total, done))
     };
     let started = Instant::now();
     let accepted = submit_all(&orders_url, &notes_url, &hook.url, &s, acked.clone()).await;
@@ -760,10 +747,7 @@ async fn run(s: Scenario) {
         Fault::Poison => {
             assert_eq!(dead, 60, "every poison message dead-lettered");
             for w in workers.lock().unwrap().iter_mut() {
-                assert!(
-                    w.child.try_wait().unwrap().is_none(),
-                    "a worker died on poison"
-                );
+                assert!(w.is_running(), "a worker died on poison");
             }
         }
         _ => assert_eq!(dead, 0),
@@ -876,7 +860,8 @@ async fn sigkill_workers_while_chords_complete() {
 
     const CHORDS: usize = 300;
     const MEMBERS: usize = 4;
-    let redis = TestRedis::start();
+    let stack = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let redis = &stack.redis;
     let mut conn = redis.manager().await;
     shop::inventory::set_stock(&conn, "A", 1_000_000)
         .await
@@ -908,21 +893,12 @@ async fn sigkill_workers_while_chords_complete() {
         expected.insert(chord.body_id, ids);
     }
     let env = [
-        ("REDIS_URL", redis.url()),
         ("WORKER_CONCURRENCY", "8".to_owned()),
         ("VISIBILITY_TIMEOUT_SECS", "1".to_owned()),
         ("MESSAGE_MAX_DELIVERIES", "1000".to_owned()),
         ("RUST_LOG", "warn,worker=info".to_owned()),
     ];
-    let spawn = || {
-        Proc::spawn(
-            env!("CARGO_BIN_EXE_worker").as_ref(),
-            &[],
-            &env,
-            "consuming queue",
-        )
-        .0
-    };
+    let spawn = || stack.worker(&env);
     let began = Instant::now();
     let mut kills = 0;
     loop {
@@ -932,7 +908,7 @@ async fn sigkill_workers_while_chords_complete() {
         }
         let worker = spawn();
         tokio::time::sleep(Duration::from_millis(fastrand::u64(5..60))).await;
-        worker.kill_group();
+        worker.kill();
         kills += 1;
     }
     // One worker lives on until nothing is held or queued, past two visibility timeouts, so a

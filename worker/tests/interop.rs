@@ -14,7 +14,7 @@ use std::time::Duration;
 use celery_redis::keys;
 use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
 use serde_json::{json, Value};
-use testkit::{listening_addr, sibling_binary, Proc, TestRedis};
+use testkit::{Binaries, Proc, Running, TestRedis};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -61,20 +61,16 @@ fn client_with(py: &Path, redis: &TestRedis, args: &[&str], extra: &[(&str, &str
     serde_json::from_str(last).unwrap_or_else(|e| panic!("client {args:?} printed {last:?}: {e}"))
 }
 
-fn rust_worker(redis: &TestRedis, extra: &[(&str, &str)]) -> Proc {
+/// The Rust binaries on `redis`.
+fn binaries(redis: &TestRedis) -> Binaries {
+    Binaries::at(&redis.url(), env!("CARGO_BIN_EXE_worker"))
+}
+
+fn rust_worker(redis: &TestRedis, extra: &[(&str, &str)]) -> Running {
     // The scenarios' webhook receivers listen on loopback, refused unless allowed.
-    let mut env = vec![
-        ("REDIS_URL", redis.url()),
-        ("WEBHOOK_ALLOW", "127.0.0.1".to_owned()),
-    ];
+    let mut env = vec![("WEBHOOK_ALLOW", "127.0.0.1".to_owned())];
     env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &env,
-        "consuming queue",
-    )
-    .0
+    binaries(redis).worker(&env)
 }
 
 fn python_worker(py: &Path, redis: &TestRedis, extra: &[(&str, &str)]) -> Proc {
@@ -204,17 +200,9 @@ async fn after_return_scheduled_a_python_worker_runs_what_rust_parked() {
         assert!(std::time::Instant::now() < deadline, "never parked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(rust.terminate().success());
-    let out = Command::new(env!("CARGO_BIN_EXE_worker"))
-        .arg("return-scheduled")
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "returned 1 to celery"
-    );
+    rust.stop();
+    let (_, stdout, _) = binaries(&redis).run(&["return-scheduled"], &[]);
+    assert_eq!(stdout.trim(), "returned 1 to celery");
     let _python = python_worker(&py, &redis, &[]);
     let meta = backend(&redis).await.wait(&id, WAIT).await.unwrap();
     assert_eq!(meta.status, TaskState::Success);
@@ -483,22 +471,11 @@ async fn rust_services_hand_work_to_a_python_worker_and_read_its_results() {
     let py = python();
     let redis = TestRedis::start();
     let _py_worker = python_worker(&py, &redis, &[]);
-    let anchor = env!("CARGO_BIN_EXE_worker");
-    let env = |var: &'static str| vec![("REDIS_URL", redis.url()), (var, "127.0.0.1:0".to_owned())];
-    let (_orders, line) = Proc::spawn(
-        &sibling_binary(anchor, "service-order"),
-        &[],
-        &env("ORDER_BIND"),
-        "listening on",
+    let (order_service, note_service) = (
+        binaries(&redis).order(&[]),
+        binaries(&redis).notification(&[]),
     );
-    let orders = format!("http://{}", listening_addr(&line));
-    let (_notes, line) = Proc::spawn(
-        &sibling_binary(anchor, "service-notification"),
-        &[],
-        &env("NOTIFICATION_BIND"),
-        "listening on",
-    );
-    let notes = format!("http://{}", listening_addr(&line));
+    let (orders, notes) = (&order_service.url, &note_service.url);
     let http = reqwest::Client::new();
     let results = backend(&redis).await;
 
@@ -614,7 +591,7 @@ async fn a_python_worker_restores_the_task_of_a_killed_rust_worker() {
         .await
         .unwrap()
         .unwrap();
-    rust.kill_group();
+    rust.kill();
     past_visibility(2).await;
     let _py_worker = python_worker(&py, &redis, &[("VISIBILITY_TIMEOUT_SECS", "2")]);
     let meta = backend(&redis)
@@ -840,17 +817,8 @@ async fn rust_routes_orders_to_a_python_worker_and_python_routes_notifications_t
         &redis,
         &[("WORKER_QUEUES", "notifications"), ("TASK_ROUTES", ROUTES)],
     );
-    let (_orders, line) = Proc::spawn(
-        &sibling_binary(env!("CARGO_BIN_EXE_worker"), "service-order"),
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("ORDER_BIND", "127.0.0.1:0".to_owned()),
-            ("TASK_ROUTES", ROUTES.to_owned()),
-        ],
-        "listening on",
-    );
-    let orders = format!("http://{}", listening_addr(&line));
+    let order_service = binaries(&redis).order(&[("TASK_ROUTES", ROUTES.to_owned())]);
+    let orders = &order_service.url;
     let http = reqwest::Client::new();
     let order = json!({"order_id": "routed-to-python", "customer": {"id": "c", "email": "c@example.com"},
                        "items": [{"sku": "A", "quantity": 2, "unit_price_cents": 100}]});
@@ -981,7 +949,7 @@ async fn a_python_routed_message_a_rust_worker_held_goes_back_to_its_own_queue()
         "kombu restores by routing key: {entries:?}"
     );
     assert_eq!(entries[0][2], "notifications", "{entries:?}");
-    both.terminate();
+    both.proc.terminate();
     let queued = waiting(&redis, "notifications").await;
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert_routed(&queued[0], "send_notification", "notifications");
@@ -998,7 +966,7 @@ async fn a_python_routed_message_a_rust_worker_held_goes_back_to_its_own_queue()
         .await
         .unwrap()
         .unwrap();
-    notes.kill_group();
+    notes.kill();
     past_visibility(2).await;
     let _orders = rust_worker(
         &redis,
@@ -1223,7 +1191,7 @@ async fn python_messages_published_to_a_named_exchange_stay_in_their_queue_on_a_
     }
 
     // Handed back at shutdown: to `orders`.
-    rust.terminate();
+    rust.proc.terminate();
     let queued = waiting(&redis, "orders").await;
     assert_eq!(queued.len(), 1, "{queued:?}");
     assert_from_shop(&queued[0], "send_notification");

@@ -25,7 +25,7 @@ use celery_redis::result::{ResultMeta, TaskState};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use testkit::sentinel::{TestSentinels, MASTER, PASSWORD};
-use testkit::{listening_addr, sibling_binary, Proc};
+use testkit::{Binaries, Running};
 use tokio::sync::Notify;
 
 const SKUS: usize = 10;
@@ -39,9 +39,10 @@ enum Fault {
     KillPrimary,
 }
 
-fn env(url: &str, wait: bool) -> Vec<(&'static str, String)> {
+/// What the workers and the service read besides `REDIS_URL` (the `sentinel://` URL that
+/// `testkit::Binaries` gives them).
+fn env(wait: bool) -> Vec<(&'static str, String)> {
     [
-        ("REDIS_URL", url),
         ("REDIS_SENTINEL_MASTER", MASTER),
         ("REDIS_WAIT_REPLICAS", if wait { "1" } else { "0" }),
         ("REDIS_WAIT_TIMEOUT_MS", "500"),
@@ -281,20 +282,11 @@ async fn run(r: Run) -> Outcome {
     let listener = tokio::spawn(listen(resolving.clone(), tracker.clone(), tx));
     subscribed.await.unwrap();
 
-    let env = env(&url, r.wait);
-    let worker = env!("CARGO_BIN_EXE_worker");
-    let _workers: Vec<Proc> = (0..2)
-        .map(|_| Proc::spawn(worker.as_ref(), &[], &env, "consuming queue").0)
-        .collect();
-    let mut service_env = env.clone();
-    service_env.push(("ORDER_BIND", "127.0.0.1:0".into()));
-    let (_service, line) = Proc::spawn(
-        &sibling_binary(worker, "service-order"),
-        &[],
-        &service_env,
-        "listening on",
-    );
-    let orders_url = format!("http://{}/orders", listening_addr(&line));
+    let env = env(r.wait);
+    let binaries = Binaries::at(&url, env!("CARGO_BIN_EXE_worker"));
+    let _workers: Vec<Running> = (0..2).map(|_| binaries.worker(&env)).collect();
+    let service = binaries.order(&env);
+    let orders_url = format!("{}/orders", service.url);
 
     let acked = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
@@ -592,12 +584,7 @@ async fn a_python_celery_client_on_the_sentinel_url_gets_the_rust_workers_result
         .query_async(&mut master.get_multiplexed_async_connection().await.unwrap())
         .await
         .unwrap();
-    let (_worker, _) = Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &env(&url, true),
-        "consuming queue",
-    );
+    let _worker = Binaries::at(&url, env!("CARGO_BIN_EXE_worker")).worker(&env(true));
     let script = "import json; from fleet import app, process_order\n\
         r = process_order.delay(order_id='py-sentinel', customer={'id': 'c', 'email': 'c@example.com'}, items=[{'sku': 'A', 'quantity': 2, 'unit_price_cents': 250}])\n\
         r.get(timeout=60)\n\

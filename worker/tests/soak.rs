@@ -9,7 +9,7 @@ use celery_redis::broker::{Broker, Submitted};
 use futures_util::StreamExt;
 use serde_json::json;
 use shop::contracts::{Contract, ProcessOrder};
-use testkit::{Proc, TestRedis};
+use testkit::Stack;
 
 const ROUNDS: usize = 10;
 const PER_ROUND: usize = 20_000;
@@ -30,25 +30,20 @@ async fn used_memory(conn: &mut celery_redis::conn::Conn) -> u64 {
 #[tokio::test]
 #[ignore = "a soak of 200,000 orders (about a minute); CI runs it"]
 async fn memory_levels_off_over_200000_orders_with_a_short_retention() {
-    let redis = TestRedis::start();
+    let stack = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let redis = &stack.redis;
     let mut conn = redis.manager().await;
     shop::inventory::set_stock(&conn, "A", 1_000_000_000_000)
         .await
         .unwrap();
     let env = [
-        ("REDIS_URL", redis.url()),
         ("WORKER_CONCURRENCY", "64".to_owned()),
         ("WORKER_TRACK_STARTED", "false".to_owned()),
         ("RESULT_EXPIRES_SECS", RETENTION_SECS.to_owned()),
         ("RETENTION_SECS", RETENTION_SECS.to_owned()),
         ("RUST_LOG", "warn,worker::worker=info".to_owned()),
     ];
-    let (_worker, _) = Proc::spawn(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &[],
-        &env,
-        "consuming queue",
-    );
+    let _worker = stack.worker(&env);
     let broker =
         Broker::new(conn.clone(), "celery", "soak@test").with_retention(Duration::from_secs(2));
     // Every order ends in two SUCCESS results (the order's and its confirmation's).

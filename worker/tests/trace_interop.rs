@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
-use testkit::{sibling_binary, TestRedis};
+use testkit::{Binary, Stack, TestRedis};
 
-use otel_logs::{field, service_url};
+use otel_logs::{field, Logged};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -39,6 +39,14 @@ fn python_command(redis: &TestRedis) -> Command {
     cmd
 }
 
+/// `binary` of `s` with JSON logs, every log line kept; ready on `ready`.
+fn logged(s: &Stack, binary: Binary, ready: &str) -> Logged {
+    otel_logs::command(
+        s.command(binary, &[("LOG_FORMAT", "json".to_owned())]),
+        ready,
+    )
+}
+
 async fn stock(redis: &TestRedis) {
     shop::inventory::set_stock(&redis.manager().await, "A", 1000)
         .await
@@ -48,18 +56,11 @@ async fn stock(redis: &TestRedis) {
 #[tokio::test]
 #[ignore = "needs OTEL_PYTHON, a python with requirements-otel.txt; CI runs it through .ci/trace"]
 async fn a_traced_python_clients_task_runs_on_the_rust_worker_in_its_trace() {
-    let redis = TestRedis::start();
-    stock(&redis).await;
-    let env = [
-        ("REDIS_URL", redis.url()),
-        ("WORKER_METRICS_BIND", "127.0.0.1:0".to_owned()),
-    ];
-    let mut worker = otel_logs::binary(
-        env!("CARGO_BIN_EXE_worker").as_ref(),
-        &env,
-        "consuming queue",
-    );
-    let mut client = python_command(&redis);
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let redis = &s.redis;
+    stock(redis).await;
+    let mut worker = logged(&s, Binary::Worker, "consuming queue");
+    let mut client = python_command(redis);
     client.args(["otel_fleet.py", "send", "o-py-traced"]);
     let out = tokio::task::spawn_blocking(move || client.output())
         .await
@@ -104,8 +105,8 @@ async fn a_traced_python_clients_task_runs_on_the_rust_worker_in_its_trace() {
 #[tokio::test]
 #[ignore = "needs OTEL_PYTHON, a python with requirements-otel.txt; CI runs it through .ci/trace"]
 async fn an_order_posted_with_a_traceparent_runs_on_a_traced_python_worker_in_that_trace() {
-    let redis = TestRedis::start();
-    let mut py = python_command(&redis);
+    let s = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    let mut py = python_command(&s.redis);
     py.args([
         "-m",
         "celery",
@@ -124,13 +125,11 @@ async fn an_order_posted_with_a_traceparent_runs_on_a_traced_python_worker_in_th
     .arg(format!("py-otel-{}@localhost", uuid::Uuid::new_v4()));
     let mut py_worker = otel_logs::command(py, "fleet worker ready");
 
-    let env = [
-        ("REDIS_URL", redis.url()),
-        ("ORDER_BIND", "127.0.0.1:0".to_owned()),
-    ];
-    let bin = sibling_binary(env!("CARGO_BIN_EXE_worker"), "service-order");
-    let mut service = otel_logs::binary(&bin, &env, "listening on");
-    let base = service_url(&service.wait_raw("listening on", |l| l.contains("listening on")));
+    let service = logged(&s, Binary::Order, "listening on");
+    let base = match testkit::listening_addrs(service.pid())[..] {
+        [addr] => format!("http://{addr}"),
+        ref addrs => panic!("service-order listens on {addrs:?}"),
+    };
     let resp = reqwest::Client::new()
         .post(format!("{base}/orders"))
         .header("traceparent", TRACEPARENT)

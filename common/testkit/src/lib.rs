@@ -5,6 +5,7 @@
 //! - [`sentinel`] — [`TestSentinels`], a primary, a replica and three sentinels.
 //! - [`process`] — the project's binaries (and Python) as child processes, awaited line by line.
 //! - [`stack`] — [`Stack`], a private Redis and the real binaries on port 0, typed helpers.
+//! - [`binaries`] — [`Binaries`], the real binaries on any Redis URL (a `sentinel://` one too).
 //! - [`webhook`] — [`WebhookReceiver`], a local webhook that scripts its answers.
 //! - [`http`] — route-test helpers (`warp::test` requests, a service configuration, the queue).
 //! - [`docs`] — checks that every configuration variable is documented.
@@ -12,6 +13,7 @@
 
 use std::time::Duration;
 
+pub mod binaries;
 pub mod docs;
 pub mod http;
 pub mod openapi;
@@ -23,10 +25,10 @@ pub mod tempdir;
 pub mod webhook;
 
 pub use crate::http::{call, queued, service_config};
-pub use crate::process::{listening_addr, sibling_binary, Proc};
+pub use crate::process::{listening_addr, listening_addrs, sibling_binary, Proc};
 pub use crate::redis::{free_port, info_number, unreachable_redis_url, TestRedis};
 pub use crate::sentinel::TestSentinels;
-pub use crate::stack::{Binary, Running, Stack};
+pub use crate::stack::{Binaries, Binary, Running, Stack};
 pub use crate::tempdir::{temp_dir, TempDir};
 pub use crate::webhook::{Hit, WebhookReceiver};
 

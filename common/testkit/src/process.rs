@@ -188,3 +188,50 @@ pub fn listening_addr(line: &str) -> std::net::SocketAddr {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
+
+/// The TCP addresses process `pid` listens on, read from `/proc` (its socket descriptors,
+/// matched against the kernel's socket tables): the address a binary bound on port 0, taken
+/// from the process rather than from its log.
+pub fn listening_addrs(pid: u32) -> Vec<std::net::SocketAddr> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|link| {
+                    let link = link.to_string_lossy().into_owned();
+                    let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?;
+                    Some(inode.to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut addrs = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st ... inode (the tenth field); 0A is LISTEN.
+            if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                addrs.extend(proc_net_addr(fields[1]));
+            }
+        }
+    }
+    addrs
+}
+
+/// `0100007F:1F90` (`/proc/net/tcp`: the address's 32-bit words in host order, the port in
+/// hex) as a socket address.
+fn proc_net_addr(field: &str) -> Option<std::net::SocketAddr> {
+    let (ip, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).ok())
+        .collect::<Option<_>>()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}

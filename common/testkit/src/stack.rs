@@ -1,63 +1,31 @@
 //! [`Stack`]: a private [`TestRedis`] and the project's real binaries (worker, service-order,
-//! service-notification) as processes on port 0, with typed helpers for what tests do with them.
+//! service-notification) on it, as processes on port 0 (the [`Binaries`] helpers: post an order,
+//! admin, metrics), and its result backend to wait for a task's result.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
+use std::ops::Deref;
 use std::time::Duration;
 
 use celery_redis::result::{ResultBackend, ResultMeta};
-use serde_json::Value;
 
-use crate::process::{listening_addr, sibling_binary, Proc};
+pub use crate::binaries::{run_worker, Accepted, Binaries, Binary, Env, Running};
 use crate::redis::TestRedis;
 
 /// How long a test waits for a task's result.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// Environment pairs for a binary (later pairs override earlier ones and the defaults).
-pub type Env<'a> = &'a [(&'a str, String)];
-
-/// A private Redis, the paths of the three binaries, and an HTTP client.
+/// A private Redis and the binaries on it: every [`Binaries`] method (`worker`, `order`,
+/// `notification`, `admin`, `metrics`, ...) is a `Stack`'s too.
 pub struct Stack {
     pub redis: TestRedis,
-    pub http: reqwest::Client,
-    worker_bin: PathBuf,
+    binaries: Binaries,
 }
 
-/// One started binary and the address it said it listens on (the worker's metrics address).
-pub struct Running {
-    pub proc: Proc,
-    pub addr: SocketAddr,
-    /// `http://<addr>`
-    pub url: String,
-}
+impl Deref for Stack {
+    type Target = Binaries;
 
-/// One of the project's three binaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binary {
-    Worker,
-    Order,
-    Notification,
-}
-
-impl Binary {
-    /// The file name and the variable naming its listening address.
-    fn parts(self) -> (&'static str, &'static str) {
-        match self {
-            Binary::Worker => ("worker", "WORKER_METRICS_BIND"),
-            Binary::Order => ("service-order", "ORDER_BIND"),
-            Binary::Notification => ("service-notification", "NOTIFICATION_BIND"),
-        }
+    fn deref(&self) -> &Binaries {
+        &self.binaries
     }
-}
-
-/// A `202 Accepted` reply to `POST /orders`, typed.
-#[derive(Debug, Clone)]
-pub struct Accepted {
-    pub order_id: String,
-    pub task_id: String,
-    pub status_url: String,
 }
 
 impl Stack {
@@ -70,53 +38,9 @@ impl Stack {
     /// The same on a Redis the test started itself (e.g. with extra arguments).
     pub fn on(redis: TestRedis, worker_bin: &str) -> Self {
         Stack {
+            binaries: Binaries::at(&redis.url(), worker_bin),
             redis,
-            http: reqwest::Client::new(),
-            worker_bin: PathBuf::from(worker_bin),
         }
-    }
-
-    /// The command that starts `binary` on this Redis: nothing of this process's environment,
-    /// `RUST_LOG=info`, its address on a free port, then `env` (which overrides all of these).
-    /// For a test that runs it its own way (e.g. keeping every log line).
-    pub fn command(&self, binary: Binary, env: Env) -> Command {
-        let (name, bind_var) = binary.parts();
-        let path = match binary {
-            Binary::Worker => self.worker_bin.clone(),
-            _ => sibling_binary(&self.worker_bin.to_string_lossy(), name),
-        };
-        let mut cmd = Command::new(path);
-        cmd.env_clear()
-            .env("RUST_LOG", "info")
-            .env("REDIS_URL", self.redis.url())
-            .env(bind_var, "127.0.0.1:0")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(std::env::temp_dir());
-        cmd
-    }
-
-    /// Starts a worker on this Redis (metrics on a free port unless `env` says otherwise);
-    /// returns once it consumes its queues and serves its metrics.
-    pub fn worker(&self, env: Env) -> Running {
-        let cmd = self.command(Binary::Worker, env);
-        let (proc, lines) =
-            Proc::spawn_command_all(cmd, &["consuming queue", "metrics and health listening on"]);
-        Running::new(proc, &lines[1])
-    }
-
-    /// Starts service-order on a free port; returns once it listens.
-    pub fn order(&self, env: Env) -> Running {
-        self.service(Binary::Order, env)
-    }
-
-    /// Starts service-notification on a free port; returns once it listens.
-    pub fn notification(&self, env: Env) -> Running {
-        self.service(Binary::Notification, env)
-    }
-
-    fn service(&self, binary: Binary, env: Env) -> Running {
-        let (proc, line) = Proc::spawn_command(self.command(binary, env), "listening on");
-        Running::new(proc, &line)
     }
 
     /// This Redis's result backend.
@@ -139,116 +63,5 @@ impl Stack {
             .unwrap_or_else(|e| panic!("no result for {task_id}: {e}"));
         assert!(meta.status.is_ready(), "{task_id}: {:?}", meta.status);
         meta
-    }
-
-    /// Sends a request to `service`; returns the status and the JSON body (`Null` if none).
-    pub async fn call(
-        &self,
-        service: &Running,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", service.url));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("the request reaches the service");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    /// `POST /orders` on `order`; the reply typed when it is a 202, else the status and body.
-    pub async fn post_order(&self, order: &Running, body: Value) -> Result<Accepted, (u16, Value)> {
-        let (status, reply) = self
-            .call(order, reqwest::Method::POST, "/orders", Some(body))
-            .await;
-        let field = |name: &str| reply[name].as_str().map(str::to_owned);
-        match (
-            status,
-            field("order_id"),
-            field("task_id"),
-            field("status_url"),
-        ) {
-            (202, Some(order_id), Some(task_id), Some(status_url)) => Ok(Accepted {
-                order_id,
-                task_id,
-                status_url,
-            }),
-            _ => Err((status, reply)),
-        }
-    }
-
-    /// `GET /metrics` of `service` (a worker's metrics address or a service), as text.
-    pub async fn metrics(&self, service: &Running) -> String {
-        let resp = self
-            .http
-            .get(format!("{}/metrics", service.url))
-            .send()
-            .await
-            .expect("the metrics endpoint answers");
-        assert!(resp.status().is_success(), "{}", resp.status());
-        resp.text().await.expect("metrics text")
-    }
-
-    /// Runs `worker <args>` (an admin command) against this Redis; asserts it succeeded and
-    /// returns its stdout.
-    pub fn admin(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr) = self.run(args, &[]);
-        assert_eq!(code, Some(0), "worker {args:?}: {stderr}");
-        stdout
-    }
-
-    /// `worker healthcheck` against this Redis with `env`: exit code, stdout, stderr.
-    pub fn healthcheck(&self, env: Env) -> (Option<i32>, String, String) {
-        self.run(&["healthcheck"], env)
-    }
-
-    /// `worker <args>` against this Redis with `env` too: exit code, stdout, stderr.
-    pub fn run(&self, args: &[&str], env: Env) -> (Option<i32>, String, String) {
-        let mut all = vec![("REDIS_URL", self.redis.url())];
-        all.extend(env.iter().cloned());
-        run_worker(&self.worker_bin.to_string_lossy(), args, &all)
-    }
-}
-
-/// Runs `worker <args>` with only `env` (no Redis of a stack): exit code, stdout, stderr.
-pub fn run_worker(worker_bin: &str, args: &[&str], env: Env) -> (Option<i32>, String, String) {
-    let out = Command::new(worker_bin)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(std::env::temp_dir())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run worker {args:?}: {e}"));
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-impl Running {
-    fn new(proc: Proc, line: &str) -> Self {
-        let addr = listening_addr(line);
-        Running {
-            proc,
-            addr,
-            url: format!("http://{addr}"),
-        }
-    }
-
-    /// SIGTERM; asserts a clean exit.
-    pub fn stop(self) {
-        let name = self.proc.name.clone();
-        assert!(
-            self.proc.terminate().success(),
-            "{name} exits cleanly on SIGTERM"
-        );
-    }
-
-    /// SIGKILL (with its process group).
-    pub fn kill(self) {
-        self.proc.kill_group();
     }
 }

@@ -1,6 +1,7 @@
-//! Test support for `trace.rs` and `trace_interop.rs`: a child process (one of the project's
-//! binaries with `LOG_FORMAT=json`, or a traced Python worker) whose every stderr line is kept
-//! and awaited line by line (no sleeps: each wait ends on the line it waits for).
+//! Test support for `behaviour/observability/trace.rs` and `trace_interop.rs`: a child process (one of the project's
+//! binaries with `LOG_FORMAT=json`, from `testkit::Stack::command`, or a traced Python worker)
+//! whose every stderr line is kept and awaited line by line (no sleeps: each wait ends on the
+//! line it waits for).
 
 #![allow(dead_code)] // each test file uses its own subset
 
@@ -22,18 +23,6 @@ pub struct Logged {
     rx: Receiver<String>,
     /// The lines read so far, in order.
     pub lines: Vec<String>,
-}
-
-/// Starts one of the project's binaries with `env` (nothing else of this process's
-/// environment, and `LOG_FORMAT=json` unless `env` says otherwise) and waits for `ready`.
-pub fn binary(path: &Path, env: &[(&str, String)], ready: &str) -> Logged {
-    let mut cmd = Command::new(path);
-    cmd.env_clear()
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(std::env::temp_dir());
-    command(cmd, ready)
 }
 
 /// Starts `cmd` in its own process group (killed with it when dropped) and waits until a stderr
@@ -73,6 +62,11 @@ pub fn command(mut cmd: Command, ready: &str) -> Logged {
 }
 
 impl Logged {
+    /// The process id (to read what it listens on from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
     /// Waits for a line that `pred` accepts and returns it.
     pub fn wait_raw(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         if let Some(l) = self.lines.iter().find(|l| pred(l)) {
