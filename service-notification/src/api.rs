@@ -41,10 +41,13 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infa
         .unify()
         .or(open_other_methods());
     let auth = auth::required(state.auth.clone());
+    // Each route boxed: its future lives on the heap, so the composed table's future (polled
+    // on the caller's stack, deep in a debug build) stays small.
     let api = create(state.clone())
-        .or(get_one(state.clone()))
-        .or(list(state.clone()))
-        .or(metrics(state))
+        .boxed()
+        .or(get_one(state.clone()).boxed())
+        .or(list(state.clone()).boxed())
+        .or(metrics(state).boxed())
         .or(other_methods());
     open.or(auth.and(api)).recover(rejection::recover)
 }

@@ -41,11 +41,14 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Infa
         .unify()
         .or(open_other_methods());
     let auth = auth::required(state.auth.clone());
+    // Each route boxed: its future lives on the heap, so the composed table's future (polled
+    // on the caller's stack, deep in a debug build) stays small.
     let api = create_order(state.clone())
-        .or(get_order(state.clone()))
-        .or(put_stock(state.clone()))
-        .or(get_stock(state.clone()))
-        .or(metrics(state))
+        .boxed()
+        .or(get_order(state.clone()).boxed())
+        .or(put_stock(state.clone()).boxed())
+        .or(get_stock(state.clone()).boxed())
+        .or(metrics(state).boxed())
         .or(other_methods());
     open.or(auth.and(api)).recover(rejection::recover)
 }

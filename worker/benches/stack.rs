@@ -15,6 +15,11 @@
 //! for profiling one workload at a time; BENCH_CONCURRENCY, the worker concurrencies the drain
 //! runs at (default `1,8,64`); BENCH_COMMANDSTATS=1 prints Redis's per-command counts and
 //! times for each drain.
+//!
+//! Each cost row is also printed against `baseline.json` (beside this file): the cost per order
+//! of a recorded commit on the development machine, so a cost that creeps in over many changes
+//! shows, not only one against the commit before it. Update it when a change moves the cost on
+//! purpose (docs/performance.md says how it was measured).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -760,6 +765,9 @@ fn main() {
             d.redis_us.median(),
             d.commands.median()
         );
+        if let Some(line) = against_baseline(run, d) {
+            println!("{line}");
+        }
     }
     if !rust.roundtrip.p50.0.is_empty() {
         println!(
@@ -794,4 +802,31 @@ fn main() {
             rust.rss_order, rust.rss_notification
         );
     }
+}
+
+/// The recorded cost per order of a baseline commit (`baseline.json`).
+const BASELINE: &str = include_str!("baseline.json");
+
+/// A drain's cost per order against the baseline's at the same concurrency (`None` for a drain
+/// the baseline did not record).
+fn against_baseline(run: &(usize, Extra), d: &Drain) -> Option<String> {
+    let base: Value = serde_json::from_str(BASELINE).expect("baseline.json is JSON");
+    let (conc, extra) = run;
+    if *extra != Extra::Nothing {
+        return None;
+    }
+    let at = base["cost_per_order"].get(conc.to_string())?;
+    let field = |name: &str| at[name].as_f64().expect("baseline.json: a number");
+    let change = |now: f64, then: f64| format!("{:+.0} %", (now / then - 1.0) * 100.0);
+    Some(format!(
+        "| cost per order, concurrency {conc}, against the baseline {} ({}: {:.1} µs / {:.1} µs / {:.1}) | {} / {} / {} | | |",
+        base["commit"].as_str().unwrap_or("?"),
+        base["measured"].as_str().unwrap_or("?"),
+        field("worker_us"),
+        field("redis_us"),
+        field("commands"),
+        change(d.worker_us.median(), field("worker_us")),
+        change(d.redis_us.median(), field("redis_us")),
+        change(d.commands.median(), field("commands")),
+    ))
 }

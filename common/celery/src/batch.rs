@@ -83,24 +83,35 @@ struct Job {
 }
 
 /// Sends the calls of one batched script in batches on one connection. Clones share the
-/// committer.
+/// committer (and a clone is one pointer: it sits in every future that holds a broker).
 #[derive(Clone)]
-pub struct Batcher {
+pub struct Batcher(Arc<Inner>);
+
+struct Inner {
+    committer: Committer,
+    /// Started at the first call; dropped with the last clone, which ends the committer.
+    queue: OnceLock<mpsc::Sender<Job>>,
+}
+
+/// What the committer task holds: the script and where it runs.
+#[derive(Clone)]
+struct Committer {
     script: &'static LazyLock<Script>,
     conn: Conn,
     replicate: Replication,
-    queue: Arc<OnceLock<mpsc::Sender<Job>>>,
 }
 
 impl Batcher {
     /// Batches of `script` (a batched form: [`batched`]) on `conn`.
     pub fn new(script: &'static LazyLock<Script>, conn: Conn, replicate: Replication) -> Self {
-        Batcher {
-            script,
-            conn,
-            replicate,
-            queue: Arc::default(),
-        }
+        Batcher(Arc::new(Inner {
+            committer: Committer {
+                script,
+                conn,
+                replicate,
+            },
+            queue: OnceLock::new(),
+        }))
     }
 
     /// Runs `call` in the next batch and returns its integer reply.
@@ -112,18 +123,20 @@ impl Batcher {
     pub async fn call(&self, call: Call) -> RedisResult<Value> {
         let (reply, answer) = oneshot::channel();
         let job = Job { call, reply };
-        let queue = self.queue.get_or_init(|| {
+        let queue = self.0.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUED);
-            tokio::spawn(self.clone().commit(rx));
+            tokio::spawn(self.0.committer.clone().commit(rx));
             tx
         });
         if let Err(mpsc::error::SendError(job)) = queue.send(job).await {
             // The committer is gone with the runtime that started it: this call goes alone.
-            self.run(vec![job]).await;
+            self.0.committer.run(vec![job]).await;
         }
         answer.await.unwrap_or_else(|_| Err(gone()))
     }
+}
 
+impl Committer {
     /// The committer: takes what has queued (up to the bounds), sends it, answers each call.
     async fn commit(self, mut rx: mpsc::Receiver<Job>) {
         let mut next: Option<Job> = None;
@@ -152,7 +165,12 @@ impl Batcher {
 
     /// One call of the batched script for `batch`; each call gets its own reply.
     async fn run(&self, batch: Vec<Job>) {
-        let mut inv = self.script.prepare_invoke();
+        let Committer {
+            script,
+            conn,
+            replicate,
+        } = self;
+        let mut inv = script.prepare_invoke();
         inv.arg(batch.len());
         for job in &batch {
             inv.arg(job.call.keys.len()).arg(job.call.args.len());
@@ -165,10 +183,10 @@ impl Batcher {
                 inv.arg(arg);
             }
         }
-        let replies: RedisResult<Vec<Value>> = match self.replicate {
-            Replication::None => inv.invoke_async(&mut self.conn.clone()).await,
-            Replication::Should => inv.invoke_async(&mut self.conn.should_replicate()).await,
-            Replication::Must => inv.invoke_async(&mut self.conn.must_replicate()).await,
+        let replies: RedisResult<Vec<Value>> = match replicate {
+            Replication::None => inv.invoke_async(&mut conn.clone()).await,
+            Replication::Should => inv.invoke_async(&mut conn.should_replicate()).await,
+            Replication::Must => inv.invoke_async(&mut conn.must_replicate()).await,
         };
         match replies {
             Ok(replies) if replies.len() == batch.len() => {

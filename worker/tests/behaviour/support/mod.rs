@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use celery_redis::broker::Broker;
 use celery_redis::conn::Conn;
-use envconf::Source;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
 use celery_redis::result::{ResultBackend, ResultMeta};
 use celery_redis::shutdown::{self, Trigger};
 use celery_redis::task::Tasks;
+use envconf::Source;
 use redis::AsyncCommands;
 use serde_json::Value;
 use testkit::TestRedis;
