@@ -51,8 +51,8 @@ pub struct OrderView {
     /// Celery's state (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, ...), or EXPIRED when
     /// the result is gone but the reservation is still retained.
     pub state: String,
-    /// What `process_order` returned (SUCCESS only), as the result backend holds it (passed on
-    /// unchanged, whichever worker wrote it).
+    // As the result backend holds it (passed on unchanged, whichever worker wrote it).
+    /// What `process_order` returned (SUCCESS only).
     #[schema(required = true, value_type = Option<OrderOutcome>)]
     pub result: Option<Value>,
     /// Why it failed (FAILURE, REVOKED).

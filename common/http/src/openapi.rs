@@ -33,7 +33,8 @@ impl Modify for BearerAuth {
     }
 }
 
-/// What the health routes answer (built by `crate::health`).
+// Built by `crate::health`: the document and the wire share this type.
+/// What the health routes answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HealthStatus {
     /// `ok` (`/healthz`) or `ready` (`/readyz`).

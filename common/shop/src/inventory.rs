@@ -29,8 +29,9 @@ pub async fn get_stock(conn: &Conn, sku: &str) -> RedisResult<i64> {
     Ok(v.unwrap_or(0))
 }
 
-/// The outcome of a reservation, stored once per order (and shown as is by the order service:
-/// this type is also its OpenAPI schema).
+// Stored once per order and shown as is by the order service: this type is also its OpenAPI
+// schema, so the doc line below is for the API's readers.
+/// The stock outcome of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Reservation {
     pub status: OrderStatus,

@@ -31,8 +31,9 @@ pub const PAGE_BYTES: usize = 256 * 1024;
 /// the reading after the batch in hand).
 const BATCH: usize = 25;
 
-/// What was delivered, kept in Redis and shown as is by the notification service (this type is
-/// also its OpenAPI schema, named `DeliveryRecord`).
+// Kept in Redis and shown as is by the notification service: this type is also its OpenAPI
+// schema (`DeliveryRecord`), so the doc line below is for the API's readers.
+/// What was delivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(as = DeliveryRecord)]
 pub struct Delivery {
