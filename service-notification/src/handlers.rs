@@ -14,7 +14,7 @@ use http_kit::submit;
 use http_kit::ApiError;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use shop::contracts::{Channel, NewNotification, SendNotification};
+use shop::contracts::{NewNotification, SendNotification};
 use shop::notifications::{self, Delivery};
 use shop::schema::{Email, Id};
 use shop::validation::{is_email, Fields, ValidationErrors, EMAIL_RULE};
@@ -35,6 +35,16 @@ pub struct NotificationAccepted {
     pub status_url: String,
 }
 
+impl From<submit::Accepted> for NotificationAccepted {
+    fn from(a: submit::Accepted) -> Self {
+        NotificationAccepted {
+            notification_id: a.id,
+            task_id: a.task_id,
+            status_url: a.status_url,
+        }
+    }
+}
+
 /// A notification's task state (Celery's result backend) and its delivery record.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct NotificationView {
@@ -46,6 +56,7 @@ pub struct NotificationView {
     #[schema(required = true)]
     pub result: Option<Value>,
     /// Why it failed (FAILURE, REVOKED).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
     /// When the task ended.
     #[schema(required = true)]
@@ -53,21 +64,23 @@ pub struct NotificationView {
     pub delivered: bool,
     /// The delivery record, once delivered.
     #[schema(required = true)]
-    pub delivery: Option<DeliveryRecord>,
+    pub delivery: Option<Delivery>,
 }
 
-/// What was delivered (`shop::notifications::Delivery`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DeliveryRecord {
-    pub notification_id: String,
-    pub recipient: String,
-    pub channel: Channel,
-    pub subject: String,
-    pub body: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    pub task_id: String,
-    pub delivered_at: String,
+impl NotificationView {
+    /// The view of `notification_id`: its task's state and its delivery record, if any.
+    fn new(notification_id: String, task: submit::TaskView, delivery: Option<Delivery>) -> Self {
+        NotificationView {
+            notification_id,
+            task_id: task.task_id,
+            state: task.state,
+            result: task.result,
+            error: task.error,
+            date_done: task.date_done,
+            delivered: delivery.is_some(),
+            delivery,
+        }
+    }
 }
 
 /// One page of what a recipient was sent, newest first.
@@ -75,7 +88,6 @@ pub struct DeliveryRecord {
 pub struct Deliveries {
     pub recipient: String,
     /// At most `limit`, and about 256 KiB of records (at least one).
-    #[schema(value_type = Vec<DeliveryRecord>)]
     pub notifications: Vec<Delivery>,
     /// Pass as `cursor` for the next (older) page; `null` after the oldest kept. It stays
     /// right while new deliveries arrive.
@@ -92,7 +104,9 @@ pub struct Deliveries {
         (status = 200, description = "This `notification_id` was accepted before: its task, nothing new enqueued", body = NotificationAccepted),
         BodyErrors, Unauthorized, Invalid, QueueFull, Unavailable))]
 pub async fn create(body: Map<String, Value>, state: State) -> Reply {
-    submit::create::<SendNotification>(body, state).await
+    // Boxed: the submission future is large, and warp nests every route's future in one.
+    let (status, accepted) = Box::pin(submit::create::<SendNotification>(body, state)).await?;
+    Ok(json_reply(status, &NotificationAccepted::from(accepted)))
 }
 
 /// A notification's task state (when it came through this service, or was sent by another
@@ -109,13 +123,9 @@ pub async fn get_one(id: String, state: State) -> Reply {
         .await
         .map_err(ApiError::reject)?;
     let task_id = task_id.or_else(|| delivery.as_ref().map(|d| d.task_id.clone()));
-    let mut extra = Map::new();
-    extra.insert("delivered".into(), Value::Bool(delivery.is_some()));
-    extra.insert(
-        "delivery".into(),
-        serde_json::to_value(&delivery).unwrap_or(Value::Null),
-    );
-    submit::task_reply::<SendNotification>(&id, task_id, &state, extra).await
+    let task = submit::task_state::<SendNotification>(&id, task_id, &state).await?;
+    let view = NotificationView::new(id, task, delivery);
+    Ok(json_reply(StatusCode::OK, &view))
 }
 
 /// What was delivered to `?recipient=`, newest first, a page at a time.

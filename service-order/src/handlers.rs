@@ -11,9 +11,9 @@ use http_kit::openapi::{
 use http_kit::submit;
 use http_kit::ApiError;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
-use shop::contracts::{NewOrder, OrderOutcome, OrderStatus, ProcessOrder};
-use shop::inventory::{self, MAX_STOCK};
+use serde_json::{Map, Value};
+use shop::contracts::{NewOrder, OrderOutcome, ProcessOrder};
+use shop::inventory::{self, Reservation, MAX_STOCK};
 use shop::schema::Id;
 use shop::validation::{is_id, Fields, FromJson, ValidationErrors};
 use utoipa::ToSchema;
@@ -33,6 +33,16 @@ pub struct OrderAccepted {
     pub status_url: String,
 }
 
+impl From<submit::Accepted> for OrderAccepted {
+    fn from(a: submit::Accepted) -> Self {
+        OrderAccepted {
+            order_id: a.id,
+            task_id: a.task_id,
+            status_url: a.status_url,
+        }
+    }
+}
+
 /// An order's task state (Celery's result backend) and, once processed, its stock reservation.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OrderView {
@@ -41,24 +51,40 @@ pub struct OrderView {
     /// Celery's state (PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, ...), or EXPIRED when
     /// the result is gone but the reservation is still retained.
     pub state: String,
+    // As the result backend holds it (passed on unchanged, whichever worker wrote it).
     /// What `process_order` returned (SUCCESS only).
-    #[schema(required = true)]
-    pub result: Option<OrderOutcome>,
+    #[schema(required = true, value_type = Option<OrderOutcome>)]
+    pub result: Option<Value>,
     /// Why it failed (FAILURE, REVOKED).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
     /// When the task ended.
     #[schema(required = true)]
     pub date_done: Option<String>,
     /// How the order ended, once stock was reserved or refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation: Option<Reservation>,
 }
 
-/// The stock outcome of an order (`shop::inventory::Reservation`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Reservation {
-    pub status: OrderStatus,
-    #[schema(required = true)]
-    pub reason: Option<String>,
+impl OrderView {
+    /// The view of `order_id`: its task's state and its reservation, if still retained (a task
+    /// state PENDING with a reservation means the result has expired: EXPIRED).
+    fn new(order_id: String, task: submit::TaskView, reservation: Option<Reservation>) -> Self {
+        let state = if reservation.is_some() && task.state == "PENDING" {
+            "EXPIRED".to_owned()
+        } else {
+            task.state
+        };
+        OrderView {
+            order_id,
+            task_id: task.task_id,
+            state,
+            result: task.result,
+            error: task.error,
+            date_done: task.date_done,
+            reservation,
+        }
+    }
 }
 
 /// The body of `PUT /inventory/{sku}`.
@@ -98,7 +124,9 @@ pub struct StockLevel {
         (status = 200, description = "This `order_id` was accepted before: its task, nothing new enqueued", body = OrderAccepted),
         BodyErrors, Unauthorized, Invalid, QueueFull, Unavailable))]
 pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
-    submit::create::<ProcessOrder>(body, state).await
+    // Boxed: the submission future is large, and warp nests every route's future in one.
+    let (status, accepted) = Box::pin(submit::create::<ProcessOrder>(body, state)).await?;
+    Ok(json_reply(status, &OrderAccepted::from(accepted)))
 }
 
 /// The order's task state and, once processed, its outcome and stock reservation. When the
@@ -111,17 +139,12 @@ pub async fn create_order(body: Map<String, Value>, state: State) -> Reply {
         BadHeader, Unauthorized, NotFound, Unreadable, Unavailable))]
 pub async fn get_order(order_id: String, state: State) -> Reply {
     let task_id = submit::accepted_task::<ProcessOrder>(&order_id, &state).await?;
-    let mut view = submit::task_state::<ProcessOrder>(&order_id, task_id, &state).await?;
+    let task = submit::task_state::<ProcessOrder>(&order_id, task_id, &state).await?;
     let reservation = state
         .call(|| inventory::reservation(&state.redis, &order_id))
         .await
         .map_err(ApiError::reject)?;
-    if let Some(r) = reservation {
-        if view["state"] == "PENDING" {
-            view["state"] = json!("EXPIRED");
-        }
-        view["reservation"] = json!(r);
-    }
+    let view = OrderView::new(order_id, task, reservation);
     Ok(json_reply(StatusCode::OK, &view))
 }
 

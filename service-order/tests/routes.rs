@@ -271,6 +271,47 @@ async fn get_order_reports_pending_then_the_stored_outcome() {
     );
 }
 
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    k.sort_unstable();
+    k
+}
+
+/// The replies' shapes on the wire: `result` and `date_done` are always there (`null` until
+/// known), `error` only for a failure, `reservation` only once the stock was reserved.
+#[tokio::test]
+async fn replies_keep_their_fields_null_or_absent_as_documented() {
+    let f = Fixture::new();
+    let (status, created) = f
+        .call("POST", "/orders", Some(&order(Some("o-9")).to_string()))
+        .await;
+    assert_eq!(status, 202);
+    assert_eq!(keys(&created), ["order_id", "status_url", "task_id"]);
+    assert_eq!(created["status_url"], "/orders/o-9");
+    let (_, pending) = f.call("GET", "/orders/o-9", None).await;
+    let task_fields = ["date_done", "order_id", "result", "state", "task_id"];
+    assert_eq!(keys(&pending), task_fields, "{pending}");
+    assert_eq!(
+        (&pending["result"], &pending["date_done"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    let exc = ExceptionInfo::new("builtins", "ValueError", "items: bad");
+    let task_id = created["task_id"].as_str().unwrap();
+    f.state
+        .results
+        .store(&ResultMeta::failure(task_id, &exc, None))
+        .await
+        .unwrap();
+    let (_, failed) = f.call("GET", "/orders/o-9", None).await;
+    let mut with_error = task_fields.to_vec();
+    with_error.insert(1, "error");
+    assert_eq!(keys(&failed), with_error, "{failed}");
+    assert_eq!(failed["result"], Value::Null);
+    assert!(failed["date_done"].is_string(), "{failed}");
+}
+
 #[tokio::test]
 async fn inventory_is_set_and_read_and_bad_values_are_refused() {
     let f = Fixture::new();

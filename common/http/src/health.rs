@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use celery_redis::conn::{bounded, Conn};
-use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::body::{json_reply, with_state};
 use crate::error::ApiError;
+use crate::openapi::HealthStatus;
 
 /// How long the `healthcheck` subcommand waits for an answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -20,7 +20,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 pub fn healthz() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path!("healthz")
         .and(warp::get())
-        .map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})))
+        .map(|| json_reply(StatusCode::OK, &HealthStatus::OK))
 }
 
 /// `GET /readyz`: Redis answers within `limit`, and `redis` is confirmed to reach a server that
@@ -41,7 +41,7 @@ pub fn readyz(
                 Err(e) => Err(e),
             };
             match ready {
-                Ok(()) => json_reply(StatusCode::OK, &json!({"status": "ready"})),
+                Ok(()) => json_reply(StatusCode::OK, &HealthStatus::READY),
                 Err(e) => ApiError::unavailable(&e).into_response(),
             }
         })

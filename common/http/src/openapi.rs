@@ -33,11 +33,19 @@ impl Modify for BearerAuth {
     }
 }
 
+// Built by `crate::health`: the document and the wire share this type.
 /// What the health routes answer.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HealthStatus {
     /// `ok` (`/healthz`) or `ready` (`/readyz`).
-    pub status: String,
+    pub status: &'static str,
+}
+
+impl HealthStatus {
+    /// `/healthz`: the process answers.
+    pub const OK: HealthStatus = HealthStatus { status: "ok" };
+    /// `/readyz`: Redis answers and keeps every key.
+    pub const READY: HealthStatus = HealthStatus { status: "ready" };
 }
 
 /// 401: every route behind the bearer tokens (when `API_TOKENS` is set).
@@ -166,7 +174,7 @@ pub fn document(
 }
 
 /// Why a task failed (`error` of a task's state).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TaskError {
     /// The exception's type, e.g. `ValueError`.
     #[serde(rename = "type")]

@@ -5,18 +5,42 @@ use celery_redis::broker::Submitted;
 use celery_redis::conn::{bounded, retry_once};
 use celery_redis::refusal::nothing_written;
 use celery_redis::result::{ResultError, ResultMeta, TaskState};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use shop::contracts::Submission;
 use shop::submission;
 use shop::validation::is_id;
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use crate::body::json_reply;
 use crate::error::ApiError;
+use crate::openapi::TaskError;
 use crate::service::AppState;
 
-type Reply = Result<warp::reply::Response, Rejection>;
+/// A submission accepted (now or before): the parts of the service's accepted reply (a typed
+/// `<Kind>Accepted` of the service, which names `id` after its id field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The contract's id (`order_id`, `notification_id`).
+    pub id: String,
+    pub task_id: String,
+    /// Where its state is read: [`status_path`].
+    pub status_url: String,
+}
+
+/// A task's state from the result backend, the common part of a service's typed view (which
+/// adds its id field and its own fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskView {
+    pub task_id: String,
+    /// Celery's state: PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, ...
+    pub state: String,
+    /// What the task returned (SUCCESS only; `None` answers `null`).
+    pub result: Option<Value>,
+    /// Why it failed (FAILURE, REVOKED, when the backend says); absent otherwise.
+    pub error: Option<TaskError>,
+    /// When the task ended.
+    pub date_done: Option<String>,
+}
 
 /// Validates a submission (generating its id when none is given) and enqueues it once per id:
 /// 202 for a new id, 200 with the same task for an id seen before, 429 with `Retry-After` when
@@ -24,8 +48,12 @@ type Reply = Result<warp::reply::Response, Rejection>;
 /// would go to is not confirmed to keep every key (`celery_redis::eviction`): 503
 /// `redis_unavailable`. A write Redis refused before writing anything (out of memory, a
 /// replica...) is `redis_unavailable` too; only a write that may have happened is
-/// `outcome_unknown` (see `celery_redis::refusal::nothing_written`).
-pub async fn create<C: Submission>(body: Map<String, Value>, state: AppState) -> Reply {
+/// `outcome_unknown` (see `celery_redis::refusal::nothing_written`). Returns the status (202 or
+/// 200) and what the service's accepted reply says.
+pub async fn create<C: Submission>(
+    body: Map<String, Value>,
+    state: AppState,
+) -> Result<(StatusCode, Accepted), Rejection> {
     let contract =
         shop::contracts::submitted::<C>(&body).map_err(|e| ApiError::validation(e).reject())?;
     let id = contract.id();
@@ -83,9 +111,12 @@ pub async fn create<C: Submission>(body: Map<String, Value>, state: AppState) ->
             .reject())
         }
     };
-    let mut reply = json!({"task_id": task_id, "status_url": status_path::<C>(id)});
-    reply[C::ID_FIELD] = Value::String(id.to_owned());
-    Ok(json_reply(status, &reply))
+    let accepted = Accepted {
+        id: id.to_owned(),
+        task_id,
+        status_url: status_path::<C>(id),
+    };
+    Ok((status, accepted))
 }
 
 /// `/<kind>s/<id>`, where a submission's state is read.
@@ -107,27 +138,13 @@ pub async fn accepted_task<C: Submission>(
         .map_err(ApiError::reject)
 }
 
-/// Answers a read: 404 when no task is known for `id`, else the task's state from the result
-/// backend (`{<id field>, task_id, state, result, error?, date_done}`) with `extra` fields.
-pub async fn task_reply<C: Submission>(
-    id: &str,
-    task_id: Option<String>,
-    state: &AppState,
-    extra: Map<String, Value>,
-) -> Reply {
-    let mut view = task_state::<C>(id, task_id, state).await?;
-    for (k, v) in extra {
-        view[k] = v;
-    }
-    Ok(json_reply(StatusCode::OK, &view))
-}
-
-/// The view of a read (see [`task_reply`]), for a handler that adds to it.
+/// The state of the task accepted for `id` (404 when `task_id` is `None`), read from the result
+/// backend, for the service's view to add its own fields to.
 pub async fn task_state<C: Submission>(
     id: &str,
     task_id: Option<String>,
     state: &AppState,
-) -> Result<Value, Rejection> {
+) -> Result<TaskView, Rejection> {
     let task_id = task_id.ok_or_else(|| not_found::<C>(id))?;
     let meta = tokio::time::timeout(state.timeout, retry_once(|| state.results.get(&task_id)))
         .await
@@ -145,31 +162,32 @@ pub async fn task_state<C: Submission>(
                 .reject()
             }
         })?;
-    let mut view = task_view(&meta);
-    view[C::ID_FIELD] = Value::String(id.to_owned());
-    Ok(view)
+    Ok(task_view(&meta))
 }
 
 fn not_found<C: Submission>(id: &str) -> Rejection {
     ApiError::not_found(format!("no {} {id:?}", C::KIND)).reject()
 }
 
-/// The public view of a task's state: `{"task_id", "state", "result", "error"?, "date_done"}`.
-pub fn task_view(meta: &ResultMeta) -> Value {
-    let mut view = json!({
-        "task_id": meta.task_id,
-        "state": meta.status.as_str(),
-        "date_done": meta.date_done,
-    });
-    match meta.status {
+/// The public view of a task's state: `result` only on SUCCESS, `error` only on FAILURE or
+/// REVOKED (when the backend holds the exception).
+pub fn task_view(meta: &ResultMeta) -> TaskView {
+    let (result, error) = match meta.status {
         TaskState::Failure | TaskState::Revoked => {
-            if let Some(exc) = meta.exception() {
-                view["error"] = json!({"type": exc.exc_type, "message": exc.message()});
-            }
-            view["result"] = Value::Null;
+            let error = meta.exception().map(|exc| TaskError {
+                message: exc.message(),
+                kind: exc.exc_type,
+            });
+            (None, error)
         }
-        TaskState::Success => view["result"] = meta.result.clone(),
-        _ => view["result"] = Value::Null,
+        TaskState::Success => (Some(meta.result.clone()), None),
+        _ => (None, None),
+    };
+    TaskView {
+        task_id: meta.task_id.clone(),
+        state: meta.status.as_str().to_owned(),
+        result,
+        error,
+        date_done: meta.date_done.clone(),
     }
-    view
 }

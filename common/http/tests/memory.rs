@@ -25,7 +25,7 @@ fn order(id: &str) -> Map<String, Value> {
 /// `POST /orders` with `body`: the status and the error code (none for a success).
 async fn submit(state: &AppState, id: &str) -> (u16, Option<&'static str>, Option<String>) {
     match http_kit::submit::create::<ProcessOrder>(order(id), state.clone()).await {
-        Ok(reply) => (reply.status().as_u16(), None, None),
+        Ok((status, _accepted)) => (status.as_u16(), None, None),
         Err(rejection) => {
             let e = rejection.find::<ApiError>().expect("an API error");
             let id = e.context.as_ref().map(|(_, v)| v.clone());

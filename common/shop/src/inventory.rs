@@ -7,6 +7,7 @@ use celery_redis::batch::{batched, Batcher, Call, Replication};
 use celery_redis::conn::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::contracts::{OrderItem, OrderStatus};
 use crate::keys;
@@ -28,11 +29,14 @@ pub async fn get_stock(conn: &Conn, sku: &str) -> RedisResult<i64> {
     Ok(v.unwrap_or(0))
 }
 
-/// The outcome of a reservation, stored once per order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Stored once per order and shown as is by the order service: this type is also its OpenAPI
+// schema, so the doc line below is for the API's readers.
+/// The stock outcome of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Reservation {
     pub status: OrderStatus,
     #[serde(default)]
+    #[schema(required = true)]
     pub reason: Option<String>,
 }
 

@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 use celery_redis::conn::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::contracts::Channel;
 use crate::keys;
@@ -30,8 +31,11 @@ pub const PAGE_BYTES: usize = 256 * 1024;
 /// the reading after the batch in hand).
 const BATCH: usize = 25;
 
-/// What was delivered, kept in Redis and shown by the notification service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// Kept in Redis and shown as is by the notification service: this type is also its OpenAPI
+// schema (`DeliveryRecord`), so the doc line below is for the API's readers.
+/// What was delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = DeliveryRecord)]
 pub struct Delivery {
     pub notification_id: String,
     pub recipient: String,
