@@ -89,8 +89,9 @@ fn a_taken_default_metrics_port_gives_way_and_a_taken_chosen_one_refuses() {
         .env("REDIS_URL", redis.url())
         .env("WORKER_NAME", "second@%h")
         .current_dir(std::env::temp_dir());
-    let (second, line) = Proc::spawn_command(cmd, "instead;");
-    assert!(line.contains("127.0.0.1:9808 is taken"), "{line}");
+    // Ready (consuming, so answering pings) before its health check asks it.
+    let (second, lines) = Proc::spawn_command_all(cmd, &["instead;", "consuming queue"]);
+    assert!(lines[0].contains("127.0.0.1:9808 is taken"), "{}", lines[0]);
     // Its health check pings it by name, never the worker that holds the default port.
     let (code, stdout, stderr) = s.healthcheck(&[("WORKER_NAME", "second@%h".to_owned())]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
