@@ -19,16 +19,13 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A script: its `#!lua` line, the shared prelude, then the file `lua/$file` (or the `$part`s).
 macro_rules! script {
     ($shebang:literal, $file:literal) => {
-        LazyLock::new(|| {
-            Script::new(concat!(
-                $shebang,
-                "\n",
-                include_str!("lua/prelude.lua"),
-                include_str!(concat!("lua/", $file))
-            ))
-        })
+        script!($shebang, include_str!(concat!("lua/", $file)))
+    };
+    ($shebang:literal, $($part:expr),+) => {
+        LazyLock::new(|| Script::new(concat!($shebang, "\n", include_str!("lua/prelude.lua"), $($part),+)))
     };
 }
 
@@ -36,17 +33,13 @@ macro_rules! script {
 /// call of a batch ([`crate::batch`]). Its `#!lua` line is the script's own.
 macro_rules! batched {
     ($shebang:literal, $file:literal) => {
-        LazyLock::new(|| {
-            Script::new(concat!(
-                $shebang,
-                "\n",
-                include_str!("lua/prelude.lua"),
-                "local function one(KEYS, ARGV)\n",
-                include_str!(concat!("lua/", $file)),
-                "\nend\n",
-                include_str!("lua/batch.lua")
-            ))
-        })
+        script!(
+            $shebang,
+            "local function one(KEYS, ARGV)\n",
+            include_str!(concat!("lua/", $file)),
+            "\nend\n",
+            include_str!("lua/batch.lua")
+        )
     };
 }
 
