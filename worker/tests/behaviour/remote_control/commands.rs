@@ -310,7 +310,10 @@ async fn events_online_task_batch_and_offline_parse_and_switch_on_by_command() {
         }
         assert_eq!(channel, "/0.celeryev/task.multi");
         for e in body.as_array().unwrap() {
-            assert_eq!(e["uuid"], msg.id.as_str());
+            // The order chains its confirmation, whose events may share a batch with the order's.
+            if e["uuid"] != msg.id.as_str() {
+                continue;
+            }
             kinds.push(e["type"].as_str().unwrap().to_owned());
             if e["type"] == "task-received" {
                 assert_eq!(e["name"], "process_order");
