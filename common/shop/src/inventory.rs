@@ -7,7 +7,6 @@ use celery_redis::batch::{batched, Batcher, Call, Replication};
 use celery_redis::conn::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::contracts::{OrderItem, OrderStatus};
 use crate::keys;
@@ -32,11 +31,12 @@ pub async fn get_stock(conn: &Conn, sku: &str) -> RedisResult<i64> {
 // Stored once per order and shown as is by the order service: this type is also its OpenAPI
 // schema, so the doc line below is for the API's readers.
 /// The stock outcome of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reservation {
     pub status: OrderStatus,
     #[serde(default)]
-    #[schema(required = true)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reason: Option<String>,
 }
 

@@ -5,8 +5,9 @@
 //! Map, bottom up:
 //! - [`keys`] — every Redis key the shop writes (`fleet:` prefix).
 //! - [`validation`] — field-by-field checks of JSON payloads.
-//! - [`schema`] — the OpenAPI schemas of an id and an e-mail address (from `validation`'s
-//!   patterns).
+//! - `schema` — the OpenAPI schemas of an id and an e-mail address (from `validation`'s
+//!   patterns); with the other OpenAPI derives of the contracts and records, behind the
+//!   `openapi` feature (utoipa), which only the HTTP services enable.
 //! - [`contracts`] — the task names, their typed payloads and their rules (`process_order`,
 //!   `send_notification`).
 //! - [`submission`] — a contract accepted once per id and enqueued (both services use it).
@@ -21,6 +22,7 @@ pub mod contracts;
 pub mod inventory;
 pub mod keys;
 pub mod notifications;
+#[cfg(feature = "openapi")]
 pub mod schema;
 pub mod submission;
 pub mod tasks;

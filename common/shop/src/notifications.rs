@@ -6,7 +6,6 @@ use std::sync::LazyLock;
 use celery_redis::conn::Conn;
 use redis::{AsyncCommands, RedisResult, Script};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use crate::contracts::Channel;
 use crate::keys;
@@ -34,8 +33,9 @@ const BATCH: usize = 25;
 // Kept in Redis and shown as is by the notification service: this type is also its OpenAPI
 // schema (`DeliveryRecord`), so the doc line below is for the API's readers.
 /// What was delivered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[schema(as = DeliveryRecord)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = DeliveryRecord))]
 pub struct Delivery {
     pub notification_id: String,
     pub recipient: String,

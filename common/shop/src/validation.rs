@@ -3,10 +3,10 @@
 use celery_redis::keys;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 
 /// One problem with one field, e.g. `items[2].quantity: must be greater than 0`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// The field's path in the body (`customer.email`, `items[0].quantity`), or a parameter.
     pub field: String,
@@ -249,4 +249,34 @@ pub const ID_PATTERN: &str = keys::KEY_PART_PATTERN;
 /// Whether `s` is a valid id (the rule of [`keys::is_key_part`]).
 pub fn is_id(s: &str) -> bool {
     keys::is_key_part(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patterns_say_what_the_validators_check() {
+        let id = regex::Regex::new(ID_PATTERN).unwrap();
+        for s in ["o-1", "A", "n:1", "a.b_c", "", ".", "..", "a b", "a/b", "ü"] {
+            assert_eq!(id.is_match(s), is_id(s), "{s:?}");
+        }
+        let email = regex::Regex::new(EMAIL_PATTERN).unwrap();
+        for s in [
+            "ada@example.com",
+            "a.b+c@x-y.example",
+            "a@b",
+            "a@@b.example",
+            ".a@b.example",
+            "a.@b.example",
+            "a..b@b.example",
+            "a@-b.example",
+            "a@b-.example",
+            "a@b..example",
+            "a b@c.example",
+            "a@b.example\r\nBcc: x@y.z",
+        ] {
+            assert_eq!(email.is_match(s), is_email(s), "{s:?}");
+        }
+    }
 }

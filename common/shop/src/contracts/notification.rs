@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 
 use super::{Contract, Submission, SEND_NOTIFICATION};
+#[cfg(feature = "openapi")]
 use crate::schema::Email;
 use crate::validation::{Fields, ValidationErrors};
 
@@ -12,7 +12,8 @@ const MAX_TEXT: usize = 16 * 1024;
 const MAX_URL: usize = 2048;
 
 /// How a notification is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     /// Recorded in Redis, readable through the notification service.
@@ -110,8 +111,10 @@ impl Submission for SendNotification {
 
 /// The schema of a notification id a client may choose: an [`Id`](crate::schema::Id) not
 /// starting with [`RESERVED_PREFIX`]. Only a schema (no value has this type).
+#[cfg(feature = "openapi")]
 pub enum NotificationId {}
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for NotificationId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         crate::schema::id_not_starting_with(
@@ -122,27 +125,32 @@ impl utoipa::PartialSchema for NotificationId {
     }
 }
 
-impl ToSchema for NotificationId {}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for NotificationId {}
 
 /// The body of `POST /notifications`: a `send_notification` whose `notification_id` may be left
 /// out (one is then generated). `url` is required for the webhook channel. Unknown fields are
 /// ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewNotification {
     /// Absent or null: a UUID is generated. Submitting an id again returns the task accepted for
     /// it.
-    #[schema(value_type = Option<NotificationId>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<NotificationId>))]
     pub notification_id: Option<String>,
-    #[schema(value_type = Email)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Email))]
     pub recipient: String,
     pub channel: Channel,
     /// Not blank.
-    #[schema(max_length = 1000, pattern = "\\S")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000, pattern = "\\S"))]
     pub subject: String,
     /// Not blank.
-    #[schema(max_length = 16384, pattern = "\\S")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 16384, pattern = "\\S"))]
     pub body: String,
     /// An `http://` or `https://` URL without white space; required for the webhook channel.
-    #[schema(max_length = 2048, pattern = "^https?://\\S*$")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 2048, pattern = "^https?://\\S*$")
+    )]
     pub url: Option<String>,
 }

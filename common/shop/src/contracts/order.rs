@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 
 use super::{Contract, Submission, PROCESS_ORDER};
+#[cfg(feature = "openapi")]
 use crate::schema::{Email, Id};
 use crate::validation::{Fields, ValidationErrors};
 
@@ -16,22 +16,24 @@ pub const MAX_ORDER_ID_LEN: usize = crate::validation::MAX_ID_LEN - 16;
 /// Units of one item, at most (keeps stock arithmetic exact everywhere, Lua included).
 pub const MAX_QUANTITY: i64 = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Customer {
-    #[schema(value_type = Id)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Id))]
     pub id: String,
-    #[schema(value_type = Email)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Email))]
     pub email: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderItem {
-    #[schema(value_type = Id)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Id))]
     pub sku: String,
-    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub quantity: i64,
     /// With the quantities, the order total must fit in 64-bit cents.
-    #[schema(minimum = 0)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub unit_price_cents: i64,
 }
 
@@ -142,21 +144,24 @@ impl Submission for ProcessOrder {
 
 /// The body of `POST /orders`: a `process_order` whose `order_id` may be left out (one is then
 /// generated). Unknown fields are ignored; the order total must fit in 64-bit cents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewOrder {
     /// Absent or null: a UUID is generated. Submitting an id again returns the task accepted for
     /// it.
-    #[schema(value_type = Option<OrderId>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<OrderId>))]
     pub order_id: Option<String>,
     pub customer: Customer,
-    #[schema(min_items = 1, max_items = 1000)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub items: Vec<OrderItem>,
 }
 
 /// The schema of an order id: an [`Id`] of at most [`MAX_ORDER_ID_LEN`] characters. Only a
 /// schema (no value has this type).
+#[cfg(feature = "openapi")]
 pub enum OrderId {}
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for OrderId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         crate::schema::id(
@@ -169,10 +174,12 @@ impl utoipa::PartialSchema for OrderId {
     }
 }
 
-impl ToSchema for OrderId {}
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for OrderId {}
 
 /// What `process_order` returns (the `result` of its SUCCESS).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderOutcome {
     pub order_id: String,
     pub status: OrderStatus,
@@ -181,7 +188,8 @@ pub struct OrderOutcome {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Confirmed,
