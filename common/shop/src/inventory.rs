@@ -18,6 +18,7 @@ static RESERVE: LazyLock<Script> = LazyLock::new(|| batched(include_str!("lua/re
 /// Largest stock level accepted (kept well inside Lua's exact integer range).
 pub const MAX_STOCK: i64 = 1_000_000_000_000;
 
+/// Sets the available stock of `sku` (the order service's `PUT /stock/{sku}`).
 pub async fn set_stock(conn: &Conn, sku: &str, available: i64) -> RedisResult<()> {
     conn.clone().set(keys::stock(sku), available).await
 }
@@ -34,7 +35,9 @@ pub async fn get_stock(conn: &Conn, sku: &str) -> RedisResult<i64> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reservation {
+    /// Whether the order's stock was reserved.
     pub status: OrderStatus,
+    /// Why it was rejected; null when confirmed.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub reason: Option<String>,

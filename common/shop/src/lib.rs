@@ -18,6 +18,8 @@
 //! - [`tasks`] — `process_order` and `send_notification`, written with `celery_redis::task`
 //!   and registered by the worker binary.
 
+#![warn(missing_docs)]
+
 pub mod contracts;
 pub mod inventory;
 pub mod keys;

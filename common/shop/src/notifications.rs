@@ -33,18 +33,27 @@ const BATCH: usize = 25;
 // Kept in Redis and shown as is by the notification service: this type is also its OpenAPI
 // schema (`DeliveryRecord`), so the doc line below is for the API's readers.
 /// What was delivered.
+/// A notification as delivered: one entry of its recipient's listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "openapi", schema(as = DeliveryRecord))]
 pub struct Delivery {
+    /// The notification's id.
     pub notification_id: String,
+    /// The e-mail address it went to.
     pub recipient: String,
+    /// How it was delivered.
     pub channel: Channel,
+    /// Its subject line.
     pub subject: String,
+    /// Its text.
     pub body: String,
+    /// The receiver it was POSTed to (webhooks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The id of the `send_notification` task that delivered it.
     pub task_id: String,
+    /// When, in UTC, as Celery writes a result's `date_done`.
     pub delivered_at: String,
 }
 
@@ -84,6 +93,7 @@ pub async fn delivery(conn: &Conn, notification_id: &str) -> RedisResult<Option<
 /// One page of what a recipient was sent, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
+    /// The page's deliveries, newest first.
     pub deliveries: Vec<Delivery>,
     /// Where the next (older) page starts, `None` after the oldest kept: the number of an
     /// entry of the recipient's list, which new deliveries (pushed at its head) do not change.

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 pub struct FieldError {
     /// The field's path in the body (`customer.email`, `items[0].quantity`), or a parameter.
     pub field: String,
+    /// What is wrong with it, for a person to read.
     pub message: String,
 }
 
@@ -30,6 +31,7 @@ impl std::fmt::Display for ValidationErrors {
 }
 
 impl ValidationErrors {
+    /// The one problem `message` with `field`.
     pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
         ValidationErrors(vec![FieldError {
             field: field.into(),
@@ -41,6 +43,7 @@ impl ValidationErrors {
 /// A typed request body, read field by field out of a JSON object: every problem is reported
 /// with its field (serde's derive would stop at the first).
 pub trait FromJson: Sized {
+    /// Reads the body out of `obj`, or every problem found in it.
     fn from_json(obj: &Map<String, Value>) -> Result<Self, ValidationErrors>;
 }
 
@@ -56,10 +59,12 @@ pub const MAX_ID_LEN: usize = keys::MAX_NAME_LEN;
 pub const MAX_EMAIL: usize = 254;
 
 impl Fields {
+    /// No problem found yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Records a problem with `field`.
     pub fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(FieldError {
             field: field.into(),
@@ -67,6 +72,7 @@ impl Fields {
         });
     }
 
+    /// `value` when no problem was recorded, else every problem recorded.
     pub fn finish<T>(self, value: T) -> Result<T, ValidationErrors> {
         if self.errors.is_empty() {
             Ok(value)
@@ -167,6 +173,7 @@ impl Fields {
         }
     }
 
+    /// The object at `path.key`, required (a problem is recorded when it is absent or another type).
     pub fn object<'a>(
         &mut self,
         obj: &'a Map<String, Value>,
@@ -183,6 +190,7 @@ impl Fields {
         }
     }
 
+    /// The array at `path.key`, required (a problem is recorded when it is absent or another type).
     pub fn array<'a>(
         &mut self,
         obj: &'a Map<String, Value>,

@@ -19,12 +19,16 @@ pub mod order;
 pub use notification::{Channel, NewNotification, SendNotification};
 pub use order::{Customer, NewOrder, OrderItem, OrderOutcome, OrderStatus, ProcessOrder};
 
+/// The Celery name of the order task (`process_order` in a Python fleet too).
 pub const PROCESS_ORDER: &str = "process_order";
+/// The Celery name of the notification task.
 pub const SEND_NOTIFICATION: &str = "send_notification";
 
 /// A task contract: its Celery name and its parameters in positional order.
 pub trait Contract: Sized + Serialize {
+    /// The task's Celery name.
     const NAME: &'static str;
+    /// Its parameter names in positional order (how positional `args` are bound).
     const PARAMS: &'static [&'static str];
 
     /// Validates keyword arguments, reporting every problem with its field.
@@ -78,6 +82,7 @@ pub trait Submission: Contract {
     const KIND: &'static str;
     /// The field that holds the id.
     const ID_FIELD: &'static str;
+    /// The submission's id (the value of [`Self::ID_FIELD`]).
     fn id(&self) -> &str;
 
     /// Rules for a submission from outside that a task run from the queue does not have (e.g.

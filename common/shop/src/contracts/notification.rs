@@ -25,11 +25,17 @@ pub enum Channel {
 /// `send_notification(notification_id, recipient, channel, subject, body, url=None)`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendNotification {
+    /// The notification's id, also its task's idempotency key.
     pub notification_id: String,
+    /// The e-mail address it goes to.
     pub recipient: String,
+    /// How it is delivered.
     pub channel: Channel,
+    /// Its subject line.
     pub subject: String,
+    /// Its text.
     pub body: String,
+    /// The receiver a webhook notification is POSTed to (webhooks only).
     pub url: Option<String>,
 }
 
@@ -138,8 +144,10 @@ pub struct NewNotification {
     /// it.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<NotificationId>))]
     pub notification_id: Option<String>,
+    /// The e-mail address it goes to.
     #[cfg_attr(feature = "openapi", schema(value_type = Email))]
     pub recipient: String,
+    /// How it is delivered.
     pub channel: Channel,
     /// Not blank.
     #[cfg_attr(feature = "openapi", schema(max_length = 1000, pattern = "\\S"))]

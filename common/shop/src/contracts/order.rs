@@ -16,20 +16,26 @@ pub const MAX_ORDER_ID_LEN: usize = crate::validation::MAX_ID_LEN - 16;
 /// Units of one item, at most (keeps stock arithmetic exact everywhere, Lua included).
 pub const MAX_QUANTITY: i64 = 1_000_000;
 
+/// Who placed an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Customer {
+    /// The customer's id.
     #[cfg_attr(feature = "openapi", schema(value_type = Id))]
     pub id: String,
+    /// Where the order's confirmation goes.
     #[cfg_attr(feature = "openapi", schema(value_type = Email))]
     pub email: String,
 }
 
+/// One line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderItem {
+    /// The stock-keeping unit ordered (its stock is reserved).
     #[cfg_attr(feature = "openapi", schema(value_type = Id))]
     pub sku: String,
+    /// Units ordered, 1 to [`MAX_QUANTITY`].
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000))]
     pub quantity: i64,
     /// With the quantities, the order total must fit in 64-bit cents.
@@ -40,8 +46,11 @@ pub struct OrderItem {
 /// `process_order(order_id, customer={id, email}, items=[{sku, quantity, unit_price_cents}])`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessOrder {
+    /// The order's id, also its task's idempotency key.
     pub order_id: String,
+    /// Who placed it.
     pub customer: Customer,
+    /// What was ordered, at least one line.
     pub items: Vec<OrderItem>,
 }
 
@@ -151,7 +160,9 @@ pub struct NewOrder {
     /// it.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<OrderId>))]
     pub order_id: Option<String>,
+    /// Who places it.
     pub customer: Customer,
+    /// What is ordered: 1 to 1,000 lines.
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub items: Vec<OrderItem>,
 }
@@ -181,17 +192,24 @@ impl utoipa::ToSchema for OrderId {}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderOutcome {
+    /// The order's id.
     pub order_id: String,
+    /// Whether its stock was reserved.
     pub status: OrderStatus,
+    /// The order total in cents.
     pub total_cents: i64,
+    /// Why it was rejected (absent when confirmed).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
 }
 
+/// The outcome of an order's stock reservation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
+    /// Every line's stock was reserved.
     Confirmed,
+    /// Some line lacked stock: nothing was reserved.
     Rejected,
 }

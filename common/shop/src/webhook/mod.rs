@@ -16,16 +16,22 @@ pub mod policy;
 
 use policy::{Policy, Resolver};
 
+/// Why a webhook delivery did not succeed; [`WebhookError::is_transient`] says which are retried.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    /// The policy refused the destination (no connection made): final.
     #[error("webhook destination refused: {0}")]
     Refused(String),
+    /// The receiver answered a 4xx: final.
     #[error("receiver refused the notification with HTTP {0}")]
     Rejected(u16),
+    /// The receiver answered a redirect, which is not followed: final.
     #[error("receiver answered HTTP {0} (a redirect, not followed)")]
     Redirected(u16),
+    /// The receiver could not be reached or answered a 5xx: retried.
     #[error("webhook not reachable: {0}")]
     Transient(String),
+    /// The receiver did not answer within the timeout (in ms): retried.
     #[error("webhook receiver did not answer within {0} ms")]
     TimedOut(u128),
 }

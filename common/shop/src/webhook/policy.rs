@@ -40,6 +40,7 @@ impl Policy {
         Ok(Policy { allow })
     }
 
+    /// A policy allowing exactly `allow` (tests, and callers that build the list themselves).
     pub fn allowing(allow: Vec<Allowed>) -> Self {
         Policy { allow }
     }
