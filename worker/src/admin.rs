@@ -13,15 +13,19 @@ use crate::cli::Command;
 use crate::config::WorkerConfig;
 use crate::rules;
 
+/// Why an operator subcommand failed (the program prints it and exits with status 1).
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// A Redis call failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// `healthcheck`: the worker did not answer a ping in time, or cannot be found.
     #[error("unhealthy: {0}")]
     Unhealthy(String),
     /// The settings the task table reads (`route`).
     #[error(transparent)]
     Shop(#[from] crate::shop::ShopError),
+    /// A setting the subcommand reads cannot be used.
     #[error(transparent)]
     Config(#[from] envconf::ConfigError),
     /// `check-submissions` found problems: one line each, then the summary.

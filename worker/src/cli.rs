@@ -12,8 +12,9 @@ docs/configuration.md.";
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, after_help = SETTINGS)]
 pub struct Cli {
+    /// The subcommand given, if any ([`Cli::into_command`] reads none as `run`).
     #[command(subcommand)]
-    pub command: Option<Command>,
+    command: Option<Command>,
 }
 
 /// What to do; without a subcommand, `run`.

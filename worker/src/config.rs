@@ -44,7 +44,8 @@ pub struct Unknown {
 /// The worker's settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    pub redis: RedisConfig,
+    /// `REDIS_URL` and the other Redis variables: broker, result backend, queue, key layout.
+    pub(crate) redis: RedisConfig,
     /// `WORKER_QUEUES`: the queues it consumes, like Celery's `-Q` (default: `CELERY_QUEUE`).
     pub queues: Vec<String>,
     /// `BROKER_QUEUE_ORDER`: kombu's `queue_order_strategy` (default `round_robin`).
@@ -105,6 +106,8 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Reads every setting from `src`; the error names the first variable with a value the
+    /// worker cannot use.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let redis = RedisConfig::from_source(src)?;

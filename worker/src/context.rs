@@ -16,23 +16,32 @@ use celery_redis::task::Tasks;
 use crate::config::WorkerConfig;
 use crate::registry::Registry;
 
+/// What the deliveries, the remote control and the metrics of one worker share: its
+/// connections, settings, tasks, registry and counters.
 pub struct Context {
-    pub broker: Broker,
-    pub results: ResultBackend,
+    /// Claims, publishes, acknowledges and hands back messages (the worker's queues, routes
+    /// and key layout).
+    pub(crate) broker: Broker,
+    /// The result backend: states and results of its tasks, chord joins.
+    pub(crate) results: ResultBackend,
     /// The broker's database (remote control, health; tasks borrow it as a dependency).
     pub redis: Conn,
     /// The tasks it runs and their dependencies.
     pub tasks: Tasks,
     /// This worker's node name (Celery's `hostname`).
     pub node: String,
-    pub acks_late: bool,
-    pub track_started: bool,
+    /// `WORKER_ACKS_LATE`: acknowledge after the result is stored (unless a task's option says).
+    pub(crate) acks_late: bool,
+    /// `WORKER_TRACK_STARTED`: store STARTED when a task begins (unless its option says).
+    pub(crate) track_started: bool,
     /// `RESULT_EXTENDED`: results carry the request (Celery's `result_extended`).
     pub result_extended: bool,
     /// `RESULT_CHORD_ORDERED`: a chord's join key is a ZSET by header position.
     pub chord_ordered: bool,
-    pub max_retries: u32,
-    pub retry_backoff: Duration,
+    /// `TASK_MAX_RETRIES`: retries of a task whose options set none.
+    pub(crate) max_retries: u32,
+    /// `TASK_RETRY_BACKOFF_MS`: the first retry's delay for a task whose options set none.
+    pub(crate) retry_backoff: Duration,
     /// What happens to a task name this worker does not run.
     pub unknown: crate::config::Unknown,
     /// What runs here now, what was parked, what is revoked (remote control reads it).

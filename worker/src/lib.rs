@@ -17,6 +17,8 @@
 //! The task API (what a task is, its context, the table of registered tasks) is
 //! `celery_redis::task`; this crate runs whatever table it is given.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod admin;
 pub mod banner;
 pub mod cli;

@@ -76,6 +76,7 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// An empty registry of the worker named `node`; its uptime counts from now.
     pub fn new(node: &str) -> Self {
         Registry {
             node: node.to_owned(),
@@ -162,6 +163,7 @@ impl Registry {
         }
     }
 
+    /// Whether task `id` is revoked (by a `revoke` command here, or synced from the fleet).
     pub fn is_revoked(&self, id: &str) -> bool {
         self.lock().revoked.when.contains_key(id)
     }
@@ -181,10 +183,12 @@ impl Registry {
         (stopped, finishing)
     }
 
+    /// Whether a delivery of task `id` is running here now.
     pub fn is_active(&self, id: &str) -> bool {
         self.lock().active.values().any(|a| a.msg.id() == id)
     }
 
+    /// How many deliveries are running here now (`celery_worker_tasks_active`).
     pub fn active_count(&self) -> usize {
         self.lock().active.len()
     }

@@ -22,7 +22,9 @@ fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-pub fn received(ctx: &Context, msg: &Message, from: &str) {
+/// `task-received`: a delivery decoded; one to run once it may start (not each time it is put
+/// off).
+pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
     log::info!("Task {}[{}] received", msg.task(), msg.id());
     ctx.metrics
         .tasks
@@ -55,7 +57,8 @@ pub fn received(ctx: &Context, msg: &Message, from: &str) {
     ctx.events.task("task-received", msg.id(), event);
 }
 
-pub fn started(ctx: &Context, msg: &Message, from: &str) {
+/// `task-started`, just before the task runs.
+pub(crate) fn started(ctx: &Context, msg: &Message, from: &str) {
     ctx.metrics
         .tasks
         .started
@@ -64,7 +67,15 @@ pub fn started(ctx: &Context, msg: &Message, from: &str) {
     ctx.events.task("task-started", msg.id(), Map::new());
 }
 
-pub fn succeeded(ctx: &Context, msg: &Message, from: &str, result: Option<&Value>, runtime: f64) {
+/// `task-succeeded`, with the result's repr and the runtime in seconds (also observed in the
+/// runtime histogram).
+pub(crate) fn succeeded(
+    ctx: &Context,
+    msg: &Message,
+    from: &str,
+    result: Option<&Value>,
+    runtime: f64,
+) {
     let l = labels(ctx, msg, from);
     ctx.metrics.tasks.runtime.get_or_create(l).observe(runtime);
     ctx.metrics.tasks.succeeded.get_or_create(l).inc();

@@ -18,6 +18,7 @@ pub enum ShopError {
     /// A webhook setting the client cannot use (the program stops naming the variable).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The webhooks' HTTP client cannot be built (its TLS setup).
     #[error("cannot build the webhook client: {0}")]
     Client(#[from] reqwest::Error),
 }

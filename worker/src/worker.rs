@@ -33,16 +33,19 @@ const CONNECT_RETRIES: usize = 2;
 /// Bound on one Redis reply for the worker's shared connection.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a worker could not be built or started.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// Redis' connections cannot be made from the configuration (a Redis down is waited out).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("http client: {0}")]
-    Http(#[from] reqwest::Error),
+    /// The address of the metrics and health listener (`WORKER_METRICS_BIND`) cannot be read.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting, or what it points at, cannot be used (the program stops naming the variable).
     #[error("{0}")]
     Config(#[from] envconf::ConfigError),
+    /// A registered task's `rate_limit` or `fleet_rate_limit` option is not a rate (`10/s`).
     #[error("{0}")]
     Limits(#[from] crate::limits::LimitError),
 }
@@ -120,6 +123,7 @@ impl Worker {
         })
     }
 
+    /// This worker's node name (`WORKER_NAME`, else a unique `rust<pid>-<boot id>@<host>`).
     pub fn node(&self) -> &str {
         &self.ctx.node
     }

@@ -13,6 +13,8 @@
 //! (they may hold passwords). Each crate builds its own settings with these helpers
 //! (`celery_redis::config::RedisConfig`, the worker's, the services').
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod envfile;
 mod read;
 

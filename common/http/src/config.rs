@@ -23,8 +23,10 @@ pub const SERVICE_VARIABLES: &[&str] = &[
 /// An HTTP service: where it listens, and Redis.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
-    pub bind: SocketAddr,
-    pub redis: RedisConfig,
+    /// The service's own address variable (`ORDER_BIND`, `NOTIFICATION_BIND`): where it listens.
+    pub(crate) bind: SocketAddr,
+    /// `REDIS_URL` and the other Redis variables: the broker and result backend.
+    pub(crate) redis: RedisConfig,
     /// `MAX_QUEUE_DEPTH`: submissions get 429 while this many messages wait (0: no limit; default 100000).
     pub max_queue_depth: u64,
     /// `API_TOKENS`, `API_PUBLIC`: who may call the API.

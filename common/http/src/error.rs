@@ -12,6 +12,7 @@ use warp::{Rejection, Reply};
 /// The body of every error reply.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// The one member of the reply's JSON object: `{"error": {...}}`.
     pub error: ErrorDetail,
 }
 
@@ -36,10 +37,14 @@ pub struct ErrorDetail {
 /// An error reply: `{"error": {"code", "message", "fields"?}}` with an HTTP status.
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// The HTTP status answered.
     pub status: StatusCode,
+    /// The machine-readable code, [`ErrorDetail::code`].
     pub code: &'static str,
-    pub message: String,
-    pub fields: Option<Vec<FieldError>>,
+    /// The message for people, [`ErrorDetail::message`].
+    pub(crate) message: String,
+    /// Each invalid field, [`ErrorDetail::fields`].
+    pub(crate) fields: Option<Vec<FieldError>>,
     /// Seconds for a `Retry-After` header (backpressure).
     pub retry_after: Option<u32>,
     /// One more field of the error object, e.g. the `order_id` to retry a submission with.
@@ -49,7 +54,8 @@ pub struct ApiError {
 impl warp::reject::Reject for ApiError {}
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with no field list, `Retry-After` nor id.
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -60,6 +66,7 @@ impl ApiError {
         }
     }
 
+    /// 422 `validation_failed`, naming each invalid field of `errors`.
     pub fn validation(errors: ValidationErrors) -> Self {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -71,7 +78,8 @@ impl ApiError {
         }
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    /// 404 `not_found`.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 

@@ -14,6 +14,8 @@
 //! - [`serve`] — binding and serving with a graceful stop.
 //! - [`service`] — the state every handler shares, and a service's whole `main`.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod auth;
 pub mod body;
 pub mod config;

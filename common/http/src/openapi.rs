@@ -67,6 +67,7 @@ pub struct BadHeader(#[allow(dead_code)] ErrorBody);
 /// What reading a JSON body may answer, before any field is looked at.
 #[derive(IntoResponses)]
 pub enum BodyErrors {
+    /// 400: the body or a header cannot be read.
     #[response(
         status = 400,
         description = "`malformed_json`, `invalid_body`: not JSON, not an object, or unreadable; \
@@ -74,21 +75,25 @@ pub enum BodyErrors {
                        visible ASCII text"
     )]
     BadRequest(#[allow(dead_code)] ErrorBody),
+    /// 408: the body came too slowly.
     #[response(
         status = 408,
         description = "`request_timeout`: the body did not arrive within `HTTP_REQUEST_TIMEOUT_MS`"
     )]
     Timeout(#[allow(dead_code)] ErrorBody),
+    /// 411: the body's length is not given.
     #[response(
         status = 411,
         description = "`length_required`: no Content-Length (nor a chunked body)"
     )]
     LengthRequired(#[allow(dead_code)] ErrorBody),
+    /// 413: the body is too long.
     #[response(
         status = 413,
         description = "`payload_too_large`: the body is over 64 KiB"
     )]
     TooLarge(#[allow(dead_code)] ErrorBody),
+    /// 415: the body is not declared as JSON.
     #[response(
         status = 415,
         description = "`unsupported_media_type`: not sent as `Content-Type: application/json`"
@@ -179,5 +184,6 @@ pub struct TaskError {
     /// The exception's type, e.g. `ValueError`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The exception's message (Celery's `exc_message`, its parts joined by `, `).
     pub message: String,
 }

@@ -22,9 +22,11 @@ use crate::error::ApiError;
 /// What every handler of a service shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// Publishes the service's tasks (with its routes, key layout and `MAX_QUEUE_DEPTH`).
     pub broker: Broker,
     /// The broker's database.
     pub redis: Conn,
+    /// The result backend: the tasks' states and results.
     pub results: ResultBackend,
     /// Upper bound on any one Redis call made for a request.
     pub timeout: Duration,
@@ -78,12 +80,18 @@ impl AppState {
     }
 }
 
+/// Why a service stopped before serving, or while serving.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// Redis' connections cannot be made from its configuration (they are lazy: not for a
+    /// Redis that is down).
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The service's address cannot be listened on.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    /// A variable has a value the service cannot use, or the Redis it names is refused at
+    /// start-up (`Stores::check`: eviction policy, database, sentinels).
     #[error("{0}")]
     Config(#[from] ConfigError),
 }
@@ -91,8 +99,11 @@ pub enum ServeError {
 /// Identifies a service: its name in logs and the variable holding its address.
 #[derive(Debug, Clone, Copy)]
 pub struct ServiceSpec {
+    /// The service's name in its log lines (`service-order`).
     pub name: &'static str,
+    /// The variable holding the address it listens on (`ORDER_BIND`).
     pub bind_var: &'static str,
+    /// The address when that variable is unset.
     pub default_bind: SocketAddr,
 }
 

@@ -22,6 +22,7 @@ use crate::service::AppState;
 pub struct Accepted {
     /// The contract's id (`order_id`, `notification_id`).
     pub id: String,
+    /// The Celery task id of its task (to read its state with).
     pub task_id: String,
     /// Where its state is read: [`status_path`].
     pub status_url: String,
@@ -31,6 +32,7 @@ pub struct Accepted {
 /// adds its id field and its own fields).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskView {
+    /// The Celery task id whose state this is.
     pub task_id: String,
     /// Celery's state: PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED, ...
     pub state: String,

@@ -6,6 +6,9 @@
 //! - [`trace`] — W3C trace context (`traceparent`, `tracestate`) and the one a task or request
 //!   runs in.
 //! - [`log`] — the log format (`LOG_FORMAT=text|json`) and the fields a JSON line carries.
+
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod log;
 pub mod metrics;
 pub mod text;

@@ -57,9 +57,13 @@ pub fn init(format: Format) {
 /// What is known about the work a log line is about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fields {
+    /// The id of the task a worker is running (cut to [`MAX_FIELD`], as every field).
     pub task_id: Option<String>,
+    /// The first task of its workflow (Celery's `root_id` header; a lone task's own id).
     pub root_id: Option<String>,
+    /// The W3C trace id of the task or request (when unset, [`crate::trace::current`]'s).
     pub trace_id: Option<String>,
+    /// The task's `order_id` keyword argument (the shop's tasks), when it has one.
     pub order_id: Option<String>,
 }
 

@@ -7,60 +7,18 @@
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
 pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use labels::QueueLabels;
+pub use labels::{FailedLabels, HostLabels, HttpLabels, ReasonLabels, RouteLabels, TaskLabels};
+
 pub use crate::text::CONTENT_TYPE;
 
-/// Labels of celery-exporter's task counters and runtime histogram.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskLabels {
-    pub name: String,
-    pub hostname: String,
-    pub queue_name: String,
-}
-
-/// Labels of `celery_task_failed_total`: the task's, and the exception's class name.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailedLabels {
-    pub name: String,
-    pub hostname: String,
-    pub exception: String,
-    pub queue_name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HostLabels {
-    pub hostname: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueueLabels {
-    pub queue_name: String,
-}
-
-/// One HTTP exchange: the route's template (never the raw path), method and status.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    pub route: String,
-    pub method: String,
-    pub status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: String,
-    pub method: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
+mod labels;
 
 /// A histogram family with fixed buckets.
 pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -68,48 +26,72 @@ pub type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 /// Task lifecycle counters and runtimes (celery-exporter's names).
 #[derive(Clone)]
 pub struct Tasks {
+    /// `celery_task_sent_total`: tasks a service published.
     pub sent: Family<TaskLabels, Counter>,
+    /// `celery_task_received_total`: tasks a worker received (once each, not per putting-off).
     pub received: Family<TaskLabels, Counter>,
+    /// `celery_task_started_total`: tasks a worker began to run.
     pub started: Family<TaskLabels, Counter>,
+    /// `celery_task_succeeded_total`: tasks that returned a result.
     pub succeeded: Family<TaskLabels, Counter>,
+    /// `celery_task_failed_total`: tasks that failed for good, by exception class.
     pub failed: Family<FailedLabels, Counter>,
+    /// `celery_task_retried_total`: failed runs scheduled to be retried.
     pub retried: Family<TaskLabels, Counter>,
+    /// `celery_task_revoked_total`: tasks refused as revoked or expired, or terminated.
     pub revoked: Family<TaskLabels, Counter>,
+    /// `celery_task_rejected_total`: messages dead-lettered instead of run.
     pub rejected: Family<TaskLabels, Counter>,
+    /// `celery_task_runtime` (seconds): how long each successful run took.
     pub runtime: Histograms<TaskLabels>,
 }
 
 /// A worker's own state (celery-exporter's names).
 #[derive(Clone, Default)]
 pub struct Worker {
+    /// `celery_worker_up`: 1 from the worker's start until it stops, then 0.
     pub up: Family<HostLabels, Gauge>,
+    /// `celery_worker_tasks_active`: tasks the worker is running, read at scrape time.
     pub tasks_active: Family<HostLabels, Gauge>,
+    /// `fleet_leases_restored_total`: dead workers' unacknowledged messages this worker put
+    /// back in their queue.
     pub leases_restored: Counter,
 }
 
 /// What the queues in Redis hold, read at scrape time.
 #[derive(Clone, Default)]
 pub struct Fleet {
-    pub queue_length: Family<QueueLabels, Gauge>,
-    pub unacked: Gauge,
-    pub eta_waiting: Family<QueueLabels, Gauge>,
-    pub dead_letters: Gauge,
-    pub dead_letters_dropped: Gauge,
+    /// `celery_queue_length`: messages waiting in the queue, all priorities.
+    queue_length: Family<QueueLabels, Gauge>,
+    /// `fleet_unacked_messages`: messages taken and not yet acknowledged.
+    unacked: Gauge,
+    /// `fleet_eta_waiting`: tasks of the queue waiting for their eta or retry.
+    eta_waiting: Family<QueueLabels, Gauge>,
+    /// `fleet_dead_letters`: messages in the dead-letter list.
+    dead_letters: Gauge,
+    /// `fleet_dead_letters_dropped`: dead letters dropped to keep the list within its cap.
+    dead_letters_dropped: Gauge,
     /// Lists of a queue in another key layout than the configured one (nothing reads them).
-    pub foreign_keys: Family<QueueLabels, Gauge>,
+    foreign_keys: Family<QueueLabels, Gauge>,
     /// 1 when the last scrape could read Redis, 0 when it could not (the gauges above then keep
     /// their last values).
-    pub redis_up: Gauge,
+    redis_up: Gauge,
 }
 
 /// One scrape's reading of a queue's keys in Redis.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueueReading {
+    /// Messages waiting in the queue's lists, all priorities.
     pub waiting: u64,
+    /// Tasks of the queue in the schedule, waiting for their eta or retry.
     pub eta_waiting: u64,
+    /// Messages taken by a worker and not yet acknowledged (kombu's unacked hash, all queues).
     pub unacked: u64,
+    /// Messages in the dead-letter list.
     pub dead_letters: u64,
+    /// Dead letters dropped so far to keep the list within its cap.
     pub dead_letters_dropped: u64,
+    /// Lists of the queue in another key layout than the configured one.
     pub foreign_keys: u64,
 }
 
@@ -142,8 +124,11 @@ impl Fleet {
 /// HTTP requests served (the services).
 #[derive(Clone)]
 pub struct Http {
+    /// `fleet_http_requests_total`: exchanges answered, by route template, method and status.
     pub requests: Family<HttpLabels, Counter>,
+    /// `fleet_http_request_duration_seconds`: time to answer, by route template and method.
     pub duration: Histograms<RouteLabels>,
+    /// `fleet_submissions_refused_total`: submissions refused, by reason.
     pub submissions_refused: Family<ReasonLabels, Counter>,
 }
 
@@ -194,9 +179,13 @@ impl Default for Tasks {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// Task lifecycle counters (workers count runs, services count tasks sent).
     pub tasks: Tasks,
+    /// A worker's own gauges and counters (unused in the services).
     pub worker: Worker,
+    /// The gauges of the queues in Redis, set at scrape time with [`Fleet::set`].
     pub fleet: Fleet,
+    /// The services' HTTP accounting (unused in a worker).
     pub http: Http,
 }
 

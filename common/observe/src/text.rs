@@ -1,6 +1,6 @@
 //! Prometheus' text exposition format (0.0.4), made from the client library's OpenMetrics text.
 
-/// The content type of [`Metrics::encode`]'s output.
+/// The content type of [`Metrics::encode`](crate::metrics::Metrics::encode)'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// OpenMetrics text (what the client library writes) to Prometheus text 0.0.4: counters are

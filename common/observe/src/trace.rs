@@ -10,8 +10,11 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::future::Future;
 
-/// The W3C header (and Celery message header) names.
+/// The W3C header (and Celery message header) that carries the trace id, the parent span's id
+/// and the flags.
 pub const TRACEPARENT: &str = "traceparent";
+/// The W3C header (and Celery message header) that carries vendors' opaque trace state, passed
+/// on unchanged.
 pub const TRACESTATE: &str = "tracestate";
 
 /// Longest `tracestate` passed on (W3C: vendors must propagate at least 512 characters).
@@ -75,10 +78,6 @@ impl TraceContext {
         format!("{:016x}", self.span_id)
     }
 
-    pub fn sampled(&self) -> bool {
-        self.flags & SAMPLED != 0
-    }
-
     /// `00-<trace id>-<span id>-<flags>`, naming this span as the parent.
     pub fn traceparent(&self) -> String {
         let mut s = String::with_capacity(55);
@@ -90,6 +89,8 @@ impl TraceContext {
         s
     }
 
+    /// The `tracestate` received with the parent, passed on as it came (`None` when absent,
+    /// too long or not printable).
     pub fn tracestate(&self) -> Option<&str> {
         self.state.as_deref()
     }
@@ -193,7 +194,7 @@ mod tests {
         assert_eq!(p.traceparent(), VALID);
         assert_eq!(p.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(p.span_id(), "00f067aa0ba902b7");
-        assert!(p.sampled());
+        assert!(p.traceparent().ends_with("-01"));
         let c = TraceContext::continue_or_root(Some(VALID), Some("congo=t61rcWkgMzE"));
         assert_eq!(c.trace_id(), p.trace_id());
         assert_ne!(c.span_id(), p.span_id());
@@ -208,7 +209,6 @@ mod tests {
     fn unsampled_flags_are_kept() {
         let v = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
         let c = TraceContext::continue_or_root(Some(v), None);
-        assert!(!c.sampled());
         assert!(c.traceparent().ends_with("-00"));
     }
 
@@ -238,7 +238,7 @@ mod tests {
             let c = TraceContext::continue_or_root(Some(v), Some("a=b"));
             assert_ne!(c.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{v:?}");
             assert_eq!(c.tracestate(), None, "{v:?}");
-            assert!(c.sampled());
+            assert!(c.traceparent().ends_with("-01"), "{v:?}");
             assert!(TraceContext::parse(Some(&c.traceparent()), None).is_some());
         }
         assert_eq!(TraceContext::parse(None, Some("a=b")), None);

@@ -38,8 +38,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Why a command could not be carried out; sent back as `{"error": ...}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    /// No command of this name (the reply Celery's worker gives, with the name).
     #[error("No such control command: {0}")]
     Unknown(String),
+    /// An argument is missing or cannot be used (what is wrong with it).
     #[error("bad argument: {0}")]
     BadArgument(String),
 }
@@ -73,15 +75,20 @@ pub fn spawn(
 
 /// What the commands act on.
 pub struct Node {
-    pub name: String,
-    pub cfg: WorkerConfig,
-    pub registry: Arc<Registry>,
+    /// This worker's node name: the destination commands must name, the sender of replies.
+    pub(crate) name: String,
+    /// The worker's settings (what `stats` and `conf` answer).
+    pub(crate) cfg: WorkerConfig,
+    /// What runs here now, is parked or revoked.
+    pub(crate) registry: Arc<Registry>,
     /// The registered task names, sorted (`inspect registered`).
     pub registered: Vec<&'static str>,
     /// Each task's rate and time limits (`rate_limit`, `time_limit`).
     pub limits: Arc<crate::limits::Limits>,
-    pub events: Events,
-    pub conn: Conn,
+    /// The worker's events: the Lamport clock, task events switched by `enable_events`.
+    pub(crate) events: Events,
+    /// The broker's database: the pidbox is read and replies are sent there.
+    pub(crate) conn: Conn,
     /// Stores REVOKED for revoked tasks that run nowhere, off the request loop.
     pub revoke_results: revoke::RevokeResults,
     /// Fired by the `shutdown` command: the worker stops as on SIGTERM.

@@ -109,7 +109,12 @@ impl RevokeResults {
     }
 }
 
-pub async fn revoke(node: &Node, arguments: &Map<String, Value>) -> Result<Value, ControlError> {
+/// `revoke`: marks `task_id` (one or a list) revoked, terminates its running deliveries when
+/// asked (`terminate`, `signal`), and stores REVOKED for the ones that run nowhere.
+pub(crate) async fn revoke(
+    node: &Node,
+    arguments: &Map<String, Value>,
+) -> Result<Value, ControlError> {
     let (ids, ignored) = revoked::per_revoke(ids(arguments, "task_id"));
     if ids.is_empty() {
         return Err(ControlError::BadArgument("task_id names no task".into()));

@@ -28,11 +28,16 @@ pub struct Facts {
 /// to its queue; one due later waits in the schedule; an expired one is REVOKED; else it runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Start {
+    /// Its id is revoked: not run (REVOKED stored).
     Revoked,
+    /// Its task is not registered here: handed back to its queue, or FAILURE once
+    /// `UNKNOWN_TASK_HANDBACKS` are spent.
     HandBack,
     /// Due at this unix time.
     Scheduled(f64),
+    /// Its `expires` has passed: not run (REVOKED stored).
     Expired,
+    /// Run it now.
     Run,
 }
 
@@ -91,16 +96,36 @@ pub enum End {
     /// SUCCESS, with what it sends on.
     Succeeded(Output),
     /// FAILURE (its errbacks sent); `timeout` when a time limit stopped it.
-    Failed { exc: ExceptionInfo, timeout: bool },
+    Failed {
+        /// The exception stored.
+        exc: ExceptionInfo,
+        /// A time limit stopped it.
+        timeout: bool,
+    },
     /// RETRY stored, the message sent again after `delay` (`retries + 1`).
-    Retry { exc: ExceptionInfo, delay: Duration },
+    Retry {
+        /// The exception stored with RETRY.
+        exc: ExceptionInfo,
+        /// How long until the retry is due.
+        delay: Duration,
+    },
     /// FAILURE and a dead letter: `attempts` runs, none succeeded.
-    GaveUp { exc: ExceptionInfo, attempts: i64 },
+    GaveUp {
+        /// The last run's exception.
+        exc: ExceptionInfo,
+        /// How many runs there were.
+        attempts: i64,
+    },
     /// REVOKED: a revoke terminated it (with this signal).
     Terminated(i32),
     /// Nothing stored: left unacknowledged (comes back after the visibility timeout), or
     /// handed back at once when Redis refused a write for lack of memory.
-    Unfinished { no_memory: bool, why: String },
+    Unfinished {
+        /// Redis refused a write for lack of memory (handed back at once).
+        no_memory: bool,
+        /// What went wrong, for the log.
+        why: String,
+    },
 }
 
 /// Decides how a run that returned `outcome` ends; `retries` is the message's count so far

@@ -13,10 +13,13 @@ use celery_redis::task::Output;
 /// Why a delivery could not be finished; the message stays in `unacked`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecuteError {
+    /// A Redis call of the broker failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The result backend failed (a Redis call, or a stored value it cannot read).
     #[error("result backend: {0}")]
     Result(#[from] ResultError),
+    /// Task {0} failed on a dependency (Redis) or found no thread: left unacknowledged; {1}.
     #[error("task {0} hit a transient error: {1}")]
     Transient(String, String),
     /// Redis refused a write of task {0} for lack of memory, before writing anything.

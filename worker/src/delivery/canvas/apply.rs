@@ -25,17 +25,23 @@ pub const CHORD: &str = "celery.chord";
 /// and how deep it is nested.
 #[derive(Default, Clone)]
 pub struct Place {
-    pub chain: Option<Vec<Signature>>,
-    pub group: Option<(String, i64)>,
-    pub chord: Option<Value>,
-    pub depth: usize,
+    /// The chain steps to carry on after it (reversed, as Celery sends them).
+    pub(crate) chain: Option<Vec<Signature>>,
+    /// The group it is a member of, and its index there.
+    pub(crate) group: Option<(String, i64)>,
+    /// The body of the chord whose header it is in.
+    pub(crate) chord: Option<Value>,
+    /// How deep it is in groups and chains (at most [`super::refused::MAX_DEPTH`]).
+    pub(crate) depth: usize,
 }
 
 /// What applying one signature adds: its entry in the sender's `children` (what Celery's
 /// `add_trail` records) and its result as a group member, both as Celery's result tuples.
 pub struct Applied {
-    pub trail: Value,
-    pub result: Value,
+    /// Its entry in the sender's `children`.
+    pub(crate) trail: Value,
+    /// Its result as a group member.
+    pub(crate) result: Value,
 }
 
 /// Applies signatures sent by `parent`, collecting the messages.
@@ -88,7 +94,8 @@ pub fn members(sig: &Signature, what: &'static str) -> Result<Vec<Signature>, Re
 }
 
 impl<'a> Applier<'a> {
-    pub fn new(parent: &'a Message, routes: &'a Routes) -> Self {
+    /// An applier of what `parent` sends on, routed by `routes`; nothing collected yet.
+    pub(crate) fn new(parent: &'a Message, routes: &'a Routes) -> Self {
         Applier {
             parent,
             routes,

@@ -24,9 +24,12 @@ pub use message::traced;
 /// What a task sends on: the messages, what its SUCCESS lists in `children` for them, and the
 /// size of each chord whose header it sends (group id, size), for Celery's `.s` key.
 pub struct Sent {
-    pub messages: Vec<TaskMessage>,
-    pub children: Vec<Value>,
-    pub chord_sizes: Vec<(String, u64)>,
+    /// The messages to publish, in order.
+    pub(crate) messages: Vec<TaskMessage>,
+    /// Their entries in the SUCCESS's `children` (Celery's result tuples).
+    pub(crate) children: Vec<Value>,
+    /// Each chord whose header is sent: its group id and size.
+    pub(crate) chord_sizes: Vec<(String, u64)>,
 }
 
 /// What to publish after `msg` succeeded with `result`: as Celery's worker, one callback is

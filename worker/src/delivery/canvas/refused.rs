@@ -9,14 +9,19 @@ pub const MAX_DEPTH: usize = 16;
 /// Why what a task sends on was refused (nothing of it is sent).
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
+    /// More than [`MAX_CANVAS`] messages to publish.
     #[error("the canvas this task sends on expands to more than {MAX_CANVAS} messages")]
     TooLarge,
+    /// More than [`MAX_CANVAS`] chain steps carried by its messages, all together.
     #[error("the canvas this task sends on carries more than {MAX_CANVAS} chain steps in all")]
     TooManyCarried,
+    /// Groups and chains nested deeper than [`MAX_DEPTH`].
     #[error("the canvas this task sends on nests deeper than {MAX_DEPTH} levels")]
     TooDeep,
+    /// A signature of this kind (`group`, `chain`, ...) does not read (what is wrong).
     #[error("a {0} signature is malformed: {1}")]
     Malformed(&'static str, String),
+    /// A chord where the Rust worker does not apply one (in a group or a chord's header).
     #[error("a chord in a group or in a chord's header (or a chain there ending in a group), sent on by a task, is not applied by the Rust worker")]
     Chord,
 }
