@@ -6,7 +6,7 @@
 use celery_redis::protocol::pyrepr;
 use celery_redis::protocol::Message;
 use celery_redis::result::ExceptionInfo;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use observe::metrics::{FailedLabels, TaskLabels};
 
@@ -16,10 +16,6 @@ use crate::context::Context;
 /// need not be a queue's name).
 fn labels<'a>(ctx: &'a Context, msg: &Message, from: &str) -> &'a TaskLabels {
     ctx.labels.of(msg.task(), Some(from))
-}
-
-fn fields(pairs: Vec<(&str, Value)>) -> Map<String, Value> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 /// `task-received`: a delivery decoded; one to run once it may start (not each time it is put
@@ -44,7 +40,7 @@ pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
         Some(r) => pyrepr::cut(&pyrepr::shown_text(r)),
         None => pyrepr::repr(&Value::Object(msg.body.kwargs.clone())),
     };
-    let event = fields(vec![
+    let event = [
         ("name", json!(msg.task())),
         ("args", json!(args)),
         ("kwargs", json!(kwargs)),
@@ -53,8 +49,8 @@ pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
         ("retries", json!(h.retries)),
         ("eta", json!(h.eta)),
         ("expires", json!(h.expires)),
-    ]);
-    ctx.events.task("task-received", msg.id(), event);
+    ];
+    ctx.events.task("task-received", msg.id(), &event);
 }
 
 /// `task-started`, just before the task runs.
@@ -64,7 +60,7 @@ pub(crate) fn started(ctx: &Context, msg: &Message, from: &str) {
         .started
         .get_or_create(labels(ctx, msg, from))
         .inc();
-    ctx.events.task("task-started", msg.id(), Map::new());
+    ctx.events.task("task-started", msg.id(), &[]);
 }
 
 /// `task-succeeded`, with the result's repr and the runtime in seconds (also observed in the
@@ -82,11 +78,14 @@ pub(crate) fn succeeded(
     let Some(result) = result else {
         return;
     };
-    let event = fields(vec![
+    if !ctx.events.task_events() {
+        return;
+    }
+    let event = [
         ("result", json!(pyrepr::repr(result))),
         ("runtime", json!(runtime)),
-    ]);
-    ctx.events.task("task-succeeded", msg.id(), event);
+    ];
+    ctx.events.task("task-succeeded", msg.id(), &event);
 }
 
 /// `task-failed`, or `task-retried` when the task goes round again.
@@ -108,19 +107,19 @@ pub fn failed(ctx: &Context, msg: &Message, from: &str, exc: &ExceptionInfo, ret
         return;
     }
     let exception = pyrepr::exception_repr(&exc.exc_type, &exc.exc_message);
-    let event = fields(vec![
+    let event = [
         ("exception", json!(exception)),
         (
             "traceback",
             json!(format!("{}: {}", exc.exc_type, exc.message())),
         ),
-    ]);
+    ];
     let kind = if retried {
         "task-retried"
     } else {
         "task-failed"
     };
-    ctx.events.task(kind, msg.id(), event);
+    ctx.events.task(kind, msg.id(), &event);
 }
 
 /// `task-revoked`: refused as revoked, stopped by a terminate (with its signal), or expired.
@@ -131,12 +130,12 @@ pub fn revoked(ctx: &Context, msg: &Message, from: &str, signum: Option<i32>, ex
         .revoked
         .get_or_create(labels(ctx, msg, from))
         .inc();
-    let event = fields(vec![
+    let event = [
         ("terminated", json!(signum.is_some())),
         ("signum", json!(signum)),
         ("expired", json!(expired)),
-    ]);
-    ctx.events.task("task-revoked", id, event);
+    ];
+    ctx.events.task("task-revoked", id, &event);
 }
 
 /// `task-rejected`: a message dead-lettered instead of run.
@@ -144,5 +143,5 @@ pub fn rejected(ctx: &Context, id: &str, name: Option<&str>) {
     let l = ctx.labels.of(name.unwrap_or_default(), None);
     ctx.metrics.tasks.rejected.get_or_create(l).inc();
     ctx.events
-        .task("task-rejected", id, fields(vec![("requeue", json!(false))]));
+        .task("task-rejected", id, &[("requeue", json!(false))]);
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redis::RedisResult;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -22,7 +23,8 @@ pub const MAX_BATCH: usize = 24;
 pub const MAX_BUFFERED: usize = 10_000;
 
 enum Item {
-    Event(Value),
+    /// One task event, already JSON text (an object).
+    Event(String),
     Flush(oneshot::Sender<()>),
 }
 
@@ -99,35 +101,39 @@ impl Events {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// The event `kind` with `fields`, stamped as Celery's dispatcher does.
-    fn stamp(&self, kind: &str, fields: Map<String, Value>) -> Value {
-        let mut event = fields;
-        event.insert("type".into(), json!(kind));
-        event.insert("hostname".into(), json!(&*self.node));
-        event.insert("pid".into(), json!(std::process::id()));
-        event.insert("clock".into(), json!(self.clock.tick()));
-        event.insert("timestamp".into(), json!(crate::clock::unix_now()));
-        // Hours west of UTC; this process keeps every time in UTC.
-        event.insert("utcoffset".into(), json!(0));
-        Value::Object(event)
+    /// The event `kind` with `fields` (and the task's `uuid`), stamped as Celery's dispatcher
+    /// does, as JSON text: written straight from the fields (no JSON tree built per event).
+    fn stamp<'f, F>(&self, kind: &str, uuid: Option<&str>, fields: F) -> String
+    where
+        F: Iterator<Item = (&'f str, &'f Value)> + Clone,
+    {
+        let event = Stamped {
+            fields,
+            uuid,
+            kind,
+            node: &self.node,
+            clock: self.clock.tick(),
+        };
+        // Serializing strings, numbers and JSON values into a String cannot fail.
+        serde_json::to_string(&event).unwrap_or_default()
     }
 
     /// Publishes one event now, unbatched (worker events, and `task-sent` from producers).
     pub async fn send_now(&self, kind: &str, fields: Map<String, Value>) -> RedisResult<()> {
-        let event = self.stamp(kind, fields);
+        let event = self.stamp(kind, None, fields.iter().map(|(k, v)| (k.as_str(), v)));
         let channel = self
             .layout
             .fanout_channel(self.db, EVENT_EXCHANGE, &kind.replace('-', "."));
         publish(&self.conn, &channel, &self.node, &event).await
     }
 
-    /// Queues a task event for the next `task.multi` batch, if task events are on.
-    pub fn task(&self, kind: &str, uuid: &str, mut fields: Map<String, Value>) {
+    /// Queues a task event for the next `task.multi` batch, if task events are on. `fields` are
+    /// the event's own (`name`, `result`...), never a stamp's (`uuid`, `type`, `hostname`...).
+    pub fn task(&self, kind: &str, uuid: &str, fields: &[(&str, Value)]) {
         if !self.task_events() {
             return;
         }
-        fields.insert("uuid".into(), json!(uuid));
-        let event = self.stamp(kind, fields);
+        let event = self.stamp(kind, Some(uuid), fields.iter().map(|(k, v)| (*k, v)));
         if self.tx.try_send(Item::Event(event)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -147,18 +153,23 @@ impl Batcher {
     pub async fn run(mut self) {
         let mut items = Vec::with_capacity(MAX_BATCH);
         while self.rx.recv_many(&mut items, MAX_BATCH).await > 0 {
-            let mut batch = Vec::with_capacity(items.len());
+            // The JSON list of the events, joined as text.
+            let mut batch = String::from("[");
             let mut flushed = Vec::new();
             for item in items.drain(..) {
                 match item {
-                    Item::Event(e) => batch.push(e),
+                    Item::Event(e) => {
+                        if batch.len() > 1 {
+                            batch.push(',');
+                        }
+                        batch.push_str(&e);
+                    }
                     Item::Flush(done) => flushed.push(done),
                 }
             }
-            if !batch.is_empty() {
-                if let Err(e) =
-                    publish(&self.conn, &self.channel, &self.node, &Value::Array(batch)).await
-                {
+            if batch.len() > 1 {
+                batch.push(']');
+                if let Err(e) = publish(&self.conn, &self.channel, &self.node, &batch).await {
                     log::warn!("task events lost: {e}");
                 }
             }
@@ -169,9 +180,43 @@ impl Batcher {
     }
 }
 
-async fn publish(conn: &Conn, channel: &str, node: &str, body: &Value) -> RedisResult<()> {
+/// One event as Celery's dispatcher stamps it: its own fields, the task's `uuid`, then `type`,
+/// `hostname`, `pid`, `clock`, `timestamp` and `utcoffset`.
+struct Stamped<'a, F> {
+    fields: F,
+    uuid: Option<&'a str>,
+    kind: &'a str,
+    node: &'a str,
+    clock: u64,
+}
+
+impl<'a, 'f, F> Serialize for Stamped<'a, F>
+where
+    F: Iterator<Item = (&'f str, &'f Value)> + Clone,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut event = s.serialize_map(None)?;
+        for (k, v) in self.fields.clone() {
+            event.serialize_entry(k, v)?;
+        }
+        if let Some(uuid) = self.uuid {
+            event.serialize_entry("uuid", uuid)?;
+        }
+        event.serialize_entry("type", self.kind)?;
+        event.serialize_entry("hostname", self.node)?;
+        event.serialize_entry("pid", &std::process::id())?;
+        event.serialize_entry("clock", &self.clock)?;
+        event.serialize_entry("timestamp", &crate::clock::unix_now())?;
+        // Hours west of UTC; this process keeps every time in UTC.
+        event.serialize_entry("utcoffset", &0)?;
+        event.end()
+    }
+}
+
+/// Publishes `body` (JSON text: one event, or a list of them) on `channel`.
+async fn publish(conn: &Conn, channel: &str, node: &str, body: &str) -> RedisResult<()> {
     let headers = Map::from_iter([("hostname".to_owned(), json!(node))]);
-    let raw = Fanout::encode(
+    let raw = Fanout::encode_json(
         body,
         headers,
         TRANSIENT,

@@ -71,8 +71,25 @@ impl Fanout {
         exchange: &str,
         routing_key: &str,
     ) -> String {
+        Self::encode_json(
+            &body.to_string(),
+            headers,
+            delivery_mode,
+            exchange,
+            routing_key,
+        )
+    }
+
+    /// [`Fanout::encode`] of a body already serialized (`json`: JSON text), as events are.
+    pub fn encode_json(
+        json: &str,
+        headers: Map<String, Value>,
+        delivery_mode: i64,
+        exchange: &str,
+        routing_key: &str,
+    ) -> String {
         let wire = Wire {
-            body: B64.encode(body.to_string()),
+            body: B64.encode(json),
             content_encoding: Some("utf-8".into()),
             content_type: Some(CONTENT_TYPE_JSON.into()),
             headers: Some(headers),

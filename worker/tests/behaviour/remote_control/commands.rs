@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{as_map, ask, ask_node, bare, named, order, NODE, SHORT};
-use crate::support::shop::webhook_note;
+use crate::support::shop::{fixtures, webhook_note};
 use crate::support::{Handle, Running, WAIT};
 use celery_redis::broker::Broker;
 use celery_redis::conn::Conn;
@@ -256,6 +256,21 @@ async fn the_shutdown_command_stops_the_worker_gracefully_without_a_reply() {
         .unwrap();
 }
 
+/// The field names of an event.
+fn keys_of(event: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    event.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The field names of the `kind` event Celery 5.7's worker sent (the captures).
+fn captured_keys(kind: &str) -> std::collections::BTreeSet<String> {
+    let path = fixtures().join(format!("events-control/event_{kind}.json"));
+    let capture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let index = capture["index_in_batch"].as_u64().unwrap_or(0) as usize;
+    let body = &capture["decoded"]["body"];
+    keys_of(body.get(index).unwrap_or(body))
+}
+
 #[tokio::test]
 async fn events_online_task_batch_and_offline_parse_and_switch_on_by_command() {
     let redis = TestRedis::start();
@@ -314,7 +329,13 @@ async fn events_online_task_batch_and_offline_parse_and_switch_on_by_command() {
             if e["uuid"] != msg.id.as_str() {
                 continue;
             }
-            kinds.push(e["type"].as_str().unwrap().to_owned());
+            let kind = e["type"].as_str().unwrap();
+            assert_eq!(
+                keys_of(e),
+                captured_keys(kind),
+                "{kind} has other fields than Celery 5.7's: {e}"
+            );
+            kinds.push(kind.to_owned());
             if e["type"] == "task-received" {
                 assert_eq!(e["name"], "process_order");
                 assert!(
