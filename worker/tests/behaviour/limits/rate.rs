@@ -21,6 +21,7 @@ use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
 
+use crate::support::test_tasks::test_task;
 use crate::support::Handle;
 use worker::config::WorkerConfig;
 
@@ -35,75 +36,25 @@ fn stamp(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Two starts a second on each worker.
-struct PerWorker;
+test_task!(
+    /// Two starts a second on each worker.
+    PerWorker = "per_worker" { rate_limit: Some("2/s") } |ctx| stamp(ctx)
+);
 
-impl Task for PerWorker {
-    const NAME: &'static str = "per_worker";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
+test_task!(
+    /// Two starts a second by all workers together.
+    FleetWide = "fleet_wide" { fleet_rate_limit: Some("120/m") } |ctx| stamp(ctx)
+);
 
-    fn options() -> Options {
-        Options {
-            rate_limit: Some("2/s"),
-            ..Options::default()
-        }
-    }
+test_task!(
+    /// No limits of its own; never ends by itself.
+    Hang = "hang" {} |_| std::future::pending().await
+);
 
-    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        stamp(ctx)
-    }
-}
-
-/// Two starts a second by all workers together.
-struct FleetWide;
-
-impl Task for FleetWide {
-    const NAME: &'static str = "fleet_wide";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            fleet_rate_limit: Some("120/m"),
-            ..Options::default()
-        }
-    }
-
-    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        stamp(ctx)
-    }
-}
-
-/// No limits of its own; never ends by itself.
-struct Hang;
-
-impl Task for Hang {
-    const NAME: &'static str = "hang";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        std::future::pending().await
-    }
-}
-
-/// Ends at once; no limits of its own.
-struct Quick;
-
-impl Task for Quick {
-    const NAME: &'static str = "quick";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
+test_task!(
+    /// Ends at once; no limits of its own.
+    Quick = "quick" {} |_| Ok(())
+);
 
 /// One start a minute; the first time it is asked to start, the place it needs is taken
 /// (`Task::admit` refuses it for a millisecond).
@@ -167,26 +118,10 @@ impl Task for Never {
     }
 }
 
-/// A rate option that is not a rate.
-struct Misconfigured;
-
-impl Task for Misconfigured {
-    const NAME: &'static str = "misconfigured";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            fleet_rate_limit: Some("ten a second"),
-            ..Options::default()
-        }
-    }
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
+test_task!(
+    /// A rate option that is not a rate.
+    Misconfigured = "misconfigured" { fleet_rate_limit: Some("ten a second") } |_| Ok(())
+);
 
 fn tasks(starts: &Starts) -> Tasks {
     Tasks::new()
