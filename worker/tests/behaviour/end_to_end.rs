@@ -47,6 +47,20 @@ impl E2e {
         self.s.call(&self.notification, method, path, body).await
     }
 
+    /// `GET /inventory/{sku}`: what is available.
+    async fn available(&self, sku: &str) -> Value {
+        let path = format!("/inventory/{sku}");
+        self.order_api(Method::GET, &path, None).await.1["available"].clone()
+    }
+
+    /// `GET /notifications?recipient=…`: the first page of what `recipient` was sent.
+    async fn notified(&self, recipient: &str) -> Vec<Value> {
+        let path = format!("/notifications?recipient={recipient}");
+        let (status, listed) = self.notification_api(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{listed}");
+        listed["notifications"].as_array().unwrap().clone()
+    }
+
     async fn finished(&self, task_id: &str) -> celery_redis::result::ResultMeta {
         self.s.finished(task_id).await
     }
@@ -103,26 +117,13 @@ async fn orders_are_confirmed_or_rejected_and_customers_notified() {
         view["result"],
         json!({"order_id": order_id, "status": "confirmed", "total_cents": 2599})
     );
-    assert_eq!(
-        s.order_api(Method::GET, "/inventory/A", None).await.1["available"],
-        3
-    );
-    assert_eq!(
-        s.order_api(Method::GET, "/inventory/B", None).await.1["available"],
-        1
-    );
+    assert_eq!(s.available("A").await, 3);
+    assert_eq!(s.available("B").await, 1);
 
     // The confirmation is a chained task; wait for it, then read it through the other service.
     let child = meta.children.unwrap()[0][0][0].as_str().unwrap().to_owned();
     assert_eq!(s.finished(&child).await.status, TaskState::Success);
-    let (_, listed) = s
-        .notification_api(
-            Method::GET,
-            "/notifications?recipient=grace@example.com",
-            None,
-        )
-        .await;
-    let notes = listed["notifications"].as_array().unwrap();
+    let notes = s.notified("grace@example.com").await;
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0]["subject"], format!("Order {order_id} confirmed"));
     let (status, note) = s
@@ -148,18 +149,8 @@ async fn orders_are_confirmed_or_rejected_and_customers_notified() {
         view["result"]["reason"],
         "insufficient stock for A: requested 4, available 3"
     );
-    assert_eq!(
-        s.order_api(Method::GET, "/inventory/A", None).await.1["available"],
-        3
-    );
-    let (_, listed) = s
-        .notification_api(
-            Method::GET,
-            "/notifications?recipient=grace@example.com",
-            None,
-        )
-        .await;
-    assert_eq!(listed["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(s.available("A").await, 3);
+    assert_eq!(s.notified("grace@example.com").await.len(), 1);
     s.stop();
 }
 
