@@ -122,22 +122,10 @@ async fn listen(
     tracker: Arc<Tracker>,
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
-    let mut subscribed = Some(subscribed);
+    let (mut subscribed, never) = (Some(subscribed), tokio::sync::Notify::new());
     loop {
-        let Ok(mut pubsub) = client.get_async_pubsub().await else {
+        if !tracker.follow(&client, &mut subscribed, &never).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        if pubsub.psubscribe("celery-task-meta-*").await.is_err() {
-            continue;
-        }
-        if let Some(tx) = subscribed.take() {
-            let _ = tx.send(());
-        }
-        tracker.catch_up(&client).await;
-        let mut stream = pubsub.on_message();
-        while let Some(msg) = stream.next().await {
-            tracker.record_payload(msg.get_payload_bytes());
         }
     }
 }

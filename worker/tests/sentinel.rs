@@ -154,24 +154,8 @@ async fn listen(
                 continue;
             }
         };
-        let Ok(mut pubsub) = client.get_async_pubsub().await else {
-            continue;
-        };
-        if pubsub.psubscribe("celery-task-meta-*").await.is_err() {
-            continue;
-        }
-        if let Some(tx) = subscribed.take() {
-            let _ = tx.send(());
-        }
-        tracker.catch_up(&client).await;
-        let mut stream = pubsub.on_message();
-        loop {
-            let msg = tokio::select! {
-                _ = switched.notified() => break,
-                msg = stream.next() => msg,
-            };
-            let Some(msg) = msg else { break };
-            tracker.record_payload(msg.get_payload_bytes());
+        if !tracker.follow(&client, &mut subscribed, &switched).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

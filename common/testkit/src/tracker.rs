@@ -1,6 +1,6 @@
 //! [`Tracker`]: the task results a suite under faults waits for (the fault and Sentinel
-//! suites): every state published on `celery-task-meta-*` recorded once, the ones that went by
-//! unheard read back from Redis, and a wait woken by each result.
+//! suites): every state published on `celery-task-meta-*` recorded once ([`Tracker::follow`]),
+//! the ones that went by unheard read back from Redis, and a wait woken by each result.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use celery_redis::keys;
 use celery_redis::result::{ResultMeta, TaskState};
-use tokio::sync::Notify;
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, Notify};
 
 /// Ready states seen, how often each task STARTED, and when each became ready.
 #[derive(Default)]
@@ -53,6 +54,37 @@ impl Tracker {
     pub fn record_payload(&self, payload: &[u8]) {
         if let Ok(meta) = serde_json::from_slice::<ResultMeta>(payload) {
             self.record(meta);
+        }
+    }
+
+    /// One subscription to `client`'s published states: once subscribed it tells `subscribed`
+    /// (the first time), reads what went by meanwhile ([`Tracker::catch_up`]), then records
+    /// every state until the connection ends or `leave` is notified (a failover). Returns
+    /// whether it subscribed at all (if not, the caller waits a little before the next).
+    pub async fn follow(
+        &self,
+        client: &redis::Client,
+        subscribed: &mut Option<oneshot::Sender<()>>,
+        leave: &Notify,
+    ) -> bool {
+        let Ok(mut pubsub) = client.get_async_pubsub().await else {
+            return false;
+        };
+        if pubsub.psubscribe("celery-task-meta-*").await.is_err() {
+            return false;
+        }
+        if let Some(tx) = subscribed.take() {
+            let _ = tx.send(());
+        }
+        self.catch_up(client).await;
+        let mut stream = pubsub.on_message();
+        loop {
+            let msg = tokio::select! {
+                _ = leave.notified() => return true,
+                msg = stream.next() => msg,
+            };
+            let Some(msg) = msg else { return true };
+            self.record_payload(msg.get_payload_bytes());
         }
     }
 
