@@ -4,7 +4,7 @@
 use celery_redis::result::TaskState;
 use reqwest::Method;
 use serde_json::{json, Value};
-use testkit::{openapi, Hit, Running, Stack, TestRedis, WebhookReceiver};
+use testkit::{openapi, Binaries, Binary, Hit, Running, Stack, TestRedis, WebhookReceiver};
 
 use crate::support::WAIT;
 
@@ -348,12 +348,9 @@ async fn the_log_reads_like_celerys() {
     use std::io::BufRead;
     let redis = TestRedis::start();
     let conn = redis.manager().await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .env("RUST_LOG", "info")
-        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
-        .current_dir(std::env::temp_dir())
+    // Started its own way (every log line kept), with the environment every test's worker gets.
+    let mut child = Binaries::at(&redis.url(), env!("CARGO_BIN_EXE_worker"))
+        .command(Binary::Worker, &[])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

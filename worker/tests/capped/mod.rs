@@ -146,12 +146,7 @@ async fn hostile_messages_under_a_memory_cap() {
             ("WORKER_CONCURRENCY", CONCURRENCY.to_string()),
             ("RUST_LOG", "warn,worker::worker=info".to_owned()),
         ]);
-    let results = ResultBackend::new(
-        conn.clone(),
-        redis.client(),
-        Duration::from_secs(3600),
-        true,
-    );
+    let results = redis.results(Duration::from_secs(3600)).await;
     let mut w = Capped {
         worker,
         conn: conn.clone(),
