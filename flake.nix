@@ -65,8 +65,9 @@
               touch $out
             '';
             # KEDA's ScaledObject and the cross-references (the schemas: .ci/kubernetes).
+            # A worker's queues are asked of the worker binary (`worker queues`).
             kubernetes = pkgs.runCommand "kubernetes-manifests" { nativeBuildInputs = [ pkgs.python3 ]; } ''
-              python3 ${./.ci/kubernetes.py} check ${kubernetes}
+              python3 ${./.ci/kubernetes.py} check ${kubernetes} ${lib.getExe rust.packages.worker}
               touch $out
             '';
           };

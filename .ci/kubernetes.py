@@ -5,17 +5,21 @@
 #     triggers[].type/metadata as strings) and the Redis list scaler's metadata (listName,
 #     listLength, an address, *FromEnv variables present in the target's containers);
 #   - cross-references: Service selectors and targetPorts, probe ports, one ScaledObject per
-#     worker Deployment with a trigger per queue it consumes, grace periods over the processes'
-#     own shutdown timeouts, probes, limits, non-root, read-only root, no literal secrets.
+#     worker Deployment with a trigger per queue it consumes (as `WORKER queues` answers with
+#     the Deployment's environment: the fleet's own code, not a copy of its rules), grace
+#     periods over the processes' own shutdown timeouts, probes, limits, non-root, read-only
+#     root, no literal secrets.
 # Usage: kubernetes.py split LIST DIR     a JSON list of manifests -> DIR/<kind>-<name>.json
-#        kubernetes.py check DIR         exit 1 listing every problem
+#        kubernetes.py check DIR WORKER  exit 1 listing every problem (WORKER: the worker binary)
 #        kubernetes.py native DIR        the files kubernetes-validate must check (non-KEDA)
 #        kubernetes.py mutants DIR OUT   broken copies OUT/<name>/, each of which must fail
 import copy
 import json
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 KEDA = "keda.sh/v1alpha1"
@@ -162,15 +166,23 @@ def check_scaled_object(so, deployments, err):
     return ref["name"]
 
 
-def queues_of(d):
+def queues_of(d, worker_bin):
+    """The queues the worker of Deployment `d` consumes, as `worker queues` answers with the
+    literal values of its containers' environment (a Secret reference left unset), run from an
+    empty folder (no .env). Raises ValueError when the worker refuses that environment."""
     env = {}
     for c in pod(d)["containers"]:
-        env.update({k: e.get("value") for k, e in env_of(c).items()})
-    q = env.get("WORKER_QUEUES") or env.get("CELERY_QUEUE") or "celery"
-    return set(q.split(","))
+        env.update({k: e["value"] for k, e in env_of(c).items() if "value" in e})
+    with tempfile.TemporaryDirectory() as cwd:
+        run = subprocess.run([worker_bin, "queues"], env=env, cwd=cwd, capture_output=True,
+                             text=True, timeout=30)
+    if run.returncode:
+        raise ValueError(f"worker queues exited {run.returncode}: {run.stderr.strip()}")
+    return set(json.loads(run.stdout)["queues"])
 
 
-def check(root):
+def check(root, worker_bin):
+    worker_bin = str(Path(worker_bin).resolve())
     problems = []
     err = problems.append
     docs = load(root)
@@ -199,10 +211,15 @@ def check(root):
             err(f"{path}: malformed ({type(e).__name__}: {e})")
     for n, d in deployments.items():
         if pod_labels(d).get("app.kubernetes.io/component") == "worker":
+            try:
+                consumed = queues_of(d, worker_bin)
+            except (ValueError, KeyError, TypeError, OSError, subprocess.SubprocessError) as e:
+                err(f"Deployment {n}: no consumed queues from its environment: {e}")
+                continue
             if n not in scaled:
                 err(f"Deployment {n}: a worker without a ScaledObject")
-            elif scaled[n] != queues_of(d):
-                err(f"Deployment {n}: consumes {sorted(queues_of(d))}, scaled on {sorted(scaled[n])}")
+            elif scaled[n] != consumed:
+                err(f"Deployment {n}: consumes {sorted(consumed)}, scaled on {sorted(scaled[n])}")
     for p in problems:
         print("ERROR", p)
     print(f"kubernetes.py: {len(docs)} manifests, {len(problems)} problems")
@@ -233,6 +250,8 @@ MUTANTS = {
     "service-target-port": ("kubernetes.py", lambda d: first(d, "Service")["spec"]["ports"][0].update(targetPort="nope")),
     "literal-secret": ("kubernetes.py", lambda d: pod(first(d, "Deployment", api))["containers"][0]["env"].append({"name": "API_TOKENS", "value": "x" * 20})),
     "no-liveness": ("kubernetes.py", lambda d: pod(first(d, "Deployment", api))["containers"][0].pop("livenessProbe")),
+    # A queue listed twice: the worker refuses it (a rule only the worker's own code knows).
+    "worker-queues-refused": ("kubernetes.py", lambda d: pod(first(d, "Deployment", worker))["containers"][0]["env"].append({"name": "WORKER_QUEUES", "value": "celery,celery"})),
 }
 
 

@@ -45,3 +45,62 @@ impl Labels {
             .unwrap_or(&self.other)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(queues: &[&str]) -> Labels {
+        let queues: Vec<String> = queues.iter().map(|q| (*q).to_owned()).collect();
+        Labels::new(&["add", "mul"], "w1@box", &queues)
+    }
+
+    /// `(name, queue)` of the labels `of` picks; the hostname is checked on its own.
+    fn picked<'a>(l: &'a Labels, name: &str, queue: Option<&str>) -> (&'a str, &'a str) {
+        let t = l.of(name, queue);
+        (t.name.as_str(), t.queue_name.as_str())
+    }
+
+    #[test]
+    fn a_registered_name_from_a_consumed_queue_keeps_both() {
+        let l = labels(&["fast", "slow"]);
+        assert_eq!(picked(&l, "add", Some("fast")), ("add", "fast"));
+        assert_eq!(picked(&l, "mul", Some("slow")), ("mul", "slow"));
+        assert_eq!(picked(&l, "add", Some("slow")), ("add", "slow"));
+    }
+
+    #[test]
+    fn a_registered_name_from_no_queue_or_another_counts_in_the_first_queue() {
+        let l = labels(&["fast", "slow"]);
+        assert_eq!(picked(&l, "mul", None), ("mul", "fast"));
+        assert_eq!(picked(&l, "mul", Some("elsewhere")), ("mul", "fast"));
+    }
+
+    #[test]
+    fn any_other_name_is_unregistered_in_its_queue_or_the_first() {
+        let l = labels(&["fast", "slow"]);
+        assert_eq!(picked(&l, "evil.x", Some("slow")), ("unregistered", "slow"));
+        assert_eq!(picked(&l, "evil.x", None), ("unregistered", "fast"));
+        assert_eq!(
+            picked(&l, "evil.x", Some("elsewhere")),
+            ("unregistered", "fast")
+        );
+        // A name is matched exactly: a registered one's prefix is another name.
+        assert_eq!(picked(&l, "ad", Some("fast")), ("unregistered", "fast"));
+    }
+
+    #[test]
+    fn the_hostname_is_the_nodes_host_and_no_queue_means_celery() {
+        let l = labels(&[]);
+        let t = l.of("add", None);
+        assert_eq!(t.hostname, "box");
+        assert_eq!(
+            (t.name.as_str(), t.queue_name.as_str()),
+            ("unregistered", "celery")
+        );
+        let l = labels(&["fast"]);
+        assert!(["add", "nope"]
+            .iter()
+            .all(|n| l.of(n, Some("fast")).hostname == "box"));
+    }
+}

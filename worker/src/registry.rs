@@ -271,3 +271,88 @@ fn listed(args: Value) -> Value {
         Value::String(pyrepr::repr(&args))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use celery_redis::clock::unix_now;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("id-{i}")).collect()
+    }
+
+    /// A registry that was told of `ids` revoked, one at a time, each at `at(i)`.
+    fn revoked_at(ids: &[String], at: impl Fn(usize) -> f64) -> Registry {
+        let r = Registry::new("w1@box");
+        for (i, id) in ids.iter().enumerate() {
+            r.revoke(&[id.as_str()], at(i));
+        }
+        r
+    }
+
+    /// The registry holds exactly `MAX_REVOKED` ids: the last ones of `ids`, in order.
+    fn assert_keeps_the_last(r: &Registry, ids: &[String]) {
+        let kept = r.revoked();
+        assert_eq!(kept.len(), MAX_REVOKED);
+        assert_eq!(kept[..], ids[ids.len() - MAX_REVOKED..]);
+        assert!(!r.is_revoked(&ids[0]));
+        assert!(r.is_revoked(&ids[ids.len() - 1]));
+    }
+
+    #[test]
+    fn the_cap_holds_and_forgets_the_first_remembered() {
+        let now = unix_now();
+        let all = ids(MAX_REVOKED + 3);
+        let r = revoked_at(&all, |_| now);
+        assert_keeps_the_last(&r, &all);
+        assert!(!r.is_revoked("id-2") && r.is_revoked("id-3"));
+    }
+
+    #[test]
+    fn times_that_compare_oddly_do_not_change_who_is_forgotten() {
+        let now = unix_now();
+        let all = ids(MAX_REVOKED + 2);
+        // Each earlier than the one before, within the horizon: still the first remembered go.
+        let r = revoked_at(&all, |i| now - i as f64 * 1e-3);
+        assert_keeps_the_last(&r, &all);
+        // Dated far ahead (as a forged `fleet:revoked` entry could be), or infinitely.
+        let r = revoked_at(&all, |i| if i % 2 == 0 { f64::INFINITY } else { now + 1e9 });
+        assert_keeps_the_last(&r, &all);
+        // NaN compares false with everything (no caller passes one: the heartbeat drops it,
+        // remote control dates by the clock); the cap holds anyway.
+        let r = revoked_at(&all, |_| f64::NAN);
+        assert_keeps_the_last(&r, &all);
+    }
+
+    #[test]
+    fn revoking_a_remembered_id_again_keeps_its_place() {
+        let now = unix_now();
+        let all = ids(MAX_REVOKED + 1);
+        let r = revoked_at(&all[..MAX_REVOKED], |_| now);
+        r.revoke(&["id-0"], now + 5.0);
+        assert_eq!(r.revoked().len(), MAX_REVOKED, "no second entry for id-0");
+        r.revoke(&[all[MAX_REVOKED].as_str()], now);
+        assert_keeps_the_last(&r, &all);
+    }
+
+    #[test]
+    fn ids_older_than_the_horizon_are_forgotten_from_the_front() {
+        let now = unix_now();
+        let stale = now - HORIZON.as_secs_f64() - 1.0;
+        let r = Registry::new("w1@box");
+        r.revoke(&["old"], stale);
+        assert!(
+            !r.is_revoked("old"),
+            "an id dated past the horizon is not kept"
+        );
+        // Behind a live id a stale one waits its turn (oldest remembered first)...
+        r.revoke(&["a", "b", "c"], now);
+        r.revoke(&["b"], stale);
+        assert_eq!(r.revoked(), ["a", "b", "c"]);
+        // ...and goes with the stale ones in front of it, up to the first live one.
+        r.revoke(&["a"], stale);
+        assert_eq!(r.revoked(), ["c"]);
+        r.revoke(&["d"], now);
+        assert_eq!(r.revoked(), ["c", "d"]);
+    }
+}

@@ -24,8 +24,7 @@ use celery_redis::result::{ResultMeta, TaskState};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use testkit::{Binary, Running, Stack, TestRedis, WebhookReceiver};
-use tokio::sync::Notify;
+use testkit::{Binary, Running, Seen, Stack, TestRedis, Tracker, WebhookReceiver};
 
 const SKUS: usize = 10;
 const INITIAL_STOCK: i64 = 400;
@@ -116,88 +115,6 @@ fn spawn_service(stack: &Stack, binary: Binary, routed: bool) -> Running {
     stack.start(binary, &env)
 }
 
-/// Ready states seen on `celery-task-meta-*`, how often each task STARTED, and when.
-#[derive(Default)]
-struct Seen {
-    ready: HashMap<String, ResultMeta>,
-    started: HashMap<String, u32>,
-    completions: Vec<Instant>,
-    /// When each task was first seen ready.
-    ready_at: HashMap<String, Instant>,
-    expected: HashSet<String>,
-}
-
-struct Tracker {
-    seen: Mutex<Seen>,
-    changed: Notify,
-}
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen.lock().unwrap()
-    }
-
-    fn record(&self, meta: ResultMeta) {
-        let mut seen = self.lock();
-        if meta.status == TaskState::Started {
-            *seen.started.entry(meta.task_id.clone()).or_default() += 1;
-        } else if meta.status.is_ready() && !seen.ready.contains_key(&meta.task_id) {
-            seen.completions.push(Instant::now());
-            seen.ready_at.insert(meta.task_id.clone(), Instant::now());
-            seen.ready.insert(meta.task_id.clone(), meta);
-        }
-        drop(seen);
-        self.changed.notify_waiters();
-    }
-
-    /// Registers ids to wait for, and reads the ones already finished (their events may have
-    /// gone by before they were expected, or while the listener was reconnecting).
-    async fn expect(&self, client: &redis::Client, ids: impl IntoIterator<Item = String>) {
-        self.lock().expected.extend(ids);
-        self.catch_up(client).await;
-        self.changed.notify_waiters();
-    }
-
-    async fn catch_up(&self, client: &redis::Client) {
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-            return;
-        };
-        for chunk in self.outstanding().chunks(500) {
-            let keys: Vec<String> = chunk.iter().map(|id| keys::task_meta(id)).collect();
-            let values: Vec<Option<String>> = redis::cmd("MGET")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            for v in values.into_iter().flatten() {
-                if let Ok(meta) = serde_json::from_str::<ResultMeta>(&v) {
-                    self.record(meta);
-                }
-            }
-        }
-    }
-
-    fn outstanding(&self) -> Vec<String> {
-        let seen = self.lock();
-        seen.expected
-            .iter()
-            .filter(|id| !seen.ready.contains_key(*id))
-            .cloned()
-            .collect()
-    }
-
-    /// Waits until every expected task is ready (woken by each event), or the deadline.
-    async fn all_ready(&self, deadline: Instant) {
-        loop {
-            let changed = self.changed.notified();
-            if self.outstanding().is_empty() || Instant::now() >= deadline {
-                return;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(500), changed).await;
-        }
-    }
-}
-
 /// Listens for results; after every (re)subscription it reads the outstanding results once, to
 /// catch up on what was published while the connection was down.
 async fn listen(
@@ -205,24 +122,10 @@ async fn listen(
     tracker: Arc<Tracker>,
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
-    let mut subscribed = Some(subscribed);
+    let (mut subscribed, never) = (Some(subscribed), tokio::sync::Notify::new());
     loop {
-        let Ok(mut pubsub) = client.get_async_pubsub().await else {
+        if !tracker.follow(&client, &mut subscribed, &never).await {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        if pubsub.psubscribe("celery-task-meta-*").await.is_err() {
-            continue;
-        }
-        if let Some(tx) = subscribed.take() {
-            let _ = tx.send(());
-        }
-        tracker.catch_up(&client).await;
-        let mut stream = pubsub.on_message();
-        while let Some(msg) = stream.next().await {
-            if let Ok(meta) = serde_json::from_slice::<ResultMeta>(msg.get_payload_bytes()) {
-                tracker.record(meta);
-            }
         }
     }
 }
@@ -573,10 +476,7 @@ async fn run(s: Scenario) {
             .unwrap();
     }
     let mut hook = WebhookReceiver::start(Vec::new()).await;
-    let tracker = Arc::new(Tracker {
-        seen: Mutex::new(Seen::default()),
-        changed: Notify::new(),
-    });
+    let tracker = Arc::new(Tracker::default());
     let (tx, subscribed) = tokio::sync::oneshot::channel();
     let listener = tokio::spawn(listen(client.clone(), tracker.clone(), tx));
     subscribed.await.unwrap();

@@ -100,12 +100,7 @@ fn python_worker_with(py: &Path, redis: &TestRedis, args: &[&str], extra: &[(&st
 }
 
 async fn backend(redis: &TestRedis) -> ResultBackend {
-    ResultBackend::new(
-        redis.manager().await,
-        redis.client(),
-        Duration::from_secs(3600),
-        true,
-    )
+    redis.results(Duration::from_secs(3600)).await
 }
 
 async fn stock(redis: &TestRedis, sku: &str, n: i64) {
@@ -471,66 +466,36 @@ async fn rust_services_hand_work_to_a_python_worker_and_read_its_results() {
     let py = python();
     let redis = TestRedis::start();
     let _py_worker = python_worker(&py, &redis, &[]);
-    let (order_service, note_service) = (
-        binaries(&redis).order(&[]),
-        binaries(&redis).notification(&[]),
-    );
-    let (orders, notes) = (&order_service.url, &note_service.url);
-    let http = reqwest::Client::new();
+    let rust = binaries(&redis);
+    let (orders, notes) = (rust.order(&[]), rust.notification(&[]));
     let results = backend(&redis).await;
 
     let order = json!({"order_id": "to-python", "customer": {"id": "c", "email": "c@example.com"},
                        "items": [{"sku": "A", "quantity": 3, "unit_price_cents": 100}]});
-    let accepted: Value = http
-        .post(format!("{orders}/orders"))
-        .json(&order)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    results
-        .wait(accepted["task_id"].as_str().unwrap(), WAIT)
-        .await
-        .unwrap();
-    let view: Value = http
-        .get(format!("{orders}/orders/to-python"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(view["state"], "SUCCESS", "{view}");
-    assert_eq!(view["result"]["runner"], "python");
-    assert_eq!(view["result"]["total_cents"], 300);
-
+    let accepted = rust.post_order(&orders, order).await.unwrap();
+    results.wait(&accepted.task_id, WAIT).await.unwrap();
     let note = json!({"notification_id": "n-python", "recipient": "c@example.com", "channel": "log",
                       "subject": "s", "body": "b"});
-    let accepted: Value = http
-        .post(format!("{notes}/notifications"))
-        .json(&note)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, accepted) = rust
+        .call(&notes, reqwest::Method::POST, "/notifications", Some(note))
+        .await;
+    assert_eq!(status, 202, "{accepted}");
     results
         .wait(accepted["task_id"].as_str().unwrap(), WAIT)
         .await
         .unwrap();
-    let view: Value = http
-        .get(format!("{notes}/notifications/n-python"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(view["state"], "SUCCESS", "{view}");
-    assert_eq!(view["result"]["runner"], "python");
+    for (service, path) in [
+        (&orders, "/orders/to-python"),
+        (&notes, "/notifications/n-python"),
+    ] {
+        let (_, view) = rust.call(service, reqwest::Method::GET, path, None).await;
+        assert_eq!(view["state"], "SUCCESS", "{view}");
+        assert_eq!(view["result"]["runner"], "python", "{view}");
+    }
+    let (_, order) = rust
+        .call(&orders, reqwest::Method::GET, "/orders/to-python", None)
+        .await;
+    assert_eq!(order["result"]["total_cents"], 300);
 }
 
 #[tokio::test]

@@ -13,7 +13,6 @@
 //! Run: `cargo test -p worker --test sentinel -- --ignored --nocapture --test-threads 1`
 //! (the Python test needs `CELERY_PYTHON`, and is skipped without it).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use celery_redis::result::{ResultMeta, TaskState};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use testkit::sentinel::{TestSentinels, MASTER, PASSWORD};
-use testkit::{Binaries, Running};
+use testkit::{Binaries, Running, Tracker};
 use tokio::sync::Notify;
 
 const SKUS: usize = 10;
@@ -72,91 +71,38 @@ fn sentinel_url(url: &str) -> RedisUrl {
     .url
 }
 
-/// Ready results seen, and when each arrived.
-#[derive(Default)]
-struct Seen {
-    ready: HashMap<String, ResultMeta>,
-    completions: Vec<Instant>,
-    expected: HashSet<String>,
-}
-
-struct Tracker {
-    seen: Mutex<Seen>,
-    changed: Notify,
-}
-
-impl Tracker {
-    fn record(&self, meta: ResultMeta) {
-        let mut seen = self.seen.lock().unwrap();
-        if meta.status.is_ready() && !seen.ready.contains_key(&meta.task_id) {
-            seen.completions.push(Instant::now());
-            seen.ready.insert(meta.task_id.clone(), meta);
-        }
-        drop(seen);
-        self.changed.notify_waiters();
-    }
-
-    fn outstanding(&self) -> Vec<String> {
-        let seen = self.seen.lock().unwrap();
-        let out = seen
-            .expected
-            .iter()
-            .filter(|id| !seen.ready.contains_key(*id));
-        out.cloned().collect()
-    }
-
-    /// Reads the outstanding results from the master (after each subscription: what was
-    /// published while the listener was away).
-    async fn catch_up(&self, client: &redis::Client) {
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+/// Waits (woken by each completion, checking every second) until the master holds no
+/// task: the confirmations the orders sent have finished too.
+async fn drained(tracker: &Tracker, url: &RedisUrl, deadline: Instant) {
+    while Instant::now() < deadline {
+        let changed = tracker.changed.notified();
+        let client = url.topology().resolve(url.client()).await;
+        if matches!(&client, Ok(c) if idle(c).await) {
             return;
-        };
-        for chunk in self.outstanding().chunks(500) {
-            let keys: Vec<String> = chunk.iter().map(|id| keys::task_meta(id)).collect();
-            let values: Vec<Option<String>> = redis::cmd("MGET")
-                .arg(keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            for v in values.into_iter().flatten() {
-                if let Ok(meta) = serde_json::from_str::<ResultMeta>(&v) {
-                    self.record(meta);
-                }
-            }
         }
+        let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
     }
+}
 
-    /// Waits (woken by each completion, checking every second) until the master holds no
-    /// task: the confirmations the orders sent have finished too.
-    async fn drained(&self, url: &RedisUrl, deadline: Instant) {
-        while Instant::now() < deadline {
-            let changed = self.changed.notified();
-            let client = url.topology().resolve(url.client()).await;
-            if matches!(&client, Ok(c) if idle(c).await) {
-                return;
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+/// Waits until every expected task is ready, or the master is idle with some still outstanding
+/// (lost), or the deadline.
+async fn all_ready(tracker: &Tracker, url: &RedisUrl, deadline: Instant) {
+    loop {
+        let changed = tracker.changed.notified();
+        if tracker.outstanding().is_empty() || Instant::now() >= deadline {
+            return;
         }
-    }
-
-    async fn all_ready(&self, url: &RedisUrl, deadline: Instant) {
-        loop {
-            let changed = self.changed.notified();
-            if self.outstanding().is_empty() || Instant::now() >= deadline {
-                return;
-            }
-            if tokio::time::timeout(Duration::from_secs(2), changed)
-                .await
-                .is_err()
-            {
-                if let Ok(client) = url.topology().resolve(url.client()).await {
-                    self.catch_up(&client).await;
-                    // Nothing waits, runs or is scheduled on the master: whatever is still
-                    // outstanding was lost (acknowledged by the old master only).
-                    if idle(&client).await {
-                        self.catch_up(&client).await;
-                        return;
-                    }
+        if tokio::time::timeout(Duration::from_secs(2), changed)
+            .await
+            .is_err()
+        {
+            if let Ok(client) = url.topology().resolve(url.client()).await {
+                tracker.catch_up(&client).await;
+                // Nothing waits, runs or is scheduled on the master: whatever is still
+                // outstanding was lost (acknowledged by the old master only).
+                if idle(&client).await {
+                    tracker.catch_up(&client).await;
+                    return;
                 }
             }
         }
@@ -208,26 +154,8 @@ async fn listen(
                 continue;
             }
         };
-        let Ok(mut pubsub) = client.get_async_pubsub().await else {
-            continue;
-        };
-        if pubsub.psubscribe("celery-task-meta-*").await.is_err() {
-            continue;
-        }
-        if let Some(tx) = subscribed.take() {
-            let _ = tx.send(());
-        }
-        tracker.catch_up(&client).await;
-        let mut stream = pubsub.on_message();
-        loop {
-            let msg = tokio::select! {
-                _ = switched.notified() => break,
-                msg = stream.next() => msg,
-            };
-            let Some(msg) = msg else { break };
-            if let Ok(meta) = serde_json::from_slice::<ResultMeta>(msg.get_payload_bytes()) {
-                tracker.record(meta);
-            }
+        if !tracker.follow(&client, &mut subscribed, &switched).await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -274,10 +202,7 @@ async fn run(r: Run) -> Outcome {
         .await
         .unwrap();
     let resolving = sentinel_url(&url);
-    let tracker = Arc::new(Tracker {
-        seen: Mutex::new(Seen::default()),
-        changed: Notify::new(),
-    });
+    let tracker = Arc::new(Tracker::default());
     let (tx, subscribed) = tokio::sync::oneshot::channel();
     let listener = tokio::spawn(listen(resolving.clone(), tracker.clone(), tx));
     subscribed.await.unwrap();
@@ -347,15 +272,13 @@ async fn run(r: Run) -> Outcome {
         .await
         .unwrap();
     tracker
-        .seen
         .lock()
-        .unwrap()
         .expected
         .extend(accepted.iter().map(|(_, task, _)| task.clone()));
     let deadline = Instant::now() + DEADLINE;
-    tracker.all_ready(&resolving, deadline).await;
+    all_ready(&tracker, &resolving, deadline).await;
     if r.fault == Fault::None {
-        tracker.drained(&resolving, deadline).await;
+        drained(&tracker, &resolving, deadline).await;
     }
     let elapsed = started.elapsed();
 
@@ -398,7 +321,7 @@ async fn run(r: Run) -> Outcome {
         }
     }
     {
-        let seen = tracker.seen.lock().unwrap();
+        let seen = tracker.lock();
         if let Some(t) = seen.completions.iter().max() {
             last = *t;
         }
@@ -414,7 +337,7 @@ async fn run(r: Run) -> Outcome {
     }
     // The longest pause in completions from the fault on: how long orders stopped finishing.
     let recovery = fault_at.and_then(|f| {
-        let seen = tracker.seen.lock().unwrap();
+        let seen = tracker.lock();
         let mut after: Vec<Instant> = seen
             .completions
             .iter()
@@ -446,7 +369,7 @@ async fn run(r: Run) -> Outcome {
         .saturating_duration_since(started)
         .as_secs_f64()
         .max(0.001);
-    let tasks = tracker.seen.lock().unwrap().ready.len();
+    let tasks = tracker.lock().ready.len();
     let tasks_per_sec = tasks as f64 / busy;
     println!(
         "scenario={} wait={} submitted={} acknowledged={} completed={} lost={} duplicates={} failed={} refused_then_retried={} left_waiting={} left_unacked={} longest_pause_ms={} submitted_per_sec={:.0} tasks_per_sec={:.0} seconds={:.1}",

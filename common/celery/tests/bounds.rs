@@ -6,12 +6,15 @@ use celery_redis::broker::Visibility;
 use std::time::Duration;
 
 use celery_redis::broker::dead::DEAD_RAW_KEEP;
-use celery_redis::broker::{Broker, Claim, DeadLetter, Delivery};
+use celery_redis::broker::{Broker, Claim, DeadLetter};
 use celery_redis::keys;
 use celery_redis::protocol::{Limits, TaskMessage};
 use redis::AsyncCommands;
 use serde_json::{json, Map};
 use testkit::TestRedis;
+
+mod common;
+use common::claim;
 
 const JUNK_BYTES: usize = 40 * 1024 * 1024;
 
@@ -170,13 +173,6 @@ async fn lapse_and_restore(broker: &Broker, conn: &mut celery_redis::conn::Conn)
             .unwrap(),
         tags.len()
     );
-}
-
-async fn claim(broker: &Broker) -> Delivery {
-    match broker.claim().await.unwrap() {
-        Some(Claim::Message(d)) => d,
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 async fn counters(conn: &mut celery_redis::conn::Conn) -> Vec<String> {

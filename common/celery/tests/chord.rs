@@ -12,15 +12,6 @@ use testkit::TestRedis;
 
 const MAX_BYTES: usize = 1 << 20;
 
-async fn backend(redis: &TestRedis) -> ResultBackend {
-    ResultBackend::new(
-        redis.manager().await,
-        redis.client(),
-        Duration::from_secs(600),
-        true,
-    )
-}
-
 /// A chord of `size` members, as `chord.apply_async()` leaves it: `.s` set.
 async fn chord(redis: &TestRedis, group: &str, size: usize) -> ChordKeys {
     let keys = ChordKeys::new(group);
@@ -58,7 +49,7 @@ fn results_of(join: &Join) -> Vec<Value> {
 #[tokio::test]
 async fn members_joining_at_once_complete_the_chord_once_in_header_order() {
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     let keys = chord(&redis, "g", 20).await;
     let joins = futures_util::future::join_all((0..20).rev().map(|i| {
         let results = results.clone();
@@ -83,7 +74,7 @@ async fn members_joining_at_once_complete_the_chord_once_in_header_order() {
 #[tokio::test]
 async fn a_member_counts_once_and_only_the_completer_publishes_again() {
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     let keys = chord(&redis, "g", 2).await;
     assert_eq!(join(&results, "g", 0, false).await, Join::NotMine);
     assert_eq!(join(&results, "g", 0, false).await, Join::NotMine);
@@ -104,7 +95,7 @@ async fn a_member_counts_once_and_only_the_completer_publishes_again() {
 #[tokio::test]
 async fn a_chord_a_python_worker_claimed_or_finished_is_left_to_it() {
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     let mut conn = redis.manager().await;
     let keys = chord(&redis, "g", 1).await;
     // Celery 5.7's dispatch claim, a token of the Python worker that completed the chord.
@@ -121,7 +112,7 @@ async fn a_chord_a_python_worker_claimed_or_finished_is_left_to_it() {
 #[tokio::test]
 async fn a_failed_member_is_in_the_entries_for_the_chord_error() {
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     chord(&redis, "g", 2).await;
     join(&results, "g", 0, true).await;
     let exc = celery_redis::result::ExceptionInfo::new("builtins", "KeyError", "sku");
@@ -140,7 +131,7 @@ async fn a_failed_member_is_in_the_entries_for_the_chord_error() {
     assert_eq!(err.message(), "Dependency t-1 raised KeyError('sku')");
     // Over the limit of what is read back: the chord is broken, not read.
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     chord(&redis, "h", 1).await;
     let meta = ResultMeta::success("t-0", json!("x".repeat(100)));
     let member = ChordMember {
@@ -164,7 +155,7 @@ async fn a_failed_member_is_in_the_entries_for_the_chord_error() {
 #[tokio::test]
 async fn junk_in_a_chords_keys_fails_its_body_once_and_spares_other_chords() {
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     let mut conn = redis.manager().await;
     let cases: [(&str, &str, &str); 6] = [
         ("s-word", "s", "abc"),
@@ -219,7 +210,7 @@ async fn a_claim_of_another_type_at_finish_skips_the_chord_and_ends_the_member_w
     use celery_redis::protocol::TaskMessage;
     use celery_redis::result::{ChordEnd, TaskState};
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "rust@test");
     let keys = ChordKeys::new("g");
@@ -296,7 +287,7 @@ async fn a_claim_of_another_type_at_finish_apart_ends_the_member_whole() {
 #[tokio::test]
 async fn two_members_with_one_id_and_result_fail_the_body_instead_of_waiting() {
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     chord(&redis, "dup", 3).await;
     let meta = ResultMeta::success("same", json!(1));
     let mut joins = Vec::new();
@@ -333,7 +324,7 @@ async fn two_members_with_one_id_and_result_fail_the_body_instead_of_waiting() {
 #[tokio::test]
 async fn a_member_joined_by_celery_54_and_run_again_here_counts_once() {
     let redis = TestRedis::start();
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     let keys = chord(&redis, "g54", 2).await;
     let entry = json!([1, "t-0", "SUCCESS", 0]).to_string();
     let mut conn = redis.manager().await;

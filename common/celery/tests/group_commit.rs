@@ -6,20 +6,11 @@ use std::time::Duration;
 use celery_redis::broker::{Broker, Claim};
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
-use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
+use celery_redis::result::{ResultMeta, TaskState};
 use futures_util::future::join_all;
 use redis::AsyncCommands;
 use serde_json::{json, Map};
 use testkit::TestRedis;
-
-async fn backend(redis: &TestRedis) -> ResultBackend {
-    ResultBackend::new(
-        redis.manager().await,
-        redis.client(),
-        Duration::from_secs(600),
-        true,
-    )
-}
 
 /// Script calls (`EVALSHA` and `EVAL`) the server has run so far.
 async fn script_calls(conn: &mut celery_redis::conn::Conn) -> u64 {
@@ -45,7 +36,7 @@ async fn script_calls(conn: &mut celery_redis::conn::Conn) -> u64 {
 async fn tasks_ending_together_share_script_calls_and_keep_their_own_outcomes() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let tasks: Vec<TaskMessage> = (0..100)
         .map(|_| TaskMessage::new("process_order", "celery", Map::new()))
@@ -103,7 +94,7 @@ async fn tasks_ending_together_share_script_calls_and_keep_their_own_outcomes() 
 async fn states_stored_together_share_script_calls_and_fail_alone() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
-    let results = backend(&redis).await;
+    let results = redis.results(Duration::from_secs(600)).await;
     conn.hset::<_, _, _, ()>(keys::task_meta("t-13"), "not", "a string")
         .await
         .unwrap();

@@ -6,12 +6,15 @@
 use celery_redis::broker::Visibility;
 use std::time::Duration;
 
-use celery_redis::broker::{Broker, Claim, DeadLetter, Delivery, Foreign, Rotation};
+use celery_redis::broker::{Broker, DeadLetter, Foreign, Rotation};
 use celery_redis::keys::{self, Layout, QueueOrder};
-use celery_redis::protocol::{Envelope, TaskMessage};
+use celery_redis::protocol::TaskMessage;
 use redis::AsyncCommands;
 use serde_json::Map;
 use testkit::TestRedis;
+
+mod common;
+use common::{held, id_of};
 
 /// Celery's documented Redis priority setup: every step, `:` between queue and step.
 fn ten_steps() -> Layout {
@@ -22,20 +25,6 @@ fn task(queue: &str, priority: i64) -> TaskMessage {
     let mut m = TaskMessage::new("process_order", queue, Map::new());
     m.priority = priority;
     m
-}
-
-fn held(claims: Vec<Claim>) -> Vec<Delivery> {
-    claims
-        .into_iter()
-        .map(|c| match c {
-            Claim::Message(d) => d,
-            other => panic!("expected a message, got {other:?}"),
-        })
-        .collect()
-}
-
-fn id_of(d: &Delivery) -> String {
-    Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id
 }
 
 async fn len(conn: &mut celery_redis::conn::Conn, key: &str) -> i64 {

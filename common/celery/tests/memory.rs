@@ -12,11 +12,14 @@ use celery_redis::eviction::Unconfirmed;
 use celery_redis::keys;
 use celery_redis::protocol::TaskMessage;
 use celery_redis::refusal::{nothing_written, refused_for_memory};
-use celery_redis::result::{ResultBackend, ResultMeta, TaskState};
+use celery_redis::result::{ResultMeta, TaskState};
 use celery_redis::stores::Stores;
 use redis::AsyncCommands;
 use serde_json::{json, Map};
 use testkit::{redis::free_port, TestRedis};
+
+mod common;
+use common::claim;
 
 fn task() -> TaskMessage {
     TaskMessage::new("process_order", "celery", Map::new())
@@ -32,13 +35,6 @@ async fn out_of_memory(conn: &mut Conn, on: bool) {
         .query_async::<()>(conn)
         .await
         .unwrap();
-}
-
-async fn claim(broker: &Broker) -> Delivery {
-    match broker.claim().await.unwrap() {
-        Some(Claim::Message(d)) => d,
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 fn waits() -> Waits {
@@ -90,7 +86,7 @@ async fn while_redis_is_out_of_memory_a_held_delivery_goes_back_or_ends_but_no_s
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
-    let results = ResultBackend::new(conn.clone(), redis.client(), Duration::from_secs(60), true);
+    let results = redis.results(Duration::from_secs(60)).await;
     let (back, ended) = (task(), task());
     broker.publish(&back).await.unwrap();
     broker.publish(&ended).await.unwrap();

@@ -4,7 +4,7 @@
 use celery_redis::broker::Visibility;
 use std::time::Duration;
 
-use celery_redis::broker::{Broker, Claim, Delivery, Submitted};
+use celery_redis::broker::{Broker, Claim, Submitted};
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
 use futures_util::StreamExt;
@@ -12,17 +12,13 @@ use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
 
+mod common;
+use common::claim;
+
 fn task(priority: i64) -> TaskMessage {
     let mut m = TaskMessage::new("process_order", "celery", Map::new());
     m.priority = priority;
     m
-}
-
-async fn claim(broker: &Broker) -> Delivery {
-    match broker.claim().await.unwrap() {
-        Some(Claim::Message(d)) => d,
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 async fn server_time(conn: &mut celery_redis::conn::Conn) -> f64 {

@@ -5,13 +5,16 @@
 use celery_redis::broker::Visibility;
 use std::time::Duration;
 
-use celery_redis::broker::{Broker, Claim, Delivery, Rotation, Submitted};
+use celery_redis::broker::{Broker, Rotation, Submitted};
 use celery_redis::keys;
-use celery_redis::protocol::{Envelope, TaskMessage};
+use celery_redis::protocol::TaskMessage;
 use celery_redis::routes::Routes;
 use redis::AsyncCommands;
 use serde_json::Map;
 use testkit::TestRedis;
+
+mod common;
+use common::{held, id_of};
 
 fn task(name: &str, queue: &str, priority: i64) -> TaskMessage {
     let mut m = TaskMessage::new(name, queue, Map::new());
@@ -21,20 +24,6 @@ fn task(name: &str, queue: &str, priority: i64) -> TaskMessage {
 
 fn queues(names: &[&str]) -> Vec<String> {
     names.iter().map(|q| q.to_string()).collect()
-}
-
-fn held(claims: Vec<Claim>) -> Vec<Delivery> {
-    claims
-        .into_iter()
-        .map(|c| match c {
-            Claim::Message(d) => d,
-            other => panic!("expected a message, got {other:?}"),
-        })
-        .collect()
-}
-
-fn task_id(d: &Delivery) -> String {
-    Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id
 }
 
 #[tokio::test]
@@ -71,7 +60,7 @@ async fn one_claim_serves_priorities_across_queues_then_rotates_the_queue_that_d
 
     // kombu's BRPOP key order: priority 0 of every queue, then 3 of every queue, and so on.
     let got = held(broker.claim_from(&queues(&["a", "b"]), 10).await.unwrap());
-    let ids: Vec<String> = got.iter().map(task_id).collect();
+    let ids: Vec<String> = got.iter().map(id_of).collect();
     assert_eq!(ids, [a0.id, b0.id, b3.id, a9.id]);
     let from: Vec<&str> = got.iter().map(|d| d.queue.as_str()).collect();
     assert_eq!(from, ["a", "b", "b", "a"]);
@@ -103,7 +92,7 @@ async fn a_busy_queue_does_not_starve_another() {
     }
     let order: Vec<&str> = served.iter().map(|d| d.queue.as_str()).collect();
     assert_eq!(order, ["bulk", "urgent", "bulk"]);
-    assert_eq!(task_id(&served[1]), urgent.id);
+    assert_eq!(id_of(&served[1]), urgent.id);
 }
 
 #[tokio::test]

@@ -6,20 +6,11 @@ use std::time::Duration;
 use celery_redis::broker::{Broker, Claim};
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
-use celery_redis::result::{ExceptionInfo, ResultBackend, ResultError, ResultMeta, TaskState};
+use celery_redis::result::{ExceptionInfo, ResultError, ResultMeta, TaskState};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
-
-async fn backend(redis: &TestRedis, expires: u64) -> ResultBackend {
-    ResultBackend::new(
-        redis.manager().await,
-        redis.client(),
-        Duration::from_secs(expires),
-        true,
-    )
-}
 
 /// Resolves once somebody is subscribed to `channel` (the event a publisher needs to wait for).
 async fn subscribed(conn: &mut celery_redis::conn::Conn, channel: &str) {
@@ -40,7 +31,7 @@ async fn subscribed(conn: &mut celery_redis::conn::Conn, channel: &str) {
 #[tokio::test]
 async fn store_writes_celerys_key_with_ttl_and_publishes_the_same_json() {
     let redis = TestRedis::start();
-    let results = backend(&redis, 86_400).await;
+    let results = redis.results(Duration::from_secs(86_400)).await;
     let mut pubsub = redis.client().get_async_pubsub().await.unwrap();
     pubsub.subscribe(keys::task_meta("t-1")).await.unwrap();
 
@@ -70,7 +61,7 @@ async fn store_writes_celerys_key_with_ttl_and_publishes_the_same_json() {
 #[tokio::test]
 async fn zero_expiry_keeps_results_forever() {
     let redis = TestRedis::start();
-    let results = backend(&redis, 0).await;
+    let results = redis.results(Duration::from_secs(0)).await;
     results
         .store(&ResultMeta::success("t", json!(1)))
         .await
@@ -87,7 +78,7 @@ async fn zero_expiry_keeps_results_forever() {
 #[tokio::test]
 async fn a_success_is_never_overwritten() {
     let redis = TestRedis::start();
-    let results = backend(&redis, 60).await;
+    let results = redis.results(Duration::from_secs(60)).await;
     assert!(results
         .store(&ResultMeta::started("t", "node"))
         .await
@@ -116,7 +107,7 @@ async fn a_success_is_never_overwritten() {
 async fn finish_publishes_stores_and_acks_in_one_step_and_only_once() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
-    let results = backend(&redis, 60).await;
+    let results = redis.results(Duration::from_secs(60)).await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let held = |broker: Broker| async move {
         match broker.claim().await.unwrap() {
@@ -175,14 +166,19 @@ async fn finish_publishes_stores_and_acks_in_one_step_and_only_once() {
 #[tokio::test]
 async fn unknown_ids_read_as_pending() {
     let redis = TestRedis::start();
-    let meta = backend(&redis, 60).await.get("nobody").await.unwrap();
+    let meta = redis
+        .results(Duration::from_secs(60))
+        .await
+        .get("nobody")
+        .await
+        .unwrap();
     assert_eq!(meta.status, TaskState::Pending);
 }
 
 #[tokio::test]
 async fn wait_sees_a_result_stored_after_it_subscribed() {
     let redis = TestRedis::start();
-    let results = backend(&redis, 60).await;
+    let results = redis.results(Duration::from_secs(60)).await;
     let waiter = {
         let results = results.clone();
         tokio::spawn(async move { results.wait("t-2", Duration::from_secs(20)).await })
@@ -206,7 +202,7 @@ async fn wait_sees_a_result_stored_after_it_subscribed() {
 #[tokio::test]
 async fn wait_returns_at_once_when_the_result_is_already_there() {
     let redis = TestRedis::start();
-    let results = backend(&redis, 60).await;
+    let results = redis.results(Duration::from_secs(60)).await;
     let exc = ExceptionInfo::new("builtins", "ValueError", "bad");
     results
         .store(&ResultMeta::failure("t-3", &exc, None))
@@ -219,7 +215,8 @@ async fn wait_returns_at_once_when_the_result_is_already_there() {
 #[tokio::test]
 async fn wait_times_out_without_a_ready_state() {
     let redis = TestRedis::start();
-    let err = backend(&redis, 60)
+    let err = redis
+        .results(Duration::from_secs(60))
         .await
         .wait("never", Duration::from_millis(50))
         .await
@@ -235,7 +232,12 @@ async fn compressed_values_are_reported_not_misread() {
     conn.set::<_, _, ()>(keys::task_meta("z"), value)
         .await
         .unwrap();
-    let err = backend(&redis, 60).await.get("z").await.unwrap_err();
+    let err = redis
+        .results(Duration::from_secs(60))
+        .await
+        .get("z")
+        .await
+        .unwrap_err();
     assert!(matches!(err, ResultError::Compressed));
 }
 
@@ -257,7 +259,7 @@ fn peak_kib(redis: &TestRedis) -> i64 {
 #[tokio::test]
 async fn revoke_unstarted_writes_only_where_nothing_started_reading_a_results_head_only() {
     let redis = TestRedis::start();
-    let results = backend(&redis, 3600).await;
+    let results = redis.results(Duration::from_secs(3600)).await;
     let mut conn = redis.manager().await;
     // 8 MB of `0,`: 4 million elements.
     let big = format!(

@@ -14,11 +14,14 @@ use crate::process::{listening_addrs, sibling_binary, Proc};
 pub type Env<'a> = &'a [(&'a str, String)];
 
 /// The paths of the three binaries, the Redis URL they are started on, and an HTTP client.
+#[derive(Clone)]
 pub struct Binaries {
     /// The `REDIS_URL` every started binary gets (its `env` may override it).
     pub url: String,
     pub http: reqwest::Client,
     worker_bin: PathBuf,
+    /// A program and its arguments that each binary is started under (empty: none).
+    prefix: Vec<String>,
 }
 
 /// One started binary and the address it listens on (the worker's metrics address), read from
@@ -66,19 +69,38 @@ impl Binaries {
             url: url.to_owned(),
             http: reqwest::Client::new(),
             worker_bin: PathBuf::from(worker_bin),
+            prefix: Vec::new(),
+        }
+    }
+
+    /// The same binaries, each started under `prefix` (a program and its arguments that then
+    /// runs the binary in its own process, e.g. `["prlimit", "--as=268435456", "--"]`): the
+    /// started process is the binary's own as long as the prefix program execs it.
+    pub fn under(&self, prefix: &[&str]) -> Self {
+        Binaries {
+            prefix: prefix.iter().map(|a| (*a).to_owned()).collect(),
+            ..self.clone()
         }
     }
 
     /// The command that starts `binary` on this Redis: nothing of this process's environment,
     /// `RUST_LOG=info`, its address on a free port, then `env` (which overrides all of these).
-    /// For a test that runs it its own way (e.g. keeping every log line).
+    /// Under the [`Binaries::under`] prefix if there is one. For a test that runs it its own
+    /// way (e.g. keeping every log line).
     pub fn command(&self, binary: Binary, env: Env) -> Command {
         let (name, bind_var, _) = binary.parts();
         let path = match binary {
             Binary::Worker => self.worker_bin.clone(),
             _ => sibling_binary(&self.worker_bin.to_string_lossy(), name),
         };
-        let mut cmd = Command::new(path);
+        let mut cmd = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(path);
+                cmd
+            }
+            None => Command::new(path),
+        };
         cmd.env_clear()
             .env("RUST_LOG", "info")
             .env("REDIS_URL", &self.url)

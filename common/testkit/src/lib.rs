@@ -10,6 +10,7 @@
 //! - [`http`] — route-test helpers (`warp::test` requests, a service configuration, the queue).
 //! - [`docs`] — checks that every configuration variable is documented.
 //! - [`tempdir`] — a directory removed when dropped.
+//! - [`tracker`] — [`Tracker`], the results a suite under faults waits for.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub mod redis;
 pub mod sentinel;
 pub mod stack;
 pub mod tempdir;
+pub mod tracker;
 pub mod webhook;
 
 pub use crate::http::{call, queued, service_config};
@@ -30,6 +32,7 @@ pub use crate::redis::{free_port, info_number, unreachable_redis_url, TestRedis}
 pub use crate::sentinel::TestSentinels;
 pub use crate::stack::{Binaries, Binary, Running, Stack};
 pub use crate::tempdir::{temp_dir, TempDir};
+pub use crate::tracker::{Seen, Tracker};
 pub use crate::webhook::{Hit, WebhookReceiver};
 
 /// How long a child may take to print the line a test waits for.

@@ -134,3 +134,130 @@ pub fn check(doc: &Value, routes: &[Route]) {
         );
     }
 }
+
+/// The schema `doc` gives the `status` JSON reply of `method path` (`$ref`s resolved).
+pub fn reply_schema<'a>(doc: &'a Value, method: &str, path: &str, status: u16) -> &'a Value {
+    let op = &doc["paths"][path][method];
+    let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} {status}: no JSON schema"
+    );
+    resolve(doc, schema)
+}
+
+/// `schema` itself, or what its `$ref` names in `doc` (one level: the documents refer to named
+/// schemas only).
+pub fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r}: not a component schema"));
+            let named = &doc["components"]["schemas"][name];
+            assert!(named.is_object(), "{r} resolves");
+            named
+        }
+        None => schema,
+    }
+}
+
+/// Where `value` departs from `schema` (in `doc`), under `at`: a type or enum value not
+/// documented, a required property missing, or a property the schema does not list (the
+/// documents list every field: an undocumented one is drift). `None` when it fits. Knows what
+/// the services' documents use: `$ref`, `oneOf`, `type` (one or a list), `enum`, `properties`,
+/// `required`, `items`.
+pub fn mismatch(doc: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
+    let schema = resolve(doc, schema);
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fits_one = options
+            .iter()
+            .any(|s| mismatch(doc, s, value, at).is_none());
+        return (!fits_one).then(|| format!("{at}: {value} fits none of {options:?}"));
+    }
+    let type_of = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let fits = |t: &&str| *t == type_of || (*t == "number" && type_of == "integer");
+    if !types.is_empty() && !types.iter().any(fits) {
+        return Some(format!("{at}: a {type_of}, documented as {types:?}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            return Some(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+    }
+    match value {
+        Value::Object(fields) => {
+            let props = schema["properties"].as_object();
+            let required = schema["required"].as_array().into_iter().flatten();
+            if let Some(name) = required
+                .filter_map(Value::as_str)
+                .find(|n| !fields.contains_key(*n))
+            {
+                return Some(format!("{at}: required {name} missing"));
+            }
+            fields.iter().find_map(|(name, v)| {
+                let at = format!("{at}.{name}");
+                match props.and_then(|p| p.get(name)) {
+                    Some(s) => mismatch(doc, s, v, &at),
+                    None if props.is_some() => Some(format!("{at}: not documented")),
+                    None => None,
+                }
+            })
+        }
+        Value::Array(items) if schema["items"].is_object() => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| mismatch(doc, &schema["items"], v, &format!("{at}[{i}]"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_value_departing_from_its_schema_is_named() {
+        let doc = json!({"components": {"schemas": {
+            "Kind": {"type": "string", "enum": ["log", "webhook"]},
+            "Record": {"type": "object", "required": ["id", "kind"], "properties": {
+                "id": {"type": "string"}, "kind": {"$ref": "#/components/schemas/Kind"},
+                "url": {"type": ["string", "null"]}, "n": {"type": "number"}}},
+        }}});
+        let schema = json!({"type": "array", "items": {"oneOf": [
+            {"$ref": "#/components/schemas/Record"}, {"type": "null"}]}});
+        let check = |v: Value| mismatch(&doc, &schema, &v, "v");
+        assert_eq!(
+            check(json!([{"id": "a", "kind": "log", "n": 1}, null])),
+            None
+        );
+        assert_eq!(
+            check(json!([{"id": "a", "kind": "log", "url": null, "n": 1.5}])),
+            None
+        );
+        for bad in [
+            json!([{"id": "a", "kind": "log", "extra": 1}]),
+            json!([{"id": "a"}]),
+            json!([{"id": 1, "kind": "log"}]),
+            json!([{"id": "a", "kind": "mail"}]),
+            json!([{"id": "a", "kind": "log", "n": "1"}]),
+            json!({"id": "a", "kind": "log"}),
+        ] {
+            assert!(check(bad.clone()).is_some(), "{bad} passed");
+        }
+    }
+}

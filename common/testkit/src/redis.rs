@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use celery_redis::conn::Conn;
+use celery_redis::result::ResultBackend;
 
 use crate::process::wait_for_line;
 use crate::tempdir::TempDir;
@@ -113,6 +114,12 @@ impl TestRedis {
             connect_retries: 2,
         };
         Conn::new(&self.parsed_url(), waits).expect("connect to test redis")
+    }
+
+    /// The result backend on this Redis (a fresh connection, results kept for `expires`,
+    /// `PUBLISH` on each state as Celery's Redis backend does).
+    pub async fn results(&self, expires: std::time::Duration) -> ResultBackend {
+        ResultBackend::new(self.manager().await, self.client(), expires, true)
     }
 }
 

@@ -45,12 +45,7 @@ impl Stack {
 
     /// This Redis's result backend.
     pub async fn results(&self) -> ResultBackend {
-        ResultBackend::new(
-            self.redis.manager().await,
-            self.redis.client(),
-            Duration::from_secs(60),
-            true,
-        )
+        self.redis.results(Duration::from_secs(60)).await
     }
 
     /// Waits (pub/sub, no polling) for a task's ready state; panics after [`WAIT`].

@@ -4,7 +4,7 @@
 use celery_redis::result::TaskState;
 use reqwest::Method;
 use serde_json::{json, Value};
-use testkit::{Running, Stack, TestRedis, WebhookReceiver};
+use testkit::{openapi, Binaries, Binary, Hit, Running, Stack, TestRedis, WebhookReceiver};
 
 use crate::support::WAIT;
 
@@ -47,8 +47,40 @@ impl E2e {
         self.s.call(&self.notification, method, path, body).await
     }
 
+    /// `GET /inventory/{sku}`: what is available.
+    async fn available(&self, sku: &str) -> Value {
+        let path = format!("/inventory/{sku}");
+        self.order_api(Method::GET, &path, None).await.1["available"].clone()
+    }
+
+    /// `GET /notifications?recipient=…`: the first page of what `recipient` was sent.
+    async fn notified(&self, recipient: &str) -> Vec<Value> {
+        let path = format!("/notifications?recipient={recipient}");
+        let (status, listed) = self.notification_api(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{listed}");
+        listed["notifications"].as_array().unwrap().clone()
+    }
+
     async fn finished(&self, task_id: &str) -> celery_redis::result::ResultMeta {
         self.s.finished(task_id).await
+    }
+
+    /// Posts notification `id` by webhook to `hook`; once its task succeeded, returns what the
+    /// receiver got and `GET /notifications/{id}`.
+    async fn notify_by_webhook(&self, hook: &mut WebhookReceiver, id: &str) -> (Hit, Value) {
+        let body = json!({"notification_id": id, "recipient": "ops@example.com", "channel": "webhook",
+                          "subject": "deploy", "body": "done", "url": hook.url});
+        let (status, accepted) = self
+            .notification_api(Method::POST, "/notifications", Some(body))
+            .await;
+        assert_eq!(status, 202, "{accepted}");
+        let hit = hook.next().await;
+        let task_id = accepted["task_id"].as_str().unwrap();
+        assert_eq!(self.finished(task_id).await.status, TaskState::Success);
+        let path = format!("/notifications/{id}");
+        let (status, view) = self.notification_api(Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{view}");
+        (hit, view)
     }
 
     fn stop(self) {
@@ -85,26 +117,13 @@ async fn orders_are_confirmed_or_rejected_and_customers_notified() {
         view["result"],
         json!({"order_id": order_id, "status": "confirmed", "total_cents": 2599})
     );
-    assert_eq!(
-        s.order_api(Method::GET, "/inventory/A", None).await.1["available"],
-        3
-    );
-    assert_eq!(
-        s.order_api(Method::GET, "/inventory/B", None).await.1["available"],
-        1
-    );
+    assert_eq!(s.available("A").await, 3);
+    assert_eq!(s.available("B").await, 1);
 
     // The confirmation is a chained task; wait for it, then read it through the other service.
     let child = meta.children.unwrap()[0][0][0].as_str().unwrap().to_owned();
     assert_eq!(s.finished(&child).await.status, TaskState::Success);
-    let (_, listed) = s
-        .notification_api(
-            Method::GET,
-            "/notifications?recipient=grace@example.com",
-            None,
-        )
-        .await;
-    let notes = listed["notifications"].as_array().unwrap();
+    let notes = s.notified("grace@example.com").await;
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0]["subject"], format!("Order {order_id} confirmed"));
     let (status, note) = s
@@ -130,18 +149,8 @@ async fn orders_are_confirmed_or_rejected_and_customers_notified() {
         view["result"]["reason"],
         "insufficient stock for A: requested 4, available 3"
     );
-    assert_eq!(
-        s.order_api(Method::GET, "/inventory/A", None).await.1["available"],
-        3
-    );
-    let (_, listed) = s
-        .notification_api(
-            Method::GET,
-            "/notifications?recipient=grace@example.com",
-            None,
-        )
-        .await;
-    assert_eq!(listed["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(s.available("A").await, 3);
+    assert_eq!(s.notified("grace@example.com").await.len(), 1);
     s.stop();
 }
 
@@ -149,29 +158,61 @@ async fn orders_are_confirmed_or_rejected_and_customers_notified() {
 async fn a_webhook_notification_reaches_the_receiver_with_its_idempotency_key() {
     let mut hook = WebhookReceiver::start(vec![]).await;
     let s = start();
-    let body = json!({"notification_id": "n-e2e", "recipient": "ops@example.com", "channel": "webhook",
-                      "subject": "deploy", "body": "done", "url": hook.url});
-    let (status, accepted) = s
-        .notification_api(Method::POST, "/notifications", Some(body))
-        .await;
-    assert_eq!(status, 202, "{accepted}");
-    let hit = hook.next().await;
+    let (hit, view) = s.notify_by_webhook(&mut hook, "n-e2e").await;
     assert_eq!(hit.idempotency_key.as_deref(), Some("n-e2e"));
     assert_eq!(hit.body["body"], "done");
-    assert_eq!(
-        s.finished(accepted["task_id"].as_str().unwrap())
-            .await
-            .status,
-        TaskState::Success
-    );
-    let (_, view) = s
-        .notification_api(Method::GET, "/notifications/n-e2e", None)
-        .await;
     assert_eq!(
         (view["state"].as_str(), view["delivered"].as_bool()),
         (Some("SUCCESS"), Some(true))
     );
     assert!(hook.hits.try_recv().is_err(), "delivered once");
+    s.stop();
+}
+
+/// The delivery record a client reads (written by the worker's task, served by
+/// service-notification) against what the served OpenAPI document says of it: the record has
+/// every field the document lists (a webhook delivery: `url` too) and no other, each of its
+/// documented type, and so do the notification's view and the recipient's listing holding it.
+#[tokio::test]
+async fn the_documented_delivery_record_has_the_fields_of_a_real_one() {
+    let mut hook = WebhookReceiver::start(vec![]).await;
+    let s = start();
+    let (_, view) = s.notify_by_webhook(&mut hook, "n-doc").await;
+    let (status, doc) = s.notification_api(Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let listing = "/notifications?recipient=ops@example.com";
+    let (_, listed) = s.notification_api(Method::GET, listing, None).await;
+    assert_eq!(listed["notifications"][0], view["delivery"]);
+
+    let view_schema = openapi::reply_schema(&doc, "get", "/notifications/{notification_id}", 200);
+    let record_schema = view_schema["properties"]["delivery"]["oneOf"]
+        .as_array()
+        .and_then(|o| o.iter().find(|s| s["$ref"].is_string()))
+        .map(|s| openapi::resolve(&doc, s))
+        .expect("the view documents its delivery as a named schema");
+    let mut documented: Vec<&String> = record_schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    let mut real: Vec<&String> = view["delivery"].as_object().unwrap().keys().collect();
+    documented.sort();
+    real.sort();
+    assert_eq!(
+        real, documented,
+        "the fields of a real record, and the documented ones"
+    );
+    for (schema, value, at) in [
+        (record_schema, &view["delivery"], "delivery"),
+        (view_schema, &view, "view"),
+        (
+            openapi::reply_schema(&doc, "get", "/notifications", 200),
+            &listed,
+            "listing",
+        ),
+    ] {
+        assert_eq!(openapi::mismatch(&doc, schema, value, at), None, "{value}");
+    }
     s.stop();
 }
 
@@ -307,12 +348,9 @@ async fn the_log_reads_like_celerys() {
     use std::io::BufRead;
     let redis = TestRedis::start();
     let conn = redis.manager().await;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .env("RUST_LOG", "info")
-        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
-        .current_dir(std::env::temp_dir())
+    // Started its own way (every log line kept), with the environment every test's worker gets.
+    let mut child = Binaries::at(&redis.url(), env!("CARGO_BIN_EXE_worker"))
+        .command(Binary::Worker, &[])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -4,7 +4,6 @@
 //! for its id, and then run an ordinary order. Prints the worker's peak resident memory
 //! (`VmHWM`) for each message and per concurrency slot (docs/reliability.md quotes it).
 
-use std::process::Command;
 use std::time::Duration;
 
 use celery_redis::broker::dead::DEAD_RAW_KEEP;
@@ -14,7 +13,7 @@ use celery_redis::protocol::TaskMessage;
 use celery_redis::result::{ResultBackend, TaskState};
 use redis::AsyncCommands;
 use serde_json::json;
-use testkit::{Proc, TestRedis};
+use testkit::{Binaries, Running, TestRedis};
 
 use crate::bombs;
 
@@ -42,18 +41,18 @@ fn reset_peak(pid: u32) {
 }
 
 struct Capped {
-    worker: Proc,
+    worker: Running,
     conn: celery_redis::conn::Conn,
     results: ResultBackend,
 }
 
 impl Capped {
     fn pid(&self) -> u32 {
-        self.worker.child.id()
+        self.worker.proc.child.id()
     }
 
     fn assert_alive(&mut self, after: &str) {
-        let exited = self.worker.child.try_wait().unwrap();
+        let exited = self.worker.proc.child.try_wait().unwrap();
         assert!(
             exited.is_none(),
             "the worker died after {after}: {exited:?}"
@@ -124,11 +123,10 @@ async fn order(w: &mut Capped, id: &str) {
     assert_eq!(meta.unwrap().status, TaskState::Success, "order {id}");
 }
 
+/// Whether util-linux's `prlimit` is on `PATH`.
 fn prlimit_available() -> bool {
-    Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("prlimit").is_file()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,23 +139,14 @@ async fn hostile_messages_under_a_memory_cap() {
     let redis = TestRedis::start();
     let conn = redis.manager().await;
     shop::inventory::set_stock(&conn, "A", 10).await.unwrap();
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--as={CAP}"))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_worker"))
-        .env_clear()
-        .env("REDIS_URL", redis.url())
-        .env("WORKER_CONCURRENCY", CONCURRENCY.to_string())
-        .env("WORKER_METRICS_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "warn,worker::worker=info")
-        .current_dir(std::env::temp_dir());
-    let (worker, _) = Proc::spawn_command(cmd, "consuming queue");
-    let results = ResultBackend::new(
-        conn.clone(),
-        redis.client(),
-        Duration::from_secs(3600),
-        true,
-    );
+    let cap = format!("--as={CAP}");
+    let worker = Binaries::at(&redis.url(), env!("CARGO_BIN_EXE_worker"))
+        .under(&["prlimit", &cap, "--"])
+        .worker(&[
+            ("WORKER_CONCURRENCY", CONCURRENCY.to_string()),
+            ("RUST_LOG", "warn,worker::worker=info".to_owned()),
+        ]);
+    let results = redis.results(Duration::from_secs(3600)).await;
     let mut w = Capped {
         worker,
         conn: conn.clone(),

@@ -21,6 +21,7 @@ use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
 
+use crate::support::test_tasks::test_task;
 use crate::support::Handle;
 use worker::config::WorkerConfig;
 
@@ -35,75 +36,25 @@ fn stamp(ctx: &TaskContext<'_>) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Two starts a second on each worker.
-struct PerWorker;
+test_task!(
+    /// Two starts a second on each worker.
+    PerWorker = "per_worker" { rate_limit: Some("2/s") } |ctx| stamp(ctx)
+);
 
-impl Task for PerWorker {
-    const NAME: &'static str = "per_worker";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
+test_task!(
+    /// Two starts a second by all workers together.
+    FleetWide = "fleet_wide" { fleet_rate_limit: Some("120/m") } |ctx| stamp(ctx)
+);
 
-    fn options() -> Options {
-        Options {
-            rate_limit: Some("2/s"),
-            ..Options::default()
-        }
-    }
+test_task!(
+    /// No limits of its own; never ends by itself.
+    Hang = "hang" {} |_| std::future::pending().await
+);
 
-    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        stamp(ctx)
-    }
-}
-
-/// Two starts a second by all workers together.
-struct FleetWide;
-
-impl Task for FleetWide {
-    const NAME: &'static str = "fleet_wide";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            fleet_rate_limit: Some("120/m"),
-            ..Options::default()
-        }
-    }
-
-    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        stamp(ctx)
-    }
-}
-
-/// No limits of its own; never ends by itself.
-struct Hang;
-
-impl Task for Hang {
-    const NAME: &'static str = "hang";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        std::future::pending().await
-    }
-}
-
-/// Ends at once; no limits of its own.
-struct Quick;
-
-impl Task for Quick {
-    const NAME: &'static str = "quick";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
+test_task!(
+    /// Ends at once; no limits of its own.
+    Quick = "quick" {} |_| Ok(())
+);
 
 /// One start a minute; the first time it is asked to start, the place it needs is taken
 /// (`Task::admit` refuses it for a millisecond).
@@ -167,26 +118,10 @@ impl Task for Never {
     }
 }
 
-/// A rate option that is not a rate.
-struct Misconfigured;
-
-impl Task for Misconfigured {
-    const NAME: &'static str = "misconfigured";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            fleet_rate_limit: Some("ten a second"),
-            ..Options::default()
-        }
-    }
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
+test_task!(
+    /// A rate option that is not a rate.
+    Misconfigured = "misconfigured" { fleet_rate_limit: Some("ten a second") } |_| Ok(())
+);
 
 fn tasks(starts: &Starts) -> Tasks {
     Tasks::new()
@@ -243,6 +178,27 @@ impl Fleet {
         self.results.wait(&msg.id, WAIT).await.unwrap()
     }
 
+    /// Waits until `msg` is the one entry of the queue's schedule (put off, not run); returns
+    /// how many seconds from now (Redis's clock) it is due.
+    async fn put_off(&self, msg: &TaskMessage) -> f64 {
+        let mut conn = self.conn.clone();
+        let began = Instant::now();
+        let scheduled: Vec<(String, f64)> = loop {
+            let entries: Vec<(String, f64)> = conn
+                .zrange_withscores("fleet:scheduled:celery", 0, -1)
+                .await
+                .unwrap();
+            if !entries.is_empty() || began.elapsed() > WAIT {
+                break entries;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(scheduled.len(), 1, "{scheduled:?}");
+        assert!(scheduled[0].0.contains(&msg.id));
+        let (secs, micros): (f64, f64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+        scheduled[0].1 - (secs + micros / 1e6)
+    }
+
     /// Sends `n` of `task`, waits for every one to succeed; returns the starts, sorted.
     async fn run_all(&self, task: &str, n: usize) -> Vec<Instant> {
         let mut sent = Vec::new();
@@ -287,10 +243,11 @@ fn spaced(starts: &[Instant], interval: f64) {
     assert!(gaps.iter().all(|g| *g >= interval / 2.0), "{gaps:?}");
 }
 
-#[tokio::test]
-async fn a_per_worker_rate_spaces_the_starts_and_loses_none() {
-    let f = fleet(&["rate-a@test"]).await;
-    let starts = f.run_all("per_worker", 5).await;
+/// Five of `task` (two starts a second) on workers `nodes`: each runs once, half a second apart,
+/// and nothing is left held, queued or scheduled.
+async fn five_spaced(nodes: &[&str], task: &str) {
+    let f = fleet(nodes).await;
+    let starts = f.run_all(task, 5).await;
     assert_eq!(starts.len(), 5, "each ran once");
     spaced(&starts, 0.5);
     assert_eq!(
@@ -301,16 +258,13 @@ async fn a_per_worker_rate_spaces_the_starts_and_loses_none() {
 }
 
 #[tokio::test]
+async fn a_per_worker_rate_spaces_the_starts_and_loses_none() {
+    five_spaced(&["rate-a@test"], "per_worker").await;
+}
+
+#[tokio::test]
 async fn a_fleet_wide_rate_holds_for_two_workers_together() {
-    let f = fleet(&["rate-a@test", "rate-b@test"]).await;
-    let starts = f.run_all("fleet_wide", 5).await;
-    assert_eq!(starts.len(), 5, "each ran once");
-    spaced(&starts, 0.5);
-    assert_eq!(
-        f.stop().await,
-        (0, 0, 0),
-        "nothing left held, queued or scheduled"
-    );
+    five_spaced(&["rate-a@test", "rate-b@test"], "fleet_wide").await;
 }
 
 /// A start its task's `admit` refuses did not happen: it uses up none of the rate. (The rate
@@ -331,22 +285,7 @@ async fn a_start_refused_a_place_uses_up_none_of_its_rate() {
 async fn a_place_refused_for_ever_waits_a_day_at_most() {
     let f = fleet(&["rate-a@test"]).await;
     let never = f.send("never").await;
-    let mut conn = f.conn.clone();
-    let began = Instant::now();
-    let scheduled: Vec<(String, f64)> = loop {
-        let entries: Vec<(String, f64)> = conn
-            .zrange_withscores("fleet:scheduled:celery", 0, -1)
-            .await
-            .unwrap();
-        if !entries.is_empty() || began.elapsed() > WAIT {
-            break entries;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
-    assert!(scheduled[0].0.contains(&never.id));
-    let (secs, micros): (f64, f64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    let wait = scheduled[0].1 - (secs + micros / 1e6);
+    let wait = f.put_off(&never).await;
     assert!((86_000.0..=86_400.0).contains(&wait), "{wait}");
     assert_eq!(f.stop().await, (0, 0, 1));
 }
@@ -452,22 +391,7 @@ async fn remote_control_changes_a_rate_at_run_time_with_celerys_replies() {
     assert_eq!(f.state(&first).await.status, TaskState::Success);
     // The next one waits in the schedule, for about a minute.
     let second = f.send("quick").await;
-    let mut conn = f.conn.clone();
-    let began = Instant::now();
-    let scheduled: Vec<(String, f64)> = loop {
-        let entries: Vec<(String, f64)> = conn
-            .zrange_withscores("fleet:scheduled:celery", 0, -1)
-            .await
-            .unwrap();
-        if !entries.is_empty() || began.elapsed() > WAIT {
-            break entries;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(scheduled.len(), 1, "{scheduled:?}");
-    assert!(scheduled[0].0.contains(&second.id));
-    let (secs, micros): (f64, f64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    let wait = scheduled[0].1 - (secs + micros / 1e6);
+    let wait = f.put_off(&second).await;
     assert!((50.0..=60.0).contains(&wait), "{wait}");
     // Disabled: the next one runs at once (the one put off still waits its turn).
     assert_eq!(

@@ -13,6 +13,38 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use testkit::TestRedis;
 
+/// Defines a test task of no parameters (any kwargs accepted) and no output: its type, its
+/// name, the [`Options`] fields it sets over the defaults, and its body (given the context).
+/// `test_task!(Hang = "hang" {} |_| std::future::pending().await);`
+macro_rules! test_task {
+    ($(#[$doc:meta])* $ty:ident = $name:literal { $($field:ident: $value:expr),* $(,)? } |$ctx:pat_param| $body:expr) => {
+        $(#[$doc])*
+        pub struct $ty;
+
+        impl celery_redis::task::Task for $ty {
+            const NAME: &'static str = $name;
+            const PARAMS: &'static [&'static str] = &[];
+            type Args = serde_json::Map<String, serde_json::Value>;
+            type Output = ();
+
+            fn options() -> celery_redis::task::Options {
+                celery_redis::task::Options {
+                    $($field: $value,)*
+                    ..celery_redis::task::Options::default()
+                }
+            }
+
+            async fn run(
+                $ctx: &celery_redis::task::TaskContext<'_>,
+                _: Self::Args,
+            ) -> Result<(), celery_redis::task::TaskError> {
+                $body
+            }
+        }
+    };
+}
+pub(crate) use test_task;
+
 /// Returns what it sees of its request.
 pub struct Echo;
 
@@ -39,69 +71,21 @@ impl Task for Echo {
     }
 }
 
-/// Always asks to be retried; allowed none.
-pub struct Flaky;
+test_task!(
+    /// Always asks to be retried; allowed none.
+    Flaky = "flaky" { max_retries: Some(0) } |_| Err(TaskError::Retry(
+        celery_redis::result::ExceptionInfo::new("builtins", "RuntimeError", "try again")
+    ))
+);
 
-impl Task for Flaky {
-    const NAME: &'static str = "flaky";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
+test_task!(
+    /// Never ends by itself: its time limit stops it.
+    Slow = "slow" { time_limit: Some(0.2) } |_| std::future::pending().await
+);
 
-    fn options() -> Options {
-        Options {
-            max_retries: Some(0),
-            ..Options::default()
-        }
-    }
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        Err(TaskError::Retry(celery_redis::result::ExceptionInfo::new(
-            "builtins",
-            "RuntimeError",
-            "try again",
-        )))
-    }
-}
-
-/// Never ends by itself: its time limit stops it.
-pub struct Slow;
-
-impl Task for Slow {
-    const NAME: &'static str = "slow";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            time_limit: Some(0.2),
-            ..Options::default()
-        }
-    }
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        std::future::pending().await
-    }
-}
-
-/// Stores no result; sends an `echo` and a `routed` on.
-pub struct Quiet;
-
-impl Task for Quiet {
-    const NAME: &'static str = "quiet";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            ignore_result: true,
-            ..Options::default()
-        }
-    }
-
-    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+test_task!(
+    /// Stores no result; sends an `echo` and a `routed` on.
+    Quiet = "quiet" { ignore_result: true } |ctx| {
         let kwargs = |v: Value| v.as_object().cloned().unwrap_or_default();
         ctx.send(ctx.child(Routed::NAME, Map::new()));
         let mut echo = ctx.child(Echo::NAME, kwargs(json!({"a": "child"})));
@@ -109,73 +93,33 @@ impl Task for Quiet {
         ctx.send(echo);
         ctx.commit()
     }
-}
+);
 
-/// Sent to its own queue when no route names it.
-pub struct Routed;
+test_task!(
+    /// Sent to its own queue when no route names it.
+    Routed = "routed" { queue: Some("elsewhere") } |_| Ok(())
+);
 
-impl Task for Routed {
-    const NAME: &'static str = "routed";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
+test_task!(
+    /// Needs a dependency the worker was not given.
+    Needy = "needy" {} |ctx| ctx.dep::<std::net::SocketAddr>().map(|_| ())
+);
 
-    fn options() -> Options {
-        Options {
-            queue: Some("elsewhere"),
-            ..Options::default()
-        }
-    }
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
-
-/// Needs a dependency the worker was not given.
-pub struct Needy;
-
-impl Task for Needy {
-    const NAME: &'static str = "needy";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        ctx.dep::<std::net::SocketAddr>().map(|_| ())
-    }
-}
-
-/// Says it started, then waits to be let go: acknowledged at its start and no STARTED stored,
-/// against the worker's settings (acks late, track started).
-pub struct Gated;
-
-#[derive(Default)]
-pub struct Gate {
-    pub started: tokio::sync::Notify,
-    pub release: tokio::sync::Notify,
-}
-
-impl Task for Gated {
-    const NAME: &'static str = "gated";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            acks_late: Some(false),
-            track_started: Some(false),
-            ..Options::default()
-        }
-    }
-
-    async fn run(ctx: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
+test_task!(
+    /// Says it started, then waits to be let go: acknowledged at its start and no STARTED
+    /// stored, against the worker's settings (acks late, track started).
+    Gated = "gated" { acks_late: Some(false), track_started: Some(false) } |ctx| {
         let gate = ctx.dep::<std::sync::Arc<Gate>>()?;
         gate.started.notify_one();
         gate.release.notified().await;
         Ok(())
     }
+);
+
+#[derive(Default)]
+pub struct Gate {
+    pub started: tokio::sync::Notify,
+    pub release: tokio::sync::Notify,
 }
 
 /// Asks for retries with the task's own backoff (no jitter), or after a countdown when called
@@ -258,26 +202,10 @@ impl Task for Spin {
     }
 }
 
-/// Blocking, and panics on its thread.
-pub struct Boom;
-
-impl Task for Boom {
-    const NAME: &'static str = "boom";
-    const PARAMS: &'static [&'static str] = &[];
-    type Args = Map<String, Value>;
-    type Output = ();
-
-    fn options() -> Options {
-        Options {
-            blocking: true,
-            ..Options::default()
-        }
-    }
-
-    async fn run(_: &TaskContext<'_>, _: Self::Args) -> Result<(), TaskError> {
-        panic!("boom")
-    }
-}
+test_task!(
+    /// Blocking, and panics on its thread.
+    Boom = "boom" { blocking: true } |_| panic!("boom")
+);
 
 pub struct Running {
     pub _redis: TestRedis,
