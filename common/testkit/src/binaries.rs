@@ -18,6 +18,7 @@ pub type Env<'a> = &'a [(&'a str, String)];
 pub struct Binaries {
     /// The `REDIS_URL` every started binary gets (its `env` may override it).
     pub url: String,
+    /// The client the typed helpers (post an order, read a status) use.
     pub http: reqwest::Client,
     worker_bin: PathBuf,
     /// A program and its arguments that each binary is started under (empty: none).
@@ -27,7 +28,9 @@ pub struct Binaries {
 /// One started binary and the address it listens on (the worker's metrics address), read from
 /// the process's own sockets, not from a log line.
 pub struct Running {
+    /// The child process (killed when dropped).
     pub proc: Proc,
+    /// The address it listens on.
     pub addr: SocketAddr,
     /// `http://<addr>`
     pub url: String,
@@ -36,8 +39,11 @@ pub struct Running {
 /// One of the project's three binaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binary {
+    /// `worker`: runs the tasks; listens for `/metrics`.
     Worker,
+    /// `service-order`: the order API.
     Order,
+    /// `service-notification`: the notification API.
     Notification,
 }
 
@@ -56,8 +62,11 @@ impl Binary {
 /// A `202 Accepted` reply to `POST /orders`, typed.
 #[derive(Debug, Clone)]
 pub struct Accepted {
+    /// The order's id (the one posted, or the one generated).
     pub order_id: String,
+    /// Its `process_order` task's id.
     pub task_id: String,
+    /// Where its status is read (`/orders/{id}`).
     pub status_url: String,
 }
 

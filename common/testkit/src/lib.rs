@@ -12,6 +12,8 @@
 //! - [`tempdir`] — a directory removed when dropped.
 //! - [`tracker`] — [`Tracker`], the results a suite under faults waits for.
 
+#![warn(missing_docs)]
+
 use std::time::Duration;
 
 pub mod binaries;

@@ -83,7 +83,9 @@ pub fn lines_until_all(
 
 /// A child process (one of the project's binaries) killed when dropped.
 pub struct Proc {
+    /// The running process.
     pub child: Child,
+    /// Its name in failure messages.
     pub name: String,
 }
 

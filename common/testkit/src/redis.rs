@@ -67,6 +67,7 @@ impl TestRedis {
         self.restart();
     }
 
+    /// The free port it listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -76,6 +77,7 @@ impl TestRedis {
         self.child.id()
     }
 
+    /// `redis://127.0.0.1:<port>/0`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -90,6 +92,7 @@ impl TestRedis {
         celery_redis::conn::RedisUrl::parse(&self.url()).expect("valid url")
     }
 
+    /// A redis-rs client of [`TestRedis::url`].
     pub fn client(&self) -> redis::Client {
         celery_redis::conn::RedisUrl::parse(&self.url())
             .expect("valid url")
@@ -108,6 +111,7 @@ impl TestRedis {
             .expect("CONFIG SET on the test redis");
     }
 
+    /// A connection to it, with no response timeout (a test may block on purpose).
     pub async fn manager(&self) -> Conn {
         let waits = celery_redis::conn::Waits {
             response: None,

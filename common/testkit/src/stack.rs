@@ -16,6 +16,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// A private Redis and the binaries on it: every [`Binaries`] method (`worker`, `order`,
 /// `notification`, `admin`, `metrics`, ...) is a `Stack`'s too.
 pub struct Stack {
+    /// The private redis-server the binaries run on.
     pub redis: TestRedis,
     binaries: Binaries,
 }

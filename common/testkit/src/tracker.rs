@@ -14,7 +14,9 @@ use tokio::sync::{oneshot, Notify};
 /// Ready states seen, how often each task STARTED, and when each became ready.
 #[derive(Default)]
 pub struct Seen {
+    /// The first ready state (SUCCESS, FAILURE...) of each task.
     pub ready: HashMap<String, ResultMeta>,
+    /// How many times each task was seen STARTED.
     pub started: HashMap<String, u32>,
     /// When each ready state arrived, in order.
     pub completions: Vec<Instant>,
@@ -28,10 +30,12 @@ pub struct Seen {
 #[derive(Default)]
 pub struct Tracker {
     seen: Mutex<Seen>,
+    /// Notified at every record, for waiters.
     pub changed: Notify,
 }
 
 impl Tracker {
+    /// What was seen so far (locked: keep the guard short).
     pub fn lock(&self) -> MutexGuard<'_, Seen> {
         self.seen.lock().unwrap()
     }

@@ -5,7 +5,9 @@ use crate::STARTUP;
 /// One request a [`WebhookReceiver`] got.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    /// The request's `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
+    /// The JSON body it posted.
     pub body: serde_json::Value,
 }
 
@@ -13,12 +15,15 @@ pub struct Hit {
 /// 200), or never ([`WebhookReceiver::hanging`]), and reports every request on a channel the
 /// test awaits.
 pub struct WebhookReceiver {
+    /// The URL to give as a notification's `url`.
     pub url: String,
+    /// Every request received, in order.
     pub hits: tokio::sync::mpsc::UnboundedReceiver<Hit>,
     _stop: celery_redis::shutdown::Trigger,
 }
 
 impl WebhookReceiver {
+    /// A receiver answering `statuses` in order, then 200.
     pub async fn start(statuses: Vec<u16>) -> Self {
         Self::serve(statuses, false).await
     }
