@@ -195,12 +195,31 @@ async fn redis_commands(conn: &mut celery_redis::conn::Conn) -> f64 {
     testkit::info_number(conn, "stats", "total_commands_processed").await as f64
 }
 
-/// Ready states published on `celery-task-meta-*`, as (task id, arrival time).
-async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(String, Instant)> {
+/// Ready states published on `celery-task-meta-*`, as (task id, arrival time), while it lives:
+/// dropping it ends its subscription (a subscriber left behind would receive, and make Redis
+/// write to it, every later publish: each costs Redis CPU that is no order's).
+struct Results {
+    rx: mpsc::UnboundedReceiver<(String, Instant)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Results {
+    async fn recv(&mut self) -> Option<(String, Instant)> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Results {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn results_listener(client: redis::Client) -> Results {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.psubscribe("celery-task-meta-*").await.unwrap();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = pubsub.on_message();
         while let Some(msg) = stream.next().await {
             #[derive(serde::Deserialize)]
@@ -216,7 +235,7 @@ async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(Str
             }
         }
     });
-    rx
+    Results { rx, task }
 }
 
 fn worker(stack: &Stack, concurrency: usize) -> Proc {

@@ -237,6 +237,8 @@ pub async fn measure(
             .chunks(PIPELINE)
             .map(|b| pipeline(b, now, unacked))
             .collect();
+        // One subscriber to the results, as in the drain (the bench's own listener).
+        let results = super::results_listener(stack.redis.client()).await;
         if commandstats {
             super::stats::reset(&mut conn, false).await;
         }
@@ -269,6 +271,7 @@ pub async fn measure(
         out.commands
             .0
             .push((redis_commands(&mut conn).await - commands - 2.0) / nf);
+        drop(results);
         let left: (usize, usize) = redis::pipe()
             .cmd("HLEN")
             .arg("unacked")
