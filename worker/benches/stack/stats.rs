@@ -100,8 +100,8 @@ pub async fn print(conn: &mut Conn, what: &str, orders: usize, scripts: bool) {
 }
 
 /// The scripts' calls and time per order, from the slow log, by what their first keys say.
-/// `calls`: the script calls commandstats counted (the slow log read at the end of a drain of
-/// 20,000 orders was found holding only some of them: the line says how many it holds).
+/// `calls`: the script calls commandstats counted, printed beside those the slow log holds (they
+/// differ when the log overflowed).
 async fn print_scripts(conn: &mut Conn, n: usize, calls: f64) {
     let log: Vec<Reply> = redis::cmd("SLOWLOG")
         .arg("GET")
