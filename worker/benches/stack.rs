@@ -8,13 +8,16 @@
 //! 4. `POST /orders` throughput, latency and Redis CPU per request at 1, 16 and 64 connections
 //!    (own tokio client);
 //! 5. peak RSS of the worker and of each service under that load;
-//! 6. workloads 1-3 run by Python Celery 5.7 (prefork 2 and threads) in a venv it creates.
+//! 6. workloads 1-3 run by Python Celery 5.7 in a venv it creates, its drain in four worker
+//!    configurations (prefork 2 and 4, threads 8, two processes of threads 2), the best compared;
+//! 7. the floor (`floor.rs`): the plain commands of the drain's orders sent pipelined, no Lua.
 //!
 //! Knobs: BENCH_DRAIN_TASKS (default 20000), BENCH_REPS (3), BENCH_HTTP_SECS (5), and
-//! BENCH_ONLY, a comma-separated subset of `enqueue,drain,roundtrip,http,celery` (default: all),
+//! BENCH_ONLY, a comma-separated subset of `enqueue,drain,floor,roundtrip,http,celery` (default: all),
 //! for profiling one workload at a time; BENCH_CONCURRENCY, the worker concurrencies the drain
 //! runs at (default `1,8,64`); BENCH_COMMANDSTATS=1 prints Redis's per-command counts and
-//! times for each drain.
+//! times per order for each drain and floor run; `=scripts` adds each script's calls and time
+//! (from a slow log of every command, which costs Redis CPU of its own: not for CPU figures).
 //!
 //! Each cost row is also printed against `baseline.json` (beside this file): the cost per order
 //! of a recorded commit on the development machine, so a cost that creeps in over many changes
@@ -32,6 +35,11 @@ use futures_util::StreamExt;
 use serde_json::{json, Map, Value};
 use testkit::{Proc, Stack, TestRedis};
 use tokio::sync::mpsc;
+
+#[path = "stack/floor.rs"]
+mod floor;
+#[path = "stack/stats.rs"]
+mod stats;
 
 fn knob(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -116,6 +124,17 @@ fn orders(n: usize) -> Vec<TaskMessage> {
         .collect()
 }
 
+/// The drain's orders: each order's id is its task's id.
+fn drain_orders(n: usize) -> Vec<TaskMessage> {
+    orders(n)
+        .into_iter()
+        .map(|mut m| {
+            m.body.kwargs.insert("order_id".into(), json!(m.id.clone()));
+            m
+        })
+        .collect()
+}
+
 async fn flush(conn: &mut celery_redis::conn::Conn) {
     redis::cmd("FLUSHALL")
         .query_async::<()>(conn)
@@ -153,17 +172,54 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU time (user + system) the Redis server has used so far, in seconds, from its `INFO cpu`
+/// (getrusage: finer than the 10 ms ticks of /proc).
+async fn redis_cpu_seconds(conn: &mut celery_redis::conn::Conn) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(':')?;
+            matches!(k, "used_cpu_sys" | "used_cpu_user")
+                .then(|| v.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
 /// Commands the Redis server has executed, those called from scripts included.
 async fn redis_commands(conn: &mut celery_redis::conn::Conn) -> f64 {
     testkit::info_number(conn, "stats", "total_commands_processed").await as f64
 }
 
-/// Ready states published on `celery-task-meta-*`, as (task id, arrival time).
-async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(String, Instant)> {
+/// Ready states published on `celery-task-meta-*`, as (task id, arrival time), while it lives:
+/// dropping it ends its subscription (a subscriber left behind would receive, and make Redis
+/// write to it, every later publish: each costs Redis CPU that is no order's).
+struct Results {
+    rx: mpsc::UnboundedReceiver<(String, Instant)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Results {
+    async fn recv(&mut self) -> Option<(String, Instant)> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Results {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn results_listener(client: redis::Client) -> Results {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.psubscribe("celery-task-meta-*").await.unwrap();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = pubsub.on_message();
         while let Some(msg) = stream.next().await {
             #[derive(serde::Deserialize)]
@@ -179,7 +235,7 @@ async fn results_listener(client: redis::Client) -> mpsc::UnboundedReceiver<(Str
             }
         }
     });
-    rx
+    Results { rx, task }
 }
 
 fn worker(stack: &Stack, concurrency: usize) -> Proc {
@@ -213,6 +269,18 @@ fn worker_with(stack: &Stack, concurrency: usize, extra: Extra) -> Proc {
     stack.worker(&env).proc
 }
 
+/// A drain's name in the table.
+fn label((conc, extra): &(usize, Extra)) -> String {
+    format!(
+        "concurrency {conc}{}",
+        match extra {
+            Extra::Nothing => "",
+            Extra::TaskEvents => ", task events on",
+            Extra::TwoQueues => ", notifications on a second queue",
+        }
+    )
+}
+
 /// One drain measurement per repetition: the rate, and what each order cost in CPU time and
 /// Redis commands (these two are steadier than the rate on a busy host).
 #[derive(Default)]
@@ -232,6 +300,8 @@ struct Rust {
     enqueue_batch: Stat,
     /// Per drain: its concurrency and what else was on.
     drain: Vec<((usize, Extra), Drain)>,
+    /// The floor with kombu's unacked record, and without it.
+    floor: Vec<(&'static str, floor::Floor)>,
     roundtrip: Latency,
     /// Per load: connections, rate, latency, Redis CPU per request (µs).
     http: Vec<(usize, Stat, Latency, Stat)>,
@@ -338,7 +408,7 @@ async fn measure_rust(stack: &Stack, reps: usize, drain_n: usize, http_secs: u64
     }
 
     if selected("drain") {
-        let commandstats = std::env::var_os("BENCH_COMMANDSTATS").is_some();
+        let (commandstats, scriptstats) = stats::wanted();
         let levels = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "1,8,64".into());
         let mut runs: Vec<(usize, Extra)> = levels
             .split(',')
@@ -358,28 +428,20 @@ async fn measure_rust(stack: &Stack, reps: usize, drain_n: usize, http_secs: u64
                 shop::inventory::set_stock(&conn, "A", 1_000_000_000)
                     .await
                     .unwrap();
-                let msgs: Vec<TaskMessage> = orders(drain_n)
-                    .into_iter()
-                    .map(|mut m| {
-                        m.body.kwargs.insert("order_id".into(), json!(m.id.clone()));
-                        m
-                    })
-                    .collect();
+                let msgs = drain_orders(drain_n);
                 let mut pending: HashSet<String> = msgs.iter().map(|m| m.id.clone()).collect();
                 for chunk in msgs.chunks(1000) {
                     broker.publish_many(chunk).await.unwrap();
                 }
                 let mut results = results_listener(redis.client()).await;
                 if commandstats {
-                    redis::cmd("CONFIG")
-                        .arg("RESETSTAT")
-                        .query_async::<()>(&mut conn)
-                        .await
-                        .unwrap();
+                    stats::reset(&mut conn, scriptstats).await;
                 }
                 let w = worker_with(stack, concurrency, extra);
-                let (redis_cpu, commands) =
-                    (cpu_seconds(redis.pid()), redis_commands(&mut conn).await);
+                let (redis_cpu, commands) = (
+                    redis_cpu_seconds(&mut conn).await,
+                    redis_commands(&mut conn).await,
+                );
                 let t = Instant::now();
                 while !pending.is_empty() {
                     let (id, _) = tokio::time::timeout(Duration::from_secs(120), results.recv())
@@ -393,22 +455,36 @@ async fn measure_rust(stack: &Stack, reps: usize, drain_n: usize, http_secs: u64
                 d.worker_us.0.push(cpu_seconds(w.child.id()) / n * 1e6);
                 d.redis_us
                     .0
-                    .push((cpu_seconds(redis.pid()) - redis_cpu) / n * 1e6);
+                    .push((redis_cpu_seconds(&mut conn).await - redis_cpu) / n * 1e6);
+                // Less the INFO cpu and INFO stats of the measurement itself.
                 d.commands
                     .0
-                    .push((redis_commands(&mut conn).await - commands - 1.0) / n);
+                    .push((redis_commands(&mut conn).await - commands - 2.0) / n);
                 if commandstats {
-                    let stats: String = redis::cmd("INFO")
-                        .arg("commandstats")
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    println!("concurrency {concurrency}, {drain_n} orders:\n{stats}");
+                    let what = format!("drain, {}, {drain_n} orders", label(&(concurrency, extra)));
+                    stats::print(&mut conn, &what, drain_n, scriptstats).await;
                 }
                 out.rss_worker = out.rss_worker.max(peak_rss_mb(w.child.id()));
                 w.terminate();
             }
             out.drain.push(((concurrency, extra), d));
+        }
+    }
+
+    if selected("floor") {
+        let commandstats = stats::wanted().0;
+        for (what, unacked) in [
+            (
+                "the claim, STARTED, reservation, confirmation, result and ack",
+                true,
+            ),
+            (
+                "the same without kombu's unacked record (HSET/ZADD, HDEL/ZREM)",
+                false,
+            ),
+        ] {
+            let f = floor::measure(stack, reps, drain_n, unacked, commandstats).await;
+            out.floor.push((what, f));
         }
     }
 
@@ -561,9 +637,31 @@ struct Celery {
     version: String,
     enqueue: Stat,
     enqueue_threads: Stat,
-    drain_prefork: Stat,
-    drain_threads: Stat,
+    /// Per configuration of the Celery workers: its name and drain rate.
+    drain: Vec<(&'static str, Stat)>,
     roundtrip: Latency,
+}
+
+/// The Celery worker configurations the drain tries (`celery_bench.py drain N POOL CONCURRENCY
+/// PROCESSES`); gevent and eventlet are not in the venv.
+const CELERY_DRAINS: [(&str, [&str; 3]); 4] = [
+    ("prefork 2", ["prefork", "2", "1"]),
+    ("prefork 4", ["prefork", "4", "1"]),
+    ("threads 8", ["threads", "8", "1"]),
+    ("2 processes x threads 2", ["threads", "2", "2"]),
+];
+
+impl Celery {
+    fn drain_of(&self, name: &str) -> Option<&Stat> {
+        self.drain.iter().find(|(n, _)| *n == name).map(|(_, s)| s)
+    }
+
+    /// The configuration with the highest median drain rate.
+    fn best(&self) -> Option<&(&'static str, Stat)> {
+        self.drain
+            .iter()
+            .max_by(|a, b| a.1.median().total_cmp(&b.1.median()))
+    }
 }
 
 fn root() -> PathBuf {
@@ -639,8 +737,10 @@ fn measure_celery(redis: &TestRedis, reps: usize) -> Result<Celery, String> {
     };
     let enqueue = rates(&["enqueue", "2000"]);
     let enqueue_threads = rates(&["enqueue", "4000", "8"]);
-    let drain_prefork = rates(&["drain", "2000", "prefork", "2"]);
-    let drain_threads = rates(&["drain", "2000", "threads", "8"]);
+    let drain = CELERY_DRAINS
+        .iter()
+        .map(|(name, [pool, conc, procs])| (*name, rates(&["drain", "2000", pool, conc, procs])))
+        .collect();
     let mut roundtrip = Latency::default();
     for _ in 0..reps {
         let rt = celery_run(&py, redis, &["roundtrip", "300"]);
@@ -651,8 +751,7 @@ fn measure_celery(redis: &TestRedis, reps: usize) -> Result<Celery, String> {
         version,
         enqueue,
         enqueue_threads,
-        drain_prefork,
-        drain_threads,
+        drain,
         roundtrip,
     })
 }
@@ -685,12 +784,16 @@ fn main() {
     );
     let c = celery.as_ref().ok();
     if let Some(c) = c {
+        let drains: Vec<String> = c
+            .drain
+            .iter()
+            .map(|(name, rate)| format!("{name} {}", rate.show("/s")))
+            .collect();
         println!(
-            "celery alone: apply_async {}, from 8 threads {}; drain prefork 2 {}, threads 8 {}; round trip {}",
+            "celery alone: apply_async {}, from 8 threads {}; drain {}; round trip {}",
             c.enqueue.show("/s"),
             c.enqueue_threads.show("/s"),
-            c.drain_prefork.show("/s"),
-            c.drain_threads.show("/s"),
+            drains.join(", "),
             c.roundtrip.show()
         );
     }
@@ -734,26 +837,22 @@ fn main() {
             ratio(rust.enqueue_batch.median(), c_enq)
         );
     }
-    let label = |(conc, extra): &(usize, Extra)| {
-        format!(
-            "concurrency {conc}{}",
-            match extra {
-                Extra::Nothing => "",
-                Extra::TaskEvents => ", task events on",
-                Extra::TwoQueues => ", notifications on a second queue",
-            }
-        )
+    let c_best = c.and_then(Celery::best);
+    let c_drain = match (&celery, c_best) {
+        (Ok(_), Some((name, rate))) => format!("best, {name}: {}", rate.show("/s")),
+        (Err(e), _) => format!("skipped: {e}"),
+        _ => "-".into(),
     };
     for (run, d) in &rust.drain {
         let conc = label(run);
+        let prefork2 = c.and_then(|c| c.drain_of("prefork 2")).map(Stat::median);
         println!(
-            "| drain {drain_n} process_order, {conc} | {} | prefork 2: {}; threads 8: {} | {} |",
+            "| drain {drain_n} process_order, {conc} | {} | {c_drain} | {} |",
             d.rate.show("orders/s"),
-            c_show(|c| &c.drain_prefork),
-            c_show(|c| &c.drain_threads),
-            c.map_or(String::new(), |c| format!(
-                "{} vs prefork",
-                ratio(d.rate.median(), Some(c.drain_prefork.median()))
+            c_best.map_or(String::new(), |(name, rate)| format!(
+                "{} vs best ({name}); {} vs prefork 2",
+                ratio(d.rate.median(), Some(rate.median())),
+                ratio(d.rate.median(), prefork2)
             ))
         );
     }
@@ -768,6 +867,14 @@ fn main() {
         if let Some(line) = against_baseline(run, d) {
             println!("{line}");
         }
+    }
+    for (what, f) in &rust.floor {
+        println!(
+            "| floor: same commands pipelined, no Lua, 64 tasks per pipeline ({what}): Redis CPU per order / Redis commands per order | {:.1} µs / {:.1}; {} | | |",
+            f.redis_us.median(),
+            f.commands.median(),
+            f.rate.show("orders/s")
+        );
     }
     if !rust.roundtrip.p50.0.is_empty() {
         println!(
