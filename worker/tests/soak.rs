@@ -16,15 +16,7 @@ const PER_ROUND: usize = 20_000;
 const RETENTION_SECS: &str = "2";
 
 async fn used_memory(conn: &mut celery_redis::conn::Conn) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("memory")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("used_memory in INFO")
+    testkit::info_number(conn, "memory", "used_memory").await
 }
 
 #[tokio::test]

@@ -283,15 +283,7 @@ async fn a_message_a_python_worker_restored_is_counted_too() {
 }
 
 async fn output_bytes(conn: &mut celery_redis::conn::Conn) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("total_net_output_bytes in INFO")
+    testkit::info_number(conn, "stats", "total_net_output_bytes").await
 }
 
 #[tokio::test]
