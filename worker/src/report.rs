@@ -38,7 +38,7 @@ pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
     };
     let kwargs = match &h.kwargsrepr {
         Some(r) => pyrepr::cut(&pyrepr::shown_text(r)),
-        None => pyrepr::repr(&Value::Object(msg.body.kwargs.clone())),
+        None => pyrepr::kwargs_repr(&msg.body.kwargs),
     };
     let event = [
         ("name", json!(msg.task())),

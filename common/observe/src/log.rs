@@ -83,8 +83,12 @@ tokio::task_local! {
 }
 
 /// Runs `future` with `fields` in every JSON line it logs (changeable inside with [`update`]).
-pub async fn scope<F: Future>(fields: Fields, future: F) -> F::Output {
-    FIELDS.scope(RefCell::new(fields), future).await
+///
+/// A plain function returning the task-local's own future, not an `async fn`: an `async fn`
+/// wrapper keeps both the future it was given and the one it awaits, doubling the size of every
+/// future wrapped in it (a spawned delivery was copied at 27 KB instead of 5).
+pub fn scope<F: Future>(fields: Fields, future: F) -> impl Future<Output = F::Output> {
+    FIELDS.scope(RefCell::new(fields), future)
 }
 
 /// Changes the fields of the enclosing [`scope`]; does nothing outside one.

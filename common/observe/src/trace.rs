@@ -152,9 +152,13 @@ tokio::task_local! {
     static CURRENT: RefCell<Option<TraceContext>>;
 }
 
-/// Runs `future` with `context` as [`current`] (replaceable inside with [`set`]).
-pub async fn scope<F: Future>(context: Option<TraceContext>, future: F) -> F::Output {
-    CURRENT.scope(RefCell::new(context), future).await
+/// Runs `future` with `context` as [`current`] (replaceable inside with [`set`]). Not an
+/// `async fn`, for the reason [`crate::log::scope`] gives.
+pub fn scope<F: Future>(
+    context: Option<TraceContext>,
+    future: F,
+) -> impl Future<Output = F::Output> {
+    CURRENT.scope(RefCell::new(context), future)
 }
 
 /// The context the running task or request is in; `None` outside any [`scope`].

@@ -36,12 +36,12 @@ use crate::report;
 /// refused for lack of memory hands it back at once; then its lease is let go and its slot
 /// (`permit`) freed. Returns whether Redis refused a write for lack of memory (the worker then
 /// pauses its claims).
-pub async fn guarded(
+pub fn guarded(
     ctx: Arc<Context>,
     leases: Leases,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
-) -> bool {
+) -> impl std::future::Future<Output = bool> {
     in_scope(async move {
         let run = AssertUnwindSafe(handle(&ctx, &delivery)).catch_unwind();
         let outcome = match run.await {
@@ -63,14 +63,16 @@ pub async fn guarded(
         drop(permit);
         no_memory
     })
-    .await
 }
 
 /// Runs `delivery` (the whole of one delivery's handling) in a log and trace scope of its own,
-/// which [`handle`] fills in once the message is decoded.
-pub async fn in_scope<F: std::future::Future>(delivery: F) -> F::Output {
+/// which [`handle`] fills in once the message is decoded. Not an `async fn`: see
+/// [`observe::log::scope`] (the spawned future stays the size of the delivery's own).
+pub fn in_scope<F: std::future::Future>(
+    delivery: F,
+) -> impl std::future::Future<Output = F::Output> {
     let fields = observe::log::Fields::default();
-    observe::trace::scope(None, observe::log::scope(fields, delivery)).await
+    observe::trace::scope(None, observe::log::scope(fields, delivery))
 }
 
 /// The task's trace (continued from its headers, or a new root) and ids, put into the

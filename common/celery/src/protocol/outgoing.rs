@@ -125,7 +125,7 @@ impl TaskMessage {
         let body = self.body.to_json();
         // Python's reprs, as Flower and `celery events` show them.
         let args_repr = super::pyrepr::args_repr(&self.body.args);
-        let kwargs_repr = super::pyrepr::repr(&Value::Object(self.body.kwargs.clone()));
+        let kwargs_repr = super::pyrepr::kwargs_repr(&self.body.kwargs);
         let mut prop_extra = Map::new();
         if let Some(expires) = self.expires {
             let ms = (expires - OffsetDateTime::now_utc())

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Longest repr sent (Celery's `resultrepr_maxsize` is 1024); longer ones end in `...`.
 pub const MAX_REPR: usize = 1024;
@@ -14,6 +14,14 @@ pub const MAX_REPR: usize = 1024;
 pub fn repr(value: &Value) -> String {
     let mut out = String::new();
     write_repr(&mut out, value);
+    truncate(out)
+}
+
+/// `repr(kwargs)`: a dict, as Celery's `kwargsrepr` is (the same text as [`repr`] of the
+/// object, without copying the map into a value first).
+pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    write_map(&mut out, kwargs);
     truncate(out)
 }
 
@@ -156,46 +164,58 @@ fn write_repr(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str(out, k);
-                out.push_str(": ");
-                write_repr(out, v);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_map(out, map),
     }
 }
 
-/// A Python string literal: single quotes unless the text has one and no double quote.
+fn write_map(out: &mut String, map: &Map<String, Value>) {
+    out.push('{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_str(out, k);
+        out.push_str(": ");
+        write_repr(out, v);
+    }
+    out.push('}');
+}
+
+/// A Python string literal: single quotes unless the text has one and no double quote. The runs
+/// between characters that need escaping are copied whole (every such character is ASCII, so
+/// each run ends on a character boundary).
 fn write_str(out: &mut String, s: &str) {
     let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
+        b'"'
     } else {
-        '\''
+        b'\''
     };
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
+    let escaped = |b: u8| b == b'\\' || b == quote || b < 0x20 || b == 0x7f;
+    out.push(char::from(quote));
+    let mut rest = s;
+    while let Some(at) = rest.bytes().position(escaped) {
+        out.push_str(rest.get(..at).unwrap_or_default());
+        let Some(&b) = rest.as_bytes().get(at) else {
+            break;
+        };
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            b if b == quote => {
                 out.push('\\');
-                out.push(c);
+                out.push(char::from(b));
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
+            b => {
+                let _ = write!(out, "\\x{b:02x}");
             }
-            c => out.push(c),
         }
+        // `b` is ASCII, so the rest starts on a character boundary.
+        rest = rest.get(at + 1..).unwrap_or_default();
     }
-    out.push(quote);
+    out.push_str(rest);
+    out.push(char::from(quote));
 }
 
 #[cfg(test)]
@@ -242,10 +262,22 @@ mod tests {
         assert_eq!(repr(&json!(2.0)), "2.0");
         assert_eq!(args_repr(&[json!(20)]), "(20,)");
         assert_eq!(args_repr(&[]), "()");
+        let kwargs = json!({"order_id": "o-1", "n": [1, "x"]});
+        assert_eq!(kwargs_repr(kwargs.as_object().unwrap()), repr(&kwargs));
         assert_eq!(
             exception_repr("ValueError", &json!(["bad"])),
             "ValueError('bad')"
         );
+    }
+
+    #[test]
+    fn escapes_anywhere_in_a_string_read_as_python_writes_them() {
+        // Each expected text is Python 3.11's repr() of the same string.
+        assert_eq!(repr(&json!("\\\u{1}é\u{7f}\tend")), r"'\\\x01é\x7f\tend'");
+        assert_eq!(repr(&json!("x'y")), r#""x'y""#);
+        assert_eq!(repr(&json!("\"")), r#"'"'"#);
+        assert_eq!(repr(&json!("ü\nü\n")), r"'ü\nü\n'");
+        assert_eq!(repr(&json!("")), "''");
     }
 
     #[test]
