@@ -67,7 +67,7 @@ impl Body {
     /// Decodes `[args, kwargs, embed]`, refusing more than [`MAX_CANVAS`] signatures in any
     /// list of `embed`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(DecodeError::BodyJson)?;
+        let value: Value = super::from_json_bytes(bytes).map_err(DecodeError::BodyJson)?;
         let Value::Array(mut parts) = value else {
             return Err(DecodeError::BodyShape);
         };

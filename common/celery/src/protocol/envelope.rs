@@ -167,7 +167,7 @@ pub(super) fn empty_object() -> Value {
 impl Envelope {
     /// Parses the JSON of a list entry (no body decoding).
     pub fn from_json(raw: &[u8]) -> Result<Self, DecodeError> {
-        serde_json::from_slice(raw).map_err(DecodeError::Envelope)
+        super::from_json_bytes(raw).map_err(DecodeError::Envelope)
     }
 
     /// The envelope as kombu puts it on a list.

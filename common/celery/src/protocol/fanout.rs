@@ -46,7 +46,7 @@ impl Fanout {
         if raw.len() > MAX_FANOUT_BYTES {
             return Err(DecodeError::TooLarge("broadcast message", MAX_FANOUT_BYTES));
         }
-        let wire: Wire = serde_json::from_slice(raw).map_err(DecodeError::Envelope)?;
+        let wire: Wire = super::from_json_bytes(raw).map_err(DecodeError::Envelope)?;
         if wire.content_type.as_deref() != Some(CONTENT_TYPE_JSON) {
             return Err(DecodeError::ContentType(wire.content_type));
         }
@@ -59,7 +59,7 @@ impl Fanout {
             None => wire.body.into_bytes(),
             Some(other) => return Err(DecodeError::BodyEncoding(other.to_owned())),
         };
-        let body = serde_json::from_slice(&bytes).map_err(DecodeError::BodyJson)?;
+        let body = super::from_json_bytes(&bytes).map_err(DecodeError::BodyJson)?;
         Ok(Fanout { headers, body })
     }
 

@@ -90,11 +90,27 @@ pub fn shown_text(text: &str) -> String {
     out
 }
 
-/// Where the first `http://` or `https://` (any case) starts in `text`.
+/// Where the first `http://` or `https://` (any case) starts in `text`: each `://` found (a
+/// fast substring search) is looked behind for its scheme, instead of trying both schemes at
+/// every character (that was a fifth of the cost of task events).
 fn find_url(text: &str) -> Option<usize> {
-    text.char_indices()
-        .map(|(i, _)| i)
-        .find(|&i| text.get(i..).and_then(shown_url_scheme).is_some())
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = text.get(from..).and_then(|rest| rest.find("://")) {
+        let colon = from.saturating_add(found);
+        let scheme = ["https", "http"].into_iter().find_map(|scheme| {
+            let start = colon.checked_sub(scheme.len())?;
+            let head = bytes.get(start..colon)?;
+            head.eq_ignore_ascii_case(scheme.as_bytes())
+                .then_some(start)
+        });
+        if scheme.is_some() {
+            return scheme;
+        }
+        // `://` is ASCII, so this is a character boundary.
+        from = colon.saturating_add(3);
+    }
+    None
 }
 
 fn shown_url_scheme(s: &str) -> Option<&'static str> {
@@ -102,6 +118,20 @@ fn shown_url_scheme(s: &str) -> Option<&'static str> {
         s.get(..p.len())
             .is_some_and(|head| head.eq_ignore_ascii_case(p))
     })
+}
+
+/// The first byte of `bytes` that is `wanted`: 16 bytes are tested at a time without a branch
+/// (the compiler vectorises that), then the one found is located.
+fn first(bytes: &[u8], wanted: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(16) {
+        if chunk.iter().fold(false, |any, &b| any | wanted(b)) {
+            break;
+        }
+        at += 16;
+    }
+    let from = bytes.get(at..)?;
+    from.iter().position(|&b| wanted(b)).map(|i| at + i)
 }
 
 /// `value` as it may be shown: every http(s) URL in it cut by [`shown_url`].
@@ -193,7 +223,7 @@ fn write_str(out: &mut String, s: &str) {
     let escaped = |b: u8| b == b'\\' || b == quote || b < 0x20 || b == 0x7f;
     out.push(char::from(quote));
     let mut rest = s;
-    while let Some(at) = rest.bytes().position(escaped) {
+    while let Some(at) = first(rest.as_bytes(), escaped) {
         out.push_str(rest.get(..at).unwrap_or_default());
         let Some(&b) = rest.as_bytes().get(at) else {
             break;
@@ -234,6 +264,12 @@ mod tests {
             Some("HTTP://h:8080/...")
         );
         assert_eq!(shown_url("http://h").as_deref(), Some("http://h"));
+        // Found anywhere, in any case, after other text and other `://`s.
+        assert_eq!(
+            shown_text("ré x://y HTTPs://h/p ftp://z xhttp://k/q"),
+            "ré x://y HTTPs://h/... ftp://z xhttp://k/..."
+        );
+        assert_eq!(shown_text("https:/ http:// ://"), "https:/ http:// ://");
         assert_eq!(shown_url("ftp://h/x"), None);
         assert_eq!(shown_url("ht"), None);
         let kwargs = serde_json::json!({"url": hook, "n": [hook, 1]});

@@ -8,6 +8,8 @@
 //! - [`order`] — `process_order` and what it returns;
 //! - [`notification`] — `send_notification`.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -36,7 +38,7 @@ pub trait Contract: Sized + Serialize {
 
     /// Validates a Celery call: positional args are mapped onto [`Self::PARAMS`] first.
     fn from_call(args: &[Value], kwargs: &Map<String, Value>) -> Result<Self, ValidationErrors> {
-        Self::from_kwargs(&merge_args(Self::PARAMS, args, kwargs)?)
+        Self::from_kwargs(&*merge_args(Self::PARAMS, args, kwargs)?)
     }
 
     /// The payload as Celery keyword arguments.
@@ -48,12 +50,16 @@ pub trait Contract: Sized + Serialize {
     }
 }
 
-/// Python's binding of `f(*args, **kwargs)` onto named parameters.
-pub fn merge_args(
+/// Python's binding of `f(*args, **kwargs)` onto named parameters (the keywords as they are,
+/// uncopied, when there are no positional arguments: the usual call).
+pub fn merge_args<'k>(
     params: &[&str],
     args: &[Value],
-    kwargs: &Map<String, Value>,
-) -> Result<Map<String, Value>, ValidationErrors> {
+    kwargs: &'k Map<String, Value>,
+) -> Result<Cow<'k, Map<String, Value>>, ValidationErrors> {
+    if args.is_empty() {
+        return Ok(Cow::Borrowed(kwargs));
+    }
     if args.len() > params.len() {
         return Err(ValidationErrors::single(
             "args",
@@ -73,7 +79,7 @@ pub fn merge_args(
             ));
         }
     }
-    Ok(merged)
+    Ok(Cow::Owned(merged))
 }
 
 /// A contract the HTTP services accept: one task per id, submitted once.
