@@ -341,3 +341,28 @@ fn extended_results_carry_what_celery_stores() {
     }
     assert_eq!(ours, theirs);
 }
+
+/// `Envelope::to_json` writes a plain body as it is, around the rest serialized by serde: the
+/// text must be serde's own, for every captured message and for bodies that need escaping.
+#[test]
+fn envelopes_are_written_exactly_as_serde_writes_them() {
+    let (_, _, raw) = captured_messages().remove(0);
+    for (name, _, raw) in captured_messages() {
+        let envelope = Envelope::from_json(raw.as_bytes()).unwrap();
+        let serde = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(envelope.to_json(), serde, "{name}");
+    }
+    for body in [
+        "",
+        "plain",
+        "a \"quoted\" \\ body",
+        "line\nbreak\u{1}",
+        "ünï/+=",
+    ] {
+        let mut envelope = Envelope::from_json(raw.as_bytes()).unwrap();
+        envelope.body = body.to_owned();
+        let serde = serde_json::to_string(&envelope).unwrap();
+        assert_eq!(envelope.to_json(), serde, "{body:?}");
+        assert_eq!(Envelope::from_json(serde.as_bytes()).unwrap(), envelope);
+    }
+}

@@ -37,6 +37,18 @@ pub struct Envelope {
     pub properties: Properties,
 }
 
+/// [`Envelope`]'s fields borrowed, in its order, for [`Envelope::to_json`].
+#[derive(Serialize)]
+struct Shape<'a> {
+    body: &'a str,
+    #[serde(rename = "content-encoding")]
+    content_encoding: &'a Option<String>,
+    #[serde(rename = "content-type")]
+    content_type: &'a Option<String>,
+    headers: &'a Headers,
+    properties: &'a Properties,
+}
+
 /// Celery's task headers; the 19 standard keys in Python's order, then anything else kept as is.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Headers {
@@ -172,7 +184,21 @@ impl Envelope {
 
     /// The envelope as kombu puts it on a list.
     pub fn to_json(&self) -> String {
-        // Serializing plain data into a String cannot fail.
+        // Serializing plain data into a String cannot fail. A body that needs no escaping (a
+        // base64 one) is put in as it is, the rest serialized around an empty one.
+        if super::needs_no_escape(&self.body) {
+            let rest = serde_json::to_string(&Shape {
+                body: "",
+                content_encoding: &self.content_encoding,
+                content_type: &self.content_type,
+                headers: &self.headers,
+                properties: &self.properties,
+            })
+            .unwrap_or_default();
+            if let Some(json) = super::body_first(&rest, |out| out.push_str(&self.body)) {
+                return json;
+            }
+        }
         serde_json::to_string(self).unwrap_or_default()
     }
 

@@ -89,7 +89,7 @@ impl Fanout {
         routing_key: &str,
     ) -> String {
         let wire = Wire {
-            body: B64.encode(json),
+            body: String::new(),
             content_encoding: Some("utf-8".into()),
             content_type: Some(CONTENT_TYPE_JSON.into()),
             headers: Some(headers),
@@ -108,8 +108,15 @@ impl Fanout {
                 extra: Map::new(),
             },
         };
-        // Serializing plain data into a String cannot fail.
-        serde_json::to_string(&wire).unwrap_or_default()
+        // Serializing plain data into a String cannot fail; the body, base64, goes in as it is.
+        let rest = serde_json::to_string(&wire).unwrap_or_default();
+        super::body_first(&rest, |out| B64.encode_string(json, out)).unwrap_or_else(|| {
+            serde_json::to_string(&Wire {
+                body: B64.encode(json),
+                ..wire
+            })
+            .unwrap_or_default()
+        })
     }
 }
 
@@ -135,5 +142,19 @@ mod tests {
             Fanout::decode(pickled.as_bytes()),
             Err(DecodeError::ContentType(_))
         ));
+    }
+
+    #[test]
+    fn the_body_is_put_in_as_serde_would_write_it() {
+        let json = r#"[{"type":"task-started","uuid":"ü\"x"}]"#;
+        let raw = Fanout::encode_json(json, Map::new(), TRANSIENT, "celeryev", "task.multi");
+        let wire: Wire = serde_json::from_str(&raw).unwrap();
+        assert_eq!(wire.body, B64.encode(json));
+        assert_eq!(serde_json::to_string(&wire).unwrap(), raw);
+        assert!(raw.starts_with(r#"{"body":""#));
+        assert_eq!(
+            Fanout::decode(raw.as_bytes()).unwrap().body[0]["uuid"],
+            "ü\"x"
+        );
     }
 }

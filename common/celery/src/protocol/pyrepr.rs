@@ -125,7 +125,7 @@ fn shown_url_scheme(s: &str) -> Option<&'static str> {
 fn first(bytes: &[u8], wanted: impl Fn(u8) -> bool) -> Option<usize> {
     let mut at = 0;
     for chunk in bytes.chunks_exact(16) {
-        if chunk.iter().fold(false, |any, &b| any | wanted(b)) {
+        if chunk.iter().fold(0u8, |any, &b| any | u8::from(wanted(b))) != 0 {
             break;
         }
         at += 16;
@@ -220,7 +220,8 @@ fn write_str(out: &mut String, s: &str) {
     } else {
         b'\''
     };
-    let escaped = |b: u8| b == b'\\' || b == quote || b < 0x20 || b == 0x7f;
+    // Bitwise, not `||`, so that `first` tests 16 bytes without a branch.
+    let escaped = |b: u8| (b == b'\\') | (b == quote) | (b < 0x20) | (b == 0x7f);
     out.push(char::from(quote));
     let mut rest = s;
     while let Some(at) = first(rest.as_bytes(), escaped) {
