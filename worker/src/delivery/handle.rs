@@ -42,15 +42,17 @@ pub fn guarded(
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = bool> {
+    // Each awaited future boxed: the spawned one stays small, as tokio copies it whole when
+    // it spawns and first polls it.
     in_scope(async move {
-        let run = AssertUnwindSafe(handle(&ctx, &delivery)).catch_unwind();
+        let run = AssertUnwindSafe(Box::pin(handle(&ctx, &delivery))).catch_unwind();
         let outcome = match run.await {
             Ok(outcome) => outcome,
-            Err(_) => poison::panicked(&ctx, &delivery).await,
+            Err(_) => Box::pin(poison::panicked(&ctx, &delivery)).await,
         };
         let no_memory = match outcome {
             Err(e) if e.refused_for_memory() => {
-                crate::upkeep::hand_back_refused(&ctx.broker, &delivery, &e).await;
+                Box::pin(crate::upkeep::hand_back_refused(&ctx.broker, &delivery, &e)).await;
                 true
             }
             Err(e) => {
