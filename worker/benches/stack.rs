@@ -18,6 +18,9 @@
 //! runs at (default `1,8,64`); BENCH_COMMANDSTATS=1 prints Redis's per-command counts and
 //! times per order for each drain and floor run; `=scripts` adds each script's calls and time
 //! (from a slow log of every command, which costs Redis CPU of its own: not for CPU figures).
+//! BENCH_WORKER runs another build's worker binary (an A/B under one bench build; its services
+//! are looked for beside it), BENCH_WORKER_UNDER a program and arguments it is started under
+//! (`instructions.sh` beside this file runs it under cachegrind).
 //!
 //! Each cost row is also printed against `baseline.json` (beside this file): the cost per order
 //! of a recorded commit on the development machine, so a cost that creeps in over many changes
@@ -764,7 +767,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let stack = Stack::new(env!("CARGO_BIN_EXE_worker"));
+    // Another build's worker (an A/B under one bench build), and a program to start it under
+    // (`instructions.sh` counts its instructions with cachegrind).
+    let worker_bin =
+        std::env::var("BENCH_WORKER").unwrap_or_else(|_| env!("CARGO_BIN_EXE_worker").to_owned());
+    let under = std::env::var("BENCH_WORKER_UNDER").unwrap_or_default();
+    let stack = Stack::new(&worker_bin).under(&under.split_whitespace().collect::<Vec<_>>());
     let started = Instant::now();
     let rust = runtime.block_on(measure_rust(&stack, reps, drain_n, http_secs));
     let celery = if selected("celery") {

@@ -44,6 +44,14 @@ impl Stack {
         }
     }
 
+    /// The same stack with every binary started under `prefix` (see [`Binaries::under`]).
+    pub fn under(self, prefix: &[&str]) -> Self {
+        Stack {
+            binaries: self.binaries.under(prefix),
+            ..self
+        }
+    }
+
     /// This Redis's result backend.
     pub async fn results(&self) -> ResultBackend {
         self.redis.results(Duration::from_secs(60)).await
