@@ -42,8 +42,8 @@ pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
     };
     let event = [
         ("name", json!(msg.task())),
-        ("args", json!(args)),
-        ("kwargs", json!(kwargs)),
+        ("args", Value::String(args)),
+        ("kwargs", Value::String(kwargs)),
         ("root_id", json!(h.root_id)),
         ("parent_id", json!(h.parent_id)),
         ("retries", json!(h.retries)),
@@ -82,7 +82,7 @@ pub(crate) fn succeeded(
         return;
     }
     let event = [
-        ("result", json!(pyrepr::repr(result))),
+        ("result", Value::String(pyrepr::repr(result))),
         ("runtime", json!(runtime)),
     ];
     ctx.events.task("task-succeeded", msg.id(), &event);
@@ -108,10 +108,10 @@ pub fn failed(ctx: &Context, msg: &Message, from: &str, exc: &ExceptionInfo, ret
     }
     let exception = pyrepr::exception_repr(&exc.exc_type, &exc.exc_message);
     let event = [
-        ("exception", json!(exception)),
+        ("exception", Value::String(exception)),
         (
             "traceback",
-            json!(format!("{}: {}", exc.exc_type, exc.message())),
+            Value::String(format!("{}: {}", exc.exc_type, exc.message())),
         ),
     ];
     let kind = if retried {
