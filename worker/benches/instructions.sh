@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not on PATH" >&2; exit 1; }
 [[ $# -gt 0 ]] || set -- target/release/worker
-cargo bench -q -p worker --bench stack --no-run 2>/dev/null
+cargo bench -q -p worker --bench stack --no-run
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 printf '%-40s %14s %14s %14s\n' "worker" "plain" "events on" "second queue"
@@ -25,7 +25,11 @@ for bin in "$@"; do
     BENCH_WORKER="$bin" \
       BENCH_WORKER_UNDER="valgrind --tool=cachegrind --cache-sim=no --log-file=/dev/null --cachegrind-out-file=$work/$n/cg.%p" \
       BENCH_ONLY=drain BENCH_CONCURRENCY=64 BENCH_REPS=1 BENCH_DRAIN_TASKS=$n \
-      cargo bench -q -p worker --bench stack >/dev/null 2>&1
+      cargo bench -q -p worker --bench stack >"$work/bench.log" 2>&1 || {
+      echo "instructions.sh: the bench failed for $bin ($n orders):" >&2
+      tail -20 "$work/bench.log" >&2
+      exit 1
+    }
     i=0
     # The three drains ran one after the other: oldest file first.
     for f in $(ls -tr "$work/$n"); do
