@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use celery_redis::broker::Broker;
 use celery_redis::conn::Conn;
+use celery_redis::keys::{self, UNACKED, UNACKED_INDEX};
 use futures_util::StreamExt;
 use redis::Value as Reply;
 use serde_json::Value;
@@ -29,6 +30,8 @@ use super::{drain_orders, flush, redis_commands, redis_cpu_seconds, Stat};
 
 /// Tasks per pipeline, as a worker at concurrency 64 has in flight.
 const PIPELINE: usize = 64;
+/// The queue the orders wait in (priority 0: its list is named as the queue).
+const QUEUE: &str = "celery";
 
 /// Result and reservation lifetime (Celery's `result_expires` default, one day).
 const TTL: u64 = 86_400;
@@ -58,7 +61,10 @@ async fn sample(stack: &Stack, conn: &mut Conn, broker: &Broker) -> Sample {
         .unwrap();
     let msgs = drain_orders(PIPELINE);
     let mut pubsub = stack.redis.client().get_async_pubsub().await.unwrap();
-    pubsub.psubscribe("celery-task-meta-*").await.unwrap();
+    pubsub
+        .psubscribe(format!("{}*", keys::task_meta("")))
+        .await
+        .unwrap();
     broker.publish_many(&msgs).await.unwrap();
     let w = stack
         .worker(&[
@@ -67,7 +73,7 @@ async fn sample(stack: &Stack, conn: &mut Conn, broker: &Broker) -> Sample {
                 "TASK_ROUTES",
                 "send_notification=floor-confirmations".into(),
             ),
-            ("WORKER_QUEUES", "celery".into()),
+            ("WORKER_QUEUES", QUEUE.into()),
             ("RUST_LOG", "warn,worker::worker=info".into()),
         ])
         .proc;
@@ -143,11 +149,11 @@ fn tasks(queued: Vec<String>, s: &Sample) -> Vec<Task> {
                 .unwrap()
                 .to_owned();
             Task {
-                unacked: format!("[{raw}, \"\", \"celery\"]"),
+                unacked: format!("[{raw}, \"\", \"{QUEUE}\"]"),
                 started: s.started.replace(&s.id, &id),
                 reservation_key: shop::keys::order_reservation(&id),
                 confirmation: s.confirmation.replace(&s.id, &id),
-                meta_key: format!("celery-task-meta-{id}"),
+                meta_key: keys::task_meta(&id),
                 success: s.success.replace(&s.id, &id),
                 tag,
             }
@@ -160,12 +166,12 @@ fn tasks(queued: Vec<String>, s: &Sample) -> Vec<Task> {
 fn pipeline(batch: &[Task], now: f64, unacked: bool) -> redis::Pipeline {
     let mut p = redis::pipe();
     for _ in batch {
-        p.cmd("RPOP").arg("celery");
+        p.cmd("RPOP").arg(keys::queue_list(QUEUE, 0));
     }
     if unacked {
         for t in batch {
-            p.cmd("HSET").arg("unacked").arg(&t.tag).arg(&t.unacked);
-            p.cmd("ZADD").arg("unacked_index").arg(now).arg(&t.tag);
+            p.cmd("HSET").arg(UNACKED).arg(&t.tag).arg(&t.unacked);
+            p.cmd("ZADD").arg(UNACKED_INDEX).arg(now).arg(&t.tag);
         }
     }
     for t in batch {
@@ -180,10 +186,12 @@ fn pipeline(batch: &[Task], now: f64, unacked: bool) -> redis::Pipeline {
         let record = r#"{"status":"confirmed"}"#;
         p.cmd("SET").arg(&t.reservation_key).arg(record);
         p.arg("NX").arg("EX").arg(TTL);
-        p.cmd("DECRBY").arg("fleet:stock:A").arg(1);
+        p.cmd("DECRBY").arg(shop::keys::stock("A")).arg(1);
     }
     for t in batch {
-        p.cmd("LPUSH").arg("celery").arg(&t.confirmation);
+        p.cmd("LPUSH")
+            .arg(keys::queue_list(QUEUE, 0))
+            .arg(&t.confirmation);
         p.cmd("SET")
             .arg(&t.meta_key)
             .arg(&t.success)
@@ -193,8 +201,8 @@ fn pipeline(batch: &[Task], now: f64, unacked: bool) -> redis::Pipeline {
     }
     if unacked {
         for t in batch {
-            p.cmd("HDEL").arg("unacked").arg(&t.tag);
-            p.cmd("ZREM").arg("unacked_index").arg(&t.tag);
+            p.cmd("HDEL").arg(UNACKED).arg(&t.tag);
+            p.cmd("ZREM").arg(UNACKED_INDEX).arg(&t.tag);
         }
     }
     p
@@ -210,7 +218,7 @@ pub async fn measure(
     commandstats: bool,
 ) -> Floor {
     let mut conn = stack.redis.manager().await;
-    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let broker = Broker::new(conn.clone(), QUEUE, "test@host");
     let s = sample(stack, &mut conn, &broker).await;
     let mut out = Floor::default();
     for _ in 0..reps {
@@ -222,7 +230,7 @@ pub async fn measure(
             broker.publish_many(chunk).await.unwrap();
         }
         let queued: Vec<String> = redis::cmd("LRANGE")
-            .arg("celery")
+            .arg(keys::queue_list(QUEUE, 0))
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
@@ -274,9 +282,9 @@ pub async fn measure(
         drop(results);
         let left: (usize, usize) = redis::pipe()
             .cmd("HLEN")
-            .arg("unacked")
+            .arg(UNACKED)
             .cmd("LLEN")
-            .arg("celery")
+            .arg(keys::queue_list(QUEUE, 0))
             .query_async(&mut conn)
             .await
             .unwrap();
