@@ -30,7 +30,9 @@ pub mod webhook;
 
 pub use crate::http::{call, queued, service_config};
 pub use crate::process::{listening_addr, listening_addrs, sibling_binary, Proc};
-pub use crate::redis::{free_port, info_number, unreachable_redis_url, TestRedis};
+pub use crate::redis::{
+    command_stats, free_port, info_number, unreachable_redis_url, CommandStat, TestRedis,
+};
 pub use crate::sentinel::TestSentinels;
 pub use crate::stack::{Binaries, Binary, Running, Stack};
 pub use crate::tempdir::{temp_dir, TempDir};

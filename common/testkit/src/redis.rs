@@ -176,6 +176,42 @@ pub fn unreachable_redis_url() -> String {
     format!("redis://127.0.0.1:{}/0", free_port())
 }
 
+/// One line of `INFO commandstats`: a command (`evalsha`, `config|resetstat`...), its calls
+/// and the microseconds spent inside it since the last `CONFIG RESETSTAT`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandStat {
+    /// The command's name as Redis writes it after `cmdstat_`.
+    pub name: String,
+    /// How many times it ran.
+    pub calls: u64,
+    /// Microseconds inside it (parsing and socket I/O are not in it).
+    pub usec: f64,
+}
+
+/// `INFO commandstats`, one row per command Redis has run since the last reset.
+pub async fn command_stats(conn: &mut impl ::redis::aio::ConnectionLike) -> Vec<CommandStat> {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter_map(|l| {
+            let (name, fields) = l.trim_end().strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |k: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))
+            };
+            Some(CommandStat {
+                name: name.to_owned(),
+                calls: field("calls")?.parse().ok()?,
+                usec: field("usec")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 /// A number `INFO <section>` reports as `field:<n>` (`total_commands_processed`,
 /// `used_memory_lua`, ...); panics when it is missing.
 pub async fn info_number(

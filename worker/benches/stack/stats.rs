@@ -48,25 +48,11 @@ pub async fn reset(conn: &mut Conn, scripts: bool) {
 /// time (µs, inside the command: parsing and socket I/O are not in it) and its time per call;
 /// those called from scripts count both in their own line and in the script's (EVALSHA's).
 pub async fn print(conn: &mut Conn, what: &str, orders: usize, scripts: bool) {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
+    let mut rows: Vec<(String, f64, f64)> = testkit::command_stats(conn)
         .await
-        .unwrap();
-    let mut rows: Vec<(String, f64, f64)> = stats
-        .lines()
-        .filter_map(|l| {
-            let (name, fields) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let field = |k: &str| {
-                fields
-                    .split(',')
-                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('='))?
-                    .parse::<f64>()
-                    .ok()
-            };
-            Some((name.to_owned(), field("calls")?, field("usec")?))
-        })
-        .filter(|(name, _, _)| !matches!(name.as_str(), "info" | "config"))
+        .into_iter()
+        .filter(|c| !matches!(c.name.as_str(), "info" | "config" | "config|resetstat"))
+        .map(|c| (c.name, c.calls as f64, c.usec))
         .collect();
     rows.sort_by(|a, b| b.2.total_cmp(&a.2));
     let n = orders as f64;
