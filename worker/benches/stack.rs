@@ -253,6 +253,8 @@ enum Extra {
     TaskEvents,
     /// The chained notifications routed to a second queue, which the same worker consumes.
     TwoQueues,
+    /// A replica attached and `REDIS_WAIT_REPLICAS=1`: each write waits for its copy.
+    WaitReplica,
 }
 
 /// A worker at `concurrency`, with `extra`.
@@ -265,11 +267,37 @@ fn worker_with(stack: &Stack, concurrency: usize, extra: Extra) -> Proc {
         ),
         ("RUST_LOG", "warn,worker::worker=info".into()),
     ];
+    if extra == Extra::WaitReplica {
+        env.push(("REDIS_WAIT_REPLICAS", "1".into()));
+    }
     if extra == Extra::TwoQueues {
         env.push(("TASK_ROUTES", "send_notification=notifications".into()));
         env.push(("WORKER_QUEUES", "celery,notifications".into()));
     }
     stack.worker(&env).proc
+}
+
+/// A replica of `primary`, returned once it is in sync (its link up).
+async fn replica_of(primary: &TestRedis) -> TestRedis {
+    let port = primary.port().to_string();
+    let replica = TestRedis::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let mut conn = replica.manager().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if info.lines().any(|l| l.trim() == "master_link_status:up") {
+            return replica;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A drain's name in the table.
@@ -280,6 +308,7 @@ fn label((conc, extra): &(usize, Extra)) -> String {
             Extra::Nothing => "",
             Extra::TaskEvents => ", task events on",
             Extra::TwoQueues => ", notifications on a second queue",
+            Extra::WaitReplica => ", a replica and REDIS_WAIT_REPLICAS=1",
         }
     )
 }
@@ -423,8 +452,14 @@ async fn measure_rust(stack: &Stack, reps: usize, drain_n: usize, http_secs: u64
         if let Some(&(top, _)) = runs.iter().max_by_key(|(c, _)| *c) {
             runs.push((top, Extra::TaskEvents));
             runs.push((top, Extra::TwoQueues));
+            runs.push((top, Extra::WaitReplica));
         }
         for (concurrency, extra) in runs {
+            // Only for its own drain: a replica costs the primary its replication stream.
+            let _replica = match extra {
+                Extra::WaitReplica => Some(replica_of(redis).await),
+                _ => None,
+            };
             let mut d = Drain::default();
             for _ in 0..reps {
                 flush(&mut conn).await;
