@@ -3,7 +3,8 @@
 //!
 //! 1. enqueue rate through the `celery_redis` producer API, one at a time and in pipelined batches;
 //! 2. drain rate: N `process_order` tasks queued, then a worker at concurrency 1, 8 and 64 (the
-//!    highest again with task events on, and with the notifications routed to a second queue);
+//!    highest again with task events on, with the notifications routed to a second queue, and
+//!    with a replica and `REDIS_WAIT_REPLICAS=1`);
 //! 3. round trip submit -> result through the result backend's pub/sub, p50/p99/max;
 //! 4. `POST /orders` throughput, latency and Redis CPU per request at 1, 16 and 64 connections
 //!    (own tokio client);
