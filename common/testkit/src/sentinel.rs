@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::redis::free_port;
-use crate::tempdir::TempDir;
+use crate::tempdir::{temp_dir as temp, TempDir};
 
 /// The master name the sentinels monitor.
 pub const MASTER: &str = "fleetmaster";
@@ -57,18 +57,56 @@ fn spawn(args: &[String]) -> (Child, Lines) {
     (child, lines)
 }
 
+/// What a server prints when its port was taken between [`free_port`] and its bind (an
+/// outgoing connection of any process may be given that port meanwhile); it then exits.
+const PORT_TAKEN: &str = "Failed listening on port";
+
 impl Server {
-    fn start(args: Vec<String>, port: u16, dir: Arc<TempDir>, ready: &str) -> Self {
-        let (child, lines) = spawn(&args);
-        let server = Server {
-            child,
-            port,
-            lines,
-            args,
-            _dir: dir,
-        };
-        server.wait_lines(ready, 1);
-        server
+    /// A server on a free port (`args` for a port), returned once it printed `ready`; started
+    /// again on another port when the one picked was taken before it could bind.
+    fn start(args: impl Fn(u16) -> Vec<String>, dir: Arc<TempDir>, ready: &str) -> Self {
+        for _ in 0..4 {
+            let port = free_port();
+            let args = args(port);
+            let (child, lines) = spawn(&args);
+            let mut server = Server {
+                child,
+                port,
+                lines,
+                args,
+                _dir: dir.clone(),
+            };
+            match server.wait_first(&[ready, PORT_TAKEN]) {
+                Some(0) => return server,
+                Some(_) => server.kill(),
+                None => server.wait_lines(ready, 1),
+            }
+        }
+        panic!("redis-server found no free port in four tries");
+    }
+
+    /// Which of `needles` a line showed first, waiting up to [`WAIT`]; `None` for neither.
+    fn wait_first(&self, needles: &[&str]) -> Option<usize> {
+        self.wait_until(WAIT, |seen| {
+            needles
+                .iter()
+                .position(|n| seen.iter().any(|l| l.contains(n)))
+        })
+    }
+
+    /// Waits (woken by each new line) until `found` finds something in the lines so far, up to
+    /// `within`.
+    fn wait_until<T>(&self, within: Duration, found: impl Fn(&[String]) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + within;
+        let (seen, changed) = &*self.lines;
+        let mut guard = seen.lock().unwrap();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match found(&guard) {
+                None if !left.is_zero() => guard = changed.wait_timeout(guard, left).unwrap().0,
+                result => return result,
+            }
+        }
     }
 
     /// How many lines so far contain `needle`.
@@ -92,17 +130,9 @@ impl Server {
 
     /// Whether `n` lines contain `needle` within `within`.
     fn wait_lines_for(&self, needle: &str, n: usize, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        let (seen, changed) = &*self.lines;
-        let mut guard = seen.lock().unwrap();
-        while guard.iter().filter(|l| l.contains(needle)).count() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            guard = changed.wait_timeout(guard, left).unwrap().0;
-        }
-        true
+        let enough = |seen: &[String]| seen.iter().filter(|l| l.contains(needle)).count() >= n;
+        self.wait_until(within, |seen| enough(seen).then_some(()))
+            .is_some()
     }
 
     fn kill(&mut self) {
@@ -159,37 +189,38 @@ impl TestSentinels {
     /// Starts the primary, the replica (returns once its first sync finished) and three
     /// sentinels (once each knows the replica and the two other sentinels).
     pub fn start() -> Self {
-        let dir = Arc::new(crate::tempdir::temp_dir("sentinel"));
-        let (p1, p2, dead) = (free_port(), free_port(), free_port());
-        let d1 = crate::tempdir::temp_dir("primary");
+        let dir = Arc::new(temp("sentinel"));
+        let dead = free_port();
+        let d1 = Arc::new(temp("primary"));
         let primary = Server::start(
-            data_args(p1, &d1, None),
-            p1,
-            Arc::new(d1),
+            |port| data_args(port, &d1, None),
+            d1.clone(),
             "Ready to accept connections",
         );
-        let d2 = crate::tempdir::temp_dir("replica");
-        let replica = Server::start(data_args(p2, &d2, Some(p1)), p2, Arc::new(d2), SYNCED);
+        let p1 = primary.port;
+        let d2 = Arc::new(temp("replica"));
+        let replica = Server::start(|port| data_args(port, &d2, Some(p1)), d2.clone(), SYNCED);
         let mut sentinels = Vec::new();
         for i in 0..3 {
-            let port = free_port();
             let conf = dir.path().join(format!("sentinel-{i}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {p1} 2\n\
-                     sentinel auth-pass {MASTER} {PASSWORD}\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 4000\n\
-                     sentinel parallel-syncs {MASTER} 1\n\
-                     sentinel monitor {GHOST} 127.0.0.1 {dead} 2\n",
-                    dir.path().display()
-                ),
-            )
-            .unwrap();
-            let args = vec![conf.to_string_lossy().into_owned(), "--sentinel".into()];
-            sentinels.push(Server::start(args, port, dir.clone(), "+monitor master"));
+            let args = |port: u16| {
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {}\n\
+                         sentinel monitor {MASTER} 127.0.0.1 {p1} 2\n\
+                         sentinel auth-pass {MASTER} {PASSWORD}\n\
+                         sentinel down-after-milliseconds {MASTER} 1000\n\
+                         sentinel failover-timeout {MASTER} 4000\n\
+                         sentinel parallel-syncs {MASTER} 1\n\
+                         sentinel monitor {GHOST} 127.0.0.1 {dead} 2\n",
+                        dir.path().display()
+                    ),
+                )
+                .unwrap();
+                vec![conf.to_string_lossy().into_owned(), "--sentinel".into()]
+            };
+            sentinels.push(Server::start(args, dir.clone(), "+monitor master"));
         }
         for s in &sentinels {
             s.wait_lines("+slave slave", 1);
@@ -306,3 +337,6 @@ impl TestSentinels {
         self.sentinels.iter().map(|s| s.port).collect()
     }
 }
+
+#[cfg(test)]
+mod tests;
