@@ -195,7 +195,8 @@ impl Envelope {
                 properties: &self.properties,
             })
             .unwrap_or_default();
-            if let Some(json) = super::body_first(&rest, |out| out.push_str(&self.body)) {
+            let body = &self.body;
+            if let Some(json) = super::body_first(&rest, body.len(), |out| out.push_str(body)) {
                 return json;
             }
         }

@@ -110,13 +110,17 @@ impl Fanout {
         };
         // Serializing plain data into a String cannot fail; the body, base64, goes in as it is.
         let rest = serde_json::to_string(&wire).unwrap_or_default();
-        super::body_first(&rest, |out| B64.encode_string(json, out)).unwrap_or_else(|| {
-            serde_json::to_string(&Wire {
-                body: B64.encode(json),
-                ..wire
-            })
-            .unwrap_or_default()
-        })
+        // base64 is 4 bytes for every 3 (rounded up).
+        let body_len = json.len().div_ceil(3).saturating_mul(4);
+        super::body_first(&rest, body_len, |out| B64.encode_string(json, out)).unwrap_or_else(
+            || {
+                serde_json::to_string(&Wire {
+                    body: B64.encode(json),
+                    ..wire
+                })
+                .unwrap_or_default()
+            },
+        )
     }
 }
 

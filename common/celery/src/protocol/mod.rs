@@ -27,12 +27,16 @@ pub use limits::{Limits, MAX_DELIVERIES, MAX_MESSAGE_BYTES};
 pub use outgoing::TaskMessage;
 
 /// The JSON text of a message whose first field is `"body"`: `rest` is the message serialized
-/// with an empty body, and `write_body` appends the body's text, which must need no JSON escape
-/// (base64 never does). serde_json escapes a string by testing each byte; the body is most of a
-/// message's bytes, and was the biggest cost of writing one.
-pub(crate) fn body_first(rest: &str, write_body: impl FnOnce(&mut String)) -> Option<String> {
+/// with an empty body, and `write_body` appends the body's text (about `body_len` bytes), which
+/// must need no JSON escape (base64 never does). serde_json escapes a string by testing each
+/// byte; the body is most of a message's bytes, and was the biggest cost of writing one.
+pub(crate) fn body_first(
+    rest: &str,
+    body_len: usize,
+    write_body: impl FnOnce(&mut String),
+) -> Option<String> {
     let tail = rest.strip_prefix(r#"{"body":"""#)?;
-    let mut out = String::with_capacity(rest.len().saturating_add(2048));
+    let mut out = String::with_capacity(rest.len().saturating_add(body_len));
     out.push_str(r#"{"body":""#);
     write_body(&mut out);
     out.push('"');
@@ -40,16 +44,25 @@ pub(crate) fn body_first(rest: &str, write_body: impl FnOnce(&mut String)) -> Op
     Some(out)
 }
 
-/// Whether `text` can stand in a JSON string as it is: no quote, backslash or control byte
-/// (16 bytes tested at a time, without a branch).
+/// Whether `text` can stand in a JSON string as it is: no quote, backslash or control byte.
 pub(crate) fn needs_no_escape(text: &str) -> bool {
-    // Bitwise, not `&&`: a short-circuit is a branch per byte, and nothing is vectorised.
-    let escaped = |b: u8| u8::from((b == b'"') | (b == b'\\') | (b < 0x20));
-    let mut chunks = text.as_bytes().chunks_exact(16);
-    let plain = chunks
-        .by_ref()
-        .all(|chunk| chunk.iter().fold(0, |any, &b| any | escaped(b)) == 0);
-    plain && chunks.remainder().iter().all(|&b| escaped(b) == 0)
+    first_byte(text.as_bytes(), |b| (b == b'"') | (b == b'\\') | (b < 0x20)).is_none()
+}
+
+/// The first byte of `bytes` that is `wanted`: 16 bytes are tested at a time without a branch,
+/// which the compiler vectorises, then the one found is located. `wanted` must be bitwise (`|`,
+/// not `||`): a short-circuit is a branch per byte and nothing is vectorised (9 instructions a
+/// byte instead of ~1.2, measured).
+pub(crate) fn first_byte(bytes: &[u8], wanted: impl Fn(u8) -> bool) -> Option<usize> {
+    let mut at = 0;
+    for chunk in bytes.chunks_exact(16) {
+        if chunk.iter().fold(0u8, |any, &b| any | u8::from(wanted(b))) != 0 {
+            break;
+        }
+        at += 16;
+    }
+    let from = bytes.get(at..)?;
+    from.iter().position(|&b| wanted(b)).map(|i| at + i)
 }
 
 /// Parses JSON bytes as serde_json would from a slice, with the UTF-8 checked once for the
@@ -61,5 +74,25 @@ pub(crate) fn from_json_bytes<T: serde::de::DeserializeOwned>(
     match std::str::from_utf8(bytes) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_first_byte_is_found_in_any_chunk_and_in_the_remainder() {
+        for len in [0, 1, 15, 16, 17, 33, 47] {
+            let plain = "a".repeat(len);
+            assert!(super::needs_no_escape(&plain), "{len}");
+            for at in 0..len {
+                let mut text = plain.clone().into_bytes();
+                text[at] = b'"';
+                let text = String::from_utf8(text).unwrap();
+                assert_eq!(super::first_byte(text.as_bytes(), |b| b == b'"'), Some(at));
+                assert!(!super::needs_no_escape(&text), "{len} {at}");
+            }
+        }
+        assert!(super::needs_no_escape("ünï/+= \u{7f}"));
+        assert!(!super::needs_no_escape(&format!("{}\u{1}", "x".repeat(20))));
     }
 }

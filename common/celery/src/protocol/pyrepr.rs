@@ -120,20 +120,6 @@ fn shown_url_scheme(s: &str) -> Option<&'static str> {
     })
 }
 
-/// The first byte of `bytes` that is `wanted`: 16 bytes are tested at a time without a branch
-/// (the compiler vectorises that), then the one found is located.
-fn first(bytes: &[u8], wanted: impl Fn(u8) -> bool) -> Option<usize> {
-    let mut at = 0;
-    for chunk in bytes.chunks_exact(16) {
-        if chunk.iter().fold(0u8, |any, &b| any | u8::from(wanted(b))) != 0 {
-            break;
-        }
-        at += 16;
-    }
-    let from = bytes.get(at..)?;
-    from.iter().position(|&b| wanted(b)).map(|i| at + i)
-}
-
 /// `value` as it may be shown: every http(s) URL in it cut by [`shown_url`].
 pub fn shown(value: &Value) -> Value {
     match value {
@@ -220,11 +206,11 @@ fn write_str(out: &mut String, s: &str) {
     } else {
         b'\''
     };
-    // Bitwise, not `||`, so that `first` tests 16 bytes without a branch.
+    // Bitwise, not `||`: see `first_byte`.
     let escaped = |b: u8| (b == b'\\') | (b == quote) | (b < 0x20) | (b == 0x7f);
     out.push(char::from(quote));
     let mut rest = s;
-    while let Some(at) = first(rest.as_bytes(), escaped) {
+    while let Some(at) = super::first_byte(rest.as_bytes(), escaped) {
         out.push_str(rest.get(..at).unwrap_or_default());
         let Some(&b) = rest.as_bytes().get(at) else {
             break;
