@@ -79,7 +79,7 @@ impl Server {
             match server.wait_first(&[ready, PORT_TAKEN]) {
                 Some(0) => return server,
                 Some(_) => server.kill(),
-                None => server.wait_lines(ready, 1),
+                None => server.give_up(ready, 1),
             }
         }
         panic!("redis-server found no free port in four tries");
@@ -119,13 +119,18 @@ impl Server {
     /// with the server's last lines.
     fn wait_lines(&self, needle: &str, n: usize) {
         if !self.wait_lines_for(needle, n, WAIT) {
-            let seen = self.lines.0.lock().unwrap();
-            let tail = seen[seen.len().saturating_sub(20)..].join("\n");
-            panic!(
-                "no {n} lines with {needle:?} from the server on port {} within {WAIT:?}; its last lines:\n{tail}",
-                self.port
-            );
+            self.give_up(needle, n);
         }
+    }
+
+    /// Panics: no `n` lines with `needle` came within [`WAIT`]; with the server's last lines.
+    fn give_up(&self, needle: &str, n: usize) -> ! {
+        let seen = self.lines.0.lock().unwrap();
+        let tail = seen[seen.len().saturating_sub(20)..].join("\n");
+        panic!(
+            "no {n} lines with {needle:?} from the server on port {} within {WAIT:?}; its last lines:\n{tail}",
+            self.port
+        );
     }
 
     /// Whether `n` lines contain `needle` within `within`.
