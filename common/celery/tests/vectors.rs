@@ -366,3 +366,114 @@ fn envelopes_are_written_exactly_as_serde_writes_them() {
         assert_eq!(Envelope::from_json(serde.as_bytes()).unwrap(), envelope);
     }
 }
+
+/// Strings that need every kind of JSON escape, and some that need none.
+fn hostile_strings() -> Vec<String> {
+    let mut out: Vec<String> = (0u32..0x80)
+        .filter_map(char::from_u32)
+        .filter(|c| !c.is_ascii_alphanumeric())
+        .map(|c| format!("{}{c}z", "a".repeat(17)))
+        .collect();
+    out.extend(["", "ünï", "\u{2028}\u{2029}", "😀", "plain-id"].map(String::from));
+    out
+}
+
+/// Every field an envelope writes by hand, set to each hostile string (and the numbers and
+/// optional parts to their other shapes): still serde's text.
+#[test]
+fn envelopes_with_hostile_fields_are_written_as_serde_writes_them() {
+    let (_, _, raw) = captured_messages().remove(0);
+    let base = Envelope::from_json(raw.as_bytes()).unwrap();
+    for s in hostile_strings() {
+        let mut e = base.clone();
+        let h = &mut e.headers;
+        for field in [
+            &mut h.lang,
+            &mut h.shadow,
+            &mut h.eta,
+            &mut h.expires,
+            &mut h.group,
+            &mut h.root_id,
+            &mut h.parent_id,
+            &mut h.argsrepr,
+            &mut h.kwargsrepr,
+            &mut h.origin,
+        ] {
+            *field = Some(s.clone());
+        }
+        h.task = s.clone();
+        h.id = s.clone();
+        h.group_index = Some(-3);
+        h.retries = i64::MAX;
+        h.timelimit = [Some(1.5), Some(1e300)];
+        h.stamped_headers = Some(serde_json::json!([s]));
+        h.stamps = serde_json::json!({ s.as_str(): [s] });
+        h.extra.insert(s.clone(), Value::String(s.clone()));
+        let p = &mut e.properties;
+        for field in [
+            &mut p.correlation_id,
+            &mut p.reply_to,
+            &mut p.body_encoding,
+            &mut p.delivery_tag,
+        ] {
+            *field = Some(s.clone());
+        }
+        p.extra.insert(format!("x{s}"), serde_json::json!({"n": 1}));
+        if let Some(info) = p.delivery_info.as_mut() {
+            info.exchange = s.clone();
+            info.routing_key = s.clone();
+            info.extra.insert(s.clone(), Value::Bool(true));
+        }
+        e.content_type = Some(s.clone());
+        assert_eq!(e.to_json(), serde_json::to_string(&e).unwrap(), "{s:?}");
+        e.properties.delivery_info = None;
+        e.properties.priority = None;
+        e.headers.timelimit = [None, Some(2.0)];
+        e.headers.stamped_headers = None;
+        assert_eq!(e.to_json(), serde_json::to_string(&e).unwrap(), "{s:?}");
+    }
+}
+
+/// Bodies and results are written by hand too: serde's text for every capture and for hostile
+/// values.
+#[test]
+fn bodies_and_results_are_written_as_serde_writes_them() {
+    for (name, _, raw) in captured_messages() {
+        let body = Message::decode(raw.as_bytes()).unwrap().body;
+        let serde = serde_json::to_string(&(&body.args, &body.kwargs, &body.embed)).unwrap();
+        assert_eq!(body.to_json(), serde, "{name}");
+    }
+    let mut metas = Vec::new();
+    for dir in [
+        "worker",
+        "worker_celery54",
+        "worker_extended",
+        "restore",
+        "errback",
+    ] {
+        for file in json_files(dir) {
+            let mut raws = Vec::new();
+            collect_results(&read(&file), &mut raws);
+            metas.extend(
+                raws.iter()
+                    .map(|raw| serde_json::from_str::<ResultMeta>(raw).unwrap()),
+            );
+        }
+    }
+    assert!(metas.len() > 20, "{}", metas.len());
+    for s in hostile_strings() {
+        let value = serde_json::json!({ s.as_str(): [s, 1, -2.5, null, true, {}] });
+        let mut meta = ResultMeta::success(&s, value.clone());
+        meta.traceback = Some(s.clone());
+        meta.group_id = Some(s.clone());
+        meta.parent_id = Some(s.clone());
+        meta.extra.insert(s.clone(), value.clone());
+        metas.push(meta);
+        let mut meta = ResultMeta::pending(&s);
+        meta.status = TaskState::Other(s.clone());
+        metas.push(meta);
+    }
+    for meta in metas {
+        assert_eq!(meta.to_json(), serde_json::to_string(&meta).unwrap());
+    }
+}

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::DecodeError;
+use super::json;
 
 /// Most callbacks, errbacks or chain steps one message may carry.
 pub const MAX_CANVAS: usize = 1000;
@@ -102,8 +103,24 @@ impl Body {
         })
     }
 
-    /// `[args, kwargs, embed]`, serialized in place (a tuple is a JSON array).
+    /// `[args, kwargs, embed]` as serde writes the tuple (written by hand: `json.rs`; an
+    /// embed with signatures in it goes through serde).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&(&self.args, &self.kwargs, &self.embed)).unwrap_or_default()
+        let mut out = String::with_capacity(256);
+        out.push_str("[[");
+        for (i, arg) in self.args.iter().enumerate() {
+            out.push_str(if i == 0 { "" } else { "," });
+            json::value(&mut out, arg);
+        }
+        out.push_str("],");
+        json::object(&mut out, &self.kwargs);
+        out.push(',');
+        if self.embed == Embed::default() {
+            out.push_str(r#"{"callbacks":null,"errbacks":null,"chain":null,"chord":null}"#);
+        } else {
+            json::serde(&mut out, &self.embed);
+        }
+        out.push(']');
+        out
     }
 }

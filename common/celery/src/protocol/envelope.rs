@@ -12,8 +12,11 @@ use time::OffsetDateTime;
 
 use super::body::Body;
 use super::error::DecodeError;
+use super::json::{self, Object};
 use super::limits::Limits;
 use crate::clock;
+
+mod write;
 
 /// The only serializer this fleet speaks; pickle and friends are refused on purpose.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -35,18 +38,6 @@ pub struct Envelope {
     pub headers: Headers,
     /// kombu's message properties.
     pub properties: Properties,
-}
-
-/// [`Envelope`]'s fields borrowed, in its order, for [`Envelope::to_json`].
-#[derive(Serialize)]
-struct Shape<'a> {
-    body: &'a str,
-    #[serde(rename = "content-encoding")]
-    content_encoding: &'a Option<String>,
-    #[serde(rename = "content-type")]
-    content_type: &'a Option<String>,
-    headers: &'a Headers,
-    properties: &'a Properties,
 }
 
 /// Celery's task headers; the 19 standard keys in Python's order, then anything else kept as is.
@@ -182,25 +173,18 @@ impl Envelope {
         super::from_json_bytes(raw).map_err(DecodeError::Envelope)
     }
 
-    /// The envelope as kombu puts it on a list.
+    /// The envelope as kombu puts it on a list: serde's text (its derive is the reference the
+    /// tests hold this to), written by hand for speed (`json.rs`).
     pub fn to_json(&self) -> String {
-        // Serializing plain data into a String cannot fail. A body that needs no escaping (a
-        // base64 one) is put in as it is, the rest serialized around an empty one.
-        if super::needs_no_escape(&self.body) {
-            let rest = serde_json::to_string(&Shape {
-                body: "",
-                content_encoding: &self.content_encoding,
-                content_type: &self.content_type,
-                headers: &self.headers,
-                properties: &self.properties,
-            })
-            .unwrap_or_default();
-            let body = &self.body;
-            if let Some(json) = super::body_first(&rest, body.len(), |out| out.push_str(body)) {
-                return json;
-            }
-        }
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = String::with_capacity(self.body.len().saturating_add(1024));
+        let mut o = Object::new(&mut out);
+        json::string(o.key("body"), &self.body);
+        json::opt_string(o.key("content-encoding"), self.content_encoding.as_deref());
+        json::opt_string(o.key("content-type"), self.content_type.as_deref());
+        self.headers.write_json(o.key("headers"));
+        self.properties.write_json(o.key("properties"));
+        o.end();
+        out
     }
 
     /// kombu's delivery tag, when it has one (a message without one is dead-lettered).

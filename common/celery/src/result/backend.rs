@@ -99,7 +99,7 @@ impl ResultBackend {
     pub fn encode(&self, meta: &ResultMeta) -> Result<Encoded, ResultError> {
         Ok(Encoded {
             key: keys::task_meta(&meta.task_id),
-            json: serde_json::to_string(meta)?,
+            json: meta.to_json(),
             ttl_secs: self.expires.as_secs(),
         })
     }

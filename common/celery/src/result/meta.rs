@@ -160,6 +160,32 @@ pub struct ResultMeta {
 }
 
 impl ResultMeta {
+    /// The stored value's JSON: serde's text (its derive is the reference the tests hold this
+    /// to), written by hand for speed (`protocol::json`).
+    pub fn to_json(&self) -> String {
+        use crate::protocol::json;
+        let mut out = String::with_capacity(256);
+        let mut o = json::Object::new(&mut out);
+        json::string(o.key("status"), self.status.as_str());
+        json::value(o.key("result"), &self.result);
+        json::opt_string(o.key("traceback"), self.traceback.as_deref());
+        match &self.children {
+            Some(children) => json::value(o.key("children"), children),
+            None => o.key("children").push_str("null"),
+        }
+        json::opt_string(o.key("date_done"), self.date_done.as_deref());
+        if let Some(group_id) = &self.group_id {
+            json::string(o.key("group_id"), group_id);
+        }
+        if let Some(parent_id) = &self.parent_id {
+            json::string(o.key("parent_id"), parent_id);
+        }
+        json::string(o.key("task_id"), &self.task_id);
+        o.rest(&self.extra);
+        o.end();
+        out
+    }
+
     fn new(task_id: &str, status: TaskState, result: Value, done: bool) -> Self {
         ResultMeta {
             status,
