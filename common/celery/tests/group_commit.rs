@@ -131,3 +131,46 @@ async fn states_stored_together_share_script_calls_and_fail_alone() {
         TaskState::Started
     );
 }
+
+/// A result key that holds another type (another program's list): that task's end writes no
+/// result and leaves the key as it was, but is still acked and still sends its child; the
+/// task ending beside it in the same batch is stored as usual.
+#[tokio::test]
+async fn a_result_key_of_another_type_is_left_alone_and_the_task_still_ends() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let results = redis.results(Duration::from_secs(600)).await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let tasks: Vec<TaskMessage> = (0..2)
+        .map(|_| TaskMessage::new("process_order", "celery", Map::new()))
+        .collect();
+    broker.publish_many(&tasks).await.unwrap();
+    let held: Vec<_> = broker.claim_many(2).await.unwrap();
+    assert_eq!(held.len(), 2);
+    let foreign = keys::task_meta(&tasks[0].id);
+    let _: () = conn.rpush(&foreign, "not a result").await.unwrap();
+
+    let ends = held.iter().map(|c| {
+        let Claim::Message(d) = c else {
+            panic!("expected a message, got {c:?}")
+        };
+        let id = Envelope::from_json(d.raw.as_bytes()).unwrap().headers.id;
+        let child = TaskMessage::new("send_notification", "notifications", Map::new());
+        let (broker, results, tag) = (broker.clone(), results.clone(), d.tag.clone());
+        async move {
+            let meta = ResultMeta::success(&id, json!("done"));
+            broker
+                .finish(&results, Some(&tag), Some(&meta), &[child])
+                .await
+                .unwrap();
+        }
+    });
+    join_all(ends).await;
+
+    let kept: Vec<String> = conn.lrange(&foreign, 0, -1).await.unwrap();
+    assert_eq!(kept, ["not a result"]);
+    let stored = results.get(&tasks[1].id).await.unwrap();
+    assert_eq!(stored.status, TaskState::Success);
+    assert_eq!(conn.hlen::<_, i64>(keys::UNACKED).await.unwrap(), 0);
+    assert_eq!(conn.llen::<_, i64>("notifications").await.unwrap(), 2);
+}

@@ -18,7 +18,12 @@
 -- Returns 1 when the result was written (or none was asked for), 0 when a SUCCESS was there;
 -- before any write, -1 when the result key holds another type than a string, -(1 + i) when the
 -- i-th list to publish to holds another type than a list (then nothing is done at all).
-if ARGV[2] ~= '' and not writable(KEYS[3], 'string') then return -1 end
+-- The stored result, read once (false: none); GET fails on a key of another type, before any write.
+local current = false
+if ARGV[2] ~= '' then
+  current = redis.pcall('GET', KEYS[3])
+  if type(current) == 'table' then return -1 end
+end
 for i = 10, #KEYS do
   if not writable(KEYS[i], 'list') then return -(i - 8) end
 end
@@ -36,8 +41,10 @@ if ARGV[4] ~= '' and writable(KEYS[4], 'string') and redis.call('GET', KEYS[4]) 
     redis.call('SET', KEYS[4], 'done')
   end
   redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+  -- (A body whose id is this task's own just wrote its result here.)
+  if ARGV[2] ~= '' and KEYS[5] == KEYS[3] then current = redis.call('GET', KEYS[3]) end
 end
-if ARGV[2] ~= '' and stored_success(KEYS[3]) then return 0 end
+if is_success(current) then return 0 end
 for i = 10 + chord_sends, #KEYS do
   redis.call('LPUSH', KEYS[i], ARGV[i - 3])
 end

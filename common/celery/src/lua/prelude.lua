@@ -2,7 +2,8 @@
 -- file to each script, so each rule below has one home:
 --   server_now()                   the server's clock (every time decision uses it)
 --   ack(unacked, index, tag)       kombu's acknowledgement: true when the tag was still held
---   store_result(key, json, ttl)   Celery's SET/SETEX + PUBLISH, never replacing a SUCCESS
+--   store_result(key, json, ttl)   Celery's SET/SETEX + PUBLISH (callers first ask
+--   stored_success(key)/is_success  whether a SUCCESS is there: it is never replaced)
 --   writable(key, kind)            the key is absent or of that type ('list', 'string'...):
 --                                  scripts check every key they write before the first write,
 --                                  so an error inside Redis never leaves a step half done
@@ -22,9 +23,13 @@ local function ack(unacked, index, tag)
   return redis.call('HDEL', unacked, tag) == 1
 end
 
-local function stored_success(key)
-  local current = redis.call('GET', key)
+-- Whether a result's JSON (or false: none stored) is a SUCCESS.
+local function is_success(current)
   return current and string.find(current, '^{%s*"status"%s*:%s*"SUCCESS"') ~= nil
+end
+
+local function stored_success(key)
+  return is_success(redis.call('GET', key))
 end
 
 local function store_result(key, json, ttl)
