@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redis::RedisResult;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,6 +14,7 @@ use crate::conn::Conn;
 use crate::control::Lamport;
 use crate::keys::{Layout, EVENT_EXCHANGE};
 use crate::protocol::fanout::{Fanout, TRANSIENT};
+use crate::protocol::json;
 
 /// Most task events in one `task.multi` message (Celery flushes at 24, or on the next tick).
 pub const MAX_BATCH: usize = 24;
@@ -103,19 +103,13 @@ impl Events {
 
     /// The event `kind` with `fields` (and the task's `uuid`), stamped as Celery's dispatcher
     /// does, as JSON text: written straight from the fields (no JSON tree built per event).
-    fn stamp<'f, F>(&self, kind: &str, uuid: Option<&str>, fields: F) -> String
-    where
-        F: Iterator<Item = (&'f str, &'f Value)> + Clone,
-    {
-        let event = Stamped {
-            fields,
-            uuid,
-            kind,
-            node: &self.node,
-            clock: self.clock.tick(),
-        };
-        // Serializing strings, numbers and JSON values into a String cannot fail.
-        serde_json::to_string(&event).unwrap_or_default()
+    fn stamp<'f>(
+        &self,
+        kind: &str,
+        uuid: Option<&str>,
+        fields: impl Iterator<Item = (&'f str, &'f Value)>,
+    ) -> String {
+        stamped(&self.node, self.clock.tick(), kind, uuid, fields)
     }
 
     /// Publishes one event now, unbatched (worker events, and `task-sent` from producers).
@@ -181,36 +175,35 @@ impl Batcher {
 }
 
 /// One event as Celery's dispatcher stamps it: its own fields, the task's `uuid`, then `type`,
-/// `hostname`, `pid`, `clock`, `timestamp` and `utcoffset`.
-struct Stamped<'a, F> {
-    fields: F,
-    uuid: Option<&'a str>,
-    kind: &'a str,
-    node: &'a str,
+/// `hostname`, `pid`, `clock`, `timestamp` and `utcoffset`; as serde would write it, by hand
+/// (`protocol::json`: serde escapes each string a byte at a time).
+fn stamped<'f>(
+    node: &str,
     clock: u64,
-}
-
-impl<'a, 'f, F> Serialize for Stamped<'a, F>
-where
-    F: Iterator<Item = (&'f str, &'f Value)> + Clone,
-{
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut event = s.serialize_map(None)?;
-        for (k, v) in self.fields.clone() {
-            event.serialize_entry(k, v)?;
-        }
-        if let Some(uuid) = self.uuid {
-            event.serialize_entry("uuid", uuid)?;
-        }
-        event.serialize_entry("type", self.kind)?;
-        event.serialize_entry("hostname", self.node)?;
-        event.serialize_entry("pid", &std::process::id())?;
-        event.serialize_entry("clock", &self.clock)?;
-        event.serialize_entry("timestamp", &crate::clock::unix_now())?;
-        // Hours west of UTC; this process keeps every time in UTC.
-        event.serialize_entry("utcoffset", &0)?;
-        event.end()
+    kind: &str,
+    uuid: Option<&str>,
+    fields: impl Iterator<Item = (&'f str, &'f Value)>,
+) -> String {
+    let mut out = String::with_capacity(512);
+    let mut event = json::Object::new(&mut out);
+    for (k, v) in fields {
+        json::value(event.key(k), v);
     }
+    if let Some(uuid) = uuid {
+        json::string(event.key("uuid"), uuid);
+    }
+    json::string(event.key("type"), kind);
+    json::string(event.key("hostname"), node);
+    json::value(event.key("pid"), &Value::from(std::process::id()));
+    json::value(event.key("clock"), &Value::from(clock));
+    json::value(
+        event.key("timestamp"),
+        &Value::from(crate::clock::unix_now()),
+    );
+    // Hours west of UTC; this process keeps every time in UTC.
+    event.key("utcoffset").push('0');
+    event.end();
+    out
 }
 
 /// Publishes `body` (JSON text: one event, or a list of them) on `channel`.
@@ -235,4 +228,36 @@ fn routing_key(channel: &str) -> &str {
     channel.split_once('/').map_or("", |(_, rest)| {
         rest.split_once('/').map_or("", |(_, rk)| rk)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    #[test]
+    fn a_stamped_event_is_valid_json_with_its_fields_then_the_stamps() {
+        for text in ["plain", "quote \" back \\ nl \n nul \u{0}", "ünï 😀"] {
+            let fields = [("name", json!(text)), ("args", json!([text, 1.5, null]))];
+            let event = super::stamped(
+                text,
+                7,
+                "task-received",
+                Some(text),
+                fields.iter().map(|(k, v)| (*k, v)),
+            );
+            let mut parsed: Value = serde_json::from_str(&event).unwrap();
+            assert!(parsed["timestamp"].as_f64().unwrap() > 1.7e9, "{event}");
+            parsed["timestamp"] = json!(0);
+            let pid = std::process::id();
+            assert_eq!(
+                parsed,
+                json!({"name": text, "args": [text, 1.5, null], "uuid": text, "type": "task-received",
+                    "hostname": text, "pid": pid, "clock": 7, "timestamp": 0, "utcoffset": 0})
+            );
+            assert!(
+                event.starts_with(r#"{"name":"#) && event.ends_with(r#","utcoffset":0}"#),
+                "{event}"
+            );
+        }
+    }
 }
