@@ -4,8 +4,8 @@
 #
 #   worker/benches/lua_costs.sh
 #
-# Redis's Lua hashes every byte of every string it creates (Redis builds Lua 5.1 with `step = 1`
-# in luaS_newlstr, against hash-flooding), so each byte of an envelope that enters a script (a
+# Redis's Lua hashes every byte of every string it makes (its copy of Lua 5.1 has `step = 1` in
+# luaS_newlstr, deps/lua/src/lstring.c), so each byte of an envelope that enters a script (a
 # popped message, a concatenation, an argument) costs time in proportion to its length; a
 # `redis.call` costs a fixed amount besides its command. docs/performance.md uses these figures.
 set -euo pipefail
