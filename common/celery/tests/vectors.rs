@@ -240,9 +240,9 @@ fn handmade_envelopes_are_judged_like_the_tolerance_experiments() {
     }
 }
 
-#[test]
-fn every_result_a_python_worker_wrote_decodes() {
-    let mut seen = BTreeMap::<String, usize>::new();
+/// Every raw result value a Python worker wrote among the captures, with the file it came from.
+fn captured_results() -> Vec<(String, String)> {
+    let mut out = Vec::new();
     for dir in [
         "worker",
         "worker_celery54",
@@ -251,23 +251,26 @@ fn every_result_a_python_worker_wrote_decodes() {
         "errback",
     ] {
         for file in json_files(dir) {
-            let doc = read(&file);
             let mut raws = Vec::new();
-            collect_results(&doc, &mut raws);
-            for raw in raws {
-                let meta: ResultMeta = serde_json::from_str(&raw)
-                    .unwrap_or_else(|e| panic!("{}: {e}: {raw}", file.display()));
-                assert!(!meta.task_id.is_empty());
-                if meta.status == TaskState::Failure || meta.status == TaskState::Revoked {
-                    assert!(
-                        meta.exception().is_some(),
-                        "{}: exception shape",
-                        file.display()
-                    );
-                }
-                *seen.entry(meta.status.as_str().to_owned()).or_default() += 1;
-            }
+            collect_results(&read(&file), &mut raws);
+            let name = file.display().to_string();
+            out.extend(raws.into_iter().map(|raw| (name.clone(), raw)));
         }
+    }
+    out
+}
+
+#[test]
+fn every_result_a_python_worker_wrote_decodes() {
+    let mut seen = BTreeMap::<String, usize>::new();
+    for (file, raw) in captured_results() {
+        let meta: ResultMeta =
+            serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{file}: {e}: {raw}"));
+        assert!(!meta.task_id.is_empty());
+        if meta.status == TaskState::Failure || meta.status == TaskState::Revoked {
+            assert!(meta.exception().is_some(), "{file}: exception shape");
+        }
+        *seen.entry(meta.status.as_str().to_owned()).or_default() += 1;
     }
     for state in ["SUCCESS", "FAILURE", "RETRY", "REVOKED", "STARTED"] {
         assert!(
@@ -443,23 +446,10 @@ fn bodies_and_results_are_written_as_serde_writes_them() {
         let serde = serde_json::to_string(&(&body.args, &body.kwargs, &body.embed)).unwrap();
         assert_eq!(body.to_json(), serde, "{name}");
     }
-    let mut metas = Vec::new();
-    for dir in [
-        "worker",
-        "worker_celery54",
-        "worker_extended",
-        "restore",
-        "errback",
-    ] {
-        for file in json_files(dir) {
-            let mut raws = Vec::new();
-            collect_results(&read(&file), &mut raws);
-            metas.extend(
-                raws.iter()
-                    .map(|raw| serde_json::from_str::<ResultMeta>(raw).unwrap()),
-            );
-        }
-    }
+    let mut metas: Vec<ResultMeta> = captured_results()
+        .iter()
+        .map(|(_, raw)| serde_json::from_str(raw).unwrap())
+        .collect();
     assert!(metas.len() > 20, "{}", metas.len());
     for s in hostile_strings() {
         let value = serde_json::json!({ s.as_str(): [s, 1, -2.5, null, true, {}] });
