@@ -187,7 +187,7 @@ fn stamped<'f>(
     let mut out = String::with_capacity(512);
     let mut event = json::Object::new(&mut out);
     for (k, v) in fields {
-        json::value(event.key(k), v);
+        json::value(event.entry(k), v);
     }
     if let Some(uuid) = uuid {
         json::string(event.key("uuid"), uuid);

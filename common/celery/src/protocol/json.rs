@@ -69,7 +69,7 @@ pub(crate) fn value(out: &mut String, value: &Value) {
 pub(crate) fn object(out: &mut String, map: &Map<String, Value>) {
     let mut fields = Object::new(out);
     for (key, item) in map {
-        value(fields.key(key), item);
+        value(fields.entry(key), item);
     }
     fields.end();
 }
@@ -92,21 +92,36 @@ impl<'a> Object<'a> {
         Object { out, empty: true }
     }
 
-    /// Adds `key`; the caller appends its value to what this returns.
-    pub(crate) fn key(&mut self, key: &str) -> &mut String {
-        if !self.empty {
-            self.out.push(',');
-        }
-        self.empty = false;
+    /// Adds a field the code names (`name` needs no escape: a field name of the protocol);
+    /// the caller appends its value to what this returns.
+    pub(crate) fn key(&mut self, name: &'static str) -> &mut String {
+        debug_assert!(super::needs_no_escape(name), "{name}");
+        self.comma();
+        self.out.push('"');
+        self.out.push_str(name);
+        self.out.push_str("\":");
+        self.out
+    }
+
+    /// Adds a key that came with the data (escaped as it needs); the caller appends its value.
+    pub(crate) fn entry(&mut self, key: &str) -> &mut String {
+        self.comma();
         string(self.out, key);
         self.out.push(':');
         self.out
     }
 
+    fn comma(&mut self) {
+        if !self.empty {
+            self.out.push(',');
+        }
+        self.empty = false;
+    }
+
     /// The fields of `map` after those written so far (serde's `flatten`).
     pub(crate) fn rest(&mut self, map: &Map<String, Value>) {
         for (key, item) in map {
-            value(self.key(key), item);
+            value(self.entry(key), item);
         }
     }
 
