@@ -131,12 +131,12 @@ const SCHEDULED: &str = "fleet:scheduled:";
 
 /// The short-lived list a blocking fetch moves a message into before it is claimed (see `broker`).
 pub fn processing(queue: &str) -> String {
-    format!("{PROCESSING}{queue}")
+    [PROCESSING, queue].concat()
 }
 
 /// Messages with a future `eta`, scored by when they are due (server time, seconds).
 pub fn scheduled(queue: &str) -> String {
-    format!("{SCHEDULED}{queue}")
+    [SCHEDULED, queue].concat()
 }
 
 /// How the key of a task's fleet-wide rate limit begins (its task name follows): the earliest
@@ -145,12 +145,12 @@ const FLEET_RATE: &str = "fleet:rate:";
 
 /// The key of `task`'s fleet-wide rate limit in the default layout.
 pub fn fleet_rate(task: &str) -> String {
-    format!("{FLEET_RATE}{task}")
+    [FLEET_RATE, task].concat()
 }
 
 /// Celery's result key (and the pub/sub channel of the same name).
 pub fn task_meta(task_id: &str) -> String {
-    format!("celery-task-meta-{task_id}")
+    ["celery-task-meta-", task_id].concat()
 }
 
 #[cfg(test)]

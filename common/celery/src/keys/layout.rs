@@ -163,7 +163,7 @@ impl Layout {
     /// The list of `queue` for `step` (one of [`Layout::steps`]).
     pub fn step_list(&self, queue: &str, step: u8) -> String {
         match step {
-            0 => format!("{}{queue}", self.prefix),
+            0 => [self.prefix.as_str(), queue].concat(),
             step => format!("{}{queue}{}{step}", self.prefix, self.sep),
         }
     }
@@ -209,22 +209,22 @@ impl Layout {
 
     /// `key` (a name kombu gives a key, like a reply list's) with the prefix.
     pub fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        [self.prefix.as_str(), key].concat()
     }
 
     /// [`super::processing`] of `queue`, prefixed (one allocation: a claim names it).
     pub fn processing(&self, queue: &str) -> String {
-        format!("{}{PROCESSING}{queue}", self.prefix)
+        [self.prefix.as_str(), PROCESSING, queue].concat()
     }
 
     /// [`super::scheduled`] of `queue`, prefixed.
     pub fn scheduled(&self, queue: &str) -> String {
-        format!("{}{SCHEDULED}{queue}", self.prefix)
+        [self.prefix.as_str(), SCHEDULED, queue].concat()
     }
 
     /// [`super::fleet_rate`] of `task`, prefixed.
     pub fn fleet_rate(&self, task: &str) -> String {
-        format!("{}{FLEET_RATE}{task}", self.prefix)
+        [self.prefix.as_str(), FLEET_RATE, task].concat()
     }
 
     /// kombu's binding table of `exchange` (members `routing_key SEP pattern SEP queue`).
