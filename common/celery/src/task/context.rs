@@ -3,7 +3,6 @@
 //! the worker) — not the worker's internals.
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
@@ -14,21 +13,29 @@ use crate::routes::Routes;
 use super::{Stop, TaskError};
 
 /// A task's dependencies by type (a connection, a client, a setting in a newtype): put in
-/// once when the worker is built, borrowed by every run.
+/// once when the worker is built, borrowed by every run. A handful at most, found by a scan
+/// (a hash map's SipHash cost more than the scan, measured: a task borrows several per run).
 #[derive(Default, Clone)]
 pub struct Deps {
-    by_type: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    by_type: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
 }
 
 impl Deps {
     /// Adds (or replaces) the dependency of type `T`.
     pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
-        self.by_type.insert(TypeId::of::<T>(), Arc::new(value));
+        let id = TypeId::of::<T>();
+        let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
+        match self.by_type.iter_mut().find(|(t, _)| *t == id) {
+            Some(slot) => slot.1 = value,
+            None => self.by_type.push((id, value)),
+        }
     }
 
     /// The dependency of type `T`, if one was put in.
     pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
-        self.by_type.get(&TypeId::of::<T>())?.downcast_ref()
+        let id = TypeId::of::<T>();
+        let (_, value) = self.by_type.iter().find(|(t, _)| *t == id)?;
+        value.downcast_ref()
     }
 }
 
@@ -175,5 +182,26 @@ pub fn traced(msg: TaskMessage) -> TaskMessage {
     match observe::trace::current() {
         Some(trace) => msg.with_headers(trace.child().headers()),
         None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deps;
+
+    #[derive(Debug, PartialEq)]
+    struct Url(&'static str);
+
+    #[test]
+    fn a_dependency_is_found_by_its_type_and_replaced_by_another_of_it() {
+        let mut deps = Deps::default();
+        assert_eq!(deps.get::<Url>(), None);
+        deps.insert(Url("first"));
+        deps.insert(7u32);
+        deps.insert(Url("second"));
+        assert_eq!(deps.get::<Url>(), Some(&Url("second")));
+        assert_eq!(deps.get::<u32>(), Some(&7));
+        assert_eq!(deps.get::<u64>(), None);
+        assert_eq!(deps.by_type.len(), 2, "replaced, not added");
     }
 }
