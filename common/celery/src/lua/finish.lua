@@ -17,7 +17,9 @@
 -- the chord's; ARGV[6+i] the i-th message's envelope (LPUSHed as a producer does).
 -- Returns 1 when the result was written (or none was asked for), 0 when a SUCCESS was there;
 -- before any write, -1 when the result key holds another type than a string, -(1 + i) when the
--- i-th list to publish to holds another type than a list (then nothing is done at all).
+-- i-th list to publish to holds another type than a list (then nothing is done at all); -1 too
+-- when the chord's own messages made the result key a list (the ack and the chord's part done,
+-- nothing else).
 -- The stored result, read once (false: none); GET fails on a key of another type, before any write.
 local current = false
 if ARGV[2] ~= '' then
@@ -41,8 +43,12 @@ if ARGV[4] ~= '' and writable(KEYS[4], 'string') and redis.call('GET', KEYS[4]) 
     redis.call('SET', KEYS[4], 'done')
   end
   redis.call('DEL', KEYS[6], KEYS[7], KEYS[8], KEYS[9])
-  -- (A body whose id is this task's own just wrote its result here.)
-  if ARGV[2] ~= '' and KEYS[5] == KEYS[3] then current = redis.call('GET', KEYS[3]) end
+  -- What the chord wrote may be this task's result key (a body with its own id, a queue of that
+  -- name under an odd prefix): read it again; a list now ends here, nothing more written.
+  if ARGV[2] ~= '' then
+    current = redis.pcall('GET', KEYS[3])
+    if type(current) == 'table' then return -1 end
+  end
 end
 if is_success(current) then return 0 end
 for i = 10 + chord_sends, #KEYS do
