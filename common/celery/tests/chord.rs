@@ -333,3 +333,43 @@ async fn a_member_joined_by_celery_54_and_run_again_here_counts_once() {
     let done = join(&results, "g54", 1, true).await;
     assert_eq!(results_of(&done), vec![json!(0), json!(10)]);
 }
+
+/// Found by this stop's review: under a key prefix that makes a chord message's queue list the
+/// member's own result key (prefix `celery-`, queue `task-meta-t-0`), the finish pushed the
+/// message there and then replaced the list with the member's result. The message is kept now
+/// (no result is stored over it) and the chord is still marked done.
+#[tokio::test]
+async fn a_chord_message_queued_at_the_members_result_key_is_kept() {
+    use celery_redis::broker::Broker;
+    use celery_redis::keys::{self, Layout};
+    use celery_redis::protocol::TaskMessage;
+    use celery_redis::result::ChordEnd;
+    let redis = TestRedis::start();
+    let results = redis.results(Duration::from_secs(600)).await;
+    let mut conn = redis.manager().await;
+    let layout = Layout::new(&[0, 3, 6, 9], keys::SEP, "celery-").unwrap();
+    let broker = Broker::new(conn.clone(), "celery", "rust@test").with_layout(layout);
+    let keys = ChordKeys::new("g");
+    let _: () = conn.set(&keys.claim, "t-0:0").await.unwrap();
+    let end = ChordEnd {
+        keys: keys.clone(),
+        member: "t-0:0".into(),
+        publish: vec![TaskMessage::new(
+            "tsum",
+            "task-meta-t-0",
+            Default::default(),
+        )],
+        body_result: None,
+    };
+    let meta = ResultMeta::success("t-0", json!(1));
+    broker
+        .finish_with(&results, None, Some(&meta), &[], Some(&end))
+        .await
+        .unwrap();
+    let result_key = celery_redis::keys::task_meta("t-0");
+    let queued: Vec<String> = conn.lrange(&result_key, 0, -1).await.unwrap();
+    assert_eq!(queued.len(), 1, "the chord's message is still queued");
+    assert!(queued[0].contains("\"tsum\""), "{queued:?}");
+    let claim: String = conn.get(&keys.claim).await.unwrap();
+    assert_eq!(claim, "done");
+}
