@@ -107,12 +107,9 @@ impl Body {
     /// embed with signatures in it goes through serde).
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(256);
-        out.push_str("[[");
-        for (i, arg) in self.args.iter().enumerate() {
-            out.push_str(if i == 0 { "" } else { "," });
-            json::value(&mut out, arg);
-        }
-        out.push_str("],");
+        out.push('[');
+        json::array(&mut out, &self.args);
+        out.push(',');
         json::object(&mut out, &self.kwargs);
         out.push(',');
         if self.embed == Embed::default() {

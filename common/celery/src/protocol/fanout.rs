@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::envelope::{DeliveryInfo, Properties, CONTENT_TYPE_JSON};
 use super::error::DecodeError;
+use super::json::{self, Object};
 
 /// Largest broadcast payload decoded (a control request is a few hundred bytes).
 pub const MAX_FANOUT_BYTES: usize = 1024 * 1024;
@@ -88,39 +89,35 @@ impl Fanout {
         exchange: &str,
         routing_key: &str,
     ) -> String {
-        let wire = Wire {
-            body: String::new(),
-            content_encoding: Some("utf-8".into()),
-            content_type: Some(CONTENT_TYPE_JSON.into()),
-            headers: Some(headers),
-            properties: Properties {
-                correlation_id: None,
-                reply_to: None,
-                delivery_mode: Some(delivery_mode),
-                delivery_info: Some(DeliveryInfo {
-                    exchange: exchange.to_owned(),
-                    routing_key: routing_key.to_owned(),
-                    extra: Map::new(),
-                }),
-                priority: Some(0),
-                body_encoding: Some("base64".into()),
-                delivery_tag: Some(uuid::Uuid::new_v4().to_string()),
+        let properties = Properties {
+            correlation_id: None,
+            reply_to: None,
+            delivery_mode: Some(delivery_mode),
+            delivery_info: Some(DeliveryInfo {
+                exchange: exchange.to_owned(),
+                routing_key: routing_key.to_owned(),
                 extra: Map::new(),
-            },
+            }),
+            priority: Some(0),
+            body_encoding: Some("base64".into()),
+            delivery_tag: Some(uuid::Uuid::new_v4().to_string()),
+            extra: Map::new(),
         };
-        // Serializing plain data into a String cannot fail; the body, base64, goes in as it is.
-        let rest = serde_json::to_string(&wire).unwrap_or_default();
-        // base64 is 4 bytes for every 3 (rounded up).
+        // The shape of `Wire` as serde writes it, by hand (`json.rs`); base64 is 4 bytes for
+        // every 3 and needs no escape, so it goes in as it is encoded.
         let body_len = json.len().div_ceil(3).saturating_mul(4);
-        super::body_first(&rest, body_len, |out| B64.encode_string(json, out)).unwrap_or_else(
-            || {
-                serde_json::to_string(&Wire {
-                    body: B64.encode(json),
-                    ..wire
-                })
-                .unwrap_or_default()
-            },
-        )
+        let mut out = String::with_capacity(body_len.saturating_add(512));
+        let mut o = Object::new(&mut out);
+        let body = o.key("body");
+        body.push('"');
+        B64.encode_string(json, body);
+        body.push('"');
+        json::string(o.key("content-encoding"), "utf-8");
+        json::string(o.key("content-type"), CONTENT_TYPE_JSON);
+        json::object(o.key("headers"), &headers);
+        properties.write_json(o.key("properties"));
+        o.end();
+        out
     }
 }
 

@@ -51,18 +51,29 @@ pub(crate) fn value(out: &mut String, value: &Value) {
         // Writing to a String cannot fail; a number's Display is its JSON.
         Value::Number(n) => drop(write!(out, "{n}")),
         Value::String(s) => string(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                self::value(out, item);
-            }
-            out.push(']');
-        }
+        Value::Array(items) => array(out, items),
         Value::Object(map) => object(out, map),
     }
+}
+
+/// Appends `value`, or `null`.
+pub(crate) fn opt_value(out: &mut String, item: Option<&Value>) {
+    match item {
+        Some(item) => value(out, item),
+        None => out.push_str("null"),
+    }
+}
+
+/// Appends a JSON array.
+pub(crate) fn array(out: &mut String, items: &[Value]) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        value(out, item);
+    }
+    out.push(']');
 }
 
 /// Appends a JSON object.

@@ -28,24 +28,6 @@ pub use fanout::Fanout;
 pub use limits::{Limits, MAX_DELIVERIES, MAX_MESSAGE_BYTES};
 pub use outgoing::TaskMessage;
 
-/// The JSON text of a message whose first field is `"body"`: `rest` is the message serialized
-/// with an empty body, and `write_body` appends the body's text (about `body_len` bytes), which
-/// must need no JSON escape (base64 never does). serde_json escapes a string by testing each
-/// byte; the body is most of a message's bytes, and was the biggest cost of writing one.
-pub(crate) fn body_first(
-    rest: &str,
-    body_len: usize,
-    write_body: impl FnOnce(&mut String),
-) -> Option<String> {
-    let tail = rest.strip_prefix(r#"{"body":"""#)?;
-    let mut out = String::with_capacity(rest.len().saturating_add(body_len));
-    out.push_str(r#"{"body":""#);
-    write_body(&mut out);
-    out.push('"');
-    out.push_str(tail);
-    Some(out)
-}
-
 /// Whether `text` can stand in a JSON string as it is: no quote, backslash or control byte.
 pub(crate) fn needs_no_escape(text: &str) -> bool {
     first_byte(text.as_bytes(), |b| (b == b'"') | (b == b'\\') | (b < 0x20)).is_none()

@@ -169,10 +169,7 @@ impl ResultMeta {
         json::string(o.key("status"), self.status.as_str());
         json::value(o.key("result"), &self.result);
         json::opt_string(o.key("traceback"), self.traceback.as_deref());
-        match &self.children {
-            Some(children) => json::value(o.key("children"), children),
-            None => o.key("children").push_str("null"),
-        }
+        json::opt_value(o.key("children"), self.children.as_ref());
         json::opt_string(o.key("date_done"), self.date_done.as_deref());
         if let Some(group_id) = &self.group_id {
             json::string(o.key("group_id"), group_id);

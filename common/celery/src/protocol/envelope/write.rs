@@ -30,10 +30,7 @@ impl Headers {
             o.key("replaced_task_nesting"),
             Some(self.replaced_task_nesting),
         );
-        match &self.stamped_headers {
-            Some(v) => json::value(o.key("stamped_headers"), v),
-            None => o.key("stamped_headers").push_str("null"),
-        }
+        json::opt_value(o.key("stamped_headers"), self.stamped_headers.as_ref());
         json::value(o.key("stamps"), &self.stamps);
         o.rest(&self.extra);
         o.end();
@@ -41,7 +38,7 @@ impl Headers {
 }
 
 impl Properties {
-    pub(super) fn write_json(&self, out: &mut String) {
+    pub(in crate::protocol) fn write_json(&self, out: &mut String) {
         let mut o = Object::new(out);
         json::opt_string(o.key("correlation_id"), self.correlation_id.as_deref());
         json::opt_string(o.key("reply_to"), self.reply_to.as_deref());
