@@ -95,14 +95,10 @@ impl Broker {
             .map(|m| self.outgoing(m))
             .collect();
         let one_step = result.is_none() || one_step;
-        let mut encoded = match result {
-            Some(meta) if one_step => Some(results.encode(meta)?),
-            _ => None,
-        };
-        let body = match chord.and_then(|c| c.body_result.as_ref()) {
-            Some(meta) => Some(results.encode(meta)?),
-            None => None,
-        };
+        let mut encoded = result.filter(|_| one_step).map(|meta| results.encode(meta));
+        let body = chord
+            .and_then(|c| c.body_result.as_ref())
+            .map(|meta| results.encode(meta));
         let script_tag = if one_step { tag } else { None };
         let written = loop {
             let mut call = Call::default();
@@ -215,10 +211,7 @@ impl Broker {
             self.finish_in_step(results, None, None, &chord.publish, None)
                 .await?;
             // In the results' database: the body's result and `done`, while `.c` names it.
-            let body = match &chord.body_result {
-                Some(meta) => Some(results.encode(meta)?),
-                None => None,
-            };
+            let body = chord.body_result.as_ref().map(|meta| results.encode(meta));
             let k = &chord.keys;
             let key = body.as_ref().map_or(k.claim.as_str(), |b| b.key.as_str());
             let _: i64 = FINISH

@@ -20,11 +20,16 @@
 -- i-th list to publish to holds another type than a list (then nothing is done at all); -1 too
 -- when the chord's own messages made the result key a list (the ack and the chord's part done,
 -- nothing else).
--- The stored result, read once (false: none); GET fails on a key of another type, before any write.
+-- The stored result (false: none), or nil when the key holds another type (GET fails on it).
+local function stored_result()
+  local value = redis.pcall('GET', KEYS[3])
+  if type(value) == 'table' then return nil end
+  return value
+end
 local current = false
 if ARGV[2] ~= '' then
-  current = redis.pcall('GET', KEYS[3])
-  if type(current) == 'table' then return -1 end
+  current = stored_result()
+  if current == nil then return -1 end
 end
 for i = 10, #KEYS do
   if not writable(KEYS[i], 'list') then return -(i - 8) end
@@ -46,8 +51,8 @@ if ARGV[4] ~= '' and writable(KEYS[4], 'string') and redis.call('GET', KEYS[4]) 
   -- What the chord wrote may be this task's result key (a body with its own id, a queue of that
   -- name under an odd prefix): read it again; a list now ends here, nothing more written.
   if ARGV[2] ~= '' then
-    current = redis.pcall('GET', KEYS[3])
-    if type(current) == 'table' then return -1 end
+    current = stored_result()
+    if current == nil then return -1 end
   end
 end
 if is_success(current) then return 0 end

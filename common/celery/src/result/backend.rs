@@ -96,18 +96,18 @@ impl ResultBackend {
     }
 
     /// The key, JSON and TTL under which `meta` is stored.
-    pub fn encode(&self, meta: &ResultMeta) -> Result<Encoded, ResultError> {
-        Ok(Encoded {
+    pub fn encode(&self, meta: &ResultMeta) -> Encoded {
+        Encoded {
             key: keys::task_meta(&meta.task_id),
             json: meta.to_json(),
             ttl_secs: self.expires.as_secs(),
-        })
+        }
     }
 
     /// Writes `meta` and PUBLISHes it in one step; a SUCCESS already stored is never replaced.
     /// Returns whether the value was written.
     pub async fn store(&self, meta: &ResultMeta) -> Result<bool, ResultError> {
-        let encoded = self.encode(meta)?;
+        let encoded = self.encode(meta);
         let mut call = Call::default();
         call.key(encoded.key)
             .arg(encoded.json)
@@ -126,7 +126,7 @@ impl ResultBackend {
         let mut invocation = REVOKE_RESULT.prepare_invoke();
         invocation.arg(self.expires.as_secs());
         for id in task_ids {
-            let encoded = self.encode(&ResultMeta::revoked(id, "revoked"))?;
+            let encoded = self.encode(&ResultMeta::revoked(id, "revoked"));
             invocation.key(encoded.key).arg(encoded.json);
         }
         let written: usize = invocation.invoke_async(&mut self.conn.clone()).await?;
