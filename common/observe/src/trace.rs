@@ -7,7 +7,6 @@
 //! `tracestate` is passed through when it is short and printable, dropped otherwise.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::future::Future;
 
 /// The W3C header (and Celery message header) that carries the trace id, the parent span's id
@@ -80,12 +79,14 @@ impl TraceContext {
 
     /// `00-<trace id>-<span id>-<flags>`, naming this span as the parent.
     pub fn traceparent(&self) -> String {
+        // Written nibble by nibble: `write!` with padded hex cost ~1,300 instructions a task.
         let mut s = String::with_capacity(55);
-        let _ = write!(
-            s,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        );
+        s.push_str("00-");
+        push_hex(&mut s, self.trace_id, 32);
+        s.push('-');
+        push_hex(&mut s, u128::from(self.span_id), 16);
+        s.push('-');
+        push_hex(&mut s, u128::from(self.flags), 2);
         s
     }
 
@@ -103,6 +104,15 @@ impl TraceContext {
             out.push((TRACESTATE, state.clone()));
         }
         out
+    }
+}
+
+/// The last `digits` hex digits of `n`, lowercase, zero-padded.
+fn push_hex(out: &mut String, n: u128, digits: u32) {
+    for place in (0..digits).rev() {
+        let nibble = n.checked_shr(place * 4).map_or(0, |v| v & 0xf);
+        let nibble = u32::try_from(nibble).unwrap_or(0);
+        out.push(char::from_digit(nibble, 16).unwrap_or('0'));
     }
 }
 
@@ -266,6 +276,10 @@ mod tests {
         let (a, b) = (TraceContext::root(), TraceContext::root());
         assert_ne!(a.trace_id(), b.trace_id());
         assert_eq!(a.traceparent().len(), 55);
+        for c in [a, b, TraceContext::root()] {
+            let expected = format!("00-{:032x}-{:016x}-{:02x}", c.trace_id, c.span_id, c.flags);
+            assert_eq!(c.traceparent(), expected);
+        }
     }
 
     #[tokio::test]
