@@ -71,10 +71,7 @@ fn confirmation(
         url: None,
     };
     let mut msg = ctx.child(SendNotification::NAME, note.to_kwargs());
-    msg.id = Uuid::new_v5(
-        &Uuid::NAMESPACE_OID,
-        format!("{}/confirmation", ctx.id()).as_bytes(),
-    )
-    .to_string();
+    let name = [ctx.id(), "/confirmation"].concat();
+    msg.id = Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes()).to_string();
     msg
 }
