@@ -52,30 +52,116 @@ const MAX_BYTES: usize = 4 << 20;
 const QUEUED: usize = 1024;
 
 /// One call of the batched script: its keys and arguments, as the script alone takes them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Call {
-    keys: Vec<String>,
-    args: Vec<String>,
-    bytes: usize,
+    keys: Parts,
+    args: Parts,
+}
+
+impl Default for Call {
+    /// Room for a task end's keys and most of its arguments (an envelope sent on grows it once).
+    fn default() -> Self {
+        Call {
+            keys: Parts::with_capacity(512, 16),
+            args: Parts::with_capacity(1024, 16),
+        }
+    }
 }
 
 impl Call {
     /// Adds a key (`KEYS[n]` of the call).
-    pub fn key(&mut self, key: impl Into<String>) -> &mut Self {
-        let key = key.into();
-        self.bytes = self.bytes.saturating_add(key.len());
-        self.keys.push(key);
+    pub fn key(&mut self, key: impl AsRef<str>) -> &mut Self {
+        self.keys.push(key.as_ref());
         self
     }
 
     /// Adds an argument (`ARGV[n]` of the call).
-    pub fn arg(&mut self, arg: impl ToString) -> &mut Self {
-        let arg = arg.to_string();
-        self.bytes = self.bytes.saturating_add(arg.len());
-        self.args.push(arg);
+    pub fn arg(&mut self, arg: impl CallArg) -> &mut Self {
+        arg.write(&mut self.args.text);
+        self.args.end();
         self
     }
+
+    /// Bytes of its keys and arguments.
+    fn bytes(&self) -> usize {
+        self.keys.text.len().saturating_add(self.args.text.len())
+    }
 }
+
+/// Strings kept end to end in one buffer (a call's keys, or its arguments): a handful of
+/// allocations a call instead of one per string.
+#[derive(Debug)]
+struct Parts {
+    text: String,
+    /// Where each string ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Parts {
+    fn with_capacity(bytes: usize, parts: usize) -> Self {
+        Parts {
+            text: String::with_capacity(bytes),
+            ends: Vec::with_capacity(parts),
+        }
+    }
+
+    fn push(&mut self, part: &str) {
+        self.text.push_str(part);
+        self.end();
+    }
+
+    /// Ends the string written into `text` since the last one.
+    fn end(&mut self) {
+        self.ends.push(self.text.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(|(start, &end)| self.text.get(start..end).unwrap_or_default())
+    }
+}
+
+/// What a [`Call`]'s argument is made of: text, taken as it is (not through `Display`, which
+/// cost a formatting pass per envelope), or an integer, in decimal (`itoa`: no formatting pass).
+pub trait CallArg {
+    /// Appends the argument as the script reads it.
+    fn write(self, out: &mut String);
+}
+
+impl CallArg for &str {
+    fn write(self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl CallArg for &String {
+    fn write(self, out: &mut String) {
+        out.push_str(self);
+    }
+}
+
+impl CallArg for String {
+    fn write(self, out: &mut String) {
+        out.push_str(&self);
+    }
+}
+
+macro_rules! decimal_call_args {
+    ($($t:ty),*) => {$(
+        impl CallArg for $t {
+            fn write(self, out: &mut String) {
+                out.push_str(itoa::Buffer::new().format(self));
+            }
+        }
+    )*};
+}
+decimal_call_args!(i64, u64, usize);
 
 struct Job {
     call: Call,
@@ -148,15 +234,15 @@ impl Committer {
                     None => return,
                 },
             };
-            let mut bytes = first.call.bytes;
+            let mut bytes = first.call.bytes();
             let mut batch = vec![first];
             while batch.len() < MAX_CALLS {
                 let Ok(job) = rx.try_recv() else { break };
-                if bytes.saturating_add(job.call.bytes) > MAX_BYTES {
+                if bytes.saturating_add(job.call.bytes()) > MAX_BYTES {
                     next = Some(job);
                     break;
                 }
-                bytes = bytes.saturating_add(job.call.bytes);
+                bytes = bytes.saturating_add(job.call.bytes());
                 batch.push(job);
             }
             self.run(batch).await;
@@ -170,23 +256,10 @@ impl Committer {
             conn,
             replicate,
         } = self;
-        let mut inv = script.prepare_invoke();
-        inv.arg(batch.len());
-        for job in &batch {
-            inv.arg(job.call.keys.len()).arg(job.call.args.len());
-        }
-        for job in &batch {
-            for key in &job.call.keys {
-                inv.key(key);
-            }
-            for arg in &job.call.args {
-                inv.arg(arg);
-            }
-        }
-        let replies: RedisResult<Vec<Value>> = match replicate {
-            Replication::None => inv.invoke_async(&mut conn.clone()).await,
-            Replication::Should => inv.invoke_async(&mut conn.should_replicate()).await,
-            Replication::Must => inv.invoke_async(&mut conn.must_replicate()).await,
+        let replies = match replicate {
+            Replication::None => query(script, &batch, &mut conn.clone()).await,
+            Replication::Should => query(script, &batch, &mut conn.should_replicate()).await,
+            Replication::Must => query(script, &batch, &mut conn.must_replicate()).await,
         };
         match replies {
             Ok(replies) if replies.len() == batch.len() => {
@@ -205,6 +278,55 @@ impl Committer {
                 }
             }
         }
+    }
+}
+
+/// Runs the batched script on `batch` (`EVALSHA`, loading the script when the server does not
+/// have it: a restart, `SCRIPT FLUSH`). The command is built here rather than by redis-rs's
+/// `ScriptInvocation`, which copies every key and argument once more before packing them: each
+/// task's envelope was copied five times on its way to the socket.
+async fn query(
+    script: &Script,
+    batch: &[Job],
+    conn: &mut impl redis::aio::ConnectionLike,
+) -> RedisResult<Vec<Value>> {
+    let calls = batch.iter().map(|job| &job.call);
+    let keys = calls
+        .clone()
+        .map(|c| c.keys.len())
+        .fold(0, usize::saturating_add);
+    let args = calls
+        .clone()
+        .map(|c| c.args.len())
+        .fold(0, usize::saturating_add);
+    let bytes = calls
+        .clone()
+        .map(Call::bytes)
+        .fold(0, usize::saturating_add);
+    let counts = batch.len().saturating_mul(2).saturating_add(4);
+    let mut cmd = redis::Cmd::with_capacity(
+        keys.saturating_add(args).saturating_add(counts),
+        bytes
+            .saturating_add(counts.saturating_mul(8))
+            .saturating_add(64),
+    );
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
+    for key in calls.clone().flat_map(|c| c.keys.iter()) {
+        cmd.arg(key.as_bytes());
+    }
+    cmd.arg(batch.len());
+    for call in calls.clone() {
+        cmd.arg(call.keys.len()).arg(call.args.len());
+    }
+    for arg in calls.flat_map(|c| c.args.iter()) {
+        cmd.arg(arg.as_bytes());
+    }
+    match cmd.query_async(conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        replies => replies,
     }
 }
 
@@ -244,6 +366,23 @@ fn gone() -> RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_keeps_each_key_and_argument_apart_empty_ones_too() {
+        let mut call = Call::default();
+        call.key("k1").arg("").key(String::from("k2")).arg(-7i64);
+        let owned = String::from("a\0b");
+        call.arg(&owned).arg(usize::MAX).key("");
+        assert_eq!(call.keys.iter().collect::<Vec<_>>(), ["k1", "k2", ""]);
+        let max = usize::MAX.to_string();
+        assert_eq!(
+            call.args.iter().collect::<Vec<_>>(),
+            ["", "-7", "a\0b", &max]
+        );
+        assert_eq!((call.keys.len(), call.args.len()), (3, 4));
+        assert_eq!(call.bytes(), 4 + 2 + 3 + max.len());
+        assert_eq!(Call::default().keys.iter().count(), 0);
+    }
 
     #[test]
     fn a_call_reads_its_reply_or_its_error_with_the_error_code() {

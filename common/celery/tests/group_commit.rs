@@ -132,6 +132,44 @@ async fn states_stored_together_share_script_calls_and_fail_alone() {
     );
 }
 
+/// A server that lost its scripts (a restart without persistence, `SCRIPT FLUSH`): the next
+/// batch loads the script again and runs, instead of failing every call in it.
+#[tokio::test]
+async fn a_batch_loads_its_script_again_when_the_server_lost_it() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let results = redis.results(Duration::from_secs(600)).await;
+    let started = ResultMeta::started("t-1", "w@host");
+    assert!(results.store(&started).await.unwrap());
+    let (calls, loads) = (script_calls(&mut conn).await, script_loads(&mut conn).await);
+    let () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let done = ResultMeta::success("t-1", json!("after the flush"));
+    assert!(results.store(&done).await.unwrap());
+    assert_eq!(
+        results.get("t-1").await.unwrap().result,
+        json!("after the flush")
+    );
+    assert_eq!(script_loads(&mut conn).await - loads, 1, "loaded again");
+    assert_eq!(
+        script_calls(&mut conn).await - calls,
+        2,
+        "refused, then run"
+    );
+}
+
+async fn script_loads(conn: &mut celery_redis::conn::Conn) -> u64 {
+    testkit::command_stats(conn)
+        .await
+        .iter()
+        .filter(|c| c.name == "script|load")
+        .map(|c| c.calls)
+        .sum()
+}
+
 /// A result key that holds another type (another program's list): that task's end writes no
 /// result and leaves the key as it was, but is still acked and still sends its child; the
 /// task ending beside it in the same batch is stored as usual.
