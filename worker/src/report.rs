@@ -8,13 +8,14 @@ use celery_redis::protocol::Message;
 use celery_redis::result::ExceptionInfo;
 use serde_json::{json, Value};
 
-use observe::metrics::{FailedLabels, TaskLabels};
+use observe::metrics::FailedLabels;
 
 use crate::context::Context;
+use crate::labels::TaskSeries;
 
 /// The labels of `msg` taken from queue `from` (not its routing key: a named exchange's key
-/// need not be a queue's name).
-fn labels<'a>(ctx: &'a Context, msg: &Message, from: &str) -> &'a TaskLabels {
+/// need not be a queue's name), with their series.
+fn labels<'a>(ctx: &'a Context, msg: &Message, from: &str) -> &'a TaskSeries {
     ctx.labels.of(msg.task(), Some(from))
 }
 
@@ -22,11 +23,7 @@ fn labels<'a>(ctx: &'a Context, msg: &Message, from: &str) -> &'a TaskLabels {
 /// off).
 pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
     log::info!("Task {}[{}] received", msg.task(), msg.id());
-    ctx.metrics
-        .tasks
-        .received
-        .get_or_create(labels(ctx, msg, from))
-        .inc();
+    labels(ctx, msg, from).received(&ctx.metrics.tasks).inc();
     if !ctx.events.task_events() {
         return;
     }
@@ -55,11 +52,7 @@ pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
 
 /// `task-started`, just before the task runs.
 pub(crate) fn started(ctx: &Context, msg: &Message, from: &str) {
-    ctx.metrics
-        .tasks
-        .started
-        .get_or_create(labels(ctx, msg, from))
-        .inc();
+    labels(ctx, msg, from).started(&ctx.metrics.tasks).inc();
     ctx.events.task("task-started", msg.id(), &[]);
 }
 
@@ -73,8 +66,8 @@ pub(crate) fn succeeded(
     runtime: f64,
 ) {
     let l = labels(ctx, msg, from);
-    ctx.metrics.tasks.runtime.get_or_create(l).observe(runtime);
-    ctx.metrics.tasks.succeeded.get_or_create(l).inc();
+    l.runtime(&ctx.metrics.tasks).observe(runtime);
+    l.succeeded(&ctx.metrics.tasks).inc();
     let Some(result) = result else {
         return;
     };
@@ -90,7 +83,7 @@ pub(crate) fn succeeded(
 
 /// `task-failed`, or `task-retried` when the task goes round again.
 pub fn failed(ctx: &Context, msg: &Message, from: &str, exc: &ExceptionInfo, retried: bool) {
-    let l = labels(ctx, msg, from);
+    let l = &labels(ctx, msg, from).labels;
     if retried {
         ctx.metrics.tasks.retried.get_or_create(l).inc();
     } else {
@@ -128,7 +121,7 @@ pub fn revoked(ctx: &Context, msg: &Message, from: &str, signum: Option<i32>, ex
     ctx.metrics
         .tasks
         .revoked
-        .get_or_create(labels(ctx, msg, from))
+        .get_or_create(&labels(ctx, msg, from).labels)
         .inc();
     let event = [
         ("terminated", json!(signum.is_some())),
@@ -140,7 +133,7 @@ pub fn revoked(ctx: &Context, msg: &Message, from: &str, signum: Option<i32>, ex
 
 /// `task-rejected`: a message dead-lettered instead of run.
 pub fn rejected(ctx: &Context, id: &str, name: Option<&str>) {
-    let l = ctx.labels.of(name.unwrap_or_default(), None);
+    let l = &ctx.labels.of(name.unwrap_or_default(), None).labels;
     ctx.metrics.tasks.rejected.get_or_create(l).inc();
     ctx.events
         .task("task-rejected", id, &[("requeue", json!(false))]);
