@@ -20,7 +20,7 @@ pub fn repr(value: &Value) -> String {
 /// `repr(kwargs)`: a dict, as Celery's `kwargsrepr` is (the same text as [`repr`] of the
 /// object, without copying the map into a value first).
 pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(256);
     write_map(&mut out, kwargs);
     truncate(out)
 }
@@ -201,6 +201,15 @@ fn write_map(out: &mut String, map: &Map<String, Value>) {
 /// between characters that need escaping are copied whole (every such character is ASCII, so
 /// each run ends on a character boundary).
 fn write_str(out: &mut String, s: &str) {
+    // Most strings hold nothing to escape and no quote: one scan, then copied whole.
+    let special = |b: u8| (b == b'\\') | (b == b'\'') | (b == b'"') | (b < 0x20) | (b == 0x7f);
+    if super::first_byte(s.as_bytes(), special).is_none() {
+        out.reserve(s.len().saturating_add(2));
+        out.push('\'');
+        out.push_str(s);
+        out.push('\'');
+        return;
+    }
     let quote = if s.contains('\'') && !s.contains('"') {
         b'"'
     } else {
