@@ -6,7 +6,7 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 /// Formats an instant as Python's `datetime.isoformat()` does for an aware UTC datetime:
 /// `2026-11-26T09:29:38.361340+00:00`, the fraction left out when it is zero. Written digit by
-/// digit: `time`'s formatter took ~1,900 instructions a result, a tenth of that here.
+/// digit into a buffer: `time`'s formatter took ~1,900 instructions a result.
 pub fn to_celery_iso(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
     let Some(year) = u32::try_from(t.year())
@@ -19,32 +19,35 @@ pub fn to_celery_iso(t: OffsetDateTime) -> String {
             .format(&fmt)
             .unwrap_or_else(|_| t.unix_timestamp().to_string());
     };
-    let mut out = String::with_capacity(32);
+    let mut text = *b"0000-00-00T00:00:00.000000+00:00";
     let fields = [
-        (year, 4, ""),
-        (u32::from(u8::from(t.month())), 2, "-"),
-        (u32::from(t.day()), 2, "-"),
-        (u32::from(t.hour()), 2, "T"),
-        (u32::from(t.minute()), 2, ":"),
-        (u32::from(t.second()), 2, ":"),
+        (0..4, year),
+        (5..7, u32::from(u8::from(t.month()))),
+        (8..10, u32::from(t.day())),
+        (11..13, u32::from(t.hour())),
+        (14..16, u32::from(t.minute())),
+        (17..19, u32::from(t.second())),
+        (20..26, t.microsecond()),
     ];
-    for (n, width, before) in fields {
-        out.push_str(before);
-        push_padded(&mut out, n, width);
+    for (range, n) in fields {
+        if let Some(digits) = text.get_mut(range) {
+            put_decimal(digits, n);
+        }
     }
-    if t.microsecond() != 0 {
-        out.push('.');
-        push_padded(&mut out, t.microsecond(), 6);
+    let mut out = String::from_utf8_lossy(&text).into_owned();
+    if t.microsecond() == 0 {
+        out.replace_range(19..26, "");
     }
-    out.push_str("+00:00");
     out
 }
 
-/// `n`'s last `width` decimal digits, zero-padded.
-fn push_padded(out: &mut String, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = 10u32.checked_pow(place).map_or(0, |d| n / d % 10);
-        out.push(char::from_digit(digit, 10).unwrap_or('0'));
+/// The last `digits.len()` decimal digits of `n`, zero-padded, into `digits`.
+fn put_decimal(digits: &mut [u8], n: u32) {
+    let mut rest = n;
+    for digit in digits.iter_mut().rev() {
+        // `rest % 10` is below 10.
+        *digit = b'0'.saturating_add(u8::try_from(rest % 10).unwrap_or(0));
+        rest /= 10;
     }
 }
 
