@@ -21,6 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::conn::Conn;
 
+mod call;
+pub use call::{Call, CallArg};
+
 /// The loop that runs a script once per call of a batch (see its header).
 const BATCH_LUA: &str = include_str!("lua/batch.lua");
 
@@ -50,118 +53,6 @@ const MAX_CALLS: usize = 128;
 const MAX_BYTES: usize = 4 << 20;
 /// Calls waiting for a batch beyond this wait for room.
 const QUEUED: usize = 1024;
-
-/// One call of the batched script: its keys and arguments, as the script alone takes them.
-#[derive(Debug)]
-pub struct Call {
-    keys: Parts,
-    args: Parts,
-}
-
-impl Default for Call {
-    /// Room for a task end's keys and most of its arguments (an envelope sent on grows it once).
-    fn default() -> Self {
-        Call {
-            keys: Parts::with_capacity(512, 16),
-            args: Parts::with_capacity(1024, 16),
-        }
-    }
-}
-
-impl Call {
-    /// Adds a key (`KEYS[n]` of the call).
-    pub fn key(&mut self, key: impl AsRef<str>) -> &mut Self {
-        self.keys.push(key.as_ref());
-        self
-    }
-
-    /// Adds an argument (`ARGV[n]` of the call).
-    pub fn arg(&mut self, arg: impl CallArg) -> &mut Self {
-        arg.write(&mut self.args.text);
-        self.args.end();
-        self
-    }
-
-    /// Bytes of its keys and arguments.
-    fn bytes(&self) -> usize {
-        self.keys.text.len().saturating_add(self.args.text.len())
-    }
-}
-
-/// Strings kept end to end in one buffer (a call's keys, or its arguments): a handful of
-/// allocations a call instead of one per string.
-#[derive(Debug)]
-struct Parts {
-    text: String,
-    /// Where each string ends in `text`.
-    ends: Vec<usize>,
-}
-
-impl Parts {
-    fn with_capacity(bytes: usize, parts: usize) -> Self {
-        Parts {
-            text: String::with_capacity(bytes),
-            ends: Vec::with_capacity(parts),
-        }
-    }
-
-    fn push(&mut self, part: &str) {
-        self.text.push_str(part);
-        self.end();
-    }
-
-    /// Ends the string written into `text` since the last one.
-    fn end(&mut self) {
-        self.ends.push(self.text.len());
-    }
-
-    fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &str> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(&self.ends)
-            .map(|(start, &end)| self.text.get(start..end).unwrap_or_default())
-    }
-}
-
-/// What a [`Call`]'s argument is made of: text, taken as it is (not through `Display`, which
-/// cost a formatting pass per envelope), or an integer, in decimal (`itoa`: no formatting pass).
-pub trait CallArg {
-    /// Appends the argument as the script reads it.
-    fn write(self, out: &mut String);
-}
-
-impl CallArg for &str {
-    fn write(self, out: &mut String) {
-        out.push_str(self);
-    }
-}
-
-impl CallArg for &String {
-    fn write(self, out: &mut String) {
-        out.push_str(self);
-    }
-}
-
-impl CallArg for String {
-    fn write(self, out: &mut String) {
-        out.push_str(&self);
-    }
-}
-
-macro_rules! decimal_call_args {
-    ($($t:ty),*) => {$(
-        impl CallArg for $t {
-            fn write(self, out: &mut String) {
-                out.push_str(itoa::Buffer::new().format(self));
-            }
-        }
-    )*};
-}
-decimal_call_args!(i64, u64, usize);
 
 struct Job {
     call: Call,
@@ -366,23 +257,6 @@ fn gone() -> RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_call_keeps_each_key_and_argument_apart_empty_ones_too() {
-        let mut call = Call::default();
-        call.key("k1").arg("").key(String::from("k2")).arg(-7i64);
-        let owned = String::from("a\0b");
-        call.arg(&owned).arg(usize::MAX).key("");
-        assert_eq!(call.keys.iter().collect::<Vec<_>>(), ["k1", "k2", ""]);
-        let max = usize::MAX.to_string();
-        assert_eq!(
-            call.args.iter().collect::<Vec<_>>(),
-            ["", "-7", "a\0b", &max]
-        );
-        assert_eq!((call.keys.len(), call.args.len()), (3, 4));
-        assert_eq!(call.bytes(), 4 + 2 + 3 + max.len());
-        assert_eq!(Call::default().keys.iter().count(), 0);
-    }
 
     #[test]
     fn a_call_reads_its_reply_or_its_error_with_the_error_code() {
