@@ -1,10 +1,7 @@
 //! The body of a task message, `[args, kwargs, embed]`, and the canvas signatures (callbacks,
 //! errbacks, chain steps) that travel in `embed`.
 
-use std::fmt;
-
-use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::DecodeError;
@@ -71,15 +68,23 @@ impl Body {
     /// Decodes `[args, kwargs, embed]`, refusing more than [`MAX_CANVAS`] signatures in any
     /// list of `embed`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (args, kwargs, embed) =
-            match super::from_json_bytes::<Parts>(bytes).map_err(DecodeError::BodyJson)? {
-                Parts::Read {
-                    args,
-                    kwargs,
-                    embed,
-                } => (args, kwargs, embed.unwrap_or_default()),
-                Parts::Shape => return Err(DecodeError::BodyShape),
-            };
+        let value: Value = super::from_json_bytes(bytes).map_err(DecodeError::BodyJson)?;
+        let Value::Array(mut parts) = value else {
+            return Err(DecodeError::BodyShape);
+        };
+        if parts.len() != 3 {
+            return Err(DecodeError::BodyShape);
+        }
+        let embed = parts.pop().unwrap_or(Value::Null);
+        let kwargs = parts.pop().unwrap_or(Value::Null);
+        let args = parts.pop().unwrap_or(Value::Null);
+        let (Value::Array(args), Value::Object(kwargs)) = (args, kwargs) else {
+            return Err(DecodeError::BodyShape);
+        };
+        let embed: Embed = match embed {
+            Value::Null => Embed::default(),
+            other => serde_json::from_value(other).map_err(DecodeError::BodyJson)?,
+        };
         // One message must not fan out into an unbounded number of messages (each a full
         // envelope in the worker's memory and on the queue, past any backpressure).
         for (what, list) in [
@@ -114,153 +119,5 @@ impl Body {
         }
         out.push(']');
         out
-    }
-}
-
-/// `[args, kwargs, embed]` as read from the text: the embed decoded straight into an [`Embed`]
-/// (building it as a map first, then decoding that, was a tenth of a body's cost), or `Shape`
-/// for a body of another shape (not an array of three, args not an array, kwargs not an object).
-enum Parts {
-    Read {
-        args: Vec<Value>,
-        kwargs: Map<String, Value>,
-        embed: Option<Embed>,
-    },
-    Shape,
-}
-
-impl<'de> Deserialize<'de> for Parts {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(PartsVisitor)
-    }
-}
-
-struct PartsVisitor;
-
-impl<'de> Visitor<'de> for PartsVisitor {
-    type Value = Parts;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a task body, [args, kwargs, embed]")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parts, A::Error> {
-        let args = seq.next_element::<Value>()?;
-        let kwargs = seq.next_element::<Value>()?;
-        let parts = match (args, kwargs) {
-            (Some(Value::Array(args)), Some(Value::Object(kwargs))) => {
-                match seq.next_element::<Option<Embed>>()? {
-                    Some(embed) => Parts::Read {
-                        args,
-                        kwargs,
-                        embed,
-                    },
-                    None => Parts::Shape,
-                }
-            }
-            _ => Parts::Shape,
-        };
-        // Whatever is left is read (the text must still be valid JSON) and makes it misshapen.
-        let mut more = false;
-        while seq.next_element::<IgnoredAny>()?.is_some() {
-            more = true;
-        }
-        Ok(if more { Parts::Shape } else { parts })
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Parts, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Parts::Shape)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Parts, E> {
-        Ok(Parts::Shape)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Parts, E> {
-        Ok(Parts::Shape)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Parts, E> {
-        Ok(Parts::Shape)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Parts, E> {
-        Ok(Parts::Shape)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Parts, E> {
-        Ok(Parts::Shape)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Parts, E> {
-        Ok(Parts::Shape)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the body decoded to before the embed was read straight from the text: the whole
-    /// body as a value, its shape checked, then the embed decoded from its value.
-    fn through_a_value(bytes: &[u8]) -> Result<Body, &'static str> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|_| "json")?;
-        let Value::Array(parts) = value else {
-            return Err("shape");
-        };
-        let [args, kwargs, embed] = <[Value; 3]>::try_from(parts).map_err(|_| "shape")?;
-        let (Value::Array(args), Value::Object(kwargs)) = (args, kwargs) else {
-            return Err("shape");
-        };
-        let embed = match embed {
-            Value::Null => Embed::default(),
-            other => serde_json::from_value(other).map_err(|_| "json")?,
-        };
-        Ok(Body {
-            args,
-            kwargs,
-            embed,
-        })
-    }
-
-    #[test]
-    fn a_body_decodes_as_it_did_through_a_value_hostile_shapes_included() {
-        let chain = r#"{"chain": [{"task": "t", "args": [1], "kwargs": {}, "options": {"queue": "q"}, "subtask_type": null, "immutable": false, "x": 1}], "callbacks": null, "errbacks": null, "chord": null, "other": 2}"#;
-        let bodies = [
-            r#"[[], {"a": 1}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#.to_owned(),
-            r#"[[1, "x", null], {}, null]"#.to_owned(),
-            format!(r#"[[], {{}}, {chain}]"#),
-            r#"[[], {}, {}]"#.to_owned(),
-            // Misshapen: each is refused as a shape, or as JSON, as before.
-            r#"[[], {}]"#.to_owned(),
-            r#"[[], {}, null, 4]"#.to_owned(),
-            r#"[[], {}, null, [1, {"a": 2}]]"#.to_owned(),
-            r#"[{}, {}, null]"#.to_owned(),
-            r#"[[], [], null]"#.to_owned(),
-            r#"[[], [], 5]"#.to_owned(),
-            r#"[[], {}, 5]"#.to_owned(),
-            r#"[[], {}, {"chain": 3}]"#.to_owned(),
-            r#"[[], {}, {"chain": [{"args": []}]}]"#.to_owned(),
-            r#"{"args": []}"#.to_owned(),
-            r#""[[], {}, null]""#.to_owned(),
-            "[]".to_owned(),
-            "null".to_owned(),
-            "true".to_owned(),
-            "-1".to_owned(),
-            "1.5".to_owned(),
-            "[[], {}, null".to_owned(),
-            "[[], {}, null]]".to_owned(),
-            "".to_owned(),
-        ];
-        for body in bodies {
-            let now = match Body::from_json(body.as_bytes()) {
-                Ok(b) => Ok(b),
-                Err(DecodeError::BodyShape) => Err("shape"),
-                Err(DecodeError::BodyJson(_)) => Err("json"),
-                Err(other) => panic!("{body}: {other}"),
-            };
-            assert_eq!(now, through_a_value(body.as_bytes()), "{body}");
-        }
     }
 }
