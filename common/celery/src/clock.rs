@@ -8,7 +8,10 @@ use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 /// `2026-11-26T09:29:38.361340+00:00`, the fraction left out when it is zero. Written digit by
 /// digit into a buffer: `time`'s formatter took ~1,900 instructions a result.
 pub fn to_celery_iso(t: OffsetDateTime) -> String {
-    let t = t.to_offset(UtcOffset::UTC);
+    // An instant whose UTC date is out of `time`'s range (an offset at the edge of it).
+    let Some(t) = t.checked_to_offset(UtcOffset::UTC) else {
+        return t.unix_timestamp().to_string();
+    };
     let Some(year) = u32::try_from(t.year())
         .ok()
         .filter(|y| (1..=9999).contains(y))
@@ -97,6 +100,9 @@ mod tests {
         assert_eq!(to_celery_iso(t), "0006-03-24T00:00:00.000001+00:00");
         let t = OffsetDateTime::from_unix_timestamp_nanos(253_402_300_799_999_999_000).unwrap();
         assert_eq!(to_celery_iso(t), "9999-12-31T23:59:59.999999+00:00");
+        // At the edge of the range with an offset: no panic (`to_offset` panicked).
+        let edge = parse_celery_iso("9999-12-31T23:00:00-05:00").unwrap();
+        assert_eq!(to_celery_iso(edge), edge.unix_timestamp().to_string());
         // Every instant of a day a second apart, against `time`'s formatter.
         let fmt = format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
