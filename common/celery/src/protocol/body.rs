@@ -121,3 +121,29 @@ impl Body {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python's rules, which the map gives: a repeated field keeps its last value (as
+    /// `json.loads` does), and every part of the text is checked, unknown fields too. (A
+    /// decoder straight into `Embed` refused the first and skipped the second unchecked.)
+    #[test]
+    fn a_repeated_embed_field_keeps_its_last_value_and_unknown_fields_are_still_checked() {
+        let body = br#"[[], {}, {"chain": null, "chain": [{"task": "a", "task": "b"}]}]"#;
+        let chain = Body::from_json(body).unwrap().embed.chain.unwrap();
+        assert_eq!(chain[0].task, "b");
+        for bad in [
+            br#"[[], {}, {"x": "\ud800"}]"#.as_slice(),
+            br#"[[], {}, {"x": 1e400}]"#.as_slice(),
+            b"[[], {}, {\"x\": \"\xff\"}]".as_slice(),
+        ] {
+            assert!(
+                matches!(Body::from_json(bad), Err(DecodeError::BodyJson(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
