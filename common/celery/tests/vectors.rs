@@ -55,7 +55,11 @@ fn every_captured_producer_message_decodes_within_the_smallest_limits() {
         ..Limits::default()
     };
     for (name, _, raw) in captured_messages() {
-        Message::decode_within(raw.as_bytes(), &smallest).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let msg = Message::decode_within(raw.as_bytes(), &smallest)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The worker's entry point, for text a claim read, decodes it the same.
+        let as_text = Message::decode_text_within(&raw, &smallest);
+        assert_eq!(as_text.ok(), Some(msg), "{name}");
     }
 }
 
@@ -225,7 +229,13 @@ fn handmade_envelopes_are_judged_like_the_tolerance_experiments() {
     {
         let raw = serde_json::to_string(&case["envelope_sent"]).unwrap();
         let variant = case["variant"].as_str().unwrap()[..3].to_owned();
-        verdicts.insert(variant, Message::decode(raw.as_bytes()).is_ok());
+        let verdict = Message::decode(raw.as_bytes());
+        // The worker's entry point, for text a claim read, is the same decoder.
+        let as_text = Message::decode_text_within(&raw, &Limits::default());
+        let runs = verdict.is_ok();
+        assert_eq!(as_text.is_ok(), runs, "{variant}");
+        assert_eq!(as_text.ok(), verdict.ok(), "{variant}");
+        verdicts.insert(variant, runs);
     }
     // Runnable: everything Python ran; the missing delivery_tag/delivery_info cases are handled
     // by the queue (dead-lettered / routed to the queue), not by the decoder.

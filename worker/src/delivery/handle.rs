@@ -106,7 +106,7 @@ pub async fn handle(ctx: &Arc<Context>, delivery: &Delivery) -> Result<(), Execu
     if delivery.deliveries > limits.max_deliveries {
         return poison::delivered_too_often(ctx, delivery, limits.max_deliveries).await;
     }
-    let msg = match Message::decode_within(delivery.raw.as_bytes(), limits) {
+    let msg = match Message::decode_text_within(&delivery.raw, limits) {
         Ok(msg) => Arc::new(msg),
         Err(e) => return poison::dead_letter(ctx, delivery, e).await,
     };

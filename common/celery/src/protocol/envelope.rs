@@ -274,7 +274,18 @@ impl Message {
     /// so what it decodes into is bounded too.
     pub fn decode_within(raw: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
         limits.check(raw, "message")?;
-        let envelope = Envelope::from_json(raw)?;
+        Self::from_envelope(Envelope::from_json(raw)?, limits)
+    }
+
+    /// [`Message::decode_within`] for an entry already read as text (a claim reads each so):
+    /// its UTF-8 is not checked a second time.
+    pub fn decode_text_within(raw: &str, limits: &Limits) -> Result<Self, DecodeError> {
+        limits.check(raw.as_bytes(), "message")?;
+        let envelope = serde_json::from_str(raw).map_err(DecodeError::Envelope)?;
+        Self::from_envelope(envelope, limits)
+    }
+
+    fn from_envelope(envelope: Envelope, limits: &Limits) -> Result<Self, DecodeError> {
         if envelope.headers.task.is_empty() {
             return Err(DecodeError::MissingHeader("task"));
         }

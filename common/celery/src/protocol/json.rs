@@ -32,8 +32,7 @@ pub(crate) fn opt_string(out: &mut String, text: Option<&str>) {
 /// Appends an integer, or `null`.
 pub(crate) fn opt_int(out: &mut String, n: Option<i64>) {
     match n {
-        // Writing to a String cannot fail.
-        Some(n) => drop(write!(out, "{n}")),
+        Some(n) => out.push_str(itoa::Buffer::new().format(n)),
         None => out.push_str("null"),
     }
 }
@@ -48,11 +47,22 @@ pub(crate) fn value(out: &mut String, value: &Value) {
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => bool(out, *b),
-        // Writing to a String cannot fail; a number's Display is its JSON.
-        Value::Number(n) => drop(write!(out, "{n}")),
+        Value::Number(n) => number(out, n),
         Value::String(s) => string(out, s),
         Value::Array(items) => array(out, items),
         Value::Object(map) => object(out, map),
+    }
+}
+
+/// Appends a number: an integer by `itoa`, anything else by its Display, which is its JSON.
+fn number(out: &mut String, n: &serde_json::Number) {
+    if let Some(i) = n.as_i64() {
+        out.push_str(itoa::Buffer::new().format(i));
+    } else if let Some(u) = n.as_u64() {
+        out.push_str(itoa::Buffer::new().format(u));
+    } else {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{n}");
     }
 }
 
