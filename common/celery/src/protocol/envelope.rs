@@ -4,8 +4,6 @@
 use std::borrow::Cow;
 use std::io::Read;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -218,8 +216,7 @@ impl Envelope {
             return Err(DecodeError::ContentType(self.content_type.clone()));
         }
         let bytes: Cow<[u8]> = match self.properties.body_encoding.as_deref() {
-            Some("base64") => B64
-                .decode(self.body.trim())
+            Some("base64") => super::b64::decode(self.body.trim())
                 .map_err(DecodeError::Base64)?
                 .into(),
             None => self.body.as_bytes().into(),

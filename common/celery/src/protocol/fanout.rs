@@ -3,8 +3,6 @@
 //! body is any JSON value and the headers are the exchange's own (`hostname`; `clock`,
 //! `expires`; `ticket`, `clock`). Where the messages go is [`crate::control`]'s business.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -56,7 +54,7 @@ impl Fanout {
             return Err(DecodeError::Compression(c.to_string()));
         }
         let bytes = match wire.properties.body_encoding.as_deref() {
-            Some("base64") => B64.decode(wire.body.trim()).map_err(DecodeError::Base64)?,
+            Some("base64") => super::b64::decode(wire.body.trim()).map_err(DecodeError::Base64)?,
             None => wire.body.into_bytes(),
             Some(other) => return Err(DecodeError::BodyEncoding(other.to_owned())),
         };
@@ -110,7 +108,7 @@ impl Fanout {
         let mut o = Object::new(&mut out);
         let body = o.key("body");
         body.push('"');
-        B64.encode_string(json, body);
+        super::b64::encode_into(json.as_bytes(), body);
         body.push('"');
         json::string(o.key("content-encoding"), "utf-8");
         json::string(o.key("content-type"), CONTENT_TYPE_JSON);
@@ -124,6 +122,8 @@ impl Fanout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
     use serde_json::json;
 
     #[test]

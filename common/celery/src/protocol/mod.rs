@@ -5,11 +5,13 @@
 //! - [`error`] — why an entry is not a runnable task (every variant is a poison message).
 //! - [`body`] — the `[args, kwargs, embed]` body and the canvas signatures inside it.
 //! - [`limits`] — what one message may cost: bytes, inflated body, JSON values, deliveries.
+//! - `b64` — base64 as kombu encodes bodies, vectorised.
 //! - `json` — JSON written by hand where serde's per-byte escaping cost the most.
 //! - [`fanout`] — the envelope of broadcast traffic (events, remote control), any JSON body.
 //! - [`pyrepr`] — Python's `repr()` of JSON values, as task events carry them.
 //! - [`outgoing`] — [`TaskMessage`], a task to publish, shaped exactly as Python Celery 5.x does.
 
+pub(crate) mod b64;
 pub mod body;
 pub mod envelope;
 pub mod error;

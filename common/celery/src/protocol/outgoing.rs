@@ -1,7 +1,5 @@
 //! A task to publish, and the kombu envelope Python Celery 5.x would put on Redis for it.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -134,7 +132,7 @@ impl TaskMessage {
             prop_extra.insert("expiration".into(), Value::String(ms.to_string()));
         }
         Envelope {
-            body: B64.encode(body.as_bytes()),
+            body: super::b64::encode(body.as_bytes()),
             content_encoding: Some("utf-8".into()),
             content_type: Some(CONTENT_TYPE_JSON.into()),
             headers: Headers {
@@ -187,6 +185,8 @@ impl TaskMessage {
 mod tests {
     use super::*;
     use crate::protocol::{DecodeError, Message};
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine as _;
     use serde_json::json;
 
     const ORIGIN: &str = "test@host";
