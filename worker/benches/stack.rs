@@ -615,7 +615,7 @@ fn bare_lpush_rate(port: u16, msgs: &[TaskMessage]) -> f64 {
     let frames: Vec<Vec<u8>> = msgs
         .iter()
         .map(|m| {
-            let env = m.to_envelope("test@host").to_json();
+            let env = m.to_json("test@host");
             format!(
                 "*3\r\n$5\r\nLPUSH\r\n$6\r\ncelery\r\n${}\r\n{env}\r\n",
                 env.len()

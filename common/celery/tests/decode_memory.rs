@@ -60,7 +60,7 @@ fn peak_of(raw: &str) -> (usize, Result<(), String>) {
 
 fn envelope(edit: impl FnOnce(&mut Value)) -> String {
     let msg = TaskMessage::new("process_order", "celery", Map::new());
-    let mut v: Value = serde_json::from_str(&msg.to_envelope("t@h").to_json()).unwrap();
+    let mut v: Value = serde_json::from_str(&msg.to_json("t@h")).unwrap();
     edit(&mut v);
     v.to_string()
 }

@@ -99,7 +99,7 @@ async fn claim_reads_kombus_fields_from_properties_in_any_key_order() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
-    let mut env = task(0).to_envelope("test@host");
+    let mut env = task(0).to_envelope("test@host").unwrap();
     env.headers.extra.insert("exchange".into(), json!("decoy"));
     env.headers
         .extra
@@ -316,13 +316,9 @@ async fn a_member_due_past_what_a_duration_holds_is_a_long_wait() {
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let far = TaskMessage::new("process_order", "celery", Map::new());
-    conn.zadd::<_, _, _, ()>(
-        keys::scheduled("celery"),
-        far.to_envelope("test@host").to_json(),
-        1e20,
-    )
-    .await
-    .unwrap();
+    conn.zadd::<_, _, _, ()>(keys::scheduled("celery"), far.to_json("test@host"), 1e20)
+        .await
+        .unwrap();
     let (moved, next) = broker.promote_due().await.unwrap();
     assert_eq!((moved, next), (0, Some(Duration::MAX)));
 }
@@ -609,7 +605,7 @@ async fn a_producer_chosen_tag_ending_like_a_lease_is_still_a_python_workers_ent
             0 => format!("caf\u{e9}-{n}{}", keys::LEASE_SUFFIX),
             n => format!("py-{n}{}", keys::LEASE_SUFFIX),
         };
-        let mut doc = serde_json::to_value(task(0).to_envelope("py@host")).unwrap();
+        let mut doc = serde_json::to_value(task(0).to_envelope("py@host").unwrap()).unwrap();
         doc["properties"]["delivery_tag"] = json!(tag);
         let value = python_dumps(&json!([doc, "", "celery"])).replace('\u{e9}', "\\u00e9");
         conn.hset::<_, _, _, ()>(keys::UNACKED, &tag, &value)

@@ -180,8 +180,7 @@ async fn an_entry_without_a_routing_key_is_recorded_under_the_queue_it_came_from
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let msg = task("t", "orders", 0);
-    let mut env: serde_json::Value =
-        serde_json::from_str(&msg.to_envelope("test@host").to_json()).unwrap();
+    let mut env: serde_json::Value = serde_json::from_str(&msg.to_json("test@host")).unwrap();
     env["properties"]["delivery_info"]
         .as_object_mut()
         .unwrap()
@@ -229,8 +228,7 @@ async fn backpressure_counts_the_queue_a_task_is_routed_to() {
 /// `orders` through the binding `shop.orders -> orders`, and its routing key is the exchange's.
 fn published_to_exchange() -> (TaskMessage, String) {
     let msg = task("t", "orders", 0);
-    let mut env: serde_json::Value =
-        serde_json::from_str(&msg.to_envelope("py@host").to_json()).unwrap();
+    let mut env: serde_json::Value = serde_json::from_str(&msg.to_json("py@host")).unwrap();
     env["properties"]["delivery_info"] =
         serde_json::json!({"exchange": "shop", "routing_key": "shop.orders"});
     (msg, env.to_string())

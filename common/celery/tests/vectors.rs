@@ -173,7 +173,9 @@ fn produced_envelope_has_the_shape_of_python_captures() {
     let doc = read(&fixtures().join("messages/msg_process_order_kwargs.json"));
     let python: Value = doc["list_entries_in_send_order"][0]["envelope"].clone();
     let kwargs: Map<String, Value> = python_kwargs(&doc);
-    let ours = TaskMessage::new("process_order", "celery", kwargs).to_envelope("test@host");
+    let ours = TaskMessage::new("process_order", "celery", kwargs)
+        .to_envelope("test@host")
+        .unwrap();
     let ours: Value = serde_json::from_str(&ours.to_json()).unwrap();
 
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();

@@ -107,7 +107,7 @@ pub async fn member_end(
 
 /// Whether `m`'s envelope, sent from `node`, is larger than `max_bytes`.
 fn too_large(m: &TaskMessage, node: &str, max_bytes: usize) -> bool {
-    m.to_envelope(node).to_json().len() > max_bytes
+    m.to_json(node).len() > max_bytes
 }
 
 /// Why a chord's body is not published by the Rust worker: `NotImplementedError`, as for

@@ -93,7 +93,9 @@ mod tests {
 
     #[test]
     fn the_count_travels_in_the_message_and_junk_counts_as_none() {
-        let env = TaskMessage::new("py_only", "celery", Default::default()).to_envelope("t@h");
+        let env = TaskMessage::new("py_only", "celery", Default::default())
+            .to_envelope("t@h")
+            .unwrap();
         assert_eq!(handbacks_of(&env), 0);
         let once = handed_back(&env, 1);
         assert_eq!(handbacks_of(&once), 1);

@@ -55,7 +55,7 @@ async fn an_eta_task_whose_routing_key_names_another_key_comes_back_to_its_own_q
         msg.eta = Some(time::OffsetDateTime::now_utc() + time::Duration::milliseconds(300));
         msg.id = format!("eta-{i}");
         // Pushed onto our queue, its routing key naming the other key.
-        push_raw(&w, &msg.to_envelope("test@host").to_json()).await;
+        push_raw(&w, &msg.to_json("test@host")).await;
     }
     // When due, each goes back to the queue it was taken from (never to the key its routing
     // key names), runs there and fails as the unknown task it is.

@@ -203,7 +203,7 @@ async fn a_reused_delivery_tag_never_overwrites_another_message_held() {
     let a = TaskMessage::new("no_such_task", "celery", Map::new());
     let b = TaskMessage::new("no_such_task", "celery", Map::new());
     let same_tag = |msg: &TaskMessage| {
-        let mut env = Envelope::from_json(msg.to_envelope("t").to_json().as_bytes()).unwrap();
+        let mut env = Envelope::from_json(msg.to_json("t").as_bytes()).unwrap();
         env.properties.delivery_tag = Some("shared-tag".into());
         env.to_json()
     };
@@ -229,10 +229,7 @@ async fn a_restore_pass_survives_an_unacked_entry_that_is_not_utf8() {
     let mut conn = w.conn.clone();
     // Left behind by a crashed worker: an entry that is not UTF-8, and a real message.
     let orphan = TaskMessage::new("no_such_task", "celery", Map::new());
-    let triple = format!(
-        r#"[{}, "", "celery"]"#,
-        orphan.to_envelope("test@host").to_json()
-    );
+    let triple = format!(r#"[{}, "", "celery"]"#, orphan.to_json("test@host"));
     redis::pipe()
         .hset(keys::UNACKED, "orphan", triple)
         .hset(keys::UNACKED, b"bad\xff".as_slice(), b"\xff\xfe".as_slice())

@@ -25,7 +25,7 @@ fn zeros_body(bytes: usize) -> Vec<u8> {
 fn envelope(id: &str, edit: impl FnOnce(&mut Value)) -> String {
     let mut msg = TaskMessage::new("process_order", "celery", Map::new());
     msg.id = id.to_owned();
-    let mut v: Value = serde_json::from_str(&msg.to_envelope("attacker@host").to_json()).unwrap();
+    let mut v: Value = serde_json::from_str(&msg.to_json("attacker@host")).unwrap();
     edit(&mut v);
     v.to_string()
 }

@@ -187,7 +187,7 @@ impl Broker {
 
     /// `msg` as the JSON kombu puts on the list.
     fn envelope_json(&self, msg: &TaskMessage) -> String {
-        msg.to_envelope(&self.origin).to_json()
+        msg.to_json(&self.origin)
     }
 
     /// LPUSHes a task to the list for its queue and priority, as a Celery producer does.

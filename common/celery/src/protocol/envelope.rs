@@ -14,7 +14,7 @@ use super::json::{self, Object};
 use super::limits::Limits;
 use crate::clock;
 
-mod write;
+pub(super) mod write;
 
 /// The only serializer this fleet speaks; pickle and friends are refused on purpose.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -179,8 +179,8 @@ impl Envelope {
         json::string(o.key("body"), &self.body);
         json::opt_string(o.key("content-encoding"), self.content_encoding.as_deref());
         json::opt_string(o.key("content-type"), self.content_type.as_deref());
-        self.headers.write_json(o.key("headers"));
-        self.properties.write_json(o.key("properties"));
+        self.headers.fields().write(o.key("headers"));
+        self.properties.fields().write(o.key("properties"));
         o.end();
         out
     }

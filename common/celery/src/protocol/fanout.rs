@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::envelope::{DeliveryInfo, Properties, CONTENT_TYPE_JSON};
+use super::envelope::write::PropertyFields;
+use super::envelope::{Properties, CONTENT_TYPE_JSON};
 use super::error::DecodeError;
 use super::json::{self, Object};
 
@@ -87,33 +88,28 @@ impl Fanout {
         exchange: &str,
         routing_key: &str,
     ) -> String {
-        let properties = Properties {
-            correlation_id: None,
-            reply_to: None,
-            delivery_mode: Some(delivery_mode),
-            delivery_info: Some(DeliveryInfo {
-                exchange: exchange.to_owned(),
-                routing_key: routing_key.to_owned(),
-                extra: Map::new(),
-            }),
-            priority: Some(0),
-            body_encoding: Some("base64".into()),
-            delivery_tag: Some(uuid::Uuid::new_v4().to_string()),
-            extra: Map::new(),
-        };
         // The shape of `Wire` as serde writes it, by hand (`json.rs`); base64 is 4 bytes for
-        // every 3 and needs no escape, so it goes in as it is encoded.
+        // every 3.
         let body_len = json.len().div_ceil(3).saturating_mul(4);
         let mut out = String::with_capacity(body_len.saturating_add(512));
         let mut o = Object::new(&mut out);
-        let body = o.key("body");
-        body.push('"');
-        super::b64::encode_into(json.as_bytes(), body);
-        body.push('"');
+        super::b64::json_string(json.as_bytes(), o.key("body"));
         json::string(o.key("content-encoding"), "utf-8");
         json::string(o.key("content-type"), CONTENT_TYPE_JSON);
         json::object(o.key("headers"), &headers);
-        properties.write_json(o.key("properties"));
+        let mut tag = uuid::Uuid::encode_buffer();
+        let no_fields = Map::new();
+        PropertyFields {
+            correlation_id: None,
+            reply_to: None,
+            delivery_mode: Some(delivery_mode),
+            delivery_info: Some((exchange, routing_key, no_fields.iter())),
+            priority: Some(0),
+            body_encoding: Some("base64"),
+            delivery_tag: Some(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut tag)),
+            extra: no_fields.iter(),
+        }
+        .write(o.key("properties"));
         o.end();
         out
     }

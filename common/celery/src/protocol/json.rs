@@ -140,8 +140,8 @@ impl<'a> Object<'a> {
     }
 
     /// The fields of `map` after those written so far (serde's `flatten`).
-    pub(crate) fn rest(&mut self, map: &Map<String, Value>) {
-        for (key, item) in map {
+    pub(crate) fn rest<'v>(&mut self, fields: impl IntoIterator<Item = (&'v String, &'v Value)>) {
+        for (key, item) in fields {
             value(self.entry(key), item);
         }
     }

@@ -5,12 +5,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::body::{Body, Embed};
-use super::envelope::{
-    empty_object, DeliveryInfo, Envelope, Headers, Properties, CONTENT_TYPE_JSON,
-};
+use super::envelope::write::{HeaderFields, PropertyFields};
+use super::envelope::{Envelope, CONTENT_TYPE_JSON};
+use super::error::DecodeError;
+use super::json::{self, Object};
 use crate::clock;
 
-/// The headers [`TaskMessage::to_envelope`] writes itself (and kombu's `compression`): extra
+/// The headers [`TaskMessage::to_json`] writes itself (and kombu's `compression`): extra
 /// headers of these names would make duplicate JSON keys, so they are not sent.
 const CELERY_HEADERS: &[&str] = &[
     "lang",
@@ -36,7 +37,7 @@ const CELERY_HEADERS: &[&str] = &[
     "redelivered",
 ];
 
-/// A task to publish: what a producer decides; [`TaskMessage::to_envelope`] adds the rest.
+/// A task to publish: what a producer decides; [`TaskMessage::to_json`] adds the rest.
 #[derive(Debug, Clone)]
 pub struct TaskMessage {
     /// The task's registered name.
@@ -117,13 +118,16 @@ impl TaskMessage {
         self
     }
 
-    /// Builds the kombu envelope exactly as Python Celery 5.x shapes it; `origin` is the
-    /// sender's node name (Celery's `origin` header).
-    pub fn to_envelope(&self, origin: &str) -> Envelope {
+    /// The kombu envelope exactly as Python Celery 5.x shapes it, as the JSON text pushed on
+    /// the queue; `origin` is the sender's node name (Celery's `origin` header). Written
+    /// directly by the envelope's own writer: no [`Envelope`] is built on the way.
+    pub fn to_json(&self, origin: &str) -> String {
         let body = self.body.to_json();
         // Python's reprs, as Flower and `celery events` show them.
         let args_repr = super::pyrepr::args_repr(&self.body.args);
         let kwargs_repr = super::pyrepr::kwargs_repr(&self.body.kwargs);
+        let eta = self.eta.map(clock::to_celery_iso);
+        let expires = self.expires.map(clock::to_celery_iso);
         let mut prop_extra = Map::new();
         if let Some(expires) = self.expires {
             let ms = (expires - OffsetDateTime::now_utc())
@@ -131,53 +135,67 @@ impl TaskMessage {
                 .max(0);
             prop_extra.insert("expiration".into(), Value::String(ms.to_string()));
         }
-        Envelope {
-            body: super::b64::encode(body.as_bytes()),
-            content_encoding: Some("utf-8".into()),
-            content_type: Some(CONTENT_TYPE_JSON.into()),
-            headers: Headers {
-                // Informational; Python workers run messages with any value (captured test A01).
-                lang: Some("rust".into()),
-                task: self.task.clone(),
-                id: self.id.clone(),
-                shadow: None,
-                eta: self.eta.map(clock::to_celery_iso),
-                expires: self.expires.map(clock::to_celery_iso),
-                group: self.group.clone(),
-                group_index: self.group_index,
-                retries: self.retries,
-                timelimit: [self.time_limit, None],
-                root_id: Some(self.root_id.clone().unwrap_or_else(|| self.id.clone())),
-                parent_id: self.parent_id.clone(),
-                argsrepr: Some(args_repr),
-                kwargsrepr: Some(kwargs_repr),
-                origin: Some(origin.to_owned()),
-                ignore_result: self.ignore_result,
-                replaced_task_nesting: 0,
-                stamped_headers: None,
-                stamps: empty_object(),
-                extra: self
-                    .headers
-                    .iter()
-                    .filter(|(k, _)| !CELERY_HEADERS.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            },
-            properties: Properties {
-                correlation_id: Some(self.id.clone()),
-                reply_to: Some(String::new()),
-                delivery_mode: Some(2),
-                delivery_info: Some(DeliveryInfo {
-                    exchange: String::new(),
-                    routing_key: self.queue.clone(),
-                    extra: Map::new(),
-                }),
-                priority: Some(self.priority.clamp(0, 9)),
-                body_encoding: Some("base64".into()),
-                delivery_tag: Some(Uuid::new_v4().to_string()),
-                extra: prop_extra,
-            },
+        let mut tag = Uuid::encode_buffer();
+        let tag = Uuid::new_v4().hyphenated().encode_lower(&mut tag);
+        let no_fields = Map::new();
+        let size = body
+            .len()
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(args_repr.len())
+            .saturating_add(kwargs_repr.len())
+            .saturating_add(1024);
+        let mut out = String::with_capacity(size);
+        let mut o = Object::new(&mut out);
+        super::b64::json_string(body.as_bytes(), o.key("body"));
+        json::string(o.key("content-encoding"), "utf-8");
+        json::string(o.key("content-type"), CONTENT_TYPE_JSON);
+        HeaderFields {
+            // Informational; Python workers run messages with any value (captured test A01).
+            lang: Some("rust"),
+            task: &self.task,
+            id: &self.id,
+            shadow: None,
+            eta: eta.as_deref(),
+            expires: expires.as_deref(),
+            group: self.group.as_deref(),
+            group_index: self.group_index,
+            retries: self.retries,
+            timelimit: [self.time_limit, None],
+            root_id: Some(self.root_id.as_deref().unwrap_or(&self.id)),
+            parent_id: self.parent_id.as_deref(),
+            argsrepr: Some(&args_repr),
+            kwargsrepr: Some(&kwargs_repr),
+            origin: Some(origin),
+            ignore_result: self.ignore_result,
+            replaced_task_nesting: 0,
+            stamped_headers: None,
+            stamps: None,
+            extra: self
+                .headers
+                .iter()
+                .filter(|(k, _)| !CELERY_HEADERS.contains(&k.as_str())),
         }
+        .write(o.key("headers"));
+        PropertyFields {
+            correlation_id: Some(&self.id),
+            reply_to: Some(""),
+            delivery_mode: Some(2),
+            delivery_info: Some(("", &self.queue, no_fields.iter())),
+            priority: Some(self.priority.clamp(0, 9)),
+            body_encoding: Some("base64"),
+            delivery_tag: Some(tag),
+            extra: prop_extra.iter(),
+        }
+        .write(o.key("properties"));
+        o.end();
+        out
+    }
+
+    /// [`TaskMessage::to_json`] read back as an [`Envelope`], for a caller that changes a
+    /// field before pushing it (tests, tools).
+    pub fn to_envelope(&self, origin: &str) -> Result<Envelope, DecodeError> {
+        Envelope::from_json(self.to_json(origin).as_bytes())
     }
 }
 
@@ -192,7 +210,7 @@ mod tests {
     const ORIGIN: &str = "test@host";
 
     fn roundtrip(msg: &TaskMessage) -> Message {
-        Message::decode(msg.to_envelope(ORIGIN).to_json().as_bytes()).expect("decodes")
+        Message::decode(msg.to_json(ORIGIN).as_bytes()).expect("decodes")
     }
 
     #[test]
@@ -221,7 +239,7 @@ mod tests {
             ("traceparent", tp.to_owned()),
             ("id", "not-the-id".to_owned()),
         ]);
-        let json = msg.to_envelope(ORIGIN).to_json();
+        let json = msg.to_json(ORIGIN);
         let v: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["headers"]["traceparent"], json!(tp));
         assert_eq!(v["headers"]["id"], json!(msg.id));
@@ -234,15 +252,75 @@ mod tests {
     }
 
     #[test]
+    fn the_text_is_serdes_text_of_the_envelope_it_reads_back_as() {
+        // Written by hand field by field: held to the serde derive's text of what it decodes
+        // to (field order, escaping, numbers), with every field a producer sets in use.
+        let kwargs = json!({"note": "quote \" backslash \\ tab \t ünï 😀", "n": -3});
+        let mut msg = TaskMessage::new("a.task", "q-1", kwargs.as_object().cloned().unwrap())
+            .child_of("parent-1", "root-1")
+            .with_headers([
+                ("traceparent", "00-ab-cd-01".to_owned()),
+                ("id", "spoof".to_owned()),
+            ]);
+        msg.body.args = vec![json!(1), json!(2.5), json!(null), json!(["x", {"y": true}])];
+        msg.priority = 42;
+        msg.eta = Some(OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(2_000_000_000));
+        msg.expires = Some(OffsetDateTime::now_utc() + time::Duration::hours(1));
+        msg.group = Some("g-1".into());
+        msg.group_index = Some(3);
+        msg.retries = 2;
+        msg.ignore_result = true;
+        msg.time_limit = Some(30.5);
+        let plain = TaskMessage::new("b", "celery", Map::new());
+        for m in [&msg, &plain] {
+            let text = m.to_json(ORIGIN);
+            let env = Envelope::from_json(text.as_bytes()).unwrap();
+            assert_eq!(text, serde_json::to_string(&env).unwrap());
+            assert_eq!(text, env.to_json());
+        }
+        let env = msg.to_envelope(ORIGIN).unwrap();
+        let h = &env.headers;
+        assert_eq!(h.lang.as_deref(), Some("rust"));
+        assert_eq!(
+            (h.id.as_str(), h.task.as_str()),
+            (msg.id.as_str(), "a.task")
+        );
+        assert_eq!(h.eta.as_deref(), Some("2033-05-18T03:33:20+00:00"));
+        assert_eq!(h.root_id.as_deref(), Some("root-1"));
+        assert_eq!(h.timelimit, [Some(30.5), None]);
+        assert_eq!(h.extra.get("traceparent"), Some(&json!("00-ab-cd-01")));
+        let p = &env.properties;
+        assert_eq!(p.correlation_id.as_deref(), Some(msg.id.as_str()));
+        assert_eq!(p.priority, Some(9), "clamped");
+        assert_eq!(env.routing_key(), Some("q-1"));
+        assert!(
+            p.extra["expiration"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 3_500_000
+        );
+        let plain = plain.to_envelope(ORIGIN).unwrap();
+        assert_eq!(plain.headers.root_id, Some(plain.headers.id.clone()));
+        assert!(!plain.properties.extra.contains_key("expiration"));
+        assert_ne!(plain.properties.delivery_tag, env.properties.delivery_tag);
+    }
+
+    #[test]
     fn two_element_body_is_refused() {
-        let mut env = TaskMessage::new("t", "celery", Map::new()).to_envelope(ORIGIN);
+        let mut env = TaskMessage::new("t", "celery", Map::new())
+            .to_envelope(ORIGIN)
+            .unwrap();
         env.body = B64.encode(b"[[], {}]");
         assert!(matches!(env.decode_body(), Err(DecodeError::BodyShape)));
     }
 
     #[test]
     fn other_content_types_are_refused() {
-        let mut env = TaskMessage::new("t", "celery", Map::new()).to_envelope(ORIGIN);
+        let mut env = TaskMessage::new("t", "celery", Map::new())
+            .to_envelope(ORIGIN)
+            .unwrap();
         env.content_type = Some("application/x-python-serialize".into());
         let err = env.decode_body().unwrap_err();
         assert!(matches!(err, DecodeError::ContentType(_)));
@@ -259,7 +337,9 @@ mod tests {
 
     #[test]
     fn raw_body_without_body_encoding_is_accepted() {
-        let mut env = TaskMessage::new("t", "celery", Map::new()).to_envelope(ORIGIN);
+        let mut env = TaskMessage::new("t", "celery", Map::new())
+            .to_envelope(ORIGIN)
+            .unwrap();
         env.properties.body_encoding = None;
         env.body = r#"[[1], {"a": 2}, {}]"#.into();
         let body = env.decode_body().unwrap();
@@ -269,7 +349,9 @@ mod tests {
 
     #[test]
     fn unknown_compression_is_refused() {
-        let mut env = TaskMessage::new("t", "celery", Map::new()).to_envelope(ORIGIN);
+        let mut env = TaskMessage::new("t", "celery", Map::new())
+            .to_envelope(ORIGIN)
+            .unwrap();
         env.headers
             .extra
             .insert("compression".into(), json!("application/x-brotli"));
@@ -281,7 +363,9 @@ mod tests {
 
     #[test]
     fn redelivered_flags_are_set_where_kombu_sets_them() {
-        let mut env = TaskMessage::new("t", "celery", Map::new()).to_envelope(ORIGIN);
+        let mut env = TaskMessage::new("t", "celery", Map::new())
+            .to_envelope(ORIGIN)
+            .unwrap();
         env.mark_redelivered();
         let v: Value = serde_json::from_str(&env.to_json()).unwrap();
         assert_eq!(v["headers"]["redelivered"], json!(true));

@@ -26,7 +26,7 @@ fn parent(embed: Value) -> Message {
     m.id = "parent".into();
     m.root_id = Some("root".into());
     m.body.embed = serde_json::from_value(embed).unwrap();
-    Message::decode(m.to_envelope("test@host").to_json().as_bytes()).unwrap()
+    Message::decode(m.to_json("test@host").as_bytes()).unwrap()
 }
 
 fn routes() -> Routes {
@@ -171,7 +171,7 @@ fn a_group_inside_a_chain_inside_a_link_is_applied_when_its_turn_comes() {
     // When `x` ends, the worker running it applies the group.
     let mut next = TaskMessage::new("echo", "celery", Default::default());
     next.body.embed.chain = Some(carried);
-    let x = Message::decode(next.to_envelope("t").to_json().as_bytes()).unwrap();
+    let x = Message::decode(next.to_json("t").as_bytes()).unwrap();
     let sent = on_success(&x, &json!(2), &routes()).unwrap();
     let ids: Vec<_> = sent.messages.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["y", "z"]);
@@ -464,7 +464,7 @@ fn a_chord_body_applied_on_its_own_carries_the_rest_of_its_chain() {
 /// Sends `sent`'s message `i` on as if it succeeded with `result`: what its own end sends.
 fn next_of(sent: &Sent, i: usize, result: Value) -> Sent {
     let m = &sent.messages[i];
-    let msg = Message::decode(m.to_envelope("test@host").to_json().as_bytes()).unwrap();
+    let msg = Message::decode(m.to_json("test@host").as_bytes()).unwrap();
     on_success(&msg, &result, &routes()).unwrap()
 }
 

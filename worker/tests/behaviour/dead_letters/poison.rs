@@ -34,7 +34,9 @@ async fn an_unknown_task_is_stored_as_not_registered_and_acknowledged() {
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
     let w = start(&[]).await;
-    let mut env = TaskMessage::new("process_order", "celery", Map::new()).to_envelope("test@host");
+    let mut env = TaskMessage::new("process_order", "celery", Map::new())
+        .to_envelope("test@host")
+        .unwrap();
     let poison_id = env.headers.id.clone();
     env.body = "W1tdLCB7fV0=".into(); // base64 of "[[], {}]": two elements
     let mut conn = w.conn.clone();
@@ -186,7 +188,7 @@ async fn a_zlib_bomb_is_refused_without_inflating_it() {
 async fn an_entry_that_is_not_utf8_is_dead_lettered_and_its_batch_runs() {
     let w = start(&[]).await;
     let good = TaskMessage::new("no_such_task", "celery", Map::new());
-    let good_raw = good.to_envelope("test@host").to_json();
+    let good_raw = good.to_json("test@host");
     // Both in one claim: a valid message and an entry with a tag that is not UTF-8 text.
     let mut bad = b"\xff{\"properties\": {\"delivery_tag\": \"bad\xfe\"}}".to_vec();
     bad.extend_from_slice(b" ");

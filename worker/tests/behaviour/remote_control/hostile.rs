@@ -433,7 +433,7 @@ async fn task_received_events_carry_reprs_cut_as_celery_cuts_them() {
     ];
     let (trigger, handle) = crate::support::spawn(&redis.url(), &env);
     let msg = TaskMessage::new("no.such.task", "celery", Map::new());
-    let mut envelope = msg.to_envelope("test@host");
+    let mut envelope = msg.to_envelope("test@host").unwrap();
     envelope.headers.argsrepr = Some("A".repeat(2 * 1024 * 1024));
     envelope.headers.kwargsrepr = Some("K".repeat(2 * 1024 * 1024));
     let _: i64 = conn

@@ -269,9 +269,9 @@ async fn an_entry_that_is_not_utf8_in_the_second_queue_is_dead_lettered_under_th
     let bad =
         b"{\"properties\": {\"delivery_info\": {}, \"delivery_tag\": \"t\xff\"}}\xfe".to_vec();
     redis::pipe()
-        .lpush("a", good_a.to_envelope("p@h").to_json())
+        .lpush("a", good_a.to_json("p@h"))
         .lpush("b", bad)
-        .lpush("b", good_b.to_envelope("p@h").to_json())
+        .lpush("b", good_b.to_json("p@h"))
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
@@ -389,7 +389,7 @@ async fn junk_in_one_queue_does_not_starve_the_workers_other_queue() {
     let junk: Vec<String> = (0..40).map(|i| format!("not json {i}")).collect();
     conn.lpush::<_, _, ()>("junk", &junk).await.unwrap();
     let real = TaskMessage::new("no_such_task", "real", Map::new());
-    conn.lpush::<_, _, ()>("real", real.to_envelope("p@h").to_json())
+    conn.lpush::<_, _, ()>("real", real.to_json("p@h"))
         .await
         .unwrap();
     let mut w = Worker::build(
@@ -512,7 +512,7 @@ async fn a_binding_member_that_is_not_utf8_does_not_stop_every_restore() {
     orphan(&mut conn, "py-1", &raw, "shop", "shop.orders").await;
     // Another queue's orphan, expired later.
     let plain = TaskMessage::new("t", "celery", Map::new());
-    let entry = format!(r#"[{}, "", "celery"]"#, plain.to_envelope("p@h").to_json());
+    let entry = format!(r#"[{}, "", "celery"]"#, plain.to_json("p@h"));
     redis::pipe()
         .hset(keys::UNACKED, "rs-1", entry)
         .zadd(keys::UNACKED_INDEX, "rs-1", 2_000.0)
@@ -543,7 +543,7 @@ async fn a_scheduled_entry_that_is_not_utf8_does_not_stop_its_queues_schedule() 
     let due = TaskMessage::new("t", "a", Map::new());
     redis::pipe()
         .zadd(keys::scheduled("a"), b"\xff\xfe".as_slice(), 1.0)
-        .zadd(keys::scheduled("a"), due.to_envelope("p@h").to_json(), 2.0)
+        .zadd(keys::scheduled("a"), due.to_json("p@h"), 2.0)
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
@@ -596,7 +596,7 @@ async fn requeue_dead_never_pushes_into_a_reserved_key() {
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     let msg = TaskMessage::new("t", "celery", Map::new());
-    let mut entry = DeadLetter::about("crafted", msg.to_envelope("p@h").to_json());
+    let mut entry = DeadLetter::about("crafted", msg.to_json("p@h"));
     entry.queue = Some(keys::DEAD_LETTER.to_owned());
     conn.lpush::<_, _, ()>(keys::DEAD_LETTER, serde_json::to_string(&entry).unwrap())
         .await

@@ -196,8 +196,7 @@ async fn the_dead_letter_commands_work_per_queue() {
     for (i, queue) in ["orders", "notifications", "orders"].iter().enumerate() {
         let msg = TaskMessage::new("send_notification", queue, note(&format!("n-{i}")));
         let entry =
-            celery_redis::broker::DeadLetter::about("test", msg.to_envelope("t@h").to_json())
-                .in_queue(queue);
+            celery_redis::broker::DeadLetter::about("test", msg.to_json("t@h")).in_queue(queue);
         conn.lpush::<_, _, ()>(keys::DEAD_LETTER, entry.to_json())
             .await
             .unwrap();

@@ -36,7 +36,7 @@ pub async fn later_orders_still_run(w: &Running) {
 /// A raw envelope of `msg` with `edit` applied to its JSON.
 /// `msg`'s envelope as JSON, `edit`ed.
 pub fn crafted(msg: &TaskMessage, edit: impl FnOnce(&mut Value)) -> String {
-    let mut v: Value = serde_json::from_str(&msg.to_envelope("test@host").to_json()).unwrap();
+    let mut v: Value = serde_json::from_str(&msg.to_json("test@host")).unwrap();
     edit(&mut v);
     v.to_string()
 }
