@@ -193,7 +193,10 @@ impl TaskMessage {
     }
 
     /// [`TaskMessage::to_json`] read back as an [`Envelope`], for a caller that changes a
-    /// field before pushing it (tests, tools).
+    /// field before pushing it (tests, tools): what a consumer reads, not the message's own
+    /// values. JSON has no infinity or NaN (a non-finite `time_limit` is sent as `null` and
+    /// reads back as none), and floats come back as serde_json parses them (possibly one unit
+    /// in the last place off).
     pub fn to_envelope(&self, origin: &str) -> Result<Envelope, DecodeError> {
         Envelope::from_json(self.to_json(origin).as_bytes())
     }
@@ -305,6 +308,18 @@ mod tests {
         assert_eq!(plain.headers.root_id, Some(plain.headers.id.clone()));
         assert!(!plain.properties.extra.contains_key("expiration"));
         assert_ne!(plain.properties.delivery_tag, env.properties.delivery_tag);
+    }
+
+    #[test]
+    fn a_non_finite_time_limit_is_sent_as_null_and_reads_back_as_none() {
+        for limit in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            let mut msg = TaskMessage::new("t", "celery", Map::new());
+            msg.time_limit = Some(limit);
+            let v: Value = serde_json::from_str(&msg.to_json(ORIGIN)).unwrap();
+            assert_eq!(v["headers"]["timelimit"], json!([null, null]), "{limit}");
+            let env = msg.to_envelope(ORIGIN).unwrap();
+            assert_eq!(env.headers.timelimit, [None, None], "{limit}");
+        }
     }
 
     #[test]
