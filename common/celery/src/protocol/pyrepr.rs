@@ -3,6 +3,8 @@
 //! a URL: an http(s) URL in any value shown (a repr, an `inspect` listing) is cut to
 //! `scheme://host/...`, since webhook URLs (Slack's, Teams') carry a secret in their path.
 
+mod printable;
+
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
@@ -198,11 +200,13 @@ fn write_map(out: &mut String, map: &Map<String, Value>) {
 }
 
 /// A Python string literal: single quotes unless the text has one and no double quote. The runs
-/// between characters that need escaping are copied whole (every such character is ASCII, so
-/// each run ends on a character boundary).
+/// between characters that may need escaping (ASCII ones, and any non-ASCII character, which
+/// is escaped when Python does not call it printable) are copied whole.
 fn write_str(out: &mut String, s: &str) {
-    // Most strings hold nothing to escape and no quote: one scan, then copied whole.
-    let special = |b: u8| (b == b'\\') | (b == b'\'') | (b == b'"') | (b < 0x20) | (b == 0x7f);
+    // Most strings are ASCII with nothing to escape and no quote: one scan, then copied whole.
+    // `b - 0x20 >= 0x5f` (wrapping): outside the printable ASCII 0x20..0x7f, in one comparison.
+    let special =
+        |b: u8| (b == b'\\') | (b == b'\'') | (b == b'"') | (b.wrapping_sub(0x20) >= 0x5f);
     if super::first_byte(s.as_bytes(), special).is_none() {
         out.reserve(s.len().saturating_add(2));
         out.push('\'');
@@ -216,7 +220,7 @@ fn write_str(out: &mut String, s: &str) {
         b'\''
     };
     // Bitwise, not `||`: see `first_byte`.
-    let escaped = |b: u8| (b == b'\\') | (b == quote) | (b < 0x20) | (b == 0x7f);
+    let escaped = |b: u8| (b == b'\\') | (b == quote) | (b.wrapping_sub(0x20) >= 0x5f);
     out.push(char::from(quote));
     let mut rest = s;
     while let Some(at) = super::first_byte(rest.as_bytes(), escaped) {
@@ -224,6 +228,15 @@ fn write_str(out: &mut String, s: &str) {
         let Some(&b) = rest.as_bytes().get(at) else {
             break;
         };
+        if b >= 0x80 {
+            // A character boundary: the runs before it ended on ASCII bytes.
+            let Some(c) = rest.get(at..).and_then(|r| r.chars().next()) else {
+                break;
+            };
+            write_char(out, c);
+            rest = rest.get(at + c.len_utf8()..).unwrap_or_default();
+            continue;
+        }
         match b {
             b'\\' => out.push_str("\\\\"),
             b'\n' => out.push_str("\\n"),
@@ -242,6 +255,33 @@ fn write_str(out: &mut String, s: &str) {
     }
     out.push_str(rest);
     out.push(char::from(quote));
+}
+
+/// A non-ASCII character as Python's `repr()` writes it: as it is when `str.isprintable()`
+/// says so, else `\xNN`, `\uNNNN` or `\UNNNNNNNN`.
+fn write_char(out: &mut String, c: char) {
+    let code = u32::from(c);
+    let hidden = printable::NOT_PRINTABLE
+        .binary_search_by(|&(low, high)| {
+            if high < code {
+                std::cmp::Ordering::Less
+            } else if low > code {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        })
+        .is_ok();
+    // Writing to a String cannot fail.
+    let _ = match code {
+        _ if !hidden => {
+            out.push(c);
+            Ok(())
+        }
+        0..=0xff => write!(out, "\\x{code:02x}"),
+        0x100..=0xffff => write!(out, "\\u{code:04x}"),
+        _ => write!(out, "\\U{code:08x}"),
+    };
 }
 
 #[cfg(test)]
@@ -310,6 +350,45 @@ mod tests {
         assert_eq!(repr(&json!("\"")), r#"'"'"#);
         assert_eq!(repr(&json!("ü\nü\n")), r"'ü\nü\n'");
         assert_eq!(repr(&json!("")), "''");
+    }
+
+    #[test]
+    fn characters_python_does_not_call_printable_are_escaped_as_python_escapes_them() {
+        // Each expected text is Python 3.11's repr() of the same string: C1 controls, no-break
+        // and zero-width spaces, line and paragraph separators, the BOM, private use and
+        // unassigned code points, tags; printable letters and emoji stay as they are.
+        for (text, python) in [
+            ("\u{85}", r"'\x85'"),
+            ("\u{a0}", r"'\xa0'"),
+            ("\u{ad}", r"'\xad'"),
+            ("é", "'é'"),
+            ("\u{200b}", r"'\u200b'"),
+            ("\u{2028}", r"'\u2028'"),
+            ("\u{feff}", r"'\ufeff'"),
+            ("\u{e000}", r"'\ue000'"),
+            ("\u{378}", r"'\u0378'"),
+            ("中", "'中'"),
+            ("😀", "'😀'"),
+            ("\u{e0001}", r"'\U000e0001'"),
+            ("\u{10ffff}", r"'\U0010ffff'"),
+            ("a\u{2029}b'\"", r#"'a\u2029b\'"'"#),
+            ("ünï\u{85}x\u{85}", r"'ünï\x85x\x85'"),
+        ] {
+            assert_eq!(repr(&json!(text)), python, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_table_of_hidden_characters_is_sorted_and_disjoint() {
+        let table = printable::NOT_PRINTABLE;
+        assert!(table.len() > 600, "{}", table.len());
+        assert!(table
+            .iter()
+            .all(|&(low, high)| 0x80 <= low && low <= high && high <= 0x10_ffff));
+        assert!(
+            table.windows(2).all(|w| w[0].1 + 1 < w[1].0),
+            "sorted, apart"
+        );
     }
 
     #[test]
