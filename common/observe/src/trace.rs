@@ -67,14 +67,14 @@ impl TraceContext {
         }
     }
 
-    /// 32 lowercase hex digits.
+    /// 32 lowercase hex digits (a log field of every task: written by [`put_hex`], not `format!`).
     pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        hex(self.trace_id, 32)
     }
 
     /// 16 lowercase hex digits.
     pub fn span_id(&self) -> String {
-        format!("{:016x}", self.span_id)
+        hex(u128::from(self.span_id), 16)
     }
 
     /// `00-<trace id>-<span id>-<flags>`, naming this span as the parent.
@@ -110,6 +110,15 @@ impl TraceContext {
         }
         out
     }
+}
+
+/// The last `width` (at most 32) hex digits of `n`, lowercase, zero-padded.
+fn hex(n: u128, width: usize) -> String {
+    let mut digits = [b'0'; 32];
+    let start = 32usize.saturating_sub(width);
+    let field = digits.get_mut(start..).unwrap_or_default();
+    put_hex(field, n);
+    String::from_utf8_lossy(field).into_owned()
 }
 
 /// The last `digits.len()` hex digits of `n`, lowercase, zero-padded, into `digits`.
@@ -286,7 +295,16 @@ mod tests {
         for c in [a, b, TraceContext::root()] {
             let expected = format!("00-{:032x}-{:016x}-{:02x}", c.trace_id, c.span_id, c.flags);
             assert_eq!(c.traceparent(), expected);
+            assert_eq!(c.trace_id(), format!("{:032x}", c.trace_id));
+            assert_eq!(c.span_id(), format!("{:016x}", c.span_id));
         }
+        let small = TraceContext {
+            trace_id: 0xab,
+            span_id: 1,
+            ..TraceContext::root()
+        };
+        assert_eq!(small.trace_id(), format!("{:032x}", 0xab));
+        assert_eq!(small.span_id(), "0000000000000001");
     }
 
     #[tokio::test]
