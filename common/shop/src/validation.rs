@@ -109,7 +109,8 @@ impl Fields {
                 self.error(join(path, key), "must not be empty");
                 String::new()
             }
-            Some(Value::String(s)) if s.chars().count() > max => {
+            // Bytes bound characters: only a long text is counted.
+            Some(Value::String(s)) if s.len() > max && s.chars().count() > max => {
                 self.error(join(path, key), format!("must be at most {max} characters"));
                 String::new()
             }
@@ -262,6 +263,24 @@ pub fn is_id(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The limit counts characters, as Python's `len()` does, not bytes.
+    #[test]
+    fn a_strings_limit_is_in_characters() {
+        for (text, ok) in [
+            ("é".repeat(4), true),
+            ("é".repeat(5), false),
+            ("e".repeat(4), true),
+            ("e".repeat(5), false),
+            ("😀".repeat(4), true),
+        ] {
+            let obj = Map::from_iter([("k".to_owned(), Value::String(text.clone()))]);
+            let mut fields = Fields::new();
+            let got = fields.string(&obj, "", "k", 4);
+            assert_eq!(fields.finish(()).is_ok(), ok, "{text}");
+            assert_eq!(got.is_empty(), !ok, "{text}");
+        }
+    }
 
     #[test]
     fn the_patterns_say_what_the_validators_check() {
