@@ -3,10 +3,11 @@
 //! shaped as a Python worker's (`args`, `kwargs`, `result` and `exception` as Python reprs),
 //! built only while task events are on; [`celery_redis::events`] batches and sends them.
 
+use celery_redis::events::Field;
 use celery_redis::protocol::pyrepr;
 use celery_redis::protocol::Message;
 use celery_redis::result::ExceptionInfo;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use observe::metrics::FailedLabels;
 
@@ -30,22 +31,22 @@ pub(crate) fn received(ctx: &Context, msg: &Message, from: &str) {
     let h = &msg.envelope.headers;
     // A producer's reprs are taken as they come, cut as Celery cuts its own, URLs cut too.
     let args = match &h.argsrepr {
-        Some(r) => pyrepr::cut(&pyrepr::shown_text(r)),
+        Some(r) => pyrepr::truncate(pyrepr::shown_text(r)),
         None => pyrepr::args_repr(&msg.body.args),
     };
     let kwargs = match &h.kwargsrepr {
-        Some(r) => pyrepr::cut(&pyrepr::shown_text(r)),
+        Some(r) => pyrepr::truncate(pyrepr::shown_text(r)),
         None => pyrepr::kwargs_repr(&msg.body.kwargs),
     };
     let event = [
-        ("name", json!(msg.task())),
-        ("args", Value::String(args)),
-        ("kwargs", Value::String(kwargs)),
-        ("root_id", json!(h.root_id)),
-        ("parent_id", json!(h.parent_id)),
-        ("retries", json!(h.retries)),
-        ("eta", json!(h.eta)),
-        ("expires", json!(h.expires)),
+        ("name", Field::Str(msg.task())),
+        ("args", Field::Str(&args)),
+        ("kwargs", Field::Str(&kwargs)),
+        ("root_id", Field::OptStr(h.root_id.as_deref())),
+        ("parent_id", Field::OptStr(h.parent_id.as_deref())),
+        ("retries", Field::Int(Some(h.retries))),
+        ("eta", Field::OptStr(h.eta.as_deref())),
+        ("expires", Field::OptStr(h.expires.as_deref())),
     ];
     ctx.events.task("task-received", msg.id(), &event);
 }
@@ -74,9 +75,10 @@ pub(crate) fn succeeded(
     if !ctx.events.task_events() {
         return;
     }
+    let result = pyrepr::repr(result);
     let event = [
-        ("result", Value::String(pyrepr::repr(result))),
-        ("runtime", json!(runtime)),
+        ("result", Field::Str(&result)),
+        ("runtime", Field::Float(runtime)),
     ];
     ctx.events.task("task-succeeded", msg.id(), &event);
 }
@@ -100,12 +102,10 @@ pub fn failed(ctx: &Context, msg: &Message, from: &str, exc: &ExceptionInfo, ret
         return;
     }
     let exception = pyrepr::exception_repr(&exc.exc_type, &exc.exc_message);
+    let traceback = format!("{}: {}", exc.exc_type, exc.message());
     let event = [
-        ("exception", Value::String(exception)),
-        (
-            "traceback",
-            Value::String(format!("{}: {}", exc.exc_type, exc.message())),
-        ),
+        ("exception", Field::Str(&exception)),
+        ("traceback", Field::Str(&traceback)),
     ];
     let kind = if retried {
         "task-retried"
@@ -124,9 +124,9 @@ pub fn revoked(ctx: &Context, msg: &Message, from: &str, signum: Option<i32>, ex
         .get_or_create(&labels(ctx, msg, from).labels)
         .inc();
     let event = [
-        ("terminated", json!(signum.is_some())),
-        ("signum", json!(signum)),
-        ("expired", json!(expired)),
+        ("terminated", Field::Bool(signum.is_some())),
+        ("signum", Field::Int(signum.map(i64::from))),
+        ("expired", Field::Bool(expired)),
     ];
     ctx.events.task("task-revoked", id, &event);
 }
@@ -136,5 +136,5 @@ pub fn rejected(ctx: &Context, id: &str, name: Option<&str>) {
     let l = &ctx.labels.of(name.unwrap_or_default(), None).labels;
     ctx.metrics.tasks.rejected.get_or_create(l).inc();
     ctx.events
-        .task("task-rejected", id, &[("requeue", json!(false))]);
+        .task("task-rejected", id, &[("requeue", Field::Bool(false))]);
 }

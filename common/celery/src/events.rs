@@ -14,7 +14,7 @@ use crate::conn::Conn;
 use crate::control::Lamport;
 use crate::keys::{Layout, EVENT_EXCHANGE};
 use crate::protocol::fanout::{Fanout, TRANSIENT};
-use crate::protocol::json;
+use crate::protocol::json::{self, Object};
 
 /// Most task events in one `task.multi` message (Celery flushes at 24, or on the next tick).
 pub const MAX_BATCH: usize = 24;
@@ -101,20 +101,20 @@ impl Events {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// The event `kind` with `fields` (and the task's `uuid`), stamped as Celery's dispatcher
-    /// does, as JSON text: written straight from the fields (no JSON tree built per event).
-    fn stamp<'f>(
-        &self,
-        kind: &str,
-        uuid: Option<&str>,
-        fields: impl Iterator<Item = (&'f str, &'f Value)>,
-    ) -> String {
-        stamped(&self.node, self.clock.tick(), kind, uuid, fields)
+    /// The event `kind` with the fields `write` writes (and the task's `uuid`), stamped as
+    /// Celery's dispatcher does, as JSON text: written straight from the fields (no JSON tree
+    /// built per event).
+    fn stamp(&self, kind: &str, uuid: Option<&str>, write: impl FnOnce(&mut Object<'_>)) -> String {
+        stamped(&self.node, self.clock.tick(), kind, uuid, write)
     }
 
     /// Publishes one event now, unbatched (worker events, and `task-sent` from producers).
     pub async fn send_now(&self, kind: &str, fields: Map<String, Value>) -> RedisResult<()> {
-        let event = self.stamp(kind, None, fields.iter().map(|(k, v)| (k.as_str(), v)));
+        let event = self.stamp(kind, None, |event| {
+            for (k, v) in &fields {
+                json::value(event.entry(k), v);
+            }
+        });
         let channel = self
             .layout
             .fanout_channel(self.db, EVENT_EXCHANGE, &kind.replace('-', "."));
@@ -123,11 +123,15 @@ impl Events {
 
     /// Queues a task event for the next `task.multi` batch, if task events are on. `fields` are
     /// the event's own (`name`, `result`...), never a stamp's (`uuid`, `type`, `hostname`...).
-    pub fn task(&self, kind: &str, uuid: &str, fields: &[(&str, Value)]) {
+    pub fn task(&self, kind: &str, uuid: &str, fields: &[(&str, Field<'_>)]) {
         if !self.task_events() {
             return;
         }
-        let event = self.stamp(kind, Some(uuid), fields.iter().map(|(k, v)| (*k, v)));
+        let event = self.stamp(kind, Some(uuid), |event| {
+            for (k, field) in fields {
+                field.write(event.entry(k));
+            }
+        });
         if self.tx.try_send(Item::Event(event)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -174,27 +178,53 @@ impl Batcher {
     }
 }
 
-/// One event as Celery's dispatcher stamps it: its own fields, the task's `uuid`, then `type`,
-/// `hostname`, `pid`, `clock`, `timestamp` and `utcoffset`; as serde would write it, by hand
-/// (`protocol::json`: serde escapes each string a byte at a time).
-fn stamped<'f>(
+/// One field of a task event, borrowed from what the worker holds: written as JSON as
+/// serde_json writes the same value, without a JSON value built and dropped for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field<'a> {
+    /// A string.
+    Str(&'a str),
+    /// A string, or `null`.
+    OptStr(Option<&'a str>),
+    /// An integer, or `null`.
+    Int(Option<i64>),
+    /// A number (`null` when it is not finite, as serde_json writes one).
+    Float(f64),
+    /// `true` or `false`.
+    Bool(bool),
+}
+
+impl Field<'_> {
+    fn write(&self, out: &mut String) {
+        match *self {
+            Field::Str(s) => json::string(out, s),
+            Field::OptStr(s) => json::opt_string(out, s),
+            Field::Int(n) => json::opt_int(out, n),
+            Field::Float(x) => json::value(out, &Value::from(x)),
+            Field::Bool(b) => json::bool(out, b),
+        }
+    }
+}
+
+/// One event as Celery's dispatcher stamps it: its own fields (`write` writes them), the task's
+/// `uuid`, then `type`, `hostname`, `pid`, `clock`, `timestamp` and `utcoffset`; as serde would
+/// write it, by hand (`protocol::json`: serde escapes each string a byte at a time).
+fn stamped(
     node: &str,
     clock: u64,
     kind: &str,
     uuid: Option<&str>,
-    fields: impl Iterator<Item = (&'f str, &'f Value)>,
+    write: impl FnOnce(&mut Object<'_>),
 ) -> String {
     let mut out = String::with_capacity(512);
-    let mut event = json::Object::new(&mut out);
-    for (k, v) in fields {
-        json::value(event.entry(k), v);
-    }
+    let mut event = Object::new(&mut out);
+    write(&mut event);
     if let Some(uuid) = uuid {
         json::string(event.key("uuid"), uuid);
     }
     json::string(event.key("type"), kind);
     json::string(event.key("hostname"), node);
-    json::value(event.key("pid"), &Value::from(std::process::id()));
+    json::opt_int(event.key("pid"), Some(i64::from(std::process::id())));
     json::value(event.key("clock"), &Value::from(clock));
     json::value(
         event.key("timestamp"),
@@ -234,30 +264,61 @@ fn routing_key(channel: &str) -> &str {
 mod tests {
     use serde_json::{json, Value};
 
+    use super::Field;
+
     #[test]
     fn a_stamped_event_is_valid_json_with_its_fields_then_the_stamps() {
         for text in ["plain", "quote \" back \\ nl \n nul \u{0}", "ünï 😀"] {
-            let fields = [("name", json!(text)), ("args", json!([text, 1.5, null]))];
-            let event = super::stamped(
-                text,
-                7,
-                "task-received",
-                Some(text),
-                fields.iter().map(|(k, v)| (*k, v)),
-            );
+            let fields = [
+                ("name", Field::Str(text)),
+                ("args", Field::OptStr(Some(text))),
+                ("parent_id", Field::OptStr(None)),
+                ("retries", Field::Int(Some(-3))),
+                ("signum", Field::Int(None)),
+                ("runtime", Field::Float(0.1 + 0.2)),
+                ("nan", Field::Float(f64::NAN)),
+                ("expired", Field::Bool(true)),
+            ];
+            let event = super::stamped(text, 7, "task-received", Some(text), |event| {
+                for (k, f) in &fields {
+                    f.write(event.entry(k));
+                }
+            });
             let mut parsed: Value = serde_json::from_str(&event).unwrap();
             assert!(parsed["timestamp"].as_f64().unwrap() > 1.7e9, "{event}");
             parsed["timestamp"] = json!(0);
             let pid = std::process::id();
             assert_eq!(
                 parsed,
-                json!({"name": text, "args": [text, 1.5, null], "uuid": text, "type": "task-received",
-                    "hostname": text, "pid": pid, "clock": 7, "timestamp": 0, "utcoffset": 0})
+                json!({"name": text, "args": text, "parent_id": null, "retries": -3,
+                    "signum": null, "runtime": 0.1 + 0.2, "nan": null, "expired": true,
+                    "uuid": text, "type": "task-received", "hostname": text, "pid": pid,
+                    "clock": 7, "timestamp": 0, "utcoffset": 0})
             );
             assert!(
                 event.starts_with(r#"{"name":"#) && event.ends_with(r#","utcoffset":0}"#),
                 "{event}"
             );
+        }
+    }
+
+    /// Each field is the text serde_json writes for the same value.
+    #[test]
+    fn fields_are_written_as_serde_writes_them() {
+        let cases = [
+            (Field::Str("a\"b\u{2028}"), json!("a\"b\u{2028}")),
+            (Field::OptStr(None), json!(null)),
+            (Field::Int(Some(i64::MIN)), json!(i64::MIN)),
+            (Field::Float(1e-7), json!(1e-7)),
+            (Field::Float(123456789.125), json!(123456789.125)),
+            (Field::Float(f64::INFINITY), json!(f64::INFINITY)),
+            (Field::Float(-0.0), json!(-0.0)),
+            (Field::Bool(false), json!(false)),
+        ];
+        for (field, value) in cases {
+            let mut out = String::new();
+            field.write(&mut out);
+            assert_eq!(out, serde_json::to_string(&value).unwrap(), "{field:?}");
         }
     }
 }

@@ -136,7 +136,8 @@ pub fn shown(value: &Value) -> Value {
 
 /// `s` cut at [`MAX_REPR`] characters (ending in `...` when cut).
 pub fn cut(s: &str) -> String {
-    if s.chars().nth(MAX_REPR).is_some() {
+    // Bytes bound characters: only a long text is counted.
+    if s.len() > MAX_REPR && s.chars().nth(MAX_REPR).is_some() {
         let mut out: String = s.chars().take(MAX_REPR - 3).collect();
         out.push_str("...");
         out
@@ -145,8 +146,9 @@ pub fn cut(s: &str) -> String {
     }
 }
 
-fn truncate(s: String) -> String {
-    if s.chars().nth(MAX_REPR).is_some() {
+/// [`cut`] of a text already owned: not copied when it is short.
+pub fn truncate(s: String) -> String {
+    if s.len() > MAX_REPR && s.chars().nth(MAX_REPR).is_some() {
         cut(&s)
     } else {
         s
@@ -396,5 +398,16 @@ mod tests {
         let r = repr(&json!(vec!["x".repeat(100); 1000]));
         assert_eq!(r.chars().count(), MAX_REPR);
         assert!(r.ends_with("..."));
+        // The limit is in characters, wide ones too.
+        for c in ["x", "é", "😀"] {
+            let fits = c.repeat(MAX_REPR);
+            assert_eq!(cut(&fits), fits);
+            assert_eq!(truncate(fits.clone()), fits);
+            let over = c.repeat(MAX_REPR + 1);
+            for shown in [cut(&over), truncate(over.clone())] {
+                assert_eq!(shown.chars().count(), MAX_REPR, "{c}");
+                assert!(shown.ends_with("..."));
+            }
+        }
     }
 }
