@@ -117,7 +117,8 @@ mod tests {
     use super::*;
 
     /// The reference: the body read into a JSON tree first, then taken apart (what
-    /// [`Body::from_json`] did before it read the parts in one pass).
+    /// [`Body::from_json`] did before it read the parts in one pass, less its [`MAX_CANVAS`]
+    /// check, which the bodies below stay under).
     fn via_tree(bytes: &[u8]) -> Result<Body, DecodeError> {
         let value: Value = super::super::from_json_bytes(bytes).map_err(DecodeError::BodyJson)?;
         let Value::Array(mut parts) = value else {

@@ -2,7 +2,9 @@
 //! the same verdicts as reading it into a JSON tree first (`Body::from_json`'s reference in the
 //! tests): every part is read whole, so a bad string or number anywhere is still a JSON error.
 //! What it saves: the outer array, the embed's map and serde's second pass over it when the
-//! embed is all `null` (every plain task's).
+//! embed is all `null` (every plain task's). It relies on serde_json's `arbitrary_precision`
+//! feature being off (a number would then reach `visit_map`); the equivalence test, which
+//! has numbers for embeds, fails if anything in the workspace turns it on.
 
 use std::fmt;
 
@@ -12,7 +14,8 @@ use serde_json::{Map, Value};
 use super::Embed;
 
 /// `[args, kwargs, embed]` when the text has that shape (a list, an object, anything), `None`
-/// for any other JSON; the embed's own error waits until the shape is known.
+/// for any other JSON. The embed is read whatever the shape; only its error's verdict waits
+/// until the shape is known (a shape error comes first, as with the tree).
 pub(super) struct Parts(pub(super) Option<(Vec<Value>, Map<String, Value>, EmbedPart)>);
 
 /// The embed as read: its error is the body's only once the body has the right shape.
