@@ -53,8 +53,10 @@ async fn publish_pushes_left_and_claim_records_in_kombus_unacked_layout() {
     let triple: (Value, String, String) = serde_json::from_str(&stored).unwrap();
     assert_eq!(triple.0, serde_json::from_str::<Value>(&d.raw).unwrap());
     assert_eq!((triple.1.as_str(), triple.2.as_str()), ("", "celery"));
+    // Scored with the server's clock in whole seconds, rounded up (kombu reads it as `time()`).
     let score: f64 = conn.zscore(keys::UNACKED_INDEX, &d.tag).await.unwrap();
-    assert!(score >= before && score <= server_time(&mut conn).await);
+    assert_eq!(score.fract(), 0.0, "{score}");
+    assert!(score >= before && score <= server_time(&mut conn).await.ceil());
 
     assert!(broker.ack(&d.tag).await.unwrap());
     assert!(!conn
@@ -258,7 +260,8 @@ async fn settling_a_lost_delivery_does_not_duplicate_it() {
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     broker.publish(&task(0)).await.unwrap();
     let held = claim(&broker).await;
-    // Someone else restored it meanwhile.
+    // Its worker was gone long enough, and someone else restored it meanwhile.
+    redis.age_leases(keys::UNACKED_INDEX, 60.0).await;
     assert_eq!(
         broker
             .restore_expired(Visibility::both(Duration::ZERO))
@@ -342,6 +345,10 @@ async fn renewed_leases_are_not_restored_and_expired_ones_are() {
         broker.renew(std::slice::from_ref(&live.tag)).await.unwrap(),
         1
     );
+    // Renewed to the server's clock in whole seconds, rounded up: never earlier than now.
+    let renewed: f64 = conn.zscore(keys::UNACKED_INDEX, &live.tag).await.unwrap();
+    assert_eq!(renewed.fract(), 0.0, "{renewed}");
+    assert!(renewed >= live.taken_at, "{renewed} {}", live.taken_at);
     assert_eq!(
         broker
             .restore_expired(Visibility::both(Duration::from_secs(60)))
@@ -504,8 +511,9 @@ async fn a_restore_lock_left_behind_holds_restores_off_for_two_seconds_at_most()
     let broker = Broker::new(conn.clone(), "celery", "test@host");
     broker.publish(&task(0)).await.unwrap();
     claim(&broker).await; // held by a worker that then died
-                          // A restorer died holding the lock (or a Redis restart kept it in the AOF), with the
-                          // lifetime our restorers give it.
+    redis.age_leases(keys::UNACKED_INDEX, 60.0).await;
+    // A restorer died holding the lock (or a Redis restart kept it in the AOF), with the
+    // lifetime our restorers give it.
     redis::cmd("SET")
         .arg(keys::UNACKED_MUTEX)
         .arg("a-dead-restorer")

@@ -120,6 +120,31 @@ impl TestRedis {
         Conn::new(&self.parsed_url(), waits).expect("connect to test redis")
     }
 
+    /// Moves every lease in `unacked_index` (named by `index`) `secs` seconds into the past:
+    /// what a worker that died that long ago leaves behind. Lease scores are whole seconds
+    /// rounded up, so a lease just taken is not over yet even with no visibility timeout.
+    pub async fn age_leases(&self, index: &str, secs: f64) {
+        let mut conn = self.manager().await;
+        let held: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .expect("ZRANGE on the test redis");
+        for (tag, score) in held {
+            redis::cmd("ZADD")
+                .arg(index)
+                .arg("XX")
+                .arg(score - secs)
+                .arg(tag)
+                .query_async::<()>(&mut conn)
+                .await
+                .expect("ZADD on the test redis");
+        }
+    }
+
     /// The result backend on this Redis (a fresh connection, results kept for `expires`,
     /// `PUBLISH` on each state as Celery's Redis backend does).
     pub async fn results(&self, expires: std::time::Duration) -> ResultBackend {

@@ -61,6 +61,9 @@ if not (writable(KEYS[1], 'hash') and writable(KEYS[2], 'zset') and writable(KEY
   return redis.error_reply('WRONGTYPE unacked, unacked_index or the dead-letter list holds another type: nothing taken')
 end
 local now = server_now()
+-- The lease's score in `unacked_index`: the server's clock in whole seconds, rounded up (see
+-- `lease_score` in prelude.lua).
+local score = lease_score(now)
 local out = {tostring(now)}
 local want = tonumber(ARGV[1]) or 1
 local max_held, max_decoded, keep = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -173,7 +176,7 @@ while want > 0 and list <= #KEYS do
       seen[tag] = true
       table.insert(entries, tag)
       table.insert(entries, '[' .. raw .. ', "", ' .. cjson.encode(queue) .. ']')
-      table.insert(scores, now)
+      table.insert(scores, score)
       table.insert(scores, tag)
       if #scores >= 200 then record() end
       table.insert(out, raw)

@@ -240,6 +240,7 @@ async fn a_tag_reused_across_two_queues_in_one_claim_holds_both_and_each_returns
     // Taken again and left to expire: the restore puts each back in its own queue, once.
     let claims = broker.claim_from(&ab, 2).await.unwrap();
     assert_eq!(held(&claims).len(), 2);
+    redis.age_leases(keys::UNACKED_INDEX, 60.0).await;
     assert_eq!(
         broker
             .restore_expired(Visibility::both(Duration::ZERO))
@@ -803,6 +804,7 @@ async fn entries_the_restore_cannot_read_do_not_block_every_later_orphan() {
         held(&broker.claim_from(&names(&["b"]), 1).await.unwrap()).len(),
         1
     );
+    redis.age_leases(keys::UNACKED_INDEX, 60.0).await;
     for _ in 0..3 {
         broker
             .restore_expired(Visibility::both(Duration::ZERO))
