@@ -3,7 +3,8 @@
 //! pipeline, as a worker at concurrency 64) with no Lua at all. Per task:
 //!
 //! - the claim as kombu does it: `RPOP` from the queue, `HSET unacked <tag> [envelope, "", queue]`
-//!   (the copy a Python worker's restore reads back) and `ZADD unacked_index <now> <tag>`;
+//!   (the copy a Python worker's restore reads back) and `ZADD unacked_index <now> <tag>` (now in
+//!   whole seconds, as the claim scores it);
 //! - STARTED: `SET celery-task-meta-<id> <json> EX` and `PUBLISH` of the same JSON;
 //! - the stock reservation (the keys `reserve.lua` touches): `SET fleet:order:<id>:reservation
 //!   <record> NX EX` and `DECRBY fleet:stock:A 1`;
@@ -240,7 +241,8 @@ pub async fn measure(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
-            .as_secs_f64();
+            .as_secs_f64()
+            .ceil(); // the claim's lease score: whole seconds (prelude.lua's `lease_score`)
         let pipes: Vec<redis::Pipeline> = tasks
             .chunks(PIPELINE)
             .map(|b| pipeline(b, now, unacked))
