@@ -14,11 +14,11 @@ local function server_now()
 end
 
 -- A lease's score in `unacked_index` (kombu reads it as `time()` when it restores): the
--- clock rounded up to a whole second. Redis keeps a small sorted set as a listpack, and finds
--- where a new member goes by reading every score before it: a whole number is read as an
--- integer, a fraction is parsed with strtod each time (~3.8x the cost of a claim's batched
--- `ZADD` at 60-90 members held). Rounding up gives a lost message back at most a second
--- later, never earlier.
+-- clock rounded up to a whole second. Redis keeps a small sorted set (up to 128 members) as a
+-- listpack, and finds where a new member goes by reading every score before it: a whole number
+-- is read as an integer, a fraction is parsed with strtod each time (fractional scores made a
+-- claim's batched `ZADD` ~3.8x dearer at 60-90 members held; a larger set is a skiplist, where
+-- neither matters). Rounding up makes a lease last at most a second longer, never shorter.
 local function lease_score(now)
   return math.ceil(now)
 end
