@@ -134,10 +134,15 @@ pub fn shown(value: &Value) -> Value {
     }
 }
 
+/// Whether `s` has more than [`MAX_REPR`] characters (bytes bound characters: only a long
+/// text is counted).
+fn over_limit(s: &str) -> bool {
+    s.len() > MAX_REPR && s.chars().nth(MAX_REPR).is_some()
+}
+
 /// `s` cut at [`MAX_REPR`] characters (ending in `...` when cut).
 pub fn cut(s: &str) -> String {
-    // Bytes bound characters: only a long text is counted.
-    if s.len() > MAX_REPR && s.chars().nth(MAX_REPR).is_some() {
+    if over_limit(s) {
         let mut out: String = s.chars().take(MAX_REPR - 3).collect();
         out.push_str("...");
         out
@@ -148,7 +153,7 @@ pub fn cut(s: &str) -> String {
 
 /// [`cut`] of a text already owned: not copied when it is short.
 pub fn truncate(s: String) -> String {
-    if s.len() > MAX_REPR && s.chars().nth(MAX_REPR).is_some() {
+    if over_limit(&s) {
         cut(&s)
     } else {
         s
