@@ -94,7 +94,7 @@ pub const RESERVED_PREFIX: &str = "order-";
 /// The id of the confirmation of `order_id`: in the reserved namespace, and at most
 /// `MAX_ID_LEN` long for every valid order id.
 pub fn confirmation_id(order_id: &str) -> String {
-    format!("{RESERVED_PREFIX}{order_id}-confirmed")
+    [RESERVED_PREFIX, order_id, "-confirmed"].concat()
 }
 
 impl Submission for SendNotification {
