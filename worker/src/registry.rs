@@ -258,7 +258,7 @@ impl Registry {
                 "priority": env.priority(),
                 "redelivered": env.headers.extra.get("redelivered").and_then(Value::as_bool).unwrap_or(false),
             },
-            "worker_pid": time_start.map(|_| std::process::id()),
+            "worker_pid": time_start.map(|_| celery_redis::node::pid()),
         })
     }
 }

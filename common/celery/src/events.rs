@@ -224,7 +224,7 @@ fn stamped(
     }
     json::string(event.key("type"), kind);
     json::string(event.key("hostname"), node);
-    json::opt_int(event.key("pid"), Some(i64::from(std::process::id())));
+    json::opt_int(event.key("pid"), Some(i64::from(crate::node::pid())));
     json::value(event.key("clock"), &Value::from(clock));
     json::value(
         event.key("timestamp"),

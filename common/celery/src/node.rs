@@ -2,8 +2,19 @@
 //! remote control addresses. Unique by default (`rust<pid>-<boot id>@<host>`), or set like
 //! Celery's `-n` from a template. Built once by each binary and passed down.
 
+use std::sync::OnceLock;
+
 /// Longest node name accepted (it travels in every event and reply).
 pub const MAX_NODE_NAME: usize = 200;
+
+/// This process's id, read once: every STARTED result and every event carries it, and
+/// `std::process::id()` is a system call each time (glibc does not cache it): one per task,
+/// six more with task events on. A process that forked after the first call would report its
+/// parent's id, as the node name built at start does; none of this fleet's binaries fork.
+pub fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
 
 /// This machine's host name (`localhost` when it cannot be read).
 pub fn hostname() -> String {
@@ -26,7 +37,7 @@ pub fn host_of(node: &str) -> &str {
 /// host and pid is never mistaken for another.
 pub fn unique() -> String {
     let boot = uuid::Uuid::new_v4().simple().to_string();
-    format!("rust{}-{}@{}", std::process::id(), &boot[..8], hostname())
+    format!("rust{}-{}@{}", pid(), &boot[..8], hostname())
 }
 
 /// Expands a node-name template as Celery's `-n` does: `%h` is the host name, `%n` its first
@@ -69,6 +80,13 @@ pub fn from_template(template: &str, host: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pid_read_once_is_this_process_id() {
+        assert_eq!(pid(), std::process::id());
+        assert_eq!(pid(), std::process::id(), "the second read, from the cache");
+        assert!(unique().starts_with(&format!("rust{}-", std::process::id())));
+    }
 
     #[test]
     fn the_host_part_is_what_follows_the_last_at() {

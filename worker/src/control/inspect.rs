@@ -12,14 +12,14 @@ use crate::registry::Registry;
 pub fn stats(cfg: &WorkerConfig, registry: &Registry, clock: u64) -> Value {
     json!({
         "total": registry.totals(),
-        "pid": std::process::id(),
+        "pid": celery_redis::node::pid(),
         "clock": clock.to_string(),
         "uptime": registry.uptime(),
         "pool": {
             "implementation": "tokio",
             "max-concurrency": cfg.concurrency,
             "threads": cfg.threads,
-            "processes": [std::process::id()],
+            "processes": [celery_redis::node::pid()],
         },
         "broker": broker(&cfg.redis.url),
         "prefetch_count": cfg.concurrency,

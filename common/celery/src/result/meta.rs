@@ -206,7 +206,7 @@ impl ResultMeta {
 
     /// STARTED, with Celery's `{"pid", "hostname"}` result.
     pub fn started(task_id: &str, hostname: &str) -> Self {
-        let info = serde_json::json!({"pid": std::process::id(), "hostname": hostname});
+        let info = serde_json::json!({"pid": crate::node::pid(), "hostname": hostname});
         Self::new(task_id, TaskState::Started, info, false)
     }
 
