@@ -9,7 +9,7 @@ pub const MAX_NODE_NAME: usize = 200;
 
 /// This process's id, read once: every STARTED result and every event carries it, and
 /// `std::process::id()` is a system call each time (glibc does not cache it): one per task,
-/// six more with task events on. A process that forked after the first call would report its
+/// and one per task event. A process that forked after the first call would report its
 /// parent's id, as the node name built at start does; none of this fleet's binaries fork.
 pub fn pid() -> u32 {
     static PID: OnceLock<u32> = OnceLock::new();
