@@ -8,16 +8,22 @@ pub struct Call {
 }
 
 impl Default for Call {
-    /// Room for a task end's keys and most of its arguments (an envelope sent on grows it once).
+    /// Room for a task end's keys and a kilobyte of arguments.
     fn default() -> Self {
-        Call {
-            keys: Parts::with_capacity(512, 16),
-            args: Parts::with_capacity(1024, 16),
-        }
+        Call::with_room(1024)
     }
 }
 
 impl Call {
+    /// Room for a task end's keys and `args` bytes of arguments: a caller that knows what it
+    /// will add (the envelopes a task sends on) sizes the buffer once instead of growing it.
+    pub fn with_room(args: usize) -> Self {
+        Call {
+            keys: Parts::with_capacity(512, 16),
+            args: Parts::with_capacity(args, 16),
+        }
+    }
+
     /// Adds a key (`KEYS[n]` of the call).
     pub fn key(&mut self, key: impl AsRef<str>) -> &mut Self {
         self.keys.push(key.as_ref());

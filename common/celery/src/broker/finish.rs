@@ -100,8 +100,16 @@ impl Broker {
             .and_then(|c| c.body_result.as_ref())
             .map(|meta| results.encode(meta));
         let script_tag = if one_step { tag } else { None };
+        // The arguments' bytes: the result, the chord body's result and the envelopes sent on,
+        // with room for the few short ones (tag, TTL, counts).
+        let room = sends
+            .iter()
+            .map(|send| send.value.len())
+            .chain(encoded.iter().map(|e| e.json.len()))
+            .chain(body.iter().map(|b| b.json.len()))
+            .fold(256usize, usize::saturating_add);
         let written = loop {
-            let mut call = Call::default();
+            let mut call = Call::with_room(room);
             call.key(self.layout.unacked());
             call.key(self.layout.unacked_index());
             let (key, json) = encoded.as_ref().map_or((self.layout.unacked(), ""), |e| {

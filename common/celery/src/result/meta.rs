@@ -164,7 +164,8 @@ impl ResultMeta {
     /// to), written by hand for speed (`protocol::json`).
     pub fn to_json(&self) -> String {
         use crate::protocol::json;
-        let mut out = String::with_capacity(256);
+        // Celery's fields and ids take ~250 bytes before the result: room for a small result.
+        let mut out = String::with_capacity(512);
         let mut o = json::Object::new(&mut out);
         json::string(o.key("status"), self.status.as_str());
         json::value(o.key("result"), &self.result);
