@@ -23,15 +23,19 @@ cargo bench -q -p worker --bench stack --no-run
 work=${PROFILE_KEEP:-$(mktemp -d)}
 mkdir -p "$work"
 bench=
+# The bench runs in a process group of its own (setsid), so that stopping early stops cargo, the
+# bench and its redis-server; the worker has a group of its own (testkit's) and is stopped by pid.
+pid=
 cleanup() {
-  [[ -n "$bench" ]] && kill "$bench" 2>/dev/null
+  [[ -z "$bench" ]] || kill -- "-$bench" 2>/dev/null || true
+  [[ -z "$pid" ]] || kill "$pid" 2>/dev/null || true
   [[ -n "${PROFILE_KEEP:-}" ]] || rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 BENCH_WORKER="$bin" BENCH_ONLY=drain BENCH_CONCURRENCY=64 BENCH_REPS=1 BENCH_DRAIN_TASKS="$orders" \
-  cargo bench -q -p worker --bench stack >"$work/bench.log" 2>&1 &
+  setsid cargo bench -q -p worker --bench stack >"$work/bench.log" 2>&1 &
 bench=$!
-pid=
 for _ in $(seq 600); do
   pid=$(pgrep -f -x "$bin( .*)?" | head -1 || true)
   [[ -n "$pid" ]] && break
