@@ -528,9 +528,12 @@ async fn a_python_and_a_rust_worker_share_one_queue() {
     );
 }
 
-/// Waits out a visibility timeout: the only condition here is the passing of time itself.
-async fn past_visibility(secs: u64) {
-    tokio::time::sleep(Duration::from_secs(secs) + Duration::from_millis(500)).await;
+/// Waits until what dead workers held is past a `secs` visibility timeout by the server's clock
+/// (the passing of time is the condition; the leases' scores say how much).
+async fn past_visibility(redis: &TestRedis, secs: u64) {
+    redis
+        .leases_over(keys::UNACKED_INDEX, Duration::from_secs(secs))
+        .await;
 }
 
 #[tokio::test]
@@ -557,7 +560,7 @@ async fn a_python_worker_restores_the_task_of_a_killed_rust_worker() {
         .unwrap()
         .unwrap();
     rust.kill();
-    past_visibility(2).await;
+    past_visibility(&redis, 2).await;
     let _py_worker = python_worker(&py, &redis, &[("VISIBILITY_TIMEOUT_SECS", "2")]);
     let meta = backend(&redis)
         .await
@@ -932,7 +935,7 @@ async fn a_python_routed_message_a_rust_worker_held_goes_back_to_its_own_queue()
         .unwrap()
         .unwrap();
     notes.kill();
-    past_visibility(2).await;
+    past_visibility(&redis, 2).await;
     let _orders = rust_worker(
         &redis,
         &[&held[..], &[("WORKER_QUEUES", "orders")]].concat(),
@@ -1213,7 +1216,7 @@ async fn held_by_a_killed_python_worker(py: &Path, redis: TestRedis) -> (String,
         "kombu records the producer's exchange and routing key"
     );
     python.kill_group();
-    past_visibility(2).await;
+    past_visibility(&redis, 2).await;
     (ids[0].clone(), redis)
 }
 

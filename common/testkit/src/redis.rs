@@ -145,6 +145,35 @@ impl TestRedis {
         }
     }
 
+    /// Returns once every lease in `unacked_index` (named by `index`) is more than
+    /// `visibility` old by the server's clock: what a restorer that looks once (a Python worker
+    /// restores at start, then only every ~100 s) needs to find them over. The leases' own
+    /// scores say when, not a guess: ours are rounded up to the next whole second.
+    pub async fn leases_over(&self, index: &str, visibility: std::time::Duration) {
+        let mut conn = self.manager().await;
+        let newest: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(index)
+            .arg(-1)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .expect("ZRANGE on the test redis");
+        let Some((_, score)) = newest.first() else {
+            return;
+        };
+        let (secs, micros): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .expect("TIME on the test redis");
+        let now = secs as f64 + micros as f64 / 1e6;
+        // kombu restores a score at most `time() - visibility`: a little past it is enough.
+        let left = score + visibility.as_secs_f64() + 0.2 - now;
+        if left > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(left)).await;
+        }
+    }
+
     /// The result backend on this Redis (a fresh connection, results kept for `expires`,
     /// `PUBLISH` on each state as Celery's Redis backend does).
     pub async fn results(&self, expires: std::time::Duration) -> ResultBackend {
