@@ -2,7 +2,9 @@
 //! visibility timeout for as long as the worker holds them, so a running task is never handed
 //! to another worker, not even while this one shuts down.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,14 +12,39 @@ use crate::broker::{Broker, Delivery};
 use crate::shutdown::Shutdown;
 
 /// Deliveries this process holds, by tag: their leases are renewed, and on shutdown the ones
-/// still running are handed back.
+/// still running are handed back. Each is shared with the task running it, not copied (an
+/// envelope is ~1 KB, and every task is held).
 #[derive(Default, Clone)]
-pub struct Leases(Arc<Mutex<HashMap<String, Delivery>>>);
+pub struct Leases(Arc<Mutex<HashSet<Held>>>);
+
+/// A held delivery, found by its tag.
+struct Held(Arc<Delivery>);
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.tag == other.0.tag
+    }
+}
+
+impl Eq for Held {}
+
+impl Hash for Held {
+    /// As its tag hashes: what [`Borrow<str>`] requires.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.tag.hash(h)
+    }
+}
+
+impl Borrow<str> for Held {
+    fn borrow(&self) -> &str {
+        &self.0.tag
+    }
+}
 
 impl Leases {
     /// Holds `d`: its lease is renewed from the next renewal on.
-    pub fn insert(&self, d: &Delivery) {
-        self.lock().insert(d.tag.clone(), d.clone());
+    pub fn insert(&self, d: &Arc<Delivery>) {
+        self.lock().replace(Held(Arc::clone(d)));
     }
 
     /// Stops holding the delivery `tag` (it was settled).
@@ -27,7 +54,7 @@ impl Leases {
 
     /// The delivery tags held now.
     pub fn tags(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.lock().iter().map(|h| h.0.tag.clone()).collect()
     }
 
     /// How many deliveries are held.
@@ -41,11 +68,11 @@ impl Leases {
     }
 
     /// Takes every delivery still held (to hand them back).
-    pub fn drain(&self) -> Vec<Delivery> {
-        self.lock().drain().map(|(_, d)| d).collect()
+    pub fn drain(&self) -> Vec<Arc<Delivery>> {
+        self.lock().drain().map(|h| h.0).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Delivery>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Held>> {
         // A panic while holding this lock cannot leave the map inconsistent; keep going.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -76,5 +103,42 @@ impl Leases {
                 Err(e) => log::warn!("could not renew leases: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(tag: &str) -> Arc<Delivery> {
+        Arc::new(Delivery {
+            raw: format!("{{\"tag\":\"{tag}\"}}"),
+            tag: tag.to_owned(),
+            taken_at: 0.0,
+            queue: "celery".to_owned(),
+            deliveries: 1,
+        })
+    }
+
+    #[test]
+    fn held_deliveries_are_shared_found_by_tag_and_drained_once() {
+        let leases = Leases::default();
+        let (a, b) = (delivery("a"), delivery("b"));
+        leases.insert(&a);
+        leases.insert(&b);
+        leases.insert(&a);
+        assert_eq!(leases.len(), 2, "a tag is held once");
+        let mut tags = leases.tags();
+        tags.sort();
+        assert_eq!(tags, ["a", "b"]);
+        leases.remove("b");
+        leases.remove("unknown");
+        let drained = leases.drain();
+        assert!(leases.is_empty());
+        assert_eq!(drained.len(), 1);
+        assert!(
+            Arc::ptr_eq(&drained[0], &a),
+            "the task's own delivery, not a copy"
+        );
     }
 }

@@ -39,7 +39,7 @@ use crate::report;
 pub fn guarded(
     ctx: Arc<Context>,
     leases: Leases,
-    delivery: Delivery,
+    delivery: Arc<Delivery>,
     permit: OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = bool> {
     // Each awaited future boxed: the spawned one stays small, as tokio copies it whole when
