@@ -95,97 +95,106 @@ local function record()
     entries, scores = {}, {}
   end
 end
-local list = 4
-while want > 0 and list <= #KEYS do
-  local raw = redis.pcall('RPOP', KEYS[list])
-  if type(raw) == 'table' and raw.err then
-    -- Not a list (another program's key): nothing to take from it.
-    list = list + 1
-  elseif not raw then
-    list = list + 1
+-- Holds `raw`, taken from the list of `queue`, or dead-letters it; adds it to `out` either way.
+local function take(raw, queue)
+  local tag, reason, env, info = nil, nil, nil, 1
+  if #raw > max_held then
+    reason = 'message is larger than ' .. max_held .. ' bytes'
   else
-    want = want - 1
-    local queue = ARGV[list + 5]
-    local tag, reason, env, info = nil, nil, nil, 1
-    if #raw > max_held then
-      reason = 'message is larger than ' .. max_held .. ' bytes'
-    else
-      -- Read the delivery tag without decoding the whole envelope (this runs once per task
-      -- inside Redis): it sits in `properties`, at the end of kombu's and our envelopes. Fall
-      -- back to a full decode, of a small entry only, when the text is unusual.
-      info = string.find(raw, '"delivery_info"', 1, true) or 1
-      tag = field(raw, 'delivery_tag', info) or field(raw, 'delivery_tag', 1)
-      if tag == '' then tag = nil end
-      -- Not even shaped like one JSON object (kombu's restore, which decodes what `unacked`
-      -- holds, would choke on it): decoded below, and dead-lettered when that fails. A full
-      -- decode of every message would cost ~5 us each.
-      if tag and not (string.byte(raw, 1) == 123 and string.byte(raw, -1) == 125) then tag = nil end
-      local ok = true
-      if not tag and #raw <= max_decoded then
-        ok, env = pcall(cjson.decode, raw)
-        if ok and type(env) == 'table' and type(env.properties) == 'table' then
-          tag = env.properties.delivery_tag
-        end
-      end
-      if type(tag) ~= 'string' or tag == '' then
-        reason = 'envelope has no properties.delivery_tag'
-        if #raw > max_decoded then
-          reason = reason .. ' readable without decoding it, and it is too large to decode here'
-        elseif not ok or type(env) ~= 'table' then
-          reason = 'envelope is not a JSON object'
-        end
+    -- Read the delivery tag without decoding the whole envelope (this runs once per task
+    -- inside Redis): it sits in `properties`, at the end of kombu's and our envelopes. Fall
+    -- back to a full decode, of a small entry only, when the text is unusual.
+    info = string.find(raw, '"delivery_info"', 1, true) or 1
+    tag = field(raw, 'delivery_tag', info) or field(raw, 'delivery_tag', 1)
+    if tag == '' then tag = nil end
+    -- Not even shaped like one JSON object (kombu's restore, which decodes what `unacked`
+    -- holds, would choke on it): decoded below, and dead-lettered when that fails. A full
+    -- decode of every message would cost ~5 us each.
+    if tag and not (string.byte(raw, 1) == 123 and string.byte(raw, -1) == 125) then tag = nil end
+    local ok = true
+    if not tag and #raw <= max_decoded then
+      ok, env = pcall(cjson.decode, raw)
+      if ok and type(env) == 'table' and type(env.properties) == 'table' then
+        tag = env.properties.delivery_tag
       end
     end
-    if reason then
-      local task, id
-      if type(env) == 'table' and type(env.headers) == 'table' then
-        task, id = env.headers.task, env.headers.id
-        if type(task) ~= 'string' or task == '' then task = nil end
-        if type(id) ~= 'string' or id == '' then id = nil end
+    if type(tag) ~= 'string' or tag == '' then
+      reason = 'envelope has no properties.delivery_tag'
+      if #raw > max_decoded then
+        reason = reason .. ' readable without decoding it, and it is too large to decode here'
+      elseif not ok or type(env) ~= 'table' then
+        reason = 'envelope is not a JSON object'
       end
-      local json, why = dead_letter(raw, reason, queue, task, id)
-      table.insert(out, json)
-      table.insert(out, '')
-      table.insert(out, why)
-      table.insert(out, queue)
-      table.insert(out, '')
-    else
-      local deliveries = 1
-      if redelivered(raw, info) then
-        local counter = counters .. redis.sha1hex(tag)
-        local n = redis.pcall('INCR', counter)
-        if type(n) ~= 'number' then
-          -- A counter that is not one of ours is left alone, and the message counts as over
-          -- its limit rather than uncounted.
-          deliveries = max_deliveries + 1
-        else
-          deliveries = n + 1
-          if deliveries > max_deliveries then
-            redis.call('DEL', counter)
-          else
-            redis.call('EXPIRE', counter, counter_life)
-          end
-        end
-      end
-      -- A tag already held (a producer reused another message's tag) gets a suffix: recording it
-      -- under the same field would overwrite the other message's entry and lose it.
-      if seen[tag .. lease] or redis.call('HEXISTS', KEYS[1], tag .. lease) == 1 then
-        tag = tag .. ':' .. tostring(now) .. ':' .. tostring(#out)
-      end
-      tag = tag .. lease
-      seen[tag] = true
-      table.insert(entries, tag)
-      table.insert(entries, '[' .. raw .. ', "", ' .. cjson.encode(queue) .. ']')
-      table.insert(scores, score)
-      table.insert(scores, tag)
-      if #scores >= 200 then record() end
-      table.insert(out, raw)
-      table.insert(out, tag)
-      table.insert(out, '')
-      table.insert(out, queue)
-      table.insert(out, tostring(deliveries))
     end
   end
+  if reason then
+    local task, id
+    if type(env) == 'table' and type(env.headers) == 'table' then
+      task, id = env.headers.task, env.headers.id
+      if type(task) ~= 'string' or task == '' then task = nil end
+      if type(id) ~= 'string' or id == '' then id = nil end
+    end
+    local json, why = dead_letter(raw, reason, queue, task, id)
+    table.insert(out, json)
+    table.insert(out, '')
+    table.insert(out, why)
+    table.insert(out, queue)
+    table.insert(out, '')
+  else
+    local deliveries = 1
+    if redelivered(raw, info) then
+      local counter = counters .. redis.sha1hex(tag)
+      local n = redis.pcall('INCR', counter)
+      if type(n) ~= 'number' then
+        -- A counter that is not one of ours is left alone, and the message counts as over
+        -- its limit rather than uncounted.
+        deliveries = max_deliveries + 1
+      else
+        deliveries = n + 1
+        if deliveries > max_deliveries then
+          redis.call('DEL', counter)
+        else
+          redis.call('EXPIRE', counter, counter_life)
+        end
+      end
+    end
+    -- A tag already held (a producer reused another message's tag) gets a suffix: recording it
+    -- under the same field would overwrite the other message's entry and lose it.
+    if seen[tag .. lease] or redis.call('HEXISTS', KEYS[1], tag .. lease) == 1 then
+      tag = tag .. ':' .. tostring(now) .. ':' .. tostring(#out)
+    end
+    tag = tag .. lease
+    seen[tag] = true
+    table.insert(entries, tag)
+    table.insert(entries, '[' .. raw .. ', "", ' .. cjson.encode(queue) .. ']')
+    table.insert(scores, score)
+    table.insert(scores, tag)
+    if #scores >= 200 then record() end
+    table.insert(out, raw)
+    table.insert(out, tag)
+    table.insert(out, '')
+    table.insert(out, queue)
+    table.insert(out, tostring(deliveries))
+  end
+end
+
+-- Each list in turn, as many as still wanted in one RPOP each (a list that gives fewer is
+-- empty: the next one is tried).
+local list = 4
+while want > 0 and list <= #KEYS do
+  local taken = redis.pcall('RPOP', KEYS[list], want)
+  if type(taken) == 'table' and taken.err then
+    -- Not a list (another program's key): nothing to take from it.
+    taken = false
+  end
+  if taken then
+    local queue = ARGV[list + 5]
+    for _, raw in ipairs(taken) do
+      take(raw, queue)
+    end
+    want = want - #taken
+  end
+  if not taken or want > 0 then list = list + 1 end
 end
 record()
 return out
