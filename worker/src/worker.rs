@@ -224,8 +224,7 @@ impl Worker {
         for (claim, permit) in claims.into_iter().zip(permits) {
             match claim {
                 Claim::Message(delivery) => {
-                    let delivery = Arc::new(delivery);
-                    self.leases.insert(&delivery);
+                    let delivery = self.leases.hold(delivery);
                     let (ctx, leases) = (self.ctx.clone(), self.leases.clone());
                     self.running
                         .spawn(delivery::guarded(ctx, leases, delivery, permit));

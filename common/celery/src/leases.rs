@@ -42,9 +42,12 @@ impl Borrow<str> for Held {
 }
 
 impl Leases {
-    /// Holds `d`: its lease is renewed from the next renewal on.
-    pub fn insert(&self, d: &Arc<Delivery>) {
-        self.lock().replace(Held(Arc::clone(d)));
+    /// Holds `d`: its lease is renewed from the next renewal on. Returns it shared, for the
+    /// task that runs it.
+    pub fn hold(&self, d: Delivery) -> Arc<Delivery> {
+        let d = Arc::new(d);
+        self.lock().replace(Held(Arc::clone(&d)));
+        d
     }
 
     /// Stops holding the delivery `tag` (it was settled).
@@ -110,23 +113,22 @@ impl Leases {
 mod tests {
     use super::*;
 
-    fn delivery(tag: &str) -> Arc<Delivery> {
-        Arc::new(Delivery {
+    fn delivery(tag: &str) -> Delivery {
+        Delivery {
             raw: format!("{{\"tag\":\"{tag}\"}}"),
             tag: tag.to_owned(),
             taken_at: 0.0,
             queue: "celery".to_owned(),
             deliveries: 1,
-        })
+        }
     }
 
     #[test]
     fn held_deliveries_are_shared_found_by_tag_and_drained_once() {
         let leases = Leases::default();
-        let (a, b) = (delivery("a"), delivery("b"));
-        leases.insert(&a);
-        leases.insert(&b);
-        leases.insert(&a);
+        let a = leases.hold(delivery("a"));
+        leases.hold(delivery("b"));
+        let again = leases.hold(delivery("a"));
         assert_eq!(leases.len(), 2, "a tag is held once");
         let mut tags = leases.tags();
         tags.sort();
@@ -137,8 +139,8 @@ mod tests {
         assert!(leases.is_empty());
         assert_eq!(drained.len(), 1);
         assert!(
-            Arc::ptr_eq(&drained[0], &a),
-            "the task's own delivery, not a copy"
+            Arc::ptr_eq(&drained[0], &again) && !Arc::ptr_eq(&drained[0], &a),
+            "the task's own delivery, not a copy: the last one held under its tag"
         );
     }
 }
