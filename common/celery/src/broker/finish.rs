@@ -119,20 +119,17 @@ impl Broker {
                 .arg(script_tag.unwrap_or_default())
                 .arg(json)
                 .arg(results.expires_secs());
-            // Not touched by the script without a chord member; any key name will do.
-            let unacked = self.layout.unacked();
+            // A chord member's six keys; a plain task passes none.
             match chord {
                 Some(c) => {
                     let k = &c.keys;
+                    let unacked = self.layout.unacked();
                     let body_key = body.as_ref().map_or(unacked, |b| b.key.as_str());
                     call.key(&k.claim).key(body_key);
                     call.key(&k.join).key(&k.counter).key(&k.size).key(&k.dedup);
                     call.arg(&c.member);
                 }
                 None => {
-                    for _ in 0..6 {
-                        call.key(unacked);
-                    }
                     call.arg("");
                 }
             }

@@ -8,8 +8,9 @@
 -- `.c` still names it: then `.c` becomes 'done' (Celery 5.7's marker) and the join, counter,
 -- size and dedup keys are deleted, as Celery does after the body is sent.
 -- KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] celery-task-meta-<id>,
--- KEYS[4] <gid>.c, KEYS[5] celery-task-meta-<body id>, KEYS[6..9] <gid>.j .t .s .d (KEYS[4..9]
--- untouched without a chord member); KEYS[9+i] the queue list of the i-th message to publish,
+-- with a chord member only: KEYS[4] <gid>.c, KEYS[5] celery-task-meta-<body id>, KEYS[6..9]
+-- <gid>.j .t .s .d; then the queue list of the i-th message to publish (KEYS[9+i] with a chord
+-- member, KEYS[3+i] without: a plain task passes no placeholders),
 -- the chord's messages first.
 -- ARGV[1] delivery tag to acknowledge ('' for none), ARGV[2] result JSON ('' to store none),
 -- ARGV[3] result TTL in seconds (0: none), ARGV[4] the chord member as `.c` names it ('' for
@@ -31,15 +32,17 @@ if ARGV[2] ~= '' then
   current = stored_result()
   if current == nil then return -1 end
 end
-for i = 10, #KEYS do
-  if not writable(KEYS[i], 'list') then return -(i - 8) end
+-- The first queue list's index in KEYS: the i-th message's list is KEYS[lists + i - 1].
+local lists = ARGV[4] ~= '' and 10 or 4
+for i = lists, #KEYS do
+  if not writable(KEYS[i], 'list') then return -(i - lists + 2) end
 end
 if ARGV[1] ~= '' then ack(KEYS[1], KEYS[2], ARGV[1]) end
 local chord_sends = tonumber(ARGV[6])
 -- (`.c` of another type, put there since the join, names nobody: no error half-way.)
 if ARGV[4] ~= '' and writable(KEYS[4], 'string') and redis.call('GET', KEYS[4]) == ARGV[4] then
-  for i = 10, 9 + chord_sends do
-    redis.call('LPUSH', KEYS[i], ARGV[i - 3])
+  for i = 1, chord_sends do
+    redis.call('LPUSH', KEYS[lists + i - 1], ARGV[6 + i])
   end
   if ARGV[5] ~= '' and writable(KEYS[5], 'string') then store_result(KEYS[5], ARGV[5], ARGV[3]) end
   if tonumber(ARGV[3]) > 0 then
@@ -56,8 +59,8 @@ if ARGV[4] ~= '' and writable(KEYS[4], 'string') and redis.call('GET', KEYS[4]) 
   end
 end
 if is_success(current) then return 0 end
-for i = 10 + chord_sends, #KEYS do
-  redis.call('LPUSH', KEYS[i], ARGV[i - 3])
+for i = chord_sends + 1, #KEYS - lists + 1 do
+  redis.call('LPUSH', KEYS[lists + i - 1], ARGV[6 + i])
 end
 if ARGV[2] ~= '' then store_result(KEYS[3], ARGV[2], ARGV[3]) end
 return 1
