@@ -95,6 +95,19 @@ local function record()
     entries, scores = {}, {}
   end
 end
+-- Where the first `"delivery_info"` in `raw` starts, or nil. Found by its tail `y_info"`: a
+-- plain find stops at each occurrence of the first character of what it looks for, and an
+-- envelope has ~100 quotes before its properties (~0.5 us a message against ~0.15).
+local function delivery_info(raw)
+  local from = 1
+  while true do
+    local at = string.find(raw, 'y_info"', from, true)
+    if not at then return nil end
+    if at > 8 and string.find(raw, '^"delivery_info"', at - 8) then return at - 8 end
+    from = at + 1
+  end
+end
+
 -- Holds `raw`, taken from the list of `queue`, or dead-letters it; adds it to `out` either way.
 local function take(raw, queue)
   local tag, reason, env, info = nil, nil, nil, 1
@@ -104,7 +117,7 @@ local function take(raw, queue)
     -- Read the delivery tag without decoding the whole envelope (this runs once per task
     -- inside Redis): it sits in `properties`, at the end of kombu's and our envelopes. Fall
     -- back to a full decode, of a small entry only, when the text is unusual.
-    info = string.find(raw, '"delivery_info"', 1, true) or 1
+    info = delivery_info(raw) or 1
     tag = field(raw, 'delivery_tag', info) or field(raw, 'delivery_tag', 1)
     if tag == '' then tag = nil end
     -- Not even shaped like one JSON object (kombu's restore, which decodes what `unacked`
