@@ -95,8 +95,8 @@ async fn lower_priority_number_is_served_first() {
 #[tokio::test]
 async fn claim_reads_kombus_fields_from_properties_in_any_key_order() {
     // The claim script reads delivery_tag as text, without decoding the envelope: a header with
-    // the same name must not fool it, nor must properties coming first, nor spaces around the
-    // colons. It records the queue the message was taken from, not the producer's exchange and
+    // the same name must not fool it, nor a near miss of `"delivery_info"`, nor must properties
+    // coming first, nor spaces around the colons. It records the queue the message was taken from, not the producer's exchange and
     // routing key (a named exchange's routing key need not name a queue).
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
@@ -109,6 +109,10 @@ async fn claim_reads_kombus_fields_from_properties_in_any_key_order() {
     env.headers
         .extra
         .insert("delivery_tag".into(), json!(["decoy"]));
+    // The claim finds `"delivery_info"` by its tail `y_info"`: near misses come first.
+    env.headers
+        .extra
+        .insert("x_delivery_info".into(), json!("y_info\" delivery_info\""));
     let mut doc = serde_json::to_value(&env).unwrap();
     doc["properties"]["delivery_info"] = json!({"exchange": "orders", "routing_key": "eu"});
     doc["properties"]["delivery_tag"] = json!("tag-1");
