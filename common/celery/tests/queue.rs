@@ -4,7 +4,7 @@
 use celery_redis::broker::Visibility;
 use std::time::Duration;
 
-use celery_redis::broker::{Broker, Claim, Submitted};
+use celery_redis::broker::{Broker, Claim, Submitted, MAX_CLAIM_BATCH};
 use celery_redis::keys;
 use celery_redis::protocol::{Envelope, TaskMessage};
 use futures_util::StreamExt;
@@ -161,6 +161,22 @@ async fn one_claim_takes_many_and_records_each_in_unacked() {
         240
     );
     assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn a_claim_asked_for_too_many_takes_its_bounded_batch() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let broker = Broker::new(conn.clone(), "celery", "test@host");
+    let msgs: Vec<TaskMessage> = (0..MAX_CLAIM_BATCH + 5).map(|_| task(0)).collect();
+    for chunk in msgs.chunks(500) {
+        broker.publish_many(chunk).await.unwrap();
+    }
+    // usize::MAX is past any count RPOP accepts: bounded, not refused.
+    let claims = broker.claim_many(usize::MAX).await.unwrap();
+    assert_eq!(claims.len(), MAX_CLAIM_BATCH);
+    assert_eq!(conn.llen::<_, i64>("celery").await.unwrap(), 5);
+    assert_eq!(broker.claim_many(0).await.unwrap().len(), 1, "at least one");
 }
 
 #[tokio::test]

@@ -138,6 +138,11 @@ impl Rotation {
     }
 }
 
+/// Most messages one claim takes, whatever its caller asks: one script call's Redis time stays
+/// bounded, and the count stays one `RPOP` accepts (a count it refuses would read as a list
+/// of another type, and nothing would be taken).
+pub const MAX_CLAIM_BATCH: usize = 1000;
+
 impl Broker {
     /// Takes the next message (processing list first, then each priority step) and records it
     /// in `unacked`/`unacked_index` in the same step. Never blocks.
@@ -145,8 +150,9 @@ impl Broker {
         Ok(self.claim_many(1).await?.into_iter().next())
     }
 
-    /// Like [`Broker::claim`] for up to `max` messages in one script call (a worker with several
-    /// free slots fills them in one round trip). Returns fewer when the queue holds fewer.
+    /// Like [`Broker::claim`] for up to `max` messages (at most [`MAX_CLAIM_BATCH`]) in one
+    /// script call (a worker with several free slots fills them in one round trip). Returns
+    /// fewer when the queue holds fewer.
     pub async fn claim_many(&self, max: usize) -> RedisResult<Vec<Claim>> {
         self.claim_from(std::slice::from_ref(&self.queue), max)
             .await
@@ -163,7 +169,7 @@ impl Broker {
             .key(layout.unacked_index())
             .key(layout.dead_letter());
         let limits = &self.limits;
-        inv.arg(max.max(1))
+        inv.arg(max.clamp(1, MAX_CLAIM_BATCH))
             .arg(limits.max_bytes)
             .arg(SCRIPT_DECODE_MAX.min(limits.max_bytes))
             .arg(DEAD_RAW_KEEP)

@@ -37,7 +37,7 @@ pub mod settle;
 pub mod stats;
 
 pub use canvas::ChordIds;
-pub use consume::{Claim, Delivery, Rotation};
+pub use consume::{Claim, Delivery, Rotation, MAX_CLAIM_BATCH};
 pub use dead::DeadLetter;
 pub use restore::Visibility;
 pub use stats::{export, Foreign, QueueStats};
