@@ -212,12 +212,32 @@ async fn query(
     for arg in calls.flat_map(|c| c.args.iter()) {
         cmd.arg(arg.as_bytes());
     }
-    match cmd.query_async(conn).await {
+    let reply: Value = match cmd.query_async(conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             script.load_async(conn).await?;
-            cmd.query_async(conn).await
+            cmd.query_async(conn).await?
         }
-        replies => replies,
+        reply => reply?,
+    };
+    replies(reply)
+}
+
+/// The calls' replies in the batch's: one element each, or, when all are integers, one string
+/// of them separated by spaces (see `lua/batch.lua`).
+fn replies(reply: Value) -> RedisResult<Vec<Value>> {
+    match reply {
+        Value::Array(replies) => Ok(replies),
+        Value::BulkString(ints) => ints
+            .split(|&b| b == b' ')
+            .map(|n| {
+                std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .map(Value::Int)
+                    .ok_or_else(malformed)
+            })
+            .collect(),
+        _ => Err(malformed()),
     }
 }
 
@@ -257,6 +277,29 @@ fn gone() -> RedisError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_of_integers_is_read_from_its_one_string() {
+        let ints = replies(Value::BulkString(b"1 0 -3 9007199254740992".to_vec()));
+        assert_eq!(
+            ints.ok(),
+            Some(vec![
+                Value::Int(1),
+                Value::Int(0),
+                Value::Int(-3),
+                Value::Int(9_007_199_254_740_992)
+            ])
+        );
+        for junk in [&b""[..], b"1  2", b"1 x", b"1.5", b"1 2 "] {
+            assert!(
+                replies(Value::BulkString(junk.to_vec())).is_err(),
+                "{junk:?}"
+            );
+        }
+        let mixed = vec![Value::Int(1), Value::BulkString(b"{}".to_vec())];
+        assert_eq!(replies(Value::Array(mixed.clone())).ok(), Some(mixed));
+        assert!(replies(Value::Int(1)).is_err());
+    }
 
     #[test]
     fn a_call_reads_its_reply_or_its_error_with_the_error_code() {

@@ -5,7 +5,9 @@
 -- then every call's arguments, in order; KEYS every call's keys, in order.
 -- Returns one reply per call: its own reply (an integer or a string), or {'!', error text} when it
 -- raised an error or returned one (what it wrote before that stays, as with a single call; the
--- next calls still run).
+-- next calls still run). When every reply is a whole number (most batches), they come back as
+-- one string of decimal integers separated by spaces instead: a client reads one reply element
+-- instead of one per call (redis-rs spends ~200 ns on each element, whatever its size).
 local n = tonumber(ARGV[1])
 local out = {}
 local k, a = 0, 1 + 2 * n
@@ -27,4 +29,10 @@ for i = 1, n do
     out[i] = r
   end
 end
-return out
+local ints, small = {}, {[-1] = '-1', [0] = '0', [1] = '1'}
+for i = 1, n do
+  local r = out[i]
+  if type(r) ~= 'number' or r ~= math.floor(r) or r > 2^53 or r < -2^53 then return out end
+  ints[i] = small[r] or string.format('%d', r)
+end
+return table.concat(ints, ' ')
