@@ -281,6 +281,45 @@ async fn a_message_a_python_worker_restored_is_counted_too() {
     assert_eq!(claim(&broker).await.deliveries, 4);
 }
 
+/// A delivery counter another program set to a huge number counts as just past the limit (the
+/// claim writes its count as an integer, never as `1e+15`, so it is read as a count).
+#[tokio::test]
+async fn a_delivery_counter_set_huge_counts_as_just_past_the_limit() {
+    let redis = TestRedis::start();
+    let mut conn = redis.manager().await;
+    let limits = Limits {
+        max_deliveries: 3,
+        ..Limits::default()
+    };
+    let broker = Broker::new(conn.clone(), "celery", "test@host").with_limits(limits);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/celery-vectors/restore/restore_after_worker_crash.json"
+    );
+    let capture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let restored = capture["restored_messages_rpushed"][0]["raw"]
+        .as_str()
+        .unwrap();
+    let envelope: serde_json::Value = serde_json::from_str(restored).unwrap();
+    let tag = envelope["properties"]["delivery_tag"].as_str().unwrap();
+    let digest: String = redis::cmd("EVAL")
+        .arg("return redis.sha1hex(ARGV[1])")
+        .arg(0)
+        .arg(tag)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let counter = format!("{}{digest}", keys::DELIVERIES_PREFIX);
+    conn.set::<_, _, ()>(&counter, "1000000000000000")
+        .await
+        .unwrap();
+    conn.lpush::<_, _, ()>("celery", restored).await.unwrap();
+    assert_eq!(claim(&broker).await.deliveries, 4);
+    // Past the limit, the counter is gone: a requeued dead letter starts again.
+    assert!(!conn.exists::<_, bool>(&counter).await.unwrap());
+}
+
 async fn output_bytes(conn: &mut celery_redis::conn::Conn) -> u64 {
     testkit::info_number(conn, "stats", "total_net_output_bytes").await
 }

@@ -14,6 +14,9 @@ use crate::keys;
 use crate::keys::QueueOrder;
 use crate::scripts::{CLAIM, RENEW};
 
+mod reply;
+use reply::{malformed_claim, About};
+
 /// Largest entry the claim script decodes in full (inside Redis) when it cannot find its delivery
 /// tag by searching the text: decoding costs Redis ~30 times the entry's size in its Lua heap.
 /// A larger one is dead-lettered without decoding it.
@@ -177,12 +180,20 @@ impl Broker {
             .arg(limits.max_deliveries)
             .arg(self.retention.as_secs().max(86_400))
             .arg(keys::LEASE_SUFFIX);
+        // The queue of each list passed, in order: the script names a list by its position.
+        let mut lists: Vec<&String> = Vec::with_capacity(
+            queues
+                .len()
+                .saturating_mul(layout.steps().len().saturating_add(1)),
+        );
         for queue in queues {
             inv.key(layout.processing(queue)).arg(queue);
+            lists.push(queue);
         }
         for &step in layout.steps() {
             for queue in queues {
                 inv.key(layout.step_list(queue, step)).arg(queue);
+                lists.push(queue);
             }
         }
         // Bytes, not strings: any producer can push an entry that is not UTF-8, and one such
@@ -195,36 +206,34 @@ impl Broker {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0.0);
         let mut claims = Vec::new();
-        while let (Some(raw), Some(tag), Some(reason), Some(queue), Some(deliveries)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) {
-            let reason = String::from_utf8_lossy(&reason).into_owned();
-            // One of the names passed in, so UTF-8.
-            let queue = String::from_utf8_lossy(&queue).into_owned();
-            if !reason.is_empty() {
+        while let (Some(raw), Some(about)) = (parts.next(), parts.next()) {
+            let About {
+                list,
+                deliveries,
+                rest,
+            } = About::read(&about).ok_or_else(malformed_claim)?;
+            let queue = list
+                .checked_sub(1)
+                .and_then(|i| lists.get(i))
+                .map(|q| (*q).clone())
+                .ok_or_else(malformed_claim)?;
+            let Some(deliveries) = deliveries else {
+                let reason = String::from_utf8_lossy(rest).into_owned();
                 claims.push(dead_lettered(&raw, reason, queue));
                 continue;
-            }
-            let deliveries = std::str::from_utf8(&deliveries)
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1);
+            };
             let raw = String::from_utf8(raw)
                 .map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            claims.push(match (raw, String::from_utf8(tag)) {
+            claims.push(match (raw, std::str::from_utf8(rest)) {
                 (Ok(raw), Ok(tag)) => Claim::Message(Delivery {
                     raw,
-                    tag,
+                    tag: tag.to_owned(),
                     taken_at,
                     queue,
                     deliveries,
                 }),
-                (Ok(raw) | Err(raw), tag) => Claim::Unreadable {
-                    tag: tag.map_or_else(|e| e.into_bytes(), String::into_bytes),
+                (Ok(raw) | Err(raw), _) => Claim::Unreadable {
+                    tag: rest.to_vec(),
                     raw,
                     queue,
                 },

@@ -13,10 +13,12 @@
 -- the queue it was taken from as routing key, so a restore by any worker (kombu's too: an empty
 -- exchange routes by routing key) puts it back where it was, whatever exchange and routing key its
 -- producer used (a message published to a named exchange carries that exchange's routing key).
--- Returns {now, raw1, tag1, reason1, queue1, deliveries1, raw2, ...}: `now` is the server's clock;
--- `reason` is '' for a message now held, or why the entry went to the dead-letter list instead
--- (then `raw` is the dead-letter entry as stored); `queue` is the queue of the list it came from;
--- `deliveries` counts this delivery of a held message (see below).
+-- Returns {now, raw1, about1, raw2, about2, ...}: `now` is the server's clock; `about` is
+-- `<n> <deliveries> <tag>` for a message now held, `<n> ! <reason>` for an entry that went to the
+-- dead-letter list instead (then `raw` is the dead-letter entry as stored), where `<n>` says
+-- which list it came from (KEYS[3 + n]) and `deliveries` counts this delivery of a held message
+-- (see below). Two reply elements a message, not five: a client pays for each element (redis-rs
+-- ~200 ns, whatever its size), and the tag is a new string here anyway.
 -- Junk costs bounded work: an entry larger than ARGV[2] is never held nor decoded, and one
 -- without a findable tag is decoded only up to ARGV[3] bytes; a dead letter of either keeps its
 -- first ARGV[4] bytes and its size (`raw_bytes`), and its task and id when they can be found.
@@ -108,8 +110,9 @@ local function delivery_info(raw)
   end
 end
 
--- Holds `raw`, taken from the list of `queue`, or dead-letters it; adds it to `out` either way.
-local function take(raw, queue)
+-- Holds `raw`, taken from the n-th list passed (KEYS[3 + n], a list of `queue`; `n` as text), or
+-- dead-letters it; adds it to `out` either way.
+local function take(raw, queue, n)
   local tag, reason, env, info = nil, nil, nil, 1
   if #raw > max_held then
     reason = 'message is larger than ' .. max_held .. ' bytes'
@@ -149,10 +152,7 @@ local function take(raw, queue)
     end
     local json, why = dead_letter(raw, reason, queue, task, id)
     table.insert(out, json)
-    table.insert(out, '')
-    table.insert(out, why)
-    table.insert(out, queue)
-    table.insert(out, '')
+    table.insert(out, n .. ' ! ' .. why)
   else
     local deliveries = 1
     if redelivered(raw, info) then
@@ -163,7 +163,9 @@ local function take(raw, queue)
         -- its limit rather than uncounted.
         deliveries = max_deliveries + 1
       else
-        deliveries = n + 1
+        -- (Bounded, so that it is written as an integer: a counter set to 1e15 by another
+        -- program reads as just past the limit.)
+        deliveries = math.min(n + 1, max_deliveries + 1)
         if deliveries > max_deliveries then
           redis.call('DEL', counter)
         else
@@ -184,10 +186,8 @@ local function take(raw, queue)
     table.insert(scores, tag)
     if #scores >= 200 then record() end
     table.insert(out, raw)
-    table.insert(out, tag)
-    table.insert(out, '')
-    table.insert(out, queue)
-    table.insert(out, tostring(deliveries))
+    -- (Numbers are written by sprintf: the usual count is a constant.)
+    table.insert(out, n .. (deliveries == 1 and ' 1 ' or ' ' .. deliveries .. ' ') .. tag)
   end
 end
 
@@ -201,9 +201,9 @@ while want > 0 and list <= #KEYS do
     taken = false
   end
   if taken then
-    local queue = ARGV[list + 5]
+    local queue, n = ARGV[list + 5], tostring(list - 3)
     for _, raw in ipairs(taken) do
-      take(raw, queue)
+      take(raw, queue, n)
     end
     want = want - #taken
   end
