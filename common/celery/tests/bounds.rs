@@ -184,11 +184,7 @@ async fn counters(conn: &mut celery_redis::conn::Conn) -> Vec<String> {
 async fn each_delivery_a_restore_gave_back_is_counted_and_the_count_ends_past_the_limit() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
-    let limits = Limits {
-        max_deliveries: 3,
-        ..Limits::default()
-    };
-    let broker = Broker::new(conn.clone(), "celery", "test@host").with_limits(limits);
+    let broker = counting_broker(&conn);
     broker
         .publish(&TaskMessage::new("process_order", "celery", Map::new()))
         .await
@@ -223,11 +219,7 @@ async fn each_delivery_a_restore_gave_back_is_counted_and_the_count_ends_past_th
 async fn parking_or_handing_back_a_restored_message_does_not_count_as_losing_it() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
-    let limits = Limits {
-        max_deliveries: 3,
-        ..Limits::default()
-    };
-    let broker = Broker::new(conn.clone(), "celery", "test@host").with_limits(limits);
+    let broker = counting_broker(&conn);
     broker
         .publish(&TaskMessage::new("process_order", "celery", Map::new()))
         .await
@@ -253,16 +245,8 @@ async fn a_message_a_python_worker_restored_is_counted_too() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/celery-vectors/restore/restore_after_worker_crash.json"
-    );
-    let capture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    // kombu's restore wrote it with `"redelivered": true` in headers and delivery_info.
-    let restored = capture["restored_messages_rpushed"][0]["raw"]
-        .as_str()
-        .unwrap();
+    let restored = kombu_restored();
+    let restored = restored.as_str();
     assert!(restored.contains(r#""redelivered": true"#));
     for expected in [2, 3] {
         conn.lpush::<_, _, ()>("celery", restored).await.unwrap();
@@ -287,21 +271,9 @@ async fn a_message_a_python_worker_restored_is_counted_too() {
 async fn a_delivery_counter_set_huge_counts_as_just_past_the_limit() {
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
-    let limits = Limits {
-        max_deliveries: 3,
-        ..Limits::default()
-    };
-    let broker = Broker::new(conn.clone(), "celery", "test@host").with_limits(limits);
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/celery-vectors/restore/restore_after_worker_crash.json"
-    );
-    let capture: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let restored = capture["restored_messages_rpushed"][0]["raw"]
-        .as_str()
-        .unwrap();
-    let envelope: serde_json::Value = serde_json::from_str(restored).unwrap();
+    let broker = counting_broker(&conn);
+    let restored = kombu_restored();
+    let envelope: serde_json::Value = serde_json::from_str(&restored).unwrap();
     let tag = envelope["properties"]["delivery_tag"].as_str().unwrap();
     let digest: String = redis::cmd("EVAL")
         .arg("return redis.sha1hex(ARGV[1])")
@@ -314,10 +286,34 @@ async fn a_delivery_counter_set_huge_counts_as_just_past_the_limit() {
     conn.set::<_, _, ()>(&counter, "1000000000000000")
         .await
         .unwrap();
-    conn.lpush::<_, _, ()>("celery", restored).await.unwrap();
+    conn.lpush::<_, _, ()>("celery", &restored).await.unwrap();
     assert_eq!(claim(&broker).await.deliveries, 4);
     // Past the limit, the counter is gone: a requeued dead letter starts again.
     assert!(!conn.exists::<_, bool>(&counter).await.unwrap());
+}
+
+/// A broker that dead-letters a message past its third delivery.
+fn counting_broker(conn: &celery_redis::conn::Conn) -> Broker {
+    let limits = Limits {
+        max_deliveries: 3,
+        ..Limits::default()
+    };
+    Broker::new(conn.clone(), "celery", "test@host").with_limits(limits)
+}
+
+/// A message as kombu's restore pushed it back (captured from Celery 5.7): with
+/// `"redelivered": true` in its headers and delivery_info.
+fn kombu_restored() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/celery-vectors/restore/restore_after_worker_crash.json"
+    );
+    let capture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    capture["restored_messages_rpushed"][0]["raw"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn output_bytes(conn: &mut celery_redis::conn::Conn) -> u64 {
