@@ -110,9 +110,9 @@ local function delivery_info(raw)
   end
 end
 
--- Holds `raw`, taken from the n-th list passed (KEYS[3 + n], a list of `queue`; `n` as text), or
--- dead-letters it; adds it to `out` either way.
-local function take(raw, queue, n)
+-- Holds `raw`, taken from the `from`-th list passed (KEYS[3 + from], a list of `queue`; `from`
+-- as text), or dead-letters it; adds it to `out` either way.
+local function take(raw, queue, from)
   local tag, reason, env, info = nil, nil, nil, 1
   if #raw > max_held then
     reason = 'message is larger than ' .. max_held .. ' bytes'
@@ -152,7 +152,7 @@ local function take(raw, queue, n)
     end
     local json, why = dead_letter(raw, reason, queue, task, id)
     table.insert(out, json)
-    table.insert(out, n .. ' ! ' .. why)
+    table.insert(out, from .. ' ! ' .. why)
   else
     local deliveries = 1
     if redelivered(raw, info) then
@@ -187,7 +187,7 @@ local function take(raw, queue, n)
     if #scores >= 200 then record() end
     table.insert(out, raw)
     -- (Numbers are written by sprintf: the usual count is a constant.)
-    table.insert(out, n .. (deliveries == 1 and ' 1 ' or ' ' .. deliveries .. ' ') .. tag)
+    table.insert(out, from .. (deliveries == 1 and ' 1 ' or ' ' .. deliveries .. ' ') .. tag)
   end
 end
 
@@ -201,9 +201,9 @@ while want > 0 and list <= #KEYS do
     taken = false
   end
   if taken then
-    local queue, n = ARGV[list + 5], tostring(list - 3)
+    local queue, from = ARGV[list + 5], tostring(list - 3)
     for _, raw in ipairs(taken) do
-      take(raw, queue, n)
+      take(raw, queue, from)
     end
     want = want - #taken
   end
