@@ -301,7 +301,7 @@ fn counting_broker(conn: &celery_redis::conn::Conn) -> Broker {
     Broker::new(conn.clone(), "celery", "test@host").with_limits(limits)
 }
 
-/// A message as kombu's restore pushed it back (captured from Celery 5.7): with
+/// A message as kombu's restore pushed it back (a capture in celery-vectors): with
 /// `"redelivered": true` in its headers and delivery_info.
 fn kombu_restored() -> String {
     let path = concat!(
