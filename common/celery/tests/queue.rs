@@ -96,8 +96,9 @@ async fn lower_priority_number_is_served_first() {
 async fn claim_reads_kombus_fields_from_properties_in_any_key_order() {
     // The claim script reads delivery_tag as text, without decoding the envelope: a header with
     // the same name must not fool it, nor a near miss of `"delivery_info"`, nor must properties
-    // coming first, nor spaces around the colons. It records the queue the message was taken from, not the producer's exchange and
-    // routing key (a named exchange's routing key need not name a queue).
+    // coming first, nor spaces around the colons. It records the queue the message was taken
+    // from, not the producer's exchange and routing key (a named exchange's routing key need not
+    // name a queue).
     let redis = TestRedis::start();
     let mut conn = redis.manager().await;
     let broker = Broker::new(conn.clone(), "celery", "test@host");
