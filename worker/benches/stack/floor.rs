@@ -16,6 +16,12 @@
 //! JSON and the confirmation's envelope are copied, with their ids replaced, from a short run of
 //! the real worker. What the floor leaves out, the scripts' guards (no SUCCESS overwritten, a
 //! reservation made once, types checked, dead letters, delivery counts), is what Lua buys.
+//!
+//! The client's side is timed too: the CPU of the one thread that sends the pipelines and reads
+//! their replies (its own current-thread runtime and connection), with nothing decoded or built
+//! on the way. It is what a worker sending these commands through redis-rs cannot go below; the
+//! rest of the worker's CPU per order is reading the envelope, running the task and writing what
+//! it sends.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +49,8 @@ pub struct Floor {
     pub rate: Stat,
     pub redis_us: Stat,
     pub commands: Stat,
+    /// The sending thread's CPU (user and system) per order.
+    pub client_us: Stat,
 }
 
 /// What the real worker stores and sends for one order, with that order's task id.
@@ -209,6 +217,47 @@ fn pipeline(batch: &[Task], now: f64, unacked: bool) -> redis::Pipeline {
     p
 }
 
+/// Sends the pipelines from this thread alone (a current-thread runtime and a connection of its
+/// own, so its CPU is the client's whole cost) and checks each `RPOP` took its order. Returns the
+/// seconds it took and the thread's CPU seconds meanwhile.
+fn send(client: redis::Client, pipes: &[redis::Pipeline], tasks: &[Task]) -> (f64, f64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let (t, cpu) = (Instant::now(), thread_cpu_seconds());
+        for (p, batch) in pipes.iter().zip(tasks.chunks(PIPELINE)) {
+            let replies: Vec<Reply> = p.query_async(&mut conn).await.unwrap();
+            // Each RPOP took one of the orders (the confirmations queue behind them).
+            for (reply, task) in replies.iter().zip(batch) {
+                let Reply::BulkString(raw) = reply else {
+                    panic!("floor: RPOP found the queue empty");
+                };
+                assert_eq!(
+                    task.unacked.as_bytes().get(1..=raw.len()),
+                    Some(&raw[..]),
+                    "floor: RPOP takes the orders oldest first"
+                );
+            }
+        }
+        (t.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu)
+    })
+}
+
+/// The calling thread's CPU time (user and system) so far, in seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to write.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 /// The floor, `reps` times over `n` orders; with `unacked` off, without kombu's unacked record.
 /// Prints Redis's commandstats of each run when `commandstats`.
 pub async fn measure(
@@ -256,24 +305,14 @@ pub async fn measure(
             redis_cpu_seconds(&mut conn).await,
             redis_commands(&mut conn).await,
         );
-        let t = Instant::now();
-        for (p, batch) in pipes.iter().zip(tasks.chunks(PIPELINE)) {
-            let replies: Vec<Reply> = p.query_async(&mut conn).await.unwrap();
-            // Each RPOP took one of the orders (the confirmations queue behind them).
-            for (reply, task) in replies.iter().zip(batch) {
-                let Reply::BulkString(raw) = reply else {
-                    panic!("floor: RPOP found the queue empty");
-                };
-                assert_eq!(
-                    task.unacked.as_bytes().get(1..=raw.len()),
-                    Some(&raw[..]),
-                    "floor: RPOP takes the orders oldest first"
-                );
-            }
-        }
-        let elapsed = t.elapsed().as_secs_f64();
+        let client = stack.redis.client();
+        let (elapsed, client_cpu) =
+            tokio::task::spawn_blocking(move || send(client, &pipes, &tasks))
+                .await
+                .unwrap();
         let nf = n as f64;
         out.rate.0.push(nf / elapsed);
+        out.client_us.0.push(client_cpu / nf * 1e6);
         out.redis_us
             .0
             .push((redis_cpu_seconds(&mut conn).await - redis_cpu) / nf * 1e6);
