@@ -37,7 +37,8 @@ pub fn to_celery_iso(t: OffsetDateTime) -> String {
             put_decimal(digits, n);
         }
     }
-    let mut out = String::from_utf8_lossy(&text).into_owned();
+    // Digits and separators only: always UTF-8.
+    let mut out = std::str::from_utf8(&text).unwrap_or_default().to_owned();
     if t.microsecond() == 0 {
         out.replace_range(19..26, "");
     }

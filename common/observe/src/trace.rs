@@ -92,7 +92,9 @@ impl TraceContext {
                 put_hex(digits, value);
             }
         }
-        String::from_utf8_lossy(&text).into_owned()
+        // Hex digits only: always UTF-8 (`from_utf8` checks ASCII a word at a time, the lossy
+        // form a byte at a time).
+        std::str::from_utf8(&text).unwrap_or_default().to_owned()
     }
 
     /// The `tracestate` received with the parent, passed on as it came (`None` when absent,
@@ -118,7 +120,7 @@ fn hex(n: u128, width: usize) -> String {
     let start = 32usize.saturating_sub(width);
     let field = digits.get_mut(start..).unwrap_or_default();
     put_hex(field, n);
-    String::from_utf8_lossy(field).into_owned()
+    std::str::from_utf8(field).unwrap_or_default().to_owned()
 }
 
 /// The last `digits.len()` hex digits of `n`, lowercase, zero-padded, into `digits`.
