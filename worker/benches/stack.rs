@@ -25,7 +25,9 @@
 //!
 //! Each cost row is also printed against `baseline.json` (beside this file): the cost per order
 //! of a recorded commit on the development machine, so a cost that creeps in over many changes
-//! shows, not only one against the commit before it. Update it when a change moves the cost on
+//! shows, not only one against the commit before it; and when the floor ran too, the drain's
+//! cost against this run's floor beside the baseline's, a ratio that carries from one host to
+//! another where µs do not (`stack/baseline.rs`). Update it when a change moves the cost on
 //! purpose (docs/performance.md says how it was measured).
 
 use std::collections::HashSet;
@@ -40,6 +42,8 @@ use serde_json::{json, Map, Value};
 use testkit::{Proc, Stack, TestRedis};
 use tokio::sync::mpsc;
 
+#[path = "stack/baseline.rs"]
+mod baseline;
 #[path = "stack/floor.rs"]
 mod floor;
 #[path = "stack/stats.rs"]
@@ -908,7 +912,7 @@ fn main() {
             d.redis_us.median(),
             d.commands.median()
         );
-        if let Some(line) = against_baseline(run, d) {
+        if let Some(line) = baseline::against_baseline(run, d) {
             println!("{line}");
         }
     }
@@ -920,6 +924,9 @@ fn main() {
             f.client_us.median(),
             f.rate.show("orders/s")
         );
+    }
+    if let Some(line) = baseline::against_floor(&rust.drain, &rust.floor) {
+        println!("{line}");
     }
     if !rust.roundtrip.p50.0.is_empty() {
         println!(
@@ -954,31 +961,4 @@ fn main() {
             rust.rss_order, rust.rss_notification
         );
     }
-}
-
-/// The recorded cost per order of a baseline commit (`baseline.json`).
-const BASELINE: &str = include_str!("baseline.json");
-
-/// A drain's cost per order against the baseline's at the same concurrency (`None` for a drain
-/// the baseline did not record).
-fn against_baseline(run: &(usize, Extra), d: &Drain) -> Option<String> {
-    let base: Value = serde_json::from_str(BASELINE).expect("baseline.json is JSON");
-    let (conc, extra) = run;
-    if *extra != Extra::Nothing {
-        return None;
-    }
-    let at = base["cost_per_order"].get(conc.to_string())?;
-    let field = |name: &str| at[name].as_f64().expect("baseline.json: a number");
-    let change = |now: f64, then: f64| format!("{:+.0} %", (now / then - 1.0) * 100.0);
-    Some(format!(
-        "| cost per order, concurrency {conc}, against the baseline {} ({}: {:.1} µs / {:.1} µs / {:.1}) | {} / {} / {} | | |",
-        base["commit"].as_str().unwrap_or("?"),
-        base["measured"].as_str().unwrap_or("?"),
-        field("worker_us"),
-        field("redis_us"),
-        field("commands"),
-        change(d.worker_us.median(), field("worker_us")),
-        change(d.redis_us.median(), field("redis_us")),
-        change(d.commands.median(), field("commands")),
-    ))
 }

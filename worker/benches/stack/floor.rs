@@ -51,6 +51,8 @@ pub struct Floor {
     pub commands: Stat,
     /// The sending thread's CPU (user and system) per order.
     pub client_us: Stat,
+    /// Whether kombu's `unacked` record was written.
+    pub unacked: bool,
 }
 
 /// What the real worker stores and sends for one order, with that order's task id.
@@ -270,7 +272,10 @@ pub async fn measure(
     let mut conn = stack.redis.manager().await;
     let broker = Broker::new(conn.clone(), QUEUE, "test@host");
     let s = sample(stack, &mut conn, &broker).await;
-    let mut out = Floor::default();
+    let mut out = Floor {
+        unacked,
+        ..Floor::default()
+    };
     for _ in 0..reps {
         flush(&mut conn).await;
         shop::inventory::set_stock(&conn, "A", 1_000_000_000)
