@@ -54,6 +54,11 @@ for _ in $(seq 100); do
   pgrep -f "perf record .* -o $work/perf.data" >/dev/null || break
   sleep 0.1
 done
+[ -s "$work/perf.data" ] || {
+  echo "redis_profile.sh: perf recorded nothing:" >&2
+  cat "$work/perf.log" >&2
+  exit 1
+}
 perf report -i "$work/perf.data" --stdio --no-children --sort symbol -g none 2>/dev/null |
   grep -E '^# Samples' || true
 perf report -i "$work/perf.data" --stdio --no-children --sort symbol -g none --percent-limit 0 \

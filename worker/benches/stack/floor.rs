@@ -18,10 +18,12 @@
 //! reservation made once, types checked, dead letters, delivery counts), is what Lua buys.
 //!
 //! The client's side is timed too: the CPU of the one thread that sends the pipelines and reads
-//! their replies (its own current-thread runtime and connection), with nothing decoded or built
-//! on the way. It is what a worker sending these commands through redis-rs cannot go below; the
-//! rest of the worker's CPU per order is reading the envelope, running the task and writing what
-//! it sends.
+//! their replies (its own current-thread runtime and connection; the commands' arguments are
+//! built before the clock starts, and nothing read is decoded). It is what sending these commands
+//! through redis-rs costs a client, the part of a worker's CPU per order it cannot do without;
+//! the rest is reading the envelope, running the task and writing what it sends. Without the
+//! `unacked` record it compares with the worker, whose scripts write that record (the client
+//! here sends each envelope back in the `HSET`).
 
 use std::time::{Duration, Instant};
 
