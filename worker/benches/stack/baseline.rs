@@ -14,6 +14,11 @@ fn baseline() -> Value {
     serde_json::from_str(BASELINE).expect("baseline.json is JSON")
 }
 
+/// The number `name` of a baseline record.
+fn number(at: &Value, name: &str) -> f64 {
+    at[name].as_f64().expect("baseline.json: a number")
+}
+
 fn change(now: f64, then: f64) -> String {
     format!("{:+.0} %", (now / then - 1.0) * 100.0)
 }
@@ -27,7 +32,7 @@ pub fn against_baseline(run: &(usize, Extra), d: &Drain) -> Option<String> {
         return None;
     }
     let at = base["cost_per_order"].get(conc.to_string())?;
-    let field = |name: &str| at[name].as_f64().expect("baseline.json: a number");
+    let field = |name| number(at, name);
     Some(format!(
         "| cost per order, concurrency {conc}, against the baseline {} ({}: {:.1} µs / {:.1} µs / {:.1}) | {} / {} / {} | | |",
         base["commit"].as_str().unwrap_or("?"),
@@ -58,7 +63,7 @@ pub fn against_floor(
     let worker = d.worker_us.median() / without.client_us.median();
     let base = baseline();
     let at = &base["against_floor"];
-    let field = |name: &str| at[name].as_f64().expect("baseline.json: a number");
+    let field = |name| number(at, name);
     Some(format!(
         "| cost per order, concurrency 64, against this run's floor: Redis CPU / the floor's, worker CPU / the client's floor without unacked (the baseline {}, {}: {:.2}x / {:.2}x) | {redis:.2}x / {worker:.2}x ({} / {}) | | |",
         at["commit"].as_str().unwrap_or("?"),
